@@ -1,0 +1,59 @@
+# overlayd — make targets. `make demo` and `make test` are the two that matter.
+GO       ?= go
+BIN      := bin/overlayd
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X github.com/overlayd/overlayd/node.Version=$(VERSION)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+# Packages whose tests are heavy on two cores run one at a time.
+TESTFLAGS ?= -p 1 -timeout 15m
+
+.PHONY: all build demo test unit cross lint bench bench-compare fuzz clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/overlayd
+
+## demo: build overlayd and run its rootless two-node demo
+demo: build
+	./$(BIN) demo
+
+## test: vet, every test (network-namespace tests too when root), cross-builds
+test: unit cross
+
+unit:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) test $(TESTFLAGS) ./...
+
+## cross: the binary builds for macOS and 64-bit ARM Linux
+cross:
+	GOOS=darwin GOARCH=arm64 $(GO) build -o /dev/null ./cmd/overlayd
+	GOOS=darwin GOARCH=amd64 $(GO) build -o /dev/null ./cmd/overlayd
+	GOOS=linux GOARCH=arm64 $(GO) build -o /dev/null ./cmd/overlayd
+	@echo "cross-builds ok: darwin/arm64 darwin/amd64 linux/arm64"
+
+lint:
+	gofmt -l . | (! grep .)
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+## bench: go test -bench suites, then (as root) the kernel-vs-overlayd comparison
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./bench/ ./vxlan/ ./router/
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) bench-compare; else echo "bench-compare skipped: needs root for network namespaces"; fi
+
+bench-compare: build
+	bash bench/compare.sh
+
+## fuzz: run each fuzz target for a while (FUZZTIME=30s)
+FUZZTIME ?= 20s
+fuzz:
+	@for pkg in $$(go list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep ^Fuzz); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; done
+
+clean:
+	rm -rf bin

@@ -1,0 +1,63 @@
+package api
+
+import "time"
+
+// Status describes a running node.
+type Status struct {
+	Name     string    `json:"name"`
+	Version  string    `json:"version"`
+	Mode     string    `json:"mode"`   // tun, netstack or tap
+	Device   string    `json:"device"` // interface name, or "netstack"
+	Started  time.Time `json:"started"`
+	VTEP     string    `json:"vtep"` // underlay ip:port
+	MAC      string    `json:"mac"`  // the node's MAC inside the tunnel
+	MTU      int       `json:"mtu"`  // of the attachment
+	PathMTU  int       `json:"path_mtu"`
+	Networks []Network `json:"networks"`
+	Routes   []Route   `json:"routes"`
+	Underlay Underlay  `json:"underlay"`
+	Traffic  Traffic   `json:"traffic"`
+}
+
+// Network is an overlay network the node is on.
+type Network struct {
+	VNI  uint32 `json:"vni"`
+	Addr string `json:"addr"` // the node's address, with prefix
+}
+
+// Route is an overlay prefix and the VTEP that hosts it.
+type Route struct {
+	Prefix string `json:"prefix"`
+	VTEP   string `json:"vtep"`
+	VNI    uint32 `json:"vni"`
+	Owner  string `json:"owner"` // "static" or a node name
+}
+
+// Underlay describes the underlay socket.
+type Underlay struct {
+	GSO         bool `json:"gso"`
+	GRO         bool `json:"gro"`
+	SourcePorts int  `json:"source_ports"`
+}
+
+// Counters count packets and bytes.
+type Counters struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// Traffic is what the router has moved and dropped.
+type Traffic struct {
+	Outbound   Counters          `json:"outbound"` // attachment → underlay
+	Inbound    Counters          `json:"inbound"`  // underlay → attachment
+	Drops      map[string]uint64 `json:"drops"`    // by reason
+	ARPAsked   uint64            `json:"arp_asked"`
+	ARPAnswers uint64            `json:"arp_answers"`
+	ICMPSent   uint64            `json:"icmp_sent"`
+	Neighbors  int               `json:"neighbors"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}

@@ -1,0 +1,270 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Modes of attachment.
+const (
+	ModeAuto     = "auto"     // tun where permitted, else netstack
+	ModeTUN      = "tun"      // a kernel TUN interface (needs CAP_NET_ADMIN / root)
+	ModeNetstack = "netstack" // the embedded gVisor stack only (rootless)
+	ModeTAP      = "tap"      // a kernel TAP interface carrying Ethernet (needs CAP_NET_ADMIN)
+)
+
+// DefaultPort is the IANA VXLAN port.
+const DefaultPort = 4789
+
+// Config is everything a node needs. The zero value is not valid; start
+// from Default().
+type Config struct {
+	// Name identifies the node in the cluster; default: the host name.
+	Name string `yaml:"name"`
+	// Mode is how local programs reach the overlay: auto, tun, netstack or tap.
+	Mode string `yaml:"mode"`
+	// Listen is the VTEP: the underlay UDP address this node receives
+	// VXLAN on. Port 0 picks a free port.
+	Listen netip.AddrPort `yaml:"listen"`
+	// Addr is this node's overlay address with the network's prefix
+	// length, e.g. 10.200.1.1/16.
+	Addr netip.Prefix `yaml:"addr"`
+	// VNI is the VXLAN network identifier of the overlay network (0-16777215).
+	VNI uint32 `yaml:"vni"`
+	// Peers are static routes: an overlay prefix that lives at a VTEP.
+	Peers []Peer `yaml:"peers"`
+	// TUNName is the interface name in tun and tap modes.
+	TUNName string `yaml:"tun_name"`
+	// MTU of the attachment; 0 means the underlay MTU minus 50.
+	MTU int `yaml:"mtu"`
+	// Control is the path of the control API's unix socket; empty: none.
+	Control string `yaml:"control"`
+	// Underlay tunes the underlay socket.
+	Underlay Underlay `yaml:"underlay"`
+	// Log sets up logging.
+	Log Log `yaml:"log"`
+}
+
+// Underlay tunes the underlay UDP socket.
+type Underlay struct {
+	// DisableOffload turns UDP GSO/GRO off (on where the kernel has them).
+	DisableOffload bool `yaml:"disable_offload"`
+	// SourcePorts is how many source ports outbound VXLAN is spread over
+	// by inner flow (RFC 7348 §5); 1 sends everything from the VTEP port.
+	SourcePorts int `yaml:"source_ports"`
+	// MTU of the underlay path; 0 means: read it off the interface that
+	// holds the listen address (1500 when that is unspecified).
+	MTU int `yaml:"mtu"`
+}
+
+// Log sets up logging.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is console or json.
+	Format string `yaml:"format"`
+}
+
+// Peer is a static route: Prefix lives at VTEP. Written PREFIX@IP:PORT.
+type Peer struct {
+	Prefix netip.Prefix
+	VTEP   netip.AddrPort
+}
+
+// ParsePeer parses PREFIX@IP[:PORT]; a bare address is a /32 and a missing
+// port is 4789.
+func ParsePeer(s string) (Peer, error) {
+	pfx, vtep, ok := strings.Cut(s, "@")
+	if !ok {
+		return Peer{}, fmt.Errorf("peer %q: want PREFIX@IP:PORT, e.g. 10.200.2.0/24@192.0.2.2:4789", s)
+	}
+	var p Peer
+	var err error
+	if strings.Contains(pfx, "/") {
+		p.Prefix, err = netip.ParsePrefix(pfx)
+	} else {
+		var a netip.Addr
+		a, err = netip.ParseAddr(pfx)
+		p.Prefix = netip.PrefixFrom(a, a.BitLen())
+	}
+	if err != nil {
+		return Peer{}, fmt.Errorf("peer %q: bad overlay prefix %q", s, pfx)
+	}
+	p.Prefix = p.Prefix.Masked()
+	p.VTEP, err = ParseAddrPort(vtep, DefaultPort)
+	if err != nil {
+		return Peer{}, fmt.Errorf("peer %q: %v", s, err)
+	}
+	if p.VTEP.Port() == 0 {
+		return Peer{}, fmt.Errorf("peer %q: the VTEP needs a port", s)
+	}
+	return p, nil
+}
+
+// ParseAddrPort parses IP:PORT or a bare IP with defPort.
+func ParseAddrPort(s string, defPort uint16) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap, nil
+	}
+	if a, err := netip.ParseAddr(strings.Trim(s, "[]")); err == nil {
+		return netip.AddrPortFrom(a, defPort), nil
+	}
+	return netip.AddrPort{}, fmt.Errorf("bad address %q: want IP:PORT, e.g. 192.0.2.1:4789", s)
+}
+
+func (p Peer) String() string { return p.Prefix.String() + "@" + p.VTEP.String() }
+
+// MarshalText writes PREFIX@IP:PORT.
+func (p Peer) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// UnmarshalText reads PREFIX@IP:PORT.
+func (p *Peer) UnmarshalText(b []byte) error {
+	q, err := ParsePeer(string(b))
+	if err != nil {
+		return err
+	}
+	*p = q
+	return nil
+}
+
+// Default returns the configuration a node runs with when nothing is said.
+func Default() Config {
+	name, _ := os.Hostname()
+	if name == "" {
+		name = "overlayd"
+	}
+	return Config{
+		Name:     name,
+		Mode:     ModeAuto,
+		Listen:   netip.AddrPortFrom(netip.IPv4Unspecified(), DefaultPort),
+		VNI:      42,
+		TUNName:  "ovl0",
+		Control:  DefaultControlPath(),
+		Underlay: Underlay{SourcePorts: 8},
+		Log:      Log{Level: "info", Format: "console"},
+	}
+}
+
+// DefaultControlPath is where the daemon's control socket lives unless
+// told otherwise: $OVERLAYD_CONTROL, else /run/overlayd/overlayd.sock for
+// root, else $XDG_RUNTIME_DIR/overlayd.sock, else a per-user path in /tmp.
+func DefaultControlPath() string {
+	if p := os.Getenv("OVERLAYD_CONTROL"); p != "" {
+		return p
+	}
+	if os.Geteuid() == 0 {
+		return "/run/overlayd/overlayd.sock"
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "overlayd.sock")
+	}
+	return filepath.Join(os.TempDir(), "overlayd-"+strconv.Itoa(os.Geteuid())+".sock")
+}
+
+// Validate checks a configuration and returns every mistake it finds.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Name == "" {
+		bad("name: must not be empty")
+	}
+	switch c.Mode {
+	case ModeAuto, ModeTUN, ModeNetstack, ModeTAP:
+	default:
+		bad("mode: %q is not one of auto, tun, netstack, tap", c.Mode)
+	}
+	if !c.Listen.IsValid() {
+		bad("listen: want IP:PORT, e.g. 0.0.0.0:4789")
+	}
+	if !c.Addr.IsValid() {
+		bad("addr: this node's overlay address is required, e.g. 10.200.1.1/16")
+	} else if !c.Addr.Addr().Is4() {
+		bad("addr: %v: only IPv4 overlay addresses are supported", c.Addr)
+	} else if c.Addr.Bits() > 30 {
+		bad("addr: %v: the prefix /%d leaves no room for peers; use /30 or shorter", c.Addr, c.Addr.Bits())
+	} else if c.Addr.Addr() == c.Addr.Masked().Addr() {
+		bad("addr: %v is the network address, not a host address", c.Addr)
+	}
+	if c.VNI > 1<<24-1 {
+		bad("vni: %d is out of range (0-16777215)", c.VNI)
+	}
+	for _, p := range c.Peers {
+		if !p.Prefix.Addr().Is4() {
+			bad("peers: %v: only IPv4 overlay prefixes are supported", p)
+		}
+		if c.Addr.IsValid() && p.Prefix.Contains(c.Addr.Addr()) {
+			bad("peers: %v covers this node's own address %v", p, c.Addr.Addr())
+		}
+	}
+	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
+		bad("mtu: %d is out of range (576-65535)", c.MTU)
+	}
+	if c.Underlay.MTU != 0 && (c.Underlay.MTU < 576+50 || c.Underlay.MTU > 65535) {
+		bad("underlay.mtu: %d is out of range (626-65535)", c.Underlay.MTU)
+	}
+	if c.Underlay.SourcePorts < 0 || c.Underlay.SourcePorts > 64 {
+		bad("underlay.source_ports: %d is out of range (0-64)", c.Underlay.SourcePorts)
+	}
+	if (c.Mode == ModeTUN || c.Mode == ModeTAP || c.Mode == ModeAuto) && (c.TUNName == "" || len(c.TUNName) > 15) {
+		bad("tun_name: %q must be 1 to 15 characters", c.TUNName)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "console", "json":
+	default:
+		bad("log.format: %q is not one of console, json", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+// Decode reads a YAML configuration over Default(). Unknown keys are
+// errors, and errors name their line.
+func Decode(r io.Reader) (Config, error) {
+	c := Default()
+	data, err := io.ReadAll(io.LimitReader(r, 1<<20+1))
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	if len(data) > 1<<20 {
+		return c, errors.New("config: file is larger than 1 MiB")
+	}
+	var root yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return c, nil
+		}
+		return c, fmt.Errorf("config: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if err := decodeNode(&root, reflect.ValueOf(&c), ""); err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+// Load reads and decodes a configuration file.
+func Load(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Default(), fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	c, err := Decode(f)
+	if err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,127 @@
+package deptest
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/overlayd/overlayd"
+
+type pkg struct {
+	ImportPath string
+	Doc        string
+	Imports    []string
+	Deps       []string
+	Name       string
+}
+
+func listPackages(t *testing.T) []pkg {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-json", module+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	var pkgs []pkg
+	for dec.More() {
+		var p pkg
+		if err := dec.Decode(&p); err != nil {
+			t.Fatalf("go list output: %v", err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+func rel(path string) string {
+	return strings.TrimPrefix(strings.TrimPrefix(path, module), "/")
+}
+
+// TestPackageDocs: every package says what it is, as Tailscale requires.
+func TestPackageDocs(t *testing.T) {
+	for _, p := range listPackages(t) {
+		if p.Name == "main" {
+			if p.Doc == "" {
+				t.Errorf("command %s has no doc comment", rel(p.ImportPath))
+			}
+			continue
+		}
+		if !strings.HasPrefix(p.Doc, "Package "+p.Name+" ") {
+			t.Errorf("package %s: doc %q does not start with %q", rel(p.ImportPath), p.Doc, "Package "+p.Name+" ")
+		}
+	}
+}
+
+// allowed lists, per package, the overlayd packages it may import
+// (DESIGN.md, "Packages"); internal/... is open to all. Packages not
+// listed may import only internal/....
+var allowed = map[string][]string{
+	"cmd/overlayd": {"node", "api", "config"},
+	"node":         {"*"},
+	"router":       {"stack", "vxlan", "lb", "lb/maglev"},
+	"stack":        {},
+	"vxlan":        {"udp"},
+	"udp":          {},
+	"lb":           {"lb/maglev"},
+	"lb/maglev":    {},
+	"gossip":       {},
+	"ipam":         {"gossip"},
+	"dns":          {},
+	"api":          {},
+	"config":       {},
+	"bench":        {"*"},
+	"e2e":          {"*"},
+}
+
+// forbiddenExternal lists outside modules a package must not import.
+var forbiddenExternal = map[string][]string{
+	"config":    {"gvisor.dev/", "golang.zx2c4.com/wireguard"},
+	"api":       {"gvisor.dev/", "golang.zx2c4.com/wireguard"},
+	"gossip":    {"gvisor.dev/", "golang.zx2c4.com/wireguard"},
+	"ipam":      {"gvisor.dev/", "golang.zx2c4.com/wireguard"},
+	"dns":       {"gvisor.dev/", "golang.zx2c4.com/wireguard"},
+	"lb/maglev": {"gvisor.dev/", "golang.zx2c4.com/wireguard", "github.com/"},
+	"router":    {"github.com/hashicorp/memberlist", "golang.zx2c4.com/wireguard"},
+}
+
+func TestImportDirections(t *testing.T) {
+	for _, p := range listPackages(t) {
+		name := rel(p.ImportPath)
+		top := name
+		if strings.HasPrefix(name, "internal/") {
+			top = "internal"
+		}
+		for _, imp := range p.Imports {
+			if !strings.HasPrefix(imp, module+"/") {
+				continue
+			}
+			dep := rel(imp)
+			if strings.HasPrefix(dep, "internal/") || strings.HasSuffix(dep, "test") && strings.HasPrefix(dep, top+"/") {
+				continue
+			}
+			if top == "internal" {
+				t.Errorf("%s imports %s: internal packages import only the standard library and each other", name, dep)
+				continue
+			}
+			ok := false
+			for _, a := range allowed[top] {
+				if a == "*" || a == dep {
+					ok = true
+				}
+			}
+			if !ok {
+				t.Errorf("%s imports %s, against the directions in DESIGN.md", name, dep)
+			}
+		}
+		for _, bad := range forbiddenExternal[top] {
+			for _, d := range p.Deps {
+				if strings.HasPrefix(d, bad) && !strings.HasPrefix(d, module) {
+					t.Errorf("%s depends on %s (through its imports); it must not", name, d)
+					break
+				}
+			}
+		}
+	}
+}
