@@ -1,0 +1,44 @@
+package vxlan
+
+import "strconv"
+
+// Encap encapsulates the inner packet buf[offset:offset+size] in place: it
+// writes the VXLAN header for vni and an Ethernet header (dst, src,
+// etherType) into the headroom buf[offset-EncapLen:offset] and returns
+// buf[offset-EncapLen:offset+size], the UDP payload to send. The payload is
+// not copied and nothing is allocated.
+//
+// offset must be at least EncapLen and offset+size at most len(buf); anything
+// else is a programmer error and panics. vni must be at most MaxVNI.
+func Encap(buf []byte, offset, size int, vni uint32, dst, src MAC, etherType uint16) []byte {
+	if offset < EncapLen {
+		panicHeadroom(offset)
+	}
+	p := buf[offset-EncapLen : offset+size]
+	Header(p[:HeaderLen]).Encode(vni)
+	Ethernet(p[HeaderLen:EncapLen]).Encode(dst, src, etherType)
+	return p
+}
+
+//go:noinline
+func panicHeadroom(offset int) {
+	panic("vxlan: Encap needs " + strconv.Itoa(EncapLen) + " bytes of headroom, offset is " + strconv.Itoa(offset))
+}
+
+// Decap checks a VXLAN datagram (the payload of an underlay UDP packet) and
+// returns its VNI and the inner Ethernet frame, a view into pkt. reason is
+// DropShort if pkt cannot hold the VXLAN and Ethernet headers and DropFlags
+// if the I flag is clear; then vni is 0 and frame nil. Otherwise reason is
+// DropNone. Reserved bits are ignored (RFC 7348 §5). Whether the VNI is
+// one of ours (DropUnknownVNI) and whether the sender is a member VTEP
+// (DropNotPeer) are for the caller to decide. Decap allocates nothing.
+func Decap(pkt []byte) (vni uint32, frame Ethernet, reason DropReason) {
+	if len(pkt) < EncapLen {
+		return 0, nil, DropShort
+	}
+	h := Header(pkt[:HeaderLen])
+	if !h.Valid() {
+		return 0, nil, DropFlags
+	}
+	return h.VNI(), Ethernet(pkt[HeaderLen:]), DropNone
+}
