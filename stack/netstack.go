@@ -1,0 +1,512 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+
+	"go.uber.org/zap"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// NetstackOptions configure NewNetstack.
+type NetstackOptions struct {
+	// Addrs are the stack's own addresses, with the prefix they sit in.
+	// At least one is required.
+	Addrs []netip.Prefix
+	// MTU is the largest IP packet the stack sends or accepts; TCP's MSS
+	// follows it. Default 1450 (a 1500-byte underlay less VXLAN's 50).
+	MTU int
+	// Routes are extra prefixes reached through the device, on top of the
+	// Addrs' own prefixes, which are always routed.
+	Routes []netip.Prefix
+	// Logger receives lifecycle logs; nil means none.
+	Logger *zap.Logger
+	// QueueLen is how many outbound packets wait for Read before more are
+	// dropped. Default 4096.
+	QueueLen int
+}
+
+const (
+	defaultMTU      = 1450
+	defaultQueueLen = 4096
+	netstackBatch   = 128
+	nicID           = tcpip.NICID(1)
+
+	// TCP buffer ranges, in the manner of Tailscale's netstack tuning:
+	// small minimums, 1 MiB defaults, room to grow to 8 MiB on fast links.
+	tcpBufMin     = 4 << 10
+	tcpBufDefault = 1 << 20
+	tcpBufMax     = 8 << 20
+)
+
+// NetstackStats are the Netstack's counters. Outbound packets are those
+// the stack sends (returned by Read); inbound are those given to Write.
+type NetstackStats struct {
+	OutPackets, OutBytes uint64
+	InPackets, InBytes   uint64
+	// DropQueueFull counts outbound packets dropped because Read did not
+	// keep up and the queue was full.
+	DropQueueFull uint64
+	// DropMalformed counts Write input that is not a well-formed IPv4 or
+	// IPv6 header (version, lengths).
+	DropMalformed uint64
+	// DropTooBig counts outbound packets larger than the Read buffer.
+	DropTooBig uint64
+	// StackMalformed counts packets that passed Write's header checks but
+	// gVisor then found malformed (bad checksums, bad transport headers).
+	StackMalformed uint64
+}
+
+// Netstack is the embedded gVisor TCP/IP stack as an L3 Device plus a
+// socket API (DialContext, Listen, ListenPacket) on its addresses.
+//
+// Read returns the packets the stack sends; Write hands it the packets it
+// receives. It accepts packets for its own addresses only (no spoofing, no
+// promiscuous mode, no forwarding).
+type Netstack struct {
+	s    *gvstack.Stack
+	ep   *linkEndpoint
+	mtu  int
+	log  *zap.Logger
+	cnt  counters
+	has4 bool
+	has6 bool
+
+	closeOnce sync.Once
+	// readMu is held by Read; Close takes it to know no Read is running
+	// before it releases the queued packets.
+	readMu sync.Mutex
+}
+
+var _ Device = (*Netstack)(nil)
+
+// NewNetstack builds a stack with opts' addresses and routes.
+func NewNetstack(opts NetstackOptions) (*Netstack, error) {
+	if len(opts.Addrs) == 0 {
+		return nil, errors.New("stack: netstack needs at least one address")
+	}
+	if opts.MTU == 0 {
+		opts.MTU = defaultMTU
+	}
+	if opts.MTU < 1280 && hasV6(opts.Addrs) || opts.MTU < 576 || opts.MTU > 65535 {
+		return nil, fmt.Errorf("stack: netstack MTU %d out of range (576..65535, 1280 with IPv6)", opts.MTU)
+	}
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = defaultQueueLen
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	n := &Netstack{mtu: opts.MTU, log: opts.Logger.Named("netstack")}
+	n.ep = newLinkEndpoint(uint32(opts.MTU), opts.QueueLen, &n.cnt)
+	n.s = gvstack.New(gvstack.Options{
+		NetworkProtocols:   []gvstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []gvstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+		// Connections from the stack to its own addresses stay inside it.
+		HandleLocal: true,
+	})
+	if err := n.configure(opts); err != nil {
+		n.s.Destroy()
+		n.ep.close()
+		n.ep.drain()
+		return nil, err
+	}
+	n.log.Info("netstack up", zap.Stringers("addrs", opts.Addrs), zap.Int("mtu", opts.MTU))
+	return n, nil
+}
+
+func hasV6(ps []netip.Prefix) bool {
+	for _, p := range ps {
+		if p.Addr().Is6() && !p.Addr().Is4In6() {
+			return true
+		}
+	}
+	return false
+}
+
+func (n *Netstack) configure(opts NetstackOptions) error {
+	sack := tcpip.TCPSACKEnabled(true)
+	moderate := tcpip.TCPModerateReceiveBufferOption(true)
+	cc := tcpip.CongestionControlOption("cubic")
+	tcpOpts := []tcpip.SettableTransportProtocolOption{
+		&sack,
+		&moderate,
+		&tcpip.TCPSendBufferSizeRangeOption{Min: tcpBufMin, Default: tcpBufDefault, Max: tcpBufMax},
+		&tcpip.TCPReceiveBufferSizeRangeOption{Min: tcpBufMin, Default: tcpBufDefault, Max: tcpBufMax},
+		&cc,
+	}
+	for _, o := range tcpOpts {
+		if err := n.s.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {
+			return fmt.Errorf("stack: netstack TCP option %T: %v", o, err)
+		}
+	}
+	if err := n.s.CreateNIC(nicID, n.ep); err != nil {
+		return fmt.Errorf("stack: netstack create NIC: %v", err)
+	}
+	seen := map[netip.Prefix]bool{}
+	var routes []tcpip.Route
+	addRoute := func(p netip.Prefix) {
+		p = p.Masked()
+		if seen[p] {
+			return
+		}
+		seen[p] = true
+		a := tcpip.AddrFromSlice(p.Addr().AsSlice())
+		routes = append(routes, tcpip.Route{
+			Destination: tcpip.AddressWithPrefix{Address: a, PrefixLen: p.Bits()}.Subnet(),
+			NIC:         nicID,
+		})
+	}
+	for _, p := range opts.Addrs {
+		if !p.IsValid() {
+			return fmt.Errorf("stack: netstack address %v is not valid", p)
+		}
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits())
+		proto := ipv4.ProtocolNumber
+		if p.Addr().Is6() {
+			proto = ipv6.ProtocolNumber
+			n.has6 = true
+		} else {
+			n.has4 = true
+		}
+		pa := tcpip.ProtocolAddress{
+			Protocol: proto,
+			AddressWithPrefix: tcpip.AddressWithPrefix{
+				Address:   tcpip.AddrFromSlice(p.Addr().AsSlice()),
+				PrefixLen: p.Bits(),
+			},
+		}
+		if err := n.s.AddProtocolAddress(nicID, pa, gvstack.AddressProperties{}); err != nil {
+			return fmt.Errorf("stack: netstack add address %v: %v", p, err)
+		}
+		addRoute(p)
+	}
+	for _, p := range opts.Routes {
+		if !p.IsValid() {
+			return fmt.Errorf("stack: netstack route %v is not valid", p)
+		}
+		addRoute(p)
+	}
+	n.s.SetRouteTable(routes)
+	return nil
+}
+
+// Read implements Device: it blocks until the stack has sent at least one
+// packet, then copies up to len(bufs) queued packets into bufs[i][offset:].
+// A packet larger than len(bufs[i])-offset is dropped and counted.
+func (n *Netstack) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n.readMu.Lock()
+	defer n.readMu.Unlock()
+	e := n.ep
+	for {
+		var pkt *gvstack.PacketBuffer
+		select {
+		case pkt = <-e.queue:
+		case <-e.done:
+			return 0, ErrClosed
+		}
+		i := 0
+		for {
+			if c := copyPacket(bufs[i][offset:], pkt); c >= 0 {
+				sizes[i] = c
+				n.cnt.outBytes.Add(uint64(c))
+				i++
+			} else {
+				n.cnt.dropTooBig.Add(1)
+			}
+			pkt.DecRef()
+			if i == len(bufs) {
+				break
+			}
+			select {
+			case pkt = <-e.queue:
+				continue
+			default:
+			}
+			break
+		}
+		if i > 0 {
+			n.cnt.outPackets.Add(uint64(i))
+			return i, nil
+		}
+	}
+}
+
+// Write implements Device: each bufs[i][offset:] is handed to the stack as
+// a received IP packet. Packets that are not well-formed IPv4 or IPv6 are
+// dropped and counted, not reported as errors; Write returns len(bufs).
+func (n *Netstack) Write(bufs [][]byte, offset int) (int, error) {
+	e := n.ep
+	e.mu.RLock()
+	d, closed := e.dispatcher, e.closed
+	e.mu.RUnlock()
+	if closed || d == nil {
+		return 0, ErrClosed
+	}
+	var bytes uint64
+	var ok, bad uint64
+	for _, b := range bufs {
+		p := b[offset:]
+		if e.inject(d, p) {
+			ok++
+			bytes += uint64(len(p))
+		} else {
+			bad++
+		}
+	}
+	n.cnt.inPackets.Add(ok)
+	n.cnt.inBytes.Add(bytes)
+	if bad > 0 {
+		n.cnt.dropMalformed.Add(bad)
+	}
+	return len(bufs), nil
+}
+
+// Layer implements Device: L3.
+func (n *Netstack) Layer() Layer { return L3 }
+
+// MTU implements Device.
+func (n *Netstack) MTU() int { return n.mtu }
+
+// BatchSize implements Device.
+func (n *Netstack) BatchSize() int { return netstackBatch }
+
+// Name implements Device: "netstack".
+func (n *Netstack) Name() string { return "netstack" }
+
+// Stats returns a snapshot of the counters.
+func (n *Netstack) Stats() NetstackStats {
+	return NetstackStats{
+		OutPackets:     n.cnt.outPackets.Load(),
+		OutBytes:       n.cnt.outBytes.Load(),
+		InPackets:      n.cnt.inPackets.Load(),
+		InBytes:        n.cnt.inBytes.Load(),
+		DropQueueFull:  n.cnt.dropQueueFull.Load(),
+		DropMalformed:  n.cnt.dropMalformed.Load(),
+		DropTooBig:     n.cnt.dropTooBig.Load(),
+		StackMalformed: n.s.Stats().IP.MalformedPacketsReceived.Value(),
+	}
+}
+
+// Close implements Device: it aborts every connection, stops the stack's
+// goroutines and waits for them, then releases the queued packets. Read
+// and Write return ErrClosed afterwards; sockets return errors. Safe to
+// call twice.
+func (n *Netstack) Close() error {
+	n.closeOnce.Do(func() {
+		n.ep.close()
+		n.s.Destroy()
+		n.readMu.Lock()
+		n.ep.drain()
+		n.readMu.Unlock()
+		n.log.Info("netstack closed")
+	})
+	return nil
+}
+
+// DialContext connects to address ("IP:port", no names) over network
+// "tcp", "tcp4", "tcp6", "udp", "udp4" or "udp6". Cancelling ctx aborts a
+// TCP handshake. Errors read "stack: dial tcp 10.1.2.3:80: connection
+// refused" and wrap a syscall.Errno where one fits.
+func (n *Netstack) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	fa, proto, err := n.parseAddr(network, address, false)
+	if err != nil {
+		return nil, fmt.Errorf("stack: dial %s %s: %w", network, address, err)
+	}
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+		c, err := n.dialTCP(ctx, fa, proto)
+		if err != nil {
+			return nil, fmt.Errorf("stack: dial %s %s: %w", network, address, err)
+		}
+		return c, nil
+	default: // udp; parseAddr checked
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("stack: dial %s %s: %w", network, address, err)
+		}
+		c, err := gonet.DialUDP(n.s, nil, &fa, proto)
+		if err != nil {
+			return nil, fmt.Errorf("stack: dial %s %s: %w", network, address, unwrapOpError(err))
+		}
+		return c, nil
+	}
+}
+
+func (n *Netstack) dialTCP(ctx context.Context, fa tcpip.FullAddress, proto tcpip.NetworkProtocolNumber) (net.Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var wq waiter.Queue
+	ep, terr := n.s.NewEndpoint(tcp.ProtocolNumber, proto, &wq)
+	if terr != nil {
+		return nil, tcpipError(terr)
+	}
+	// Connect completes by making the endpoint writable (or failing it).
+	we, ready := waiter.NewChannelEntry(waiter.WritableEvents)
+	wq.EventRegister(&we)
+	defer wq.EventUnregister(&we)
+	terr = ep.Connect(fa)
+	if _, ok := terr.(*tcpip.ErrConnectStarted); ok {
+		select {
+		case <-ready:
+			terr = ep.LastError()
+		case <-ctx.Done():
+			ep.Close()
+			return nil, ctx.Err()
+		}
+	}
+	if terr != nil {
+		ep.Close()
+		return nil, tcpipError(terr)
+	}
+	return gonet.NewTCPConn(&wq, ep), nil
+}
+
+// Listen listens for TCP connections on address ("IP:port"; an empty IP
+// means all of the stack's addresses of that family). network is "tcp",
+// "tcp4" or "tcp6".
+func (n *Netstack) Listen(network, address string) (net.Listener, error) {
+	if network != "tcp" && network != "tcp4" && network != "tcp6" {
+		return nil, fmt.Errorf("stack: listen %s %s: network not supported", network, address)
+	}
+	fa, proto, err := n.parseAddr(network, address, true)
+	if err != nil {
+		return nil, fmt.Errorf("stack: listen %s %s: %w", network, address, err)
+	}
+	l, err := gonet.ListenTCP(n.s, fa, proto)
+	if err != nil {
+		return nil, fmt.Errorf("stack: listen %s %s: %w", network, address, unwrapOpError(err))
+	}
+	return l, nil
+}
+
+// ListenPacket opens a UDP socket bound to address ("IP:port"; an empty IP
+// means all of the stack's addresses of that family). network is "udp",
+// "udp4" or "udp6".
+func (n *Netstack) ListenPacket(network, address string) (net.PacketConn, error) {
+	if network != "udp" && network != "udp4" && network != "udp6" {
+		return nil, fmt.Errorf("stack: listen %s %s: network not supported", network, address)
+	}
+	fa, proto, err := n.parseAddr(network, address, true)
+	if err != nil {
+		return nil, fmt.Errorf("stack: listen %s %s: %w", network, address, err)
+	}
+	c, err := gonet.DialUDP(n.s, &fa, nil, proto)
+	if err != nil {
+		return nil, fmt.Errorf("stack: listen %s %s: %w", network, address, unwrapOpError(err))
+	}
+	return c, nil
+}
+
+// parseAddr turns "IP:port" into a gVisor address for network. With
+// listen, the IP may be empty.
+func (n *Netstack) parseAddr(network, address string, listen bool) (tcpip.FullAddress, tcpip.NetworkProtocolNumber, error) {
+	var want byte // 0: any, 4 or 6
+	switch network {
+	case "tcp", "udp":
+	case "tcp4", "udp4":
+		want = 4
+	case "tcp6", "udp6":
+		want = 6
+	default:
+		return tcpip.FullAddress{}, 0, errors.New("network not supported")
+	}
+	host, portStr, err := net.SplitHostPort(address)
+	if err != nil {
+		return tcpip.FullAddress{}, 0, err
+	}
+	port, err := parsePort(portStr)
+	if err != nil {
+		return tcpip.FullAddress{}, 0, err
+	}
+	if host == "" && listen {
+		v6 := want == 6 || want == 0 && !n.has4
+		if v6 {
+			return tcpip.FullAddress{NIC: nicID, Port: port}, ipv6.ProtocolNumber, nil
+		}
+		return tcpip.FullAddress{NIC: nicID, Port: port}, ipv4.ProtocolNumber, nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return tcpip.FullAddress{}, 0, fmt.Errorf("address %q is not an IP address (no name resolution here)", host)
+	}
+	ip = ip.Unmap().WithZone("")
+	if ip.Is4() && want == 6 || ip.Is6() && want == 4 {
+		return tcpip.FullAddress{}, 0, errors.New("address family does not match network")
+	}
+	proto := ipv4.ProtocolNumber
+	if ip.Is6() {
+		proto = ipv6.ProtocolNumber
+	}
+	fa := tcpip.FullAddress{Addr: tcpip.AddrFromSlice(ip.AsSlice()), Port: port}
+	if ip.IsUnspecified() {
+		fa.Addr = tcpip.Address{}
+	}
+	return fa, proto, nil
+}
+
+func parsePort(s string) (uint16, error) {
+	var p uint32
+	if s == "" || len(s) > 5 {
+		return 0, fmt.Errorf("invalid port %q", s)
+	}
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("invalid port %q", s)
+		}
+		p = p*10 + uint32(c-'0')
+	}
+	if p > 65535 {
+		return 0, fmt.Errorf("invalid port %q", s)
+	}
+	return uint16(p), nil
+}
+
+// tcpipError maps gVisor's errors to the errno a kernel socket would give,
+// so that callers can errors.Is(err, syscall.ECONNREFUSED).
+func tcpipError(err tcpip.Error) error {
+	switch err.(type) {
+	case *tcpip.ErrConnectionRefused:
+		return syscall.ECONNREFUSED
+	case *tcpip.ErrConnectionReset:
+		return syscall.ECONNRESET
+	case *tcpip.ErrConnectionAborted, *tcpip.ErrAborted:
+		return syscall.ECONNABORTED
+	case *tcpip.ErrTimeout:
+		return syscall.ETIMEDOUT
+	case *tcpip.ErrNetworkUnreachable, *tcpip.ErrNoNet:
+		return syscall.ENETUNREACH
+	case *tcpip.ErrHostUnreachable, *tcpip.ErrHostDown:
+		return syscall.EHOSTUNREACH
+	case *tcpip.ErrPortInUse, *tcpip.ErrAlreadyBound:
+		return syscall.EADDRINUSE
+	case *tcpip.ErrBadLocalAddress:
+		return syscall.EADDRNOTAVAIL
+	case *tcpip.ErrNoPortAvailable:
+		return syscall.EAGAIN
+	}
+	return errors.New(err.String())
+}
+
+// unwrapOpError strips gonet's *net.OpError (our message names the op and
+// address already) down to its cause.
+func unwrapOpError(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err
+	}
+	return err
+}
