@@ -1,0 +1,23 @@
+// Package lb balances connections to service VIPs over their backends, in
+// the packet path of the node the client runs on: Maglev backend selection,
+// connection tracking and NAT with incremental checksum updates.
+//
+// A [Balancer] holds an immutable snapshot of the services (replaced whole
+// by [Balancer.Set]) and a sharded connection-tracking table. The router
+// calls [Balancer.Outbound] for every IPv4 packet a local client sends,
+// before the route lookup, and [Balancer.Inbound] for every IPv4 packet it
+// is about to deliver to a local client. Both rewrite the packet in place
+// and return a [Verdict]; for established flows they allocate nothing.
+//
+// New flows pick a backend from the service's Maglev table ([maglev.Table])
+// keyed by a per-process keyed hash of the 5-tuple; the choice is then
+// pinned in the connection-tracking table, so flows never move when the
+// backend set changes. A flow whose backend is removed is answered with
+// [Reset] so that the router can send the client a TCP RST
+// ([BuildTCPReset]) or an ICMP port unreachable
+// ([BuildICMPPortUnreachable]) instead of blackholing it.
+//
+// The backend sees the client's real overlay address (destination NAT
+// only); replies are reverse-NATed from backend to VIP at the client's node.
+// IPv4 only; fragments to a VIP are dropped and counted.
+package lb

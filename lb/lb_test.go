@@ -1,0 +1,876 @@
+package lb
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"net/netip"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+)
+
+const (
+	fSYN = header.TCPFlagSyn
+	fACK = header.TCPFlagAck
+	fFIN = header.TCPFlagFin
+	fRST = header.TCPFlagRst
+	fPSH = header.TCPFlagPsh
+)
+
+func TestTCPStateMachine(t *testing.T) {
+	for _, tc := range []struct {
+		s        State
+		fins     uint8
+		dir      uint8
+		flags    header.TCPFlags
+		want     State
+		wantFins uint8
+	}{
+		{StateSynSent, 0, dirOut, fSYN, StateSynSent, 0},                  // retransmitted SYN
+		{StateSynSent, 0, dirIn, fSYN | fACK, StateSynReceived, 0},        // SYN-ACK
+		{StateSynSent, 0, dirIn, fACK, StateSynSent, 0},                   // bare ACK without SYN-ACK
+		{StateSynReceived, 0, dirOut, fACK, StateEstablished, 0},          // handshake done
+		{StateSynReceived, 0, dirIn, fSYN | fACK, StateSynReceived, 0},    // retransmitted SYN-ACK
+		{StateEstablished, 0, dirOut, fACK | fPSH, StateEstablished, 0},   // data
+		{StateEstablished, 0, dirIn, fACK, StateEstablished, 0},           // data back
+		{StateEstablished, 0, dirOut, fFIN | fACK, StateFinWait, dirOut},  // client closes
+		{StateEstablished, 0, dirIn, fFIN | fACK, StateFinWait, dirIn},    // server closes
+		{StateFinWait, dirOut, dirOut, fFIN | fACK, StateFinWait, dirOut}, // FIN retransmitted
+		{StateFinWait, dirOut, dirIn, fACK, StateFinWait, dirOut},         // half-closed data
+		{StateFinWait, dirOut, dirIn, fFIN | fACK, StateClosing, 3},       // both FINs
+		{StateFinWait, dirIn, dirOut, fFIN | fACK, StateClosing, 3},       // both FINs
+		{StateClosing, 3, dirOut, fACK, StateClosing, 3},                  // last ACK
+		{StateEstablished, 0, dirOut, fRST, StateClosed, 0},               // client reset
+		{StateSynSent, 0, dirIn, fRST | fACK, StateClosed, 0},             // connection refused
+		{StateFinWait, dirIn, dirIn, fRST, StateClosed, dirIn},            // reset while closing
+		{StateClosed, 0, dirOut, fACK, StateClosed, 0},                    // stray segment after RST
+		{StateClosed, 0, dirOut, fFIN, StateClosed, 0},                    // FIN after RST
+		{StateUnreplied, 0, dirOut, fACK, StateUnreplied, 0},              // mid-stream pickup, client
+		{StateUnreplied, 0, dirIn, fACK, StateEstablished, 0},             // mid-stream pickup, backend answers
+		{StateUnreplied, 0, dirIn, fRST, StateClosed, 0},                  // backend has no such connection
+		{StateSynSent, 0, dirOut, fFIN, StateFinWait, dirOut},             // odd but harmless
+	} {
+		got, gotFins := tcpNext(tc.s, tc.fins, tc.dir, uint8(tc.flags))
+		if got != tc.want || gotFins != tc.wantFins {
+			t.Errorf("tcpNext(%v, fins %b, dir %d, %v) = %v, %b; want %v, %b", tc.s, tc.fins, tc.dir, tc.flags, got, gotFins, tc.want, tc.wantFins)
+		}
+	}
+	if udpNext(StateUnreplied, dirOut) != StateUnreplied || udpNext(StateUnreplied, dirIn) != StateReplied {
+		t.Error("udpNext: want Unreplied → Replied on the first reply only")
+	}
+}
+
+func TestSetErrors(t *testing.T) {
+	b := mustNew(t, Options{})
+	good := Service{Network: "n", Name: "web", VIP: vip, Ports: []PortProto{{80, TCP}}, Backends: []Backend{bk(be1, 1)}}
+	for _, tc := range []struct {
+		name string
+		mod  func(s []Service) []Service
+		want string
+	}{
+		{"no name", func(s []Service) []Service { s[0].Name = ""; return s }, "empty name"},
+		{"v6 VIP", func(s []Service) []Service { s[0].VIP = netip.MustParseAddr("fd00::1"); return s }, "not an IPv4"},
+		{"no ports", func(s []Service) []Service { s[0].Ports = nil; return s }, "no ports"},
+		{"port 0", func(s []Service) []Service { s[0].Ports = []PortProto{{0, TCP}}; return s }, "non-zero tcp or udp"},
+		{"sctp", func(s []Service) []Service { s[0].Ports = []PortProto{{80, 132}}; return s }, "non-zero tcp or udp"},
+		{"dup port", func(s []Service) []Service { s[0].Ports = []PortProto{{80, TCP}, {80, TCP}}; return s }, "twice"},
+		{"dup backend", func(s []Service) []Service { s[0].Backends = []Backend{bk(be1, 1), bk(be1, 2)}; return s }, "twice"},
+		{"v6 backend", func(s []Service) []Service { s[0].Backends = []Backend{bk(ap("[fd00::2]:80"), 1)}; return s }, "not an IPv4"},
+		{"dup service", func(s []Service) []Service { return append(s, s[0]) }, "defined twice"},
+		{"dup frontend", func(s []Service) []Service { o := s[0]; o.Name = "other"; return append(s, o) }, "already served"},
+	} {
+		svcs := tc.mod([]Service{good})
+		if err := b.Set(svcs); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Set = %v, want error containing %q", tc.name, err, tc.want)
+		}
+	}
+	if err := b.Set([]Service{good}); err != nil {
+		t.Errorf("Set(good) = %v", err)
+	}
+	if _, err := New(Options{TableSize: 100}); err == nil {
+		t.Error("New with a non-prime table size succeeded")
+	}
+}
+
+func TestSetReusesTables(t *testing.T) {
+	b := mustNew(t, Options{})
+	mustSet(t, b, web(bk(be1, 1), bk(be2, 1)))
+	t1 := b.snap.Load().services[svcID{"n", "web"}].table
+	mustSet(t, b, web(bk(be2, 1), bk(be1, 1))) // same set, other order
+	if t2 := b.snap.Load().services[svcID{"n", "web"}].table; t2 != t1 {
+		t.Error("Set with unchanged backends rebuilt the Maglev table")
+	}
+	mustSet(t, b, web(bk(be2, 1), bk(be1, 2)))
+	s := b.snap.Load().services[svcID{"n", "web"}]
+	if s.table == t1 {
+		t.Error("Set with a changed weight kept the old table")
+	}
+	if s.backends[0].removed.Load() || s.backends[1].removed.Load() {
+		t.Error("a weight change marked a backend removed")
+	}
+}
+
+// flow drives one TCP connection through the balancer and checks every
+// packet's rewrite and checksums.
+type flow struct {
+	t       *testing.T
+	b       *Balancer
+	cli     netip.AddrPort
+	vipPort netip.AddrPort
+	backend netip.AddrPort
+}
+
+func (f *flow) out(flags header.TCPFlags, want Verdict) []byte {
+	f.t.Helper()
+	pkt := tcpPkt(f.cli, f.vipPort, flags, 'x')
+	if v := f.b.Outbound(pkt); v != want {
+		f.t.Fatalf("Outbound(%v → %v %v) = %v, want %v", f.cli, f.vipPort, flags, v, want)
+	}
+	if want == NAT {
+		checkSums(f.t, pkt)
+		src, dst := addrs(pkt)
+		if f.backend.IsValid() && dst != f.backend {
+			f.t.Fatalf("flow %v moved from backend %v to %v", f.cli, f.backend, dst)
+		}
+		if src != f.cli {
+			f.t.Fatalf("Outbound rewrote the source to %v", src)
+		}
+		f.backend = dst
+	}
+	return pkt
+}
+
+func (f *flow) in(flags header.TCPFlags, want Verdict) {
+	f.t.Helper()
+	pkt := tcpPkt(f.backend, f.cli, flags, 'y')
+	if v := f.b.Inbound(pkt); v != want {
+		f.t.Fatalf("Inbound(%v → %v %v) = %v, want %v", f.backend, f.cli, flags, v, want)
+	}
+	if want == NAT {
+		checkSums(f.t, pkt)
+		if src, _ := addrs(pkt); src != f.vipPort {
+			f.t.Fatalf("Inbound rewrote the source to %v, want %v", src, f.vipPort)
+		}
+	}
+}
+
+func (f *flow) state() State {
+	for _, fi := range f.b.Flows() {
+		if fi.Client == f.cli && fi.VIP == f.vipPort {
+			return fi.State
+		}
+	}
+	return 0
+}
+
+func (f *flow) establish() {
+	f.t.Helper()
+	f.out(fSYN, NAT)
+	f.in(fSYN|fACK, NAT)
+	f.out(fACK, NAT)
+	if s := f.state(); s != StateEstablished {
+		f.t.Fatalf("after the handshake the flow is %v", s)
+	}
+}
+
+func TestTCPFlow(t *testing.T) {
+	clk := newFakeClock()
+	b := mustNew(t, Options{Now: clk.now})
+	mustSet(t, b, web(bk(be1, 1), bk(be2, 1), bk(be3, 1)))
+	f := &flow{t: t, b: b, cli: netip.AddrPortFrom(client, 40000), vipPort: netip.AddrPortFrom(vip, 80)}
+	f.out(fSYN, NAT)
+	if s := f.state(); s != StateSynSent {
+		t.Fatalf("after SYN: %v", s)
+	}
+	f.in(fSYN|fACK, NAT)
+	if s := f.state(); s != StateSynReceived {
+		t.Fatalf("after SYN-ACK: %v", s)
+	}
+	f.out(fACK, NAT)
+	clk.advance(time.Second)
+	f.in(fACK|fPSH, NAT)
+	f.out(fFIN|fACK, NAT)
+	f.in(fFIN|fACK, NAT)
+	f.out(fACK, NAT)
+	if s := f.state(); s != StateClosing {
+		t.Fatalf("after both FINs: %v", s)
+	}
+	fi := b.Flows()
+	if len(fi) != 1 || fi[0].Backend != f.backend || fi[0].Service != "web" || fi[0].Proto != TCP || fi[0].Age != time.Second || fi[0].Idle != 0 {
+		t.Fatalf("Flows() = %+v", fi)
+	}
+	// A new connection from the same port starts a new flow.
+	f.out(fSYN, NAT)
+	if s := f.state(); s != StateSynSent {
+		t.Fatalf("SYN reusing a closed tuple: %v", s)
+	}
+	st := b.Stats()
+	if st.NewFlows != 2 || st.Hits != 3 || st.ReplyHits != 3 || st.Flows != 1 {
+		t.Errorf("Stats() = %+v", st)
+	}
+	// Unrelated traffic passes untouched.
+	other := tcpPkt(f.cli, ap("10.0.9.9:80"), fSYN)
+	if v := b.Outbound(other); v != Pass {
+		t.Errorf("Outbound(not a VIP) = %v", v)
+	}
+	if v := b.Inbound(tcpPkt(ap("10.0.9.9:80"), f.cli, fACK)); v != Pass {
+		t.Errorf("Inbound(not a backend) = %v", v)
+	}
+	if v := b.Inbound(tcpPkt(be1, netip.AddrPortFrom(client, 1), fACK)); v != Pass {
+		t.Errorf("Inbound(backend, untracked) = %v", v)
+	}
+	// A VIP port nobody serves, and a stray RST.
+	if v := b.Outbound(tcpPkt(f.cli, netip.AddrPortFrom(vip, 81), fSYN)); v != Reset {
+		t.Errorf("Outbound(VIP:81) = %v, want reset", v)
+	}
+	if v := b.Outbound(tcpPkt(netip.AddrPortFrom(client, 9), f.vipPort, fRST)); v != Drop {
+		t.Errorf("Outbound(stray RST) = %v, want drop", v)
+	}
+}
+
+func TestMidstreamPickup(t *testing.T) {
+	b := mustNew(t, Options{})
+	mustSet(t, b, web(bk(be1, 1), bk(be2, 1)))
+	f := &flow{t: t, b: b, cli: netip.AddrPortFrom(client, 40001), vipPort: netip.AddrPortFrom(vip, 80)}
+	f.out(fACK|fPSH, NAT)
+	if s := f.state(); s != StateUnreplied {
+		t.Fatalf("mid-stream pickup: %v", s)
+	}
+	f.in(fACK, NAT)
+	if s := f.state(); s != StateEstablished {
+		t.Fatalf("mid-stream pickup after reply: %v", s)
+	}
+}
+
+func TestIPOptions(t *testing.T) {
+	b := mustNew(t, Options{})
+	mustSet(t, b, web(bk(be1, 1)))
+	cli := netip.AddrPortFrom(client, 40002)
+	vp := netip.AddrPortFrom(vip, 80)
+	pkt := ipv4(client, vip, uint8(TCP), 12, tcpSeg(cli, vp, fSYN, 1, 0, []byte("hello")))
+	if v := b.Outbound(pkt); v != NAT {
+		t.Fatalf("Outbound with IP options = %v", v)
+	}
+	checkSums(t, pkt)
+	if _, dst := addrs(pkt); dst != be1 {
+		t.Fatalf("dst = %v, want %v", dst, be1)
+	}
+	reply := ipv4(be1.Addr(), client, uint8(TCP), 8, tcpSeg(be1, cli, fSYN|fACK, 1, 2, nil))
+	if v := b.Inbound(reply); v != NAT {
+		t.Fatalf("Inbound with IP options = %v", v)
+	}
+	checkSums(t, reply)
+}
+
+func TestUDP(t *testing.T) {
+	b := mustNew(t, Options{})
+	mustSet(t, b, web(bk(be1, 1)))
+	be53 := netip.AddrPortFrom(be1.Addr(), 8080)
+	for _, noSum := range []bool{false, true} {
+		cli := netip.AddrPortFrom(client, 5000)
+		if noSum {
+			cli = netip.AddrPortFrom(client, 5001)
+		}
+		vp := netip.AddrPortFrom(vip, 53)
+		pkt := ipv4(client, vip, uint8(UDP), 0, udpDgram(cli, vp, []byte("query"), noSum))
+		if v := b.Outbound(pkt); v != NAT {
+			t.Fatalf("Outbound(udp) = %v", v)
+		}
+		checkSums(t, pkt)
+		if _, dst := addrs(pkt); dst != be53 {
+			t.Fatalf("udp dst = %v, want %v", dst, be53)
+		}
+		u := header.UDP(pkt[20:])
+		if noSum && u.Checksum() != 0 {
+			t.Fatalf("zero UDP checksum became %#x", u.Checksum())
+		}
+		reply := ipv4(be53.Addr(), client, uint8(UDP), 0, udpDgram(be53, cli, []byte("answer"), noSum))
+		if v := b.Inbound(reply); v != NAT {
+			t.Fatalf("Inbound(udp) = %v", v)
+		}
+		checkSums(t, reply)
+		if src, _ := addrs(reply); src != vp {
+			t.Fatalf("udp reply src = %v, want %v", src, vp)
+		}
+	}
+	for _, fi := range b.Flows() {
+		if fi.State != StateReplied {
+			t.Errorf("udp flow %v: %v, want REPLIED", fi.Client, fi.State)
+		}
+	}
+}
+
+// TestBackendPortZero: a backend without a port receives the port the
+// client connected to, on every port of the service.
+func TestBackendPortZero(t *testing.T) {
+	b := mustNew(t, Options{})
+	mustSet(t, b, web(bk(netip.AddrPortFrom(be1.Addr(), 0), 1)))
+	for _, p := range []netip.AddrPort{netip.AddrPortFrom(vip, 80), netip.AddrPortFrom(vip, 53)} {
+		var pkt []byte
+		if p.Port() == 80 {
+			pkt = tcpPkt(netip.AddrPortFrom(client, 1), p, fSYN)
+		} else {
+			pkt = udpPkt(netip.AddrPortFrom(client, 1), p)
+		}
+		if v := b.Outbound(pkt); v != NAT {
+			t.Fatalf("Outbound(%v) = %v", p, v)
+		}
+		if _, dst := addrs(pkt); dst != netip.AddrPortFrom(be1.Addr(), p.Port()) {
+			t.Errorf("dst = %v, want %v:%d", dst, be1.Addr(), p.Port())
+		}
+	}
+}
+
+func TestICMPErrors(t *testing.T) {
+	b := mustNew(t, Options{})
+	mustSet(t, b, web(bk(be1, 1)))
+	cli := netip.AddrPortFrom(client, 40000)
+	vp80, vp53 := netip.AddrPortFrom(vip, 80), netip.AddrPortFrom(vip, 53)
+	syn := tcpPkt(cli, vp80, fSYN, []byte("payload")...)
+	if b.Outbound(syn) != NAT {
+		t.Fatal("SYN not NATed")
+	}
+	dg := udpPkt(cli, vp53, []byte("q")...)
+	if b.Outbound(dg) != NAT {
+		t.Fatal("datagram not NATed")
+	}
+	router := netip.MustParseAddr("10.0.0.1")
+	for _, tc := range []struct {
+		name    string
+		from    netip.Addr
+		typ     header.ICMPv4Type
+		code    header.ICMPv4Code
+		quoted  []byte
+		wantSrc netip.Addr
+	}{
+		{"port unreachable from backend (udp, full)", be1.Addr(), header.ICMPv4DstUnreachable, header.ICMPv4PortUnreachable, dg, vip},
+		{"frag needed from router (tcp, full)", router, header.ICMPv4DstUnreachable, header.ICMPv4FragmentationNeeded, syn, router},
+		{"time exceeded (tcp, 8 bytes)", router, header.ICMPv4TimeExceeded, 0, syn[:28], router},
+		{"host unreachable from backend (tcp, 18 bytes)", be1.Addr(), header.ICMPv4DstUnreachable, header.ICMPv4HostUnreachable, syn[:38], vip},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			quoted := bytes.Clone(tc.quoted)
+			pkt := icmpErr(tc.from, client, tc.typ, tc.code, quoted)
+			orig := bytes.Clone(pkt)
+			if v := b.Inbound(pkt); v != NAT {
+				t.Fatalf("Inbound(ICMP error) = %v", v)
+			}
+			checkSums(t, pkt)
+			src, _ := addrs(pkt)
+			if src.Addr() != tc.wantSrc {
+				t.Errorf("outer src = %v", src)
+			}
+			inner := pkt[20+8:]
+			if _, dst := addrs(inner); dst.Addr() != vip || (dst.Port() != 80 && dst.Port() != 53) {
+				t.Errorf("quoted dst = %v, want the VIP", dst)
+			}
+			// The client's reply direction: an ICMP error the client sends
+			// about a reply from the VIP goes back to the backend.
+			_ = orig
+		})
+	}
+	// Outbound: the client reports port unreachable for a reply from VIP:53.
+	reply := udpPkt(vp53, cli, []byte("late answer")...)
+	pkt := icmpErr(client, vip, header.ICMPv4DstUnreachable, header.ICMPv4PortUnreachable, reply)
+	if v := b.Outbound(pkt); v != NAT {
+		t.Fatalf("Outbound(ICMP error to VIP) = %v", v)
+	}
+	checkSums(t, pkt)
+	if _, dst := addrs(pkt); dst.Addr() != be1.Addr() {
+		t.Errorf("outbound ICMP dst = %v, want %v", dst, be1.Addr())
+	}
+	if src, _ := addrs(pkt[28:]); src != be1 {
+		t.Errorf("outbound ICMP quoted src = %v, want %v", src, be1)
+	}
+	// Echo to a VIP is not the balancer's business.
+	echo := make(header.ICMPv4, 8)
+	echo.SetType(header.ICMPv4Echo)
+	if v := b.Outbound(ipv4(client, vip, 1, 0, echo)); v != Pass {
+		t.Errorf("Outbound(echo to VIP) = %v, want pass", v)
+	}
+}
+
+// TestSYNFloodKeepsEstablished fills a table with established flows and
+// half-open ones, then floods it with new SYNs from random tuples: every
+// established flow keeps its backend, the flood evicts only embryonic
+// flows, and once only established flows remain new flows are refused.
+func TestSYNFloodKeepsEstablished(t *testing.T) {
+	const maxFlows = 2048
+	b := mustNew(t, Options{MaxFlows: maxFlows})
+	mustSet(t, b, web(bk(be1, 1), bk(be2, 1), bk(be3, 1)))
+	vp := netip.AddrPortFrom(vip, 80)
+	var est []*flow
+	for i := range maxFlows / 2 {
+		f := &flow{t: t, b: b, cli: netip.AddrPortFrom(client, uint16(10000+i)), vipPort: vp}
+		f.establish()
+		est = append(est, f)
+	}
+	attacker := netip.MustParseAddr("10.0.66.6")
+	for i := range 100_000 {
+		src := netip.AddrPortFrom(attacker, uint16(i))
+		if i%3 == 0 {
+			src = netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 16), byte(i >> 8)}), uint16(i))
+		}
+		b.Outbound(tcpPkt(src, vp, fSYN))
+	}
+	st := b.Stats()
+	if st.Flows > maxFlows {
+		t.Fatalf("%d flows tracked, limit %d", st.Flows, maxFlows)
+	}
+	if st.Evictions == 0 {
+		t.Errorf("flood evicted nothing: %+v", st)
+	}
+	for _, f := range est {
+		f.out(fACK|fPSH, NAT) // fails if the flow moved
+		f.in(fACK, NAT)
+	}
+	// Fill the rest with established flows; then SYNs are refused.
+	for i := 0; b.Stats().Flows < maxFlows || i < maxFlows; i++ {
+		f := &flow{t: t, b: b, cli: netip.AddrPortFrom(client2, uint16(10000+i)), vipPort: vp}
+		pkt := tcpPkt(f.cli, vp, fSYN)
+		if b.Outbound(pkt) != NAT {
+			break
+		}
+		_, f.backend = addrs(pkt)
+		f.in(fSYN|fACK, NAT)
+		f.out(fACK, NAT)
+	}
+	before := b.Stats()
+	for i := range 1000 {
+		b.Outbound(tcpPkt(netip.AddrPortFrom(attacker, uint16(i)), vp, fSYN))
+	}
+	after := b.Stats()
+	if after.Refused-before.Refused == 0 {
+		t.Errorf("no SYN refused with a table of established flows: %+v", after)
+	}
+	for _, f := range est {
+		f.out(fACK, NAT)
+	}
+	t.Logf("flows %d, evictions %d, refused %d", after.Flows, after.Evictions, after.Refused)
+}
+
+// TestMemoryBounded: a long flood of new tuples does not grow the heap
+// beyond what a full table needs. (The maps grow once more than the flow
+// count alone needs, to absorb deleted slots, and then stay put.)
+func TestMemoryBounded(t *testing.T) {
+	const maxFlows = 8192
+	b := mustNew(t, Options{MaxFlows: maxFlows})
+	mustSet(t, b, web(bk(be1, 1), bk(be2, 1)))
+	pkt := udpPkt(netip.AddrPortFrom(client, 1), netip.AddrPortFrom(vip, 53), 'x')
+	buf := make([]byte, len(pkt))
+	i := 0
+	flood := func(n int) {
+		for range n {
+			i++
+			copy(buf, pkt)
+			buf[13], buf[14], buf[15] = byte(i>>16), byte(i>>8), byte(i) // client address
+			b.Outbound(buf)
+		}
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	base := heap()
+	flood(12 * maxFlows)
+	full := heap()
+	flood(50 * maxFlows)
+	after := heap()
+	st := b.Stats()
+	if st.Flows > maxFlows {
+		t.Fatalf("%d flows, limit %d", st.Flows, maxFlows)
+	}
+	perFlow := float64(after-base) / maxFlows
+	t.Logf("heap for a full table of %d flows: %d B (%.0f B/flow); after %d more new flows: %d B", maxFlows, full-base, float64(full-base)/maxFlows, 50*maxFlows, after-base)
+	if after > full+full/10 {
+		t.Errorf("heap grew from %d to %d B under a flood of new flows", full, after)
+	}
+	if perFlow > 1024 {
+		t.Errorf("%.0f B per flow, want ≤ 1024", perFlow)
+	}
+}
+
+func TestDistribution(t *testing.T) {
+	for _, n := range []int{600, 60000} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			b := mustNew(t, Options{MaxFlows: 2 * n})
+			mustSet(t, b, web(bk(be1, 1), bk(be2, 2), bk(be3, 3)))
+			count := map[netip.AddrPort]int{}
+			vp := netip.AddrPortFrom(vip, 80)
+			for i := range n {
+				cli := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i / 200), byte(1 + i%200)}), uint16(30000+i))
+				pkt := tcpPkt(cli, vp, fSYN)
+				if v := b.Outbound(pkt); v != NAT {
+					t.Fatalf("Outbound = %v", v)
+				}
+				_, dst := addrs(pkt)
+				count[dst]++
+			}
+			sel := map[string]uint64{}
+			for _, be := range b.Stats().Services[0].Backends {
+				sel[be.Addr.String()] = be.Selections
+			}
+			for i, be := range []netip.AddrPort{be1, be2, be3} {
+				want := float64(n) * float64(i+1) / 6
+				got := count[be]
+				// 600 flows: each backend's count within ±10% of all flows of
+				// its weighted share (a random hash cannot do better than
+				// ±2σ ≈ ±18 here); 60000 flows: within ±10% of the share.
+				tol := 0.10 * float64(n)
+				if n > 600 {
+					tol = 0.10 * want
+				}
+				t.Logf("%v weight %d: %d flows, want %.0f (%.1f%%)", be, i+1, got, want, 100*(float64(got)-want)/want)
+				if math.Abs(float64(got)-want) > tol {
+					t.Errorf("%v weight %d got %d of %d flows, want %.0f ± %.0f", be, i+1, got, n, want, tol)
+				}
+				if sel[be.String()] != uint64(got) {
+					t.Errorf("Stats selections for %v = %d, want %d", be, sel[be.String()], got)
+				}
+			}
+		})
+	}
+}
+
+func TestDrain(t *testing.T) {
+	b := mustNew(t, Options{})
+	mustSet(t, b, web(bk(be1, 1), bk(be2, 1)))
+	vp := netip.AddrPortFrom(vip, 80)
+	var on1 []*flow
+	for i := 0; len(on1) < 10; i++ {
+		f := &flow{t: t, b: b, cli: netip.AddrPortFrom(client, uint16(20000+i)), vipPort: vp}
+		f.establish()
+		if f.backend == be1 {
+			on1 = append(on1, f)
+		}
+	}
+	mustSet(t, b, web(bk(be1, 0), bk(be2, 1)))
+	for _, f := range on1 {
+		f.out(fACK|fPSH, NAT)
+		f.in(fACK, NAT)
+	}
+	for i := range 500 {
+		f := &flow{t: t, b: b, cli: netip.AddrPortFrom(client2, uint16(20000+i)), vipPort: vp}
+		f.out(fSYN, NAT)
+		if f.backend == be1 {
+			t.Fatalf("new flow %v went to the draining backend", f.cli)
+		}
+	}
+	// All drained: new flows are reset, old ones continue.
+	mustSet(t, b, web(bk(be1, 0), bk(be2, 0)))
+	if v := b.Outbound(tcpPkt(netip.AddrPortFrom(client2, 1), vp, fSYN)); v != Reset {
+		t.Errorf("new flow with every backend drained = %v, want reset", v)
+	}
+	on1[0].out(fACK, NAT)
+	if st := b.Stats(); st.NoBackend != 1 {
+		t.Errorf("NoBackend = %d, want 1", st.NoBackend)
+	}
+}
+
+func TestRemoveBackend(t *testing.T) {
+	b := mustNew(t, Options{})
+	mustSet(t, b, web(bk(be1, 1), bk(be2, 1), bk(be3, 1)))
+	vp := netip.AddrPortFrom(vip, 80)
+	var flows []*flow
+	for i := range 60 {
+		f := &flow{t: t, b: b, cli: netip.AddrPortFrom(client, uint16(20000+i)), vipPort: vp}
+		f.establish()
+		flows = append(flows, f)
+	}
+	udpCli := netip.AddrPortFrom(client, 7000)
+	var udpOn1 bool
+	for p := uint16(7000); !udpOn1; p++ {
+		udpCli = netip.AddrPortFrom(client, p)
+		pkt := udpPkt(udpCli, netip.AddrPortFrom(vip, 53))
+		b.Outbound(pkt)
+		_, dst := addrs(pkt)
+		udpOn1 = dst == be1
+	}
+	mustSet(t, b, web(bk(be2, 1), bk(be3, 1)))
+	resets := 0
+	for _, f := range flows {
+		pkt := tcpPkt(f.cli, vp, fACK|fPSH, 'x')
+		orig := bytes.Clone(pkt)
+		v := b.Outbound(pkt)
+		if f.backend == be1 {
+			resets++
+			if v != Reset {
+				t.Fatalf("flow of the removed backend: %v, want reset", v)
+			}
+			if !bytes.Equal(pkt, orig) {
+				t.Fatal("Outbound modified a packet it answered with reset")
+			}
+			out := make([]byte, 64)
+			n, err := BuildTCPReset(pkt, out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkSums(t, out[:n])
+			if s, d := addrs(out[:n]); s != vp || d != f.cli {
+				t.Errorf("RST %v → %v, want %v → %v", s, d, vp, f.cli)
+			}
+			// Later segments of the dead connection are reset too; a new
+			// connection from the same port goes to a live backend.
+			if v := b.Outbound(tcpPkt(f.cli, vp, fACK)); v != Reset {
+				t.Errorf("second segment: %v, want reset", v)
+			}
+			g := &flow{t: t, b: b, cli: f.cli, vipPort: vp}
+			g.out(fSYN, NAT)
+			if g.backend == be1 {
+				t.Error("new connection went to the removed backend")
+			}
+			continue
+		}
+		if v != NAT {
+			t.Fatalf("flow of a remaining backend: %v", v)
+		}
+		if _, dst := addrs(pkt); dst != f.backend {
+			t.Fatalf("flow moved from %v to %v", f.backend, dst)
+		}
+	}
+	if resets == 0 {
+		t.Fatal("no flow was on the removed backend")
+	}
+	// UDP: one reset, then the next datagram picks a live backend.
+	pkt := udpPkt(udpCli, netip.AddrPortFrom(vip, 53), 'q')
+	if v := b.Outbound(pkt); v != Reset {
+		t.Fatalf("udp flow of the removed backend: %v, want reset", v)
+	}
+	out := make([]byte, 576)
+	n, err := BuildICMPPortUnreachable(pkt, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSums(t, out[:n])
+	if v := b.Outbound(pkt); v != NAT {
+		t.Fatalf("next udp datagram: %v, want nat", v)
+	}
+	if st := b.Stats(); st.Resets != uint64(2*resets+1) {
+		t.Errorf("Resets = %d, want %d", st.Resets, 2*resets+1)
+	}
+	// Removing the whole service resets its flows too.
+	mustSet(t, b, nil)
+	f := flows[0]
+	if f.backend == be1 {
+		f = flows[1]
+	}
+	if v := b.Outbound(tcpPkt(f.cli, vp, fACK)); v != Reset {
+		t.Errorf("flow of a removed service: %v, want reset", v)
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	clk := newFakeClock()
+	b := mustNew(t, Options{Now: clk.now})
+	mustSet(t, b, web(bk(be1, 1)))
+	cli := netip.AddrPortFrom(client, 9000)
+	b.Outbound(udpPkt(cli, netip.AddrPortFrom(vip, 53)))
+	f := &flow{t: t, b: b, cli: netip.AddrPortFrom(client, 9001), vipPort: netip.AddrPortFrom(vip, 80)}
+	f.establish()
+	syn := &flow{t: t, b: b, cli: netip.AddrPortFrom(client, 9002), vipPort: netip.AddrPortFrom(vip, 80)}
+	syn.out(fSYN, NAT)
+	clk.advance(DefaultUDPTimeout + time.Second)
+	b.Sweep()
+	if fl := b.Flows(); len(fl) != 1 || fl[0].State != StateEstablished {
+		t.Fatalf("after 31s: %+v, want only the established flow", fl)
+	}
+	f.out(fACK, NAT)
+	clk.advance(DefaultEstablishedTimeout - time.Second)
+	b.Sweep()
+	if len(b.Flows()) != 1 {
+		t.Fatal("established flow expired before its idle timeout")
+	}
+	clk.advance(2 * time.Second)
+	// Expired but not swept: a reply no longer matches.
+	f.in(fACK, Pass)
+	if st := b.Stats(); st.Flows != 0 || st.Expired != 3 {
+		t.Errorf("Stats = %+v", st)
+	}
+}
+
+func TestStartClose(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	clk := newFakeClock()
+	b := mustNew(t, Options{Now: clk.now, SweepInterval: time.Millisecond})
+	mustSet(t, b, web(bk(be1, 1)))
+	b.Outbound(udpPkt(netip.AddrPortFrom(client, 1), netip.AddrPortFrom(vip, 53)))
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err == nil {
+		t.Error("second Start succeeded")
+	}
+	clk.advance(time.Hour)
+	deadline := time.Now().Add(10 * time.Second)
+	for b.Stats().Flows != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("sweeper did not remove the expired flow")
+		}
+		runtime.Gosched()
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err == nil {
+		t.Error("Start after Close succeeded")
+	}
+}
+
+func TestHitAllocs(t *testing.T) {
+	b := mustNew(t, Options{})
+	mustSet(t, b, web(bk(be1, 1), bk(be2, 1)))
+	f := &flow{t: t, b: b, cli: netip.AddrPortFrom(client, 40000), vipPort: netip.AddrPortFrom(vip, 80)}
+	f.establish()
+	out := tcpPkt(f.cli, f.vipPort, fACK|fPSH, make([]byte, 100)...)
+	in := tcpPkt(f.backend, f.cli, fACK|fPSH, make([]byte, 100)...)
+	outBuf, inBuf := make([]byte, len(out)), make([]byte, len(in))
+	if a := testing.AllocsPerRun(1000, func() {
+		copy(outBuf, out)
+		if b.Outbound(outBuf) != NAT {
+			panic("not NATed")
+		}
+		copy(inBuf, in)
+		if b.Inbound(inBuf) != NAT {
+			panic("not NATed")
+		}
+	}); a != 0 {
+		t.Errorf("conntrack hit + NAT allocates %v times per packet pair, want 0", a)
+	}
+	other := tcpPkt(f.cli, ap("10.9.9.9:80"), fACK)
+	if a := testing.AllocsPerRun(1000, func() { b.Outbound(other); b.Inbound(other) }); a != 0 {
+		t.Errorf("Pass path allocates %v times, want 0", a)
+	}
+}
+
+func TestBuildTCPReset(t *testing.T) {
+	cli, vp := netip.AddrPortFrom(client, 40000), netip.AddrPortFrom(vip, 80)
+	for _, tc := range []struct {
+		name             string
+		flags            header.TCPFlags
+		payload          int
+		wantSeq, wantAck uint32
+		wantFlags        header.TCPFlags
+	}{
+		{"SYN", fSYN, 0, 0, 1001, fRST | fACK},
+		{"SYN with data", fSYN, 10, 0, 1011, fRST | fACK},
+		{"ACK", fACK, 5, 2000, 0, fRST},
+		{"FIN without ACK", fFIN, 3, 0, 1004, fRST | fACK},
+	} {
+		pkt := ipv4(client, vip, uint8(TCP), 0, tcpSeg(cli, vp, tc.flags, 1000, 2000, make([]byte, tc.payload)))
+		out := make([]byte, 40)
+		n, err := BuildTCPReset(pkt, out)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		checkSums(t, out[:n])
+		r := header.TCP(out[20:n])
+		if r.SequenceNumber() != tc.wantSeq || r.AckNumber() != tc.wantAck || r.Flags() != tc.wantFlags {
+			t.Errorf("%s: RST seq %d ack %d flags %v, want %d %d %v", tc.name, r.SequenceNumber(), r.AckNumber(), r.Flags(), tc.wantSeq, tc.wantAck, tc.wantFlags)
+		}
+		if s, d := addrs(out[:n]); s != vp || d != cli {
+			t.Errorf("%s: RST %v → %v", tc.name, s, d)
+		}
+	}
+	if _, err := BuildTCPReset(tcpPkt(cli, vp, fRST), make([]byte, 40)); err == nil {
+		t.Error("BuildTCPReset answered a RST")
+	}
+	if _, err := BuildTCPReset(tcpPkt(cli, vp, fSYN), make([]byte, 39)); err == nil {
+		t.Error("BuildTCPReset wrote into a short buffer")
+	}
+	if _, err := BuildTCPReset(udpPkt(cli, vp), make([]byte, 40)); err == nil {
+		t.Error("BuildTCPReset accepted UDP")
+	}
+}
+
+func TestBuildICMPPortUnreachable(t *testing.T) {
+	cli, vp := netip.AddrPortFrom(client, 5353), netip.AddrPortFrom(vip, 53)
+	for _, size := range []int{0, 100, 1400} {
+		pkt := udpPkt(cli, vp, make([]byte, size)...)
+		out := make([]byte, 576)
+		n, err := BuildICMPPortUnreachable(pkt, out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkSums(t, out[:n])
+		if n > 576 || n < 28+28 {
+			t.Errorf("message of %d bytes", n)
+		}
+		icmp := header.ICMPv4(out[20:n])
+		if icmp.Type() != header.ICMPv4DstUnreachable || icmp.Code() != header.ICMPv4PortUnreachable {
+			t.Errorf("type %d code %d", icmp.Type(), icmp.Code())
+		}
+		if !bytes.Equal(icmp[8:], pkt[:min(len(pkt), MaxICMPQuote)]) {
+			t.Error("quote differs from the packet")
+		}
+		if s, d := addrs(out[:n]); s.Addr() != vip || d.Addr() != client {
+			t.Errorf("ICMP %v → %v", s, d)
+		}
+	}
+	if _, err := BuildICMPPortUnreachable(udpPkt(netip.AddrPortFrom(netip.IPv4Unspecified(), 68), vp), make([]byte, 576)); err == nil {
+		t.Error("answered 0.0.0.0")
+	}
+}
+
+// TestKeyedHash: each Balancer has its own hash key, so a tuple's shard and
+// backend cannot be predicted from outside.
+func TestKeyedHash(t *testing.T) {
+	a, b := mustNew(t, Options{}), mustNew(t, Options{})
+	k := key{src: client.As4(), dst: vip.As4(), sport: 1, dport: 80, proto: 6}
+	if a.flowHash(k) == b.flowHash(k) {
+		t.Error("two Balancers hash a tuple the same way")
+	}
+}
+
+// TestConcurrent runs the outbound and inbound paths, Set, Flows, Stats and
+// the sweeper at once; run it with -race.
+func TestConcurrent(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	b := mustNew(t, Options{MaxFlows: 4096, SweepInterval: time.Millisecond})
+	mustSet(t, b, web(bk(be1, 1), bk(be2, 1)))
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	vp := netip.AddrPortFrom(vip, 80)
+	done := make(chan struct{})
+	for w := range 2 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range 3000 {
+				cli := netip.AddrPortFrom(client, uint16(w*10000+i%500))
+				pkt := tcpPkt(cli, vp, fSYN)
+				if b.Outbound(pkt) != NAT {
+					continue
+				}
+				_, be := addrs(pkt)
+				b.Inbound(tcpPkt(be, cli, fSYN|fACK))
+			}
+		}()
+	}
+	go func() {
+		defer func() { done <- struct{}{} }()
+		for i := range 200 {
+			if i%2 == 0 {
+				b.Set(web(bk(be1, 1), bk(be2, 1)))
+			} else {
+				b.Set(web(bk(be2, 1), bk(be3, 2)))
+			}
+			b.Flows()
+			b.Stats()
+		}
+	}()
+	for range 3 {
+		<-done
+	}
+}
