@@ -1,0 +1,1072 @@
+package gossip
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"go.uber.org/zap"
+)
+
+// Errors callers branch on.
+var (
+	// ErrNotOwner: the entry belongs to another node; only its owner may
+	// change or delete it.
+	ErrNotOwner = errors.New("gossip: entry is owned by another node")
+	// ErrNotFound: no live entry under that key.
+	ErrNotFound = errors.New("gossip: no such entry")
+	// ErrNotJoined: the node does not participate in the network.
+	ErrNotJoined = errors.New("gossip: not participating in the network")
+	// ErrClosed: the Gossip was closed.
+	ErrClosed = errors.New("gossip: closed")
+)
+
+// tableNet is the reserved cluster-wide table of network participation:
+// key network+"\x00"+node, owned by node, value the network name.
+const tableNet = "gossip.net"
+
+// Gossip is one node's membership and replicated tables. All methods are safe
+// for concurrent use. After Close, writes return ErrClosed and reads see the
+// last state.
+type Gossip struct {
+	cfg   *config
+	log   *zap.Logger
+	name  string
+	addr  string // own memberlist address, IP:port
+	ml    *memberlist.Memberlist
+	stats counters
+
+	globalQ *memberlist.TransmitLimitedQueue // deltas of network "", sent by memberlist
+	nUp     atomic.Int32                     // len(up), for globalQ.NumNodes
+	leaving atomic.Bool                      // sent in the metadata by Leave
+	overCap atomic.Bool                      // the last push/pull state left out the global entries
+
+	mu       sync.Mutex                 // guards the fields below
+	clock    uint64                     // Lamport clock
+	nets     map[string]*netState       // stored networks: "" and joined ones (and ones being left)
+	joined   map[string]bool            // networks this node participates in
+	up       map[string]bool            // nodes alive or suspect, self included
+	down     map[string]time.Time       // owners known down (or never seen up), since when
+	parts    map[string]map[string]bool // network → participating nodes (live gossip.net entries)
+	members  map[string]*Member         // every node seen, dead and left ones included
+	mlNodes  map[string]memberlist.Node // copies of the live nodes, taken in the event callbacks
+	watchers map[*watcher[Event]]watchKey
+	mwatch   map[*watcher[MemberEvent]]struct{}
+	seeds    []string
+	pending  map[syncTask]bool // queued bulk syncs, to drop duplicates
+	closed   bool
+	left     bool // Leave was called: rejoin nothing
+
+	syncCh    chan syncTask
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+type netState struct {
+	entries map[ekey]*record
+	sum     uint64                           // XOR of entryHash over live (non-deleted) records: the sync digest
+	q       *memberlist.TransmitLimitedQueue // deltas for the network's participants (nil for "")
+	nparts  atomic.Int32                     // participants, for q.NumNodes
+}
+
+type ekey struct{ table, key string }
+
+type record struct {
+	Entry
+	recv    time.Time // local receive or write time, for reaping
+	visible bool      // last visibility reported to watchers
+	adopted bool      // own entry learned from the cluster (an earlier run), not written by this run
+}
+
+type watchKey struct{ table, network string }
+
+type syncTask struct {
+	node    string
+	network string
+	reply   bool
+}
+
+// New creates the memberlist and starts gossiping; the node is alone until
+// Join. Close releases everything.
+func New(opts Options) (*Gossip, error) {
+	cfg, err := opts.config()
+	if err != nil {
+		return nil, err
+	}
+	g := &Gossip{
+		cfg:      cfg,
+		log:      cfg.Logger.Named("gossip").With(zap.String("node", opts.Name)),
+		name:     opts.Name,
+		nets:     map[string]*netState{},
+		joined:   map[string]bool{},
+		up:       map[string]bool{opts.Name: true},
+		down:     map[string]time.Time{},
+		parts:    map[string]map[string]bool{},
+		members:  map[string]*Member{},
+		mlNodes:  map[string]memberlist.Node{},
+		watchers: map[*watcher[Event]]watchKey{},
+		mwatch:   map[*watcher[MemberEvent]]struct{}{},
+		pending:  map[syncTask]bool{},
+		syncCh:   make(chan syncTask, 256),
+		stop:     make(chan struct{}),
+	}
+	g.nUp.Store(1)
+	g.nets[""] = &netState{entries: map[ekey]*record{}}
+	g.globalQ = &memberlist.TransmitLimitedQueue{
+		NumNodes:       func() int { return int(g.nUp.Load()) },
+		RetransmitMult: cfg.ml.RetransmitMult,
+	}
+	d := &delegate{g: g}
+	cfg.ml.Delegate = d
+	cfg.ml.Events = d
+	ml, err := memberlist.Create(cfg.ml)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: start memberlist: %w", err)
+	}
+	g.ml = ml
+	g.addr = ml.LocalNode().Address()
+	g.wg.Add(3)
+	go g.gossipLoop()
+	go g.syncLoop()
+	go g.maintLoop()
+	return g, nil
+}
+
+// Name is the node's name.
+func (g *Gossip) Name() string { return g.name }
+
+// Addr is the address peers reach this node's memberlist on.
+func (g *Gossip) Addr() string { return g.addr }
+
+// Join contacts seeds (IP:port) until at least one answers or ctx ends,
+// retrying with exponential backoff. The seeds are remembered: until Close,
+// any seed that is not a live member is joined again every RejoinInterval,
+// so a node that lost its seeds (partition, restart) finds the cluster again.
+func (g *Gossip) Join(ctx context.Context, seeds []string) error {
+	g.mu.Lock()
+	if g.closed || g.left {
+		g.mu.Unlock()
+		return ErrClosed
+	}
+	for _, s := range seeds {
+		if !slices.Contains(g.seeds, s) {
+			g.seeds = append(g.seeds, s)
+		}
+	}
+	g.mu.Unlock()
+	backoff := 50 * time.Millisecond
+	for {
+		n, err := g.ml.Join(seeds)
+		if n > 0 {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("no seed answered")
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("gossip: join %v: %w (last error: %v)", seeds, ctx.Err(), err)
+		case <-g.stop:
+			return ErrClosed
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// Leave tells the cluster this node is leaving, waiting at most timeout for
+// the message to spread. Peers hide the node's entries as for a dead node;
+// they come back if the node returns with the same name. Call Close after.
+func (g *Gossip) Leave(timeout time.Duration) error {
+	g.mu.Lock()
+	g.left = true
+	g.mu.Unlock()
+	g.leaving.Store(true)
+	if err := g.ml.UpdateNode(timeout); err != nil {
+		g.log.Debug("announcing leave", zap.Error(err))
+	}
+	if err := g.ml.Leave(timeout); err != nil {
+		return fmt.Errorf("gossip: leave: %w", err)
+	}
+	return nil
+}
+
+// Close stops gossiping without telling anyone (peers see the node die),
+// stops every goroutine and closes all watch channels. Safe to call twice.
+func (g *Gossip) Close() error {
+	var err error
+	g.closeOnce.Do(func() {
+		g.mu.Lock()
+		g.closed = true
+		g.mu.Unlock()
+		close(g.stop)
+		g.wg.Wait()
+		if e := g.ml.Shutdown(); e != nil {
+			err = fmt.Errorf("gossip: shutdown: %w", e)
+		}
+		g.mu.Lock()
+		for w := range g.watchers {
+			w.close()
+		}
+		for w := range g.mwatch {
+			w.close()
+		}
+		clear(g.watchers)
+		clear(g.mwatch)
+		g.mu.Unlock()
+	})
+	return err
+}
+
+// Stats returns a snapshot of the counters.
+func (g *Gossip) Stats() Stats { return g.stats.snapshot() }
+
+func validName(s string, max int) bool {
+	return s != "" && len(s) <= max && !strings.ContainsRune(s, 0)
+}
+
+// JoinNetwork makes this node a participant of network: from now on it
+// stores and receives the network's entries and may write its own. The
+// participation is itself a cluster-wide entry, so peers learn whom to send
+// the network's deltas to. The current state is fetched from a few
+// participants at once and from every push/pull partner whose digest differs.
+func (g *Gossip) JoinNetwork(network string) error {
+	if !validName(network, MaxNetworkLen) {
+		return fmt.Errorf("gossip: network name %q must be 1 to %d bytes without NUL", network, MaxNetworkLen)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return ErrClosed
+	}
+	if g.joined[network] {
+		return nil
+	}
+	g.joined[network] = true
+	g.netLocked(network)
+	g.putLocked(tableNet, "", network+"\x00"+g.name, []byte(network), false)
+	n := 0
+	for _, p := range g.participantsLocked(network) {
+		if n == 3 {
+			break
+		}
+		g.queueSyncLocked(syncTask{node: p, network: network, reply: true})
+		n++
+	}
+	return nil
+}
+
+// LeaveNetwork stops participating in network: this node's entries in it
+// are deleted (tombstones are still sent to the participants), the others
+// are dropped locally, and watchers of the network see them deleted.
+func (g *Gossip) LeaveNetwork(network string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return ErrClosed
+	}
+	if !g.joined[network] {
+		return nil
+	}
+	ns := g.nets[network]
+	for k, r := range ns.entries {
+		if r.Owner == g.name && !r.Deleted {
+			g.putLocked(k.table, network, k.key, nil, true)
+		}
+	}
+	g.putLocked(tableNet, "", network+"\x00"+g.name, nil, true)
+	delete(g.joined, network)
+	for k, r := range ns.entries {
+		if r.Owner != g.name {
+			g.setVisibleLocked(r, false)
+			g.removeLocked(ns, k, r)
+		}
+	}
+	return nil
+}
+
+// Networks returns the networks this node participates in, sorted.
+func (g *Gossip) Networks() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var ns []string
+	for n := range g.joined {
+		ns = append(ns, n)
+	}
+	slices.Sort(ns)
+	return ns
+}
+
+// Participants returns the live nodes participating in network, sorted.
+func (g *Gossip) Participants(network string) []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ps := g.participantsLocked(network)
+	if g.joined[network] {
+		ps = append(ps, g.name)
+	}
+	slices.Sort(ps)
+	return ps
+}
+
+// participantsLocked returns the up participants of network other than self.
+func (g *Gossip) participantsLocked(network string) []string {
+	var ps []string
+	for p, ok := range g.parts[network] {
+		if ok && p != g.name && g.up[p] {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+func (g *Gossip) checkWrite(table, network, key string) error {
+	if !validName(table, MaxTableLen) || strings.HasPrefix(table, "gossip.") {
+		return fmt.Errorf("gossip: table name %q must be 1 to %d bytes, not starting with \"gossip.\"", table, MaxTableLen)
+	}
+	if len(network) > MaxNetworkLen {
+		return fmt.Errorf("gossip: network name %q longer than %d bytes", network, MaxNetworkLen)
+	}
+	if len(key) > MaxKeyLen {
+		return fmt.Errorf("gossip: key %q longer than %d bytes", key, MaxKeyLen)
+	}
+	if g.closed {
+		return ErrClosed
+	}
+	if network != "" && !g.joined[network] {
+		return fmt.Errorf("%w %q", ErrNotJoined, network)
+	}
+	return nil
+}
+
+// Put writes value under (table, network, key), owned by this node. It
+// fails with ErrNotOwner if another node holds a live entry under the key.
+// value is copied; at most MaxValueLen bytes.
+func (g *Gossip) Put(table, network, key string, value []byte) error {
+	if len(value) > MaxValueLen {
+		return fmt.Errorf("gossip: value of %d bytes, at most %d", len(value), MaxValueLen)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.checkWrite(table, network, key); err != nil {
+		return err
+	}
+	if r := g.nets[network].entries[ekey{table, key}]; r != nil && r.Owner != g.name && !r.Deleted {
+		return fmt.Errorf("%w: %s/%s/%s belongs to %s", ErrNotOwner, table, network, key, r.Owner)
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	g.putLocked(table, network, key, slices.Clone(value), false)
+	return nil
+}
+
+// Delete deletes this node's entry under (table, network, key), leaving a
+// tombstone. ErrNotFound if there is no live entry, ErrNotOwner if it is
+// another node's.
+func (g *Gossip) Delete(table, network, key string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.checkWrite(table, network, key); err != nil {
+		return err
+	}
+	r := g.nets[network].entries[ekey{table, key}]
+	if r == nil || r.Deleted {
+		return fmt.Errorf("%w: %s/%s/%s", ErrNotFound, table, network, key)
+	}
+	if r.Owner != g.name {
+		return fmt.Errorf("%w: %s/%s/%s belongs to %s", ErrNotOwner, table, network, key, r.Owner)
+	}
+	g.putLocked(table, network, key, nil, true)
+	return nil
+}
+
+// putLocked writes a local entry with the next Lamport time and queues its
+// broadcast.
+func (g *Gossip) putLocked(table, network, key string, value []byte, deleted bool) {
+	g.clock++
+	e := Entry{Table: table, Network: network, Key: key, Value: value, Owner: g.name, Time: g.clock, Deleted: deleted}
+	if deleted {
+		e.Value = nil
+	}
+	ns := g.netLocked(network)
+	g.storeLocked(ns, e, time.Now(), false)
+	g.broadcastLocked(ns, &e)
+}
+
+// Get returns the visible entry under (table, network, key): not deleted,
+// and its owner alive and participating in the network.
+func (g *Gossip) Get(table, network, key string) (Entry, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ns := g.nets[network]
+	if ns == nil {
+		return Entry{}, false
+	}
+	r := ns.entries[ekey{table, key}]
+	if r == nil || !g.visibleLocked(r) {
+		return Entry{}, false
+	}
+	return r.Entry.clone(), true
+}
+
+// List returns the visible entries of table in network, sorted by key.
+func (g *Gossip) List(table, network string) []Entry {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.listLocked(table, network)
+}
+
+// ListAll is List including the hidden live entries: those of dead nodes
+// (kept DeadOwnerGrace) and of nodes that left the network. Tombstones are
+// left out. For state that must stay reserved while its owner is away, such
+// as address ranges and leases.
+func (g *Gossip) ListAll(table, network string) []Entry {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.listFilterLocked(table, network, func(r *record) bool { return !r.Deleted })
+}
+
+func (g *Gossip) listLocked(table, network string) []Entry {
+	return g.listFilterLocked(table, network, g.visibleLocked)
+}
+
+func (g *Gossip) listFilterLocked(table, network string, keep func(*record) bool) []Entry {
+	ns := g.nets[network]
+	if ns == nil {
+		return nil
+	}
+	var es []Entry
+	for k, r := range ns.entries {
+		if k.table == table && keep(r) {
+			es = append(es, r.Entry.clone())
+		}
+	}
+	slices.SortFunc(es, func(a, b Entry) int { return strings.Compare(a.Key, b.Key) })
+	return es
+}
+
+// Digest returns a hash of every visible entry of network (all tables), in
+// hex. Nodes that have converged return the same digest.
+func (g *Gossip) Digest(network string) string {
+	g.mu.Lock()
+	var es []*Entry
+	if ns := g.nets[network]; ns != nil {
+		for _, r := range ns.entries {
+			if g.visibleLocked(r) {
+				es = append(es, &r.Entry)
+			}
+		}
+	}
+	slices.SortFunc(es, func(a, b *Entry) int {
+		if c := strings.Compare(a.Table, b.Table); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Key, b.Key)
+	})
+	h := sha256.New()
+	var buf []byte
+	for _, e := range es {
+		buf = appendEntry(buf[:0], e)
+		h.Write(buf)
+	}
+	g.mu.Unlock()
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// Watch returns a channel of the changes to table in network, and a
+// function that cancels the watch and closes the channel. Delivery never
+// blocks gossip: a watcher that falls more than WatchBuffer events behind
+// loses the queued events and receives one EventResync, after which it must
+// read the table again with List. The channel is closed by cancel or Close.
+func (g *Gossip) Watch(table, network string) (<-chan Event, func()) {
+	w := newWatcher(g.cfg.WatchBuffer, Event{Type: EventResync})
+	g.mu.Lock()
+	if g.closed {
+		w.close()
+	} else {
+		g.watchers[w] = watchKey{table, network}
+	}
+	g.mu.Unlock()
+	return w.ch, func() {
+		g.mu.Lock()
+		delete(g.watchers, w)
+		w.close()
+		g.mu.Unlock()
+	}
+}
+
+// netLocked returns the state of network, creating it.
+func (g *Gossip) netLocked(network string) *netState {
+	ns := g.nets[network]
+	if ns == nil {
+		ns = &netState{entries: map[ekey]*record{}}
+		ns.q = &memberlist.TransmitLimitedQueue{
+			NumNodes:       func() int { return int(ns.nparts.Load()) + 1 },
+			RetransmitMult: g.cfg.ml.RetransmitMult,
+		}
+		g.nets[network] = ns
+	}
+	return ns
+}
+
+// visibleLocked: a live entry whose owner is up and takes part in the network.
+func (g *Gossip) visibleLocked(r *record) bool {
+	if r.Deleted || !g.up[r.Owner] {
+		return false
+	}
+	return r.Network == "" || g.parts[r.Network][r.Owner]
+}
+
+// setVisibleLocked reports a change of r's visibility to watchers.
+func (g *Gossip) setVisibleLocked(r *record, vis bool) {
+	if r.visible == vis {
+		return
+	}
+	r.visible = vis
+	t := EventDelete
+	if vis {
+		t = EventPut
+	}
+	g.notifyLocked(Event{Type: t, Entry: r.Entry})
+}
+
+func (g *Gossip) notifyLocked(ev Event) {
+	k := watchKey{ev.Entry.Table, ev.Entry.Network}
+	first := true
+	for w, wk := range g.watchers {
+		if wk != k {
+			continue
+		}
+		if first {
+			ev.Entry = ev.Entry.clone() // stored entries are never handed out
+			first = false
+		}
+		w.send(ev)
+	}
+}
+
+// entryHash is a well-mixed hash of a version's identity, XORed into the
+// network's sync digest.
+func entryHash(e *Entry) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(e.Table))
+	h.Write([]byte{0})
+	h.Write([]byte(e.Key))
+	h.Write([]byte{0})
+	h.Write([]byte(e.Owner))
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], e.Time)
+	h.Write(b[:])
+	x := h.Sum64()
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// storeLocked replaces the stored version of e's key with e (the caller has
+// decided e wins) and reports the change to watchers.
+func (g *Gossip) storeLocked(ns *netState, e Entry, now time.Time, adopted bool) {
+	k := ekey{e.Table, e.Key}
+	old := ns.entries[k]
+	wasVisible := false
+	if old != nil {
+		wasVisible = old.visible
+		if !old.Deleted {
+			ns.sum ^= entryHash(&old.Entry)
+		}
+	}
+	r := &record{Entry: e, recv: now, adopted: adopted}
+	ns.entries[k] = r
+	if !e.Deleted {
+		ns.sum ^= entryHash(&r.Entry)
+	}
+	if !g.up[e.Owner] {
+		if _, ok := g.down[e.Owner]; !ok {
+			g.down[e.Owner] = now
+		}
+	}
+	vis := g.visibleLocked(r)
+	r.visible = vis
+	switch {
+	case vis:
+		g.notifyLocked(Event{Type: EventPut, Entry: r.Entry})
+	case wasVisible:
+		g.notifyLocked(Event{Type: EventDelete, Entry: old.Entry})
+	}
+	if e.Table == tableNet && e.Network == "" {
+		g.participationLocked(&r.Entry)
+	}
+}
+
+func (g *Gossip) removeLocked(ns *netState, k ekey, r *record) {
+	if !r.Deleted {
+		ns.sum ^= entryHash(&r.Entry)
+	}
+	delete(ns.entries, k)
+}
+
+// participationLocked applies a changed gossip.net entry: the owner's
+// entries in that network become visible or hidden.
+func (g *Gossip) participationLocked(e *Entry) {
+	network, node, ok := strings.Cut(e.Key, "\x00")
+	if !ok || node != e.Owner {
+		return
+	}
+	p := g.parts[network]
+	if p == nil {
+		p = map[string]bool{}
+		g.parts[network] = p
+	}
+	if e.Deleted {
+		delete(p, node)
+	} else {
+		p[node] = true
+	}
+	if ns := g.nets[network]; ns != nil {
+		n := 0
+		for q := range p {
+			if q != g.name && g.up[q] {
+				n++
+			}
+		}
+		ns.nparts.Store(int32(n))
+		g.revisitLocked(ns, node)
+	}
+}
+
+// revisitLocked recomputes the visibility of owner's entries in ns.
+func (g *Gossip) revisitLocked(ns *netState, owner string) {
+	for _, r := range ns.entries {
+		if r.Owner == owner {
+			g.setVisibleLocked(r, g.visibleLocked(r))
+		}
+	}
+}
+
+// mergeLocked merges a remote version into the table and reports whether
+// it changed anything (so that a delta is relayed).
+func (g *Gossip) mergeLocked(e Entry, now time.Time) bool {
+	if e.Network != "" && !g.joined[e.Network] {
+		g.stats.drop("not_participating")
+		return false
+	}
+	g.clock = max(g.clock, e.Time)
+	ns := g.netLocked(e.Network)
+	cur := ns.entries[ekey{e.Table, e.Key}]
+	if e.Owner == g.name && cur != nil && cur.Owner == g.name && !cur.adopted {
+		// Our own key, written by this run. We are its only writer, so a
+		// different version at the same or a later time comes from an
+		// earlier run of this node (or is forged): re-assert ours above it,
+		// so a stale tombstone can never hide a live entry.
+		c := compareEntries(&e, &cur.Entry)
+		if c == 0 || e.Time < cur.Time {
+			return false
+		}
+		g.clock++
+		re := cur.Entry
+		re.Time = g.clock
+		g.storeLocked(ns, re, now, false)
+		g.broadcastLocked(ns, &re)
+		g.stats.reasserts.Add(1)
+		return false
+	}
+	if cur != nil && compareEntries(&e, &cur.Entry) <= 0 {
+		return false
+	}
+	g.storeLocked(ns, e, now, e.Owner == g.name)
+	g.stats.entriesIn.Add(1)
+	return true
+}
+
+// broadcast is a delta in a TransmitLimitedQueue; a newer version of the
+// same key replaces it.
+type broadcast struct {
+	name string
+	msg  []byte
+}
+
+var _ memberlist.NamedBroadcast = (*broadcast)(nil)
+
+func (b *broadcast) Invalidates(o memberlist.Broadcast) bool {
+	nb, ok := o.(memberlist.NamedBroadcast)
+	return ok && nb.Name() == b.name
+}
+func (b *broadcast) Name() string    { return b.name }
+func (b *broadcast) Message() []byte { return b.msg }
+func (b *broadcast) Finished()       {}
+
+// broadcastLocked queues e for gossip: cluster-wide entries ride
+// memberlist's own broadcasts (to every node), a network's entries go to a
+// queue that gossipLoop sends to the network's participants only.
+func (g *Gossip) broadcastLocked(ns *netState, e *Entry) {
+	name := e.Table + "\x00" + e.Network + "\x00" + e.Key
+	if e.Network == "" {
+		g.globalQ.QueueBroadcast(&broadcast{name: name, msg: encodeDeltas([]Entry{*e})})
+		return
+	}
+	ns.q.QueueBroadcast(&broadcast{name: name, msg: appendEntry(nil, e)})
+}
+
+// queueSyncLocked asks syncLoop to send a network's state to a node.
+func (g *Gossip) queueSyncLocked(t syncTask) {
+	if g.pending[t] {
+		return
+	}
+	select {
+	case g.syncCh <- t:
+		g.pending[t] = true
+	default:
+		g.stats.drop("sync_queue_full")
+	}
+}
+
+// handle processes one received message (a copy the caller gave up).
+func (g *Gossip) handle(b []byte) {
+	g.stats.bytesIn.Add(uint64(len(b)))
+	m, err := decodeMessage(b)
+	if err != nil {
+		g.stats.drop(dropReason(err))
+		return
+	}
+	g.stats.msgsIn.Add(1)
+	now := time.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return
+	}
+	switch m.Type {
+	case msgDeltas:
+		for _, e := range m.Entries {
+			if g.mergeLocked(e, now) {
+				g.broadcastLocked(g.nets[e.Network], &e) // relay news
+			}
+		}
+	case msgBulk:
+		if m.Network != "" && !g.joined[m.Network] {
+			g.stats.drop("not_participating")
+			return
+		}
+		for _, e := range m.Entries {
+			g.mergeLocked(e, now)
+		}
+		if m.Flags&bulkReply != 0 && m.Sender != g.name {
+			g.queueSyncLocked(syncTask{node: m.Sender, network: m.Network})
+		}
+	default:
+		g.stats.drop("unexpected_type")
+	}
+}
+
+// localState is the push/pull state: the cluster-wide entries (unless over
+// the cap) and the sync digests of "" and the joined networks.
+func (g *Gossip) localState() []byte {
+	g.mu.Lock()
+	var global []Entry
+	for _, r := range g.nets[""].entries {
+		global = append(global, r.Entry)
+	}
+	ds := []digest{{Network: "", Sum: g.nets[""].sum}}
+	for n := range g.joined {
+		ds = append(ds, digest{Network: n, Sum: g.nets[n].sum})
+	}
+	b := encodeState(g.name, global, true, ds)
+	g.mu.Unlock()
+	g.overCap.Store(len(b) > g.cfg.MaxPushPullBytes)
+	if len(b) > g.cfg.MaxPushPullBytes {
+		g.stats.stateOverCap.Add(1)
+		b = encodeState(g.name, nil, false, ds)
+	}
+	g.stats.msgsOut.Add(1)
+	g.stats.bytesOut.Add(uint64(len(b)))
+	return b
+}
+
+// mergeRemoteState merges a push/pull state. Networks both nodes take part
+// in whose digests differ are repaired by a bulk sync, started by the node
+// with the smaller name (both ends of a push/pull see the same difference).
+func (g *Gossip) mergeRemoteState(b []byte) {
+	g.stats.bytesIn.Add(uint64(len(b)))
+	m, err := decodeMessage(b)
+	if err == nil && m.Type != msgState {
+		err = fmt.Errorf("gossip: push/pull: %w", errType)
+	}
+	if err != nil {
+		g.stats.drop(dropReason(err))
+		return
+	}
+	g.stats.msgsIn.Add(1)
+	now := time.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return
+	}
+	for _, e := range m.Entries {
+		g.mergeLocked(e, now)
+	}
+	if m.Sender == g.name || g.name > m.Sender {
+		return
+	}
+	for _, d := range m.Digests {
+		if d.Network == "" && m.HasGlobal && !g.overCap.Load() {
+			continue // both states carried their entries: merged on both ends
+		}
+		if d.Network != "" && !g.joined[d.Network] {
+			continue
+		}
+		if g.nets[d.Network].sum != d.Sum {
+			g.queueSyncLocked(syncTask{node: m.Sender, network: d.Network, reply: true})
+		}
+	}
+}
+
+// gossipLoop sends the networks' queued deltas to random participants
+// every gossip interval.
+func (g *Gossip) gossipLoop() {
+	defer g.wg.Done()
+	t := time.NewTicker(g.cfg.gossipInterval)
+	defer t.Stop()
+	limit := g.cfg.ml.UDPBufferSize - 128 // encryption, label, compression and framing
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+		}
+		type job struct {
+			q       *memberlist.TransmitLimitedQueue
+			targets []string
+		}
+		var jobs []job
+		g.mu.Lock()
+		for n, ns := range g.nets {
+			if n == "" || ns.q.NumQueued() == 0 {
+				continue
+			}
+			ps := g.participantsLocked(n)
+			if len(ps) == 0 {
+				if !g.joined[n] {
+					ns.q.Reset()
+				}
+				continue
+			}
+			rand.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
+			jobs = append(jobs, job{ns.q, ps[:min(len(ps), g.cfg.gossipNodes)]})
+		}
+		g.mu.Unlock()
+		if len(jobs) == 0 {
+			continue
+		}
+		nodes := g.nodeMap()
+		for _, j := range jobs {
+			for _, name := range j.targets {
+				msgs := j.q.GetBroadcasts(0, limit)
+				if len(msgs) == 0 {
+					break
+				}
+				n := nodes[name]
+				if n == nil {
+					continue
+				}
+				b := appendHeader(nil, msgDeltas)
+				b = binary.AppendUvarint(b, uint64(len(msgs)))
+				for _, m := range msgs {
+					b = append(b, m...)
+				}
+				if err := g.ml.SendBestEffort(n, b); err != nil {
+					g.stats.drop("send_failed")
+					continue
+				}
+				g.stats.msgsOut.Add(1)
+				g.stats.bytesOut.Add(uint64(len(b)))
+			}
+		}
+	}
+}
+
+// nodeMap returns copies of the live nodes. memberlist.Members hands out
+// pointers that memberlist keeps writing to, so this package reads nodes
+// only in its event callbacks, under memberlist's lock.
+func (g *Gossip) nodeMap() map[string]*memberlist.Node {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m := make(map[string]*memberlist.Node, len(g.mlNodes))
+	for name, n := range g.mlNodes {
+		m[name] = &n
+	}
+	return m
+}
+
+// syncLoop sends bulk syncs: all stored versions of a network (tombstones
+// and hidden entries included), in messages of at most MaxPushPullBytes.
+func (g *Gossip) syncLoop() {
+	defer g.wg.Done()
+	for {
+		var t syncTask
+		select {
+		case <-g.stop:
+			return
+		case t = <-g.syncCh:
+		}
+		g.mu.Lock()
+		delete(g.pending, t)
+		var es []Entry
+		if ns := g.nets[t.network]; ns != nil && (t.network == "" || g.joined[t.network]) {
+			for _, r := range ns.entries {
+				es = append(es, r.Entry)
+			}
+		}
+		g.mu.Unlock()
+		n := g.nodeMap()[t.node]
+		if n == nil {
+			continue
+		}
+		var flags byte
+		if t.reply {
+			flags = bulkReply
+		}
+		maxBytes := max(g.cfg.MaxPushPullBytes, 4096) - 64 - 2*MaxNameLen
+		for first := true; first || len(es) > 0; first = false {
+			size, i := 0, 0
+			for ; i < len(es); i++ {
+				l := entryLen(&es[i])
+				if size+l > maxBytes && i > 0 {
+					break
+				}
+				size += l
+			}
+			b := encodeBulk(g.name, t.network, flags, es[:i])
+			es = es[i:]
+			flags = 0
+			if err := g.ml.SendReliable(n, b); err != nil {
+				g.stats.drop("send_failed")
+				break
+			}
+			g.stats.msgsOut.Add(1)
+			g.stats.bytesOut.Add(uint64(len(b)))
+		}
+		g.stats.bulkSyncs.Add(1)
+	}
+}
+
+// maintLoop reaps tombstones and the entries of long-dead owners, and
+// re-joins lost seeds and dead nodes.
+func (g *Gossip) maintLoop() {
+	defer g.wg.Done()
+	reap := time.NewTicker(g.cfg.reapInterval)
+	defer reap.Stop()
+	rejoin := time.NewTicker(g.cfg.RejoinInterval)
+	defer rejoin.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case now := <-reap.C:
+			g.reap(now)
+		case <-rejoin.C:
+			g.rejoin()
+		}
+	}
+}
+
+func (g *Gossip) reap(now time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for network, ns := range g.nets {
+		for k, r := range ns.entries {
+			since, dead := g.down[r.Owner]
+			if r.Deleted && now.Sub(r.recv) > g.cfg.TombstoneGrace ||
+				!g.up[r.Owner] && dead && now.Sub(since) > g.cfg.DeadOwnerGrace {
+				g.setVisibleLocked(r, false)
+				g.removeLocked(ns, k, r)
+				if r.Table == tableNet && network == "" && !r.Deleted {
+					tomb := r.Entry
+					tomb.Deleted = true
+					g.participationLocked(&tomb)
+				}
+				g.stats.reaped.Add(1)
+			}
+		}
+		if network != "" && !g.joined[network] && len(ns.entries) == 0 && ns.q.NumQueued() == 0 {
+			delete(g.nets, network)
+		}
+	}
+	for o, since := range g.down {
+		if now.Sub(since) > g.cfg.DeadOwnerGrace {
+			delete(g.down, o)
+			if m := g.members[o]; m != nil && m.State != StateAlive && m.State != StateSuspect {
+				delete(g.members, o)
+			}
+		}
+	}
+}
+
+// rejoin joins again every seed that is not a live member, and one random
+// dead (not left) node: memberlist alone does not heal a partition once
+// both sides have declared each other dead.
+func (g *Gossip) rejoin() {
+	live := map[string]bool{}
+	for _, n := range g.nodeMap() {
+		live[n.Address()] = true
+	}
+	g.mu.Lock()
+	if g.left {
+		g.mu.Unlock()
+		return
+	}
+	var try []string
+	for _, s := range g.seeds {
+		if !live[s] {
+			try = append(try, s)
+		}
+	}
+	var dead []string
+	for _, m := range g.members {
+		if m.State == StateDead && m.Addr.IsValid() && !live[m.Addr.String()] {
+			dead = append(dead, m.Addr.String())
+		}
+	}
+	g.mu.Unlock()
+	if len(dead) > 0 {
+		try = append(try, dead[rand.IntN(len(dead))])
+	}
+	for _, a := range try {
+		if a == g.addr {
+			continue
+		}
+		select {
+		case <-g.stop:
+			return
+		default:
+		}
+		if _, err := g.ml.Join([]string{a}); err != nil {
+			g.log.Debug("rejoin failed", zap.String("addr", a), zap.Error(err))
+		}
+	}
+}
+
+// nodeAddr converts a memberlist node address.
+func nodeAddr(n *memberlist.Node) netip.AddrPort {
+	a, ok := netip.AddrFromSlice(n.Addr)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(a.Unmap(), n.Port)
+}

@@ -1,0 +1,175 @@
+package gossip
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/overlayd/overlayd/gossip/gossiptest"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// testLogger logs memberlist and gossip when GOSSIP_DEBUG is set.
+func testLogger() *zap.Logger {
+	if os.Getenv("GOSSIP_DEBUG") != "" {
+		l, _ := zap.NewDevelopment()
+		return l
+	}
+	return zap.NewNop()
+}
+
+// cluster is a set of nodes on one in-memory network.
+type cluster struct {
+	t     testing.TB
+	net   *gossiptest.Network
+	nodes map[string]*Gossip
+	keys  [][]byte
+}
+
+func newCluster(t testing.TB) *cluster {
+	c := &cluster{t: t, net: gossiptest.NewNetwork(), nodes: map[string]*Gossip{}}
+	t.Cleanup(func() {
+		for _, g := range c.nodes {
+			g.Close()
+		}
+	})
+	return c
+}
+
+// start starts (or restarts) a node and joins it to the given seeds.
+func (c *cluster) start(name string, seeds ...string) *Gossip {
+	c.t.Helper()
+	g, err := New(Options{
+		Name:      name,
+		Profile:   ProfileTest,
+		Keys:      c.keys,
+		Logger:    testLogger(),
+		Transport: c.net.NewTransport(name),
+	})
+	if err != nil {
+		c.t.Fatalf("New(%s): %v", name, err)
+	}
+	c.nodes[name] = g
+	if len(seeds) > 0 {
+		var addrs []string
+		for _, s := range seeds {
+			addrs = append(addrs, c.net.Addr(s))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := g.Join(ctx, addrs); err != nil {
+			c.t.Fatalf("%s: Join(%v): %v", name, seeds, err)
+		}
+	}
+	return g
+}
+
+// kill stops a node without Leave.
+func (c *cluster) kill(name string) {
+	c.nodes[name].Close()
+	delete(c.nodes, name)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s: %v", timeout, what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func aliveCount(g *Gossip) int {
+	n := 0
+	for _, m := range g.Members() {
+		if m.State == StateAlive {
+			n++
+		}
+	}
+	return n
+}
+
+// waitMembers waits until every node sees all the others alive.
+func (c *cluster) waitMembers(timeout time.Duration) {
+	c.t.Helper()
+	waitFor(c.t, timeout, "membership", func() error {
+		for name, g := range c.nodes {
+			if n := aliveCount(g); n != len(c.nodes) {
+				return fmt.Errorf("%s sees %d alive, want %d", name, n, len(c.nodes))
+			}
+		}
+		return nil
+	})
+}
+
+// converged reports nil when every node participating in each network has
+// the same digest of it.
+func (c *cluster) converged(networks ...string) error {
+	for _, nw := range append([]string{""}, networks...) {
+		var first, firstName string
+		for name, g := range c.nodes {
+			if nw != "" && !g.isJoined(nw) {
+				continue
+			}
+			d := g.Digest(nw)
+			if first == "" {
+				first, firstName = d, name
+			} else if d != first {
+				return fmt.Errorf("network %q: %s has digest %s, %s has %s", nw, firstName, first, name, d)
+			}
+		}
+	}
+	return nil
+}
+
+func (g *Gossip) isJoined(network string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.joined[network]
+}
+
+// stored reports whether the node stores any entry of network.
+func (g *Gossip) stored(network string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if ns := g.nets[network]; ns != nil {
+		return len(ns.entries)
+	}
+	return 0
+}
+
+var zeroTime time.Time
+
+// newTestStore returns a Gossip with tables but no memberlist, for merge
+// tests; every owner counts as up.
+func newTestStore() *Gossip {
+	g := &Gossip{
+		name:     "self",
+		cfg:      &config{Options: Options{WatchBuffer: 4, MaxPushPullBytes: 1 << 16}, ml: &memberlist.Config{RetransmitMult: 1}},
+		nets:     map[string]*netState{"": {entries: map[ekey]*record{}}},
+		joined:   map[string]bool{},
+		up:       map[string]bool{"self": true, "a": true, "b": true, "c": true},
+		down:     map[string]time.Time{},
+		parts:    map[string]map[string]bool{},
+		watchers: map[*watcher[Event]]watchKey{},
+		pending:  map[syncTask]bool{},
+		syncCh:   make(chan syncTask, 16),
+	}
+	g.globalQ = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return 1 }, RetransmitMult: 1}
+	return g
+}

@@ -1,0 +1,64 @@
+package gossip
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// Stats are the counters of one Gossip instance since New.
+type Stats struct {
+	MsgsIn       uint64            // messages received and decoded (deltas, bulk, state)
+	MsgsOut      uint64            // messages sent (broadcast batches, bulk, state)
+	BytesIn      uint64            // bytes of received messages
+	BytesOut     uint64            // bytes of sent messages
+	EntriesIn    uint64            // entries that changed the local table
+	Drops        map[string]uint64 // dropped messages or entries, by reason
+	BulkSyncs    uint64            // bulk syncs of a network sent to a peer
+	StateOverCap uint64            // push/pull states that left out global entries (over MaxPushPullBytes)
+	Reasserts    uint64            // own entries re-stamped above a newer remote version
+	Reaped       uint64            // tombstones and dead owners' entries removed
+}
+
+type counters struct {
+	msgsIn, msgsOut, bytesIn, bytesOut, entriesIn atomic.Uint64
+	bulkSyncs, stateOverCap, reasserts, reaped    atomic.Uint64
+
+	mu    sync.Mutex        // guards drops
+	drops map[string]uint64 // by reason
+}
+
+func (c *counters) drop(reason string) {
+	c.mu.Lock()
+	if c.drops == nil {
+		c.drops = make(map[string]uint64)
+	}
+	c.drops[reason]++
+	c.mu.Unlock()
+}
+
+func (c *counters) snapshot() Stats {
+	s := Stats{
+		MsgsIn: c.msgsIn.Load(), MsgsOut: c.msgsOut.Load(),
+		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
+		EntriesIn: c.entriesIn.Load(), BulkSyncs: c.bulkSyncs.Load(),
+		StateOverCap: c.stateOverCap.Load(), Reasserts: c.reasserts.Load(),
+		Reaped: c.reaped.Load(), Drops: map[string]uint64{},
+	}
+	c.mu.Lock()
+	for k, v := range c.drops {
+		s.Drops[k] = v
+	}
+	c.mu.Unlock()
+	return s
+}
+
+// DropReasons returns the reasons in s.Drops, sorted.
+func (s Stats) DropReasons() []string {
+	r := make([]string, 0, len(s.Drops))
+	for k := range s.Drops {
+		r = append(r, k)
+	}
+	sort.Strings(r)
+	return r
+}
