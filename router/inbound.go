@@ -1,0 +1,222 @@
+package router
+
+import (
+	"context"
+	"net/netip"
+
+	"go.uber.org/zap"
+
+	"github.com/overlayd/overlayd/internal/flow"
+	"github.com/overlayd/overlayd/stack"
+	"github.com/overlayd/overlayd/vxlan"
+)
+
+// inBatch is the reusable state of one batch from the underlay.
+type inBatch struct {
+	bufs    [][]byte // packet buffers; datagrams land at headroom
+	rbufs   [][]byte // bufs[i][headroom:], what the underlay reads into
+	sizes   []int
+	srcs    []netip.AddrPort
+	deliver [][]byte  // packets for the attachment, at offset deliverOff
+	reply   *outBatch // ARP answers and released pending packets
+}
+
+func newInBatch(n int) *inBatch {
+	b := &inBatch{
+		bufs:    make([][]byte, n),
+		rbufs:   make([][]byte, n),
+		sizes:   make([]int, n),
+		srcs:    make([]netip.AddrPort, n),
+		deliver: make([][]byte, 0, n),
+		reply:   newOutBatch(0),
+	}
+	b.reply.ctl = make([][]byte, n)
+	for i := range b.bufs {
+		b.bufs[i] = make([]byte, bufSize)
+		b.rbufs[i] = b.bufs[i][headroom:]
+		b.reply.ctl[i] = make([]byte, ctlSize)
+	}
+	return b
+}
+
+// deliverOff is where the inner packet starts in an inbound buffer: after
+// the headroom and the VXLAN header, and for L3 also the inner Ethernet.
+func (r *Router) deliverOff() int {
+	if r.layer == stack.L2 {
+		return headroom + vxlan.HeaderLen
+	}
+	return headroom + vxlan.EncapLen
+}
+
+func (r *Router) inboundLoop(ctx context.Context) {
+	n := min(max(r.ul.BatchSize(), 1), maxBatch)
+	b := newInBatch(n)
+	var errLog rateLog
+	for {
+		cnt, err := r.ul.ReadBatch(b.rbufs, b.sizes, b.srcs)
+		if cnt > 0 {
+			b.deliver = b.deliver[:0]
+			b.reply.reset()
+			r.inbound(b, cnt)
+			r.flushDeliver(b)
+			r.flushUnderlay(b.reply)
+		}
+		if err != nil {
+			if isClosed(err) || ctx.Err() != nil {
+				return
+			}
+			if errLog.ok() {
+				r.log.Warn("read from underlay", zap.Error(err))
+			}
+		}
+	}
+}
+
+// inbound decides the fate of n datagrams from the underlay.
+func (r *Router) inbound(b *inBatch, n int) {
+	t := r.tab.Load()
+	var pkts, bytes uint64
+	for i := range n {
+		d := b.rbufs[i][:b.sizes[i]]
+		src := b.srcs[i]
+		if !t.isPeer(src) {
+			r.drops.Add(vxlan.DropNotPeer)
+			continue
+		}
+		vni, frame, reason := vxlan.Decap(d)
+		if reason != vxlan.DropNone {
+			r.drops.Add(reason)
+			continue
+		}
+		nw, ok := r.nets[vni]
+		if !ok {
+			r.drops.Add(vxlan.DropUnknownVNI)
+			continue
+		}
+		if r.layer == stack.L2 {
+			if vtep, ok := t.vtepOf(src); ok && !frame.Src().IsMulticast() {
+				if !r.fdb.set(macKey{vni: vni, mac: frame.Src()}, vtep) {
+					r.drops.Add(vxlan.DropQueueFull)
+				}
+			}
+			b.deliver = append(b.deliver, b.bufs[i][:headroom+len(d)])
+			pkts++
+			bytes += uint64(len(frame))
+			continue
+		}
+		switch frame.Type() {
+		case vxlan.EtherTypeARP:
+			r.inboundARP(b, t, nw, frame, src)
+		case vxlan.EtherTypeIPv4:
+			if dm := frame.Dst(); dm != r.mac && !dm.IsBroadcast() {
+				r.drops.Add(vxlan.DropNotForUs)
+				continue
+			}
+			pkt, ok := validIPv4(frame.Payload())
+			if !ok {
+				r.drops.Add(vxlan.DropMalformed)
+				continue
+			}
+			if netip.AddrFrom4([4]byte(pkt[16:20])) != nw.Addr.Addr() {
+				r.drops.Add(vxlan.DropNotForUs)
+				continue
+			}
+			if s := netip.AddrFrom4([4]byte(pkt[12:16])); nw.Addr.Contains(s) {
+				r.learn(b, neighKey{vni: vni, ip: s}, frame.Src())
+			}
+			b.deliver = append(b.deliver, b.bufs[i][:headroom+vxlan.EncapLen+len(pkt)])
+			pkts++
+			bytes += uint64(len(pkt))
+		default:
+			r.drops.Add(vxlan.DropUnsupported)
+		}
+	}
+	r.in.packets.Add(pkts)
+	r.in.bytes.Add(bytes)
+}
+
+// inboundARP learns from an ARP packet and answers requests for our address.
+func (r *Router) inboundARP(b *inBatch, t *table, nw Network, frame vxlan.Ethernet, src netip.AddrPort) {
+	a := vxlan.ARP(frame.Payload())
+	if !a.IsValid() {
+		r.drops.Add(vxlan.DropMalformed)
+		return
+	}
+	sender := a.SenderIP()
+	if !nw.Addr.Contains(sender) || sender == nw.Addr.Addr() {
+		r.drops.Add(vxlan.DropNotForUs)
+		return
+	}
+	r.learn(b, neighKey{vni: nw.VNI, ip: sender}, a.SenderMAC())
+	if a.Op() != vxlan.ARPRequest || a.TargetIP() != nw.Addr.Addr() {
+		return
+	}
+	// Answer the VTEP that hosts the sender, which need not be the
+	// datagram's source port.
+	vtep, ok := netip.AddrPort{}, false
+	if rt, found := t.lookup(sender); found {
+		vtep, ok = rt.VTEP, true
+	} else {
+		vtep, ok = t.vtepOf(src)
+	}
+	if !ok {
+		r.drops.Add(vxlan.DropNoRoute)
+		return
+	}
+	buf := b.reply.ctlBuf()
+	if buf == nil {
+		r.drops.Add(vxlan.DropQueueFull)
+		return
+	}
+	vxlan.ARP(buf[headroom:headroom+vxlan.ARPLen]).EncodeReply(r.mac, nw.Addr.Addr(), a.SenderMAC(), sender)
+	d := vxlan.Encap(buf, headroom, vxlan.ARPLen, nw.VNI, a.SenderMAC(), r.mac, vxlan.EtherTypeARP)
+	b.reply.add(d, vtep, 0)
+	r.arpAnswers.Add(1)
+}
+
+// learn records ip→mac and sends what waited for it.
+func (r *Router) learn(b *inBatch, k neighKey, mac vxlan.MAC) {
+	if mac.IsMulticast() || mac == (vxlan.MAC{}) {
+		return
+	}
+	if old, ok := r.neigh.get(k); ok && old == mac {
+		return
+	}
+	if !r.neigh.set(k, mac) {
+		r.drops.Add(vxlan.DropQueueFull)
+		return
+	}
+	p := r.pending.take(k)
+	if p == nil {
+		return
+	}
+	for _, c := range p.pkts {
+		pkt := c[headroom:]
+		h := flow.Hash(pkt)
+		d := vxlan.Encap(c, headroom, len(pkt), k.vni, mac, r.mac, vxlan.EtherTypeIPv4)
+		b.reply.add(d, p.vtep, h)
+		r.out.packets.Add(1)
+		r.out.bytes.Add(uint64(len(pkt)))
+	}
+}
+
+// flushDeliver hands the batch's packets to the attachment.
+func (r *Router) flushDeliver(b *inBatch) {
+	if len(b.deliver) == 0 {
+		return
+	}
+	r.devMu.Lock()
+	n, err := r.dev.Write(b.deliver, r.deliverOff())
+	r.devMu.Unlock()
+	if err != nil {
+		// Devices report packets or bytes written; count the packets
+		// surely lost, at least one.
+		lost := 1
+		if n < len(b.deliver) {
+			lost = len(b.deliver) - n
+		}
+		for range lost {
+			r.drops.Add(vxlan.DropWriteError)
+		}
+	}
+}

@@ -1,0 +1,286 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/overlayd/overlayd/stack"
+	"github.com/overlayd/overlayd/vxlan"
+)
+
+// headroom is where packets start in the router's buffers.
+const headroom = stack.Headroom
+
+// bufSize is the size of every packet buffer: the largest IP packet (a
+// GRO-coalesced one on a TUN with offloads, or a UDP GRO read) plus headroom.
+const bufSize = headroom + 65535
+
+// maxBatch caps how many packets one loop iteration handles.
+const maxBatch = 128
+
+// Options configure a Router. Only Networks is required.
+type Options struct {
+	// Networks are the overlay networks this node is attached to, with its
+	// own address on each. In L2 mode exactly one.
+	Networks []Network
+	// MAC is the node's MAC inside the tunnel; zero means
+	// vxlan.NodeMAC(first network's address).
+	MAC vxlan.MAC
+	// PathMTU is the largest inner IP packet that fits the underlay
+	// (underlay MTU − vxlan.Overhead). Larger packets with DF set are
+	// answered with ICMP "fragmentation needed". Zero means 1450.
+	PathMTU int
+	// MaxNeighbors bounds the learned IP→MAC and MAC→VTEP tables.
+	// Zero means 65536.
+	MaxNeighbors int
+	// Logger receives the router's logs; nil means none.
+	Logger *zap.Logger
+}
+
+// Counters count packets and bytes one way.
+type Counters struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// Stats is a snapshot of the router's counters.
+type Stats struct {
+	Outbound   Counters          `json:"outbound"`    // attachment → underlay
+	Inbound    Counters          `json:"inbound"`     // underlay → attachment
+	Drops      map[string]uint64 `json:"drops"`       // by reason, only non-zero
+	ARPAsked   uint64            `json:"arp_asked"`   // requests we sent
+	ARPAnswers uint64            `json:"arp_answers"` // replies we sent
+	ICMPSent   uint64            `json:"icmp_sent"`   // errors sent to the attachment
+	Neighbors  int               `json:"neighbors"`   // learned IP→MAC entries
+	FDB        int               `json:"fdb"`         // learned MAC→VTEP entries (L2)
+	PendingARP int               `json:"pending_arp"` // neighbours being resolved
+}
+
+type dirCounters struct {
+	packets, bytes atomic.Uint64
+}
+
+func (d *dirCounters) load() Counters {
+	return Counters{Packets: d.packets.Load(), Bytes: d.bytes.Load()}
+}
+
+// Router moves packets between one attachment and the underlay.
+type Router struct {
+	dev     stack.Device
+	ul      Underlay
+	log     *zap.Logger
+	mac     vxlan.MAC
+	pathMTU int
+	layer   stack.Layer
+	nets    map[uint32]Network // read-only after New
+	l2VNI   uint32             // the one network of an L2 attachment
+
+	tab     atomic.Pointer[table]
+	neigh   *cowMap[neighKey, vxlan.MAC]
+	fdb     *cowMap[macKey, netip.AddrPort]
+	pending *pendingQueue
+
+	drops                  vxlan.DropCounters
+	out, in                dirCounters
+	arpAsked, arpAnswers   atomic.Uint64
+	icmpSent, pendingDrops atomic.Uint64
+
+	devMu sync.Mutex // serialises writes to dev (inbound delivery, ICMP errors)
+
+	startOnce sync.Once
+	closeOnce sync.Once
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+}
+
+// macKey names a MAC on one network (L2 mode).
+type macKey struct {
+	vni uint32
+	mac vxlan.MAC
+}
+
+// New returns a router between dev and ul. It starts nothing; Start does.
+func New(dev stack.Device, ul Underlay, opts Options) (*Router, error) {
+	if dev == nil || ul == nil {
+		return nil, errors.New("router: a device and an underlay are required")
+	}
+	if len(opts.Networks) == 0 {
+		return nil, errors.New("router: at least one network is required")
+	}
+	if dev.Layer() == stack.L2 && len(opts.Networks) != 1 {
+		return nil, errors.New("router: an L2 (tap) attachment carries exactly one network")
+	}
+	r := &Router{
+		dev:     dev,
+		ul:      ul,
+		log:     opts.Logger,
+		mac:     opts.MAC,
+		pathMTU: opts.PathMTU,
+		layer:   dev.Layer(),
+		nets:    make(map[uint32]Network),
+		pending: newPendingQueue(),
+	}
+	if r.log == nil {
+		r.log = zap.NewNop()
+	}
+	r.log = r.log.Named("router")
+	for _, n := range opts.Networks {
+		if n.VNI > vxlan.MaxVNI {
+			return nil, fmt.Errorf("router: VNI %d is out of range (0-%d)", n.VNI, vxlan.MaxVNI)
+		}
+		if !n.Addr.IsValid() || !n.Addr.Addr().Is4() {
+			return nil, fmt.Errorf("router: network with VNI %d: %v is not an IPv4 address with prefix", n.VNI, n.Addr)
+		}
+		if _, dup := r.nets[n.VNI]; dup {
+			return nil, fmt.Errorf("router: VNI %d given twice", n.VNI)
+		}
+		r.nets[n.VNI] = n
+	}
+	r.l2VNI = opts.Networks[0].VNI
+	if r.mac == (vxlan.MAC{}) {
+		r.mac = vxlan.NodeMAC(opts.Networks[0].Addr.Addr())
+	}
+	if r.pathMTU == 0 {
+		r.pathMTU = 1500 - vxlan.Overhead
+	}
+	if r.pathMTU < 576 || r.pathMTU > 65535-vxlan.EncapLen {
+		return nil, fmt.Errorf("router: path MTU %d is out of range (576-%d)", r.pathMTU, 65535-vxlan.EncapLen)
+	}
+	max := opts.MaxNeighbors
+	if max <= 0 {
+		max = 65536
+	}
+	r.neigh = newCOWMap[neighKey, vxlan.MAC](max)
+	r.fdb = newCOWMap[macKey, netip.AddrPort](max)
+	t, _ := buildTable(nil, nil)
+	r.tab.Store(t)
+	return r, nil
+}
+
+// SetRoutes replaces the route table and the set of peers (VTEPs that may
+// send to us without a route of their own) as one snapshot. It is safe to
+// call at any time, concurrently with forwarding.
+func (r *Router) SetRoutes(routes []Route, peers []netip.AddrPort) error {
+	for _, rt := range routes {
+		if _, ok := r.nets[rt.VNI]; !ok {
+			return fmt.Errorf("router: route %v: this node is not on a network with VNI %d", rt.Prefix, rt.VNI)
+		}
+	}
+	t, err := buildTable(routes, peers)
+	if err != nil {
+		return err
+	}
+	r.tab.Store(t)
+	return nil
+}
+
+// Routes returns the routes in force.
+func (r *Router) Routes() []Route {
+	return append([]Route(nil), r.tab.Load().routes...)
+}
+
+// MAC is the node's MAC inside the tunnel.
+func (r *Router) MAC() vxlan.MAC { return r.mac }
+
+// PathMTU is the largest inner IP packet the router forwards.
+func (r *Router) PathMTU() int { return r.pathMTU }
+
+// Stats returns a snapshot of the counters.
+func (r *Router) Stats() Stats {
+	s := Stats{
+		Outbound:   r.out.load(),
+		Inbound:    r.in.load(),
+		Drops:      r.drops.Snapshot(),
+		ARPAsked:   r.arpAsked.Load(),
+		ARPAnswers: r.arpAnswers.Load(),
+		ICMPSent:   r.icmpSent.Load(),
+		Neighbors:  r.neigh.len(),
+		FDB:        r.fdb.len(),
+		PendingARP: r.pending.len(),
+	}
+	return s
+}
+
+// Neighbors returns the learned IP→MAC table.
+func (r *Router) Neighbors() map[netip.Addr]vxlan.MAC {
+	out := make(map[netip.Addr]vxlan.MAC)
+	for k, v := range r.neigh.snapshot() {
+		out[k.ip] = v
+	}
+	return out
+}
+
+// Start runs the outbound, inbound and housekeeping loops until ctx ends
+// or Close is called. It returns at once.
+func (r *Router) Start(ctx context.Context) {
+	r.startOnce.Do(func() {
+		ctx, r.cancel = context.WithCancel(ctx)
+		r.wg.Add(3)
+		go func() { defer r.wg.Done(); r.outboundLoop(ctx) }()
+		go func() { defer r.wg.Done(); r.inboundLoop(ctx) }()
+		go func() { defer r.wg.Done(); r.housekeeping(ctx) }()
+	})
+}
+
+// Close stops the loops and waits for them. It does not close the device
+// or the underlay, which the caller owns, but the loops only return once
+// both are closed or ctx is done; so close them first, then the router.
+// It is safe to call twice.
+func (r *Router) Close() error {
+	r.closeOnce.Do(func() {
+		if r.cancel != nil {
+			r.cancel()
+		}
+	})
+	r.wg.Wait()
+	return nil
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) || errors.Is(err, stack.ErrClosed)
+}
+
+// housekeeping retries ARP requests and expires unanswered ones.
+func (r *Router) housekeeping(ctx context.Context) {
+	t := time.NewTicker(arpRetry / 4)
+	defer t.Stop()
+	var asks []arpAsk
+	b := newOutBatch(1)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			var dropped int
+			asks, dropped = r.pending.expire(now, asks[:0])
+			for range dropped {
+				r.drops.Add(vxlan.DropARPUnresolved)
+			}
+			for _, a := range asks {
+				b.reset()
+				r.queueARPRequest(b, a.dst, a.vtep)
+				r.flushUnderlay(b)
+			}
+		}
+	}
+}
+
+// logError logs a loop error at most once a second.
+type rateLog struct {
+	last atomic.Int64
+}
+
+func (l *rateLog) ok() bool {
+	now := time.Now().UnixNano()
+	last := l.last.Load()
+	return now-last > int64(time.Second) && l.last.CompareAndSwap(last, now)
+}
