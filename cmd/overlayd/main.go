@@ -1,0 +1,169 @@
+// Command overlayd is a userspace overlay router: VXLAN over UDP between
+// TUN, TAP and embedded-netstack attachments, without root where it can.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/overlayd/overlayd/node"
+)
+
+// usageError is a mistake on the command line: exit code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Sprintf(format, args...)}
+}
+
+const mainUsage = `overlayd — a userspace overlay router (VXLAN over UDP, rootless where it can be)
+
+Usage:
+  overlayd <command> [flags] [arguments]
+
+Daemon:
+  run        run a node in the foreground
+  demo       run two rootless nodes in this process and carry an HTTP request between them
+
+Client (talk to a running daemon through its control socket):
+  status     show the node's mode, addresses, routes and packet counters
+
+Other:
+  version    print the version
+  help       show help for a command: overlayd help run
+
+Flags may stand before or after arguments. Run 'overlayd <command> --help' for a command's flags.
+`
+
+type command struct {
+	name  string
+	short string
+	run   func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"run", "run a node in the foreground", runCmd},
+		{"demo", "run a two-node demo in this process", demoCmd},
+		{"status", "show a running node's status", statusCmd},
+		{"version", "print the version", versionCmd},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Main runs overlayd with args and returns the exit code: 0 success, 1 a
+// failure at run time, 2 a mistake on the command line.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, mainUsage)
+		return 2
+	}
+	name, rest := args[0], args[1:]
+	switch name {
+	case "-h", "--help", "-help":
+		fmt.Fprint(stdout, mainUsage)
+		return 0
+	case "--version", "-version":
+		name = "version"
+	case "help":
+		if len(rest) == 0 {
+			fmt.Fprint(stdout, mainUsage)
+			return 0
+		}
+		name, rest = rest[0], []string{"--help"}
+	}
+	for _, c := range commands() {
+		if c.name != name {
+			continue
+		}
+		err := c.run(ctx, rest, stdout, stderr)
+		switch {
+		case err == nil, errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.As(err, new(usageError)):
+			fmt.Fprintf(stderr, "overlayd %s: %v\nRun 'overlayd %s --help' for usage.\n", name, err, name)
+			return 2
+		default:
+			fmt.Fprintf(stderr, "overlayd %s: %v\n", name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "overlayd: unknown command %q\n\n%s", name, mainUsage)
+	return 2
+}
+
+// parseFlags parses args with fs, letting flags stand before or after the
+// positional arguments (as docker and kubectl do); "--" ends the flags.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	var pos []string
+	for {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return nil, flag.ErrHelp
+		}
+		if err != nil {
+			return nil, usageError{err.Error()}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// setUsage gives fs a usage text: a synopsis, a description and the flags.
+func setUsage(fs *flag.FlagSet, synopsis, desc string) {
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprintf(out, "Usage: overlayd %s\n\n%s\n\nFlags:\n", synopsis, strings.TrimSpace(desc))
+		fs.VisitAll(func(f *flag.Flag) {
+			name, usage := flag.UnquoteUsage(f)
+			fmt.Fprintf(out, "  --%s", f.Name)
+			if name != "" {
+				fmt.Fprintf(out, " %s", name)
+			}
+			fmt.Fprintf(out, "\n        %s", usage)
+			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "[]" {
+				fmt.Fprintf(out, " (default %s)", f.DefValue)
+			}
+			fmt.Fprintln(out)
+		})
+	}
+}
+
+func versionCmd(_ context.Context, args []string, stdout, _ io.Writer) error {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	setUsage(fs, "version", "Print overlayd's version.")
+	pos, err := parseFlags(fs, args, stdout)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("version takes no arguments")
+	}
+	fmt.Fprintf(stdout, "overlayd %s\n", node.Version)
+	return nil
+}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/node"
+	"github.com/overlayd/overlayd/stack"
+)
+
+const runDesc = `
+Run an overlayd node in the foreground until SIGINT or SIGTERM.
+
+The node listens for VXLAN on --listen (its VTEP), holds --addr on the
+overlay, and reaches the overlay prefixes named by --peer at their VTEPs.
+Modes: tun (an interface, needs CAP_NET_ADMIN or root), netstack (no
+interface and no privileges: programs use the Go API), tap (an Ethernet
+interface), auto (tun where permitted, else netstack).
+
+Flags override the file given with --config.
+
+Example, two hosts:
+  host A: overlayd run --mode tun --listen 192.0.2.1:4789 --addr 10.200.1.1/16 --peer 10.200.2.0/24@192.0.2.2:4789
+  host B: overlayd run --mode tun --listen 192.0.2.2:4789 --addr 10.200.2.1/16 --peer 10.200.1.0/24@192.0.2.1:4789`
+
+// peerList is a repeatable --peer flag.
+type peerList []config.Peer
+
+func (p *peerList) String() string {
+	s := make([]string, len(*p))
+	for i, x := range *p {
+		s[i] = x.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *peerList) Set(v string) error {
+	for _, one := range strings.Split(v, ",") {
+		q, err := config.ParsePeer(strings.TrimSpace(one))
+		if err != nil {
+			return err
+		}
+		*p = append(*p, q)
+	}
+	return nil
+}
+
+// runFlags declares run's flags on fs; apply copies the ones given into a
+// configuration.
+func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *string, check *bool) {
+	d := config.Default()
+	var (
+		cfgPath   = fs.String("config", "", "read the node's configuration from this YAML `file` (flags override it)")
+		chk       = fs.Bool("check", false, "validate the configuration and flags, print the result and exit")
+		name      = fs.String("name", d.Name, "the node's `name` in the cluster")
+		mode      = fs.String("mode", d.Mode, "attachment: auto, tun, netstack or tap")
+		listen    = fs.String("listen", d.Listen.String(), "the VTEP: underlay `IP:PORT` to receive VXLAN on (port 0 picks one)")
+		addr      = fs.String("addr", "", "this node's overlay address and prefix, e.g. 10.200.1.1/16 (`CIDR`)")
+		vni       = fs.Uint("vni", uint(d.VNI), "VXLAN network identifier (`0-16777215`)")
+		peers     peerList
+		tunName   = fs.String("tun-name", d.TUNName, "interface `name` in tun and tap modes")
+		mtu       = fs.Int("mtu", 0, "attachment `MTU` (default: the underlay MTU minus 50)")
+		control   = fs.String("control", d.Control, "`path` of the control socket (env OVERLAYD_CONTROL); empty: none")
+		logLevel  = fs.String("log-level", d.Log.Level, "debug, info, warn or error")
+		logFormat = fs.String("log-format", d.Log.Format, "console or json")
+		noOffload = fs.Bool("no-offload", false, "turn UDP GSO/GRO off on the underlay socket")
+		srcPorts  = fs.Int("source-ports", d.Underlay.SourcePorts, "spread outbound VXLAN over this many UDP source `ports` by inner flow (1: the VTEP port only)")
+		underMTU  = fs.Int("underlay-mtu", 0, "underlay path `MTU` (default: read off the listen address's interface, else 1500)")
+	)
+	fs.Var(&peers, "peer", "static route `PREFIX@IP:PORT`: that overlay prefix lives at that VTEP (repeatable)")
+	apply = func(c *config.Config) error {
+		var err error
+		fs.Visit(func(f *flag.Flag) {
+			if err != nil {
+				return
+			}
+			switch f.Name {
+			case "name":
+				c.Name = *name
+			case "mode":
+				c.Mode = *mode
+			case "listen":
+				c.Listen, err = config.ParseAddrPort(*listen, config.DefaultPort)
+				if err != nil {
+					err = usagef("--listen: %v", err)
+				}
+			case "addr":
+				c.Addr, err = netip.ParsePrefix(*addr)
+				if err != nil {
+					err = usagef("--addr %q: want an address with prefix, e.g. 10.200.1.1/16", *addr)
+				}
+			case "vni":
+				c.VNI = uint32(*vni)
+				if *vni > 1<<24-1 {
+					err = usagef("--vni %d is out of range (0-16777215)", *vni)
+				}
+			case "peer":
+				c.Peers = append(c.Peers, peers...)
+			case "tun-name":
+				c.TUNName = *tunName
+			case "mtu":
+				c.MTU = *mtu
+			case "control":
+				c.Control = *control
+			case "log-level":
+				c.Log.Level = *logLevel
+			case "log-format":
+				c.Log.Format = *logFormat
+			case "no-offload":
+				c.Underlay.DisableOffload = *noOffload
+			case "source-ports":
+				c.Underlay.SourcePorts = *srcPorts
+			case "underlay-mtu":
+				c.Underlay.MTU = *underMTU
+			}
+		})
+		return err
+	}
+	return apply, cfgPath, chk
+}
+
+func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	setUsage(fs, "run [flags]", runDesc)
+	apply, cfgPath, check := runFlags(fs)
+	pos, err := parseFlags(fs, args, stdout)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q (run takes flags only)", pos[0])
+	}
+	cfg := config.Default()
+	if *cfgPath != "" {
+		if cfg, err = config.Load(*cfgPath); err != nil {
+			return err
+		}
+	}
+	if err := apply(&cfg); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return usagef("invalid configuration:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+	}
+	if *check {
+		fmt.Fprintln(stdout, "configuration is valid")
+		return nil
+	}
+	log, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+
+	n, err := node.New(cfg, node.WithLogger(log))
+	if err != nil {
+		if errors.Is(err, stack.ErrPermission) {
+			return fmt.Errorf("%v", err)
+		}
+		return err
+	}
+	if err := n.Start(ctx); err != nil {
+		n.Close()
+		return err
+	}
+	<-ctx.Done()
+	log.Info("stopping")
+	return n.Close()
+}
+
+// newLogger builds the daemon's zap logger.
+func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(c.Level)
+	if err != nil {
+		return nil, usagef("--log-level %q: want debug, info, warn or error", c.Level)
+	}
+	ec := zap.NewProductionEncoderConfig()
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	switch c.Format {
+	case "json":
+		enc = zapcore.NewJSONEncoder(ec)
+	case "console":
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	default:
+		return nil, usagef("--log-format %q: want console or json", c.Format)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), lvl)), nil
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"text/tabwriter"
+	"time"
+
+	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/config"
+)
+
+func statusCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	setUsage(fs, "status [--json] [--control PATH]", "Show a running node's mode, addresses, routes and packet counters.")
+	control := fs.String("control", config.DefaultControlPath(), "`path` of the daemon's control socket (env OVERLAYD_CONTROL)")
+	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	pos, err := parseFlags(fs, args, stdout)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := api.NewClient(*control).Status(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	printStatus(stdout, st)
+	return nil
+}
+
+func printStatus(w io.Writer, st api.Status) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "node\t%s (overlayd %s)\n", st.Name, st.Version)
+	fmt.Fprintf(tw, "mode\t%s, device %s, MTU %d (path MTU %d)\n", st.Mode, st.Device, st.MTU, st.PathMTU)
+	fmt.Fprintf(tw, "vtep\t%s (GSO %s, GRO %s, %d source ports)\n", st.VTEP, onOff(st.Underlay.GSO), onOff(st.Underlay.GRO), st.Underlay.SourcePorts)
+	fmt.Fprintf(tw, "mac\t%s\n", st.MAC)
+	if !st.Started.IsZero() {
+		fmt.Fprintf(tw, "up\t%s\n", time.Since(st.Started).Round(time.Second))
+	}
+	for _, n := range st.Networks {
+		fmt.Fprintf(tw, "network\tvni %d, address %s\n", n.VNI, n.Addr)
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROUTE\tVTEP\tVNI\tOWNER")
+	for _, r := range st.Routes {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Prefix, r.VTEP, r.VNI, r.Owner)
+	}
+	if len(st.Routes) == 0 {
+		fmt.Fprintln(tw, "(none)\t\t\t")
+	}
+	tw.Flush()
+
+	t := st.Traffic
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "DIRECTION\tPACKETS\tBYTES\t")
+	fmt.Fprintf(tw, "outbound\t%d\t%d\t\n", t.Outbound.Packets, t.Outbound.Bytes)
+	fmt.Fprintf(tw, "inbound\t%d\t%d\t\n", t.Inbound.Packets, t.Inbound.Bytes)
+	tw.Flush()
+	fmt.Fprintf(w, "\narp: %d asked, %d answered, %d neighbours; icmp errors sent: %d\n", t.ARPAsked, t.ARPAnswers, t.Neighbors, t.ICMPSent)
+	if len(t.Drops) == 0 {
+		fmt.Fprintln(w, "drops: none")
+		return
+	}
+	fmt.Fprintln(w, "drops:")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, k := range slices.Sorted(maps.Keys(t.Drops)) {
+		fmt.Fprintf(tw, "  %s\t%d\n", k, t.Drops[k])
+	}
+	tw.Flush()
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}

@@ -1,0 +1,335 @@
+// Package node builds an overlayd node from a config.Config and runs it:
+// it wires the attachment, the underlay socket, the router and the control
+// API together, and offers the embedding API (New, Start, Close, Dial,
+// Listen).
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/router"
+	"github.com/overlayd/overlayd/stack"
+	"github.com/overlayd/overlayd/udp"
+	"github.com/overlayd/overlayd/vxlan"
+)
+
+// Version is overlayd's version, set at build time with
+// -ldflags "-X github.com/overlayd/overlayd/node.Version=...".
+var Version = "dev"
+
+// ErrNoNetstack is returned by Dial and Listen on a node whose attachment
+// is a kernel device: programs there use the host's own sockets.
+var ErrNoNetstack = errors.New("node: Dial and Listen need the netstack attachment (mode netstack); in tun and tap modes use the host's sockets")
+
+// Node is one overlayd node.
+type Node struct {
+	cfg     config.Config
+	log     *zap.Logger
+	mode    string
+	ul      *udp.Conn
+	dev     stack.Device
+	ns      *stack.Netstack // nil unless mode is netstack
+	rt      *router.Router
+	pathMTU int
+
+	mu      sync.Mutex // guards static, api, started
+	static  []config.Peer
+	api     *api.Server
+	started time.Time
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Option changes how New builds a node.
+type Option func(*Node)
+
+// WithLogger sets the node's logger (default: none).
+func WithLogger(l *zap.Logger) Option { return func(n *Node) { n.log = l } }
+
+// New builds a node from cfg: it validates cfg, binds the underlay socket
+// and opens the attachment. Nothing moves until Start.
+func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: zap.NewNop()}
+	for _, o := range opts {
+		o(n)
+	}
+	n.log = n.log.With(zap.String("node", cfg.Name))
+	defer func() {
+		if err != nil {
+			n.closeParts()
+		}
+	}()
+
+	n.ul, err = udp.Listen(cfg.Listen, udp.Options{
+		DisableOffload: cfg.Underlay.DisableOffload,
+		SourcePorts:    cfg.Underlay.SourcePorts,
+	})
+	if err != nil {
+		return nil, err
+	}
+	underMTU := cfg.Underlay.MTU
+	if underMTU == 0 {
+		underMTU = interfaceMTU(cfg.Listen.Addr())
+	}
+	n.pathMTU = min(underMTU-vxlan.Overhead, maxPathMTU)
+	mtu := cfg.MTU
+	if mtu == 0 {
+		mtu = n.pathMTU
+	}
+
+	n.mode = cfg.Mode
+	if n.mode == config.ModeAuto {
+		n.mode = config.ModeNetstack
+		if stack.CanCreateTUN() {
+			n.mode = config.ModeTUN
+		}
+	}
+	routes := extraRoutes(cfg)
+	// Assign the device only on success: a nil *TUN in the Device
+	// interface is not a nil interface.
+	switch n.mode {
+	case config.ModeTUN:
+		var t *stack.TUN
+		if t, err = stack.OpenTUN(stack.TUNOptions{
+			Name: cfg.TUNName, MTU: mtu, Addrs: []netip.Prefix{cfg.Addr}, Routes: routes, Logger: n.log,
+		}); err == nil {
+			n.dev = t
+		}
+	case config.ModeTAP:
+		var t *stack.TAP
+		if t, err = stack.OpenTAP(stack.TAPOptions{
+			Name: cfg.TUNName, MTU: mtu, Addrs: []netip.Prefix{cfg.Addr}, Logger: n.log,
+		}); err == nil {
+			n.dev = t
+		}
+	case config.ModeNetstack:
+		var ns *stack.Netstack
+		if ns, err = stack.NewNetstack(stack.NetstackOptions{
+			Addrs: []netip.Prefix{cfg.Addr}, MTU: mtu, Routes: routes, Logger: n.log,
+		}); err == nil {
+			n.ns, n.dev = ns, ns
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	n.rt, err = router.New(n.dev, n.ul, router.Options{
+		Networks: []router.Network{{VNI: cfg.VNI, Addr: cfg.Addr}},
+		PathMTU:  n.pathMTU,
+		Logger:   n.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := n.SetStaticRoutes(cfg.Peers); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// maxPathMTU keeps an encapsulated packet within one UDP datagram over IPv4.
+const maxPathMTU = 65507 - vxlan.EncapLen
+
+// extraRoutes are the static peers' prefixes that the node's own prefix
+// does not cover; the attachment routes them to itself.
+func extraRoutes(cfg config.Config) []netip.Prefix {
+	var out []netip.Prefix
+	own := cfg.Addr.Masked()
+	for _, p := range cfg.Peers {
+		if own.Bits() <= p.Prefix.Bits() && own.Contains(p.Prefix.Addr()) {
+			continue
+		}
+		out = append(out, p.Prefix)
+	}
+	return out
+}
+
+// interfaceMTU is the MTU of the interface that holds a, or 1500 when a is
+// unspecified or not found.
+func interfaceMTU(a netip.Addr) int {
+	if !a.IsUnspecified() {
+		ifs, _ := net.Interfaces()
+		for _, ifc := range ifs {
+			addrs, _ := ifc.Addrs()
+			for _, ad := range addrs {
+				if ipn, ok := ad.(*net.IPNet); ok {
+					if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap() == a.Unmap() {
+						return ifc.MTU
+					}
+				}
+			}
+		}
+	}
+	return 1500
+}
+
+// SetStaticRoutes replaces the node's static routes (config peers).
+func (n *Node) SetStaticRoutes(peers []config.Peer) error {
+	routes := make([]router.Route, 0, len(peers))
+	for _, p := range peers {
+		if p.Prefix.Contains(n.cfg.Addr.Addr()) {
+			return fmt.Errorf("node: peer %v covers this node's own address", p)
+		}
+		routes = append(routes, router.Route{Prefix: p.Prefix, VTEP: p.VTEP, VNI: n.cfg.VNI, Owner: "static"})
+	}
+	if err := n.rt.SetRoutes(routes, nil); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.static = append([]config.Peer(nil), peers...)
+	n.mu.Unlock()
+	return nil
+}
+
+// Start starts forwarding and, when the configuration names one, the
+// control API socket.
+func (n *Node) Start(ctx context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.started.IsZero() {
+		return errors.New("node: already started")
+	}
+	if n.cfg.Control != "" {
+		s, err := api.Listen(n.cfg.Control, n)
+		if err != nil {
+			return err
+		}
+		n.api = s
+	}
+	n.rt.Start(ctx)
+	n.started = time.Now()
+	gso, gro := n.ul.Offload()
+	n.log.Info("node started",
+		zap.String("mode", n.mode), zap.String("device", n.dev.Name()),
+		zap.Stringer("vtep", n.ul.LocalAddr()), zap.Stringer("addr", n.cfg.Addr),
+		zap.Uint32("vni", n.cfg.VNI), zap.Int("mtu", n.dev.MTU()), zap.Int("path_mtu", n.pathMTU),
+		zap.Bool("gso", gso), zap.Bool("gro", gro), zap.String("control", n.cfg.Control))
+	return nil
+}
+
+// Close stops the node and releases everything it holds. Safe twice.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.mu.Lock()
+		s := n.api
+		n.mu.Unlock()
+		var errs []error
+		if s != nil {
+			errs = append(errs, s.Close())
+		}
+		errs = append(errs, n.closeParts())
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+// closeParts closes the device and the socket, which ends the router's
+// loops, then waits for them.
+func (n *Node) closeParts() error {
+	var errs []error
+	if n.dev != nil {
+		errs = append(errs, n.dev.Close())
+	}
+	if n.ul != nil {
+		errs = append(errs, n.ul.Close())
+	}
+	if n.rt != nil {
+		errs = append(errs, n.rt.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Mode is the attachment in use: tun, netstack or tap.
+func (n *Node) Mode() string { return n.mode }
+
+// Addr is the node's overlay address with its prefix.
+func (n *Node) Addr() netip.Prefix { return n.cfg.Addr }
+
+// VTEP is the underlay address the node receives VXLAN on.
+func (n *Node) VTEP() netip.AddrPort { return n.ul.LocalAddr() }
+
+// Router is the node's forwarding core (for tests and benchmarks).
+func (n *Node) Router() *router.Router { return n.rt }
+
+// Dial connects to an overlay address through the node's netstack.
+func (n *Node) Dial(ctx context.Context, network, address string) (net.Conn, error) {
+	if n.ns == nil {
+		return nil, ErrNoNetstack
+	}
+	return n.ns.DialContext(ctx, network, address)
+}
+
+// Listen listens for TCP connections on the node's overlay address.
+// address is ":port" or "IP:port".
+func (n *Node) Listen(network, address string) (net.Listener, error) {
+	if n.ns == nil {
+		return nil, ErrNoNetstack
+	}
+	return n.ns.Listen(network, n.fillHost(address))
+}
+
+// ListenPacket listens for UDP on the node's overlay address.
+func (n *Node) ListenPacket(network, address string) (net.PacketConn, error) {
+	if n.ns == nil {
+		return nil, ErrNoNetstack
+	}
+	return n.ns.ListenPacket(network, n.fillHost(address))
+}
+
+func (n *Node) fillHost(address string) string {
+	host, port, err := net.SplitHostPort(address)
+	if err == nil && host == "" {
+		return net.JoinHostPort(n.cfg.Addr.Addr().String(), port)
+	}
+	return address
+}
+
+// Status reports the node's state; it implements api.Backend.
+func (n *Node) Status(context.Context) (api.Status, error) {
+	n.mu.Lock()
+	started := n.started
+	n.mu.Unlock()
+	gso, gro := n.ul.Offload()
+	st := api.Status{
+		Name:     n.cfg.Name,
+		Version:  Version,
+		Mode:     n.mode,
+		Device:   n.dev.Name(),
+		Started:  started,
+		VTEP:     n.ul.LocalAddr().String(),
+		MAC:      n.rt.MAC().String(),
+		MTU:      n.dev.MTU(),
+		PathMTU:  n.pathMTU,
+		Networks: []api.Network{{VNI: n.cfg.VNI, Addr: n.cfg.Addr.String()}},
+		Underlay: api.Underlay{GSO: gso, GRO: gro, SourcePorts: max(n.cfg.Underlay.SourcePorts, 1)},
+	}
+	for _, r := range n.rt.Routes() {
+		st.Routes = append(st.Routes, api.Route{Prefix: r.Prefix.String(), VTEP: r.VTEP.String(), VNI: r.VNI, Owner: r.Owner})
+	}
+	rs := n.rt.Stats()
+	st.Traffic = api.Traffic{
+		Outbound:   api.Counters(rs.Outbound),
+		Inbound:    api.Counters(rs.Inbound),
+		Drops:      rs.Drops,
+		ARPAsked:   rs.ARPAsked,
+		ARPAnswers: rs.ARPAnswers,
+		ICMPSent:   rs.ICMPSent,
+		Neighbors:  rs.Neighbors,
+	}
+	return st, nil
+}
