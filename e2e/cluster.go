@@ -1,0 +1,92 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/node"
+)
+
+// Cluster is a set of rootless nodes in this process: netstack
+// attachments, VXLAN over UDP on 127.0.0.1, a full mesh of static routes.
+type Cluster struct {
+	Nodes []*node.Node
+}
+
+// ClusterOptions tune NewCluster.
+type ClusterOptions struct {
+	// Edit, when not nil, changes node i's configuration before it starts.
+	Edit func(i int, c *config.Config)
+	// Log gives nodes a test logger at this level; nil means no logs.
+	Log *zap.AtomicLevel
+}
+
+// NodeAddr is node i's overlay address: 10.99.(i+1).1/16.
+func NodeAddr(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 99, byte(i + 1), 1}), 16)
+}
+
+// NewCluster starts n nodes and stops them when the test ends.
+func NewCluster(t testing.TB, n int, opts ClusterOptions) *Cluster {
+	t.Helper()
+	c := &Cluster{}
+	t.Cleanup(func() {
+		for _, nd := range c.Nodes {
+			if err := nd.Close(); err != nil {
+				t.Errorf("close node: %v", err)
+			}
+		}
+	})
+	for i := range n {
+		cfg := config.Default()
+		cfg.Name = fmt.Sprintf("node%d", i)
+		cfg.Mode = config.ModeNetstack
+		cfg.Listen = netip.MustParseAddrPort("127.0.0.1:0")
+		cfg.Addr = NodeAddr(i)
+		cfg.Control = ""
+		if opts.Edit != nil {
+			opts.Edit(i, &cfg)
+		}
+		var nopts []node.Option
+		if opts.Log != nil {
+			nopts = append(nopts, node.WithLogger(zaptest.NewLogger(t, zaptest.Level(opts.Log)).Named(cfg.Name)))
+		}
+		nd, err := node.New(cfg, nopts...)
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		c.Nodes = append(c.Nodes, nd)
+	}
+	for i, nd := range c.Nodes {
+		var peers []config.Peer
+		for j, other := range c.Nodes {
+			if i != j {
+				peers = append(peers, config.Peer{Prefix: netip.PrefixFrom(other.Addr().Addr(), 32), VTEP: other.VTEP()})
+			}
+		}
+		if err := nd.SetStaticRoutes(peers); err != nil {
+			t.Fatalf("node %d routes: %v", i, err)
+		}
+		if err := nd.Start(context.Background()); err != nil {
+			t.Fatalf("node %d start: %v", i, err)
+		}
+	}
+	return c
+}
+
+// Status returns node i's status.
+func (c *Cluster) Status(t testing.TB, i int) api.Status {
+	t.Helper()
+	st, err := c.Nodes[i].Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}

@@ -1,0 +1,331 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// Every pair of three nodes exchanges TCP and UDP in both directions.
+func TestAllPairsTCPUDP(t *testing.T) {
+	c := NewCluster(t, 3, ClusterOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	for j, srv := range c.Nodes {
+		ln, err := srv.Listen("tcp", ":7000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { defer conn.Close(); io.Copy(conn, conn) }()
+			}
+		}()
+		pc, err := srv.ListenPacket("udp", ":7001")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo(append([]byte(fmt.Sprintf("node%d:", j)), buf[:n]...), from)
+			}
+		}()
+	}
+	for i, cli := range c.Nodes {
+		for j, srv := range c.Nodes {
+			if i == j {
+				continue
+			}
+			dst := srv.Addr().Addr().String()
+			conn, err := cli.Dial(ctx, "tcp", dst+":7000")
+			if err != nil {
+				t.Fatalf("node%d → node%d tcp dial: %v", i, j, err)
+			}
+			msg := []byte(fmt.Sprintf("hello from node%d to node%d", i, j))
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := conn.Write(msg); err != nil {
+				t.Fatalf("node%d → node%d tcp write: %v", i, j, err)
+			}
+			got := make([]byte, len(msg))
+			if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, msg) {
+				t.Fatalf("node%d → node%d tcp echo = %q, %v; want %q", i, j, got, err, msg)
+			}
+			conn.Close()
+
+			uc, err := cli.Dial(ctx, "udp", dst+":7001")
+			if err != nil {
+				t.Fatalf("node%d → node%d udp dial: %v", i, j, err)
+			}
+			want := fmt.Sprintf("node%d:%s", j, msg)
+			var reply string
+			for try := 0; try < 20 && reply != want; try++ { // UDP may lose the first datagram while ARP resolves
+				uc.Write(msg)
+				uc.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+				buf := make([]byte, 2048)
+				if n, err := uc.Read(buf); err == nil {
+					reply = string(buf[:n])
+				}
+			}
+			uc.Close()
+			if reply != want {
+				t.Fatalf("node%d → node%d udp echo = %q, want %q", i, j, reply, want)
+			}
+		}
+	}
+}
+
+// udpInErrors is the kernel's count of UDP datagrams it dropped on
+// receive (socket buffers full), from /proc/net/snmp; -1 if unknown.
+func udpInErrors() int64 {
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return -1
+	}
+	var names []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for k, n := range names {
+			if n == "InErrors" && k < len(f) {
+				v, _ := strconv.ParseInt(f[k], 10, 64)
+				return v
+			}
+		}
+	}
+	return -1
+}
+
+// 64 MiB cross the overlay byte-exact, and the counters add up: what one
+// node sent is what the other received, plus what the kernel dropped.
+func TestLargeTransferByteExact(t *testing.T) {
+	size := 64 << 20
+	if testing.Short() {
+		size = 8 << 20
+	}
+	c := NewCluster(t, 2, ClusterOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	data := make([]byte, size)
+	fill(data, 1)
+	want := sha256.Sum256(data)
+	before := c.Status(t, 0).Traffic.Outbound.Packets + c.Status(t, 1).Traffic.Outbound.Packets
+	kernelBefore := udpInErrors()
+
+	ln, err := c.Nodes[1].Listen("tcp", ":9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		defer conn.Close()
+		h := sha256.New()
+		n, err := io.Copy(h, conn)
+		var r result
+		copy(r.sum[:], h.Sum(nil))
+		r.n, r.err = n, err
+		res <- r
+	}()
+	conn, err := c.Nodes[0].Dial(ctx, "tcp", c.Nodes[1].Addr().Addr().String()+":9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := conn.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	r := <-res
+	elapsed := time.Since(start)
+	if r.err != nil || r.n != int64(size) || r.sum != want {
+		t.Fatalf("received %d bytes (err %v), sha256 match %v; want %d bytes intact", r.n, r.err, r.sum == want, size)
+	}
+	t.Logf("%d MiB in %v (%.0f Mbit/s, informational)", size>>20, elapsed.Round(time.Millisecond), float64(size)*8/elapsed.Seconds()/1e6)
+
+	// Let the last ACKs and FINs land, then compare the books.
+	var s0, s1 = c.Status(t, 0), c.Status(t, 1)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		s0, s1 = c.Status(t, 0), c.Status(t, 1)
+		if s0.Traffic.Outbound.Packets-before/2 > 0 && s0.Traffic.Outbound.Packets+s1.Traffic.Outbound.Packets ==
+			s0.Traffic.Inbound.Packets+s1.Traffic.Inbound.Packets {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	sent := s0.Traffic.Outbound.Packets + s1.Traffic.Outbound.Packets
+	got := s0.Traffic.Inbound.Packets + s1.Traffic.Inbound.Packets
+	var drops uint64
+	for _, s := range []map[string]uint64{s0.Traffic.Drops, s1.Traffic.Drops} {
+		for reason, v := range s {
+			drops += v
+			t.Logf("drop %s: %d", reason, v)
+		}
+	}
+	if s0.Traffic.Outbound.Bytes < uint64(size) || s1.Traffic.Inbound.Bytes < uint64(size) {
+		t.Errorf("node0 sent %d bytes, node1 received %d; want at least %d each", s0.Traffic.Outbound.Bytes, s1.Traffic.Inbound.Bytes, size)
+	}
+	lost := int64(sent) - int64(got) - int64(drops)
+	kernel := udpInErrors() - kernelBefore
+	t.Logf("sent %d packets, received %d, dropped by us %d, by the kernel ≤ %d", sent, got, drops, kernel)
+	if lost < 0 || (kernelBefore >= 0 && lost > kernel) {
+		t.Errorf("counters do not add up: sent %d = received %d + dropped %d + kernel %d does not hold (unaccounted %d)", sent, got, drops, kernel, lost)
+	}
+}
+
+// Garbage and truncated datagrams sprayed at a VTEP are dropped and
+// counted, and good traffic keeps flowing meanwhile.
+func TestGarbageFloodKeepsTrafficFlowing(t *testing.T) {
+	c := NewCluster(t, 2, ClusterOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	victim := c.Nodes[1].VTEP()
+	kernelBefore := udpInErrors()
+
+	spray, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spray.Close()
+	// Spray a fixed number of datagrams in bursts while echo traffic runs
+	// until the spray is done.
+	const total = 20000
+	sent := 0
+	sprayed := make(chan struct{})
+	go func() {
+		defer close(sprayed)
+		rng := rand.New(rand.NewPCG(3, 4))
+		buf := make([]byte, 1500)
+		for sent < total {
+			for range 100 {
+				n := rng.IntN(80)
+				fill(buf[:n], rng.Uint64())
+				switch rng.IntN(4) {
+				case 0: // a valid-looking VXLAN header with a foreign VNI
+					if n >= 8 {
+						buf[0], buf[4], buf[5], buf[6] = 0x08, 0xde, 0xad, 0x01
+					}
+				case 1: // I flag clear
+					if n >= 1 {
+						buf[0] = 0
+					}
+				}
+				if _, err := spray.WriteToUDPAddrPort(buf[:n], victim); err == nil {
+					sent++
+				}
+			}
+			time.Sleep(500 * time.Microsecond) // a high rate, not a socket-buffer overrun
+		}
+	}()
+
+	ln, err := c.Nodes[1].Listen("tcp", ":9100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer conn.Close(); io.Copy(conn, conn) }()
+		}
+	}()
+	payload := bytes.Repeat([]byte("overlay"), 1<<15)
+	rounds := 0
+	for done := false; !done; rounds++ {
+		select {
+		case <-sprayed:
+			done = true
+		default:
+		}
+		conn, err := c.Nodes[0].Dial(ctx, "tcp", c.Nodes[1].Addr().Addr().String()+":9100")
+		if err != nil {
+			t.Fatalf("dial under flood (round %d): %v", rounds, err)
+		}
+		go func() { conn.Write(payload); conn.(interface{ CloseWrite() error }).CloseWrite() }()
+		echoed, err := io.ReadAll(conn)
+		conn.Close()
+		if err != nil || !bytes.Equal(echoed, payload) {
+			t.Fatalf("echo under flood (round %d): %d of %d bytes, err %v", rounds, len(echoed), len(payload), err)
+		}
+	}
+	t.Logf("%d echo rounds of %d bytes completed during the flood", rounds, len(payload))
+
+	// Every sprayed datagram is a counted drop (short, flags, unknown VNI
+	// or malformed), unless the kernel dropped it first for want of room.
+	deadline := time.Now().Add(5 * time.Second)
+	var drops uint64
+	for {
+		drops = 0
+		for _, v := range c.Status(t, 1).Traffic.Drops {
+			drops += v
+		}
+		if drops >= uint64(sent) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	kernel := udpInErrors() - kernelBefore
+	t.Logf("sprayed %d datagrams; node1 drops: %v; kernel receive errors: %d", sent, c.Status(t, 1).Traffic.Drops, kernel)
+	if kernelBefore >= 0 && int64(drops)+kernel < int64(sent) {
+		t.Errorf("node1 counted %d drops (+%d in the kernel) for %d garbage datagrams", drops, kernel, sent)
+	}
+	if drops > uint64(sent) {
+		t.Errorf("node1 counted %d drops for %d garbage datagrams: good packets were dropped", drops, sent)
+	}
+}
+
+// fill writes seeded pseudo-random bytes into b.
+func fill(b []byte, seed uint64) {
+	r := rand.New(rand.NewPCG(seed, 0x6f766c))
+	for i := 0; i < len(b); i += 8 {
+		v := r.Uint64()
+		for k := 0; k < 8 && i+k < len(b); k++ {
+			b[i+k] = byte(v >> (8 * k))
+		}
+	}
+}

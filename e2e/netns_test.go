@@ -1,0 +1,282 @@
+package e2e
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestHelperProcess is not a test: the netns tests run the test binary in
+// a namespace as a small TCP source or sink (see helper).
+func TestHelperProcess(t *testing.T) {
+	if os.Getenv("OVERLAYD_E2E_HELPER") != "1" {
+		return
+	}
+	args := os.Args
+	for i, a := range args {
+		if a == "--" {
+			args = args[i+1:]
+			break
+		}
+	}
+	if err := helperMain(args); err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// helperMain: "sink ADDR" accepts one TCP connection and prints the
+// SHA-256 and length of what arrived; "source ADDR SIZE" sends SIZE
+// pseudo-random bytes and prints the same of what it sent.
+func helperMain(args []string) error {
+	if len(args) < 2 {
+		return fmt.Errorf("usage: sink ADDR | source ADDR SIZE")
+	}
+	switch args[0] {
+	case "sink":
+		ln, err := net.Listen("tcp", args[1])
+		if err != nil {
+			return err
+		}
+		fmt.Println("listening")
+		conn, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, conn)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("sha256 %x %d\n", h.Sum(nil), n)
+		return nil
+	case "source":
+		size, err := strconv.Atoi(args[2])
+		if err != nil {
+			return err
+		}
+		var conn net.Conn
+		for try := 0; ; try++ { // the sink may not listen yet
+			conn, err = net.DialTimeout("tcp", args[1], 5*time.Second)
+			if err == nil || try == 50 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			return err
+		}
+		data := make([]byte, size)
+		fill(data, uint64(size))
+		if _, err := conn.Write(data); err != nil {
+			return err
+		}
+		if err := conn.Close(); err != nil {
+			return err
+		}
+		fmt.Printf("sha256 %x %d\n", sha256.Sum256(data), size)
+		return nil
+	}
+	return fmt.Errorf("unknown helper %q", args[0])
+}
+
+// helper runs the test binary as a helper in host h.
+func (h *Host) helper(args ...string) *Proc {
+	h.lab.t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		h.lab.t.Fatal(err)
+	}
+	os.Setenv("OVERLAYD_E2E_HELPER", "1")
+	defer os.Unsetenv("OVERLAYD_E2E_HELPER")
+	return h.Start(append([]string{self, "-test.run=^TestHelperProcess$", "--"}, args...)...)
+}
+
+// transfer sends size bytes over TCP from host src to addr (served in
+// host dst) and checks they arrive byte-exact.
+func transfer(t *testing.T, src, dst *Host, addr netip.AddrPort, size int) {
+	t.Helper()
+	sink := dst.helper("sink", addr.String())
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(sink.Output(), "listening") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	source := src.helper("source", addr.String(), strconv.Itoa(size))
+	if err := source.Wait(2 * time.Minute); err != nil {
+		t.Fatalf("%s → %s: source: %v\n%s", src.Name, dst.Name, err, source.Output())
+	}
+	if err := sink.Wait(30 * time.Second); err != nil {
+		t.Fatalf("%s → %s: sink: %v\n%s", src.Name, dst.Name, err, sink.Output())
+	}
+	sent, got := lastLine(source.Output()), lastLine(sink.Output())
+	if !strings.HasPrefix(sent, "sha256 ") || sent != got {
+		t.Fatalf("%s → %s: sent %q, received %q", src.Name, dst.Name, sent, got)
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+func overlayAddr(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 200, byte(i), 1}), 16)
+}
+
+// Two overlayd hosts in tun mode, a kernel vxlan peer, and a host that is
+// no one's peer, on a veth underlay.
+func TestNetnsTUN(t *testing.T) {
+	RequireRoot(t, "ping", "iperf3", "ethtool")
+	lab := NewLab(t, 4, 1500)
+	h1, h2, h3, h4 := lab.Hosts[0], lab.Hosts[1], lab.Hosts[2], lab.Hosts[3]
+	vtep := func(h *Host) string { return h.Underlay.String() + ":4789" }
+
+	// h1's TUN is given MTU 1500, more than the 1450 the underlay carries,
+	// so the router must answer big DF packets with "fragmentation needed".
+	o1 := h1.StartOverlayd("--mode", "tun", "--listen", vtep(h1), "--addr", overlayAddr(1).String(), "--mtu", "1500",
+		"--peer", "10.200.2.0/24@"+vtep(h2), "--peer", "10.200.3.1@"+vtep(h3))
+	o2 := h2.StartOverlayd("--mode", "tun", "--listen", vtep(h2), "--addr", overlayAddr(2).String(),
+		"--peer", "10.200.1.0/24@"+vtep(h1))
+	h3.KernelVXLAN(42, overlayAddr(3), h1.Underlay, 1450)
+	h4.KernelVXLAN(42, overlayAddr(4), h1.Underlay, 1450)
+
+	st, err := o1.Status()
+	if err != nil || st.Mode != "tun" || st.Device != "ovl0" || st.PathMTU != 1450 || st.MTU != 1500 {
+		t.Fatalf("h1 status = %+v, %v; want tun on ovl0, MTU 1500, path MTU 1450", st, err)
+	}
+	if out := h1.Run("ip", "-o", "addr", "show", "dev", "ovl0"); !strings.Contains(out, "10.200.1.1/16") {
+		t.Fatalf("h1 ovl0 has no overlay address:\n%s", out)
+	}
+
+	t.Run("ping", func(t *testing.T) {
+		if out, err := h1.Try("ping", "-c", "3", "-i", "0.2", "-W", "2", "10.200.2.1"); err != nil {
+			t.Fatalf("h1 → h2 ping: %v\n%s", err, out)
+		}
+		if out, err := h2.Try("ping", "-c", "3", "-i", "0.2", "-W", "2", "10.200.1.1"); err != nil {
+			t.Fatalf("h2 → h1 ping: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("transfer", func(t *testing.T) {
+		transfer(t, h1, h2, netip.MustParseAddrPort("10.200.2.1:5001"), 32<<20)
+		transfer(t, h2, h1, netip.MustParseAddrPort("10.200.1.1:5002"), 32<<20)
+	})
+
+	t.Run("iperf3", func(t *testing.T) {
+		srv := h2.Start("iperf3", "-s", "-1", "-B", "10.200.2.1")
+		defer srv.Stop()
+		var out string
+		var err error
+		for try := 0; try < 50; try++ {
+			if out, err = h1.Try("iperf3", "-c", "10.200.2.1", "-t", "3", "-J"); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("iperf3: %v\n%s", err, out)
+		}
+		var res struct {
+			End struct {
+				SumReceived struct {
+					BitsPerSecond float64 `json:"bits_per_second"`
+				} `json:"sum_received"`
+			} `json:"end"`
+		}
+		if err := json.Unmarshal([]byte(out), &res); err != nil || res.End.SumReceived.BitsPerSecond <= 0 {
+			t.Fatalf("iperf3 output: %v\n%s", err, out)
+		}
+		t.Logf("iperf3 h1 → h2 through overlayd: %.2f Gbit/s (informational)", res.End.SumReceived.BitsPerSecond/1e9)
+	})
+
+	t.Run("kernel-vxlan-peer", func(t *testing.T) {
+		if out, err := h1.Try("ping", "-c", "3", "-i", "0.2", "-W", "2", "10.200.3.1"); err != nil {
+			t.Fatalf("overlayd h1 → kernel h3 ping: %v\n%s", err, out)
+		}
+		if out, err := h3.Try("ping", "-c", "3", "-i", "0.2", "-W", "2", "10.200.1.1"); err != nil {
+			t.Fatalf("kernel h3 → overlayd h1 ping: %v\n%s", err, out)
+		}
+		transfer(t, h1, h3, netip.MustParseAddrPort("10.200.3.1:5003"), 8<<20)
+		transfer(t, h3, h1, netip.MustParseAddrPort("10.200.1.1:5004"), 8<<20)
+	})
+
+	t.Run("non-peer-dropped", func(t *testing.T) {
+		before := o1.Drops("not_peer")
+		if out, err := h4.Try("ping", "-c", "2", "-i", "0.2", "-W", "1", "10.200.1.1"); err == nil {
+			t.Fatalf("h4 is no peer of h1, yet its ping got through:\n%s", out)
+		}
+		if after := o1.Drops("not_peer"); after <= before {
+			t.Fatalf("h1 not_peer drops: %d before, %d after; want more", before, after)
+		}
+	})
+
+	t.Run("icmp-frag-needed", func(t *testing.T) {
+		st, _ := o1.Status()
+		before := st.Traffic.ICMPSent
+		out, err := h1.Try("ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1472", "10.200.2.1")
+		if err == nil {
+			t.Fatalf("a 1500-byte DF ping crossed a 1450-byte path:\n%s", out)
+		}
+		if !strings.Contains(out, "1450") {
+			t.Errorf("ping output does not report the path MTU 1450:\n%s", out)
+		}
+		st, _ = o1.Status()
+		if st.Traffic.ICMPSent <= before {
+			t.Errorf("h1 sent no ICMP error (icmp_sent %d → %d)", before, st.Traffic.ICMPSent)
+		}
+		// Below the path MTU the same ping goes through.
+		if out, err := h1.Try("ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1422", "10.200.2.1"); err != nil {
+			t.Errorf("a 1450-byte DF ping failed: %v\n%s", err, out)
+		}
+	})
+
+	for _, o := range []*Overlayd{o1, o2} {
+		if st, err := o.Status(); err == nil {
+			t.Logf("%s: out %d pkts, in %d pkts, drops %v", st.Name, st.Traffic.Outbound.Packets, st.Traffic.Inbound.Packets, st.Traffic.Drops)
+		}
+	}
+	if err := o1.Stop(); err != nil {
+		t.Errorf("h1 overlayd exit: %v\n%s", err, o1.Output())
+	}
+	if _, err := h1.Try("ip", "link", "show", "ovl0"); err == nil {
+		t.Errorf("ovl0 still exists after overlayd stopped")
+	}
+}
+
+// A port in use and a missing privilege are clear errors with exit 1.
+func TestNetnsClearErrors(t *testing.T) {
+	RequireRoot(t, "ethtool")
+	lab := NewLab(t, 1, 1500)
+	h1 := lab.Hosts[0]
+	bin, err := Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1.KernelVXLAN(42, overlayAddr(9), netip.MustParseAddr("198.18.0.99"), 1450) // holds UDP 4789
+	out, err := h1.Try(bin, "run", "--mode", "netstack", "--control", "", "--addr", "10.200.1.1/16", "--listen", "0.0.0.0:4789")
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(out, "address already in use") {
+		t.Errorf("run on a taken port = %v\n%s\nwant exit 1 and 'address already in use'", err, out)
+	}
+	if strings.Contains(out, "goroutine ") {
+		t.Errorf("run printed a stack trace:\n%s", out)
+	}
+
+	// Without CAP_NET_ADMIN, --mode tun says what to do.
+	if _, err := exec.LookPath("setpriv"); err == nil {
+		out, err = h1.Try("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+			bin, "run", "--mode", "tun", "--control", "", "--addr", "10.200.1.1/16", "--listen", "127.0.0.1:0")
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(out, "--mode netstack") {
+			t.Errorf("unprivileged run --mode tun = %v\n%s\nwant exit 1 and advice to use --mode netstack", err, out)
+		}
+	}
+}
