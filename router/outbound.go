@@ -218,7 +218,7 @@ func (r *Router) queueARPRequest(b *outBatch, k neighKey, vtep netip.AddrPort) {
 	if buf == nil {
 		return
 	}
-	vxlan.ARP(buf[headroom : headroom+vxlan.ARPLen]).EncodeRequest(r.mac, nw.Addr.Addr(), k.ip)
+	vxlan.ARP(buf[headroom:headroom+vxlan.ARPLen]).EncodeRequest(r.mac, nw.Addr.Addr(), k.ip)
 	d := vxlan.Encap(buf, headroom, vxlan.ARPLen, k.vni, vxlan.Broadcast, r.mac, vxlan.EtherTypeARP)
 	b.add(d, vtep, 0)
 	r.arpAsked.Add(1)
