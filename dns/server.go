@@ -1,0 +1,453 @@
+package dns
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mdns "github.com/miekg/dns"
+	"go.uber.org/zap"
+)
+
+// DefaultAddr is the host listener for laptops (Options.Addr's default).
+const DefaultAddr = "127.0.0.1:5353"
+
+// Options configures a Server. Zero fields take the defaults given.
+type Options struct {
+	// Addr is where Serve listens, over UDP and TCP. Default DefaultAddr.
+	Addr string
+	// Allowed says which sources may query; others get REFUSED and never
+	// cause an upstream query. nil allows loopback sources only. The node
+	// allows its networks' CIDRs.
+	Allowed func(netip.Addr) bool
+	// Forwarder answers names outside the zone; nil answers them REFUSED.
+	Forwarder *Forwarder
+	// Logger receives serve-loop errors; nil logs nothing.
+	Logger *zap.Logger
+	// MaxConcurrent bounds the queries being answered at once; a packet
+	// socket stops reading while it is reached. Default 1024.
+	MaxConcurrent int
+	// TCPIdleTimeout closes TCP connections idle this long. Default 10 s.
+	TCPIdleTimeout time.Duration
+}
+
+// Server answers DNS queries from the overlay zone and its Forwarder over
+// any number of packet conns and stream listeners. All methods are safe for
+// concurrent use.
+type Server struct {
+	addr      string
+	allowed   func(netip.Addr) bool
+	fwd       *Forwarder
+	log       *zap.Logger
+	sem       chan struct{}
+	tcpIdle   time.Duration
+	zone      atomic.Pointer[Zone]
+	ctx       context.Context // cancelled by Close
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup // every goroutine the Server started
+	closeOnce sync.Once
+
+	mu      sync.Mutex // guards closed and closers
+	closed  bool
+	closers map[io.Closer]struct{} // sockets to close on Close
+
+	queries [256]atomic.Uint64 // by qtype; [0] counts qtypes >= 256
+	rcodes  [24]atomic.Uint64  // by rcode; [23] counts rcodes >= 23
+	dropped atomic.Uint64
+}
+
+// New returns a Server with an empty zone for the default domain.
+func New(opts Options) (*Server, error) {
+	s := &Server{
+		addr:    opts.Addr,
+		allowed: opts.Allowed,
+		fwd:     opts.Forwarder,
+		log:     opts.Logger,
+		tcpIdle: opts.TCPIdleTimeout,
+		closers: make(map[io.Closer]struct{}),
+	}
+	if s.addr == "" {
+		s.addr = DefaultAddr
+	}
+	if s.allowed == nil {
+		s.allowed = netip.Addr.IsLoopback
+	}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	s.log = s.log.Named("dns")
+	if s.tcpIdle <= 0 {
+		s.tcpIdle = 10 * time.Second
+	}
+	n := opts.MaxConcurrent
+	if n <= 0 {
+		n = 1024
+	}
+	s.sem = make(chan struct{}, n)
+	z, err := NewZone(ZoneData{})
+	if err != nil {
+		return nil, err
+	}
+	s.zone.Store(z)
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// SetZone builds a zone from d and swaps it in whole; queries see the old or
+// the new zone, never a mix. Invalid records are left out and reported in
+// the error while the rest is served (see NewZone); an invalid domain or TTL
+// keeps the previous zone.
+func (s *Server) SetZone(d ZoneData) error {
+	z, err := NewZone(d)
+	if z != nil {
+		s.zone.Store(z)
+	}
+	return err
+}
+
+// Zone returns the zone being served.
+func (s *Server) Zone() *Zone { return s.zone.Load() }
+
+// Stats are a Server's counters.
+type Stats struct {
+	// Queries counts parsed queries by type ("A", "AAAA", …, "other").
+	Queries map[string]uint64
+	// Responses counts replies sent by rcode ("NOERROR", "NXDOMAIN", …).
+	Responses map[string]uint64
+	// Dropped counts packets given no reply: shorter than a header, or
+	// responses (QR set).
+	Dropped uint64
+	// Forwarder holds the forwarder's counters (zero without one).
+	Forwarder ForwarderStats
+}
+
+// Stats returns the Server's counters.
+func (s *Server) Stats() Stats {
+	st := Stats{Queries: make(map[string]uint64), Responses: make(map[string]uint64), Dropped: s.dropped.Load()}
+	for i := range s.queries {
+		if v := s.queries[i].Load(); v > 0 {
+			name := mdns.TypeToString[uint16(i)]
+			if name == "" || i == 0 {
+				name = "other"
+			}
+			st.Queries[name] += v
+		}
+	}
+	for i := range s.rcodes {
+		if v := s.rcodes[i].Load(); v > 0 {
+			name := mdns.RcodeToString[i]
+			if name == "" || i == len(s.rcodes)-1 {
+				name = "other"
+			}
+			st.Responses[name] += v
+		}
+	}
+	if s.fwd != nil {
+		st.Forwarder = s.fwd.Stats()
+	}
+	return st
+}
+
+// track registers c to be closed by Close; false if the Server is closed.
+func (s *Server) track(c io.Closer) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.closers[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c io.Closer) {
+	s.mu.Lock()
+	delete(s.closers, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Serve listens on Options.Addr over UDP and TCP and answers until ctx ends
+// or Close is called; it then closes both sockets and returns nil.
+func (s *Server) Serve(ctx context.Context) error {
+	pc, err := net.ListenPacket("udp", s.addr)
+	if err != nil {
+		return fmt.Errorf("dns: listen udp %s: %w", s.addr, err)
+	}
+	// The same port over TCP (Addr may have asked for port 0).
+	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		pc.Close()
+		return fmt.Errorf("dns: listen tcp %s: %w", pc.LocalAddr(), err)
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- s.ServePacket(pc) }()
+	go func() { errc <- s.ServeListener(ln) }()
+	got := 0
+	var first error
+	select {
+	case <-ctx.Done():
+	case <-s.ctx.Done():
+	case first = <-errc:
+		got++
+	}
+	pc.Close()
+	ln.Close()
+	for ; got < 2; got++ {
+		if err := <-errc; first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// ServePacket answers queries arriving on pc until pc fails or Close is
+// called, then returns (nil after Close). The Server owns pc from the call:
+// Close closes it. Source addresses are read from *net.UDPAddr (as host
+// sockets and gVisor's gonet give) or parsed from Addr.String().
+func (s *Server) ServePacket(pc net.PacketConn) error {
+	if !s.track(pc) {
+		pc.Close()
+		return net.ErrClosed
+	}
+	defer s.untrack(pc)
+	defer pc.Close()
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("dns: read %v: %w", pc.LocalAddr(), err)
+		}
+		src, ok := addrOf(from)
+		if !ok || n < headerSize {
+			s.dropped.Add(1)
+			continue
+		}
+		req := append([]byte(nil), buf[:n]...)
+		select {
+		case s.sem <- struct{}{}:
+		case <-s.ctx.Done():
+			return nil
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer func() { <-s.sem }()
+			if out := s.handle(s.ctx, src, req, false); out != nil {
+				pc.WriteTo(out, from)
+			}
+		}()
+	}
+}
+
+// ServeListener answers queries on connections accepted from ln until ln
+// fails or Close is called, then returns (nil after Close). The Server owns
+// ln and its connections: Close closes them and waits for their goroutines.
+func (s *Server) ServeListener(ln net.Listener) error {
+	if !s.track(ln) {
+		ln.Close()
+		return net.ErrClosed
+	}
+	defer s.untrack(ln)
+	defer ln.Close()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("dns: accept %v: %w", ln.Addr(), err)
+		}
+		if !s.track(c) {
+			c.Close()
+			return nil
+		}
+		go s.serveConn(c)
+	}
+}
+
+// serveConn answers length-prefixed queries on c, one at a time.
+func (s *Server) serveConn(c net.Conn) {
+	defer s.untrack(c)
+	defer c.Close()
+	src, ok := addrOf(c.RemoteAddr())
+	if !ok {
+		return
+	}
+	for {
+		c.SetReadDeadline(time.Now().Add(s.tcpIdle))
+		req, err := readTCPMsg(c)
+		if err != nil {
+			return
+		}
+		out := s.handle(s.ctx, src, req, true)
+		if out == nil {
+			continue
+		}
+		msg := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(out)), uint16(len(out)))
+		c.SetWriteDeadline(time.Now().Add(s.tcpIdle))
+		if _, err := c.Write(append(msg, out...)); err != nil {
+			return
+		}
+	}
+}
+
+// Close stops every serve loop, closes the sockets handed to the Server,
+// cancels forwarded queries and waits for all goroutines. Safe to call twice.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.mu.Lock()
+		s.closed = true
+		for c := range s.closers {
+			c.Close()
+		}
+		s.mu.Unlock()
+	})
+	s.wg.Wait()
+	return nil
+}
+
+func addrOf(a net.Addr) (netip.Addr, bool) {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ap := a.AddrPort()
+		return ap.Addr().Unmap(), ap.Addr().IsValid()
+	case *net.TCPAddr:
+		ap := a.AddrPort()
+		return ap.Addr().Unmap(), ap.Addr().IsValid()
+	case nil:
+		return netip.Addr{}, false
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ap.Addr().Unmap(), true
+}
+
+const headerSize = 12
+
+// handle answers one query from src and returns the reply's wire form, or
+// nil when no reply is due. It never panics on any input.
+func (s *Server) handle(ctx context.Context, src netip.Addr, b []byte, tcp bool) []byte {
+	if len(b) < headerSize {
+		s.dropped.Add(1)
+		return nil
+	}
+	flags := binary.BigEndian.Uint16(b[2:])
+	if flags&(1<<15) != 0 { // QR: a response, perhaps reflected at us
+		s.dropped.Add(1)
+		return nil
+	}
+	if !s.allowed(src) {
+		return s.headerReply(b, mdns.RcodeRefused)
+	}
+	if opcode := int(flags>>11) & 0xf; opcode != mdns.OpcodeQuery {
+		return s.headerReply(b, mdns.RcodeNotImplemented)
+	}
+	var req mdns.Msg
+	if err := req.Unpack(b); err != nil || len(req.Question) != 1 {
+		return s.headerReply(b, mdns.RcodeFormatError)
+	}
+	q := req.Question[0]
+	if q.Qtype < uint16(len(s.queries)) {
+		s.queries[q.Qtype].Add(1)
+	} else {
+		s.queries[0].Add(1)
+	}
+	resp := new(mdns.Msg)
+	resp.SetReply(&req)
+	resp.RecursionAvailable = s.fwd != nil
+	opt := req.IsEdns0()
+	size := mdns.MinMsgSize
+	switch {
+	case tcp:
+		size = mdns.MaxMsgSize
+	case opt != nil:
+		size = min(max(int(opt.UDPSize()), mdns.MinMsgSize), EDNSSize)
+	}
+	if opt != nil && opt.Version() != 0 {
+		resp.Rcode = mdns.RcodeBadVers
+		resp.SetEdns0(EDNSSize, opt.Do())
+		return s.pack(b, resp, size)
+	}
+
+	name := strings.ToLower(q.Name)
+	z := s.zone.Load()
+	if a, ok := z.lookup(name, q.Qtype); ok {
+		resp.Authoritative = true
+		switch {
+		case q.Qclass != mdns.ClassINET && q.Qclass != mdns.ClassANY,
+			q.Qtype == mdns.TypeAXFR || q.Qtype == mdns.TypeIXFR:
+			resp.Authoritative = false
+			resp.Rcode = mdns.RcodeRefused
+		default:
+			resp.Rcode, resp.Answer, resp.Ns, resp.Extra = a.rcode, a.answer, a.ns, a.extra
+		}
+	} else if s.fwd == nil {
+		resp.Rcode = mdns.RcodeRefused
+	} else {
+		m, err := s.fwd.Exchange(ctx, &req)
+		if err != nil {
+			resp.Rcode = mdns.RcodeServerFailure
+		} else {
+			resp.Rcode, resp.Answer, resp.Ns, resp.Extra = m.Rcode, m.Answer, m.Ns, m.Extra
+			resp.AuthenticatedData = m.AuthenticatedData && (req.AuthenticatedData || opt != nil && opt.Do())
+		}
+	}
+	if opt != nil {
+		resp.SetEdns0(EDNSSize, opt.Do())
+	}
+	return s.pack(b, resp, size)
+}
+
+func (s *Server) pack(req []byte, resp *mdns.Msg, size int) []byte {
+	resp.Truncate(size)
+	resp.Compress = true
+	out, err := resp.Pack()
+	if err != nil {
+		return s.headerReply(req, mdns.RcodeServerFailure)
+	}
+	s.countRcode(resp.Rcode)
+	return out
+}
+
+func (s *Server) countRcode(rcode int) {
+	if rcode >= 0 && rcode < len(s.rcodes)-1 {
+		s.rcodes[rcode].Add(1)
+	} else {
+		s.rcodes[len(s.rcodes)-1].Add(1)
+	}
+}
+
+// headerReply is a bare reply to the query header in req: same ID and
+// opcode, RD copied, QR set, no sections.
+func (s *Server) headerReply(req []byte, rcode int) []byte {
+	s.countRcode(rcode)
+	out := make([]byte, headerSize)
+	copy(out, req[:2])
+	flags := binary.BigEndian.Uint16(req[2:])
+	flags = 1<<15 | flags&(0xf<<11|1<<8) | uint16(rcode&0xf)
+	binary.BigEndian.PutUint16(out[2:], flags)
+	return out
+}
