@@ -1,0 +1,337 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+func startSOCKS(t *testing.T, opts Options) *SOCKS5 {
+	t.Helper()
+	s, err := NewSOCKS5("127.0.0.1:0", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func connectReq(atyp byte, addr []byte, port uint16) []byte {
+	b := []byte{5, cmdConnect, 0, atyp}
+	b = append(b, addr...)
+	return binary.BigEndian.AppendUint16(b, port)
+}
+
+func domain(name string) []byte { return append([]byte{byte(len(name))}, name...) }
+
+var ip4 = []byte{10, 99, 2, 1}
+
+func TestSOCKSReplyCodes(t *testing.T) {
+	noLeaks(t)
+	opts, d := testOptions(t)
+	s := startSOCKS(t, opts)
+	noUDP := startSOCKS(t, opts) // no PacketListener: UDP ASSOCIATE unsupported
+	noNames := opts
+	noNames.Resolver = nil
+	noRes := startSOCKS(t, noNames)
+
+	hello := []byte{5, 1, 0}
+	tests := []struct {
+		name     string
+		srv      *SOCKS5
+		greeting []byte
+		request  []byte
+		// wantMethod is the method reply (nil: none, the server closes).
+		wantMethod []byte
+		// wantRep is the request's reply code, -1 for no reply.
+		wantRep int
+		// wantDial is the dial the overlay sees, "" for none checked.
+		wantDial string
+		reason   Reason
+	}{
+		{name: "connect ipv4", srv: s, greeting: hello, request: connectReq(atypIPv4, ip4, 80),
+			wantMethod: []byte{5, 0}, wantRep: 0, wantDial: "tcp 10.99.2.1:80", reason: -1},
+		{name: "connect ipv6", srv: s, greeting: hello,
+			request:    connectReq(atypIPv6, netip.MustParseAddr("fd00::1").AsSlice(), 443),
+			wantMethod: []byte{5, 0}, wantRep: 0, wantDial: "tcp [fd00::1]:443", reason: -1},
+		{name: "connect domain", srv: s, greeting: []byte{5, 2, 2, 0}, request: connectReq(atypDomain, domain("echo.test"), 8080),
+			wantMethod: []byte{5, 0}, wantRep: 0, wantDial: "tcp 10.99.2.1:8080", reason: -1},
+		{name: "connect domain that is an IP literal", srv: noRes, greeting: hello, request: connectReq(atypDomain, domain("10.99.2.1"), 81),
+			wantMethod: []byte{5, 0}, wantRep: 0, wantDial: "tcp 10.99.2.1:81", reason: -1},
+		{name: "no acceptable method", srv: s, greeting: []byte{5, 1, 2},
+			wantMethod: []byte{5, 0xff}, wantRep: -1, reason: ReasonUnsupported},
+		{name: "no methods", srv: s, greeting: []byte{5, 0},
+			wantMethod: []byte{5, 0xff}, wantRep: -1, reason: ReasonUnsupported},
+		{name: "socks4 greeting", srv: s, greeting: []byte{4, 1, 0, 80, 10, 99, 2, 1, 0},
+			wantRep: -1, reason: ReasonMalformed},
+		{name: "request version 4", srv: s, greeting: hello, request: []byte{4, 1, 0, 1, 10, 99, 2, 1, 0, 80},
+			wantMethod: []byte{5, 0}, wantRep: 0x01, reason: ReasonMalformed},
+		{name: "bind", srv: s, greeting: hello, request: []byte{5, cmdBind, 0, 1, 10, 99, 2, 1, 0, 80},
+			wantMethod: []byte{5, 0}, wantRep: 0x07, reason: ReasonUnsupported},
+		{name: "unknown command", srv: s, greeting: hello, request: []byte{5, 9, 0, 1, 10, 99, 2, 1, 0, 80},
+			wantMethod: []byte{5, 0}, wantRep: 0x07, reason: ReasonUnsupported},
+		{name: "udp associate without packet listener", srv: noUDP, greeting: hello, request: []byte{5, cmdAssociate, 0, 1, 0, 0, 0, 0, 0, 0},
+			wantMethod: []byte{5, 0}, wantRep: 0x07, reason: ReasonUnsupported},
+		{name: "unknown address type", srv: s, greeting: hello, request: []byte{5, 1, 0, 5, 10, 99, 2, 1, 0, 80},
+			wantMethod: []byte{5, 0}, wantRep: 0x08, reason: ReasonUnsupported},
+		{name: "name without resolver", srv: noRes, greeting: hello, request: connectReq(atypDomain, domain("echo.test"), 80),
+			wantMethod: []byte{5, 0}, wantRep: 0x08, reason: ReasonUnsupported},
+		{name: "empty name", srv: s, greeting: hello, request: connectReq(atypDomain, domain(""), 80),
+			wantMethod: []byte{5, 0}, wantRep: 0x01, reason: ReasonMalformed},
+		{name: "name with a slash", srv: s, greeting: hello, request: connectReq(atypDomain, domain("a/b"), 80),
+			wantMethod: []byte{5, 0}, wantRep: 0x01, reason: ReasonMalformed},
+		{name: "unresolvable name", srv: s, greeting: hello, request: connectReq(atypDomain, domain("nope.test"), 80),
+			wantMethod: []byte{5, 0}, wantRep: 0x04, reason: ReasonResolve},
+		{name: "refused", srv: s, greeting: hello, request: connectReq(atypIPv4, ip4, portRefused),
+			wantMethod: []byte{5, 0}, wantRep: 0x05, reason: ReasonRefused},
+		{name: "network unreachable", srv: s, greeting: hello, request: connectReq(atypIPv4, ip4, portNetUnreach),
+			wantMethod: []byte{5, 0}, wantRep: 0x03, reason: ReasonUnreachable},
+		{name: "host unreachable", srv: s, greeting: hello, request: connectReq(atypIPv4, ip4, portHostUnreach),
+			wantMethod: []byte{5, 0}, wantRep: 0x04, reason: ReasonUnreachable},
+		{name: "dial timeout", srv: s, greeting: hello, request: connectReq(atypIPv4, ip4, portHang),
+			wantMethod: []byte{5, 0}, wantRep: 0x04, reason: ReasonTimeout},
+		{name: "not allowed", srv: s, greeting: hello, request: connectReq(atypIPv4, ip4, portNotAllowed),
+			wantMethod: []byte{5, 0}, wantRep: 0x02, reason: ReasonNotAllowed},
+		{name: "other dial error", srv: s, greeting: hello, request: connectReq(atypIPv4, ip4, portOther),
+			wantMethod: []byte{5, 0}, wantRep: 0x01, reason: ReasonDial},
+		{name: "truncated request", srv: s, greeting: hello, request: []byte{5, 1, 0, 1, 10},
+			wantMethod: []byte{5, 0}, wantRep: -1, reason: ReasonHandshake},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := tt.srv.Stats()
+			c, err := net.Dial("tcp", tt.srv.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			c.Write(tt.greeting)
+			if tt.wantMethod == nil {
+				if b, err := io.ReadAll(c); len(b) != 0 || err != nil {
+					t.Fatalf("greeting %x: reply %x, %v; want none and close", tt.greeting, b, err)
+				}
+			} else {
+				got := make([]byte, 2)
+				if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, tt.wantMethod) {
+					t.Fatalf("greeting %x: method reply %x, %v; want %x", tt.greeting, got, err, tt.wantMethod)
+				}
+			}
+			if tt.request != nil {
+				c.Write(tt.request)
+				if tt.name == "truncated request" {
+					c.(*net.TCPConn).CloseWrite()
+				}
+			}
+			if tt.wantRep < 0 {
+				if b, err := io.ReadAll(c); len(b) != 0 || err != nil {
+					t.Fatalf("request %x: reply %x, %v; want none and close", tt.request, b, err)
+				}
+			} else {
+				hdr := make([]byte, 4)
+				if _, err := io.ReadFull(c, hdr); err != nil {
+					t.Fatalf("request %x: reading reply: %v", tt.request, err)
+				}
+				if hdr[0] != 5 || int(hdr[1]) != tt.wantRep {
+					t.Fatalf("request %x: reply %x, want REP %#02x", tt.request, hdr, tt.wantRep)
+				}
+				if _, err := readAddrAfterATYP(c, hdr[3]); err != nil {
+					t.Fatalf("request %x: reply address: %v", tt.request, err)
+				}
+				if tt.wantRep == 0 {
+					msg := []byte("ping " + tt.name)
+					c.Write(msg)
+					got := make([]byte, len(msg))
+					if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+						t.Fatalf("through the tunnel: %q, %v; want %q", got, err, msg)
+					}
+				} else if b, err := io.ReadAll(c); len(b) != 0 || err != nil {
+					t.Fatalf("after failure reply: %x, %v; want close", b, err)
+				}
+			}
+			if tt.wantDial != "" {
+				if got := d.lastDial(); got != tt.wantDial {
+					t.Errorf("overlay dial = %q, want %q", got, tt.wantDial)
+				}
+			}
+			if tt.reason >= 0 {
+				c.Close()
+				waitFor(t, "failure counted as "+tt.reason.String(), func() bool {
+					return tt.srv.Stats().Failed[tt.reason] == before.Failed[tt.reason]+1
+				})
+			}
+		})
+	}
+	s.Close()
+	noUDP.Close()
+	noRes.Close()
+	st := s.Stats()
+	if st.Active != 0 || st.OutBytes == 0 || st.OutBytes != st.InBytes {
+		t.Errorf("stats after close = %+v; want no active connections and as many bytes in as out", st)
+	}
+}
+
+// readAddrAfterATYP reads a reply's BND.ADDR and BND.PORT.
+func readAddrAfterATYP(r io.Reader, atyp byte) (socksAddr, error) {
+	return readAddr(io.MultiReader(bytes.NewReader([]byte{atyp}), r), make([]byte, 258))
+}
+
+func TestSOCKSHandshakeTimeout(t *testing.T) {
+	noLeaks(t)
+	opts, _ := testOptions(t)
+	opts.HandshakeTimeout = 100 * time.Millisecond
+	s := startSOCKS(t, opts)
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte{5, 1}) // and never the methods
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if b, err := io.ReadAll(c); len(b) != 0 || err != nil {
+		t.Fatalf("stalled greeting: got %x, %v; want the server to close", b, err)
+	}
+	waitFor(t, "handshake failure counted", func() bool { return s.Stats().Failed[ReasonHandshake] == 1 })
+	s.Close()
+}
+
+// socksConnect runs the client side of a CONNECT and returns the reply
+// code.
+func socksConnect(t *testing.T, addr string, req []byte) (net.Conn, byte) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte{5, 1, 0})
+	m := make([]byte, 2)
+	if _, err := io.ReadFull(c, m); err != nil {
+		t.Fatalf("method reply: %v", err)
+	}
+	c.Write(req)
+	hdr := make([]byte, 4)
+	if _, err := io.ReadFull(c, hdr); err != nil {
+		t.Fatalf("reply: %v", err)
+	}
+	if _, err := readAddrAfterATYP(c, hdr[3]); err != nil {
+		t.Fatalf("reply address: %v", err)
+	}
+	c.SetDeadline(time.Time{})
+	return c, hdr[1]
+}
+
+func TestSOCKSLimit(t *testing.T) {
+	noLeaks(t)
+	opts, _ := testOptions(t)
+	opts.MaxConns = 2
+	s := startSOCKS(t, opts)
+	var held []net.Conn
+	for i := range 2 {
+		c, rep := socksConnect(t, s.Addr().String(), connectReq(atypIPv4, ip4, 80))
+		if rep != 0 {
+			t.Fatalf("connection %d: REP %#x, want 0", i, rep)
+		}
+		held = append(held, c)
+	}
+	c, rep := socksConnect(t, s.Addr().String(), connectReq(atypIPv4, ip4, 80))
+	if rep != RepGeneralFailure {
+		t.Fatalf("connection over the limit: REP %#x, want %#x", rep, RepGeneralFailure)
+	}
+	c.Close()
+	if st := s.Stats(); st.Refused != 1 || st.Accepted != 2 || st.Active != 2 {
+		t.Fatalf("stats = accepted %d refused %d active %d; want 2, 1, 2", st.Accepted, st.Refused, st.Active)
+	}
+	held[0].Close()
+	waitFor(t, "a slot to free", func() bool { return s.Stats().Active == 1 })
+	c, rep = socksConnect(t, s.Addr().String(), connectReq(atypIPv4, ip4, 80))
+	if rep != 0 {
+		t.Fatalf("connection after one closed: REP %#x, want 0", rep)
+	}
+	c.Close()
+	held[1].Close()
+	// Close with connections still open closes them too.
+	held2, _ := socksConnect(t, s.Addr().String(), connectReq(atypIPv4, ip4, 80))
+	defer held2.Close()
+	s.Close()
+	if _, err := held2.Read(make([]byte, 1)); err == nil {
+		t.Fatal("connection through a closed server still open")
+	}
+	if err := s.Start(context.Background()); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Start after Close = %v, want net.ErrClosed", err)
+	}
+}
+
+func TestSOCKSRequestRoundTrip(t *testing.T) {
+	for _, req := range []socksRequest{
+		{Cmd: cmdConnect, Addr: socksAddr{IP: netip.MustParseAddr("10.1.2.3"), Port: 80}},
+		{Cmd: cmdConnect, Addr: socksAddr{IP: netip.MustParseAddr("fd00::1"), Port: 65535}},
+		{Cmd: cmdAssociate, Addr: socksAddr{Name: "web.default.overlay", Port: 1}},
+	} {
+		b := appendRequest(nil, req)
+		got, err := readRequest(bytes.NewReader(b))
+		if err != nil || got != req {
+			t.Errorf("readRequest(%x) = %+v, %v; want %+v", b, got, err, req)
+		}
+	}
+}
+
+func FuzzSOCKSRequest(f *testing.F) {
+	f.Add(connectReq(atypIPv4, ip4, 80))
+	f.Add(connectReq(atypIPv6, make([]byte, 16), 443))
+	f.Add(connectReq(atypDomain, domain("web.default.overlay"), 80))
+	f.Add([]byte{5, 3, 0, 1, 0, 0, 0, 0, 0, 0})
+	f.Add([]byte{5, 2, 0, 9})
+	f.Add([]byte{5, 1, 0, 3, 255})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		req, err := readRequest(bytes.NewReader(b))
+		if err != nil {
+			var se *socksError
+			if errors.As(err, &se) {
+				switch se.rep {
+				case RepGeneralFailure, RepCommandNotSupported, RepAddrTypeNotSupported:
+				default:
+					t.Fatalf("readRequest(%x): reply %#x for %v", b, se.rep, err)
+				}
+			}
+			return
+		}
+		// What parsed re-encodes to a request that parses the same.
+		again, err := readRequest(bytes.NewReader(appendRequest(nil, req)))
+		if err != nil || again != req {
+			t.Fatalf("readRequest(%x) = %+v; re-encoded it reads %+v, %v", b, req, again, err)
+		}
+		if req.Addr.Name == "" && !req.Addr.IP.IsValid() {
+			t.Fatalf("readRequest(%x) = %+v: no address", b, req)
+		}
+	})
+}
+
+func FuzzSOCKSDatagram(f *testing.F) {
+	f.Add(append([]byte{0, 0, 0}, connectReq(atypIPv4, ip4, 53)[3:]...))
+	f.Add(append([]byte{0, 0, 1}, connectReq(atypDomain, domain("dns.test"), 53)[3:]...))
+	f.Add([]byte{0, 0, 0, 4, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		frag, dst, payload, err := parseDatagram(b)
+		if err != nil {
+			return
+		}
+		if b[0] != 0 || b[1] != 0 || b[3] != atypIPv4 {
+			return
+		}
+		hdr := appendDatagramHeader(nil, dst)
+		hdr[2] = frag
+		if re := append(hdr, payload...); !bytes.Equal(re, b) {
+			t.Fatalf("parseDatagram(%x) = %d %v %x; re-encoded %x", b, frag, dst, payload, re)
+		}
+	})
+}
