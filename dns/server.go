@@ -180,13 +180,13 @@ func (s *Server) untrack(c io.Closer) {
 func (s *Server) Serve(ctx context.Context) error {
 	pc, err := net.ListenPacket("udp", s.addr)
 	if err != nil {
-		return fmt.Errorf("dns: listen udp %s: %w", s.addr, err)
+		return fmt.Errorf("dns: %w", err)
 	}
 	// The same port over TCP (Addr may have asked for port 0).
 	ln, err := net.Listen("tcp", pc.LocalAddr().String())
 	if err != nil {
 		pc.Close()
-		return fmt.Errorf("dns: listen tcp %s: %w", pc.LocalAddr(), err)
+		return fmt.Errorf("dns: %w", err)
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- s.ServePacket(pc) }()
