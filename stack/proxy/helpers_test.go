@@ -29,7 +29,8 @@ const (
 // fakeDialer stands in for the overlay: it dials a local echo server
 // whatever the IP, or fails by port.
 type fakeDialer struct {
-	echo string // address of the echo server
+	echo    string // address of the TCP echo server
+	udpEcho string // address of the UDP echo server
 
 	mu    sync.Mutex
 	dials []string // addresses asked for
@@ -59,6 +60,9 @@ func (d *fakeDialer) DialContext(ctx context.Context, network, address string) (
 		return nil, errors.New("fake: something else went wrong")
 	}
 	var nd net.Dialer
+	if network == "udp" {
+		return nd.DialContext(ctx, network, d.udpEcho)
+	}
 	return nd.DialContext(ctx, network, d.echo)
 }
 
@@ -117,7 +121,7 @@ func startEcho(t *testing.T) string {
 }
 
 func testOptions(t *testing.T) (Options, *fakeDialer) {
-	d := &fakeDialer{echo: startEcho(t)}
+	d := &fakeDialer{echo: startEcho(t), udpEcho: startUDPEcho(t)}
 	return Options{
 		Dialer:           d,
 		Resolver:         mapResolver(map[string]string{"echo.test": "10.99.2.1"}),
@@ -143,4 +147,27 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func noLeaks(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+}
+
+// startUDPEcho runs a UDP echo server on 127.0.0.1 until the test ends.
+func startUDPEcho(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { pc.Close(); <-done })
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+	return pc.LocalAddr().String()
 }

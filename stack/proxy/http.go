@@ -83,7 +83,10 @@ var errHeaderTooLarge = errors.New("request header too large")
 func readConnect(br *bufio.Reader) (host string, port uint16, err error) {
 	req, err := http.ReadRequest(br)
 	if err != nil {
-		if errors.Is(err, io.EOF) || isTimeout(err) || errors.Is(err, net.ErrClosed) {
+		if errors.Is(err, errHeaderTooLarge) {
+			return "", 0, &httpError{status: http.StatusRequestHeaderFieldsTooLarge, reason: ReasonMalformed, err: fmt.Errorf("http-proxy: %w", err)}
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isTimeout(err) || errors.Is(err, net.ErrClosed) {
 			return "", 0, err
 		}
 		return "", 0, &httpError{status: http.StatusBadRequest, reason: ReasonMalformed, err: fmt.Errorf("http-proxy: %w", err)}
@@ -151,12 +154,6 @@ func (h *HTTPProxy) handle(c net.Conn) {
 			}
 			h.fail(he.reason, c.RemoteAddr(), "", err)
 			writeStatus(c, he.status, he.err.Error(), extra)
-			linger(c)
-			return
-		}
-		if errors.Is(err, errHeaderTooLarge) {
-			h.fail(ReasonMalformed, c.RemoteAddr(), "", err)
-			writeStatus(c, http.StatusRequestHeaderFieldsTooLarge, "request header too large", "")
 			linger(c)
 			return
 		}
