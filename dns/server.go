@@ -412,6 +412,12 @@ func (s *Server) handle(ctx context.Context, src netip.Addr, b []byte, tcp bool)
 			resp.Rcode = mdns.RcodeServerFailure
 		} else {
 			resp.Rcode, resp.Answer, resp.Ns, resp.Extra = m.Rcode, m.Answer, m.Ns, m.Extra
+			// A cached answer may carry another client's spelling of the name.
+			for _, rr := range resp.Answer {
+				if h := rr.Header(); h.Name != q.Name && strings.EqualFold(h.Name, q.Name) {
+					h.Name = q.Name
+				}
+			}
 			resp.AuthenticatedData = m.AuthenticatedData && (req.AuthenticatedData || opt != nil && opt.Do())
 		}
 	}
