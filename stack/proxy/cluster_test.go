@@ -60,6 +60,11 @@ func newOverlay(t *testing.T) *overlay {
 		t.Fatal(err)
 	}
 	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%s %s: %s", r.Method, r.URL, b)
+			return
+		}
 		io.WriteString(w, httpBody)
 	})}
 	var wg sync.WaitGroup
@@ -144,6 +149,16 @@ func start[D door](t *testing.T, d D, err error) D {
 // curl runs curl with args and returns its output.
 func curl(t *testing.T, args ...string) string {
 	t.Helper()
+	out, err := runCurl(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// runCurl runs curl with args and returns its output or its failure.
+func runCurl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
 	path, err := exec.LookPath("curl")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -159,9 +174,9 @@ func curl(t *testing.T, args ...string) string {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("curl %s: %v: %s", strings.Join(args, " "), err, stderr.Bytes())
+		return "", fmt.Errorf("curl %s: %v: %s", strings.Join(args, " "), err, stderr.Bytes())
 	}
-	return string(out)
+	return string(out), nil
 }
 
 func TestThroughCluster(t *testing.T) {
@@ -181,10 +196,36 @@ func TestThroughCluster(t *testing.T) {
 			t.Fatalf("curl through SOCKS5 to an IP = %q, want %q", got, httpBody)
 		}
 	})
+	t.Run("curl socks5 with user and password", func(t *testing.T) {
+		opts := o.opts
+		opts.Authenticate = func(user, password string) bool { return user == "alice" && password == "s3cret" }
+		s, err := proxy.NewSOCKS5("127.0.0.1:0", opts)
+		authed := start(t, s, err)
+		got := curl(t, "--proxy", "socks5h://alice:s3cret@"+authed.Addr().String(), "http://name.test/")
+		if got != httpBody {
+			t.Fatalf("curl through SOCKS5 with credentials = %q, want %q", got, httpBody)
+		}
+		if _, err := runCurl(t, "--proxy", "socks5h://alice:guess@"+authed.Addr().String(), "http://name.test/"); err == nil {
+			t.Fatal("curl with a wrong password got through")
+		}
+		if got := authed.Stats().Failed[proxy.ReasonAuth]; got != 1 {
+			t.Fatalf("auth failures counted %d, want 1", got)
+		}
+	})
 	t.Run("curl http connect", func(t *testing.T) {
 		got := curl(t, "-p", "--proxy", "http://"+hp.Addr().String(), "http://name.test:80/")
 		if got != httpBody {
 			t.Fatalf("curl through HTTP CONNECT = %q, want %q", got, httpBody)
+		}
+	})
+	t.Run("curl http forward", func(t *testing.T) {
+		got := curl(t, "--proxy", "http://"+hp.Addr().String(), "http://name.test/")
+		if got != httpBody {
+			t.Fatalf("curl through the HTTP proxy (absolute URL) = %q, want %q", got, httpBody)
+		}
+		got = curl(t, "--proxy", "http://"+hp.Addr().String(), "--data-binary", "posted body", "http://name.test:80/post?q=1")
+		if want := "POST /post?q=1: posted body"; got != want {
+			t.Fatalf("curl POST through the HTTP proxy = %q, want %q", got, want)
 		}
 	})
 	t.Run("refused overlay port", func(t *testing.T) {

@@ -3,12 +3,14 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -17,12 +19,14 @@ import (
 // maxRequestHeader bounds an HTTP CONNECT request's head.
 const maxRequestHeader = 64 << 10
 
-// HTTPProxy is an HTTP CONNECT proxy: `CONNECT host:port HTTP/1.1`
-// opens a tunnel into the overlay (200, then bytes both ways), with names
-// resolved through the Resolver. Errors are HTTP status codes: 400 for a
-// malformed request, 405 for methods other than CONNECT, 403 when the
-// Dialer refuses by policy, 502 when the destination cannot be reached,
-// 504 when reaching it times out, 503 when the proxy is at MaxConns.
+// HTTPProxy is an HTTP proxy into the overlay: `CONNECT host:port`
+// opens a tunnel (200, then bytes both ways), and a request for an
+// absolute http:// URL is forwarded (one request per client connection),
+// with names resolved through the Resolver. Errors are HTTP status
+// codes: 400 for a malformed or non-proxy request, 407 without valid
+// credentials (when Options.Authenticate is set), 403 when the Dialer
+// refuses by policy, 502 when the destination cannot be reached, 504 when
+// reaching it times out, 503 when the proxy is at MaxConns.
 type HTTPProxy struct {
 	tcpDoor
 }
@@ -78,35 +82,73 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 
 var errHeaderTooLarge = errors.New("request header too large")
 
-// readConnect reads one request and returns its CONNECT target. Its
-// errors are *httpError, or I/O errors (no answer is possible).
-func readConnect(br *bufio.Reader) (host string, port uint16, err error) {
+// proxyRequest is a request the proxy serves: a CONNECT tunnel, or a
+// plain HTTP request in absolute form to forward.
+type proxyRequest struct {
+	req     *http.Request
+	connect bool
+	host    string
+	port    uint16
+}
+
+func badRequest(format string, args ...any) error {
+	return &httpError{status: http.StatusBadRequest, reason: ReasonMalformed, err: fmt.Errorf("http-proxy: "+format, args...)}
+}
+
+// readProxyRequest reads one request head. Its errors are *httpError, or
+// I/O errors (no answer is possible).
+func readProxyRequest(br *bufio.Reader) (*proxyRequest, error) {
 	req, err := http.ReadRequest(br)
 	if err != nil {
 		if errors.Is(err, errHeaderTooLarge) {
-			return "", 0, &httpError{status: http.StatusRequestHeaderFieldsTooLarge, reason: ReasonMalformed, err: fmt.Errorf("http-proxy: %w", err)}
+			return nil, &httpError{status: http.StatusRequestHeaderFieldsTooLarge, reason: ReasonMalformed, err: fmt.Errorf("http-proxy: %w", err)}
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isTimeout(err) || errors.Is(err, net.ErrClosed) {
-			return "", 0, err
+			return nil, err
 		}
-		return "", 0, &httpError{status: http.StatusBadRequest, reason: ReasonMalformed, err: fmt.Errorf("http-proxy: %w", err)}
+		return nil, badRequest("%w", err)
 	}
-	if req.Method != http.MethodConnect {
-		return "", 0, &httpError{status: http.StatusMethodNotAllowed, reason: ReasonUnsupported,
-			err: fmt.Errorf("http-proxy: method %q not supported (CONNECT only)", req.Method)}
+	pr := &proxyRequest{req: req, connect: req.Method == http.MethodConnect}
+	var hostport string
+	if pr.connect {
+		hostport = req.Host
+	} else {
+		if !req.URL.IsAbs() || req.URL.Scheme != "http" || req.URL.Host == "" {
+			req.Body.Close()
+			return nil, badRequest("%s %q is not a proxy request (CONNECT host:port, or an absolute http:// URL)", req.Method, req.RequestURI)
+		}
+		hostport = req.URL.Host
+		if req.URL.Port() == "" {
+			hostport = net.JoinHostPort(req.URL.Hostname(), "80")
+		}
 	}
-	h, p, err := net.SplitHostPort(req.Host)
+	h, p, err := net.SplitHostPort(hostport)
 	if err != nil {
-		return "", 0, &httpError{status: http.StatusBadRequest, reason: ReasonMalformed, err: fmt.Errorf("http-proxy: CONNECT %q: %w", req.Host, err)}
+		return nil, badRequest("%s %q: %w", req.Method, hostport, err)
 	}
 	n, err := strconv.ParseUint(p, 10, 16)
 	if err != nil || n == 0 {
-		return "", 0, &httpError{status: http.StatusBadRequest, reason: ReasonMalformed, err: fmt.Errorf("http-proxy: CONNECT %q: bad port", req.Host)}
+		return nil, badRequest("%s %q: bad port", req.Method, hostport)
 	}
 	if err := checkName(h); err != nil {
-		return "", 0, &httpError{status: http.StatusBadRequest, reason: ReasonMalformed, err: fmt.Errorf("http-proxy: CONNECT %q: host: %w", req.Host, err)}
+		return nil, badRequest("%s %q: host: %w", req.Method, hostport, err)
 	}
-	return h, uint16(n), nil
+	pr.host, pr.port = h, uint16(n)
+	return pr, nil
+}
+
+// proxyAuth returns the credentials of a Proxy-Authorization: Basic header.
+func proxyAuth(h http.Header) (user, password string, ok bool) {
+	v := h.Get("Proxy-Authorization")
+	scheme, cred, found := strings.Cut(v, " ")
+	if !found || !strings.EqualFold(scheme, "Basic") {
+		return "", "", false
+	}
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(cred))
+	if err != nil {
+		return "", "", false
+	}
+	return strings.Cut(string(b), ":")
 }
 
 // statusFor maps a dial or resolve failure to an HTTP status.
@@ -144,24 +186,30 @@ func (h *HTTPProxy) handle(c net.Conn) {
 	c.SetDeadline(time.Now().Add(h.opts.HandshakeTimeout))
 	lr := &limitedReader{r: c, n: maxRequestHeader}
 	br := bufio.NewReader(lr)
-	host, port, err := readConnect(br)
+	pr, err := readProxyRequest(br)
 	if err != nil {
 		var he *httpError
 		if errors.As(err, &he) {
-			extra := ""
-			if he.status == http.StatusMethodNotAllowed {
-				extra = "Allow: CONNECT\r\n"
-			}
 			h.fail(he.reason, c.RemoteAddr(), "", err)
-			writeStatus(c, he.status, he.err.Error(), extra)
+			writeStatus(c, he.status, he.err.Error(), "")
 			linger(c)
 			return
 		}
 		h.fail(ReasonHandshake, c.RemoteAddr(), "", err)
 		return
 	}
-	target := net.JoinHostPort(host, strconv.Itoa(int(port)))
-	oc, err := h.dial("tcp", host, port)
+	target := net.JoinHostPort(pr.host, strconv.Itoa(int(pr.port)))
+	if h.opts.Authenticate != nil {
+		user, password, ok := proxyAuth(pr.req.Header)
+		if !ok || !h.opts.Authenticate(user, password) {
+			h.fail(ReasonAuth, c.RemoteAddr(), target, fmt.Errorf("http-proxy: user %q: bad or missing credentials", user))
+			writeStatus(c, http.StatusProxyAuthRequired, "overlayd: proxy authentication required",
+				"Proxy-Authenticate: Basic realm=\"overlayd\"\r\n")
+			linger(c)
+			return
+		}
+	}
+	oc, err := h.dial("tcp", pr.host, pr.port)
 	if err != nil {
 		h.fail(classify(err), c.RemoteAddr(), target, err)
 		writeStatus(c, statusFor(err), "overlayd: "+err.Error(), "")
@@ -172,12 +220,76 @@ func (h *HTTPProxy) handle(c net.Conn) {
 		return
 	}
 	defer h.untrack(oc)
+	lr.n = -1
+	if !pr.connect {
+		h.forward(c, br, oc, pr.req, target)
+		return
+	}
 	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		h.fail(ReasonHandshake, c.RemoteAddr(), target, err)
 		return
 	}
 	c.SetDeadline(time.Time{})
-	lr.n = -1
 	h.log.Debug("connect", zap.Stringer("client", c.RemoteAddr()), zap.String("target", target))
 	splice(c, br, oc, h.opts.IdleTimeout, &h.cnt)
+}
+
+// hopHeaders are the hop-by-hop headers a proxy drops (RFC 9110 7.6.1).
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Upgrade",
+}
+
+func removeHopHeaders(hd http.Header) {
+	for _, f := range hd.Values("Connection") {
+		for _, name := range strings.Split(f, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				hd.Del(name)
+			}
+		}
+	}
+	for _, name := range hopHeaders {
+		hd.Del(name)
+	}
+}
+
+// forward relays one plain HTTP request and its response, then closes
+// the client connection: one request per connection, the whole exchange
+// bounded by IdleTimeout.
+func (h *HTTPProxy) forward(c net.Conn, br *bufio.Reader, oc net.Conn, req *http.Request, target string) {
+	deadline := time.Now().Add(h.opts.IdleTimeout)
+	c.SetDeadline(deadline)
+	oc.SetDeadline(deadline)
+	removeHopHeaders(req.Header)
+	req.Close = true // ask the server to close after its response
+	req.RequestURI = ""
+	h.log.Debug("forward", zap.Stringer("client", c.RemoteAddr()), zap.String("target", target), zap.String("method", req.Method))
+	// Send the request (and its body, read from br) while reading the
+	// response, so that a server that answers early does not deadlock us.
+	werr := make(chan error, 1)
+	go func() { werr <- req.Write(countWriter{oc, &h.cnt.outBytes}) }()
+	defer func() {
+		oc.Close()
+		<-werr
+	}()
+	obr := bufio.NewReader(oc)
+	for {
+		resp, err := http.ReadResponse(obr, req)
+		if err != nil {
+			h.fail(ReasonDial, c.RemoteAddr(), target, err)
+			writeStatus(c, http.StatusBadGateway, "overlayd: reading the response: "+err.Error(), "")
+			linger(c)
+			return
+		}
+		removeHopHeaders(resp.Header)
+		interim := resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols
+		if !interim {
+			resp.Close = true
+		}
+		err = resp.Write(countWriter{c, &h.cnt.inBytes})
+		resp.Body.Close()
+		if err != nil || !interim {
+			return
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"io"
 	"net"
@@ -60,7 +61,8 @@ func TestHTTPConnectStatus(t *testing.T) {
 		{"connect ip", "CONNECT 10.99.2.1:80 HTTP/1.1\r\nHost: 10.99.2.1:80\r\n\r\n", 200, "tcp 10.99.2.1:80", -1},
 		{"connect name", "CONNECT echo.test:443 HTTP/1.1\r\nHost: echo.test:443\r\n\r\n", 200, "tcp 10.99.2.1:443", -1},
 		{"connect ipv6", "CONNECT [fd00::2]:22 HTTP/1.1\r\n\r\n", 200, "tcp [fd00::2]:22", -1},
-		{"get", "GET http://echo.test/ HTTP/1.1\r\nHost: echo.test\r\n\r\n", 405, "", ReasonUnsupported},
+		{"origin form", "GET / HTTP/1.1\r\nHost: echo.test\r\n\r\n", 400, "", ReasonMalformed},
+		{"not http", "GET ftp://echo.test/ HTTP/1.1\r\nHost: echo.test\r\n\r\n", 400, "", ReasonMalformed},
 		{"garbage", "\x00\x01hello\r\n\r\n", 400, "", ReasonMalformed},
 		{"no port", "CONNECT echo.test HTTP/1.1\r\n\r\n", 400, "", ReasonMalformed},
 		{"port 0", "CONNECT echo.test:0 HTTP/1.1\r\n\r\n", 400, "", ReasonMalformed},
@@ -78,9 +80,6 @@ func TestHTTPConnectStatus(t *testing.T) {
 			resp, br, c := httpRequest(t, h.Addr().String(), tt.raw)
 			if resp.StatusCode != tt.want {
 				t.Fatalf("%q: status %d, want %d", tt.raw, resp.StatusCode, tt.want)
-			}
-			if tt.want == 405 && resp.Header.Get("Allow") != "CONNECT" {
-				t.Errorf("405 without Allow: CONNECT: %v", resp.Header)
 			}
 			if tt.wantDial != "" {
 				if got := d.lastDial(); got != tt.wantDial {
@@ -145,23 +144,52 @@ func TestHTTPLimit(t *testing.T) {
 	}
 }
 
-func FuzzHTTPConnect(f *testing.F) {
+func TestHTTPProxyAuth(t *testing.T) {
+	noLeaks(t)
+	opts, _ := testOptions(t)
+	opts.Authenticate = func(user, password string) bool { return user == "alice" && password == "s3cret" }
+	h := startHTTP(t, opts)
+	for _, tt := range []struct {
+		name, header string
+		want         int
+	}{
+		{"none", "", 407},
+		{"wrong", "Proxy-Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("alice:guess")) + "\r\n", 407},
+		{"not basic", "Proxy-Authorization: Bearer abc\r\n", 407},
+		{"good", "Proxy-Authorization: basic " + base64.StdEncoding.EncodeToString([]byte("alice:s3cret")) + "\r\n", 200},
+	} {
+		resp, _, _ := httpRequest(t, h.Addr().String(), "CONNECT 10.99.2.1:80 HTTP/1.1\r\n"+tt.header+"\r\n")
+		if resp.StatusCode != tt.want {
+			t.Errorf("%s credentials: status %d, want %d", tt.name, resp.StatusCode, tt.want)
+		}
+		if tt.want == 407 && resp.Header.Get("Proxy-Authenticate") == "" {
+			t.Errorf("%s credentials: 407 without Proxy-Authenticate", tt.name)
+		}
+	}
+	if got := h.Stats().Failed[ReasonAuth]; got != 3 {
+		t.Errorf("auth failures counted %d, want 3", got)
+	}
+}
+
+func FuzzHTTPProxyRequest(f *testing.F) {
 	f.Add([]byte("CONNECT web.default.overlay:80 HTTP/1.1\r\nHost: web.default.overlay:80\r\n\r\n"))
 	f.Add([]byte("CONNECT [fd00::1]:443 HTTP/1.1\r\n\r\n"))
+	f.Add([]byte("GET http://web.default.overlay/x?y HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"))
 	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 	f.Add([]byte("CONNECT :80 HTTP/1.0\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		br := bufio.NewReader(&limitedReader{r: bytes.NewReader(b), n: maxRequestHeader})
-		host, port, err := readConnect(br)
+		pr, err := readProxyRequest(br)
 		if err != nil {
 			var he *httpError
-			if errors.As(err, &he) && he.status != 400 && he.status != 405 && he.status != 431 {
-				t.Fatalf("readConnect(%q): status %d", b, he.status)
+			if errors.As(err, &he) && he.status != 400 && he.status != 431 {
+				t.Fatalf("readProxyRequest(%q): status %d", b, he.status)
 			}
 			return
 		}
-		if host == "" || port == 0 || checkName(host) != nil {
-			t.Fatalf("readConnect(%q) = %q, %d", b, host, port)
+		if pr.host == "" || pr.port == 0 || checkName(pr.host) != nil {
+			t.Fatalf("readProxyRequest(%q) = %q, %d", b, pr.host, pr.port)
 		}
+		proxyAuth(pr.req.Header)
 	})
 }

@@ -63,6 +63,11 @@ type Options struct {
 	PacketListener PacketListener
 	// Resolver resolves overlay names; nil means IP literals only.
 	Resolver Resolver
+	// Authenticate, when not nil, makes the SOCKS5 and HTTP doors ask
+	// clients for a user name and password (SOCKS5: RFC 1929; HTTP:
+	// Proxy-Authorization Basic) and reports whether they are valid. Nil
+	// means no authentication. Forwards never authenticate.
+	Authenticate func(user, password string) bool
 	// Logger receives lifecycle logs and rate-limited error logs; nil
 	// means none.
 	Logger *zap.Logger
@@ -137,6 +142,8 @@ const (
 	ReasonUnsupported
 	// ReasonNotAllowed: the Dialer or Resolver returned ErrNotAllowed.
 	ReasonNotAllowed
+	// ReasonAuth: the client did not authenticate.
+	ReasonAuth
 	// ReasonResolve: the name did not resolve.
 	ReasonResolve
 	// ReasonRefused: the destination refused the connection.
@@ -162,6 +169,7 @@ var reasonNames = [numReasons]string{
 	ReasonMalformed:   "malformed",
 	ReasonUnsupported: "unsupported",
 	ReasonNotAllowed:  "not-allowed",
+	ReasonAuth:        "auth",
 	ReasonResolve:     "resolve",
 	ReasonRefused:     "refused",
 	ReasonUnreachable: "unreachable",

@@ -20,7 +20,10 @@ const (
 	socksVersion = 0x05
 
 	methodNoAuth       = 0x00
+	methodUserPass     = 0x02
 	methodNoAcceptable = 0xff
+
+	userPassVersion = 0x01
 
 	cmdConnect   = 0x01
 	cmdBind      = 0x02
@@ -210,14 +213,14 @@ func appendRequest(b []byte, req socksRequest) []byte {
 }
 
 // readGreeting reads the client's method selection and says whether it
-// offers "no authentication".
+// offers method.
 //
 //	+----+----------+----------+
 //	|VER | NMETHODS | METHODS  |
 //	+----+----------+----------+
 //	| 1  |    1     | 1 to 255 |
 //	+----+----------+----------+
-func readGreeting(r io.Reader) (bool, error) {
+func readGreeting(r io.Reader, method byte) (bool, error) {
 	var buf [255]byte
 	if _, err := io.ReadFull(r, buf[:2]); err != nil {
 		return false, err
@@ -230,11 +233,38 @@ func readGreeting(r io.Reader) (bool, error) {
 		return false, err
 	}
 	for _, m := range buf[:n] {
-		if m == methodNoAuth {
+		if m == method {
 			return true, nil
 		}
 	}
 	return false, nil
+}
+
+// readUserPass reads a username/password request (RFC 1929).
+//
+//	+----+------+----------+------+----------+
+//	|VER | ULEN |  UNAME   | PLEN |  PASSWD  |
+//	+----+------+----------+------+----------+
+//	| 1  |  1   | 1 to 255 |  1   | 1 to 255 |
+//	+----+------+----------+------+----------+
+func readUserPass(r io.Reader) (user, password string, err error) {
+	var buf [256]byte
+	if _, err := io.ReadFull(r, buf[:2]); err != nil {
+		return "", "", err
+	}
+	if buf[0] != userPassVersion {
+		return "", "", malformed("username/password version %d", buf[0])
+	}
+	n := int(buf[1])
+	if _, err := io.ReadFull(r, buf[:n+1]); err != nil {
+		return "", "", err
+	}
+	user = string(buf[:n])
+	n = int(buf[n])
+	if _, err := io.ReadFull(r, buf[:n]); err != nil {
+		return "", "", err
+	}
+	return user, string(buf[:n]), nil
 }
 
 // socksReply is the server's reply.
@@ -272,7 +302,8 @@ func replyFor(err error) byte {
 	return RepGeneralFailure
 }
 
-// SOCKS5 is a SOCKS5 server (RFC 1928) without authentication: CONNECT
+// SOCKS5 is a SOCKS5 server (RFC 1928), with username/password
+// authentication (RFC 1929) when Options.Authenticate is set: CONNECT
 // to IPv4, IPv6 and domain-name destinations (names resolved through the
 // Resolver, so `curl --socks5-hostname` reaches overlay names), and UDP
 // ASSOCIATE relaying datagrams between the client's host UDP socket and
@@ -298,19 +329,67 @@ func (s *SOCKS5) Start(ctx context.Context) error {
 	return s.startTCP(ctx, s.handle, s.tellFull)
 }
 
+// method is the authentication method the server requires.
+func (s *SOCKS5) method() byte {
+	if s.opts.Authenticate != nil {
+		return methodUserPass
+	}
+	return methodNoAuth
+}
+
+// negotiate runs method selection and, with Authenticate, RFC 1929
+// authentication; it reports and counts failures itself. With check
+// false (a client over the limit) any credentials pass.
+func (s *SOCKS5) negotiate(c net.Conn, check bool) bool {
+	m := s.method()
+	ok, err := readGreeting(c, m)
+	if err != nil {
+		if check {
+			s.failHandshake(c, err, "")
+		}
+		return false
+	}
+	if !ok {
+		if check {
+			s.fail(ReasonAuth, c.RemoteAddr(), "", fmt.Errorf("socks5: client does not offer method %#x", m))
+		}
+		c.Write([]byte{socksVersion, methodNoAcceptable})
+		linger(c)
+		return false
+	}
+	if _, err := c.Write([]byte{socksVersion, m}); err != nil {
+		if check {
+			s.fail(ReasonHandshake, c.RemoteAddr(), "", err)
+		}
+		return false
+	}
+	if m != methodUserPass {
+		return true
+	}
+	user, password, err := readUserPass(c)
+	if err != nil {
+		if check {
+			s.failHandshake(c, err, "")
+		}
+		return false
+	}
+	if check && !s.opts.Authenticate(user, password) {
+		s.fail(ReasonAuth, c.RemoteAddr(), "", fmt.Errorf("socks5: user %q: bad credentials", user))
+		c.Write([]byte{userPassVersion, 0x01})
+		linger(c)
+		return false
+	}
+	_, err = c.Write([]byte{userPassVersion, 0x00})
+	if err != nil && check {
+		s.fail(ReasonHandshake, c.RemoteAddr(), "", err)
+	}
+	return err == nil
+}
+
 // tellFull answers a client over MaxConns: methods, then the request gets
 // "general failure".
 func (s *SOCKS5) tellFull(c net.Conn) {
-	ok, err := readGreeting(c)
-	if err != nil {
-		return
-	}
-	if !ok {
-		c.Write([]byte{socksVersion, methodNoAcceptable})
-		linger(c)
-		return
-	}
-	if _, err := c.Write([]byte{socksVersion, methodNoAuth}); err != nil {
+	if !s.negotiate(c, false) {
 		return
 	}
 	if _, err := readRequest(c); err != nil && !errors.As(err, new(*socksError)) {
@@ -322,19 +401,7 @@ func (s *SOCKS5) tellFull(c net.Conn) {
 
 func (s *SOCKS5) handle(c net.Conn) {
 	c.SetDeadline(time.Now().Add(s.opts.HandshakeTimeout))
-	ok, err := readGreeting(c)
-	if err != nil {
-		s.failHandshake(c, err, "")
-		return
-	}
-	if !ok {
-		c.Write([]byte{socksVersion, methodNoAcceptable})
-		s.fail(ReasonUnsupported, c.RemoteAddr(), "", errors.New("socks5: client offers no acceptable method"))
-		linger(c)
-		return
-	}
-	if _, err := c.Write([]byte{socksVersion, methodNoAuth}); err != nil {
-		s.fail(ReasonHandshake, c.RemoteAddr(), "", err)
+	if !s.negotiate(c, true) {
 		return
 	}
 	req, err := readRequest(c)

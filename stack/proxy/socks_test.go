@@ -68,9 +68,9 @@ func TestSOCKSReplyCodes(t *testing.T) {
 		{name: "connect domain that is an IP literal", srv: noRes, greeting: hello, request: connectReq(atypDomain, domain("10.99.2.1"), 81),
 			wantMethod: []byte{5, 0}, wantRep: 0, wantDial: "tcp 10.99.2.1:81", reason: -1},
 		{name: "no acceptable method", srv: s, greeting: []byte{5, 1, 2},
-			wantMethod: []byte{5, 0xff}, wantRep: -1, reason: ReasonUnsupported},
+			wantMethod: []byte{5, 0xff}, wantRep: -1, reason: ReasonAuth},
 		{name: "no methods", srv: s, greeting: []byte{5, 0},
-			wantMethod: []byte{5, 0xff}, wantRep: -1, reason: ReasonUnsupported},
+			wantMethod: []byte{5, 0xff}, wantRep: -1, reason: ReasonAuth},
 		{name: "socks4 greeting", srv: s, greeting: []byte{4, 1, 0, 80, 10, 99, 2, 1, 0},
 			wantRep: -1, reason: ReasonMalformed},
 		{name: "request version 4", srv: s, greeting: hello, request: []byte{4, 1, 0, 1, 10, 99, 2, 1, 0, 80},
@@ -334,4 +334,91 @@ func FuzzSOCKSDatagram(f *testing.F) {
 			t.Fatalf("parseDatagram(%x) = %d %v %x; re-encoded %x", b, frag, dst, payload, re)
 		}
 	})
+}
+
+func TestSOCKSIdleTimeout(t *testing.T) {
+	noLeaks(t)
+	opts, _ := testOptions(t)
+	opts.IdleTimeout = 300 * time.Millisecond
+	s := startSOCKS(t, opts)
+
+	// A connection that keeps moving outlives the idle timeout several
+	// times over, even while one direction is quiet.
+	busy, rep := socksConnect(t, s.Addr().String(), connectReq(atypIPv4, ip4, 80))
+	if rep != 0 {
+		t.Fatalf("REP %#x", rep)
+	}
+	defer busy.Close()
+	busy.SetDeadline(time.Now().Add(10 * time.Second))
+	for i := range 10 {
+		busy.Write([]byte{byte(i)})
+		if _, err := io.ReadFull(busy, make([]byte, 1)); err != nil {
+			t.Fatalf("busy connection closed after %d round trips: %v", i, err)
+		}
+		time.Sleep(100 * time.Millisecond) // traffic every 100ms, idle limit 300ms
+	}
+
+	idle, rep := socksConnect(t, s.Addr().String(), connectReq(atypIPv4, ip4, 80))
+	if rep != 0 {
+		t.Fatalf("REP %#x", rep)
+	}
+	defer idle.Close()
+	idle.SetDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	if n, err := idle.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("idle connection read %d, %v; want it closed", n, err)
+	}
+	if el := time.Since(start); el < 250*time.Millisecond {
+		t.Fatalf("idle connection closed after %v, before the 300ms timeout", el)
+	}
+}
+
+func TestSOCKSUserPass(t *testing.T) {
+	noLeaks(t)
+	opts, _ := testOptions(t)
+	opts.Authenticate = func(user, password string) bool { return user == "alice" && password == "s3cret" }
+	s := startSOCKS(t, opts)
+	userPass := func(u, p string) []byte {
+		b := append([]byte{1, byte(len(u))}, u...)
+		return append(append(b, byte(len(p))), p...)
+	}
+	for _, tt := range []struct {
+		name     string
+		greeting []byte
+		auth     []byte
+		want     []byte // method reply, then the auth reply
+		ok       bool
+	}{
+		{"good", []byte{5, 2, 0, 2}, userPass("alice", "s3cret"), []byte{5, 2, 1, 0}, true},
+		{"bad password", []byte{5, 1, 2}, userPass("alice", "guess"), []byte{5, 2, 1, 1}, false},
+		{"empty", []byte{5, 1, 2}, userPass("", ""), []byte{5, 2, 1, 1}, false},
+		{"no auth offered", []byte{5, 1, 0}, nil, []byte{5, 0xff}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := s.Stats().Failed[ReasonAuth]
+			c, err := net.Dial("tcp", s.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			c.Write(append(tt.greeting, tt.auth...))
+			got := make([]byte, len(tt.want))
+			if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, tt.want) {
+				t.Fatalf("replies %x, %v; want %x", got, err, tt.want)
+			}
+			if !tt.ok {
+				if b, err := io.ReadAll(c); len(b) != 0 || err != nil {
+					t.Fatalf("after refusal: %x, %v; want close", b, err)
+				}
+				waitFor(t, "auth failure counted", func() bool { return s.Stats().Failed[ReasonAuth] == before+1 })
+				return
+			}
+			c.Write(connectReq(atypIPv4, ip4, 80))
+			hdr := make([]byte, 4)
+			if _, err := io.ReadFull(c, hdr); err != nil || hdr[1] != 0 {
+				t.Fatalf("request after auth: %x, %v", hdr, err)
+			}
+		})
+	}
 }
