@@ -303,6 +303,8 @@ func TestThroughCluster(t *testing.T) {
 			}
 			sent += size
 		}
+		// The last reply is counted just after it is sent.
+		waitFor(t, "the counters to catch up", func() bool { st := fw.Stats(); return st.InBytes >= uint64(sent) && st.OutBytes >= uint64(sent) })
 		if st := fw.Stats(); st.OutBytes < uint64(sent) || st.InBytes < uint64(sent) || st.Accepted != 1 {
 			t.Fatalf("stats = %+v; want 1 session, ≥%d bytes each way", st, sent)
 		}

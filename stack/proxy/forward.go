@@ -177,8 +177,12 @@ func (f *Forwarder) serveUDP() {
 			}
 			s = &udpSession{f: f, client: from, queue: make(chan []byte, sessionQueue), stop: make(chan struct{})}
 			s.last.Store(time.Now().UnixNano())
+			if !f.goDo(s.run) {
+				f.release()
+				f.smu.Unlock()
+				return
+			}
 			f.sessions[from] = s
-			f.goDo(s.run)
 		}
 		f.smu.Unlock()
 		select {

@@ -88,7 +88,7 @@ func TestUDPForwardSessions(t *testing.T) {
 	noLeaks(t)
 	opts, _ := testOptions(t)
 	opts.MaxConns = 2
-	opts.UDPIdleTimeout = 200 * time.Millisecond
+	opts.UDPIdleTimeout = 500 * time.Millisecond
 	fw := startForward(t, Forward{Listen: "127.0.0.1:0", Target: "echo.test:53", Proto: "udp"}, opts)
 	var clients []net.Conn
 	for i := range 3 {
@@ -111,6 +111,7 @@ func TestUDPForwardSessions(t *testing.T) {
 			t.Fatalf("client %d over the session limit got %x", i, got[:n])
 		}
 	}
+	waitFor(t, "the counters to catch up", func() bool { st := fw.Stats(); return st.InPackets == 2 && st.OutPackets == 2 })
 	st := fw.Stats()
 	if st.Accepted != 2 || st.Refused != 1 || st.OutPackets != 2 || st.InPackets != 2 || st.OutBytes != 8 {
 		t.Fatalf("stats = %+v; want 2 sessions, 1 refused, 2 datagrams of 4 bytes each way", st)

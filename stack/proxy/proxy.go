@@ -313,13 +313,21 @@ func (d *door) start() error {
 	return nil
 }
 
-// go runs f in a goroutine that Close waits for.
-func (d *door) goDo(f func()) {
+// goDo runs f in a goroutine that Close waits for; once Close has begun
+// it runs nothing and returns false.
+func (d *door) goDo(f func()) bool {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return false
+	}
 	d.wg.Add(1)
+	d.mu.Unlock()
 	go func() {
 		defer d.wg.Done()
 		f()
 	}()
+	return true
 }
 
 // close cancels the door's context, closes every tracked connection and
@@ -365,12 +373,15 @@ func (d *door) refuse(c net.Conn, tell func(net.Conn)) {
 		c.Close()
 		return
 	}
-	d.goDo(func() {
+	if !d.goDo(func() {
 		defer d.refusing.Add(-1)
 		defer d.untrack(c)
 		c.SetDeadline(time.Now().Add(refuseTimeout))
 		tell(c)
-	})
+	}) {
+		d.refusing.Add(-1)
+		d.untrack(c)
+	}
 }
 
 // fail counts a failed connection and logs it, rate-limited.
@@ -409,11 +420,15 @@ func (d *door) serveListener(ln net.Listener, handle func(net.Conn), tell func(n
 				d.release()
 				return
 			}
-			d.goDo(func() {
+			if !d.goDo(func() {
 				defer d.release()
 				defer d.untrack(c)
 				handle(c)
-			})
+			}) {
+				d.release()
+				d.untrack(c)
+				return
+			}
 		}
 	})
 }

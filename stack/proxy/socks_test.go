@@ -339,7 +339,7 @@ func FuzzSOCKSDatagram(f *testing.F) {
 func TestSOCKSIdleTimeout(t *testing.T) {
 	noLeaks(t)
 	opts, _ := testOptions(t)
-	opts.IdleTimeout = 300 * time.Millisecond
+	opts.IdleTimeout = 400 * time.Millisecond
 	s := startSOCKS(t, opts)
 
 	// A connection that keeps moving outlives the idle timeout several
@@ -350,12 +350,12 @@ func TestSOCKSIdleTimeout(t *testing.T) {
 	}
 	defer busy.Close()
 	busy.SetDeadline(time.Now().Add(10 * time.Second))
-	for i := range 10 {
+	for i := range 20 {
 		busy.Write([]byte{byte(i)})
 		if _, err := io.ReadFull(busy, make([]byte, 1)); err != nil {
 			t.Fatalf("busy connection closed after %d round trips: %v", i, err)
 		}
-		time.Sleep(100 * time.Millisecond) // traffic every 100ms, idle limit 300ms
+		time.Sleep(50 * time.Millisecond) // traffic every 50ms for 1s, idle limit 400ms
 	}
 
 	idle, rep := socksConnect(t, s.Addr().String(), connectReq(atypIPv4, ip4, 80))
@@ -368,8 +368,8 @@ func TestSOCKSIdleTimeout(t *testing.T) {
 	if n, err := idle.Read(make([]byte, 1)); n != 0 || err == nil {
 		t.Fatalf("idle connection read %d, %v; want it closed", n, err)
 	}
-	if el := time.Since(start); el < 250*time.Millisecond {
-		t.Fatalf("idle connection closed after %v, before the 300ms timeout", el)
+	if el := time.Since(start); el < 350*time.Millisecond {
+		t.Fatalf("idle connection closed after %v, before the 400ms timeout", el)
 	}
 }
 
