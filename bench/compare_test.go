@@ -18,27 +18,28 @@ func iperf(b *testing.B, h1, h2 *e2e.Host, dst string, secs, streams int) float6
 	b.Helper()
 	srv := h2.Start("iperf3", "-s", "-1", "-B", dst)
 	defer srv.Stop()
-	var out string
-	var err error
-	for try := 0; try < 50; try++ {
-		out, err = h1.Try("iperf3", "-c", dst, "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J")
-		if err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		b.Fatalf("iperf3 to %s: %v\n%s", dst, err, out)
-	}
 	var res struct {
-		End struct {
+		Error string `json:"error"`
+		End   struct {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
 		} `json:"end"`
 	}
-	if err := json.Unmarshal([]byte(out), &res); err != nil {
-		b.Fatalf("iperf3 output: %v\n%s", err, out)
+	var out string
+	var err error
+	// The server may not listen yet; iperf3 -J exits 0 even then and
+	// says so in "error".
+	for try := 0; try < 50; try++ {
+		out, err = h1.Try("iperf3", "-c", dst, "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J")
+		res.Error = ""
+		if err == nil && json.Unmarshal([]byte(out), &res) == nil && res.Error == "" {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil || res.Error != "" || res.End.SumReceived.BitsPerSecond <= 0 {
+		b.Fatalf("iperf3 to %s measured nothing: %v\n%s\nserver: %s", dst, err, out, srv.Output())
 	}
 	return res.End.SumReceived.BitsPerSecond / 1e9
 }

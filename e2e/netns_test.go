@@ -175,26 +175,28 @@ func TestNetnsTUN(t *testing.T) {
 	t.Run("iperf3", func(t *testing.T) {
 		srv := h2.Start("iperf3", "-s", "-1", "-B", "10.200.2.1")
 		defer srv.Stop()
-		var out string
-		var err error
-		for try := 0; try < 50; try++ {
-			if out, err = h1.Try("iperf3", "-c", "10.200.2.1", "-t", "3", "-J"); err == nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err != nil {
-			t.Fatalf("iperf3: %v\n%s", err, out)
-		}
 		var res struct {
-			End struct {
+			Error string `json:"error"`
+			End   struct {
 				SumReceived struct {
 					BitsPerSecond float64 `json:"bits_per_second"`
 				} `json:"sum_received"`
 			} `json:"end"`
 		}
-		if err := json.Unmarshal([]byte(out), &res); err != nil || res.End.SumReceived.BitsPerSecond <= 0 {
-			t.Fatalf("iperf3 output: %v\n%s", err, out)
+		var out string
+		var err error
+		// The server may not listen yet; iperf3 -J exits 0 even then and
+		// says so in "error".
+		for try := 0; try < 50; try++ {
+			out, err = h1.Try("iperf3", "-c", "10.200.2.1", "-t", "3", "-J")
+			res.Error = ""
+			if err == nil && json.Unmarshal([]byte(out), &res) == nil && res.Error == "" {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil || res.Error != "" || res.End.SumReceived.BitsPerSecond <= 0 {
+			t.Fatalf("iperf3: %v\n%s", err, out)
 		}
 		t.Logf("iperf3 h1 → h2 through overlayd: %.2f Gbit/s (informational)", res.End.SumReceived.BitsPerSecond/1e9)
 	})
