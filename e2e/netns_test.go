@@ -282,3 +282,23 @@ func TestNetnsClearErrors(t *testing.T) {
 		}
 	}
 }
+
+// Two hosts in tap mode: the hosts' kernels speak Ethernet (their own ARP
+// included) through overlayd, which floods broadcasts to the peer VTEPs
+// and learns MACs.
+func TestNetnsTAP(t *testing.T) {
+	RequireRoot(t, "ping")
+	lab := NewLab(t, 2, 1500)
+	h1, h2 := lab.Hosts[0], lab.Hosts[1]
+	v1, v2 := h1.Underlay.String()+":4789", h2.Underlay.String()+":4789"
+	o1 := h1.StartOverlayd("--mode", "tap", "--listen", v1, "--addr", "10.210.1.1/16", "--peer", "10.210.2.0/24@"+v2)
+	h2.StartOverlayd("--mode", "tap", "--listen", v2, "--addr", "10.210.2.1/16", "--peer", "10.210.1.0/24@"+v1)
+	if out, err := h1.Try("ping", "-c", "3", "-i", "0.2", "-W", "2", "10.210.2.1"); err != nil {
+		t.Fatalf("tap h1 → h2 ping: %v\n%s", err, out)
+	}
+	transfer(t, h2, h1, netip.MustParseAddrPort("10.210.1.1:5005"), 8<<20)
+	st, err := o1.Status()
+	if err != nil || st.Mode != "tap" || st.Traffic.Inbound.Packets == 0 {
+		t.Fatalf("h1 status = %+v, %v", st, err)
+	}
+}
