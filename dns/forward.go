@@ -138,6 +138,16 @@ func (f *Forwarder) Exchange(ctx context.Context, req *mdns.Msg) (*mdns.Msg, err
 	if len(req.Question) != 1 {
 		return nil, errors.New("dns: forwarder: want exactly one question")
 	}
+	m, key, ok := f.fromCache(req)
+	if ok {
+		return m, nil
+	}
+	return f.exchangeMiss(ctx, req, key)
+}
+
+// fromCache returns the cached answer to req's one question, if any, and
+// the question's cache key.
+func (f *Forwarder) fromCache(req *mdns.Msg) (*mdns.Msg, cacheKey, bool) {
 	q := req.Question[0]
 	do := false
 	if opt := req.IsEdns0(); opt != nil {
@@ -146,8 +156,13 @@ func (f *Forwarder) Exchange(ctx context.Context, req *mdns.Msg) (*mdns.Msg, err
 	key := cacheKey{name: strings.ToLower(q.Name), qtype: q.Qtype, qclass: q.Qclass, do: do, cd: req.CheckingDisabled}
 	if m := f.cache.get(key); m != nil {
 		f.hits.Add(1)
-		return m, nil
+		return m, key, true
 	}
+	return nil, key, false
+}
+
+// exchangeMiss asks the upstreams for what the cache did not hold.
+func (f *Forwarder) exchangeMiss(ctx context.Context, req *mdns.Msg, key cacheKey) (*mdns.Msg, error) {
 	f.misses.Add(1)
 	select {
 	case f.sem <- struct{}{}:
@@ -157,9 +172,10 @@ func (f *Forwarder) Exchange(ctx context.Context, req *mdns.Msg) (*mdns.Msg, err
 	}
 	defer func() { <-f.sem }()
 
+	q := req.Question[0]
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	resp, err := f.query(ctx, q, do, req.CheckingDisabled)
+	resp, err := f.query(ctx, q, key.do, key.cd)
 	if err != nil {
 		return nil, err
 	}

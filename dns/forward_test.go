@@ -468,3 +468,34 @@ func TestReadResolvConf(t *testing.T) {
 		t.Error("ReadResolvConf(missing) = nil error")
 	}
 }
+
+// TestForwardNotForOutsiders: a source that is not Allowed gets REFUSED and
+// causes no upstream query, over UDP and TCP.
+func TestForwardNotForOutsiders(t *testing.T) {
+	up := dnstest.NewUpstream(t, func(req *mdns.Msg, tcp bool) []*mdns.Msg {
+		return []*mdns.Msg{dnstest.Reply(req, req.Question[0].Name+" 60 IN A 192.0.2.1")}
+	})
+	f, err := NewForwarder(ForwarderOptions{Upstreams: []netip.AddrPort{up.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Options{Forwarder: f, Allowed: netip.MustParsePrefix("10.200.0.0/16").Contains})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, tcp := range []bool{false, true} {
+		out := s.handle(context.Background(), netip.MustParseAddr("198.51.100.7"), pack(t, ask("open.resolver.test.", mdns.TypeA)), tcp)
+		r := new(mdns.Msg)
+		if err := r.Unpack(out); err != nil || r.Rcode != mdns.RcodeRefused || len(r.Answer) > 0 {
+			t.Errorf("tcp=%v: reply %v, %v; want REFUSED", tcp, r, err)
+		}
+	}
+	if n := up.UDPQueries.Load() + up.TCPQueries.Load(); n != 0 {
+		t.Errorf("upstream saw %d queries from an outsider's request, want 0", n)
+	}
+	out := s.handle(context.Background(), netip.MustParseAddr("10.200.1.1"), pack(t, ask("open.resolver.test.", mdns.TypeA)), false)
+	if r := new(mdns.Msg); r.Unpack(out) != nil || len(r.Answer) != 1 || up.UDPQueries.Load() != 1 {
+		t.Errorf("member's query: %x, upstream queries %d", out, up.UDPQueries.Load())
+	}
+}

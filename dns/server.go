@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,9 +33,13 @@ type Options struct {
 	Forwarder *Forwarder
 	// Logger receives serve-loop errors; nil logs nothing.
 	Logger *zap.Logger
-	// MaxConcurrent bounds the queries being answered at once; a packet
+	// MaxConcurrent bounds the queries waiting on an upstream at once (the
+	// Forwarder's MaxInFlight answers SERVFAIL beyond its own bound); a packet
 	// socket stops reading while it is reached. Default 1024.
 	MaxConcurrent int
+	// PacketReaders is the number of goroutines reading each packet conn.
+	// Default GOMAXPROCS, at most 8.
+	PacketReaders int
 	// TCPIdleTimeout closes TCP connections idle this long. Default 10 s.
 	TCPIdleTimeout time.Duration
 }
@@ -49,6 +54,7 @@ type Server struct {
 	log       *zap.Logger
 	sem       chan struct{}
 	tcpIdle   time.Duration
+	readers   int
 	zone      atomic.Pointer[Zone]
 	ctx       context.Context // cancelled by Close
 	cancel    context.CancelFunc
@@ -92,6 +98,10 @@ func New(opts Options) (*Server, error) {
 		n = 1024
 	}
 	s.sem = make(chan struct{}, n)
+	s.readers = opts.PacketReaders
+	if s.readers <= 0 {
+		s.readers = min(runtime.GOMAXPROCS(0), 8)
+	}
 	z, err := NewZone(ZoneData{})
 	if err != nil {
 		return nil, err
@@ -210,9 +220,12 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 // ServePacket answers queries arriving on pc until pc fails or Close is
-// called, then returns (nil after Close). The Server owns pc from the call:
-// Close closes it. Source addresses are read from *net.UDPAddr (as host
-// sockets and gVisor's gonet give) or parsed from Addr.String().
+// called, then returns (nil after Close or once pc is closed). The Server
+// owns pc from the call: Close closes it. Several goroutines read pc at once
+// (Options.PacketReaders); each answers zone and cached names itself and
+// hands queries that need an upstream to a goroutine of their own. Source
+// addresses are read from *net.UDPAddr (as host sockets and gVisor's gonet
+// give) or parsed from Addr.String().
 func (s *Server) ServePacket(pc net.PacketConn) error {
 	if !s.track(pc) {
 		pc.Close()
@@ -220,7 +233,26 @@ func (s *Server) ServePacket(pc net.PacketConn) error {
 	}
 	defer s.untrack(pc)
 	defer pc.Close()
-	buf := make([]byte, 65535)
+	errc := make(chan error, s.readers)
+	for range s.readers {
+		go func() { errc <- s.readPackets(pc) }()
+	}
+	var first error
+	for range s.readers {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			pc.Close() // stop the other readers
+		}
+	}
+	return first
+}
+
+func (s *Server) readPackets(pc net.PacketConn) error {
+	if bc, ok := asBatchConn(pc); ok {
+		return s.readBatches(pc, bc)
+	}
+	buf := make([]byte, mdns.MaxMsgSize)
+	obuf := make([]byte, mdns.MaxMsgSize+1)
 	for {
 		n, from, err := pc.ReadFrom(buf)
 		if err != nil {
@@ -234,25 +266,41 @@ func (s *Server) ServePacket(pc net.PacketConn) error {
 			return fmt.Errorf("dns: read %v: %w", pc.LocalAddr(), err)
 		}
 		src, ok := addrOf(from)
-		if !ok || n < headerSize {
+		if !ok {
 			s.dropped.Add(1)
 			continue
 		}
-		req := append([]byte(nil), buf[:n]...)
-		select {
-		case s.sem <- struct{}{}:
-		case <-s.ctx.Done():
-			return nil
-		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer func() { <-s.sem }()
-			if out := s.handle(s.ctx, src, req, false); out != nil {
+		out, later := s.respond(src, buf[:n], false, obuf)
+		if later == nil {
+			if out != nil {
 				pc.WriteTo(out, from)
 			}
-		}()
+			continue
+		}
+		if !s.later(pc, later, from) {
+			return nil
+		}
 	}
+}
+
+// later runs a query that waits on an upstream in a goroutine of its own and
+// writes its reply to pc. It waits while MaxConcurrent are running, and
+// returns false if the Server is closed meanwhile.
+func (s *Server) later(pc net.PacketConn, later func(context.Context) []byte, to net.Addr) bool {
+	select {
+	case s.sem <- struct{}{}:
+	case <-s.ctx.Done():
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.sem }()
+		if out := later(s.ctx); out != nil {
+			pc.WriteTo(out, to)
+		}
+	}()
+	return true
 }
 
 // ServeListener answers queries on connections accepted from ln until ln
@@ -350,24 +398,35 @@ const headerSize = 12
 // handle answers one query from src and returns the reply's wire form, or
 // nil when no reply is due. It never panics on any input.
 func (s *Server) handle(ctx context.Context, src netip.Addr, b []byte, tcp bool) []byte {
+	out, later := s.respond(src, b, tcp, nil)
+	if later != nil {
+		return later(ctx)
+	}
+	return out
+}
+
+// respond answers b without blocking. When an upstream must be asked, it
+// returns later instead, which asks and returns the reply; later does not
+// keep b. The reply may be packed into buf.
+func (s *Server) respond(src netip.Addr, b []byte, tcp bool, buf []byte) (out []byte, later func(context.Context) []byte) {
 	if len(b) < headerSize {
 		s.dropped.Add(1)
-		return nil
+		return nil, nil
 	}
 	flags := binary.BigEndian.Uint16(b[2:])
 	if flags&(1<<15) != 0 { // QR: a response, perhaps reflected at us
 		s.dropped.Add(1)
-		return nil
+		return nil, nil
 	}
 	if !s.allowed(src) {
-		return s.headerReply(b, mdns.RcodeRefused)
+		return s.headerReply(b, mdns.RcodeRefused), nil
 	}
 	if opcode := int(flags>>11) & 0xf; opcode != mdns.OpcodeQuery {
-		return s.headerReply(b, mdns.RcodeNotImplemented)
+		return s.headerReply(b, mdns.RcodeNotImplemented), nil
 	}
-	var req mdns.Msg
+	req := new(mdns.Msg)
 	if err := req.Unpack(b); err != nil || len(req.Question) != 1 {
-		return s.headerReply(b, mdns.RcodeFormatError)
+		return s.headerReply(b, mdns.RcodeFormatError), nil
 	}
 	q := req.Question[0]
 	if q.Qtype < uint16(len(s.queries)) {
@@ -376,7 +435,7 @@ func (s *Server) handle(ctx context.Context, src netip.Addr, b []byte, tcp bool)
 		s.queries[0].Add(1)
 	}
 	resp := new(mdns.Msg)
-	resp.SetReply(&req)
+	resp.SetReply(req)
 	resp.RecursionAvailable = s.fwd != nil
 	opt := req.IsEdns0()
 	size := mdns.MinMsgSize
@@ -389,7 +448,7 @@ func (s *Server) handle(ctx context.Context, src netip.Addr, b []byte, tcp bool)
 	if opt != nil && opt.Version() != 0 {
 		resp.Rcode = mdns.RcodeBadVers
 		resp.SetEdns0(EDNSSize, opt.Do())
-		return s.pack(b, resp, size)
+		return s.pack(resp, size, buf), nil
 	}
 
 	name := strings.ToLower(q.Name)
@@ -404,35 +463,61 @@ func (s *Server) handle(ctx context.Context, src netip.Addr, b []byte, tcp bool)
 		default:
 			resp.Rcode, resp.Answer, resp.Ns, resp.Extra = a.rcode, a.answer, a.ns, a.extra
 		}
-	} else if s.fwd == nil {
+		return s.finish(req, resp, size, buf), nil
+	}
+	if s.fwd == nil {
 		resp.Rcode = mdns.RcodeRefused
-	} else {
-		m, err := s.fwd.Exchange(ctx, &req)
-		if err != nil {
-			resp.Rcode = mdns.RcodeServerFailure
-		} else {
-			resp.Rcode, resp.Answer, resp.Ns, resp.Extra = m.Rcode, m.Answer, m.Ns, m.Extra
-			// A cached answer may carry another client's spelling of the name.
-			for _, rr := range resp.Answer {
-				if h := rr.Header(); h.Name != q.Name && strings.EqualFold(h.Name, q.Name) {
-					h.Name = q.Name
-				}
-			}
-			resp.AuthenticatedData = m.AuthenticatedData && (req.AuthenticatedData || opt != nil && opt.Do())
-		}
+		return s.finish(req, resp, size, buf), nil
 	}
-	if opt != nil {
-		resp.SetEdns0(EDNSSize, opt.Do())
+	m, key, ok := s.fwd.fromCache(req)
+	if ok {
+		s.forwarded(req, resp, m, nil)
+		return s.finish(req, resp, size, buf), nil
 	}
-	return s.pack(b, resp, size)
+	return nil, func(ctx context.Context) []byte {
+		m, err := s.fwd.exchangeMiss(ctx, req, key)
+		s.forwarded(req, resp, m, err)
+		return s.finish(req, resp, size, nil)
+	}
 }
 
-func (s *Server) pack(req []byte, resp *mdns.Msg, size int) []byte {
+// forwarded fills resp from the forwarder's answer m (or SERVFAIL on err).
+func (s *Server) forwarded(req, resp, m *mdns.Msg, err error) {
+	if err != nil {
+		resp.Rcode = mdns.RcodeServerFailure
+		return
+	}
+	resp.Rcode, resp.Answer, resp.Ns, resp.Extra = m.Rcode, m.Answer, m.Ns, m.Extra
+	opt := req.IsEdns0()
+	resp.AuthenticatedData = m.AuthenticatedData && (req.AuthenticatedData || opt != nil && opt.Do())
+	// A cached answer may carry another client's spelling of the name.
+	q := req.Question[0]
+	for _, rr := range resp.Answer {
+		if h := rr.Header(); h.Name != q.Name && strings.EqualFold(h.Name, q.Name) {
+			h.Name = q.Name
+		}
+	}
+}
+
+// finish adds the OPT record the client's EDNS0 calls for and packs resp.
+func (s *Server) finish(req, resp *mdns.Msg, size int, buf []byte) []byte {
+	if opt := req.IsEdns0(); opt != nil {
+		resp.SetEdns0(EDNSSize, opt.Do())
+	}
+	return s.pack(resp, size, buf)
+}
+
+func (s *Server) pack(resp *mdns.Msg, size int, buf []byte) []byte {
 	resp.Truncate(size)
 	resp.Compress = true
-	out, err := resp.Pack()
+	out, err := resp.PackBuffer(buf)
 	if err != nil {
-		return s.headerReply(req, mdns.RcodeServerFailure)
+		s.countRcode(mdns.RcodeServerFailure)
+		bare := new(mdns.Msg)
+		bare.MsgHdr = resp.MsgHdr
+		bare.Rcode = mdns.RcodeServerFailure
+		out, _ = bare.Pack()
+		return out
 	}
 	s.countRcode(resp.Rcode)
 	return out

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -212,19 +213,53 @@ func exchange(t testing.TB, netw, addr string, q *mdns.Msg) *mdns.Msg {
 	return r
 }
 
+// plainConns hide the host socket types, as gVisor's gonet conns would: the
+// Server then reads one datagram at a time instead of batches.
+type plainPacketConn struct{ net.PacketConn }
+type plainListener struct{ net.Listener }
+
 func TestServeSockets(t *testing.T) {
+	for _, plain := range []bool{false, true} {
+		t.Run(fmt.Sprintf("plain=%v", plain), func(t *testing.T) { testServeSockets(t, plain) })
+	}
+}
+
+func testServeSockets(t *testing.T, plain bool) {
 	s := newTestServer(t, testZoneData())
+	var pc net.PacketConn
+	var ln net.Listener
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if plain {
+		pc, ln = plainPacketConn{pc}, plainListener{ln}
+	}
+	if _, batched := asBatchConn(pc); batched == plain {
+		t.Fatalf("plain=%v: batched %v", plain, batched)
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- s.ServePacket(pc) }()
 	go func() { errc <- s.ServeListener(ln) }()
+	// Many queries at once, each answered with its own ID.
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			q := ask(fmt.Sprintf("n%d.default.overlay.", i%3), mdns.TypeA)
+			c := &mdns.Client{Timeout: 3 * time.Second}
+			r, _, err := c.Exchange(q, pc.LocalAddr().String())
+			if err != nil || r.Id != q.Id {
+				t.Errorf("concurrent query %d: %v, %v", i, r, err)
+			}
+		}()
+	}
+	wg.Wait()
 
 	q := new(mdns.Msg)
 	q.SetQuestion("web.default.overlay.", mdns.TypeA)
