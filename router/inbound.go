@@ -75,6 +75,7 @@ func (r *Router) inboundLoop(ctx context.Context) {
 // inbound decides the fate of n datagrams from the underlay.
 func (r *Router) inbound(b *inBatch, n int) {
 	t := r.tab.Load()
+	nets := *r.nets.Load()
 	var pkts, bytes uint64
 	for i := range n {
 		d := b.rbufs[i][:b.sizes[i]]
@@ -88,7 +89,7 @@ func (r *Router) inbound(b *inBatch, n int) {
 			r.drops.Add(reason)
 			continue
 		}
-		nw, ok := r.nets[vni]
+		nw, ok := nets[vni]
 		if !ok {
 			r.drops.Add(vxlan.DropUnknownVNI)
 			continue

@@ -210,7 +210,7 @@ func (r *Router) outboundFrame(b *outBatch, t *table, i int, frame []byte) {
 
 // queueARPRequest asks vtep who has k.ip, inside the tunnel.
 func (r *Router) queueARPRequest(b *outBatch, k neighKey, vtep netip.AddrPort) {
-	nw, ok := r.nets[k.vni]
+	nw, ok := (*r.nets.Load())[k.vni]
 	if !ok {
 		return
 	}

@@ -1,12 +1,14 @@
 package router
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,7 +32,8 @@ const maxBatch = 128
 // Options configure a Router. Only Networks is required.
 type Options struct {
 	// Networks are the overlay networks this node is attached to, with its
-	// own address on each. In L2 mode exactly one.
+	// own address on each. In L2 mode exactly one. An L3 router may start
+	// with none if MAC is given, and gain them later with SetNetworks.
 	Networks []Network
 	// MAC is the node's MAC inside the tunnel; zero means
 	// vxlan.NodeMAC(first network's address).
@@ -81,8 +84,10 @@ type Router struct {
 	mac     vxlan.MAC
 	pathMTU int
 	layer   stack.Layer
-	nets    map[uint32]Network // read-only after New
-	l2VNI   uint32             // the one network of an L2 attachment
+	nets    atomic.Pointer[map[uint32]Network] // replaced whole by SetNetworks
+	l2VNI   uint32                             // the one network of an L2 attachment
+
+	setMu sync.Mutex // serialises SetNetworks and SetRoutes (readers use the snapshots)
 
 	tab     atomic.Pointer[table]
 	neigh   *cowMap[neighKey, vxlan.MAC]
@@ -113,8 +118,8 @@ func New(dev stack.Device, ul Underlay, opts Options) (*Router, error) {
 	if dev == nil || ul == nil {
 		return nil, errors.New("router: a device and an underlay are required")
 	}
-	if len(opts.Networks) == 0 {
-		return nil, errors.New("router: at least one network is required")
+	if len(opts.Networks) == 0 && (opts.MAC == (vxlan.MAC{}) || dev.Layer() == stack.L2) {
+		return nil, errors.New("router: at least one network is required (or, for an L3 attachment, a MAC)")
 	}
 	if dev.Layer() == stack.L2 && len(opts.Networks) != 1 {
 		return nil, errors.New("router: an L2 (tap) attachment carries exactly one network")
@@ -126,26 +131,20 @@ func New(dev stack.Device, ul Underlay, opts Options) (*Router, error) {
 		mac:     opts.MAC,
 		pathMTU: opts.PathMTU,
 		layer:   dev.Layer(),
-		nets:    make(map[uint32]Network),
 		pending: newPendingQueue(),
 	}
 	if r.log == nil {
 		r.log = zap.NewNop()
 	}
 	r.log = r.log.Named("router")
-	for _, n := range opts.Networks {
-		if n.VNI > vxlan.MaxVNI {
-			return nil, fmt.Errorf("router: VNI %d is out of range (0-%d)", n.VNI, vxlan.MaxVNI)
-		}
-		if !n.Addr.IsValid() || !n.Addr.Addr().Is4() {
-			return nil, fmt.Errorf("router: network with VNI %d: %v is not an IPv4 address with prefix", n.VNI, n.Addr)
-		}
-		if _, dup := r.nets[n.VNI]; dup {
-			return nil, fmt.Errorf("router: VNI %d given twice", n.VNI)
-		}
-		r.nets[n.VNI] = n
+	nets, err := checkNetworks(opts.Networks)
+	if err != nil {
+		return nil, err
 	}
-	r.l2VNI = opts.Networks[0].VNI
+	r.nets.Store(&nets)
+	if len(opts.Networks) > 0 {
+		r.l2VNI = opts.Networks[0].VNI
+	}
 	if r.mac == (vxlan.MAC{}) {
 		r.mac = vxlan.NodeMAC(opts.Networks[0].Addr.Addr())
 	}
@@ -166,12 +165,78 @@ func New(dev stack.Device, ul Underlay, opts Options) (*Router, error) {
 	return r, nil
 }
 
+func checkNetworks(networks []Network) (map[uint32]Network, error) {
+	nets := make(map[uint32]Network, len(networks))
+	for _, n := range networks {
+		if n.VNI > vxlan.MaxVNI {
+			return nil, fmt.Errorf("router: VNI %d is out of range (0-%d)", n.VNI, vxlan.MaxVNI)
+		}
+		if !n.Addr.IsValid() || !n.Addr.Addr().Is4() {
+			return nil, fmt.Errorf("router: network with VNI %d: %v is not an IPv4 address with prefix", n.VNI, n.Addr)
+		}
+		if _, dup := nets[n.VNI]; dup {
+			return nil, fmt.Errorf("router: VNI %d given twice", n.VNI)
+		}
+		nets[n.VNI] = n
+	}
+	return nets, nil
+}
+
+// SetNetworks replaces the networks the router is attached to (its own
+// address on each) as one snapshot; routes on networks that are no longer
+// present leave the route table in the same step. Inbound traffic of a VNI
+// not in the set is dropped (unknown_vni), and traffic of one VNI is only
+// ever delivered for this node's address on that VNI. An L2 router keeps
+// its one network. Safe to call at any time, concurrently with forwarding.
+func (r *Router) SetNetworks(networks []Network) error {
+	nets, err := checkNetworks(networks)
+	if err != nil {
+		return err
+	}
+	if r.layer == stack.L2 && (len(nets) != 1 || nets[r.l2VNI].Addr != (*r.nets.Load())[r.l2VNI].Addr) {
+		return errors.New("router: an L2 (tap) attachment keeps its one network")
+	}
+	r.setMu.Lock()
+	defer r.setMu.Unlock()
+	old := r.tab.Load()
+	var keep []Route
+	for _, rt := range old.routes {
+		if _, ok := nets[rt.VNI]; ok {
+			keep = append(keep, rt)
+		}
+	}
+	if len(keep) != len(old.routes) {
+		t, err := buildTable(keep, old.extraPeers)
+		if err != nil {
+			return err
+		}
+		r.tab.Store(t)
+	}
+	r.nets.Store(&nets)
+	return nil
+}
+
+// Networks returns the networks in force, sorted by VNI.
+func (r *Router) Networks() []Network {
+	nets := *r.nets.Load()
+	out := make([]Network, 0, len(nets))
+	for _, n := range nets {
+		out = append(out, n)
+	}
+	slices.SortFunc(out, func(a, b Network) int { return cmp.Compare(a.VNI, b.VNI) })
+	return out
+}
+
 // SetRoutes replaces the route table and the set of peers (VTEPs that may
-// send to us without a route of their own) as one snapshot. It is safe to
-// call at any time, concurrently with forwarding.
+// send to us without a route of their own) as one snapshot. Every route
+// must be on one of the router's networks. It is safe to call at any time,
+// concurrently with forwarding.
 func (r *Router) SetRoutes(routes []Route, peers []netip.AddrPort) error {
+	r.setMu.Lock()
+	defer r.setMu.Unlock()
+	nets := *r.nets.Load()
 	for _, rt := range routes {
-		if _, ok := r.nets[rt.VNI]; !ok {
+		if _, ok := nets[rt.VNI]; !ok {
 			return fmt.Errorf("router: route %v: this node is not on a network with VNI %d", rt.Prefix, rt.VNI)
 		}
 	}

@@ -29,6 +29,8 @@ type Network struct {
 // packet without locks.
 type table struct {
 	routes []Route
+	// extraPeers are the peers given to SetRoutes beside the routes.
+	extraPeers []netip.AddrPort
 	// levels holds one exact-match map per prefix length present, longest
 	// first; a lookup tries each level once (IPv4 has at most 33).
 	levels []level
@@ -51,9 +53,10 @@ type level struct {
 // different VTEPs for one prefix is an error.
 func buildTable(routes []Route, extraPeers []netip.AddrPort) (*table, error) {
 	t := &table{
-		peers: make(map[netip.Addr]struct{}),
-		vteps: make(map[uint32][]netip.AddrPort),
-		byIP:  make(map[netip.Addr]netip.AddrPort),
+		extraPeers: append([]netip.AddrPort(nil), extraPeers...),
+		peers:      make(map[netip.Addr]struct{}),
+		vteps:      make(map[uint32][]netip.AddrPort),
+		byIP:       make(map[netip.Addr]netip.AddrPort),
 	}
 	seen := make(map[netip.Prefix]int)
 	byBits := make(map[int]map[netip.Prefix]int)

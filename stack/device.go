@@ -1,6 +1,9 @@
 package stack
 
-import "errors"
+import (
+	"errors"
+	"net/netip"
+)
 
 // Layer says what a Device carries.
 type Layer int
@@ -59,4 +62,16 @@ type Device interface {
 	// Name is the interface name ("ovl0") or a description ("netstack").
 	Name() string
 	Close() error
+}
+
+// AddressSetter is an optional capability of a Device (found by type
+// assertion): its own overlay addresses can change while it runs, as the
+// node joins and leaves networks.
+type AddressSetter interface {
+	// SetAddresses makes addrs (each with the prefix it sits in, which is
+	// routed to the device) the device's addresses, as a whole snapshot:
+	// addresses not in addrs are removed, new ones added, the others kept
+	// (connections on them survive). Calling it again with the same set
+	// changes nothing. It is safe concurrently with Read and Write.
+	SetAddresses(addrs []netip.Prefix) error
 }

@@ -53,3 +53,26 @@ func prefixNet(p netip.Prefix) *net.IPNet {
 	}
 	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, a.BitLen())}
 }
+
+// changeAddrs adds and removes interface addresses through netlink.
+func changeAddrs(name string, add, del []netip.Prefix) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("find link: %w", err)
+	}
+	for _, p := range del {
+		if err := netlink.AddrDel(link, &netlink.Addr{IPNet: prefixNet(p)}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fmt.Errorf("remove address %v: %w", p, err)
+		}
+	}
+	for _, p := range add {
+		a := &netlink.Addr{IPNet: prefixNet(p)}
+		if p.Addr().Is6() {
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := netlink.AddrReplace(link, a); err != nil {
+			return fmt.Errorf("add address %v: %w", p, err)
+		}
+	}
+	return nil
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -24,8 +25,12 @@ import (
 // NetstackOptions configure NewNetstack.
 type NetstackOptions struct {
 	// Addrs are the stack's own addresses, with the prefix they sit in.
-	// At least one is required.
+	// At least one is required unless AddressesLater is set;
+	// SetAddresses changes them later.
 	Addrs []netip.Prefix
+	// AddressesLater lets the stack start with no address, for a node
+	// that gains its addresses as it joins networks.
+	AddressesLater bool
 	// MTU is the largest IP packet the stack sends or accepts; TCP's MSS
 	// follows it. Default 1450 (a 1500-byte underlay less VXLAN's 50).
 	MTU int
@@ -82,8 +87,12 @@ type Netstack struct {
 	mtu  int
 	log  *zap.Logger
 	cnt  counters
-	has4 bool
-	has6 bool
+	has4 atomic.Bool
+	has6 atomic.Bool
+
+	addrMu sync.Mutex     // guards addrs, routes and the stack's address and route changes
+	addrs  []netip.Prefix // own addresses, unmapped
+	routes []netip.Prefix // extra routes from NetstackOptions
 
 	closeOnce sync.Once
 	// readMu is held by Read; Close takes it to know no Read is running
@@ -91,11 +100,14 @@ type Netstack struct {
 	readMu sync.Mutex
 }
 
-var _ Device = (*Netstack)(nil)
+var (
+	_ Device        = (*Netstack)(nil)
+	_ AddressSetter = (*Netstack)(nil)
+)
 
 // NewNetstack builds a stack with opts' addresses and routes.
 func NewNetstack(opts NetstackOptions) (*Netstack, error) {
-	if len(opts.Addrs) == 0 {
+	if len(opts.Addrs) == 0 && !opts.AddressesLater {
 		return nil, errors.New("stack: netstack needs at least one address")
 	}
 	if opts.MTU == 0 {
@@ -156,31 +168,49 @@ func (n *Netstack) configure(opts NetstackOptions) error {
 	if err := n.s.CreateNIC(nicID, n.ep); err != nil {
 		return fmt.Errorf("stack: netstack create NIC: %v", err)
 	}
-	seen := map[netip.Prefix]bool{}
-	var routes []tcpip.Route
-	addRoute := func(p netip.Prefix) {
-		p = p.Masked()
-		if seen[p] {
-			return
+	for _, p := range opts.Routes {
+		if !p.IsValid() {
+			return fmt.Errorf("stack: netstack route %v is not valid", p)
 		}
-		seen[p] = true
-		a := tcpip.AddrFromSlice(p.Addr().AsSlice())
-		routes = append(routes, tcpip.Route{
-			Destination: tcpip.AddressWithPrefix{Address: a, PrefixLen: p.Bits()}.Subnet(),
-			NIC:         nicID,
-		})
 	}
-	for _, p := range opts.Addrs {
+	n.routes = append([]netip.Prefix(nil), opts.Routes...)
+	return n.SetAddresses(opts.Addrs)
+}
+
+// SetAddresses implements AddressSetter: the stack's own addresses become
+// addrs, and its route table their prefixes plus NetstackOptions.Routes.
+func (n *Netstack) SetAddresses(addrs []netip.Prefix) error {
+	want := make(map[netip.Addr]netip.Prefix, len(addrs))
+	for _, p := range addrs {
 		if !p.IsValid() {
 			return fmt.Errorf("stack: netstack address %v is not valid", p)
 		}
 		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits())
+		want[p.Addr()] = p
+	}
+	n.addrMu.Lock()
+	defer n.addrMu.Unlock()
+	var kept []netip.Prefix
+	for _, p := range n.addrs {
+		if w, ok := want[p.Addr()]; ok && w == p {
+			kept = append(kept, p)
+			delete(want, p.Addr())
+			continue
+		}
+		if err := n.s.RemoveAddress(nicID, tcpip.AddrFromSlice(p.Addr().AsSlice())); err != nil {
+			return fmt.Errorf("stack: netstack remove address %v: %v", p, err)
+		}
+	}
+	n.addrs = kept
+	for _, p := range addrs {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits())
+		if _, ok := want[p.Addr()]; !ok {
+			continue
+		}
+		delete(want, p.Addr())
 		proto := ipv4.ProtocolNumber
 		if p.Addr().Is6() {
 			proto = ipv6.ProtocolNumber
-			n.has6 = true
-		} else {
-			n.has4 = true
 		}
 		pa := tcpip.ProtocolAddress{
 			Protocol: proto,
@@ -192,14 +222,29 @@ func (n *Netstack) configure(opts NetstackOptions) error {
 		if err := n.s.AddProtocolAddress(nicID, pa, gvstack.AddressProperties{}); err != nil {
 			return fmt.Errorf("stack: netstack add address %v: %v", p, err)
 		}
-		addRoute(p)
+		n.addrs = append(n.addrs, p)
 	}
-	for _, p := range opts.Routes {
-		if !p.IsValid() {
-			return fmt.Errorf("stack: netstack route %v is not valid", p)
+	has4, has6 := false, false
+	for _, p := range n.addrs {
+		has4 = has4 || p.Addr().Is4()
+		has6 = has6 || p.Addr().Is6()
+	}
+	seen := map[netip.Prefix]bool{}
+	var routes []tcpip.Route
+	for _, p := range append(append([]netip.Prefix(nil), n.addrs...), n.routes...) {
+		p = p.Masked()
+		if seen[p] {
+			continue
 		}
-		addRoute(p)
+		seen[p] = true
+		a := tcpip.AddrFromSlice(p.Addr().AsSlice())
+		routes = append(routes, tcpip.Route{
+			Destination: tcpip.AddressWithPrefix{Address: a, PrefixLen: p.Bits()}.Subnet(),
+			NIC:         nicID,
+		})
 	}
+	n.has4.Store(has4)
+	n.has6.Store(has6)
 	n.s.SetRouteTable(routes)
 	return nil
 }
@@ -433,7 +478,7 @@ func (n *Netstack) parseAddr(network, address string, listen bool) (tcpip.FullAd
 		return tcpip.FullAddress{}, 0, err
 	}
 	if host == "" && listen {
-		v6 := want == 6 || want == 0 && !n.has4
+		v6 := want == 6 || want == 0 && !n.has4.Load()
 		if v6 {
 			return tcpip.FullAddress{NIC: nicID, Port: port}, ipv6.ProtocolNumber, nil
 		}

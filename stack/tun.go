@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 
 	"go.uber.org/zap"
@@ -63,6 +64,9 @@ type TUN struct {
 	mtu  int
 	log  *zap.Logger
 
+	addrMu sync.Mutex     // guards addrs and changes to the interface's addresses
+	addrs  []netip.Prefix // the interface's addresses
+
 	closeOnce sync.Once
 	closeErr  error
 	// eventsDone is closed when the events drain ends, which is after
@@ -70,7 +74,10 @@ type TUN struct {
 	eventsDone chan struct{}
 }
 
-var _ Device = (*TUN)(nil)
+var (
+	_ Device        = (*TUN)(nil)
+	_ AddressSetter = (*TUN)(nil)
+)
 
 // OpenTUN creates the TUN device, sets its MTU, adds its addresses, brings
 // it up and adds the routes. Without privilege the error wraps
@@ -110,6 +117,7 @@ func OpenTUN(opts TUNOptions) (*TUN, error) {
 		t.Close()
 		return nil, wrapCreate("TUN", t.name, err)
 	}
+	t.addrs = append([]netip.Prefix(nil), opts.Addrs...)
 	t.log.Info("tun up", zap.Stringers("addrs", opts.Addrs), zap.Int("mtu", opts.MTU), zap.Int("batch", dev.BatchSize()))
 	return t, nil
 }
@@ -152,4 +160,37 @@ func (t *TUN) Close() error {
 		t.log.Info("tun closed")
 	})
 	return t.closeErr
+}
+
+// SetAddresses implements AddressSetter: the interface's addresses become
+// addrs (the kernel routes each one's prefix to the interface). Only on
+// Linux; elsewhere it fails unless the set is unchanged.
+func (t *TUN) SetAddresses(addrs []netip.Prefix) error {
+	for _, p := range addrs {
+		if !p.IsValid() {
+			return fmt.Errorf("stack: TUN %q: invalid address %v", t.name, p)
+		}
+	}
+	t.addrMu.Lock()
+	defer t.addrMu.Unlock()
+	var add, del []netip.Prefix
+	for _, p := range addrs {
+		if !slices.Contains(t.addrs, p) {
+			add = append(add, p)
+		}
+	}
+	for _, p := range t.addrs {
+		if !slices.Contains(addrs, p) {
+			del = append(del, p)
+		}
+	}
+	if len(add) == 0 && len(del) == 0 {
+		return nil
+	}
+	if err := changeAddrs(t.name, add, del); err != nil {
+		return fmt.Errorf("stack: TUN %q: %w", t.name, err)
+	}
+	t.addrs = append(t.addrs[:0:0], addrs...)
+	t.log.Info("tun addresses", zap.Stringers("addrs", addrs))
+	return nil
 }

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -75,4 +76,23 @@ func tunName(name string) string {
 		return defaultTUNName
 	}
 	return name
+}
+
+// changeAddrs adds and removes utun addresses with ifconfig(8) and routes
+// each added prefix to the interface.
+func changeAddrs(name string, add, del []netip.Prefix) error {
+	for _, p := range del {
+		a := p.Addr().Unmap()
+		fam := "inet"
+		if a.Is6() {
+			fam = "inet6"
+		}
+		if err := run("ifconfig", name, fam, a.String(), "-alias"); err != nil {
+			return err
+		}
+	}
+	if len(add) == 0 {
+		return nil
+	}
+	return configureTUN(name, TUNOptions{Addrs: add})
 }

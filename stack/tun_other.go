@@ -4,6 +4,7 @@ package stack
 
 import (
 	"fmt"
+	"net/netip"
 	"runtime"
 )
 
@@ -25,4 +26,8 @@ func tunName(name string) string {
 		return defaultTUNName
 	}
 	return name
+}
+
+func changeAddrs(string, []netip.Prefix, []netip.Prefix) error {
+	return fmt.Errorf("changing a TUN's addresses is not supported on %s; use --mode netstack", runtime.GOOS)
 }
