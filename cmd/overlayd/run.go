@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/node"
-	"github.com/overlayd/overlayd/stack"
 )
 
 const runDesc = `
@@ -163,9 +161,6 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	n, err := node.New(cfg, node.WithLogger(log))
 	if err != nil {
-		if errors.Is(err, stack.ErrPermission) {
-			return fmt.Errorf("%v", err)
-		}
 		return err
 	}
 	if err := n.Start(ctx); err != nil {
