@@ -37,7 +37,9 @@ type Config struct {
 	// VXLAN on. Port 0 picks a free port.
 	Listen netip.AddrPort `yaml:"listen"`
 	// Addr is this node's overlay address with the network's prefix
-	// length, e.g. 10.200.1.1/16.
+	// length, e.g. 10.200.1.1/16: a static network, without gossip.
+	// Required unless Gossip.Listen is set (then networks are created and
+	// joined with 'overlayd network', and Addr is optional).
 	Addr netip.Prefix `yaml:"addr"`
 	// VNI is the VXLAN network identifier of the overlay network (0-16777215).
 	VNI uint32 `yaml:"vni"`
@@ -49,6 +51,12 @@ type Config struct {
 	MTU int `yaml:"mtu"`
 	// Control is the path of the control API's unix socket; empty: none.
 	Control string `yaml:"control"`
+	// Gossip configures the control plane (membership, learned routes,
+	// IPAM); off unless Gossip.Listen is set.
+	Gossip Gossip `yaml:"gossip"`
+	// StateDir keeps what must survive a restart (address leases, joined
+	// networks), written atomically. Empty: nothing is kept.
+	StateDir string `yaml:"state_dir"`
 	// Underlay tunes the underlay socket.
 	Underlay Underlay `yaml:"underlay"`
 	// Log sets up logging.
@@ -66,6 +74,29 @@ type Underlay struct {
 	// holds the listen address (1500 when that is unspecified).
 	MTU int `yaml:"mtu"`
 }
+
+// Gossip configures the control plane.
+type Gossip struct {
+	// Listen is the memberlist address (UDP and TCP), IP:PORT; port 0
+	// picks one. The zero value turns gossip off (static mode).
+	Listen netip.AddrPort `yaml:"listen"`
+	// Join are seeds, IP:PORT (port 7946 if left out), contacted at start
+	// and again whenever they are not live members.
+	Join []string `yaml:"join"`
+	// KeyFile holds AES-256-GCM gossip keys, one base64 line each (the
+	// first encrypts). Empty: gossip is not encrypted.
+	KeyFile string `yaml:"key_file"`
+	// Profile is memberlist's timing profile: default (LAN, failure
+	// detection in about 5 s) or test (chatty, well under 1 s).
+	Profile string `yaml:"profile"`
+}
+
+// DefaultGossipPort is memberlist's usual port, used for join seeds given
+// without one.
+const DefaultGossipPort = 7946
+
+// Enabled reports whether the control plane is on.
+func (g Gossip) Enabled() bool { return g.Listen.IsValid() }
 
 // Log sets up logging.
 type Log struct {
@@ -150,6 +181,7 @@ func Default() Config {
 		VNI:      42,
 		TUNName:  "ovl0",
 		Control:  DefaultControlPath(),
+		Gossip:   Gossip{Profile: "default"},
 		Underlay: Underlay{SourcePorts: 8},
 		Log:      Log{Level: "info", Format: "console"},
 	}
@@ -187,7 +219,11 @@ func (c *Config) Validate() error {
 		bad("listen: want IP:PORT, e.g. 0.0.0.0:4789")
 	}
 	if !c.Addr.IsValid() {
-		bad("addr: this node's overlay address is required, e.g. 10.200.1.1/16")
+		if !c.Gossip.Enabled() {
+			bad("addr: this node's overlay address is required, e.g. 10.200.1.1/16 (or turn gossip on with gossip.listen / --gossip)")
+		} else if c.Mode == ModeTAP {
+			bad("addr: tap mode carries exactly one network, so it needs addr even with gossip")
+		}
 	} else if !c.Addr.Addr().Is4() {
 		bad("addr: %v: only IPv4 overlay addresses are supported", c.Addr)
 	} else if c.Addr.Bits() > 30 {
@@ -205,6 +241,22 @@ func (c *Config) Validate() error {
 		if c.Addr.IsValid() && p.Prefix.Contains(c.Addr.Addr()) {
 			bad("peers: %v covers this node's own address %v", p, c.Addr.Addr())
 		}
+	}
+	if !c.Gossip.Enabled() && len(c.Gossip.Join) > 0 {
+		bad("gossip.join: seeds are given but gossip is off; set gossip.listen (--gossip IP:PORT)")
+	}
+	for i, s := range c.Gossip.Join {
+		if _, err := ParseAddrPort(s, DefaultGossipPort); err != nil {
+			bad("gossip.join[%d]: %v", i, err)
+		}
+	}
+	switch c.Gossip.Profile {
+	case "default", "test":
+	default:
+		bad("gossip.profile: %q is not one of default, test", c.Gossip.Profile)
+	}
+	if c.Gossip.Enabled() && c.Gossip.Listen.Port() != 0 && c.Gossip.Listen == c.Listen {
+		bad("gossip.listen: %v is also the VTEP (listen); give gossip another port", c.Gossip.Listen)
 	}
 	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
 		bad("mtu: %d is out of range (576-65535)", c.MTU)

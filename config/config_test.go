@@ -92,6 +92,21 @@ func TestValidate(t *testing.T) {
 		{"tun name", func(c *Config) { c.TUNName = "a-very-long-interface-name" }, "tun_name"},
 		{"log level", func(c *Config) { c.Log.Level = "loud" }, "log.level"},
 		{"source ports", func(c *Config) { c.Underlay.SourcePorts = 1000 }, "source_ports"},
+		{"join without gossip", func(c *Config) { c.Gossip.Join = []string{"192.0.2.1:7946"} }, "gossip.join: seeds are given but gossip is off"},
+		{"bad seed", func(c *Config) {
+			c.Gossip.Listen = netip.MustParseAddrPort("192.0.2.1:7946")
+			c.Gossip.Join = []string{"nowhere"}
+		}, "gossip.join[0]: bad address"},
+		{"profile", func(c *Config) { c.Gossip.Profile = "fast" }, `gossip.profile: "fast"`},
+		{"gossip on the VTEP", func(c *Config) {
+			c.Listen = netip.MustParseAddrPort("192.0.2.1:4789")
+			c.Gossip.Listen = c.Listen
+		}, "is also the VTEP"},
+		{"tap without addr", func(c *Config) {
+			c.Mode = ModeTAP
+			c.Addr = netip.Prefix{}
+			c.Gossip.Listen = netip.MustParseAddrPort("192.0.2.1:7946")
+		}, "tap mode carries exactly one network"},
 	}
 	for _, tt := range tests {
 		c := good
@@ -100,6 +115,37 @@ func TestValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: Validate() = %v, want an error containing %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+func TestDecodeGossip(t *testing.T) {
+	in := `
+name: beta
+listen: 192.0.2.2:4789
+gossip:
+  listen: 192.0.2.2:7946
+  join: [192.0.2.1:7946, 192.0.2.3]
+  key_file: /etc/overlayd/gossip.key
+  profile: test
+state_dir: /var/lib/overlayd
+`
+	c, err := Decode(strings.NewReader(in))
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate (gossip on, no addr): %v", err)
+	}
+	g := c.Gossip
+	if !g.Enabled() || g.Listen != netip.MustParseAddrPort("192.0.2.2:7946") || len(g.Join) != 2 ||
+		g.KeyFile != "/etc/overlayd/gossip.key" || g.Profile != "test" || c.StateDir != "/var/lib/overlayd" {
+		t.Errorf("Decode = %+v", c)
+	}
+	if Default().Gossip.Enabled() {
+		t.Error("gossip is on by default")
+	}
+	if _, err := Decode(strings.NewReader("gossip:\n  listen: 1.2.3.4:1\n  seeds: []\n")); err == nil || !strings.Contains(err.Error(), `line 3: unknown key "seeds" in gossip`) {
+		t.Errorf("unknown gossip key: %v", err)
 	}
 }
 
@@ -149,6 +195,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add("log: {level: x}\n")
 	f.Add("- a\n- b\n")
 	f.Add("underlay:\n  mtu: 9000\n")
+	f.Add("gossip:\n  listen: 127.0.0.1:7946\n  join: [127.0.0.1:7947]\nstate_dir: /tmp/x\n")
 	f.Fuzz(func(t *testing.T, in string) {
 		c, err := Decode(strings.NewReader(in))
 		if err != nil {
