@@ -189,6 +189,7 @@ func TestManyNodesAtOnce(t *testing.T) {
 	chaos.Add(1)
 	go func() { // partitions during the allocation
 		defer chaos.Done()
+		defer c.net.Heal() // the chaos ends healed, so allocations can finish
 		rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
 		for {
 			var a, b []string
