@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -23,7 +24,15 @@ import (
 	"github.com/overlayd/overlayd/stack/proxy"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain checks that no test leaves goroutines behind; fuzzing (whose
+// coordinator and workers manage goroutines of their own) is left out.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		os.Exit(m.Run())
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // overlay is a two-node in-process cluster: clients reach it through
 // doors on node 0; node 1 serves HTTP on :80, TCP echo on :9000 and UDP
