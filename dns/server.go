@@ -42,6 +42,9 @@ type Options struct {
 	PacketReaders int
 	// TCPIdleTimeout closes TCP connections idle this long. Default 10 s.
 	TCPIdleTimeout time.Duration
+	// MaxTCPConns bounds open TCP connections across listeners; further
+	// connections are closed at once. Default 256.
+	MaxTCPConns int
 }
 
 // Server answers DNS queries from the overlay zone and its Forwarder over
@@ -55,6 +58,7 @@ type Server struct {
 	sem       chan struct{}
 	tcpIdle   time.Duration
 	readers   int
+	maxTCP    int
 	zone      atomic.Pointer[Zone]
 	ctx       context.Context // cancelled by Close
 	cancel    context.CancelFunc
@@ -68,6 +72,9 @@ type Server struct {
 	queries [256]atomic.Uint64 // by qtype; [0] counts qtypes >= 256
 	rcodes  [24]atomic.Uint64  // by rcode; [23] counts rcodes >= 23
 	dropped atomic.Uint64
+
+	tcpConns    atomic.Int64
+	tcpRejected atomic.Uint64
 }
 
 // New returns a Server with an empty zone for the default domain.
@@ -98,6 +105,10 @@ func New(opts Options) (*Server, error) {
 		n = 1024
 	}
 	s.sem = make(chan struct{}, n)
+	s.maxTCP = opts.MaxTCPConns
+	if s.maxTCP <= 0 {
+		s.maxTCP = 256
+	}
 	s.readers = opts.PacketReaders
 	if s.readers <= 0 {
 		s.readers = min(runtime.GOMAXPROCS(0), 8)
@@ -135,13 +146,15 @@ type Stats struct {
 	// Dropped counts packets given no reply: shorter than a header, or
 	// responses (QR set).
 	Dropped uint64
+	// TCPRejected counts TCP connections closed because MaxTCPConns were open.
+	TCPRejected uint64
 	// Forwarder holds the forwarder's counters (zero without one).
 	Forwarder ForwarderStats
 }
 
 // Stats returns the Server's counters.
 func (s *Server) Stats() Stats {
-	st := Stats{Queries: make(map[string]uint64), Responses: make(map[string]uint64), Dropped: s.dropped.Load()}
+	st := Stats{Queries: make(map[string]uint64), Responses: make(map[string]uint64), Dropped: s.dropped.Load(), TCPRejected: s.tcpRejected.Load()}
 	for i := range s.queries {
 		if v := s.queries[i].Load(); v > 0 {
 			name := mdns.TypeToString[uint16(i)]
@@ -325,7 +338,14 @@ func (s *Server) ServeListener(ln net.Listener) error {
 			}
 			return fmt.Errorf("dns: accept %v: %w", ln.Addr(), err)
 		}
+		if s.tcpConns.Add(1) > int64(s.maxTCP) {
+			s.tcpConns.Add(-1)
+			s.tcpRejected.Add(1)
+			c.Close()
+			continue
+		}
 		if !s.track(c) {
+			s.tcpConns.Add(-1)
 			c.Close()
 			return nil
 		}
@@ -335,6 +355,7 @@ func (s *Server) ServeListener(ln net.Listener) error {
 
 // serveConn answers length-prefixed queries on c, one at a time.
 func (s *Server) serveConn(c net.Conn) {
+	defer s.tcpConns.Add(-1)
 	defer s.untrack(c)
 	defer c.Close()
 	src, ok := addrOf(c.RemoteAddr())

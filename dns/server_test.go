@@ -11,6 +11,8 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+
+	"github.com/overlayd/overlayd/dns/dnstest"
 )
 
 var loopback = netip.MustParseAddr("127.0.0.1")
@@ -343,5 +345,155 @@ func TestStatsNames(t *testing.T) {
 	}
 	if st.Responses["NOERROR"] != 2 || st.Responses["NXDOMAIN"] != 1 {
 		t.Errorf("Responses = %v", st.Responses)
+	}
+}
+
+func TestServeTCPLimit(t *testing.T) {
+	s, err := New(Options{MaxTCPConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.SetZone(testZoneData())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); s.ServeListener(ln) }()
+	var conns []*mdns.Conn
+	for range 2 {
+		c, err := mdns.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// A round trip makes sure the server holds this connection.
+		if err := c.WriteMsg(ask("web.default.overlay.", mdns.TypeA)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.ReadMsg(); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	c, err := mdns.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	c.WriteMsg(ask("web.default.overlay.", mdns.TypeA))
+	if r, err := c.ReadMsg(); err == nil {
+		t.Errorf("third connection answered %v, want it closed", r)
+	}
+	if st := s.Stats(); st.TCPRejected != 1 {
+		t.Errorf("TCPRejected = %d, want 1", st.TCPRejected)
+	}
+	// Closing one makes room again.
+	conns[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := mdns.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(time.Second))
+		c.WriteMsg(ask("web.default.overlay.", mdns.TypeA))
+		_, err = c.ReadMsg()
+		c.Close()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no room for a new connection after one closed")
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+	s.Close()
+	<-done
+}
+
+// TestCloseWithQueriesInFlight: Close returns promptly while forwarded
+// queries wait on a silent upstream, and leaves nothing running (goleak).
+func TestCloseWithQueriesInFlight(t *testing.T) {
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	f, err := NewForwarder(ForwarderOptions{Upstreams: []netip.AddrPort{silent.LocalAddr().(*net.UDPAddr).AddrPort()}, Timeout: time.Minute, AttemptTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Options{Forwarder: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); s.ServePacket(pc) }()
+	c, err := net.Dial("udp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 5 {
+		c.Write(pack(t, ask(fmt.Sprintf("q%d.test.", i), mdns.TypeA)))
+	}
+	buf := make([]byte, 64)
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats().Forwarder.CacheMisses < 5 {
+		silent.SetReadDeadline(deadline)
+		if _, _, err := silent.ReadFrom(buf); err != nil {
+			t.Fatalf("upstream saw %d queries: %v", s.Stats().Forwarder.CacheMisses, err)
+		}
+	}
+	start := time.Now()
+	s.Close()
+	<-done
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("Close took %v with queries in flight", took)
+	}
+}
+
+// BenchmarkHandle measures the handler alone (no sockets): parse, zone or
+// cache lookup, pack.
+func BenchmarkHandle(b *testing.B) {
+	up := dnstest.NewUpstream(b, func(req *mdns.Msg, tcp bool) []*mdns.Msg {
+		return []*mdns.Msg{dnstest.Reply(req, req.Question[0].Name+" 3600 IN A 192.0.2.1")}
+	})
+	f, err := NewForwarder(ForwarderOptions{Upstreams: []netip.AddrPort{up.Addr}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := New(Options{Forwarder: f})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	s.SetZone(testZoneData())
+	for _, tc := range []struct{ label, name string }{
+		{"overlay-A", "web.default.overlay."},
+		{"overlay-NXDOMAIN", "nope.default.overlay."},
+		{"cached-forward", "www.example.test."},
+	} {
+		b.Run(tc.label, func(b *testing.B) {
+			q := ask(tc.name, mdns.TypeA)
+			q.SetEdns0(1232, false)
+			wire := pack(b, q)
+			buf := make([]byte, mdns.MaxMsgSize+1)
+			s.handle(context.Background(), loopback, wire, false) // warm the cache
+			b.ReportAllocs()
+			for b.Loop() {
+				out, later := s.respond(loopback, wire, false, buf)
+				if out == nil || later != nil {
+					b.Fatal("not answered inline")
+				}
+			}
+		})
 	}
 }
