@@ -136,14 +136,7 @@ func newOverlay(t *testing.T) *overlay {
 	return o
 }
 
-type door interface {
-	Start(context.Context) error
-	Close() error
-	Addr() net.Addr
-	Stats() proxy.Stats
-}
-
-func start[D door](t *testing.T, d D, err error) D {
+func start[D proxy.Door](t *testing.T, d D, err error) D {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -353,7 +346,7 @@ func TestThroughCluster(t *testing.T) {
 	})
 	socks.Close()
 	hp.Close()
-	for _, d := range []door{socks, hp} {
+	for _, d := range []proxy.Door{socks, hp} {
 		if st := d.Stats(); st.Active != 0 {
 			t.Errorf("after Close: %d connections active", st.Active)
 		}

@@ -198,6 +198,9 @@ func (h *HTTPProxy) handle(c net.Conn) {
 		h.fail(ReasonHandshake, c.RemoteAddr(), "", err)
 		return
 	}
+	// The request head is in; what is left is to reach the destination
+	// (bounded by DialTimeout) and to reply.
+	c.SetDeadline(time.Now().Add(h.opts.DialTimeout + h.opts.HandshakeTimeout))
 	target := net.JoinHostPort(pr.host, strconv.Itoa(int(pr.port)))
 	if h.opts.Authenticate != nil {
 		user, password, ok := proxyAuth(pr.req.Header)

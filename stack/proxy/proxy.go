@@ -188,6 +188,26 @@ func (r Reason) String() string {
 	return reasonNames[r]
 }
 
+// Door is what every front door offers: SOCKS5, HTTPProxy and Forwarder.
+type Door interface {
+	// Start opens the door's host socket and serves it in the background
+	// until Close; ctx bounds the start only. A door starts once.
+	Start(ctx context.Context) error
+	// Addr is the host address the door listens on, nil before Start.
+	Addr() net.Addr
+	// Stats returns a snapshot of the door's counters.
+	Stats() Stats
+	// Close stops the door, closes every connection through it and waits
+	// for its goroutines. Safe to call twice; Start fails afterwards.
+	Close() error
+}
+
+var (
+	_ Door = (*SOCKS5)(nil)
+	_ Door = (*HTTPProxy)(nil)
+	_ Door = (*Forwarder)(nil)
+)
+
 // Stats are a door's counters. Out is client → overlay, In is
 // overlay → client.
 type Stats struct {
@@ -404,7 +424,9 @@ func (d *door) serveListener(ln net.Listener, handle func(net.Conn), tell func(n
 					return
 				}
 				// Out of file descriptors and the like: back off.
-				d.log.Warn("accept", zap.Error(err))
+				if d.errLog.allow() {
+					d.log.Warn("accept", zap.Error(err))
+				}
 				select {
 				case <-time.After(100 * time.Millisecond):
 					continue

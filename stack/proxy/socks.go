@@ -409,6 +409,9 @@ func (s *SOCKS5) handle(c net.Conn) {
 		s.failHandshake(c, err, req.Addr.String())
 		return
 	}
+	// The request is in; what is left is to reach the destination (bounded
+	// by DialTimeout) and to reply.
+	c.SetDeadline(time.Now().Add(s.opts.DialTimeout + s.opts.HandshakeTimeout))
 	switch req.Cmd {
 	case cmdConnect:
 		s.connect(c, req.Addr)

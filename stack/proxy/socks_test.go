@@ -201,7 +201,17 @@ func TestSOCKSHandshakeTimeout(t *testing.T) {
 		t.Fatalf("stalled greeting: got %x, %v; want the server to close", b, err)
 	}
 	waitFor(t, "handshake failure counted", func() bool { return s.Stats().Failed[ReasonHandshake] == 1 })
+
+	// A dial that outlasts the handshake timeout still gets its reply.
+	opts.DialTimeout = 300 * time.Millisecond
+	slow := startSOCKS(t, opts)
+	c2, rep := socksConnect(t, slow.Addr().String(), connectReq(atypIPv4, ip4, portHang))
+	c2.Close()
+	if rep != RepHostUnreachable {
+		t.Fatalf("dial timeout after the handshake timeout: REP %#x, want %#x", rep, RepHostUnreachable)
+	}
 	s.Close()
+	slow.Close()
 }
 
 // socksConnect runs the client side of a CONNECT and returns the reply
