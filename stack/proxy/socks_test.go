@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -430,5 +431,50 @@ func TestSOCKSUserPass(t *testing.T) {
 				t.Fatalf("request after auth: %x, %v", hdr, err)
 			}
 		})
+	}
+}
+
+// Many clients at once, each with its own byte-exact echo.
+func TestSOCKSConcurrent(t *testing.T) {
+	noLeaks(t)
+	opts, _ := testOptions(t)
+	s := startSOCKS(t, opts)
+	const clients, size = 32, 64 << 10
+	errs := make(chan error, clients)
+	for i := range clients {
+		go func() {
+			errs <- func() error {
+				c, err := net.Dial("tcp", s.Addr().String())
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(20 * time.Second))
+				c.Write(append([]byte{5, 1, 0}, connectReq(atypDomain, domain("echo.test"), uint16(1000+i))...))
+				reply := make([]byte, 2+10)
+				if _, err := io.ReadFull(c, reply); err != nil || reply[3] != 0 {
+					return fmt.Errorf("client %d: reply %x, %v", i, reply, err)
+				}
+				data := bytes.Repeat([]byte{byte(i)}, size)
+				go func() {
+					c.Write(data)
+					c.(*net.TCPConn).CloseWrite()
+				}()
+				got, err := io.ReadAll(c)
+				if err != nil || !bytes.Equal(got, data) {
+					return fmt.Errorf("client %d: echo of %d bytes came back as %d, %v", i, size, len(got), err)
+				}
+				return nil
+			}()
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	waitFor(t, "all connections to end", func() bool { return s.Stats().Active == 0 })
+	if st := s.Stats(); st.Accepted != clients || st.OutBytes != clients*size || st.InBytes != clients*size {
+		t.Errorf("stats = %+v; want %d connections, %d bytes each way", st, clients, clients*size)
 	}
 }
