@@ -3,7 +3,7 @@ GO       ?= go
 BIN      := bin/overlayd
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X github.com/overlayd/overlayd/node.Version=$(VERSION)
-STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 # Packages whose tests are heavy on two cores run one at a time.
 TESTFLAGS ?= -p 1 -timeout 15m
 

@@ -83,14 +83,6 @@ type backend struct {
 	selections atomic.Uint64 // new flows that picked this backend
 }
 
-func (be *backend) addrPort(clientPort uint16) netip.AddrPort {
-	p := be.port
-	if p == 0 {
-		p = clientPort
-	}
-	return netip.AddrPortFrom(netip.AddrFrom4(be.addr), p)
-}
-
 // service is one service in a snapshot.
 type service struct {
 	id       svcID

@@ -154,9 +154,10 @@ func (r *Router) inboundARP(b *inBatch, t *table, nw Network, frame vxlan.Ethern
 	}
 	// Answer the VTEP that hosts the sender, which need not be the
 	// datagram's source port.
-	vtep, ok := netip.AddrPort{}, false
-	if rt, found := t.lookup(sender); found {
-		vtep, ok = rt.VTEP, true
+	var vtep netip.AddrPort
+	rt, ok := t.lookup(sender)
+	if ok {
+		vtep = rt.VTEP
 	} else {
 		vtep, ok = t.vtepOf(src)
 	}

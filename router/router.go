@@ -94,10 +94,10 @@ type Router struct {
 	fdb     *cowMap[macKey, netip.AddrPort]
 	pending *pendingQueue
 
-	drops                  vxlan.DropCounters
-	out, in                dirCounters
-	arpAsked, arpAnswers   atomic.Uint64
-	icmpSent, pendingDrops atomic.Uint64
+	drops                vxlan.DropCounters
+	out, in              dirCounters
+	arpAsked, arpAnswers atomic.Uint64
+	icmpSent             atomic.Uint64
 
 	devMu sync.Mutex // serialises writes to dev (inbound delivery, ICMP errors)
 

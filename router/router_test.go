@@ -52,12 +52,11 @@ func ipv4UDP(src, dst netip.Addr, sport, dport uint16, payload []byte, df bool) 
 }
 
 type pair struct {
-	net          *udptest.Network
-	devA, devB   *stacktest.Fake
-	ulA, ulB     *udptest.Conn
-	rtA, rtB     *Router
-	cancel       context.CancelFunc
-	closeDevices func()
+	net        *udptest.Network
+	devA, devB *stacktest.Fake
+	ulA, ulB   *udptest.Conn
+	rtA, rtB   *Router
+	cancel     context.CancelFunc
 }
 
 // newPair wires two L3 routers over an in-memory underlay, each with a
