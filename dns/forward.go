@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,7 +62,10 @@ type Forwarder struct {
 	sem            chan struct{}
 	next           atomic.Uint32
 
-	hits, misses, upstreamErrors, busy, tcpRetries, ignored atomic.Uint64
+	mu    sync.Mutex // guards calls
+	calls map[cacheKey]*call
+
+	hits, misses, upstreamErrors, busy, tcpRetries, ignored, coalesced atomic.Uint64
 }
 
 // ForwarderStats are the Forwarder's counters.
@@ -73,6 +77,7 @@ type ForwarderStats struct {
 	Busy           uint64 // queries refused because MaxInFlight were outstanding
 	TCPRetries     uint64 // truncated UDP answers retried over TCP
 	Ignored        uint64 // upstream packets ignored: unparsable, or ID/question mismatch
+	Coalesced      uint64 // misses that waited for an identical outstanding query
 }
 
 // NewForwarder returns a Forwarder for opts.
@@ -90,6 +95,7 @@ func NewForwarder(opts ForwarderOptions) (*Forwarder, error) {
 		timeout:        opts.Timeout,
 		attemptTimeout: opts.AttemptTimeout,
 		maxTTL:         opts.MaxTTL,
+		calls:          make(map[cacheKey]*call),
 	}
 	if f.timeout <= 0 {
 		f.timeout = 1500 * time.Millisecond
@@ -127,6 +133,7 @@ func (f *Forwarder) Stats() ForwarderStats {
 		Busy:           f.busy.Load(),
 		TCPRetries:     f.tcpRetries.Load(),
 		Ignored:        f.ignored.Load(),
+		Coalesced:      f.coalesced.Load(),
 	}
 }
 
@@ -161,18 +168,58 @@ func (f *Forwarder) fromCache(req *mdns.Msg) (*mdns.Msg, cacheKey, bool) {
 	return nil, key, false
 }
 
-// exchangeMiss asks the upstreams for what the cache did not hold.
+// call is one upstream query that identical queries arriving meanwhile
+// wait for instead of asking again.
+type call struct {
+	done chan struct{} // closed when msg and err are set
+	msg  *mdns.Msg
+	err  error
+}
+
+// exchangeMiss asks the upstreams for what the cache did not hold; a query
+// identical to one already outstanding waits for its answer.
 func (f *Forwarder) exchangeMiss(ctx context.Context, req *mdns.Msg, key cacheKey) (*mdns.Msg, error) {
 	f.misses.Add(1)
+	f.mu.Lock()
+	if c, ok := f.calls[key]; ok {
+		f.mu.Unlock()
+		f.coalesced.Add(1)
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("dns: forwarder: %s: %w", req.Question[0].Name, ctx.Err())
+		}
+		if c.err != nil {
+			return nil, c.err
+		}
+		return c.msg.Copy(), nil
+	}
 	select {
 	case f.sem <- struct{}{}:
 	default:
+		f.mu.Unlock()
 		f.busy.Add(1)
 		return nil, ErrBusy
 	}
-	defer func() { <-f.sem }()
+	c := &call{done: make(chan struct{})}
+	f.calls[key] = c
+	f.mu.Unlock()
 
-	q := req.Question[0]
+	c.msg, c.err = f.ask(ctx, req.Question[0], key)
+	f.mu.Lock()
+	delete(f.calls, key)
+	f.mu.Unlock()
+	close(c.done)
+	<-f.sem
+	if c.err != nil {
+		return nil, c.err
+	}
+	return c.msg.Copy(), nil
+}
+
+// ask queries the upstreams and caches the answer, which it returns; the
+// answer is shared and must not be modified.
+func (f *Forwarder) ask(ctx context.Context, q mdns.Question, key cacheKey) (*mdns.Msg, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	resp, err := f.query(ctx, q, key.do, key.cd)
@@ -187,7 +234,7 @@ func (f *Forwarder) exchangeMiss(ctx context.Context, req *mdns.Msg, key cacheKe
 	}
 	resp.Extra = extra
 	f.cache.put(key, resp, cacheTTL(resp, f.maxTTL))
-	return resp.Copy(), nil
+	return resp, nil
 }
 
 // query asks the upstreams in turn, starting from the next in rotation.

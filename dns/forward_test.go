@@ -499,3 +499,44 @@ func TestForwardNotForOutsiders(t *testing.T) {
 		t.Errorf("member's query: %x, upstream queries %d", out, up.UDPQueries.Load())
 	}
 }
+
+// TestForwardCoalesce: identical queries that miss the cache at the same
+// time cause one upstream query.
+func TestForwardCoalesce(t *testing.T) {
+	release := make(chan struct{})
+	up := dnstest.NewUpstream(t, func(req *mdns.Msg, tcp bool) []*mdns.Msg {
+		<-release
+		return []*mdns.Msg{dnstest.Reply(req, req.Question[0].Name+" 60 IN A 192.0.2.1")}
+	})
+	f, err := NewForwarder(ForwarderOptions{Upstreams: []netip.AddrPort{up.Addr}, MaxInFlight: 1, Timeout: 5 * time.Second, AttemptTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := "same.test."
+			if i%2 == 1 {
+				name = "SAME.test."
+			}
+			r, err := f.Exchange(context.Background(), ask(name, mdns.TypeA))
+			if err != nil || len(r.Answer) != 1 {
+				t.Errorf("query %d: %v, %v", i, r, err)
+			}
+		}()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.Stats().Coalesced < 9 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: the queries were not coalesced", f.Stats())
+		}
+		time.Sleep(time.Millisecond) // poll interval
+	}
+	close(release)
+	wg.Wait()
+	if n := up.UDPQueries.Load(); n != 1 {
+		t.Errorf("upstream saw %d queries, want 1", n)
+	}
+}
