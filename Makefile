@@ -18,13 +18,10 @@ build:
 demo: build
 	./$(BIN) demo
 
-## test: vet, every test (network-namespace tests too when root), cross-builds
-test: unit cross
+## test: gofmt, vet, staticcheck, every test (network-namespace tests too when root), cross-builds
+test: lint unit cross
 
 unit:
-	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
-	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
-	$(GO) vet ./...
 	$(GO) test $(TESTFLAGS) ./...
 
 ## cross: the binary builds for macOS and 64-bit ARM Linux
@@ -35,7 +32,8 @@ cross:
 	@echo "cross-builds ok: darwin/arm64 darwin/amd64 linux/arm64"
 
 lint:
-	gofmt -l . | (! grep .)
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
