@@ -30,9 +30,19 @@
 // 1232-byte payload, DO bit passed through), retries over TCP when the answer
 // is truncated, ignores answers whose ID or question does not match, fails
 // over across upstreams, and caches positive and negative answers (RFC 2308)
-// in a bounded LRU. Beyond MaxInFlight concurrent upstream queries it answers
+// in a bounded LRU. Identical queries that miss the cache together share one
+// upstream query. Beyond MaxInFlight concurrent upstream queries it answers
 // SERVFAIL at once (a transient failure, so stub resolvers try their next
-// server; REFUSED is kept for access control).
+// server; REFUSED is kept for access control). Upstream transaction IDs come
+// from crypto/rand (miekg's dns.Id), each on a fresh connected socket.
+//
+// # Serving
+//
+// ServePacket reads with several goroutines per conn, in batches
+// (recvmmsg/sendmmsg) on host UDP sockets and one datagram at a time on
+// other conns (gVisor gonet). Zone and cached names are answered by the
+// reading goroutine; queries that need an upstream get a goroutine of their
+// own, so a slow upstream never delays overlay names.
 //
 // # Safety
 //
