@@ -1,47 +1,22 @@
 package bench_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/overlayd/overlayd/e2e"
 )
 
-// iperf runs iperf3 from h1 to dst for secs seconds with streams parallel
-// streams and returns the received Gbit/s.
 func iperf(b *testing.B, h1, h2 *e2e.Host, dst string, secs, streams int) float64 {
 	b.Helper()
-	srv := h2.Start("iperf3", "-s", "-1", "-B", dst)
-	defer srv.Stop()
-	var res struct {
-		Error string `json:"error"`
-		End   struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
+	gbps, err := h1.Iperf(h2, dst, secs, streams)
+	if err != nil {
+		b.Fatal(err)
 	}
-	var out string
-	var err error
-	// The server may not listen yet; iperf3 -J exits 0 even then and
-	// says so in "error".
-	for try := 0; try < 50; try++ {
-		out, err = h1.Try("iperf3", "-c", dst, "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J")
-		res.Error = ""
-		if err == nil && json.Unmarshal([]byte(out), &res) == nil && res.Error == "" {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil || res.Error != "" || res.End.SumReceived.BitsPerSecond <= 0 {
-		b.Fatalf("iperf3 to %s measured nothing: %v\n%s\nserver: %s", dst, err, out, srv.Output())
-	}
-	return res.End.SumReceived.BitsPerSecond / 1e9
+	return gbps
 }
 
 // BenchmarkCompareKernelVXLAN measures TCP throughput between the same two

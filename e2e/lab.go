@@ -3,11 +3,13 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -328,4 +330,36 @@ func (h *Host) KernelVXLAN(vni uint32, addr netip.Prefix, remote netip.Addr, mtu
 	h.Run("ip", "link", "set", "vx0", "mtu", fmt.Sprint(mtu))
 	h.Run("ip", "addr", "add", addr.String(), "dev", "vx0")
 	h.Run("ip", "link", "set", "vx0", "up")
+}
+
+// Iperf runs an iperf3 server in dst bound to addr and a client in h for
+// secs seconds with streams parallel streams, and returns the received
+// Gbit/s.
+func (h *Host) Iperf(dst *Host, addr string, secs, streams int) (float64, error) {
+	srv := dst.Start("iperf3", "-s", "-1", "-B", addr)
+	defer srv.Stop()
+	var res struct {
+		Error string `json:"error"`
+		End   struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	var out string
+	var err error
+	// The server may not listen yet; iperf3 -J exits 0 even then and says
+	// so in "error".
+	for try := 0; try < 50; try++ {
+		out, err = h.Try("iperf3", "-c", addr, "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J")
+		res.Error = ""
+		if err == nil && json.Unmarshal([]byte(out), &res) == nil && res.Error == "" {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil || res.Error != "" || res.End.SumReceived.BitsPerSecond <= 0 {
+		return 0, fmt.Errorf("iperf3 %s → %s measured nothing: %v\n%s\nserver: %s", h.Name, addr, err, out, srv.Output())
+	}
+	return res.End.SumReceived.BitsPerSecond / 1e9, nil
 }
