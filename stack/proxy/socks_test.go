@@ -215,9 +215,17 @@ func TestSOCKSHandshakeTimeout(t *testing.T) {
 	slow.Close()
 }
 
-// socksConnect runs the client side of a CONNECT and returns the reply
+// socksConnect runs the client side of a request and returns the reply
 // code.
 func socksConnect(t *testing.T, addr string, req []byte) (net.Conn, byte) {
+	t.Helper()
+	c, rep, _ := socksRequestReply(t, addr, req)
+	return c, rep
+}
+
+// socksRequestReply runs the client side of a request and returns the
+// reply code and bound address.
+func socksRequestReply(t *testing.T, addr string, req []byte) (net.Conn, byte, socksAddr) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -234,11 +242,12 @@ func socksConnect(t *testing.T, addr string, req []byte) (net.Conn, byte) {
 	if _, err := io.ReadFull(c, hdr); err != nil {
 		t.Fatalf("reply: %v", err)
 	}
-	if _, err := readAddrAfterATYP(c, hdr[3]); err != nil {
+	bnd, err := readAddrAfterATYP(c, hdr[3])
+	if err != nil {
 		t.Fatalf("reply address: %v", err)
 	}
 	c.SetDeadline(time.Time{})
-	return c, hdr[1]
+	return c, hdr[1], bnd
 }
 
 func TestSOCKSLimit(t *testing.T) {
