@@ -5,6 +5,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/overlayd/overlayd/lb"
 )
 
 const (
@@ -85,4 +87,28 @@ func mayAnswerWithICMP(orig []byte) bool {
 		}
 	}
 	return true
+}
+
+// queueReset answers a client whose service flow has no backend: a TCP
+// RST from the VIP for TCP, ICMP port unreachable for UDP.
+func (r *Router) queueReset(b *outBatch, orig []byte) {
+	buf := b.ctlBuf()
+	if buf == nil {
+		return
+	}
+	out := buf[headroom:]
+	var n int
+	var err error
+	switch header.IPv4(orig).Protocol() {
+	case uint8(header.TCPProtocolNumber):
+		n, err = lb.BuildTCPReset(orig, out)
+	case uint8(header.UDPProtocolNumber):
+		n, err = lb.BuildICMPPortUnreachable(orig, out)
+	default:
+		return
+	}
+	if err != nil || n == 0 {
+		return
+	}
+	b.icmp = append(b.icmp, buf[:headroom+n])
 }

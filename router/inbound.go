@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/overlayd/overlayd/internal/flow"
+	"github.com/overlayd/overlayd/lb"
 	"github.com/overlayd/overlayd/stack"
 	"github.com/overlayd/overlayd/vxlan"
 )
@@ -124,6 +125,10 @@ func (r *Router) inbound(b *inBatch, n int) {
 			}
 			if s := netip.AddrFrom4([4]byte(pkt[12:16])); nw.Addr.Contains(s) {
 				r.learn(b, neighKey{vni: vni, ip: s}, frame.Src())
+			}
+			if r.lb != nil && r.lb.Inbound(pkt) == lb.Drop { // reverse NAT of a backend's reply, in place
+				r.drops.Add(vxlan.DropLBRefused)
+				continue
 			}
 			b.deliver = append(b.deliver, b.bufs[i][:headroom+vxlan.EncapLen+len(pkt)])
 			pkts++

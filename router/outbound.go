@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/overlayd/overlayd/internal/flow"
+	"github.com/overlayd/overlayd/lb"
 	"github.com/overlayd/overlayd/stack"
 	"github.com/overlayd/overlayd/vxlan"
 )
@@ -132,6 +133,17 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) {
 	if !ok {
 		r.drops.Add(vxlan.DropMalformed)
 		return
+	}
+	if r.lb != nil {
+		switch r.lb.Outbound(pkt) { // DNAT to a backend, in place
+		case lb.Reset:
+			r.drops.Add(vxlan.DropLBReset)
+			r.queueReset(b, pkt)
+			return
+		case lb.Drop:
+			r.drops.Add(vxlan.DropLBRefused)
+			return
+		}
 	}
 	dst := netip.AddrFrom4([4]byte(pkt[16:20]))
 	rt, ok := t.lookup(dst)

@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/overlayd/overlayd/lb"
 	"github.com/overlayd/overlayd/stack"
 	"github.com/overlayd/overlayd/vxlan"
 )
@@ -45,6 +46,10 @@ type Options struct {
 	// MaxNeighbors bounds the learned IP→MAC and MAC→VTEP tables.
 	// Zero means 65536.
 	MaxNeighbors int
+	// Balancer, when not nil, load-balances service VIPs: outbound
+	// packets to a VIP are DNATed to a backend before the route lookup,
+	// replies from backends are reverse-NATed on delivery.
+	Balancer *lb.Balancer
 	// Logger receives the router's logs; nil means none.
 	Logger *zap.Logger
 }
@@ -84,6 +89,7 @@ type Router struct {
 	mac     vxlan.MAC
 	pathMTU int
 	layer   stack.Layer
+	lb      *lb.Balancer                       // nil: no service VIPs
 	nets    atomic.Pointer[map[uint32]Network] // replaced whole by SetNetworks
 	l2VNI   uint32                             // the one network of an L2 attachment
 
@@ -131,6 +137,7 @@ func New(dev stack.Device, ul Underlay, opts Options) (*Router, error) {
 		mac:     opts.MAC,
 		pathMTU: opts.PathMTU,
 		layer:   dev.Layer(),
+		lb:      opts.Balancer,
 		pending: newPendingQueue(),
 	}
 	if r.log == nil {

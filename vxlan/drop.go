@@ -49,8 +49,14 @@ const (
 	DropQueueFull
 	// DropWriteError: the underlay or the attachment refused the write.
 	DropWriteError
-	// DropTTLExceeded: the IP TTL or hop limit ran out.
-	DropTTLExceeded
+	// DropLBReset: outbound, a packet to a service VIP whose backend is
+	// gone (or that has none): not forwarded, the client is answered with
+	// a TCP RST or ICMP port unreachable.
+	DropLBReset
+	// DropLBRefused: the load balancer refused the packet (a fragment to
+	// a VIP, a connection table full of established flows, a stray
+	// packet for a flow it does not know).
+	DropLBRefused
 
 	// NumDropReasons is the number of reasons, for arrays indexed by
 	// DropReason.
@@ -71,7 +77,8 @@ var dropNames = [NumDropReasons]string{
 	DropARPUnresolved: "arp_unresolved",
 	DropQueueFull:     "queue_full",
 	DropWriteError:    "write_error",
-	DropTTLExceeded:   "ttl_exceeded",
+	DropLBReset:       "lb_reset",
+	DropLBRefused:     "lb_refused",
 }
 
 // String returns the reason's snake_case name, or "drop_reason_N" for a
