@@ -229,6 +229,17 @@ func TestThroughCluster(t *testing.T) {
 		if want := "POST /post?q=1: posted body"; got != want {
 			t.Fatalf("curl POST through the HTTP proxy = %q, want %q", got, want)
 		}
+		// A large body: curl sends "Expect: 100-continue" and waits for the
+		// server's 100 through the proxy.
+		big := bytes.Repeat([]byte("0123456789abcdef"), 1<<17) // 2 MiB
+		file := t.TempDir() + "/big"
+		if err := os.WriteFile(file, big, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got = curl(t, "--proxy", "http://"+hp.Addr().String(), "--data-binary", "@"+file, "http://name.test/big")
+		if want := "POST /big: " + string(big); got != want {
+			t.Fatalf("curl POST of %d bytes through the HTTP proxy came back as %d bytes", len(big), len(got))
+		}
 	})
 	t.Run("refused overlay port", func(t *testing.T) {
 		if rep := socksConnect(t, socks.Addr().String(), "name.test", 81); rep != proxy.RepConnectionRefused {
