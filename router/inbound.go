@@ -78,12 +78,18 @@ func (r *Router) inbound(b *inBatch, n int) {
 	t := r.tab.Load()
 	nets := *r.nets.Load()
 	var pkts, bytes uint64
+	var lastPeer netip.Addr // checked already in this batch
+	var learned neighKey    // learned already in this batch
+	var learnedMAC vxlan.MAC
 	for i := range n {
 		d := b.rbufs[i][:b.sizes[i]]
 		src := b.srcs[i]
-		if !t.isPeer(src) {
-			r.drops.Add(vxlan.DropNotPeer)
-			continue
+		if src.Addr() != lastPeer {
+			if !t.isPeer(src) {
+				r.drops.Add(vxlan.DropNotPeer)
+				continue
+			}
+			lastPeer = src.Addr()
 		}
 		vni, frame, reason := vxlan.Decap(d)
 		if reason != vxlan.DropNone {
@@ -123,8 +129,9 @@ func (r *Router) inbound(b *inBatch, n int) {
 				r.drops.Add(vxlan.DropNotForUs)
 				continue
 			}
-			if s := netip.AddrFrom4([4]byte(pkt[12:16])); nw.Addr.Contains(s) {
-				r.learn(b, neighKey{vni: vni, ip: s}, frame.Src())
+			if s := netip.AddrFrom4([4]byte(pkt[12:16])); (s != learned.ip || vni != learned.vni || frame.Src() != learnedMAC) && nw.Addr.Contains(s) {
+				learned, learnedMAC = neighKey{vni: vni, ip: s}, frame.Src()
+				r.learn(b, learned, learnedMAC)
 			}
 			if r.lb != nil && r.lb.Inbound(pkt) == lb.Drop { // reverse NAT of a backend's reply, in place
 				r.drops.Add(vxlan.DropLBRefused)

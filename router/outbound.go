@@ -30,6 +30,17 @@ type outBatch struct {
 	icmp [][]byte // ICMP errors for the attachment, at offset headroom, slices of ctl
 
 	pkts, bytes uint64 // forwarded in this batch
+
+	hit lastHop // the previous packet's destination, valid for one batch
+}
+
+// lastHop remembers where the previous packet of a batch went. The route
+// table snapshot is fixed for a batch, so it stays right within one.
+type lastHop struct {
+	dst netip.Addr
+	rt  *Route
+	mac vxlan.MAC
+	ok  bool
 }
 
 // ctlSize fits an ICMP error (576 bytes, RFC 1812 §4.3.2.3) or an ARP
@@ -60,6 +71,7 @@ func (b *outBatch) reset() {
 	b.icmp = b.icmp[:0]
 	b.nctl = 0
 	b.pkts, b.bytes = 0, 0
+	b.hit = lastHop{}
 }
 
 // add queues one datagram for the underlay.
@@ -146,6 +158,12 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) {
 		}
 	}
 	dst := netip.AddrFrom4([4]byte(pkt[16:20]))
+	if b.hit.ok && b.hit.dst == dst && len(pkt) <= r.pathMTU {
+		// Same destination as the packet before (a TSO burst split into
+		// segments): reuse its route and MAC.
+		r.encapOut(b, i, pkt, b.hit.rt, b.hit.mac)
+		return
+	}
 	rt, ok := t.lookup(dst)
 	if !ok {
 		r.drops.Add(vxlan.DropNoRoute)
@@ -171,6 +189,12 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) {
 		}
 		return
 	}
+	b.hit = lastHop{dst: dst, rt: rt, mac: mac, ok: true}
+	r.encapOut(b, i, pkt, rt, mac)
+}
+
+// encapOut encapsulates packet i in place and queues it for rt's VTEP.
+func (r *Router) encapOut(b *outBatch, i int, pkt []byte, rt *Route, mac vxlan.MAC) {
 	h := flow.Hash(pkt)
 	frame := vxlan.Encap(b.bufs[i], headroom, len(pkt), rt.VNI, mac, r.mac, vxlan.EtherTypeIPv4)
 	b.add(frame, rt.VTEP, h)
