@@ -363,3 +363,33 @@ func (h *Host) Iperf(dst *Host, addr string, secs, streams int) (float64, error)
 	}
 	return res.End.SumReceived.BitsPerSecond / 1e9, nil
 }
+
+// IperfUDP sends UDP with iperf3 from h to an iperf3 server in dst bound
+// to addr, at rate (e.g. "200M") for secs seconds, and returns the bytes
+// the server received and the loss in percent.
+func (h *Host) IperfUDP(dst *Host, addr, rate string, secs int) (bytes int64, lostPercent float64, err error) {
+	srv := dst.Start("iperf3", "-s", "-1", "-B", addr)
+	defer srv.Stop()
+	var res struct {
+		Error string `json:"error"`
+		End   struct {
+			Sum struct {
+				Bytes       int64   `json:"bytes"`
+				LostPercent float64 `json:"lost_percent"`
+			} `json:"sum"`
+		} `json:"end"`
+	}
+	var out string
+	for try := 0; try < 50; try++ {
+		out, err = h.Try("iperf3", "-u", "-c", addr, "-b", rate, "-t", strconv.Itoa(secs), "-J")
+		res.Error = ""
+		if err == nil && json.Unmarshal([]byte(out), &res) == nil && res.Error == "" {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil || res.Error != "" {
+		return 0, 0, fmt.Errorf("iperf3 -u %s → %s: %v %s\n%s", h.Name, addr, err, res.Error, out)
+	}
+	return res.End.Sum.Bytes, res.End.Sum.LostPercent, nil
+}

@@ -177,6 +177,14 @@ func TestNetnsTUN(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("iperf3 h1 → h2 through overlayd: %.2f Gbit/s (informational)", gbps)
+		n, lost, err := h2.IperfUDP(h1, "10.200.1.1", "100M", 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 || lost > 50 {
+			t.Fatalf("iperf3 -u h2 → h1: %d bytes received, %.1f%% lost", n, lost)
+		}
+		t.Logf("iperf3 -u h2 → h1 at 100 Mbit/s: %d bytes, %.2f%% lost (informational)", n, lost)
 	})
 
 	t.Run("kernel-vxlan-peer", func(t *testing.T) {
