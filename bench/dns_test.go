@@ -1,6 +1,7 @@
 package bench_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -11,7 +12,9 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,7 +155,10 @@ func requireTool(b *testing.B, tool, pkg string) {
 	b.Skip(msg + "; skipped")
 }
 
-var dnsperfQPS = regexp.MustCompile(`Queries per second:\s+([0-9.]+)`)
+var (
+	dnsperfQPS       = regexp.MustCompile(`Queries per second:\s+([0-9.]+)`)
+	dnsperfCompleted = regexp.MustCompile(`Queries completed:\s+([0-9]+)`)
+)
 
 func median(v []float64) float64 {
 	v = slices.Clone(v)
@@ -161,30 +167,63 @@ func median(v []float64) float64 {
 }
 
 // dnsperf runs dnsperf against addr for secs seconds with one query name
-// and returns the queries per second it reports.
-func dnsperf(b *testing.B, addr netip.AddrPort, name string, secs int) float64 {
+// and returns the queries per second it reports and the CPU time the server
+// (process pid; 0 for this one) spent per completed query.
+func dnsperf(b *testing.B, addr netip.AddrPort, pid int, name string, secs int) (qps float64, cpuPerQuery time.Duration) {
 	b.Helper()
 	file := filepath.Join(b.TempDir(), "queries")
 	if err := os.WriteFile(file, []byte(name+" A\n"), 0o644); err != nil {
 		b.Fatal(err)
 	}
+	cpu0 := cpuTime(b, pid)
 	out, err := exec.Command("dnsperf", "-s", addr.Addr().String(), "-p", strconv.Itoa(int(addr.Port())),
 		"-d", file, "-l", strconv.Itoa(secs), "-c", "4", "-q", "200", "-t", "2").CombinedOutput()
 	if err != nil {
 		b.Fatalf("dnsperf: %v\n%s", err, out)
 	}
+	cpu := cpuTime(b, pid) - cpu0
 	m := dnsperfQPS.FindSubmatch(out)
 	if m == nil {
 		b.Fatalf("dnsperf printed no rate:\n%s", out)
 	}
-	qps, _ := strconv.ParseFloat(string(m[1]), 64)
-	return qps
+	qps, _ = strconv.ParseFloat(string(m[1]), 64)
+	c := dnsperfCompleted.FindSubmatch(out)
+	if c == nil {
+		b.Fatalf("dnsperf printed no completed count:\n%s", out)
+	}
+	n, _ := strconv.Atoi(string(c[1]))
+	return qps, cpu / time.Duration(max(n, 1))
+}
+
+// cpuTime is the user+system CPU time used so far by process pid, or by
+// this process (without children) when pid is 0.
+func cpuTime(b *testing.B, pid int) time.Duration {
+	if pid == 0 {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			b.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after "(comm) ": state is field 3, utime 14, stime 15, in
+	// clock ticks (USER_HZ, 100 on Linux).
+	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	ut, _ := strconv.Atoi(f[14-3])
+	st, _ := strconv.Atoi(f[15-3])
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // BenchmarkCompareDnsperf runs dnsperf against overlayd's DNS server and
 // against dnsmasq serving the same records, in one run, for an overlay name
 // (local data in both) and for a forwarded name (cached by both from the same
-// fake upstream), and reports both rates and their ratio (overlayd/dnsmasq).
+// fake upstream), and reports both rates and their ratio (overlayd/dnsmasq),
+// and the CPU time each server spent per query with their ratio
+// (dnsmasq/overlayd: above 1, overlayd needs less CPU per query). overlayd's
+// CPU is this test process's (the server, plus an idle fake upstream).
 // Needs dnsperf and dnsmasq (Debian packages dnsperf, dnsmasq-base); run with
 // -benchtime 1x. Runs alternate between the two servers and the medians are
 // reported, since the machine may be shared: OVERLAYD_DNSPERF_ROUNDS (default
@@ -221,17 +260,24 @@ func BenchmarkCompareDnsperf(b *testing.B) {
 		b.Run(tc.label, func(b *testing.B) {
 			for range b.N {
 				// Interleaved rounds, medians: the machine is shared.
-				var oq, dq []float64
+				var oq, dq, oc, dc []float64
 				for range rounds {
-					oq = append(oq, dnsperf(b, ovl, tc.name, secs))
-					dq = append(dq, dnsperf(b, dm.Addr, tc.name, secs))
+					q, c := dnsperf(b, ovl, 0, tc.name, secs)
+					oq, oc = append(oq, q), append(oc, float64(c)/1e3)
+					q, c = dnsperf(b, dm.Addr, dm.Pid(), tc.name, secs)
+					dq, dc = append(dq, q), append(dc, float64(c)/1e3)
 				}
 				o, d := median(oq), median(dq)
+				ocpu, dcpu := median(oc), median(dc)
 				b.ReportMetric(o, "overlayd-qps")
 				b.ReportMetric(d, "dnsmasq-qps")
 				b.ReportMetric(o/d, "ratio")
-				b.Logf("rounds: overlayd %.0f, dnsmasq %.0f", oq, dq)
-				fmt.Printf("dnsperf %s (%s, median of %d×%ds): overlayd %.0f qps, dnsmasq %.0f qps, ratio %.2f\n", tc.label, tc.name, rounds, secs, o, d, o/d)
+				b.ReportMetric(ocpu, "overlayd-cpu-µs/q")
+				b.ReportMetric(dcpu, "dnsmasq-cpu-µs/q")
+				b.ReportMetric(dcpu/ocpu, "cpu-ratio")
+				b.Logf("rounds: overlayd %.0f qps %.2f µs/q, dnsmasq %.0f qps %.2f µs/q", oq, oc, dq, dc)
+				fmt.Printf("dnsperf %s (%s, median of %d×%ds): overlayd %.0f qps, dnsmasq %.0f qps, ratio %.2f; CPU per query: overlayd %.2f µs, dnsmasq %.2f µs, ratio (dnsmasq/overlayd) %.2f\n",
+					tc.label, tc.name, rounds, secs, o, d, o/d, ocpu, dcpu, dcpu/ocpu)
 			}
 		})
 	}

@@ -529,8 +529,7 @@ func (s *Server) finish(req, resp *mdns.Msg, size int, buf []byte) []byte {
 }
 
 func (s *Server) pack(resp *mdns.Msg, size int, buf []byte) []byte {
-	resp.Truncate(size)
-	resp.Compress = true
+	resp.Truncate(size) // compresses only when the reply would not fit otherwise
 	out, err := resp.PackBuffer(buf)
 	if err != nil {
 		s.countRcode(mdns.RcodeServerFailure)

@@ -219,6 +219,9 @@ func (d *Dnsmasq) Stop() {
 	<-d.done
 }
 
+// Pid is the dnsmasq process's ID.
+func (d *Dnsmasq) Pid() int { return d.cmd.Process.Pid }
+
 // Output is what dnsmasq has logged.
 func (d *Dnsmasq) Output() string { return d.out.String() }
 
