@@ -71,23 +71,30 @@ type Port struct {
 // Zone is an immutable snapshot of the overlay's names. It is safe for
 // concurrent use.
 type Zone struct {
-	domain  string // lower case, fully qualified
-	ttl     uint32
-	names   map[string]*entry // lower-case FQDN -> records; empty entry = empty non-terminal
-	ptr     map[netip.Addr][]string
-	cidrs   []netip.Prefix
-	soa     *mdns.SOA
-	reverse []reverseZone
+	domain    string // lower case, fully qualified
+	dotDomain string // "." + domain
+	ttl       uint32
+	names     map[string]*entry // lower-case FQDN -> records; empty entry = empty non-terminal
+	ptr       map[netip.Addr][]string
+	ptrRRs    map[netip.Addr][]mdns.RR
+	soa       *mdns.SOA
+	soaRRs    []mdns.RR // {soa}
+	reverse   []reverseZone
 }
 
 type reverseZone struct {
 	prefix netip.Prefix
-	soa    *mdns.SOA
+	soaRRs []mdns.RR // {SOA of the reverse zone}
 }
 
+// entry holds the records of one name. The RR slices are built once by
+// NewZone and shared by every reply: read-only, and clipped so that an
+// append copies.
 type entry struct {
 	addrs []netip.Addr // A and AAAA, in data order
 	srv   []srvTarget
+
+	a, aaaa, srvRRs, srvExtra []mdns.RR
 }
 
 type srvTarget struct {
@@ -128,7 +135,9 @@ func NewZone(d ZoneData) (*Zone, error) {
 		names:  make(map[string]*entry),
 		ptr:    make(map[netip.Addr][]string),
 	}
+	z.dotDomain = "." + domain
 	z.soa = z.newSOA(domain)
+	z.soaRRs = []mdns.RR{z.soa}
 	z.names[domain] = &entry{}
 
 	networks := make(map[string]Network)
@@ -150,8 +159,7 @@ func NewZone(d ZoneData) (*Zone, error) {
 		}
 		networks[name] = n
 		p := n.CIDR.Masked()
-		z.cidrs = append(z.cidrs, p)
-		z.reverse = append(z.reverse, reverseZone{prefix: p, soa: z.newSOA(reverseApex(p))})
+		z.reverse = append(z.reverse, reverseZone{prefix: p, soaRRs: []mdns.RR{z.newSOA(reverseApex(p))}})
 		z.addENTs(name + "." + domain)
 	}
 
@@ -208,7 +216,45 @@ func NewZone(d ZoneData) (*Zone, error) {
 		}
 		z.addAddr(name+"."+netName+"."+domain, n.Addr.Unmap())
 	}
+	z.buildRRs()
 	return z, errors.Join(errs...)
+}
+
+// buildRRs makes the records every reply shares.
+func (z *Zone) buildRRs() {
+	for name, e := range z.names {
+		e.a = slices.Clip(z.addrRRs(nil, name, e.addrs, mdns.TypeA))
+		e.aaaa = slices.Clip(z.addrRRs(nil, name, e.addrs, mdns.TypeAAAA))
+		for _, t := range e.srv {
+			e.srvRRs = append(e.srvRRs, &mdns.SRV{
+				Hdr:    mdns.RR_Header{Name: name, Rrtype: mdns.TypeSRV, Class: mdns.ClassINET, Ttl: z.ttl},
+				Port:   t.port,
+				Target: t.target,
+			})
+			if te := z.names[t.target]; te != nil && len(e.srvExtra) == 0 {
+				// All of a name's SRV records point at the service itself.
+				e.srvExtra = slices.Clip(z.addrRRs(nil, t.target, te.addrs, mdns.TypeANY))
+			}
+		}
+		e.srvRRs = slices.Clip(e.srvRRs)
+	}
+	z.ptrRRs = make(map[netip.Addr][]mdns.RR, len(z.ptr))
+	for addr, names := range z.ptr {
+		owner := reverseName(addr)
+		var rrs []mdns.RR
+		for _, n := range names {
+			rrs = append(rrs, &mdns.PTR{
+				Hdr: mdns.RR_Header{Name: owner, Rrtype: mdns.TypePTR, Class: mdns.ClassINET, Ttl: z.ttl},
+				Ptr: n,
+			})
+		}
+		z.ptrRRs[addr] = slices.Clip(rrs)
+	}
+}
+
+// reverseName is a's full in-addr.arpa. or ip6.arpa. name.
+func reverseName(a netip.Addr) string {
+	return reverseApex(netip.PrefixFrom(a, a.BitLen()))
 }
 
 func (z *Zone) newSOA(apex string) *mdns.SOA {
@@ -351,15 +397,15 @@ type answer struct {
 // lookup answers q if the zone is authoritative for its name. ok is false for
 // names the zone does not hold (to be forwarded). qname must be lower case.
 func (z *Zone) lookup(qname string, qtype uint16) (a answer, ok bool) {
-	if mdns.IsSubDomain(z.domain, qname) {
+	if qname == z.domain || strings.HasSuffix(qname, z.dotDomain) {
 		return z.own(qname, qtype), true
 	}
 	if addr, ok := parseReverse(qname); ok {
-		names, has := z.ptr[addr]
-		var soa *mdns.SOA
+		ptrs, has := z.ptrRRs[addr]
+		var soa []mdns.RR
 		for _, r := range z.reverse {
 			if r.prefix.Contains(addr) {
-				soa = r.soa
+				soa = r.soaRRs
 				break
 			}
 		}
@@ -367,51 +413,47 @@ func (z *Zone) lookup(qname string, qtype uint16) (a answer, ok bool) {
 			return answer{}, false
 		}
 		if soa == nil {
-			soa = z.newSOA(reverseApex(netip.PrefixFrom(addr, addr.BitLen())))
+			soa = []mdns.RR{z.newSOA(reverseName(addr))}
 		}
 		switch {
 		case !has:
-			return answer{rcode: mdns.RcodeNameError, ns: []mdns.RR{soa}}, true
+			return answer{rcode: mdns.RcodeNameError, ns: soa}, true
 		case qtype != mdns.TypePTR && qtype != mdns.TypeANY:
-			return answer{rcode: mdns.RcodeSuccess, ns: []mdns.RR{soa}}, true
+			return answer{rcode: mdns.RcodeSuccess, ns: soa}, true
 		}
-		for _, n := range names {
-			a.answer = append(a.answer, &mdns.PTR{
-				Hdr: mdns.RR_Header{Name: qname, Rrtype: mdns.TypePTR, Class: mdns.ClassINET, Ttl: z.ttl},
-				Ptr: n,
-			})
-		}
-		return a, true
+		return answer{answer: ptrs}, true
 	}
 	return answer{}, false
 }
 
+// own answers a name under the zone's domain.
 func (z *Zone) own(qname string, qtype uint16) answer {
 	e, exists := z.names[qname]
 	if !exists {
-		return answer{rcode: mdns.RcodeNameError, ns: []mdns.RR{z.soa}}
+		return answer{rcode: mdns.RcodeNameError, ns: z.soaRRs}
 	}
 	var a answer
-	if qname == z.domain && (qtype == mdns.TypeSOA || qtype == mdns.TypeANY) {
-		a.answer = append(a.answer, z.soa)
-	}
-	if qtype == mdns.TypeA || qtype == mdns.TypeAAAA || qtype == mdns.TypeANY {
-		a.answer = z.addrRRs(a.answer, qname, e.addrs, qtype)
-	}
-	if qtype == mdns.TypeSRV || qtype == mdns.TypeANY {
-		for _, s := range e.srv {
-			a.answer = append(a.answer, &mdns.SRV{
-				Hdr:    mdns.RR_Header{Name: qname, Rrtype: mdns.TypeSRV, Class: mdns.ClassINET, Ttl: z.ttl},
-				Port:   s.port,
-				Target: s.target,
-			})
-			if t := z.names[s.target]; t != nil {
-				a.extra = z.addrRRs(a.extra, s.target, t.addrs, mdns.TypeANY)
-			}
+	switch qtype {
+	case mdns.TypeA:
+		a.answer = e.a
+	case mdns.TypeAAAA:
+		a.answer = e.aaaa
+	case mdns.TypeSRV:
+		a.answer, a.extra = e.srvRRs, e.srvExtra
+	case mdns.TypeSOA:
+		if qname == z.domain {
+			a.answer = z.soaRRs
 		}
+	case mdns.TypeANY:
+		if qname == z.domain {
+			a.answer = append(a.answer, z.soa)
+		}
+		a.answer = append(append(append(a.answer, e.a...), e.aaaa...), e.srvRRs...)
+		a.extra = e.srvExtra
 	}
 	if len(a.answer) == 0 {
-		a.ns = []mdns.RR{z.soa}
+		a.answer, a.extra = nil, nil
+		a.ns = z.soaRRs
 	}
 	return a
 }
