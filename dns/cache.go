@@ -2,6 +2,7 @@ package dns
 
 import (
 	"container/list"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,6 +23,11 @@ type cacheEntry struct {
 	msg     *mdns.Msg // response without OPT; never modified after insertion
 	stored  time.Time
 	expires time.Time
+
+	// aged is msg with TTLs lowered by agedSecs, shared by every hit in
+	// that second; guarded by cache.mu, read-only once published.
+	aged     *mdns.Msg
+	agedSecs uint32
 }
 
 // cache is a bounded LRU of upstream answers that expire with their TTL.
@@ -38,28 +44,29 @@ func newCache(max int, now func() time.Time) *cache {
 	return &cache{max: max, now: now, lru: list.New(), items: make(map[cacheKey]*list.Element)}
 }
 
-// get returns a copy of the cached answer for k with TTLs lowered by its age,
-// or nil.
+// get returns the cached answer for k with TTLs lowered by its age, or nil.
+// The answer is shared with other callers and must not be modified (its
+// section slices are clipped, so appending to them copies).
 func (c *cache) get(k cacheKey) *mdns.Msg {
 	now := c.now()
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	el, ok := c.items[k]
 	if !ok {
-		c.mu.Unlock()
 		return nil
 	}
 	e := el.Value.(*cacheEntry)
 	if !now.Before(e.expires) {
 		c.lru.Remove(el)
 		delete(c.items, k)
-		c.mu.Unlock()
 		return nil
 	}
 	c.lru.MoveToFront(el)
-	c.mu.Unlock()
-
-	m := e.msg.Copy()
 	age := uint32(now.Sub(e.stored) / time.Second)
+	if e.aged != nil && e.agedSecs == age {
+		return e.aged
+	}
+	m := e.msg.Copy()
 	for _, sec := range [][]mdns.RR{m.Answer, m.Ns, m.Extra} {
 		for _, rr := range sec {
 			h := rr.Header()
@@ -70,6 +77,8 @@ func (c *cache) get(k cacheKey) *mdns.Msg {
 			}
 		}
 	}
+	m.Answer, m.Ns, m.Extra = slices.Clip(m.Answer), slices.Clip(m.Ns), slices.Clip(m.Extra)
+	e.aged, e.agedSecs = m, age
 	return m
 }
 

@@ -147,13 +147,13 @@ func (f *Forwarder) Exchange(ctx context.Context, req *mdns.Msg) (*mdns.Msg, err
 	}
 	m, key, ok := f.fromCache(req)
 	if ok {
-		return m, nil
+		return m.Copy(), nil
 	}
 	return f.exchangeMiss(ctx, req, key)
 }
 
 // fromCache returns the cached answer to req's one question, if any, and
-// the question's cache key.
+// the question's cache key. The answer is shared: read-only.
 func (f *Forwarder) fromCache(req *mdns.Msg) (*mdns.Msg, cacheKey, bool) {
 	q := req.Question[0]
 	do := false

@@ -536,3 +536,57 @@ func TestForwardCoalesce(t *testing.T) {
 		t.Errorf("upstream saw %d queries, want 1", n)
 	}
 }
+
+// TestForwardSharedCacheConcurrent: cache hits share one aged copy of the
+// answer; concurrent replies with other spellings, EDNS sizes and
+// truncation must not disturb each other (run with -race).
+func TestForwardSharedCacheConcurrent(t *testing.T) {
+	var rrs []string
+	for i := range 40 {
+		rrs = append(rrs, fmt.Sprintf("many.test. 60 IN A 192.0.2.%d", i))
+	}
+	up := dnstest.NewUpstream(t, func(req *mdns.Msg, tcp bool) []*mdns.Msg {
+		return []*mdns.Msg{dnstest.Reply(req, rrs...)}
+	})
+	f, err := NewForwarder(ForwarderOptions{Upstreams: []netip.AddrPort{up.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Options{Forwarder: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	names := []string{"many.test.", "MANY.test.", "Many.Test."}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				name := names[(g+i)%len(names)]
+				q := ask(name, mdns.TypeA)
+				if g%2 == 0 {
+					q.SetEdns0(1232, false)
+				}
+				r := new(mdns.Msg)
+				if err := r.Unpack(s.handle(context.Background(), loopback, pack(t, q), g%4 == 1)); err != nil {
+					t.Errorf("reply: %v", err)
+					return
+				}
+				if len(r.Answer) == 0 || r.Answer[0].Header().Name != name {
+					t.Errorf("%s: answer %v", name, r.Answer)
+					return
+				}
+				if g%4 == 1 && len(r.Answer) != 40 || g%2 == 0 && r.IsEdns0() == nil {
+					t.Errorf("%s (tcp %v): %d answers, OPT %v", name, g%4 == 1, len(r.Answer), r.IsEdns0())
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := up.UDPQueries.Load(); n != 1 {
+		t.Errorf("upstream saw %d queries, want 1", n)
+	}
+}

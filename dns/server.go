@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -509,6 +510,7 @@ func (s *Server) respond(src netip.Addr, b []byte, tcp bool, buf []byte) (out []
 }
 
 // forwarded fills resp from the forwarder's answer m (or SERVFAIL on err).
+// m may be shared with other queries (a cache hit) and is not modified.
 func (s *Server) forwarded(req, resp, m *mdns.Msg, err error) {
 	if err != nil {
 		resp.Rcode = mdns.RcodeServerFailure
@@ -517,11 +519,18 @@ func (s *Server) forwarded(req, resp, m *mdns.Msg, err error) {
 	resp.Rcode, resp.Answer, resp.Ns, resp.Extra = m.Rcode, m.Answer, m.Ns, m.Extra
 	opt := req.IsEdns0()
 	resp.AuthenticatedData = m.AuthenticatedData && (req.AuthenticatedData || opt != nil && opt.Do())
-	// A cached answer may carry another client's spelling of the name.
+	// A cached answer may carry another client's spelling of the name:
+	// answer with the asker's, on copies.
 	q := req.Question[0]
-	for _, rr := range resp.Answer {
+	cloned := false
+	for i, rr := range resp.Answer {
 		if h := rr.Header(); h.Name != q.Name && strings.EqualFold(h.Name, q.Name) {
-			h.Name = q.Name
+			if !cloned {
+				resp.Answer, cloned = slices.Clone(resp.Answer), true
+			}
+			rr = mdns.Copy(rr)
+			rr.Header().Name = q.Name
+			resp.Answer[i] = rr
 		}
 	}
 }
