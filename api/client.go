@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"syscall"
 )
@@ -37,10 +39,61 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return st, c.get(ctx, "/v1/status", &st)
 }
 
+// Networks lists the cluster's networks.
+func (c *Client) Networks(ctx context.Context) ([]NetworkInfo, error) {
+	var ns []NetworkInfo
+	return ns, c.get(ctx, "/v1/networks", &ns)
+}
+
+// CreateNetwork defines a network cluster-wide.
+func (c *Client) CreateNetwork(ctx context.Context, req CreateNetwork) (NetworkInfo, error) {
+	var n NetworkInfo
+	return n, c.do(ctx, http.MethodPost, "/v1/networks", req, &n)
+}
+
+// JoinNetwork attaches the node to a network; the answer carries its address.
+func (c *Client) JoinNetwork(ctx context.Context, name string) (NetworkInfo, error) {
+	var n NetworkInfo
+	return n, c.do(ctx, http.MethodPost, "/v1/networks/"+url.PathEscape(name)+"/join", nil, &n)
+}
+
+// LeaveNetwork detaches the node from a network.
+func (c *Client) LeaveNetwork(ctx context.Context, name string) error {
+	var v struct{}
+	return c.do(ctx, http.MethodPost, "/v1/networks/"+url.PathEscape(name)+"/leave", nil, &v)
+}
+
+// Peers lists the cluster's members.
+func (c *Client) Peers(ctx context.Context) ([]Peer, error) {
+	var ps []Peer
+	return ps, c.get(ctx, "/v1/peers", &ps)
+}
+
+// Routes fetches the routes in force and the per-network digests.
+func (c *Client) Routes(ctx context.Context) (Routes, error) {
+	var rs Routes
+	return rs, c.get(ctx, "/v1/routes", &rs)
+}
+
 func (c *Client) get(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://overlayd"+path, nil)
+	return c.do(ctx, http.MethodGet, path, nil, out)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("api: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://overlayd"+path, body)
 	if err != nil {
 		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -53,18 +106,18 @@ func (c *Client) get(ctx context.Context, path string, out any) error {
 		return fmt.Errorf("api: %w", err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return fmt.Errorf("api: read answer: %w", err)
 	}
 	if resp.StatusCode/100 != 2 {
 		var e Error
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		if json.Unmarshal(answer, &e) == nil && e.Error != "" {
 			return fmt.Errorf("overlayd: %s", e.Error)
 		}
 		return fmt.Errorf("overlayd: %s", resp.Status)
 	}
-	if err := json.Unmarshal(body, out); err != nil {
+	if err := json.Unmarshal(answer, out); err != nil {
 		return fmt.Errorf("api: bad answer from %s: %w", c.path, err)
 	}
 	return nil

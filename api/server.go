@@ -20,6 +20,36 @@ type Backend interface {
 	Status(ctx context.Context) (Status, error)
 }
 
+// ControlBackend is the optional capability of a Backend with a control
+// plane (networks, peers, learned routes), found by type assertion. Errors
+// made with Errorf carry their HTTP status; others are 500s.
+type ControlBackend interface {
+	Networks(ctx context.Context) ([]NetworkInfo, error)
+	CreateNetwork(ctx context.Context, req CreateNetwork) (NetworkInfo, error)
+	JoinNetwork(ctx context.Context, name string) (NetworkInfo, error)
+	LeaveNetwork(ctx context.Context, name string) error
+	Peers(ctx context.Context) ([]Peer, error)
+	Routes(ctx context.Context) (Routes, error)
+}
+
+// StatusError is an error with the HTTP status the API answers it with.
+type StatusError struct {
+	Code int
+	Msg  string
+}
+
+func (e *StatusError) Error() string { return e.Msg }
+
+// Errorf returns a *StatusError: a one-sentence message for the user and
+// the HTTP status (400 bad input, 404 unknown name, 409 conflict with the
+// cluster's state, 503 not available on this node).
+func Errorf(code int, format string, args ...any) error {
+	return &StatusError{Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// maxBody bounds request bodies.
+const maxBody = 64 << 10
+
 // Server serves the control API on a unix socket.
 type Server struct {
 	path string
@@ -94,10 +124,81 @@ func Handler(b Backend) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, st)
 	})
+	cb, _ := b.(ControlBackend)
+	control := func(f func(w http.ResponseWriter, r *http.Request, cb ControlBackend)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if cb == nil {
+				writeJSON(w, http.StatusServiceUnavailable, Error{Error: "this daemon has no control plane"})
+				return
+			}
+			f(w, r, cb)
+		}
+	}
+	mux.HandleFunc("GET /v1/networks", control(func(w http.ResponseWriter, r *http.Request, cb ControlBackend) {
+		ns, err := cb.Networks(r.Context())
+		answer(w, ns, err)
+	}))
+	mux.HandleFunc("POST /v1/networks", control(func(w http.ResponseWriter, r *http.Request, cb ControlBackend) {
+		var req CreateNetwork
+		if err := decodeBody(w, r, &req); err != nil {
+			writeJSON(w, http.StatusBadRequest, Error{Error: err.Error()})
+			return
+		}
+		n, err := cb.CreateNetwork(r.Context(), req)
+		answer(w, n, err)
+	}))
+	mux.HandleFunc("POST /v1/networks/{name}/join", control(func(w http.ResponseWriter, r *http.Request, cb ControlBackend) {
+		n, err := cb.JoinNetwork(r.Context(), r.PathValue("name"))
+		answer(w, n, err)
+	}))
+	mux.HandleFunc("POST /v1/networks/{name}/leave", control(func(w http.ResponseWriter, r *http.Request, cb ControlBackend) {
+		err := cb.LeaveNetwork(r.Context(), r.PathValue("name"))
+		answer(w, struct{}{}, err)
+	}))
+	mux.HandleFunc("GET /v1/peers", control(func(w http.ResponseWriter, r *http.Request, cb ControlBackend) {
+		ps, err := cb.Peers(r.Context())
+		answer(w, ps, err)
+	}))
+	mux.HandleFunc("GET /v1/routes", control(func(w http.ResponseWriter, r *http.Request, cb ControlBackend) {
+		rs, err := cb.Routes(r.Context())
+		answer(w, rs, err)
+	}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
 	})
 	return mux
+}
+
+// decodeBody reads one JSON object, strictly (unknown fields are errors),
+// into v; the error is one sentence for the user.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fmt.Errorf("request body is larger than %d bytes", maxBody)
+		}
+		return fmt.Errorf("bad request body: %v", err)
+	}
+	if dec.More() {
+		return errors.New("bad request body: more than one JSON value")
+	}
+	return nil
+}
+
+// answer writes v, or err with its status.
+func answer(w http.ResponseWriter, v any, err error) {
+	if err == nil {
+		writeJSON(w, http.StatusOK, v)
+		return
+	}
+	code := http.StatusInternalServerError
+	var se *StatusError
+	if errors.As(err, &se) {
+		code = se.Code
+	}
+	writeJSON(w, code, Error{Error: err.Error()})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

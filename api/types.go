@@ -21,8 +21,47 @@ type Status struct {
 
 // Network is an overlay network the node is on.
 type Network struct {
+	Name string `json:"name,omitempty"` // empty for the static network (--addr)
 	VNI  uint32 `json:"vni"`
 	Addr string `json:"addr"` // the node's address, with prefix
+}
+
+// NetworkInfo is a cluster-wide network as this node knows it.
+type NetworkInfo struct {
+	Name    string `json:"name"`
+	CIDR    string `json:"cidr"`
+	VNI     uint32 `json:"vni"`
+	Creator string `json:"creator"`        // node that created it
+	DNS     string `json:"dns"`            // the network's DNS address (never handed out)
+	Joined  bool   `json:"joined"`         // this node is attached to it
+	Addr    string `json:"addr,omitempty"` // this node's address, with prefix, when joined
+	Members int    `json:"members"`        // nodes attached to it (live ones announcing a route)
+}
+
+// CreateNetwork is the body of POST /v1/networks.
+type CreateNetwork struct {
+	Name string `json:"name"`
+	CIDR string `json:"cidr"`
+	// VNI, when nil, is picked by the node (one no known network uses).
+	VNI *uint32 `json:"vni,omitempty"`
+}
+
+// Peer is a member of the gossip cluster.
+type Peer struct {
+	Name    string `json:"name"`
+	Addr    string `json:"addr"`  // gossip address
+	State   string `json:"state"` // alive, suspect, dead, left
+	VTEP    string `json:"vtep"`
+	Version string `json:"version"`
+	Self    bool   `json:"self,omitempty"`
+}
+
+// Routes is the route table in force and, per joined network, the digest
+// of its replicated state (equal on nodes that have converged).
+type Routes struct {
+	Routes  []Route           `json:"routes"`
+	Local   []Network         `json:"local"`             // this node's own addresses
+	Digests map[string]string `json:"digests,omitempty"` // network name → digest
 }
 
 // Route is an overlay prefix and the VTEP that hosts it.

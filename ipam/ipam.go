@@ -189,7 +189,16 @@ func (p *IPAM) CreateNetwork(name string, cidr netip.Prefix, vni uint32) error {
 		return err
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	err = p.createLocked(l, name, vni)
+	p.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	p.changed(name) // without the lock: OnChange may call Export
+	return nil
+}
+
+func (p *IPAM) createLocked(l *layout, name string, vni uint32) error {
 	if _, ok := p.networkEntry(name); ok {
 		return fmt.Errorf("ipam: network %q exists", name)
 	}
@@ -207,7 +216,6 @@ func (p *IPAM) CreateNetwork(name string, cidr netip.Prefix, vni uint32) error {
 	if err := p.t.Put(tableNetworks, "", name, v); err != nil {
 		return fmt.Errorf("ipam: create network %q: %w", name, err)
 	}
-	p.changed(name)
 	return nil
 }
 
@@ -218,6 +226,18 @@ func (p *IPAM) Network(name string) (Network, bool) {
 		return Network{}, false
 	}
 	return l.Network, true
+}
+
+// Networks returns every network defined in the cluster as this node
+// knows them (also those whose creator is down), sorted by name.
+func (p *IPAM) Networks() []Network {
+	var out []Network
+	for _, e := range p.t.ListAll(tableNetworks, "") {
+		if l, err := p.layout(e.Key); err == nil {
+			out = append(out, l.Network)
+		}
+	}
+	return out
 }
 
 // networkEntry returns a network's definition, also while its creator is

@@ -17,6 +17,7 @@ import (
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/gossip"
 	"github.com/overlayd/overlayd/router"
 	"github.com/overlayd/overlayd/stack"
 	"github.com/overlayd/overlayd/udp"
@@ -40,10 +41,12 @@ type Node struct {
 	dev     stack.Device
 	ns      *stack.Netstack // nil unless mode is netstack
 	rt      *router.Router
+	ctl     *control // nil in static mode (no gossip)
 	pathMTU int
 
 	mu      sync.Mutex // guards static, api, started
 	static  []config.Peer
+	syncMu  sync.Mutex // serialises route table rebuilds
 	api     *api.Server
 	started time.Time
 
@@ -98,6 +101,25 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 			n.mode = config.ModeTUN
 		}
 	}
+	var nets []router.Network
+	var addrs []netip.Prefix
+	if cfg.Addr.IsValid() {
+		nets = append(nets, router.Network{VNI: cfg.VNI, Addr: cfg.Addr})
+		addrs = append(addrs, cfg.Addr)
+	}
+	var mac vxlan.MAC
+	if cfg.Gossip.Enabled() {
+		if n.ctl, err = newControl(n, cfg); err != nil {
+			return nil, err
+		}
+		for _, j := range n.ctl.joinedList() {
+			nets = append(nets, router.Network{VNI: j.VNI, Addr: j.prefix()})
+			addrs = append(addrs, j.prefix())
+		}
+		if !cfg.Addr.IsValid() {
+			mac = nameMAC(cfg.Name)
+		}
+	}
 	routes := extraRoutes(cfg)
 	// Assign the device only on success: a nil *TUN in the Device
 	// interface is not a nil interface.
@@ -105,7 +127,7 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 	case config.ModeTUN:
 		var t *stack.TUN
 		if t, err = stack.OpenTUN(stack.TUNOptions{
-			Name: cfg.TUNName, MTU: mtu, Addrs: []netip.Prefix{cfg.Addr}, Routes: routes, Logger: n.log,
+			Name: cfg.TUNName, MTU: mtu, Addrs: addrs, Routes: routes, Logger: n.log,
 		}); err == nil {
 			n.dev = t
 		}
@@ -119,7 +141,7 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 	case config.ModeNetstack:
 		var ns *stack.Netstack
 		if ns, err = stack.NewNetstack(stack.NetstackOptions{
-			Addrs: []netip.Prefix{cfg.Addr}, MTU: mtu, Routes: routes, Logger: n.log,
+			Addrs: addrs, MTU: mtu, Routes: routes, Logger: n.log, AddressesLater: cfg.Gossip.Enabled(),
 		}); err == nil {
 			n.ns, n.dev = ns, ns
 		}
@@ -127,9 +149,13 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if n.mode == config.ModeTAP {
+		nets = nets[:1] // the one static network; config validation requires it
+	}
 
 	n.rt, err = router.New(n.dev, n.ul, router.Options{
-		Networks: []router.Network{{VNI: cfg.VNI, Addr: cfg.Addr}},
+		Networks: nets,
+		MAC:      mac,
 		PathMTU:  n.pathMTU,
 		Logger:   n.log,
 	})
@@ -151,7 +177,7 @@ func extraRoutes(cfg config.Config) []netip.Prefix {
 	var out []netip.Prefix
 	own := cfg.Addr.Masked()
 	for _, p := range cfg.Peers {
-		if own.Bits() <= p.Prefix.Bits() && own.Contains(p.Prefix.Addr()) {
+		if own.IsValid() && own.Bits() <= p.Prefix.Bits() && own.Contains(p.Prefix.Addr()) {
 			continue
 		}
 		out = append(out, p.Prefix)
@@ -178,22 +204,51 @@ func interfaceMTU(a netip.Addr) int {
 	return 1500
 }
 
-// SetStaticRoutes replaces the node's static routes (config peers).
+// SetStaticRoutes replaces the node's static routes (config peers), which
+// live on the static network (--addr, --vni) beside the learned ones.
 func (n *Node) SetStaticRoutes(peers []config.Peer) error {
-	routes := make([]router.Route, 0, len(peers))
+	if len(peers) > 0 && !n.cfg.Addr.IsValid() {
+		return errors.New("node: static routes (--peer) need the static network: give --addr too")
+	}
 	for _, p := range peers {
 		if p.Prefix.Contains(n.cfg.Addr.Addr()) {
 			return fmt.Errorf("node: peer %v covers this node's own address", p)
 		}
-		routes = append(routes, router.Route{Prefix: p.Prefix, VTEP: p.VTEP, VNI: n.cfg.VNI, Owner: "static"})
-	}
-	if err := n.rt.SetRoutes(routes, nil); err != nil {
-		return err
 	}
 	n.mu.Lock()
+	old := n.static
 	n.static = append([]config.Peer(nil), peers...)
 	n.mu.Unlock()
+	if err := n.syncRoutes(); err != nil {
+		n.mu.Lock()
+		n.static = old
+		n.mu.Unlock()
+		return err
+	}
 	return nil
+}
+
+// syncRoutes swaps the router's table for the static routes plus, with
+// gossip, the learned ones and the live members' VTEPs as peers. Static
+// routes win over learned ones for the same prefix.
+func (n *Node) syncRoutes() error {
+	n.syncMu.Lock()
+	defer n.syncMu.Unlock()
+	n.mu.Lock()
+	static := n.static
+	n.mu.Unlock()
+	routes := make([]router.Route, 0, len(static))
+	taken := make(map[netip.Prefix]bool)
+	for _, p := range static {
+		routes = append(routes, router.Route{Prefix: p.Prefix, VTEP: p.VTEP, VNI: n.cfg.VNI, Owner: "static"})
+		taken[p.Prefix.Masked()] = true
+	}
+	var peers []netip.AddrPort
+	if n.ctl != nil {
+		routes = append(routes, n.ctl.learned(taken)...)
+		peers = n.ctl.peers()
+	}
+	return n.rt.SetRoutes(routes, peers)
 }
 
 // Start starts forwarding and, when the configuration names one, the
@@ -212,6 +267,11 @@ func (n *Node) Start(ctx context.Context) error {
 		n.api = s
 	}
 	n.rt.Start(ctx)
+	if n.ctl != nil {
+		if err := n.ctl.start(ctx); err != nil {
+			return err
+		}
+	}
 	n.started = time.Now()
 	gso, gro := n.ul.Offload()
 	n.log.Info("node started",
@@ -222,8 +282,17 @@ func (n *Node) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the node and releases everything it holds. Safe twice.
-func (n *Node) Close() error {
+// Close stops the node and releases everything it holds; with gossip, it
+// first tells the cluster it leaves (peers withdraw its routes at once).
+// Safe twice.
+func (n *Node) Close() error { return n.close(true) }
+
+// Crash stops the node like Close but without telling the cluster, as a
+// crash would: peers withdraw its routes when failure detection declares
+// it dead. For tests.
+func (n *Node) Crash() error { return n.close(false) }
+
+func (n *Node) close(leave bool) error {
 	n.closeOnce.Do(func() {
 		n.mu.Lock()
 		s := n.api
@@ -232,6 +301,9 @@ func (n *Node) Close() error {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
+		if n.ctl != nil {
+			errs = append(errs, n.ctl.close(leave))
+		}
 		errs = append(errs, n.closeParts())
 		n.closeErr = errors.Join(errs...)
 	})
@@ -239,9 +311,13 @@ func (n *Node) Close() error {
 }
 
 // closeParts closes the device and the socket, which ends the router's
-// loops, then waits for them.
+// loops, then waits for them. A control plane left by a failed New is
+// closed too.
 func (n *Node) closeParts() error {
 	var errs []error
+	if n.ctl != nil && n.started.IsZero() {
+		errs = append(errs, n.ctl.close(false))
+	}
 	if n.dev != nil {
 		errs = append(errs, n.dev.Close())
 	}
@@ -315,12 +391,10 @@ func (n *Node) Status(context.Context) (api.Status, error) {
 		MAC:      n.rt.MAC().String(),
 		MTU:      n.dev.MTU(),
 		PathMTU:  n.pathMTU,
-		Networks: []api.Network{{VNI: n.cfg.VNI, Addr: n.cfg.Addr.String()}},
+		Networks: n.networks(),
 		Underlay: api.Underlay{GSO: gso, GRO: gro, SourcePorts: max(n.cfg.Underlay.SourcePorts, 1)},
 	}
-	for _, r := range n.rt.Routes() {
-		st.Routes = append(st.Routes, api.Route{Prefix: r.Prefix.String(), VTEP: r.VTEP.String(), VNI: r.VNI, Owner: r.Owner})
-	}
+	st.Routes = n.routes()
 	rs := n.rt.Stats()
 	st.Traffic = api.Traffic{
 		Outbound:   api.Counters(rs.Outbound),
@@ -332,4 +406,103 @@ func (n *Node) Status(context.Context) (api.Status, error) {
 		Neighbors:  rs.Neighbors,
 	}
 	return st, nil
+}
+
+// networks lists the networks the node is on, the static one first.
+func (n *Node) networks() []api.Network {
+	out := []api.Network{}
+	if n.cfg.Addr.IsValid() {
+		out = append(out, api.Network{VNI: n.cfg.VNI, Addr: n.cfg.Addr.String()})
+	}
+	if n.ctl != nil {
+		for _, j := range n.ctl.joinedList() {
+			out = append(out, api.Network{Name: j.Name, VNI: j.VNI, Addr: j.prefix().String()})
+		}
+	}
+	return out
+}
+
+func (n *Node) routes() []api.Route {
+	out := []api.Route{}
+	for _, r := range n.rt.Routes() {
+		out = append(out, api.Route{Prefix: r.Prefix.String(), VTEP: r.VTEP.String(), VNI: r.VNI, Owner: r.Owner})
+	}
+	return out
+}
+
+var _ api.ControlBackend = (*Node)(nil)
+
+// Networks lists the cluster's networks; it implements api.ControlBackend.
+func (n *Node) Networks(context.Context) ([]api.NetworkInfo, error) {
+	if n.ctl == nil {
+		return nil, errNoGossip
+	}
+	return n.ctl.networks(), nil
+}
+
+// CreateNetwork defines a network cluster-wide; it implements
+// api.ControlBackend.
+func (n *Node) CreateNetwork(_ context.Context, req api.CreateNetwork) (api.NetworkInfo, error) {
+	if n.ctl == nil {
+		return api.NetworkInfo{}, errNoGossip
+	}
+	return n.ctl.createNetwork(req)
+}
+
+// JoinNetwork attaches the node to a network; it implements
+// api.ControlBackend.
+func (n *Node) JoinNetwork(ctx context.Context, name string) (api.NetworkInfo, error) {
+	if n.ctl == nil {
+		return api.NetworkInfo{}, errNoGossip
+	}
+	return n.ctl.joinNetwork(ctx, name)
+}
+
+// LeaveNetwork detaches the node from a network; it implements
+// api.ControlBackend.
+func (n *Node) LeaveNetwork(_ context.Context, name string) error {
+	if n.ctl == nil {
+		return errNoGossip
+	}
+	return n.ctl.leaveNetwork(name)
+}
+
+// Peers lists the cluster's members; it implements api.ControlBackend.
+func (n *Node) Peers(context.Context) ([]api.Peer, error) {
+	if n.ctl == nil {
+		return nil, errNoGossip
+	}
+	return n.ctl.peerList(), nil
+}
+
+// Routes returns the routes in force, the node's own addresses and, with
+// gossip, the digest of each joined network's state; it implements
+// api.ControlBackend.
+func (n *Node) Routes(context.Context) (api.Routes, error) {
+	rs := api.Routes{Routes: n.routes(), Local: n.networks()}
+	if n.ctl != nil {
+		rs.Digests = map[string]string{}
+		for _, j := range n.ctl.joinedList() {
+			rs.Digests[j.Name] = n.ctl.g.Digest(j.Name)
+		}
+	}
+	return rs, nil
+}
+
+// Digest is the digest of a network's replicated state ("" for the
+// cluster-wide one); nodes that have converged return the same. Empty in
+// static mode.
+func (n *Node) Digest(network string) string {
+	if n.ctl == nil {
+		return ""
+	}
+	return n.ctl.g.Digest(network)
+}
+
+// Gossip is the node's gossip instance, nil in static mode (for tests).
+func (n *Node) Gossip() *gossip.Gossip {
+	if n.ctl == nil {
+		return nil
+	}
+	return n.ctl.g
 }

@@ -1,0 +1,313 @@
+package e2e
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/vxlan"
+)
+
+// echoOver serves one echo listener on node dst's address and checks that
+// node src reaches it over the overlay.
+func echoOver(t *testing.T, c *GossipCluster, src, dst int, addr netip.Addr, port int) error {
+	t.Helper()
+	ln, err := c.Node(dst).Listen("tcp", net.JoinHostPort(addr.String(), fmt.Sprint(port)))
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		io.Copy(conn, conn)
+		conn.Close()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := c.Node(src).Dial(ctx, "tcp", net.JoinHostPort(addr.String(), fmt.Sprint(port)))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	msg := []byte(fmt.Sprintf("hello from %d to %d", src, dst))
+	if _, err := conn.Write(msg); err != nil {
+		return err
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(conn, got); err != nil {
+		return err
+	}
+	if string(got) != string(msg) {
+		return fmt.Errorf("echo %q, want %q", got, msg)
+	}
+	return nil
+}
+
+// TestGossipClusterConvergesWithdrawsRestores: 10 nodes learn each other's
+// routes on one network, carry traffic over them, withdraw a crashed node
+// everywhere and take it back, with the same address, when it restarts.
+func TestGossipClusterConvergesWithdrawsRestores(t *testing.T) {
+	const n = 10
+	c := NewGossipCluster(t, n, GossipOptions{})
+	if _, err := c.Node(0).CreateNetwork(context.Background(), api.CreateNetwork{Name: "blue", CIDR: "10.50.0.0/16"}); err != nil {
+		t.Fatal(err)
+	}
+	addrs := make([]netip.Prefix, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() { defer wg.Done(); addrs[i] = c.Join(i, "blue") }()
+	}
+	wg.Wait()
+	seen := map[netip.Addr]int{}
+	for i, a := range addrs {
+		if j, dup := seen[a.Addr()]; dup {
+			t.Fatalf("nodes %d and %d both got %v", j, i, a)
+		}
+		seen[a.Addr()] = i
+	}
+	took := c.WaitFor(20*time.Second, "10 nodes learn 9 routes each and converge", func() bool {
+		for i := range n {
+			if len(c.RoutesOf(i)) != n-1 {
+				return false
+			}
+		}
+		return c.Converged("blue") && c.Converged("")
+	})
+	t.Logf("converged in %v after the joins (digest %s)", took.Round(time.Millisecond), c.Node(0).Digest("blue"))
+
+	for _, p := range [][2]int{{1, 2}, {9, 0}, {4, 7}} {
+		if err := echoOver(t, c, p[0], p[1], addrs[p[1]].Addr(), 7000); err != nil {
+			t.Fatalf("node %d → node %d (%v): %v", p[0], p[1], addrs[p[1]], err)
+		}
+	}
+
+	const victim = 3
+	c.Crash(victim)
+	took = c.WaitFor(15*time.Second, "the crashed node's route is withdrawn on every survivor", func() bool {
+		for _, i := range c.Live() {
+			if _, ok := c.RoutesOf(i)[c.Name(victim)]; ok {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("crash → withdrawn on all %d survivors in %v", n-1, took.Round(time.Millisecond))
+	if err := echoOver(t, c, 1, 2, addrs[2].Addr(), 7001); err != nil {
+		t.Fatalf("survivors lost traffic: %v", err)
+	}
+
+	c.Restart(victim)
+	st, _ := c.Node(victim).Status(context.Background())
+	if len(st.Networks) != 1 || st.Networks[0].Addr != addrs[victim].String() {
+		t.Fatalf("restarted node's networks %+v, want blue with %v", st.Networks, addrs[victim])
+	}
+	took = c.WaitFor(15*time.Second, "the restarted node's route is back everywhere", func() bool {
+		for _, i := range c.Live() {
+			if i == victim {
+				continue
+			}
+			r, ok := c.RoutesOf(i)[c.Name(victim)]
+			if !ok || r.Prefix != netip.PrefixFrom(addrs[victim].Addr(), 32).String() {
+				return false
+			}
+		}
+		return len(c.RoutesOf(victim)) == n-1 && c.Converged("blue")
+	})
+	t.Logf("restart → restored on all nodes in %v", took.Round(time.Millisecond))
+	if err := echoOver(t, c, 0, victim, addrs[victim].Addr(), 7002); err != nil {
+		t.Fatalf("node 0 → restarted node: %v", err)
+	}
+	if err := echoOver(t, c, victim, 8, addrs[8].Addr(), 7003); err != nil {
+		t.Fatalf("restarted node → node 8: %v", err)
+	}
+}
+
+// TestGossipNetworksIsolated: node 0 is on red and green, node 1 on red
+// only, node 2 on green only. Nobody reaches a network it is not on, and
+// VXLAN carrying another network's VNI is dropped and counted.
+func TestGossipNetworksIsolated(t *testing.T) {
+	c := NewGossipCluster(t, 3, GossipOptions{})
+	ctx := context.Background()
+	if _, err := c.Node(0).CreateNetwork(ctx, api.CreateNetwork{Name: "red", CIDR: "10.61.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	vniGreen := uint32(4242)
+	if _, err := c.Node(0).CreateNetwork(ctx, api.CreateNetwork{Name: "green", CIDR: "10.62.0.0/24", VNI: &vniGreen}); err != nil {
+		t.Fatal(err)
+	}
+	red0, green0 := c.Join(0, "red"), c.Join(0, "green")
+	red1 := c.Join(1, "red")
+	green2 := c.Join(2, "green")
+	c.WaitFor(10*time.Second, "routes learned", func() bool {
+		return len(c.RoutesOf(0)) == 2 && len(c.RoutesOf(1)) == 1 && len(c.RoutesOf(2)) == 1
+	})
+	if r := c.RoutesOf(1)[c.Name(0)]; r.Prefix != netip.PrefixFrom(red0.Addr(), 32).String() {
+		t.Errorf("node 1 routes node 0 as %+v, want only its red address %v", r, red0)
+	}
+	if err := echoOver(t, c, 1, 0, red0.Addr(), 7100); err != nil {
+		t.Fatalf("red: node 1 → node 0: %v", err)
+	}
+	if err := echoOver(t, c, 2, 0, green0.Addr(), 7101); err != nil {
+		t.Fatalf("green: node 2 → node 0: %v", err)
+	}
+	if err := echoOver(t, c, 1, 2, green2.Addr(), 7102); err == nil {
+		t.Error("node 1 (red only) reached node 2's green address")
+	}
+	if err := echoOver(t, c, 1, 0, green0.Addr(), 7103); err == nil {
+		t.Error("node 1 (red only) reached node 0's green address")
+	}
+	if _, ok := c.Node(1).Gossip().Get("overlayd.routes", "green", c.Name(2)); ok {
+		t.Error("node 1 holds green's state without taking part in it")
+	}
+
+	// Forged VXLAN from a peer's IP: green's VNI, inner destination node
+	// 1's red address. Node 1 has no green network: unknown_vni.
+	before := c.Node(1).Router().Stats().Drops["unknown_vni"]
+	sendVXLAN(t, c.Node(1).VTEP(), vniGreen, red1.Addr())
+	c.WaitFor(5*time.Second, "node 1 counts the green packet as unknown_vni", func() bool {
+		return c.Node(1).Router().Stats().Drops["unknown_vni"] > before
+	})
+	// Node 0 is on both: a green packet for its red address is not for us.
+	before = c.Node(0).Router().Stats().Drops["not_for_us"]
+	in := c.Node(0).Router().Stats().Inbound.Packets
+	sendVXLAN(t, c.Node(0).VTEP(), vniGreen, red0.Addr())
+	c.WaitFor(5*time.Second, "node 0 counts the cross-VNI packet as not_for_us", func() bool {
+		return c.Node(0).Router().Stats().Drops["not_for_us"] > before
+	})
+	if got := c.Node(0).Router().Stats().Inbound.Packets; got != in {
+		t.Errorf("node 0 delivered %d packets from the forged datagram", got-in)
+	}
+
+	// Leave: node 0 loses its green address, node 2 its route to it.
+	if err := c.Node(0).LeaveNetwork(ctx, "green"); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(10*time.Second, "node 2 withdraws node 0's green route", func() bool { return len(c.RoutesOf(2)) == 0 })
+	if err := echoOver(t, c, 2, 0, green0.Addr(), 7104); err == nil {
+		t.Error("node 2 reached node 0's green address after node 0 left green")
+	}
+	if err := c.Node(1).LeaveNetwork(ctx, "green"); err == nil || !strings.Contains(err.Error(), "has not joined") {
+		t.Errorf("leave of a network not joined: %v", err)
+	}
+}
+
+// sendVXLAN sends one VXLAN datagram from 127.0.0.1 to vtep: an ICMP echo
+// to dst inside, addressed to the router's broadcast MAC.
+func sendVXLAN(t *testing.T, vtep netip.AddrPort, vni uint32, dst netip.Addr) {
+	t.Helper()
+	ip := make([]byte, 28)
+	ip[0], ip[3], ip[8], ip[9] = 0x45, 28, 64, 1
+	copy(ip[12:16], []byte{10, 9, 9, 9})
+	a := dst.As4()
+	copy(ip[16:20], a[:])
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(ip[i])<<8 | uint32(ip[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	ip[10], ip[11] = byte(^sum>>8), byte(^sum)
+	ip[20] = 8 // echo request
+	buf := make([]byte, vxlan.EncapLen+len(ip))
+	copy(buf[vxlan.EncapLen:], ip)
+	d := vxlan.Encap(buf, vxlan.EncapLen, len(ip), vni, vxlan.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, vxlan.MAC{2, 0, 0, 0, 0, 1}, vxlan.EtherTypeIPv4)
+	conn, err := net.Dial("udp", vtep.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write(d); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGossipWrongKeyRefused: a node with another key, or none, cannot join
+// a keyed cluster, and the cluster's membership is unchanged.
+func TestGossipWrongKeyRefused(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := func(name string, b byte) string {
+		p := filepath.Join(dir, name)
+		k := make([]byte, 32)
+		for i := range k {
+			k[i] = b
+		}
+		if err := os.WriteFile(p, []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good, bad := keyFile("good.key", 1), keyFile("bad.key", 2)
+	c := NewGossipCluster(t, 4, GossipOptions{Edit: func(i int, cfg *config.Config) {
+		switch i {
+		case 2:
+			cfg.Gossip.KeyFile = bad
+		case 3:
+			cfg.Gossip.KeyFile = ""
+		default:
+			cfg.Gossip.KeyFile = good
+		}
+	}})
+	c.WaitFor(10*time.Second, "the keyed pair sees each other", func() bool { return len(c.Node(0).Gossip().Members()) == 2 })
+	time.Sleep(time.Second) // give the intruders time to get in, which they must not
+	for _, i := range []int{0, 1} {
+		var names []string
+		for _, m := range c.Node(i).Gossip().Members() {
+			names = append(names, m.Name)
+		}
+		sort.Strings(names)
+		if !slices.Equal(names, []string{"gnode0", "gnode1"}) {
+			t.Errorf("node %d members %v, want only gnode0 and gnode1", i, names)
+		}
+	}
+	for _, i := range []int{2, 3} {
+		if ms := c.Node(i).Gossip().Members(); len(ms) != 1 {
+			t.Errorf("node %d (wrong or no key) sees %d members, want only itself", i, len(ms))
+		}
+	}
+}
+
+// TestGossipStateCorrupt: a corrupt state file stops the node with an
+// error that names the file.
+func TestGossipStateCorrupt(t *testing.T) {
+	c := NewGossipCluster(t, 1, GossipOptions{})
+	if _, err := c.Node(0).CreateNetwork(context.Background(), api.CreateNetwork{Name: "blue", CIDR: "10.70.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	c.Join(0, "blue")
+	c.Crash(0)
+	dir := c.cfgs[0].StateDir
+	for _, f := range []string{"networks.json", "ipam-blue.state"} {
+		path := filepath.Join(dir, f)
+		orig, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := slices.Clone(orig)
+		bad[len(bad)/2] ^= 0x55
+		os.WriteFile(path, bad, 0o600)
+		_, err = newNodeErr(c.cfgs[0])
+		if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "corrupt") {
+			t.Errorf("start with corrupt %s: %v, want an error naming the file", f, err)
+		}
+		os.WriteFile(path, orig, 0o600)
+	}
+}
