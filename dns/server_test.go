@@ -163,26 +163,48 @@ func TestHandlerTruncation(t *testing.T) {
 }
 
 func FuzzHandler(f *testing.F) {
-	s, err := New(Options{})
+	up := dnstest.NewUpstream(f, func(req *mdns.Msg, tcp bool) []*mdns.Msg {
+		q := req.Question[0]
+		if q.Qtype == mdns.TypeA && q.Qclass == mdns.ClassINET {
+			return []*mdns.Msg{dnstest.Reply(req, mdns.Fqdn(q.Name)+" 60 IN A 192.0.2.1")}
+		}
+		m := dnstest.Reply(req)
+		soa, _ := mdns.NewRR("test. 60 IN SOA ns.test. h.test. 1 2 3 4 5")
+		m.Ns = []mdns.RR{soa}
+		return []*mdns.Msg{m}
+	})
+	fwd, err := NewForwarder(ForwarderOptions{Upstreams: []netip.AddrPort{up.Addr}, Timeout: 200 * time.Millisecond})
 	if err != nil {
 		f.Fatal(err)
 	}
-	defer s.Close()
-	s.SetZone(testZoneData())
-	for _, name := range []string{"web.default.overlay.", "_80._tcp.web.default.overlay.", "1.1.200.10.in-addr.arpa.", "default.overlay.", "nope.overlay.", "example.com."} {
+	var servers []*Server
+	for _, o := range []Options{{}, {Forwarder: fwd}} {
+		s, err := New(o)
+		if err != nil {
+			f.Fatal(err)
+		}
+		defer s.Close()
+		s.SetZone(testZoneData())
+		servers = append(servers, s)
+	}
+	for _, name := range []string{"web.default.overlay.", "_80._tcp.web.default.overlay.", "1.1.200.10.in-addr.arpa.", "default.overlay.", "nope.overlay.", "example.com.", "EXAMPLE.com."} {
 		for _, qt := range []uint16{mdns.TypeA, mdns.TypeAAAA, mdns.TypeSRV, mdns.TypePTR, mdns.TypeANY} {
 			q := new(mdns.Msg)
 			q.SetQuestion(name, qt)
 			q.SetEdns0(512, true)
-			f.Add(pack(f, q), false, true)
+			f.Add(pack(f, q), false, true, true)
 		}
 	}
-	f.Add([]byte{}, false, true)
-	f.Add(make([]byte, 12), true, false)
-	f.Fuzz(func(t *testing.T, b []byte, tcp, allowed bool) {
+	f.Add([]byte{}, false, true, false)
+	f.Add(make([]byte, 12), true, false, false)
+	f.Fuzz(func(t *testing.T, b []byte, tcp, allowed, forward bool) {
 		src := loopback
 		if !allowed {
 			src = netip.MustParseAddr("192.0.2.1")
+		}
+		s := servers[0]
+		if forward {
+			s = servers[1]
 		}
 		out := s.handle(context.Background(), src, b, tcp)
 		if out == nil {
