@@ -24,8 +24,12 @@ const DefaultAddr = "127.0.0.1:5353"
 
 // Options configures a Server. Zero fields take the defaults given.
 type Options struct {
-	// Addr is where Serve listens, over UDP and TCP. Default DefaultAddr.
+	// Addr is where Serve listens, over UDP and TCP. Default DefaultAddr;
+	// port 0 picks one, reported to OnListen.
 	Addr string
+	// OnListen is called by Serve with its address once it listens; nil
+	// does nothing.
+	OnListen func(addr netip.AddrPort)
 	// Allowed says which sources may query; others get REFUSED and never
 	// cause an upstream query. nil allows loopback sources only. The node
 	// allows its networks' CIDRs.
@@ -55,6 +59,7 @@ type Options struct {
 // concurrent use.
 type Server struct {
 	addr      string
+	onListen  func(netip.AddrPort)
 	allowed   func(netip.Addr) bool
 	fwd       *Forwarder
 	log       *zap.Logger
@@ -83,12 +88,13 @@ type Server struct {
 // New returns a Server with an empty zone for the default domain.
 func New(opts Options) (*Server, error) {
 	s := &Server{
-		addr:    opts.Addr,
-		allowed: opts.Allowed,
-		fwd:     opts.Forwarder,
-		log:     opts.Logger,
-		tcpIdle: opts.TCPIdleTimeout,
-		closers: make(map[io.Closer]struct{}),
+		addr:     opts.Addr,
+		onListen: opts.OnListen,
+		allowed:  opts.Allowed,
+		fwd:      opts.Forwarder,
+		log:      opts.Logger,
+		tcpIdle:  opts.TCPIdleTimeout,
+		closers:  make(map[io.Closer]struct{}),
 	}
 	if s.addr == "" {
 		s.addr = DefaultAddr
@@ -210,6 +216,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	if err != nil {
 		pc.Close()
 		return fmt.Errorf("dns: %w", err)
+	}
+	if s.onListen != nil {
+		s.onListen(pc.LocalAddr().(*net.UDPAddr).AddrPort())
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- s.ServePacket(pc) }()

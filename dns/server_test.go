@@ -323,14 +323,22 @@ func testServeSockets(t *testing.T, plain bool) {
 }
 
 func TestServeContext(t *testing.T) {
-	s, err := New(Options{Addr: "127.0.0.1:0"})
+	listening := make(chan netip.AddrPort, 1)
+	s, err := New(Options{Addr: "127.0.0.1:0", OnListen: func(a netip.AddrPort) { listening <- a }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	s.SetZone(testZoneData())
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(ctx) }()
+	addr := <-listening
+	for _, netw := range []string{"udp", "tcp"} {
+		if r := exchange(t, netw, addr.String(), ask("web.default.overlay.", mdns.TypeA)); len(r.Answer) != 1 {
+			t.Errorf("Serve over %s: answer %v", netw, r.Answer)
+		}
+	}
 	cancel()
 	select {
 	case err := <-errc:
