@@ -5,12 +5,15 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"log"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Profiles of timings.
@@ -168,7 +171,7 @@ func (o Options) config() (*config, error) {
 	c.gossipNodes = ml.GossipNodes
 
 	ml.Name = o.Name
-	ml.Logger = zap.NewStdLog(c.Logger.Named("memberlist"))
+	ml.Logger = log.New(levelWriter{c.Logger.Named("memberlist")}, "", 0)
 	if o.Transport != nil {
 		ml.Transport = o.Transport
 	} else {
@@ -208,6 +211,29 @@ func (o Options) config() (*config, error) {
 	}
 	c.ml = ml
 	return c, nil
+}
+
+// levelWriter logs memberlist's lines at the level their "[DEBUG]",
+// "[INFO]", "[WARN]" or "[ERR]" prefix names (memberlist logs everything
+// through one *log.Logger), so its debug chatter stays out of info logs.
+type levelWriter struct{ l *zap.Logger }
+
+func (w levelWriter) Write(b []byte) (int, error) {
+	msg := strings.TrimSpace(string(b))
+	lvl := zapcore.InfoLevel
+	for _, p := range []struct {
+		tag string
+		lvl zapcore.Level
+	}{{"[DEBUG]", zapcore.DebugLevel}, {"[INFO]", zapcore.InfoLevel}, {"[WARN]", zapcore.WarnLevel}, {"[ERR]", zapcore.ErrorLevel}} {
+		if rest, ok := strings.CutPrefix(msg, p.tag); ok {
+			msg, lvl = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(rest), "memberlist:")), p.lvl
+			break
+		}
+	}
+	if ce := w.l.Check(lvl, msg); ce != nil {
+		ce.Write()
+	}
+	return len(b), nil
 }
 
 func def[T comparable](p *T, v T) {

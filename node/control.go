@@ -394,11 +394,11 @@ func validNetworkName(s string) bool {
 func pickVNI(name string, taken map[uint32]bool) uint32 {
 	h := fnv.New32a()
 	h.Write([]byte(name))
-	v := 1000 + h.Sum32()%(vxlan.MaxVNI-1000)
+	v := 1000 + h.Sum32()%100000
 	for taken[v] {
 		v++
 		if v > vxlan.MaxVNI {
-			v = 1000
+			v = 1
 		}
 	}
 	return v

@@ -36,6 +36,9 @@ Daemon:
 
 Client (talk to a running daemon through its control socket):
   status     show the node's mode, addresses, routes and packet counters
+  network    create, list, join and leave overlay networks (gossip mode)
+  peers      list the cluster's members
+  routes     show the routes in force with their owners
 
 Other:
   version    print the version
@@ -55,6 +58,9 @@ func commands() []command {
 		{"run", "run a node in the foreground", runCmd},
 		{"demo", "run a two-node demo in this process", demoCmd},
 		{"status", "show a running node's status", statusCmd},
+		{"network", "create, list, join and leave networks", networkCmd},
+		{"peers", "list the cluster's members", peersCmd},
+		{"routes", "show the routes in force", routesCmd},
 		{"version", "print the version", versionCmd},
 	}
 }

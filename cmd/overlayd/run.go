@@ -20,6 +20,11 @@ Run an overlayd node in the foreground until SIGINT or SIGTERM.
 
 The node listens for VXLAN on --listen (its VTEP), holds --addr on the
 overlay, and reaches the overlay prefixes named by --peer at their VTEPs.
+
+With --gossip the node joins a cluster (--join seeds) and learns routes by
+itself: create networks and attach to them with 'overlayd network'; --addr
+and --peer are then optional (static routes still work beside the learned
+ones, e.g. for kernel vxlan peers).
 Modes: tun (an interface, needs CAP_NET_ADMIN or root), netstack (no
 interface and no privileges: programs use the Go API), tap (an Ethernet
 interface), auto (tun where permitted, else netstack).
@@ -28,7 +33,13 @@ Flags override the file given with --config.
 
 Example, two hosts:
   host A: overlayd run --mode tun --listen 192.0.2.1:4789 --addr 10.200.1.1/16 --peer 10.200.2.0/24@192.0.2.2:4789
-  host B: overlayd run --mode tun --listen 192.0.2.2:4789 --addr 10.200.2.1/16 --peer 10.200.1.0/24@192.0.2.1:4789`
+  host B: overlayd run --mode tun --listen 192.0.2.2:4789 --addr 10.200.2.1/16 --peer 10.200.1.0/24@192.0.2.1:4789
+
+Example, a gossip cluster:
+  host A: overlayd run --listen 192.0.2.1:4789 --gossip 192.0.2.1:7946 --state-dir /var/lib/overlayd
+  host B: overlayd run --listen 192.0.2.2:4789 --gossip 192.0.2.2:7946 --join 192.0.2.1:7946 --state-dir /var/lib/overlayd
+  host A: overlayd network create blue 10.10.0.0/16 && overlayd network join blue
+  host B: overlayd network join blue`
 
 // peerList is a repeatable --peer flag.
 type peerList []config.Peer
@@ -73,6 +84,11 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 		noOffload = fs.Bool("no-offload", false, "turn UDP GSO/GRO off on the underlay socket")
 		srcPorts  = fs.Int("source-ports", d.Underlay.SourcePorts, "spread outbound VXLAN over this many UDP source `ports` by inner flow (1: the VTEP port only)")
 		underMTU  = fs.Int("underlay-mtu", 0, "underlay path `MTU` (default: read off the listen address's interface, else 1500)")
+		gossipAt  = fs.String("gossip", "", "turn the control plane on: gossip (memberlist) on this `IP:PORT` (port 0 picks one)")
+		join      = fs.String("join", "", "seeds to join, `IP:PORT[,IP:PORT]` (port 7946 if left out)")
+		keyFile   = fs.String("gossip-key-file", "", "AES-256-GCM gossip keys, one base64 line each (`file`); nodes without the key are refused")
+		profile   = fs.String("gossip-profile", d.Gossip.Profile, "gossip timings: default (LAN) or test (fast failure detection, chatty)")
+		stateDir  = fs.String("state-dir", "", "keep addresses and joined networks across restarts in this `directory`")
 	)
 	fs.Var(&peers, "peer", "static route `PREFIX@IP:PORT`: that overlay prefix lives at that VTEP (repeatable)")
 	apply = func(c *config.Config) error {
@@ -119,6 +135,24 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 				c.Underlay.SourcePorts = *srcPorts
 			case "underlay-mtu":
 				c.Underlay.MTU = *underMTU
+			case "gossip":
+				c.Gossip.Listen, err = config.ParseAddrPort(*gossipAt, config.DefaultGossipPort)
+				if err != nil {
+					err = usagef("--gossip: %v", err)
+				}
+			case "join":
+				c.Gossip.Join = nil
+				for _, s := range strings.Split(*join, ",") {
+					if s = strings.TrimSpace(s); s != "" {
+						c.Gossip.Join = append(c.Gossip.Join, s)
+					}
+				}
+			case "gossip-key-file":
+				c.Gossip.KeyFile = *keyFile
+			case "gossip-profile":
+				c.Gossip.Profile = *profile
+			case "state-dir":
+				c.StateDir = *stateDir
 			}
 		})
 		return err

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/config"
+)
+
+const networkDesc = `
+Manage the cluster's overlay networks (needs a daemon run with --gossip).
+
+  network create NAME CIDR [--vni N]   define a network cluster-wide
+  network ls                           list the networks
+  network join NAME                    attach this node (it gets an address)
+  network leave NAME                   detach this node (its address is released)`
+
+// clientFlags declares the flags every client command has.
+func clientFlags(fs *flag.FlagSet) (control *string, asJSON *bool) {
+	control = fs.String("control", config.DefaultControlPath(), "`path` of the daemon's control socket (env OVERLAYD_CONTROL)")
+	asJSON = fs.Bool("json", false, "print JSON for scripts")
+	return control, asJSON
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func networkCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	fs := flag.NewFlagSet("network", flag.ContinueOnError)
+	setUsage(fs, "network create|ls|join|leave [arguments] [flags]", networkDesc)
+	control, asJSON := clientFlags(fs)
+	vni := fs.String("vni", "", "VXLAN network identifier for create (`0-16777215`; default: one no network uses)")
+	pos, err := parseFlags(fs, args, stdout)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		return usagef("say what to do: network create, ls, join or leave")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c := api.NewClient(*control)
+	sub, pos := pos[0], pos[1:]
+	want := func(n int, synopsis string) error {
+		if len(pos) != n {
+			return usagef("want: overlayd network %s", synopsis)
+		}
+		return nil
+	}
+	if sub != "create" && *vni != "" {
+		return usagef("--vni is for network create")
+	}
+	switch sub {
+	case "create":
+		if err := want(2, "create NAME CIDR [--vni N]"); err != nil {
+			return err
+		}
+		req := api.CreateNetwork{Name: pos[0], CIDR: pos[1]}
+		if *vni != "" {
+			v, err := strconv.ParseUint(*vni, 10, 32)
+			if err != nil || v > 1<<24-1 {
+				return usagef("--vni %q: want a number from 0 to 16777215", *vni)
+			}
+			v32 := uint32(v)
+			req.VNI = &v32
+		}
+		n, err := c.CreateNetwork(ctx, req)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, n)
+		}
+		fmt.Fprintf(stdout, "network %s created: %s, VNI %d, DNS address %s\n", n.Name, n.CIDR, n.VNI, n.DNS)
+	case "ls", "list":
+		if err := want(0, "ls"); err != nil {
+			return err
+		}
+		ns, err := c.Networks(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, ns)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tCIDR\tVNI\tCREATOR\tJOINED\tADDRESS\tMEMBERS")
+		for _, n := range ns {
+			addr, members := "-", "-"
+			if n.Joined {
+				addr, members = n.Addr, strconv.Itoa(n.Members)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", n.Name, n.CIDR, n.VNI, n.Creator, yesNo(n.Joined), addr, members)
+		}
+		if len(ns) == 0 {
+			fmt.Fprintln(tw, "(none: create one with 'overlayd network create NAME CIDR')")
+		}
+		tw.Flush()
+	case "join":
+		if err := want(1, "join NAME"); err != nil {
+			return err
+		}
+		n, err := c.JoinNetwork(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, n)
+		}
+		fmt.Fprintf(stdout, "joined %s (VNI %d) with address %s\n", n.Name, n.VNI, n.Addr)
+	case "leave":
+		if err := want(1, "leave NAME"); err != nil {
+			return err
+		}
+		if err := c.LeaveNetwork(ctx, pos[0]); err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, map[string]string{"left": pos[0]})
+		}
+		fmt.Fprintf(stdout, "left %s\n", pos[0])
+	default:
+		return usagef("unknown network command %q: want create, ls, join or leave", sub)
+	}
+	return nil
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func peersCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	fs := flag.NewFlagSet("peers", flag.ContinueOnError)
+	setUsage(fs, "peers [--json]", "List the cluster's members: state, gossip address, VTEP and version.")
+	control, asJSON := clientFlags(fs)
+	pos, err := parseFlags(fs, args, stdout)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ps, err := api.NewClient(*control).Peers(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(stdout, ps)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tGOSSIP\tVTEP\tVERSION")
+	for _, p := range ps {
+		name := p.Name
+		if p.Self {
+			name += " (self)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, p.State, p.Addr, p.VTEP, p.Version)
+	}
+	return tw.Flush()
+}
+
+func routesCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	fs := flag.NewFlagSet("routes", flag.ContinueOnError)
+	setUsage(fs, "routes [--json]", "Show the routes in force (learned and static) with their owners, this node's own addresses and, with --json, each network's state digest (equal on converged nodes).")
+	control, asJSON := clientFlags(fs)
+	pos, err := parseFlags(fs, args, stdout)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rs, err := api.NewClient(*control).Routes(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(stdout, rs)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PREFIX\tVTEP\tVNI\tOWNER")
+	for _, n := range rs.Local {
+		fmt.Fprintf(tw, "%s\t(local)\t%d\t%s\n", n.Addr, n.VNI, "self")
+	}
+	for _, r := range rs.Routes {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Prefix, r.VTEP, r.VNI, r.Owner)
+	}
+	tw.Flush()
+	for _, name := range slices.Sorted(maps.Keys(rs.Digests)) {
+		fmt.Fprintf(stdout, "digest %s: %s\n", name, rs.Digests[name])
+	}
+	return nil
+}
