@@ -1,0 +1,104 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"path/filepath"
+	"testing"
+
+	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/config"
+)
+
+func gossipNode(t testing.TB) *Node {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Name = "solo"
+	cfg.Mode = config.ModeNetstack
+	cfg.Listen = netip.MustParseAddrPort("127.0.0.1:0")
+	cfg.Control = ""
+	cfg.Gossip.Listen = netip.MustParseAddrPort("127.0.0.1:0")
+	cfg.Gossip.Profile = "test"
+	cfg.StateDir = filepath.Join(t.TempDir(), "state")
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Crash() })
+	return n
+}
+
+func TestCreateJoinErrors(t *testing.T) {
+	n := gossipNode(t)
+	ctx := context.Background()
+	vni := uint32(10)
+	if _, err := n.CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDR: "10.1.0.0/24", VNI: &vni}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		req  api.CreateNetwork
+		code int
+	}{
+		{api.CreateNetwork{Name: "blue", CIDR: "10.9.0.0/24"}, 409},
+		{api.CreateNetwork{Name: "b2", CIDR: "10.1.0.128/25"}, 409},
+		{api.CreateNetwork{Name: "b3", CIDR: "10.3.0.0/24", VNI: &vni}, 409},
+		{api.CreateNetwork{Name: "b4", CIDR: "10.3.0.1/24"}, 400},
+		{api.CreateNetwork{Name: "b5", CIDR: "fd00::/64"}, 400},
+		{api.CreateNetwork{Name: "b6", CIDR: "10.3.0.0/30"}, 400},
+		{api.CreateNetwork{Name: "a/b", CIDR: "10.3.0.0/24"}, 400},
+		{api.CreateNetwork{Name: "", CIDR: "10.3.0.0/24"}, 400},
+	}
+	for _, tt := range tests {
+		_, err := n.CreateNetwork(ctx, tt.req)
+		var se *api.StatusError
+		if !errors.As(err, &se) || se.Code != tt.code {
+			t.Errorf("CreateNetwork(%+v) = %v, want status %d", tt.req, err, tt.code)
+		}
+	}
+	if _, err := n.JoinNetwork(ctx, "nope"); err == nil {
+		t.Error("join of an unknown network succeeded")
+	}
+	ni, err := n.JoinNetwork(ctx, "blue")
+	if err != nil || ni.Addr != "10.1.0.2/24" {
+		t.Fatalf("JoinNetwork = %+v, %v", ni, err)
+	}
+	if nets := n.rt.Networks(); len(nets) != 1 || nets[0].VNI != 10 {
+		t.Errorf("router networks %+v", nets)
+	}
+	if _, err := n.Listen("tcp", "10.1.0.2:80"); err != nil {
+		t.Errorf("listen on the joined address: %v", err)
+	}
+	if err := n.LeaveNetwork(ctx, "blue"); err != nil {
+		t.Fatal(err)
+	}
+	if nets := n.rt.Networks(); len(nets) != 0 {
+		t.Errorf("router networks after leave %+v", nets)
+	}
+	if _, err := n.Listen("tcp", "10.1.0.2:81"); err == nil {
+		t.Error("listen on the address of a network left succeeded")
+	}
+}
+
+// FuzzCreateNetwork: whatever the request, the node answers with a status
+// error (or success), never a panic or an unclassified error.
+func FuzzCreateNetwork(f *testing.F) {
+	f.Add("blue", "10.1.0.0/24", uint32(7), true)
+	f.Add("x", "0.0.0.0/0", uint32(0), false)
+	f.Add("..", "255.255.255.192/26", uint32(1<<24), true)
+	n := gossipNode(f)
+	f.Fuzz(func(t *testing.T, name, cidr string, vni uint32, withVNI bool) {
+		req := api.CreateNetwork{Name: name, CIDR: cidr}
+		if withVNI {
+			req.VNI = &vni
+		}
+		_, err := n.CreateNetwork(context.Background(), req)
+		var se *api.StatusError
+		if err != nil && !errors.As(err, &se) {
+			t.Fatalf("CreateNetwork(%+v) = %v: not a status error", req, err)
+		}
+	})
+}
