@@ -393,3 +393,40 @@ func (h *Host) IperfUDP(dst *Host, addr, rate string, secs int) (bytes int64, lo
 	}
 	return res.End.Sum.Bytes, res.End.Sum.LostPercent, nil
 }
+
+// Client is an API client for the daemon's control socket.
+func (o *Overlayd) Client() *api.Client { return api.NewClient(o.Control) }
+
+// Partition drops the host's gossip (UDP and TCP) and VXLAN traffic both
+// ways with nftables, in its namespace only; Heal removes the rules.
+func (h *Host) Partition(gossipPort, vxlanPort int) {
+	h.lab.t.Helper()
+	rules := fmt.Sprintf(`table inet ovtpart {
+	chain in {
+		type filter hook input priority 0; policy accept;
+		udp dport { %[1]d, %[2]d } drop
+		tcp dport %[1]d drop
+		udp sport { %[1]d, %[2]d } drop
+		tcp sport %[1]d drop
+	}
+	chain out {
+		type filter hook output priority 0; policy accept;
+		udp dport { %[1]d, %[2]d } drop
+		tcp dport %[1]d drop
+		udp sport { %[1]d, %[2]d } drop
+		tcp sport %[1]d drop
+	}
+}
+`, gossipPort, vxlanPort)
+	f := filepath.Join(h.lab.t.TempDir(), h.Name+"-partition.nft")
+	if err := os.WriteFile(f, []byte(rules), 0o644); err != nil {
+		h.lab.t.Fatal(err)
+	}
+	h.Run("nft", "-f", f)
+}
+
+// Heal removes the rules Partition added.
+func (h *Host) Heal() {
+	h.lab.t.Helper()
+	h.Run("nft", "delete", "table", "inet", "ovtpart")
+}
