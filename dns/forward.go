@@ -238,31 +238,40 @@ func (f *Forwarder) ask(ctx context.Context, q mdns.Question, key cacheKey) (*md
 }
 
 // query asks the upstreams in turn, starting from the next in rotation.
+// While time remains and some attempt timed out (a lost datagram, not a
+// refusal or an error answer), it goes round again.
 func (f *Forwarder) query(ctx context.Context, q mdns.Question, do, cd bool) (*mdns.Msg, error) {
 	start := int(f.next.Add(1))
 	var errs []error
-	for i := range f.upstreams {
-		if ctx.Err() != nil {
-			break
-		}
-		up := f.upstreams[(start+i)%len(f.upstreams)]
-		out := new(mdns.Msg)
-		out.Id = mdns.Id()
-		out.RecursionDesired = true
-		out.CheckingDisabled = cd
-		out.Question = []mdns.Question{q}
-		out.SetEdns0(EDNSSize, do)
-		resp, err := f.attempt(ctx, up, out)
-		if err == nil {
-			switch resp.Rcode {
-			case mdns.RcodeServerFailure, mdns.RcodeRefused, mdns.RcodeNotImplemented, mdns.RcodeFormatError:
-				err = fmt.Errorf("dns: forwarder: upstream %v answered %s", up, mdns.RcodeToString[resp.Rcode])
-			default:
-				return resp, nil
+	for again := true; again && ctx.Err() == nil; {
+		again = false
+		for i := range f.upstreams {
+			if ctx.Err() != nil {
+				break
+			}
+			up := f.upstreams[(start+i)%len(f.upstreams)]
+			out := new(mdns.Msg)
+			out.Id = mdns.Id()
+			out.RecursionDesired = true
+			out.CheckingDisabled = cd
+			out.Question = []mdns.Question{q}
+			out.SetEdns0(EDNSSize, do)
+			resp, err := f.attempt(ctx, up, out)
+			if err == nil {
+				switch resp.Rcode {
+				case mdns.RcodeServerFailure, mdns.RcodeRefused, mdns.RcodeNotImplemented, mdns.RcodeFormatError:
+					err = fmt.Errorf("dns: forwarder: upstream %v answered %s", up, mdns.RcodeToString[resp.Rcode])
+				default:
+					return resp, nil
+				}
+			}
+			f.upstreamErrors.Add(1)
+			errs = append(errs, err)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				again = true
 			}
 		}
-		f.upstreamErrors.Add(1)
-		errs = append(errs, err)
 	}
 	if err := ctx.Err(); err != nil {
 		errs = append(errs, fmt.Errorf("dns: forwarder: %s: %w", q.Name, err))

@@ -34,14 +34,7 @@ func serveForwarding(t *testing.T, fo ForwarderOptions) (*Server, *Forwarder, st
 	if err := s.SetZone(testZoneData()); err != nil {
 		t.Fatal(err)
 	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, ln := dnstest.ListenPair(t)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); s.ServePacket(pc) }()
@@ -588,5 +581,25 @@ func TestForwardSharedCacheConcurrent(t *testing.T) {
 	wg.Wait()
 	if n := up.UDPQueries.Load(); n != 1 {
 		t.Errorf("upstream saw %d queries, want 1", n)
+	}
+}
+
+// TestForwardRetryLost: with one upstream, a lost datagram is retried while
+// the query's time lasts.
+func TestForwardRetryLost(t *testing.T) {
+	var n atomic.Int32
+	up := dnstest.NewUpstream(t, func(req *mdns.Msg, tcp bool) []*mdns.Msg {
+		if n.Add(1) == 1 {
+			return nil // lost
+		}
+		return []*mdns.Msg{dnstest.Reply(req, req.Question[0].Name+" 60 IN A 192.0.2.1")}
+	})
+	f, err := NewForwarder(ForwarderOptions{Upstreams: []netip.AddrPort{up.Addr}, AttemptTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.Exchange(context.Background(), ask("lost.test.", mdns.TypeA))
+	if err != nil || len(r.Answer) != 1 || up.UDPQueries.Load() != 2 {
+		t.Errorf("Exchange = %v, %v after %d upstream queries; want the answer after 2", r, err, up.UDPQueries.Load())
 	}
 }

@@ -207,15 +207,9 @@ func (s *Server) untrack(c io.Closer) {
 // Serve listens on Options.Addr over UDP and TCP and answers until ctx ends
 // or Close is called; it then closes both sockets and returns nil.
 func (s *Server) Serve(ctx context.Context) error {
-	pc, err := net.ListenPacket("udp", s.addr)
+	pc, ln, err := listenPair(s.addr)
 	if err != nil {
-		return fmt.Errorf("dns: %w", err)
-	}
-	// The same port over TCP (Addr may have asked for port 0).
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
-		return fmt.Errorf("dns: %w", err)
+		return err
 	}
 	if s.onListen != nil {
 		s.onListen(pc.LocalAddr().(*net.UDPAddr).AddrPort())
@@ -239,6 +233,27 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}
 	return first
+}
+
+// listenPair listens on addr over UDP and TCP on the same port. With port
+// 0 it picks a port free for both.
+func listenPair(addr string) (net.PacketConn, net.Listener, error) {
+	ap, perr := netip.ParseAddrPort(addr)
+	for try := 0; ; try++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("dns: %w", err)
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		// A picked port's TCP twin may be taken: pick again.
+		if perr != nil || ap.Port() != 0 || try == 20 {
+			return nil, nil, fmt.Errorf("dns: %w", err)
+		}
+	}
 }
 
 // ServePacket answers queries arriving on pc until pc fails or Close is

@@ -41,15 +41,7 @@ type Upstream struct {
 // test ends.
 func NewUpstream(t testing.TB, h Handler) *Upstream {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("dnstest: %v", err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
-		t.Fatalf("dnstest: %v", err)
-	}
+	pc, ln := ListenPair(t)
 	u := &Upstream{Addr: pc.LocalAddr().(*net.UDPAddr).AddrPort(), h: h, pc: pc, ln: ln}
 	u.wg.Add(2)
 	go u.serveUDP()
@@ -177,10 +169,7 @@ func StartDnsmasq(t testing.TB, args ...string) *Dnsmasq {
 	bin := RequireDnsmasq(t)
 	var lastErr error
 	for try := 0; try < 5; try++ {
-		port, err := freePort()
-		if err != nil {
-			t.Fatalf("dnstest: %v", err)
-		}
+		port := freePort(t)
 		d := &Dnsmasq{Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), port), out: new(syncBuffer), done: make(chan struct{})}
 		base := []string{
 			"--no-daemon", "--port=" + strconv.Itoa(int(port)), "--listen-address=127.0.0.1",
@@ -245,18 +234,35 @@ func (d *Dnsmasq) waitReady(timeout time.Duration) error {
 	}
 }
 
-func freePort() (uint16, error) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// ListenPair listens on 127.0.0.1 over UDP and TCP on the same free port.
+// The caller closes both.
+func ListenPair(t testing.TB) (net.PacketConn, net.Listener) {
+	t.Helper()
+	var err error
+	for try := 0; try < 20; try++ {
+		var pc net.PacketConn
+		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			break
+		}
+		// The UDP port's TCP twin may be taken (an outgoing connection's
+		// ephemeral port): try another.
+		var ln net.Listener
+		ln, err = net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln
+		}
+		pc.Close()
 	}
-	defer pc.Close()
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		return 0, err
-	}
+	t.Fatalf("dnstest: listen on a UDP and TCP port pair: %v", err)
+	return nil, nil
+}
+
+func freePort(t testing.TB) uint16 {
+	pc, ln := ListenPair(t)
+	pc.Close()
 	ln.Close()
-	return uint16(pc.LocalAddr().(*net.UDPAddr).Port), nil
+	return uint16(pc.LocalAddr().(*net.UDPAddr).Port)
 }
 
 type syncBuffer struct {
