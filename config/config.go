@@ -61,6 +61,14 @@ type Config struct {
 	Underlay Underlay `yaml:"underlay"`
 	// Log sets up logging.
 	Log Log `yaml:"log"`
+	// Doors are the front doors on the host (SOCKS5, HTTP CONNECT, port
+	// forwards) into the overlay; all off by default.
+	Doors Doors `yaml:"doors"`
+	// Metrics is the host address of the Prometheus endpoint (/metrics),
+	// e.g. 127.0.0.1:9464; empty: off.
+	Metrics string `yaml:"metrics"`
+
+	metricsLine int // of the metrics key in the file; 0 from flags
 }
 
 // Underlay tunes the underlay UDP socket.
@@ -280,6 +288,7 @@ func (c *Config) Validate() error {
 	default:
 		bad("log.format: %q is not one of console, json", c.Log.Format)
 	}
+	errs = append(errs, c.validateDoors()...)
 	return errors.Join(errs...)
 }
 

@@ -44,6 +44,9 @@ func decodeNode(n *yaml.Node, out reflect.Value, path string) error {
 				return err
 			}
 		}
+		if ls, ok := out.Interface().(interface{ setLines(*yaml.Node) }); ok {
+			ls.setLines(n) // for Validate's messages
+		}
 		return nil
 	case v.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
