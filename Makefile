@@ -39,11 +39,11 @@ lint:
 
 ## bench: go test -bench suites, then (as root) the kernel-vs-overlayd comparison
 bench:
-	$(GO) test -run '^$$' -bench . -skip CompareKernelVXLAN -benchmem ./bench/ ./vxlan/ ./router/
+	$(GO) test -run '^$$' -bench . -skip 'CompareKernelVXLAN|CompareDnsperf' -benchmem ./bench/ ./vxlan/ ./router/
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) bench-compare; else echo "bench-compare skipped: needs root for network namespaces"; fi
 
 bench-compare:
-	$(GO) test -run "^$$" -bench CompareKernelVXLAN -benchtime 1x -timeout 10m ./bench/
+	$(GO) test -run "^$$" -bench 'CompareKernelVXLAN|CompareDnsperf' -benchtime 1x -timeout 10m ./bench/
 
 ## fuzz: run each fuzz target for a while (FUZZTIME=30s)
 FUZZTIME ?= 20s
