@@ -25,6 +25,9 @@ func NewClient(path string) *Client {
 	return &Client{
 		path: path,
 		hc: &http.Client{Transport: &http.Transport{
+			// One connection per request: a unix socket costs nothing
+			// to dial, and a client never leaves idle connections behind.
+			DisableKeepAlives: true,
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				var d net.Dialer
 				return d.DialContext(ctx, "unix", path)

@@ -293,13 +293,14 @@ func TestNetnsGossip(t *testing.T) {
 // TestNetnsKillWithdrawTiming measures, over 10 trials per profile, the
 // time from kill -9 of one host to its route's withdrawal on every
 // survivor (4 hosts). Logged, not asserted. The default profile takes
-// about a minute and a half; it is skipped with -short.
+// minutes (failure detection is seconds per trial), more than make test's
+// budget: it runs only with OVERLAYD_E2E_SLOW=1.
 func TestNetnsKillWithdrawTiming(t *testing.T) {
 	RequireRoot(t, "nft")
 	for _, profile := range []string{"test", "default"} {
 		t.Run(profile, func(t *testing.T) {
-			if profile == "default" && testing.Short() {
-				t.Skip("default profile: about 90 s; skipped with -short")
+			if profile == "default" && os.Getenv("OVERLAYD_E2E_SLOW") != "1" {
+				t.Skip("default profile: minutes of failure detection; run with OVERLAYD_E2E_SLOW=1")
 			}
 			const n, trials = 4, 10
 			gl := newGossipLab(t, n, profile)
@@ -318,6 +319,7 @@ func TestNetnsKillWithdrawTiming(t *testing.T) {
 				gl.waitRoutes(60*time.Second, "withdrawn", func(_ int, rs map[string]string) bool { _, ok := rs[name]; return !ok })
 				ds = append(ds, time.Since(killed))
 				gl.start(victim, gl.key)
+				t.Logf("trial %d: %s withdrawn in %v", trial, name, ds[len(ds)-1].Round(time.Millisecond))
 				gl.waitRoutes(60*time.Second, "restored", func(int, map[string]string) bool { return gl.converged("blue") })
 			}
 			slices.Sort(ds)

@@ -194,6 +194,7 @@ func (c *control) start(ctx context.Context) error {
 	go func() { defer c.wg.Done(); forward(c, mch, mcancel) }()
 	go func() { defer c.wg.Done(); forward(c, nch, ncancel) }()
 	go func() { defer c.wg.Done(); c.loop() }()
+	c.startServices()
 	if len(c.seeds) > 0 {
 		c.wg.Add(1)
 		go func() {
@@ -354,6 +355,8 @@ func (c *control) shutdown(leave bool) error {
 // applyNetworks gives the router and the attachment the static network
 // plus the joined ones.
 func (n *Node) applyNetworks() error {
+	n.syncMu.Lock()
+	defer n.syncMu.Unlock()
 	var nets []router.Network
 	var addrs []netip.Prefix
 	if n.cfg.Addr.IsValid() {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -18,6 +19,7 @@ import (
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/gossip"
+	"github.com/overlayd/overlayd/lb"
 	"github.com/overlayd/overlayd/router"
 	"github.com/overlayd/overlayd/stack"
 	"github.com/overlayd/overlayd/udp"
@@ -43,6 +45,10 @@ type Node struct {
 	rt      *router.Router
 	ctl     *control // nil in static mode (no gossip)
 	pathMTU int
+
+	lb  *lb.Balancer             // service VIPs; nil in static mode
+	svc atomic.Pointer[services] // set by the control plane's start; nil in static mode
+	fd  frontDoors               // SOCKS5, HTTP CONNECT, forwards, metrics (doors.go, metrics.go)
 
 	mu      sync.Mutex // guards static, api, started
 	static  []config.Peer
@@ -153,7 +159,13 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 		nets = nets[:1] // the one static network; config validation requires it
 	}
 
+	if n.ctl != nil { // services come from the gossip tables
+		if n.lb, err = lb.New(lb.Options{}); err != nil {
+			return nil, err
+		}
+	}
 	n.rt, err = router.New(n.dev, n.ul, router.Options{
+		Balancer: n.lb,
 		Networks: nets,
 		MAC:      mac,
 		PathMTU:  n.pathMTU,
@@ -245,7 +257,17 @@ func (n *Node) syncRoutes() error {
 	}
 	var peers []netip.AddrPort
 	if n.ctl != nil {
-		routes = append(routes, n.ctl.learned(taken)...)
+		// Only networks the router has: a join or leave in progress
+		// changes both under syncMu, so this sees either side of it.
+		on := make(map[uint32]bool)
+		for _, nw := range n.rt.Networks() {
+			on[nw.VNI] = true
+		}
+		for _, r := range n.ctl.learned(taken) {
+			if on[r.VNI] {
+				routes = append(routes, r)
+			}
+		}
 		peers = n.ctl.peers()
 	}
 	return n.rt.SetRoutes(routes, peers)
@@ -267,10 +289,18 @@ func (n *Node) Start(ctx context.Context) error {
 		n.api = s
 	}
 	n.rt.Start(ctx)
+	if n.lb != nil {
+		if err := n.lb.Start(ctx); err != nil {
+			return err
+		}
+	}
 	if n.ctl != nil {
 		if err := n.ctl.start(ctx); err != nil {
 			return err
 		}
+	}
+	if err := n.startFrontDoors(ctx); err != nil {
+		return err
 	}
 	n.started = time.Now()
 	gso, gro := n.ul.Offload()
@@ -297,7 +327,7 @@ func (n *Node) close(leave bool) error {
 		n.mu.Lock()
 		s := n.api
 		n.mu.Unlock()
-		var errs []error
+		errs := []error{n.stopFrontDoors()}
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
@@ -327,6 +357,9 @@ func (n *Node) closeParts() error {
 	if n.rt != nil {
 		errs = append(errs, n.rt.Close())
 	}
+	if n.lb != nil {
+		errs = append(errs, n.lb.Close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -343,9 +376,15 @@ func (n *Node) VTEP() netip.AddrPort { return n.ul.LocalAddr() }
 func (n *Node) Router() *router.Router { return n.rt }
 
 // Dial connects to an overlay address through the node's netstack.
+// address is IP:PORT, or NAME:PORT for an overlay name (which needs
+// overlay DNS).
 func (n *Node) Dial(ctx context.Context, network, address string) (net.Conn, error) {
 	if n.ns == nil {
 		return nil, ErrNoNetstack
+	}
+	address, err := n.resolveAddress(ctx, address)
+	if err != nil {
+		return nil, err
 	}
 	return n.ns.DialContext(ctx, network, address)
 }
@@ -395,6 +434,8 @@ func (n *Node) Status(context.Context) (api.Status, error) {
 		Underlay: api.Underlay{GSO: gso, GRO: gro, SourcePorts: max(n.cfg.Underlay.SourcePorts, 1)},
 	}
 	st.Routes = n.routes()
+	st.Services = n.servicesSummary()
+	st.Doors, st.Metrics = n.doorStatus()
 	rs := n.rt.Stats()
 	st.Traffic = api.Traffic{
 		Outbound:   api.Counters(rs.Outbound),

@@ -1,0 +1,840 @@
+package node
+
+// Service VIPs: the gossip tables that describe them, the watch that turns
+// them into the balancer's snapshot, the API that edits them and the
+// active health checks of this node's backends.
+//
+// Shared schema (read by other packages, such as the DNS zone builder,
+// without importing node; keep it exactly):
+//
+//   - table "overlayd.services", network-scoped (network = the service's
+//     network), key = service name, owner = the node that created it,
+//     value = JSON {"name":"web","network":"default","vip":"10.200.255.1",
+//     "ports":[{"port":80,"proto":"tcp"}]}.
+//   - table "overlayd.backends", network-scoped, key = "<service>/<ip:port>",
+//     owner = the node that added the backend, value = JSON
+//     {"service":"web","addr":"10.200.1.1:8080","weight":1,"healthy":true}
+//     plus an optional "check" ("tcp" or "udp"; absent means none).
+//
+// Only an entry's owner writes it. A node changes only the services it
+// created and the backends it added; asked to change another node's, it
+// answers "backend X was added by node Y; run the command there" (409)
+// rather than forwarding. Entries of a dead owner are withdrawn by gossip,
+// so its backends leave the Maglev tables within the failure-detection
+// time; a service outlives its creator only while the creator is alive.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/gossip"
+	"github.com/overlayd/overlayd/lb"
+)
+
+// The service tables; see the schema above.
+const (
+	tableServices = "overlayd.services"
+	tableBackends = "overlayd.backends"
+)
+
+// Health checking of this node's backends.
+const (
+	checkInterval = 2 * time.Second
+	checkTimeout  = time.Second
+	checkFailures = 2 // consecutive failed probes before a backend is unhealthy
+)
+
+// serviceValue is a services entry's value.
+type serviceValue struct {
+	Name    string      `json:"name"`
+	Network string      `json:"network"`
+	VIP     string      `json:"vip"`
+	Ports   []portValue `json:"ports"`
+}
+
+type portValue struct {
+	Port  uint16 `json:"port"`
+	Proto string `json:"proto"`
+}
+
+// backendValue is a backends entry's value.
+type backendValue struct {
+	Service string `json:"service"`
+	Addr    string `json:"addr"`
+	Weight  uint32 `json:"weight"`
+	Healthy bool   `json:"healthy"`
+	Check   string `json:"check,omitempty"`
+}
+
+func backendKey(service string, addr netip.AddrPort) string { return service + "/" + addr.String() }
+
+// services is the node's service state: the watches of the service
+// tables and the health checker of its own backends.
+type services struct {
+	c   *control
+	log *zap.Logger
+
+	kick    chan struct{}
+	lastErr string // of the last sync; loop only
+
+	mu      sync.Mutex           // guards watches
+	watches map[string][2]func() // network → cancels of its two watches
+
+	opMu  sync.Mutex     // serialises the API's writes
+	fails map[string]int // backend key (network + "\x00" + key) → consecutive failed probes; checker only
+}
+
+// startServices starts watching the service tables of the joined networks
+// and checking this node's backends. It stops with the control plane.
+func (c *control) startServices() {
+	s := &services{c: c, log: c.log.Named("services"), kick: make(chan struct{}, 1), watches: map[string][2]func(){}, fails: map[string]int{}}
+	c.n.svc.Store(s)
+	c.wg.Add(2)
+	go func() { defer c.wg.Done(); s.loop() }()
+	go func() { defer c.wg.Done(); s.checkLoop() }()
+}
+
+func (s *services) poke() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// loop rebuilds the balancer's services on every change of the tables,
+// and once a second (which also picks up joined and left networks).
+func (s *services) loop() {
+	defer s.unwatchAll()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		s.rewatch()
+		s.sync()
+		select {
+		case <-s.c.stop:
+			return
+		case <-s.kick:
+		case <-t.C:
+		}
+	}
+}
+
+// rewatch watches the tables of every joined network, and stops watching
+// the networks left.
+func (s *services) rewatch() {
+	joined := map[string]bool{}
+	for _, j := range s.c.joinedList() {
+		joined[j.Name] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for nw, cancels := range s.watches {
+		if !joined[nw] {
+			cancels[0]()
+			cancels[1]()
+			delete(s.watches, nw)
+		}
+	}
+	for nw := range joined {
+		if _, ok := s.watches[nw]; ok {
+			continue
+		}
+		sch, scancel := s.c.g.Watch(tableServices, nw)
+		bch, bcancel := s.c.g.Watch(tableBackends, nw)
+		s.watches[nw] = [2]func(){scancel, bcancel}
+		for _, ch := range []<-chan gossip.Event{sch, bch} {
+			s.c.wg.Add(1)
+			go func() {
+				defer s.c.wg.Done()
+				for {
+					select {
+					case <-s.c.stop:
+						return
+					case _, ok := <-ch:
+						if !ok {
+							return
+						}
+						s.poke()
+					}
+				}
+			}()
+		}
+	}
+}
+
+func (s *services) unwatchAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for nw, cancels := range s.watches {
+		cancels[0]()
+		cancels[1]()
+		delete(s.watches, nw)
+	}
+}
+
+// svcEntry is a parsed services entry with its backends entries.
+type svcEntry struct {
+	v        serviceValue
+	owner    string
+	vip      netip.Addr
+	ports    []lb.PortProto
+	backends []bkEntry
+}
+
+type bkEntry struct {
+	v     backendValue
+	key   string
+	owner string
+	addr  netip.AddrPort
+}
+
+// read parses a network's service tables; malformed entries are skipped.
+func (s *services) read(network string) []svcEntry {
+	var out []svcEntry
+	idx := map[string]int{}
+	for _, e := range s.c.g.List(tableServices, network) {
+		var v serviceValue
+		if json.Unmarshal(e.Value, &v) != nil || v.Name != e.Key || v.Network != network {
+			continue
+		}
+		vip, err := netip.ParseAddr(v.VIP)
+		if err != nil || !vip.Is4() {
+			continue
+		}
+		se := svcEntry{v: v, owner: e.Owner, vip: vip}
+		for _, p := range v.Ports {
+			pp, err := parsePort(strconv.Itoa(int(p.Port)) + "/" + p.Proto)
+			if err == nil {
+				se.ports = append(se.ports, pp)
+			}
+		}
+		if len(se.ports) == 0 {
+			continue
+		}
+		idx[v.Name] = len(out)
+		out = append(out, se)
+	}
+	for _, e := range s.c.g.List(tableBackends, network) {
+		var v backendValue
+		if json.Unmarshal(e.Value, &v) != nil {
+			continue
+		}
+		a, err := netip.ParseAddrPort(v.Addr)
+		if err != nil || !a.Addr().Is4() || e.Key != backendKey(v.Service, a) {
+			continue
+		}
+		if i, ok := idx[v.Service]; ok {
+			out[i].backends = append(out[i].backends, bkEntry{v: v, key: e.Key, owner: e.Owner, addr: a})
+		}
+	}
+	return out
+}
+
+// inTable: the backend takes new flows only while healthy; weight 0
+// (draining) keeps it in the service so that its flows continue.
+func (b bkEntry) inTable() bool { return b.v.Healthy }
+
+// sync hands the balancer the services of every joined network.
+func (s *services) sync() {
+	var all []lb.Service
+	for _, j := range s.c.joinedList() {
+		for _, se := range s.read(j.Name) {
+			ls := lb.Service{Network: j.Name, Name: se.v.Name, VIP: se.vip, Ports: se.ports}
+			for _, b := range se.backends {
+				if b.inTable() {
+					ls.Backends = append(ls.Backends, lb.Backend{Addr: b.addr, Weight: b.v.Weight})
+				}
+			}
+			all = append(all, ls)
+		}
+	}
+	bal := s.c.n.lb
+	if err := bal.Set(all); err != nil {
+		// One bad service (a VIP port claimed twice, say) must not stop
+		// the others: keep those that fit.
+		var ok []lb.Service
+		var msgs []string
+		for _, ls := range all {
+			if err := bal.Set(append(slices.Clone(ok), ls)); err != nil {
+				msgs = append(msgs, err.Error())
+				continue
+			}
+			ok = append(ok, ls)
+		}
+		bal.Set(ok)
+		if msg := strings.Join(msgs, "; "); msg != s.lastErr {
+			s.log.Warn("services left out", zap.String("err", msg))
+			s.lastErr = msg
+		}
+		return
+	}
+	s.lastErr = ""
+}
+
+// parsePort reads "80/tcp" (the protocol defaults to tcp).
+func parsePort(s string) (lb.PortProto, error) {
+	ps, proto, _ := strings.Cut(s, "/")
+	p, err := strconv.ParseUint(ps, 10, 16)
+	if err != nil || p == 0 {
+		return lb.PortProto{}, fmt.Errorf("port %q: want PORT/PROTO such as 80/tcp or 53/udp", s)
+	}
+	switch strings.ToLower(proto) {
+	case "", "tcp":
+		return lb.PortProto{Port: uint16(p), Proto: lb.TCP}, nil
+	case "udp":
+		return lb.PortProto{Port: uint16(p), Proto: lb.UDP}, nil
+	}
+	return lb.PortProto{}, fmt.Errorf("port %q: the protocol must be tcp or udp", s)
+}
+
+// svcState returns the running service state, or the API error of a node
+// without one.
+func (n *Node) svcState() (*services, error) {
+	if n.ctl == nil {
+		return nil, errNoGossip
+	}
+	s := n.svc.Load()
+	if s == nil {
+		return nil, api.Errorf(http.StatusServiceUnavailable, "the node is not started yet")
+	}
+	return s, nil
+}
+
+var _ api.ServiceBackend = (*Node)(nil)
+
+// pickNetwork resolves the network of a request: the one given (it must
+// be joined), else the only joined network, else the one network whose
+// tables hold the service name.
+func (s *services) pickNetwork(network, service string) (string, error) {
+	joined := s.c.joinedList()
+	if network != "" {
+		for _, j := range joined {
+			if j.Name == network {
+				return network, nil
+			}
+		}
+		return "", api.Errorf(http.StatusConflict, "this node has not joined network %q; run 'overlayd network join %s' first", network, network)
+	}
+	switch len(joined) {
+	case 0:
+		return "", api.Errorf(http.StatusConflict, "this node has joined no network; run 'overlayd network join NAME' first")
+	case 1:
+		return joined[0].Name, nil
+	}
+	var found []string
+	if service != "" {
+		for _, j := range joined {
+			if _, ok := s.c.g.Get(tableServices, j.Name, service); ok {
+				found = append(found, j.Name)
+			}
+		}
+	}
+	if len(found) == 1 {
+		return found[0], nil
+	}
+	names := make([]string, len(joined))
+	for i, j := range joined {
+		names[i] = j.Name
+	}
+	return "", api.Errorf(http.StatusBadRequest, "say which network with --network (this node has joined %s)", strings.Join(names, ", "))
+}
+
+// find returns a service of network by name.
+func (s *services) find(network, name string) (svcEntry, bool) {
+	for _, se := range s.read(network) {
+		if se.v.Name == name {
+			return se, true
+		}
+	}
+	return svcEntry{}, false
+}
+
+// info describes a service with this node's balancer figures.
+func (s *services) info(se svcEntry, flows map[[3]string]int, st lb.Stats) api.ServiceInfo {
+	si := api.ServiceInfo{Name: se.v.Name, Network: se.v.Network, VIP: se.vip.String(), Creator: se.owner, Backends: []api.BackendInfo{}}
+	for _, p := range se.ports {
+		si.Ports = append(si.Ports, p.String())
+	}
+	sel := map[string]uint64{}
+	inTable := map[string]bool{}
+	for _, ss := range st.Services {
+		if ss.Network == se.v.Network && ss.Name == se.v.Name {
+			for _, b := range ss.Backends {
+				sel[b.ID], inTable[b.ID] = b.Selections, b.Weight > 0
+			}
+		}
+	}
+	for _, b := range se.backends {
+		id := b.addr.String()
+		bi := api.BackendInfo{Addr: id, Weight: b.v.Weight, Healthy: b.v.Healthy, Check: cmpOr(b.v.Check, "none"), Owner: b.owner,
+			InTable: inTable[id], Selections: sel[id], Flows: flows[[3]string{se.v.Network, se.v.Name, id}]}
+		switch {
+		case !b.v.Healthy:
+			bi.State = "unhealthy"
+		case b.v.Weight == 0:
+			bi.State = "draining"
+		default:
+			bi.State = "active"
+		}
+		si.Flows += bi.Flows
+		si.Backends = append(si.Backends, bi)
+	}
+	return si
+}
+
+func cmpOr(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a
+}
+
+// flowCounts counts the balancer's flows by network, service and backend.
+func (n *Node) flowCounts() map[[3]string]int {
+	out := map[[3]string]int{}
+	for _, f := range n.lb.Flows() {
+		out[[3]string{f.Network, f.Service, f.BackendID}]++
+	}
+	return out
+}
+
+// Services lists the services of the joined networks; it implements
+// api.ServiceBackend.
+func (n *Node) Services(context.Context) ([]api.ServiceInfo, error) {
+	s, err := n.svcState()
+	if err != nil {
+		return nil, err
+	}
+	flows, st := n.flowCounts(), n.lb.Stats()
+	out := []api.ServiceInfo{}
+	for _, j := range s.c.joinedList() {
+		for _, se := range s.read(j.Name) {
+			out = append(out, s.info(se, flows, st))
+		}
+	}
+	return out, nil
+}
+
+// Service describes one service; it implements api.ServiceBackend.
+func (n *Node) Service(_ context.Context, network, name string) (api.ServiceInfo, error) {
+	s, err := n.svcState()
+	if err != nil {
+		return api.ServiceInfo{}, err
+	}
+	if network, err = s.pickNetwork(network, name); err != nil {
+		return api.ServiceInfo{}, err
+	}
+	se, ok := s.find(network, name)
+	if !ok {
+		return api.ServiceInfo{}, api.Errorf(http.StatusNotFound, "no service %q on network %q", name, network)
+	}
+	return s.info(se, n.flowCounts(), n.lb.Stats()), nil
+}
+
+// CreateService defines a service cluster-wide, owned by this node; it
+// implements api.ServiceBackend.
+func (n *Node) CreateService(ctx context.Context, req api.CreateService) (api.ServiceInfo, error) {
+	s, err := n.svcState()
+	if err != nil {
+		return api.ServiceInfo{}, err
+	}
+	if !validNetworkName(req.Name) || strings.Contains(req.Name, "/") {
+		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "service name %q is not valid: use 1 to 63 letters, digits, '-', '_' or '.'", req.Name)
+	}
+	network, err := s.pickNetwork(req.Network, "")
+	if err != nil {
+		return api.ServiceInfo{}, err
+	}
+	if len(req.Ports) == 0 {
+		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "a service needs at least one port: give --port 80/tcp")
+	}
+	v := serviceValue{Name: req.Name, Network: network}
+	var ports []lb.PortProto
+	for _, p := range req.Ports {
+		pp, err := parsePort(p)
+		if err != nil {
+			return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "%v", err)
+		}
+		if slices.Contains(ports, pp) {
+			return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "port %v is given twice", pp)
+		}
+		ports = append(ports, pp)
+		v.Ports = append(v.Ports, portValue{Port: pp.Port, Proto: pp.Proto.String()})
+	}
+	nw, _ := s.c.ipam.Network(network)
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	existing := s.read(network)
+	for _, se := range existing {
+		if se.v.Name == req.Name {
+			return api.ServiceInfo{}, api.Errorf(http.StatusConflict, "service %q exists already on network %q (VIP %v)", req.Name, network, se.vip)
+		}
+	}
+	if req.VIP != "" {
+		vip, err := netip.ParseAddr(req.VIP)
+		if err != nil || !vip.Is4() {
+			return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "VIP %q is not an IPv4 address", req.VIP)
+		}
+		if nw.CIDR.IsValid() && !nw.CIDR.Contains(vip) {
+			return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "VIP %v is outside network %q (%v)", vip, network, nw.CIDR)
+		}
+		for _, se := range existing {
+			if se.vip == vip {
+				return api.ServiceInfo{}, api.Errorf(http.StatusConflict, "VIP %v is taken by service %q", vip, se.v.Name)
+			}
+		}
+		if l, ok := s.c.ipam.Lookup(network, vip); ok {
+			return api.ServiceInfo{}, api.Errorf(http.StatusConflict, "VIP %v is leased to %q on node %s", vip, l.Owner, l.Node)
+		}
+		v.VIP = vip.String()
+	} else {
+		actx, cancel := context.WithTimeout(ctx, joinTimeout)
+		vip, err := s.c.ipam.AllocateVIP(actx, network, "service:"+req.Name)
+		cancel()
+		if err != nil {
+			return api.ServiceInfo{}, api.Errorf(http.StatusServiceUnavailable, "network %q: no VIP (%v); give one with --vip", network, err)
+		}
+		v.VIP = vip.String()
+	}
+	b, _ := json.Marshal(v)
+	if err := s.c.g.Put(tableServices, network, req.Name, b); err != nil {
+		return api.ServiceInfo{}, s.writeErr(err, "service", req.Name)
+	}
+	s.log.Info("service created", zap.String("network", network), zap.String("service", req.Name), zap.String("vip", v.VIP), zap.Strings("ports", req.Ports))
+	s.poke()
+	se, _ := s.find(network, req.Name)
+	return s.info(se, nil, lb.Stats{}), nil
+}
+
+// writeErr turns a gossip write error into one sentence for the user.
+func (s *services) writeErr(err error, what, name string) error {
+	if errors.Is(err, gossip.ErrNotOwner) {
+		owner := "another node"
+		if _, rest, ok := strings.Cut(err.Error(), " belongs to "); ok {
+			owner = "node " + rest
+		}
+		verb := "created"
+		if what == "backend" {
+			verb = "added"
+		}
+		return api.Errorf(http.StatusConflict, "%s %s was %s by %s; run the command there", what, name, verb, owner)
+	}
+	return fmt.Errorf("node: %s %s: %w", what, name, err)
+}
+
+// RemoveService deletes a service this node created, with the backends
+// this node added to it, and releases its VIP; it implements
+// api.ServiceBackend.
+func (n *Node) RemoveService(_ context.Context, network, name string) error {
+	s, err := n.svcState()
+	if err != nil {
+		return err
+	}
+	if network, err = s.pickNetwork(network, name); err != nil {
+		return err
+	}
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	se, ok := s.find(network, name)
+	if !ok {
+		return api.Errorf(http.StatusNotFound, "no service %q on network %q", name, network)
+	}
+	if err := s.c.g.Delete(tableServices, network, name); err != nil {
+		return s.writeErr(err, "service", name)
+	}
+	self := s.c.g.Name()
+	for _, b := range se.backends {
+		if b.owner == self {
+			s.c.g.Delete(tableBackends, network, b.key)
+		}
+	}
+	if l, ok := s.c.ipam.Lookup(network, se.vip); ok && l.Node == self {
+		if err := s.c.ipam.Release(network, se.vip); err != nil {
+			s.log.Warn("release VIP", zap.String("network", network), zap.Error(err))
+		}
+	}
+	s.log.Info("service removed", zap.String("network", network), zap.String("service", name))
+	s.poke()
+	return nil
+}
+
+// AddBackend adds a backend owned by this node to a service, or updates
+// the weight and check of one it added; it implements api.ServiceBackend.
+func (n *Node) AddBackend(_ context.Context, req api.AddBackend) (api.ServiceInfo, error) {
+	s, err := n.svcState()
+	if err != nil {
+		return api.ServiceInfo{}, err
+	}
+	network, err := s.pickNetwork(req.Network, req.Service)
+	if err != nil {
+		return api.ServiceInfo{}, err
+	}
+	a, err := netip.ParseAddrPort(req.Addr)
+	if err != nil || !a.Addr().Is4() || a.Port() == 0 {
+		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "backend %q: want an overlay IPv4 address and port such as 10.200.1.1:8080", req.Addr)
+	}
+	switch req.Check {
+	case "none":
+		req.Check = ""
+	case "", "tcp", "udp":
+	default:
+		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "check %q: want tcp, udp or none", req.Check)
+	}
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	se, ok := s.find(network, req.Service)
+	if !ok {
+		return api.ServiceInfo{}, api.Errorf(http.StatusNotFound, "no service %q on network %q; create it with 'overlayd service create %s --network %s --port PORT/PROTO'", req.Service, network, req.Service, network)
+	}
+	if nw, ok := s.c.ipam.Network(network); ok && !nw.CIDR.Contains(a.Addr()) {
+		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "backend %v is outside network %q (%v)", a, network, nw.CIDR)
+	}
+	if a.Addr() == se.vip {
+		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "backend %v is the service's own VIP", a)
+	}
+	healthy := true
+	key := backendKey(req.Service, a)
+	if e, ok := s.c.g.Get(tableBackends, network, key); ok && e.Owner == s.c.g.Name() {
+		var old backendValue
+		if json.Unmarshal(e.Value, &old) == nil && old.Check == req.Check {
+			healthy = old.Healthy
+		}
+	}
+	if err := s.putBackend(network, key, backendValue{Service: req.Service, Addr: a.String(), Weight: req.Weight, Healthy: healthy, Check: req.Check}); err != nil {
+		return api.ServiceInfo{}, err
+	}
+	s.log.Info("backend added", zap.String("network", network), zap.String("service", req.Service), zap.Stringer("backend", a), zap.Uint32("weight", req.Weight), zap.String("check", cmpOr(req.Check, "none")))
+	s.poke()
+	se, _ = s.find(network, req.Service)
+	return s.info(se, n.flowCounts(), n.lb.Stats()), nil
+}
+
+func (s *services) putBackend(network, key string, v backendValue) error {
+	b, _ := json.Marshal(v)
+	if err := s.c.g.Put(tableBackends, network, key, b); err != nil {
+		return s.writeErr(err, "backend", v.Addr)
+	}
+	return nil
+}
+
+// RemoveBackend deletes a backend this node added or, with drain, sets
+// its weight to 0; it implements api.ServiceBackend.
+func (n *Node) RemoveBackend(_ context.Context, ref api.BackendRef, drain bool) (api.ServiceInfo, error) {
+	s, err := n.svcState()
+	if err != nil {
+		return api.ServiceInfo{}, err
+	}
+	network, err := s.pickNetwork(ref.Network, ref.Service)
+	if err != nil {
+		return api.ServiceInfo{}, err
+	}
+	a, err := netip.ParseAddrPort(ref.Addr)
+	if err != nil {
+		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "backend %q: want IP:PORT as listed by 'overlayd service show %s'", ref.Addr, ref.Service)
+	}
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	key := backendKey(ref.Service, a)
+	e, ok := s.c.g.Get(tableBackends, network, key)
+	if !ok {
+		return api.ServiceInfo{}, api.Errorf(http.StatusNotFound, "service %q on network %q has no backend %v", ref.Service, network, a)
+	}
+	if e.Owner != s.c.g.Name() {
+		return api.ServiceInfo{}, api.Errorf(http.StatusConflict, "backend %v was added by node %s; run the command there", a, e.Owner)
+	}
+	if drain {
+		var v backendValue
+		if err := json.Unmarshal(e.Value, &v); err != nil {
+			return api.ServiceInfo{}, fmt.Errorf("node: backend %v: %w", a, err)
+		}
+		v.Weight = 0
+		if err := s.putBackend(network, key, v); err != nil {
+			return api.ServiceInfo{}, err
+		}
+		s.log.Info("backend draining", zap.String("network", network), zap.String("service", ref.Service), zap.Stringer("backend", a))
+	} else {
+		if err := s.c.g.Delete(tableBackends, network, key); err != nil {
+			return api.ServiceInfo{}, s.writeErr(err, "backend", a.String())
+		}
+		s.log.Info("backend removed", zap.String("network", network), zap.String("service", ref.Service), zap.Stringer("backend", a))
+	}
+	s.poke()
+	se, _ := s.find(network, ref.Service)
+	return s.info(se, n.flowCounts(), n.lb.Stats()), nil
+}
+
+// Conntrack lists the balancer's flows; it implements api.ServiceBackend.
+func (n *Node) Conntrack(context.Context) ([]api.Flow, error) {
+	if n.lb == nil {
+		return nil, errNoGossip
+	}
+	out := []api.Flow{}
+	for _, f := range n.lb.Flows() {
+		out = append(out, api.Flow{
+			Network: f.Network, Service: f.Service, Proto: f.Proto.String(),
+			Client: f.Client.String(), VIP: f.VIP.String(), Backend: f.Backend.String(), State: f.State.String(),
+			Age: f.Age.Seconds(), Idle: f.Idle.Seconds(),
+		})
+	}
+	return out, nil
+}
+
+// servicesSummary is the services line of the node's status; nil without
+// services.
+func (n *Node) servicesSummary() *api.ServicesSummary {
+	if n.lb == nil {
+		return nil
+	}
+	st := n.lb.Stats()
+	if len(st.Services) == 0 && st.NewFlows == 0 {
+		return nil
+	}
+	sum := &api.ServicesSummary{Services: len(st.Services), Flows: st.Flows, MaxFlows: st.MaxFlows, NewFlows: st.NewFlows,
+		Resets: st.Resets, NoBackend: st.NoBackend, Refused: st.Refused}
+	for _, ss := range st.Services {
+		for _, b := range ss.Backends {
+			if b.Weight > 0 {
+				sum.Backends++
+			}
+		}
+	}
+	return sum
+}
+
+// Balancer is the node's service load balancer (for tests).
+func (n *Node) Balancer() *lb.Balancer { return n.lb }
+
+// checkLoop probes this node's backends that have a check, every
+// checkInterval, and gossips their health when it changes.
+func (s *services) checkLoop() {
+	t := time.NewTicker(checkInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.c.stop:
+			return
+		case <-t.C:
+		}
+		s.checkAll()
+	}
+}
+
+type probeTarget struct {
+	network, key string
+	v            backendValue
+}
+
+func (s *services) checkAll() {
+	self := s.c.g.Name()
+	var targets []probeTarget
+	for _, j := range s.c.joinedList() {
+		for _, e := range s.c.g.List(tableBackends, j.Name) {
+			if e.Owner != self {
+				continue
+			}
+			var v backendValue
+			if json.Unmarshal(e.Value, &v) != nil || v.Check == "" {
+				continue
+			}
+			targets = append(targets, probeTarget{j.Name, e.Key, v})
+		}
+	}
+	if len(targets) == 0 {
+		return
+	}
+	results := make([]error, len(targets))
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+	go func() {
+		select {
+		case <-s.c.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for i, pt := range targets {
+		wg.Add(1)
+		go func() { defer wg.Done(); results[i] = s.probe(ctx, pt.v) }()
+	}
+	wg.Wait()
+	cancel()
+	for i, pt := range targets {
+		fk := pt.network + "\x00" + pt.key
+		healthy := pt.v.Healthy
+		if results[i] == nil {
+			delete(s.fails, fk)
+			healthy = true
+		} else {
+			s.fails[fk]++
+			if s.fails[fk] >= checkFailures {
+				healthy = false
+			}
+		}
+		if healthy == pt.v.Healthy {
+			continue
+		}
+		s.opMu.Lock()
+		// Re-read: the entry may have changed while the probe ran.
+		e, ok := s.c.g.Get(tableBackends, pt.network, pt.key)
+		var cur backendValue
+		if ok && e.Owner == self && json.Unmarshal(e.Value, &cur) == nil && cur.Check == pt.v.Check && cur.Healthy != healthy {
+			cur.Healthy = healthy
+			if err := s.putBackend(pt.network, pt.key, cur); err != nil {
+				s.log.Warn("health", zap.String("backend", cur.Addr), zap.Error(err))
+			} else {
+				s.log.Info("backend health changed", zap.String("network", pt.network), zap.String("service", cur.Service),
+					zap.String("backend", cur.Addr), zap.Bool("healthy", healthy), zap.NamedError("probe", results[i]))
+			}
+		}
+		s.opMu.Unlock()
+	}
+	s.poke()
+}
+
+// probe checks one backend through this node's attachment: the netstack
+// in netstack mode, the host's sockets (which route the overlay to the
+// device) otherwise.
+func (s *services) probe(ctx context.Context, v backendValue) error {
+	dial := s.c.n.Dial
+	if s.c.n.ns == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	conn, err := dial(ctx, v.Check, v.Addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if v.Check != "udp" {
+		return nil
+	}
+	// UDP: a datagram that draws an ICMP port unreachable (a read error)
+	// fails; an answer or silence passes.
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
+	if _, err := conn.Write([]byte("overlayd health check\n")); err != nil {
+		return err
+	}
+	var buf [512]byte
+	if _, err := conn.Read(buf[:]); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
