@@ -17,6 +17,11 @@ type Status struct {
 	Routes   []Route   `json:"routes"`
 	Underlay Underlay  `json:"underlay"`
 	Traffic  Traffic   `json:"traffic"`
+
+	// Doors are the front doors on the host, in start order; Metrics is
+	// the Prometheus endpoint's host address (empty: off).
+	Doors   []Door `json:"doors,omitempty"`
+	Metrics string `json:"metrics,omitempty"`
 }
 
 // Network is an overlay network the node is on.
