@@ -163,6 +163,7 @@ func Handler(b Backend) http.Handler {
 		rs, err := cb.Routes(r.Context())
 		answer(w, rs, err)
 	}))
+	serviceRoutes(mux, b)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
 	})

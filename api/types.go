@@ -22,6 +22,9 @@ type Status struct {
 	// the Prometheus endpoint's host address (empty: off).
 	Doors   []Door `json:"doors,omitempty"`
 	Metrics string `json:"metrics,omitempty"`
+
+	// Services sums up the service VIPs balanced here; nil when none.
+	Services *ServicesSummary `json:"services,omitempty"`
 }
 
 // Network is an overlay network the node is on.

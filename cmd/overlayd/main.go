@@ -39,6 +39,8 @@ Client (talk to a running daemon through its control socket):
   network    create, list, join and leave overlay networks (gossip mode)
   peers      list the cluster's members
   routes     show the routes in force with their owners
+  service    create, list and show service VIPs; add, drain and remove backends
+  conntrack  list the flows this node balances, with their backend and state
 
 Other:
   version    print the version
@@ -61,6 +63,8 @@ func commands() []command {
 		{"network", "create, list, join and leave networks", networkCmd},
 		{"peers", "list the cluster's members", peersCmd},
 		{"routes", "show the routes in force", routesCmd},
+		{"service", "manage service VIPs and their backends", serviceCmd},
+		{"conntrack", "list the balanced flows", conntrackCmd},
 		{"version", "print the version", versionCmd},
 	}
 }

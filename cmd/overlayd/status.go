@@ -54,6 +54,9 @@ func printStatus(w io.Writer, st api.Status) {
 	for _, n := range st.Networks {
 		fmt.Fprintf(tw, "network\tvni %d, address %s\n", n.VNI, n.Addr)
 	}
+	if s := st.Services; s != nil {
+		fmt.Fprintf(tw, "services\t%d, %d backends in the tables; %d flows (of %d), %d new, %d resets\n", s.Services, s.Backends, s.Flows, s.MaxFlows, s.NewFlows, s.Resets)
+	}
 	tw.Flush()
 
 	fmt.Fprintln(w)

@@ -1,0 +1,347 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/node"
+)
+
+// serveBackend answers every TCP connection on ln with name and a newline,
+// then echoes, and every UDP datagram on pc with name; until they close.
+func serveBackend(ln net.Listener, pc net.PacketConn, name string) {
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				if _, err := io.WriteString(conn, name+"\n"); err != nil {
+					return
+				}
+				io.Copy(conn, conn)
+			}()
+		}
+	}()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_ = n
+			pc.WriteTo([]byte(name), from)
+		}
+	}()
+}
+
+// vipConn is a client connection through a VIP, with the backend's name.
+type vipConn struct {
+	net.Conn
+	r       *bufio.Reader
+	backend string
+}
+
+func dialVIP(nd *node.Node, vip string) (*vipConn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := nd.Dial(ctx, "tcp", vip)
+	if err != nil {
+		return nil, err
+	}
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(conn)
+	name, err := r.ReadString('\n')
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("read the backend's name: %w", err)
+	}
+	conn.SetDeadline(time.Time{})
+	return &vipConn{Conn: conn, r: r, backend: strings.TrimSpace(name)}, nil
+}
+
+// echo checks that the connection still carries data both ways.
+func (c *vipConn) echo(msg string) error {
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if _, err := io.WriteString(c, msg); err != nil {
+		return err
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c.r, got); err != nil {
+		return err
+	}
+	if string(got) != msg {
+		return fmt.Errorf("echo %q, want %q", got, msg)
+	}
+	return nil
+}
+
+// spread makes n connections to vip from the client nodes, 16 at a time,
+// and counts them by backend.
+func spread(t *testing.T, c *GossipCluster, clients []int, vip string, n int) map[string]int {
+	t.Helper()
+	var mu sync.Mutex
+	counts := map[string]int{}
+	var firstErr error
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for k := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			vc, err := dialVIP(c.Node(clients[k%len(clients)]), vip)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				counts["error"]++
+				return
+			}
+			vc.Close()
+			counts[vc.backend]++
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		t.Fatalf("%d of %d connections to %s failed; first: %v", counts["error"], n, vip, firstErr)
+	}
+	return counts
+}
+
+// inTable reports whether node i's balancer has backend addr in service
+// name's table with a positive weight.
+func inTable(nd *node.Node, name, addr string) bool {
+	for _, s := range nd.Balancer().Stats().Services {
+		if s.Name != name {
+			continue
+		}
+		for _, b := range s.Backends {
+			if b.Addr.String() == addr && b.Weight > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestServiceVIPBalancing: a service with three backends on three nodes
+// of a gossip cluster, clients on two other nodes. 600 TCP connections
+// spread evenly; UDP goes through the VIP too; a drained backend takes no
+// new flows while its established flow completes; a crashed backend node
+// leaves the tables (kill-to-withdraw logged), others' flows are
+// untouched, new flows all go to live backends and the crashed backend's
+// client gets a reset.
+func TestServiceVIPBalancing(t *testing.T) {
+	const nw = "svc"
+	c := NewGossipCluster(t, 5, GossipOptions{})
+	ctx := context.Background()
+	if _, err := c.Node(0).CreateNetwork(ctx, api.CreateNetwork{Name: nw, CIDR: "10.60.0.0/16"}); err != nil {
+		t.Fatal(err)
+	}
+	addrs := make([]netip.Prefix, 5)
+	var wg sync.WaitGroup
+	for i := range 5 {
+		wg.Add(1)
+		go func() { defer wg.Done(); addrs[i] = c.Join(i, nw) }()
+	}
+	wg.Wait()
+	c.WaitFor(20*time.Second, "routes converge", func() bool {
+		for i := range 5 {
+			if len(c.RoutesOf(i)) != 4 {
+				return false
+			}
+		}
+		return true
+	})
+
+	clients, backends := []int{0, 4}, []int{1, 2, 3}
+	backendAddr := map[string]string{} // name → ip:port
+	for _, i := range backends {
+		a := netip.AddrPortFrom(addrs[i].Addr(), 8080).String()
+		ln, err := c.Node(i).Listen("tcp", a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc, err := c.Node(i).ListenPacket("udp", a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close(); pc.Close() })
+		serveBackend(ln, pc, c.Name(i))
+		backendAddr[c.Name(i)] = a
+	}
+
+	svc, err := c.Node(0).CreateService(ctx, api.CreateService{Name: "web", Network: nw, Ports: []string{"80/tcp", "53/udp"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vip, err := netip.ParseAddr(svc.VIP)
+	if err != nil || !netip.MustParsePrefix("10.60.0.0/16").Contains(vip) {
+		t.Fatalf("service VIP %q, want one of 10.60.0.0/16", svc.VIP)
+	}
+	t.Logf("service web: VIP %s ports %v", svc.VIP, svc.Ports)
+	for _, i := range backends {
+		// The backend's own node adds it (it owns the entry), after
+		// gossip has brought it the service.
+		c.WaitFor(10*time.Second, "the service reaches "+c.Name(i), func() bool {
+			_, err := c.Node(i).Service(ctx, nw, "web")
+			return err == nil
+		})
+		if _, err := c.Node(i).AddBackend(ctx, api.AddBackend{Service: "web", Network: nw, Addr: backendAddr[c.Name(i)], Weight: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	took := c.WaitFor(10*time.Second, "both clients' tables hold the three backends", func() bool {
+		for _, i := range clients {
+			for _, a := range backendAddr {
+				if !inTable(c.Node(i), "web", a) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	t.Logf("backends in the clients' tables %v after the last add", took.Round(time.Millisecond))
+	// Another node may not remove a backend it did not add.
+	if _, err := c.Node(0).RemoveBackend(ctx, api.BackendRef{Service: "web", Network: nw, Addr: backendAddr[c.Name(1)]}, false); err == nil ||
+		!strings.Contains(err.Error(), "was added by node gnode1; run the command there") {
+		t.Errorf("remove another node's backend: %v, want a refusal naming gnode1", err)
+	}
+
+	tcpVIP := netip.AddrPortFrom(vip, 80).String()
+	start := time.Now()
+	counts := spread(t, c, clients, tcpVIP, 600)
+	t.Logf("600 connections (%v): %v", time.Since(start).Round(time.Millisecond), counts)
+	for _, i := range backends {
+		got := counts[c.Name(i)]
+		if got < 200-60 || got > 200+60 { // ±10% of the total
+			t.Errorf("%s got %d of 600 connections, want 200 ± 60", c.Name(i), got)
+		}
+	}
+
+	// UDP through the VIP: each flow (source port) gets one backend's answer.
+	udpCounts := map[string]int{}
+	for k := range 30 {
+		nd := c.Node(clients[k%2])
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		conn, err := nd.Dial(dctx, "udp", netip.AddrPortFrom(vip, 53).String())
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Write([]byte("who")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 64)
+		n, err := conn.Read(buf)
+		conn.Close()
+		if err != nil {
+			t.Fatalf("UDP through the VIP: %v", err)
+		}
+		udpCounts[string(buf[:n])]++
+	}
+	t.Logf("30 UDP flows: %v", udpCounts)
+	if len(udpCounts) < 2 {
+		t.Errorf("30 UDP flows all went to %v", udpCounts)
+	}
+
+	// Hold one connection to each backend.
+	held := map[string]*vipConn{}
+	c.WaitFor(10*time.Second, "a connection to each backend", func() bool {
+		vc, err := dialVIP(c.Node(clients[len(held)%2]), tcpVIP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if held[vc.backend] != nil {
+			vc.Close()
+		} else {
+			held[vc.backend] = vc
+		}
+		return len(held) == 3
+	})
+	defer func() {
+		for _, vc := range held {
+			vc.Close()
+		}
+	}()
+	info, err := c.Node(0).Service(ctx, nw, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("service show web on gnode0: flows %d, backends %+v", info.Flows, info.Backends)
+
+	// Drain gnode1's backend: no new flows to it, its flow completes.
+	drained := c.Name(1)
+	if _, err := c.Node(1).RemoveBackend(ctx, api.BackendRef{Service: "web", Network: nw, Addr: backendAddr[drained]}, true); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(10*time.Second, "the drained backend leaves the clients' tables", func() bool {
+		return !inTable(c.Node(0), "web", backendAddr[drained]) && !inTable(c.Node(4), "web", backendAddr[drained])
+	})
+	counts = spread(t, c, clients, tcpVIP, 60)
+	t.Logf("60 connections with %s draining: %v", drained, counts)
+	if counts[drained] != 0 {
+		t.Errorf("%d new connections went to the drained %s", counts[drained], drained)
+	}
+	if err := held[drained].echo("still there?"); err != nil {
+		t.Errorf("established flow to the drained backend: %v", err)
+	}
+	if _, err := c.Node(1).AddBackend(ctx, api.AddBackend{Service: "web", Network: nw, Addr: backendAddr[drained], Weight: 1}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(10*time.Second, "the undrained backend is back in the tables", func() bool {
+		return inTable(c.Node(0), "web", backendAddr[drained]) && inTable(c.Node(4), "web", backendAddr[drained])
+	})
+
+	// Crash gnode3 in the middle of its flow.
+	victim := c.Name(3)
+	crashed := time.Now()
+	c.Crash(3)
+	c.WaitFor(15*time.Second, "the crashed backend leaves both clients' tables", func() bool {
+		return !inTable(c.Node(0), "web", backendAddr[victim]) && !inTable(c.Node(4), "web", backendAddr[victim])
+	})
+	t.Logf("kill-to-withdraw: %v (both clients' Maglev tables)", time.Since(crashed).Round(time.Millisecond))
+	for name, vc := range held {
+		if name == victim {
+			continue
+		}
+		if err := vc.echo("after the crash of " + victim); err != nil {
+			t.Errorf("flow to %s broken by the crash of %s: %v", name, victim, err)
+		}
+	}
+	counts = spread(t, c, clients, tcpVIP, 60)
+	t.Logf("60 connections after the crash: %v", counts)
+	if counts[victim] != 0 {
+		t.Errorf("%d new connections went to the dead %s", counts[victim], victim)
+	}
+	// The dead backend's client is reset, not blackholed.
+	vc := held[victim]
+	vc.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(vc, "anyone?")
+	_, err = vc.r.ReadByte()
+	var ne net.Error
+	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+		t.Errorf("client of the dead backend: read %v, want a reset", err)
+	} else {
+		t.Logf("client of the dead backend: %v", err)
+	}
+}
