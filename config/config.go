@@ -67,6 +67,8 @@ type Config struct {
 	// Metrics is the host address of the Prometheus endpoint (/metrics),
 	// e.g. 127.0.0.1:9464; empty: off.
 	Metrics string `yaml:"metrics"`
+	// DNS is the node's DNS server (overlay names and a forwarder).
+	DNS DNS `yaml:"dns"`
 
 	metricsLine int // of the metrics key in the file; 0 from flags
 }
@@ -192,6 +194,7 @@ func Default() Config {
 		Gossip:   Gossip{Profile: "default"},
 		Underlay: Underlay{SourcePorts: 8},
 		Log:      Log{Level: "info", Format: "console"},
+		DNS:      DefaultDNS(),
 	}
 }
 
@@ -289,6 +292,7 @@ func (c *Config) Validate() error {
 		bad("log.format: %q is not one of console, json", c.Log.Format)
 	}
 	errs = append(errs, c.validateDoors()...)
+	errs = append(errs, c.validateDNS()...)
 	return errors.Join(errs...)
 }
 
