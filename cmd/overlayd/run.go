@@ -29,6 +29,12 @@ Modes: tun (an interface, needs CAP_NET_ADMIN or root), netstack (no
 interface and no privileges: programs use the Go API), tap (an Ethernet
 interface), auto (tun where permitted, else netstack).
 
+Front doors let programs on this host reach the overlay without an
+interface (in every mode, and the way in for netstack mode): --socks5 and
+--http-proxy open proxies, --forward a host port to one overlay address.
+They listen on the host, so keep them on 127.0.0.1. --metrics serves
+Prometheus metrics.
+
 Flags override the file given with --config.
 
 Example, two hosts:
@@ -39,7 +45,12 @@ Example, a gossip cluster:
   host A: overlayd run --listen 192.0.2.1:4789 --gossip 192.0.2.1:7946 --state-dir /var/lib/overlayd
   host B: overlayd run --listen 192.0.2.2:4789 --gossip 192.0.2.2:7946 --join 192.0.2.1:7946 --state-dir /var/lib/overlayd
   host A: overlayd network create blue 10.10.0.0/16 && overlayd network join blue
-  host B: overlayd network join blue`
+  host B: overlayd network join blue
+
+Example, rootless on a laptop, with front doors:
+  overlayd run --mode netstack --listen 0.0.0.0:4789 --addr 10.200.1.1/16 --peer 10.200.2.0/24@192.0.2.2:4789 \
+      --socks5 127.0.0.1:1080 --forward 127.0.0.1:8080=10.200.2.1:80 --metrics 127.0.0.1:9464
+  curl --socks5-hostname 127.0.0.1:1080 http://10.200.2.1/`
 
 // peerList is a repeatable --peer flag.
 type peerList []config.Peer
@@ -91,6 +102,7 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 		stateDir  = fs.String("state-dir", "", "keep addresses and joined networks across restarts in this `directory`")
 	)
 	fs.Var(&peers, "peer", "static route `PREFIX@IP:PORT`: that overlay prefix lives at that VTEP (repeatable)")
+	applyDoors := doorFlags(fs) // --socks5, --http-proxy, --forward, --metrics (doors.go)
 	apply = func(c *config.Config) error {
 		var err error
 		fs.Visit(func(f *flag.Flag) {
@@ -153,6 +165,8 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 				c.Gossip.Profile = *profile
 			case "state-dir":
 				c.StateDir = *stateDir
+			default:
+				err = applyDoors(f.Name, c)
 			}
 		})
 		return err

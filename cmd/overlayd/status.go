@@ -70,6 +70,8 @@ func printStatus(w io.Writer, st api.Status) {
 	}
 	tw.Flush()
 
+	printDoors(w, st)
+
 	t := st.Traffic
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
