@@ -73,6 +73,7 @@ var allowed = map[string][]string{
 	"config":       {},
 	"bench":        {"*"},
 	"e2e":          {"*"},
+	"examples":     {"node", "api", "config"}, // programs that embed a node, as users would
 }
 
 // forbiddenExternal lists outside modules a package must not import.
