@@ -345,3 +345,105 @@ func TestServiceVIPBalancing(t *testing.T) {
 		t.Logf("client of the dead backend: %v", err)
 	}
 }
+
+// TestServiceHealthCheckLocalBackendRemove: a backend with a TCP check
+// and no server turns unhealthy (probed through its own node's netstack)
+// and healthy again once its server listens; a client on a backend's own
+// node is balanced over the other backends only; a service is removed only
+// by its creator, after which its VIP refuses connections.
+func TestServiceHealthCheckLocalBackendRemove(t *testing.T) {
+	const nw = "hc"
+	c := NewGossipCluster(t, 3, GossipOptions{})
+	ctx := context.Background()
+	if _, err := c.Node(0).CreateNetwork(ctx, api.CreateNetwork{Name: nw, CIDR: "10.61.0.0/16"}); err != nil {
+		t.Fatal(err)
+	}
+	addrs := make([]netip.Prefix, 3)
+	for i := range 3 {
+		addrs[i] = c.Join(i, nw)
+	}
+	c.WaitFor(20*time.Second, "routes converge", func() bool {
+		for i := range 3 {
+			if len(c.RoutesOf(i)) != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	svc, err := c.Node(0).CreateService(ctx, api.CreateService{Name: "api", Ports: []string{"9000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vip := netip.AddrPortFrom(netip.MustParseAddr(svc.VIP), 9000).String()
+	a1 := netip.AddrPortFrom(addrs[1].Addr(), 9000).String()
+	a2 := netip.AddrPortFrom(addrs[2].Addr(), 9000).String()
+	c.WaitFor(10*time.Second, "the service reaches gnode1 and gnode2", func() bool {
+		_, err1 := c.Node(1).Service(ctx, "", "api")
+		_, err2 := c.Node(2).Service(ctx, "", "api")
+		return err1 == nil && err2 == nil
+	})
+	if _, err := c.Node(1).AddBackend(ctx, api.AddBackend{Service: "api", Addr: a1, Weight: 1, Check: "tcp"}); err != nil {
+		t.Fatal(err)
+	}
+	state := func(i int, addr string) string {
+		s, err := c.Node(i).Service(ctx, nw, "api")
+		if err != nil {
+			return err.Error()
+		}
+		for _, b := range s.Backends {
+			if b.Addr == addr {
+				return b.State
+			}
+		}
+		return "absent"
+	}
+	took := c.WaitFor(15*time.Second, "gnode1's backend without a server turns unhealthy on gnode0", func() bool { return state(0, a1) == "unhealthy" })
+	t.Logf("no server → unhealthy on gnode0 in %v", took.Round(time.Millisecond))
+	ln1, err := c.Node(1).Listen("tcp", a1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc1, _ := c.Node(1).ListenPacket("udp", a1)
+	defer func() { ln1.Close(); pc1.Close() }()
+	serveBackend(ln1, pc1, "gnode1")
+	took = c.WaitFor(15*time.Second, "gnode1's backend turns healthy again", func() bool { return inTable(c.Node(0), "api", a1) })
+	t.Logf("server up → healthy in gnode0's table in %v", took.Round(time.Millisecond))
+	if vc, err := dialVIP(c.Node(0), vip); err != nil || vc.backend != "gnode1" {
+		t.Fatalf("gnode0 → VIP: %v %v, want gnode1", vc, err)
+	} else {
+		vc.Close()
+	}
+
+	// gnode2 hosts a backend too; its own clients go to gnode1 only.
+	ln2, err := c.Node(2).Listen("tcp", a2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc2, _ := c.Node(2).ListenPacket("udp", a2)
+	defer func() { ln2.Close(); pc2.Close() }()
+	serveBackend(ln2, pc2, "gnode2")
+	if _, err := c.Node(2).AddBackend(ctx, api.AddBackend{Service: "api", Addr: a2, Weight: 1}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(10*time.Second, "gnode0's table holds both backends", func() bool { return inTable(c.Node(0), "api", a2) && inTable(c.Node(0), "api", a1) })
+	if counts := spread(t, c, []int{2}, vip, 30); counts["gnode1"] != 30 {
+		t.Errorf("gnode2's own clients reached %v, want gnode1 only", counts)
+	}
+	if counts := spread(t, c, []int{0}, vip, 60); counts["gnode1"] == 0 || counts["gnode2"] == 0 {
+		t.Errorf("gnode0's clients reached %v, want both", counts)
+	}
+
+	if err := c.Node(1).RemoveService(ctx, nw, "api"); err == nil || !strings.Contains(err.Error(), "was created by node gnode0; run the command there") {
+		t.Errorf("rm on gnode1: %v, want a refusal naming gnode0", err)
+	}
+	if err := c.Node(0).RemoveService(ctx, nw, "api"); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(10*time.Second, "the service leaves gnode0's balancer", func() bool { return len(c.Node(0).Balancer().Stats().Services) == 0 })
+	if vc, err := dialVIP(c.Node(0), vip); err == nil {
+		vc.Close()
+		t.Errorf("a removed service's VIP still answers (backend %s)", vc.backend)
+	} else {
+		t.Logf("removed service's VIP: %v", err)
+	}
+}

@@ -248,13 +248,25 @@ func (s *services) read(network string) []svcEntry {
 func (b bkEntry) inTable() bool { return b.v.Healthy }
 
 // sync hands the balancer the services of every joined network.
+//
+// Backends on this node's own addresses are left out of its tables: the
+// router does not hairpin a DNATed packet back into the attachment, so
+// this node's clients are balanced over the other nodes' backends only.
 func (s *services) sync() {
 	var all []lb.Service
-	for _, j := range s.c.joinedList() {
+	joined := s.c.joinedList()
+	own := map[netip.Addr]bool{}
+	for _, j := range joined {
+		own[j.Addr] = true
+	}
+	if a := s.c.n.cfg.Addr; a.IsValid() {
+		own[a.Addr()] = true
+	}
+	for _, j := range joined {
 		for _, se := range s.read(j.Name) {
 			ls := lb.Service{Network: j.Name, Name: se.v.Name, VIP: se.vip, Ports: se.ports}
 			for _, b := range se.backends {
-				if b.inTable() {
+				if b.inTable() && !own[b.addr.Addr()] {
 					ls.Backends = append(ls.Backends, lb.Backend{Addr: b.addr, Weight: b.v.Weight})
 				}
 			}
