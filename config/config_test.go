@@ -196,6 +196,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add("- a\n- b\n")
 	f.Add("underlay:\n  mtu: 9000\n")
 	f.Add("gossip:\n  listen: 127.0.0.1:7946\n  join: [127.0.0.1:7947]\nstate_dir: /tmp/x\n")
+	f.Add("metrics: 127.0.0.1:0\ndoors:\n  socks5: 127.0.0.1:1080\n  forwards:\n    - {listen: 127.0.0.1:53, target: a.b.overlay:53, proto: udp}\n")
 	f.Fuzz(func(t *testing.T, in string) {
 		c, err := Decode(strings.NewReader(in))
 		if err != nil {
