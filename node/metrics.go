@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/overlayd/overlayd/dns"
 	"github.com/overlayd/overlayd/gossip"
 	"github.com/overlayd/overlayd/lb"
 )
@@ -67,6 +68,19 @@ var (
 	descSelections = prometheus.NewDesc("overlayd_lb_backend_selections_total",
 		"New flows that picked a backend, by service.", []string{"network", "service", "backend", "addr"}, nil)
 
+	descDNSQueries = prometheus.NewDesc("overlayd_dns_queries_total",
+		"DNS queries parsed by the node's DNS server, by type.", []string{"type"}, nil)
+	descDNSResponses = prometheus.NewDesc("overlayd_dns_responses_total",
+		"DNS replies sent, by rcode.", []string{"rcode"}, nil)
+	descDNSDropped = prometheus.NewDesc("overlayd_dns_dropped_total",
+		"DNS packets given no reply (short, or responses).", nil, nil)
+	descDNSCache = prometheus.NewDesc("overlayd_dns_forwarder_cache_total",
+		"Forwarded DNS queries by cache result: hit or miss.", []string{"result"}, nil)
+	descDNSCacheEntries = prometheus.NewDesc("overlayd_dns_forwarder_cache_entries",
+		"Answers held in the forwarder's cache.", nil, nil)
+	descDNSUpstreamErrors = prometheus.NewDesc("overlayd_dns_forwarder_upstream_errors_total",
+		"Failed upstream attempts (timeout, network error, SERVFAIL/REFUSED/NOTIMP).", nil, nil)
+
 	descDoorConns = prometheus.NewDesc("overlayd_door_connections_total",
 		"Client connections (UDP forward: sessions) at a front door, by result: accepted or refused (at the limit).", []string{"door", "listen", "result"}, nil)
 	descDoorFailed = prometheus.NewDesc("overlayd_door_failures_total",
@@ -90,6 +104,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 		descInfo, descPackets, descBytes, descDrops, descARPAsked, descARPAnswers, descICMP, descNeighbors, descFDB, descRoutes,
 		descMembers, descGossipMsgs, descGossipBytes, descGossipEntries, descGossipDrops,
 		descFlows, descFlowsMax, descFlowsNew, descEvictions, descExpired, descLBRejects, descSelections,
+		descDNSQueries, descDNSResponses, descDNSDropped, descDNSCache, descDNSCacheEntries, descDNSUpstreamErrors,
 		descDoorConns, descDoorFailed, descDoorActive, descDoorBytes, descDoorDropped,
 	} {
 		ch <- d
@@ -165,6 +180,20 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 
+	if ds, ok := n.dnsStatsOrNil(); ok {
+		for t, v := range ds.Queries {
+			counter(descDNSQueries, v, t)
+		}
+		for r, v := range ds.Responses {
+			counter(descDNSResponses, v, r)
+		}
+		counter(descDNSDropped, ds.Dropped)
+		counter(descDNSCache, ds.Forwarder.CacheHits, "hit")
+		counter(descDNSCache, ds.Forwarder.CacheMisses, "miss")
+		gauge(descDNSCacheEntries, float64(ds.Forwarder.CacheEntries))
+		counter(descDNSUpstreamErrors, ds.Forwarder.UpstreamErrors)
+	}
+
 	n.fd.mu.Lock()
 	doors := n.fd.doors
 	n.fd.mu.Unlock()
@@ -196,6 +225,17 @@ func (n *Node) balancerOrNil() *lb.Balancer {
 		return bs.balancer()
 	}
 	return nil
+}
+
+// dnsStatsOrNil returns the counters of the node's DNS server and true, or
+// false when it has none. The DNS wiring owns the server; it is read
+// through the optional dnsStats method so that metrics do not depend on
+// how.
+func (n *Node) dnsStatsOrNil() (dns.Stats, bool) {
+	if ds, ok := any(n).(interface{ dnsStats() (dns.Stats, bool) }); ok {
+		return ds.dnsStats()
+	}
+	return dns.Stats{}, false
 }
 
 // MetricsRegistry returns a registry holding the node's collector, for
