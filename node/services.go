@@ -513,13 +513,19 @@ func (n *Node) CreateService(ctx context.Context, req api.CreateService) (api.Se
 		}
 		v.VIP = vip.String()
 	} else {
+		// A VIP given with --vip is not leased; should IPAM hand it out,
+		// the lease stays (the address is in use) and the next one is taken.
 		actx, cancel := context.WithTimeout(ctx, joinTimeout)
-		vip, err := s.c.ipam.AllocateVIP(actx, network, "service:"+req.Name)
-		cancel()
-		if err != nil {
-			return api.ServiceInfo{}, api.Errorf(http.StatusServiceUnavailable, "network %q: no VIP (%v); give one with --vip", network, err)
+		defer cancel()
+		for v.VIP == "" {
+			vip, err := s.c.ipam.AllocateVIP(actx, network, "service:"+req.Name)
+			if err != nil {
+				return api.ServiceInfo{}, api.Errorf(http.StatusServiceUnavailable, "network %q: no VIP (%v); give one with --vip", network, err)
+			}
+			if !slices.ContainsFunc(existing, func(se svcEntry) bool { return se.vip == vip }) {
+				v.VIP = vip.String()
+			}
 		}
-		v.VIP = vip.String()
 	}
 	b, _ := json.Marshal(v)
 	if err := s.c.g.Put(tableServices, network, req.Name, b); err != nil {
