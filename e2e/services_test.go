@@ -348,7 +348,8 @@ func TestServiceVIPBalancing(t *testing.T) {
 
 // TestServiceHealthCheckLocalBackendRemove: a backend with a TCP check
 // and no server turns unhealthy (probed through its own node's netstack)
-// and healthy again once its server listens; a client on a backend's own
+// and healthy again once its server listens, a UDP-checked one without a
+// server turns unhealthy too; a client on a backend's own
 // node is balanced over the other backends only; a service is removed only
 // by its creator, after which its VIP refuses connections.
 func TestServiceHealthCheckLocalBackendRemove(t *testing.T) {
@@ -397,8 +398,26 @@ func TestServiceHealthCheckLocalBackendRemove(t *testing.T) {
 		}
 		return "absent"
 	}
+	// A UDP check too: nothing listens on port 5300, so the probe draws
+	// an ICMP port unreachable.
+	if _, err := c.Node(0).CreateService(ctx, api.CreateService{Name: "dns", Ports: []string{"53/udp"}}); err != nil {
+		t.Fatal(err)
+	}
+	a1u := netip.AddrPortFrom(addrs[1].Addr(), 5300).String()
+	c.WaitFor(10*time.Second, "service dns reaches gnode1", func() bool { _, err := c.Node(1).Service(ctx, "", "dns"); return err == nil })
+	if _, err := c.Node(1).AddBackend(ctx, api.AddBackend{Service: "dns", Addr: a1u, Weight: 1, Check: "udp"}); err != nil {
+		t.Fatal(err)
+	}
+	udpState := func() string {
+		s, err := c.Node(0).Service(ctx, nw, "dns")
+		if err != nil || len(s.Backends) != 1 {
+			return fmt.Sprint(err)
+		}
+		return s.Backends[0].State
+	}
 	took := c.WaitFor(15*time.Second, "gnode1's backend without a server turns unhealthy on gnode0", func() bool { return state(0, a1) == "unhealthy" })
 	t.Logf("no server → unhealthy on gnode0 in %v", took.Round(time.Millisecond))
+	c.WaitFor(5*time.Second, "the UDP backend without a server turns unhealthy", func() bool { return udpState() == "unhealthy" })
 	ln1, err := c.Node(1).Listen("tcp", a1)
 	if err != nil {
 		t.Fatal(err)
@@ -439,7 +458,14 @@ func TestServiceHealthCheckLocalBackendRemove(t *testing.T) {
 	if err := c.Node(0).RemoveService(ctx, nw, "api"); err != nil {
 		t.Fatal(err)
 	}
-	c.WaitFor(10*time.Second, "the service leaves gnode0's balancer", func() bool { return len(c.Node(0).Balancer().Stats().Services) == 0 })
+	c.WaitFor(10*time.Second, "the service leaves gnode0's balancer", func() bool {
+		for _, s := range c.Node(0).Balancer().Stats().Services {
+			if s.Name == "api" {
+				return false
+			}
+		}
+		return true
+	})
 	if vc, err := dialVIP(c.Node(0), vip); err == nil {
 		vc.Close()
 		t.Errorf("a removed service's VIP still answers (backend %s)", vc.backend)

@@ -21,7 +21,9 @@ package node
 // answers "backend X was added by node Y; run the command there" (409)
 // rather than forwarding. Entries of a dead owner are withdrawn by gossip,
 // so its backends leave the Maglev tables within the failure-detection
-// time; a service outlives its creator only while the creator is alive.
+// time. A service lives while its creator is alive: its entry (and so its
+// VIP) is withdrawn with the creator and comes back when the creator
+// rejoins, so create services on long-lived nodes.
 
 import (
 	"context"
