@@ -171,6 +171,7 @@ func (g *Gossip) Join(ctx context.Context, seeds []string) error {
 	for {
 		n, err := g.ml.Join(seeds)
 		if n > 0 {
+			g.syncJoined()
 			return nil
 		}
 		if err == nil {
@@ -184,6 +185,22 @@ func (g *Gossip) Join(ctx context.Context, seeds []string) error {
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// syncJoined fetches the state of every joined network from a few of its
+// participants, as JoinNetwork does: a node that joined its networks
+// before it found the cluster (a restart) would otherwise wait for
+// push/pull anti-entropy (30 s at the default profile) to learn them.
+func (g *Gossip) syncJoined() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for network := range g.joined {
+		ps := g.participantsLocked(network)
+		rand.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
+		for _, p := range ps[:min(len(ps), 3)] {
+			g.queueSyncLocked(syncTask{node: p, network: network, reply: true})
+		}
 	}
 }
 

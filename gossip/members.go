@@ -255,6 +255,18 @@ func (g *Gossip) nodeEvent(n *memberlist.Node, t MemberEventType) {
 				}
 				g.revisitLocked(ns, m.Name)
 			}
+			if t == MemberJoin {
+				// A node (back) up: exchange the networks we share with
+				// it now. A restarted node's own push/pull at join time
+				// reached us while we still held it dead, so its sync
+				// had nowhere to go; without this it would wait for the
+				// next push/pull (30 s at the default profile).
+				for network := range g.joined {
+					if g.parts[network][m.Name] {
+						g.queueSyncLocked(syncTask{node: m.Name, network: network, reply: true})
+					}
+				}
+			}
 		}
 	}
 	for w := range g.mwatch {
