@@ -311,3 +311,46 @@ func TestGossipStateCorrupt(t *testing.T) {
 		os.WriteFile(path, orig, 0o600)
 	}
 }
+
+// TestGossipStaticBesideLearned: static routes (--peer, on the --addr
+// network) keep working beside learned ones on a gossip node.
+func TestGossipStaticBesideLearned(t *testing.T) {
+	c := NewGossipCluster(t, 2, GossipOptions{Edit: func(i int, cfg *config.Config) {
+		cfg.Addr = NodeAddr(i) // 10.99.(i+1).1/16, VNI 42
+	}})
+	// The static routes need the other node's VTEP, known only now.
+	for i := range 2 {
+		other := c.Node(1 - i)
+		peer := config.Peer{Prefix: netip.PrefixFrom(NodeAddr(1-i).Addr(), 32), VTEP: other.VTEP()}
+		if err := c.Node(i).SetStaticRoutes([]config.Peer{peer}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Node(0).CreateNetwork(context.Background(), api.CreateNetwork{Name: "blue", CIDR: "10.99.0.0/24"}); err == nil {
+		t.Error("a network overlapping the static one was created")
+	}
+	if _, err := c.Node(0).CreateNetwork(context.Background(), api.CreateNetwork{Name: "blue", CIDR: "10.80.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	blue1 := c.Join(1, "blue")
+	c.Join(0, "blue")
+	c.WaitFor(10*time.Second, "a static and a learned route on each node", func() bool {
+		for i := range 2 {
+			rs, _ := c.Node(i).Routes(context.Background())
+			owners := map[string]bool{}
+			for _, r := range rs.Routes {
+				owners[r.Owner] = true
+			}
+			if !owners["static"] || !owners[c.Name(1-i)] {
+				return false
+			}
+		}
+		return true
+	})
+	if err := echoOver(t, c, 0, 1, NodeAddr(1).Addr(), 7200); err != nil {
+		t.Errorf("static route: %v", err)
+	}
+	if err := echoOver(t, c, 0, 1, blue1.Addr(), 7201); err != nil {
+		t.Errorf("learned route: %v", err)
+	}
+}
