@@ -314,6 +314,22 @@ func parsePort(s string) (lb.PortProto, error) {
 	return lb.PortProto{}, fmt.Errorf("port %q: the protocol must be tcp or udp", s)
 }
 
+// validServiceName: a DNS label (the service is NAME.NETWORK.overlay.).
+func validServiceName(s string) bool {
+	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// maxWeight bounds a backend's weight.
+const maxWeight = 65535
+
 // svcState returns the running service state, or the API error of a node
 // without one.
 func (n *Node) svcState() (*services, error) {
@@ -465,8 +481,8 @@ func (n *Node) CreateService(ctx context.Context, req api.CreateService) (api.Se
 	if err != nil {
 		return api.ServiceInfo{}, err
 	}
-	if !validNetworkName(req.Name) || strings.Contains(req.Name, "/") {
-		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "service name %q is not valid: use 1 to 63 letters, digits, '-', '_' or '.'", req.Name)
+	if !validServiceName(req.Name) {
+		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "service name %q is not valid: it is a DNS label, 1 to 63 letters, digits or '-', not starting or ending with '-'", req.Name)
 	}
 	network, err := s.pickNetwork(req.Network, "")
 	if err != nil {
@@ -605,6 +621,9 @@ func (n *Node) AddBackend(_ context.Context, req api.AddBackend) (api.ServiceInf
 	a, err := netip.ParseAddrPort(req.Addr)
 	if err != nil || !a.Addr().Is4() || a.Port() == 0 {
 		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "backend %q: want an overlay IPv4 address and port such as 10.200.1.1:8080", req.Addr)
+	}
+	if req.Weight > maxWeight {
+		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "weight %d is out of range (0-%d)", req.Weight, maxWeight)
 	}
 	switch req.Check {
 	case "none":

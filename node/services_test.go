@@ -45,3 +45,14 @@ func TestParsePort(t *testing.T) {
 		}
 	}
 }
+
+func TestValidServiceName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"web": true, "api-v2": true, "A1": true, "": false, "-web": false, "web-": false,
+		"a.b": false, "a/b": false, "a_b": false, "x234567890123456789012345678901234567890123456789012345678901234": false,
+	} {
+		if got := validServiceName(name); got != want {
+			t.Errorf("validServiceName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
