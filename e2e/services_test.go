@@ -473,3 +473,36 @@ func TestServiceHealthCheckLocalBackendRemove(t *testing.T) {
 		t.Logf("removed service's VIP: %v", err)
 	}
 }
+
+// TestServiceStateSurvivesClusterRestart: services and backends are kept
+// in their owners' state directories, so they come back after every node
+// of the cluster restarted.
+func TestServiceStateSurvivesClusterRestart(t *testing.T) {
+	const nw = "keep"
+	c := NewGossipCluster(t, 2, GossipOptions{})
+	ctx := context.Background()
+	if _, err := c.Node(0).CreateNetwork(ctx, api.CreateNetwork{Name: nw, CIDR: "10.62.0.0/16"}); err != nil {
+		t.Fatal(err)
+	}
+	c.Join(0, nw)
+	a1 := netip.AddrPortFrom(c.Join(1, nw).Addr(), 8080).String()
+	svc, err := c.Node(0).CreateService(ctx, api.CreateService{Name: "web", Ports: []string{"80/tcp"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(10*time.Second, "the service reaches gnode1", func() bool { _, err := c.Node(1).Service(ctx, "", "web"); return err == nil })
+	if _, err := c.Node(1).AddBackend(ctx, api.AddBackend{Service: "web", Addr: a1, Weight: 3}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(10*time.Second, "gnode0's table holds the backend", func() bool { return inTable(c.Node(0), "web", a1) })
+	c.Crash(0)
+	c.Crash(1)
+	c.Restart(0)
+	c.Restart(1)
+	took := c.WaitFor(20*time.Second, "the service and its backend are back on gnode0", func() bool { return inTable(c.Node(0), "web", a1) })
+	s, err := c.Node(0).Service(ctx, nw, "web")
+	if err != nil || s.VIP != svc.VIP || len(s.Backends) != 1 || s.Backends[0].Weight != 3 || s.Backends[0].Owner != "gnode1" {
+		t.Fatalf("after the restart: %+v, %v; want VIP %s and gnode1's backend of weight 3", s, err, svc.VIP)
+	}
+	t.Logf("service back %v after the restarts", took.Round(time.Millisecond))
+}

@@ -26,6 +26,7 @@ package node
 // rejoins, so create services on long-lived nodes.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -33,6 +34,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -103,10 +106,100 @@ type services struct {
 // and checking this node's backends. It stops with the control plane.
 func (c *control) startServices() {
 	s := &services{c: c, log: c.log.Named("services"), kick: make(chan struct{}, 1), watches: map[string][2]func(){}, fails: map[string]int{}}
+	s.restore()
 	c.n.svc.Store(s)
 	c.wg.Add(2)
 	go func() { defer c.wg.Done(); s.loop() }()
 	go func() { defer c.wg.Done(); s.checkLoop() }()
+}
+
+// servicesFile keeps, under the state directory, the entries of the
+// service tables this node owns, so that its services and backends come
+// back after a restart even when the whole cluster restarted.
+const servicesFile = "services.json"
+
+// savedEntry is one own entry of the service tables.
+type savedEntry struct {
+	Table   string          `json:"table"`
+	Network string          `json:"network"`
+	Key     string          `json:"key"`
+	Value   json.RawMessage `json:"value"`
+}
+
+type savedServices struct {
+	Version int          `json:"version"`
+	Entries []savedEntry `json:"entries"`
+}
+
+// save writes this node's own entries of the joined networks' service
+// tables to the state directory (nothing without one).
+func (s *services) save() {
+	if s.c.state == nil {
+		return
+	}
+	st := savedServices{Version: 1, Entries: []savedEntry{}}
+	self := s.c.g.Name()
+	for _, j := range s.c.joinedList() {
+		for _, table := range []string{tableServices, tableBackends} {
+			for _, e := range s.c.g.List(table, j.Name) {
+				if e.Owner == self && json.Valid(e.Value) {
+					st.Entries = append(st.Entries, savedEntry{Table: table, Network: j.Name, Key: e.Key, Value: e.Value})
+				}
+			}
+		}
+	}
+	b, _ := json.MarshalIndent(st, "", "  ")
+	if err := writeFileAtomic(filepath.Join(s.c.state.dir, servicesFile), append(b, '\n')); err != nil {
+		s.log.Error("keep services", zap.Error(err))
+	}
+}
+
+// restore puts back the entries kept by save, in the networks the node
+// has joined; entries the cluster already holds unchanged are left alone.
+func (s *services) restore() {
+	if s.c.state == nil {
+		return
+	}
+	path := filepath.Join(s.c.state.dir, servicesFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	var st savedServices
+	if err == nil {
+		err = json.Unmarshal(b, &st)
+	}
+	if err != nil {
+		s.log.Error("services kept in the state directory are unreadable; starting without them", zap.String("file", path), zap.Error(err))
+		return
+	}
+	joined := map[string]bool{}
+	for _, j := range s.c.joinedList() {
+		joined[j.Name] = true
+	}
+	n := 0
+	for _, e := range st.Entries {
+		if !joined[e.Network] || (e.Table != tableServices && e.Table != tableBackends) {
+			continue
+		}
+		if cur, ok := s.c.g.Get(e.Table, e.Network, e.Key); ok && cur.Owner == s.c.g.Name() && bytes.Equal(cur.Value, e.Value) {
+			continue
+		}
+		if err := s.c.g.Put(e.Table, e.Network, e.Key, e.Value); err != nil {
+			s.log.Warn("restore", zap.String("network", e.Network), zap.String("key", e.Key), zap.Error(err))
+			continue
+		}
+		n++
+	}
+	if n > 0 {
+		s.log.Info("services restored from the state directory", zap.Int("entries", n))
+	}
+}
+
+// changed is called after every write of this node's entries.
+func (s *services) changed() {
+	s.save()
+	s.poke()
 }
 
 func (s *services) poke() {
@@ -550,7 +643,7 @@ func (n *Node) CreateService(ctx context.Context, req api.CreateService) (api.Se
 		return api.ServiceInfo{}, s.writeErr(err, "service", req.Name)
 	}
 	s.log.Info("service created", zap.String("network", network), zap.String("service", req.Name), zap.String("vip", v.VIP), zap.Strings("ports", req.Ports))
-	s.poke()
+	s.changed()
 	se, _ := s.find(network, req.Name)
 	return s.info(se, nil, lb.Stats{}), nil
 }
@@ -603,7 +696,7 @@ func (n *Node) RemoveService(_ context.Context, network, name string) error {
 		}
 	}
 	s.log.Info("service removed", zap.String("network", network), zap.String("service", name))
-	s.poke()
+	s.changed()
 	return nil
 }
 
@@ -656,7 +749,7 @@ func (n *Node) AddBackend(_ context.Context, req api.AddBackend) (api.ServiceInf
 		return api.ServiceInfo{}, err
 	}
 	s.log.Info("backend added", zap.String("network", network), zap.String("service", req.Service), zap.Stringer("backend", a), zap.Uint32("weight", req.Weight), zap.String("check", cmpOr(req.Check, "none")))
-	s.poke()
+	s.changed()
 	se, _ = s.find(network, req.Service)
 	return s.info(se, n.flowCounts(), n.lb.Stats()), nil
 }
@@ -710,7 +803,7 @@ func (n *Node) RemoveBackend(_ context.Context, ref api.BackendRef, drain bool) 
 		}
 		s.log.Info("backend removed", zap.String("network", network), zap.String("service", ref.Service), zap.Stringer("backend", a))
 	}
-	s.poke()
+	s.changed()
 	se, _ := s.find(network, ref.Service)
 	return s.info(se, n.flowCounts(), n.lb.Stats()), nil
 }
