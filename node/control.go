@@ -32,6 +32,9 @@ const tableRoutes = "overlayd.routes"
 // joinTimeout bounds how long a join waits for an address range.
 const joinTimeout = 15 * time.Second
 
+// unknownWait is how long a join waits for a network it does not know yet.
+const unknownWait = 2 * time.Second
+
 // joinedNet is a network this node is attached to, with its address.
 type joinedNet struct {
 	Name string       `json:"name"`
@@ -492,6 +495,11 @@ func (c *control) joinNetwork(ctx context.Context, name string) (api.NetworkInfo
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
 	nw, ok := c.ipam.Network(name)
+	// A network created on another node a moment ago may still be on its
+	// way here.
+	for deadline := time.Now().Add(unknownWait); !ok && time.Now().Before(deadline) && ctx.Err() == nil; nw, ok = c.ipam.Network(name) {
+		time.Sleep(50 * time.Millisecond)
+	}
 	if !ok {
 		return api.NetworkInfo{}, api.Errorf(http.StatusNotFound, "unknown network %q; create it with 'overlayd network create %s CIDR' (or wait for gossip to bring it)", name, name)
 	}
