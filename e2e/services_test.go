@@ -474,9 +474,10 @@ func TestServiceHealthCheckLocalBackendRemove(t *testing.T) {
 	}
 }
 
-// TestServiceStateSurvivesClusterRestart: services and backends are kept
-// in their owners' state directories, so they come back after every node
-// of the cluster restarted.
+// TestServiceStateSurvivesClusterRestart: a service outlives a crash of
+// its creator; services and backends are kept in their owners' state
+// directories, so they come back after every node of the cluster
+// restarted.
 func TestServiceStateSurvivesClusterRestart(t *testing.T) {
 	const nw = "keep"
 	c := NewGossipCluster(t, 2, GossipOptions{})
@@ -495,7 +496,20 @@ func TestServiceStateSurvivesClusterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.WaitFor(10*time.Second, "gnode0's table holds the backend", func() bool { return inTable(c.Node(0), "web", a1) })
+	// The creator's crash does not take the service away.
 	c.Crash(0)
+	c.WaitFor(10*time.Second, "gnode1 declares gnode0 dead", func() bool {
+		ps, _ := c.Node(1).Peers(ctx)
+		for _, p := range ps {
+			if p.Name == "gnode0" {
+				return p.State == "dead"
+			}
+		}
+		return false
+	})
+	if s, err := c.Node(1).Service(ctx, nw, "web"); err != nil || s.VIP != svc.VIP {
+		t.Errorf("with its creator dead, gnode1 has service web: %+v, %v", s, err)
+	}
 	c.Crash(1)
 	c.Restart(0)
 	c.Restart(1)

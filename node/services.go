@@ -21,9 +21,10 @@ package node
 // answers "backend X was added by node Y; run the command there" (409)
 // rather than forwarding. Entries of a dead owner are withdrawn by gossip,
 // so its backends leave the Maglev tables within the failure-detection
-// time. A service lives while its creator is alive: its entry (and so its
-// VIP) is withdrawn with the creator and comes back when the creator
-// rejoins, so create services on long-lived nodes.
+// time. A service outlives a crash of its creator: node balances the
+// services listed with ListAll (kept for the dead-owner grace, 24 h by
+// default), so only the creator's backends leave with it; readers that use
+// List (the DNS zone) hide the service's name until its creator returns.
 
 import (
 	"bytes"
@@ -300,7 +301,10 @@ type bkEntry struct {
 func (s *services) read(network string) []svcEntry {
 	var out []svcEntry
 	idx := map[string]int{}
-	for _, e := range s.c.g.List(tableServices, network) {
+	// ListAll: a service outlives a crash of its creator (its entry is
+	// kept for the gossip's dead-owner grace, 24 h by default); backends
+	// (List) leave with their nodes.
+	for _, e := range s.c.g.ListAll(tableServices, network) {
 		var v serviceValue
 		if json.Unmarshal(e.Value, &v) != nil || v.Name != e.Key || v.Network != network {
 			continue
