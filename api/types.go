@@ -25,6 +25,9 @@ type Status struct {
 
 	// Services sums up the service VIPs balanced here; nil when none.
 	Services *ServicesSummary `json:"services,omitempty"`
+
+	// DNS is the DNS server's addresses and counters; nil when off.
+	DNS *DNSStatus `json:"dns,omitempty"`
 }
 
 // Network is an overlay network the node is on.

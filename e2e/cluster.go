@@ -51,6 +51,7 @@ func NewCluster(t testing.TB, n int, opts ClusterOptions) *Cluster {
 		cfg.Listen = netip.MustParseAddrPort("127.0.0.1:0")
 		cfg.Addr = NodeAddr(i)
 		cfg.Control = ""
+		cfg.DNS.Listen = config.DNSOff // tests that want DNS turn it on with their own upstream
 		if opts.Edit != nil {
 			opts.Edit(i, &cfg)
 		}

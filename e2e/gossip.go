@@ -64,6 +64,7 @@ func NewGossipCluster(t testing.TB, n int, opts GossipOptions) *GossipCluster {
 		cfg.Gossip.Listen = netip.MustParseAddrPort("127.0.0.1:0")
 		cfg.Gossip.Profile = "test"
 		cfg.StateDir = filepath.Join(dir, cfg.Name)
+		cfg.DNS.Listen = config.DNSOff // tests that want DNS turn it on with their own upstream
 		if i > 0 {
 			cfg.Gossip.Join = []string{c.Nodes[0].Gossip().Addr()}
 		}

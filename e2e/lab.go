@@ -266,7 +266,8 @@ func (h *Host) StartOverlayd(flags ...string) *Overlayd {
 		t.Fatal(err)
 	}
 	ctl := filepath.Join(t.TempDir(), h.Name+".sock")
-	args := append([]string{bin, "run", "--name", h.Name, "--control", ctl, "--log-level", "info"}, flags...)
+	// DNS is off unless flags turn it on (with an upstream the test starts).
+	args := append([]string{bin, "run", "--name", h.Name, "--control", ctl, "--log-level", "info", "--dns", "off"}, flags...)
 	o := &Overlayd{Proc: h.Start(args...), Control: ctl}
 	deadline := time.Now().Add(15 * time.Second)
 	for {

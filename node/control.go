@@ -372,8 +372,12 @@ func (n *Node) applyNetworks() error {
 			addrs = append(addrs, j.prefix())
 		}
 	}
+	addrs = append(addrs, n.dnsPrefixes()...)
 	if err := n.rt.SetNetworks(nets); err != nil {
 		return err
+	}
+	if n.dns != nil {
+		defer n.dns.poke()
 	}
 	if as, ok := n.dev.(stack.AddressSetter); ok {
 		return as.SetAddresses(addrs)

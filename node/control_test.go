@@ -21,6 +21,7 @@ func gossipNode(t testing.TB) *Node {
 	cfg.Gossip.Listen = netip.MustParseAddrPort("127.0.0.1:0")
 	cfg.Gossip.Profile = "test"
 	cfg.StateDir = filepath.Join(t.TempDir(), "state")
+	cfg.DNS.Listen = config.DNSOff
 	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ func Example() {
 		cfg.Listen = netip.MustParseAddrPort("127.0.0.1:0") // the VTEP; port 0 picks one
 		cfg.Addr = netip.MustParsePrefix(addr)              // the node's overlay address
 		cfg.Control = ""                                    // no control socket
+		cfg.DNS.Listen = config.DNSOff                      // no DNS server on the host
 		n, err := node.New(cfg)
 		if err != nil {
 			panic(err)

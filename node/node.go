@@ -49,6 +49,7 @@ type Node struct {
 	lb  *lb.Balancer             // service VIPs; nil in static mode
 	svc atomic.Pointer[services] // set by the control plane's start; nil in static mode
 	fd  frontDoors               // SOCKS5, HTTP CONNECT, forwards, metrics (doors.go, metrics.go)
+	dns *dnsService              // overlay names and the forwarder (dns.go); nil when off
 
 	mu      sync.Mutex // guards static, api, started
 	static  []config.Peer
@@ -126,6 +127,7 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 			mac = nameMAC(cfg.Name)
 		}
 	}
+	addrs = append(addrs, n.dnsPrefixes()...)
 	routes := extraRoutes(cfg)
 	// Assign the device only on success: a nil *TUN in the Device
 	// interface is not a nil interface.
@@ -175,6 +177,9 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 		return nil, err
 	}
 	if err := n.SetStaticRoutes(cfg.Peers); err != nil {
+		return nil, err
+	}
+	if n.dns, err = newDNS(n); err != nil {
 		return nil, err
 	}
 	return n, nil
@@ -299,6 +304,14 @@ func (n *Node) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	if n.dns != nil {
+		if err := n.dns.start(ctx); err != nil {
+			return err
+		}
+		if n.fd.resolver.Load() == nil { // an embedder's own resolver wins
+			n.SetResolver(n.dns.resolve)
+		}
+	}
 	if err := n.startFrontDoors(ctx); err != nil {
 		return err
 	}
@@ -328,6 +341,9 @@ func (n *Node) close(leave bool) error {
 		s := n.api
 		n.mu.Unlock()
 		errs := []error{n.stopFrontDoors()}
+		if n.dns != nil {
+			errs = append(errs, n.dns.close())
+		}
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
@@ -435,6 +451,7 @@ func (n *Node) Status(context.Context) (api.Status, error) {
 	}
 	st.Routes = n.routes()
 	st.Services = n.servicesSummary()
+	st.DNS = n.dnsStatus()
 	st.Doors, st.Metrics = n.doorStatus()
 	rs := n.rt.Stats()
 	st.Traffic = api.Traffic{

@@ -179,6 +179,8 @@ func (n *Netstack) configure(opts NetstackOptions) error {
 
 // SetAddresses implements AddressSetter: the stack's own addresses become
 // addrs, and its route table their prefixes plus NetstackOptions.Routes.
+// A host-length prefix (/32, /128) is a service address: the stack answers
+// on it but never picks it as the source of a connection it opens.
 func (n *Netstack) SetAddresses(addrs []netip.Prefix) error {
 	want := make(map[netip.Addr]netip.Prefix, len(addrs))
 	for _, p := range addrs {
@@ -219,7 +221,14 @@ func (n *Netstack) SetAddresses(addrs []netip.Prefix) error {
 				PrefixLen: p.Bits(),
 			},
 		}
-		if err := n.s.AddProtocolAddress(nicID, pa, gvstack.AddressProperties{}); err != nil {
+		var props gvstack.AddressProperties
+		if p.IsSingleIP() {
+			// A service address (a network's DNS address): answered, but
+			// never the source of the stack's own connections, which
+			// would otherwise pick it by longest matching prefix.
+			props.PEB = gvstack.NeverPrimaryEndpoint
+		}
+		if err := n.s.AddProtocolAddress(nicID, pa, props); err != nil {
 			return fmt.Errorf("stack: netstack add address %v: %v", p, err)
 		}
 		n.addrs = append(n.addrs, p)

@@ -49,6 +49,7 @@ func demoConfig(name, addr string) config.Config {
 	c.Listen = netip.MustParseAddrPort("127.0.0.1:0")
 	c.Addr = netip.MustParsePrefix(addr)
 	c.Control = ""
+	c.DNS.Listen = config.DNSOff
 	return c
 }
 

@@ -103,6 +103,7 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 	)
 	fs.Var(&peers, "peer", "static route `PREFIX@IP:PORT`: that overlay prefix lives at that VTEP (repeatable)")
 	applyDoors := doorFlags(fs) // --socks5, --http-proxy, --forward, --metrics (doors.go)
+	applyDNS := dnsFlags(fs)    // --dns, --dns-upstream, --dns-domain, --dns-ttl (dns.go)
 	apply = func(c *config.Config) error {
 		var err error
 		fs.Visit(func(f *flag.Flag) {
@@ -166,7 +167,9 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 			case "state-dir":
 				c.StateDir = *stateDir
 			default:
-				err = applyDoors(f.Name, c)
+				if err = applyDNS(f.Name, c); err == nil {
+					err = applyDoors(f.Name, c)
+				}
 			}
 		})
 		return err

@@ -71,6 +71,7 @@ func printStatus(w io.Writer, st api.Status) {
 	tw.Flush()
 
 	printDoors(w, st)
+	printDNS(w, st)
 
 	t := st.Traffic
 	fmt.Fprintln(w)

@@ -36,6 +36,7 @@ func newNode(name, addr string) (*node.Node, error) {
 	cfg.Listen = netip.MustParseAddrPort("127.0.0.1:0")
 	cfg.Addr = netip.MustParsePrefix(addr)
 	cfg.Control = ""
+	cfg.DNS.Listen = config.DNSOff // no DNS server on the host
 	return node.New(cfg)
 }
 

@@ -1,0 +1,552 @@
+package node
+
+// Overlay DNS: the zone built from the gossip tables (networks, nodes'
+// route entries, services) and swapped whole on every change; the host
+// listener; and each network's DNS address served inside the overlay
+// (the netstack's gonet conns in netstack mode, host sockets bound to the
+// TUN's address in tun mode; tap mode serves the host listener only).
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/dns"
+)
+
+// dnsTableServices is the services table (schema in services.go): key the
+// service name, value {"name","network","vip","ports":[{"port","proto"}]}.
+const dnsTableServices = "overlayd.services"
+
+// staticNetworkName names the static network (--addr) in the zone:
+// NODE.static.overlay.
+const staticNetworkName = "static"
+
+// dnsPort is the port served on the networks' DNS addresses.
+const dnsPort = 53
+
+// dnsService is the node's DNS server and what keeps it fed.
+type dnsService struct {
+	n         *Node
+	log       *zap.Logger
+	srv       *dns.Server
+	upstreams []netip.AddrPort
+	domain    string
+	ttl       time.Duration
+
+	allowed atomic.Pointer[[]netip.Prefix] // networks' CIDRs; loopback is always allowed
+	host    atomic.Pointer[netip.AddrPort] // the host listener, once it listens
+	names   atomic.Pointer[map[string]netip.Addr]
+
+	kick chan struct{}
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	mu       sync.Mutex // guards serving, watches, last, lastErr, stopped
+	serving  map[netip.Addr]*dnsConns
+	watches  map[string]func() // network → cancel of its watches
+	last     *dns.ZoneData
+	lastErr  string
+	stopped  bool
+	closeErr error
+}
+
+// dnsConns are the sockets serving one DNS address.
+type dnsConns struct {
+	pc net.PacketConn
+	ln net.Listener
+}
+
+func (c *dnsConns) close() {
+	c.pc.Close()
+	c.ln.Close()
+}
+
+// newDNS builds the DNS server from the configuration; nil when DNS is off.
+func newDNS(n *Node) (*dnsService, error) {
+	cfg := n.cfg.DNS
+	if !cfg.Enabled() {
+		return nil, nil
+	}
+	d := &dnsService{
+		n:       n,
+		log:     n.log.Named("dns"),
+		domain:  cfg.Domain,
+		ttl:     cfg.TTL,
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		serving: map[netip.Addr]*dnsConns{},
+		watches: map[string]func(){},
+	}
+	none := []netip.Prefix{}
+	d.allowed.Store(&none)
+	ups, err := cfg.UpstreamAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("node: dns: %w", err)
+	}
+	if len(ups) == 0 {
+		ups, err = dns.ReadResolvConf("/etc/resolv.conf")
+		if err != nil {
+			d.log.Warn("no upstream resolvers; names outside the overlay get REFUSED (give --dns-upstream)", zap.Error(err))
+		}
+		ups = slices.DeleteFunc(ups, d.isOwn)
+	}
+	var fwd *dns.Forwarder
+	if len(ups) > 0 {
+		if fwd, err = dns.NewForwarder(dns.ForwarderOptions{Upstreams: ups}); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	}
+	d.upstreams = ups
+	d.srv, err = dns.New(dns.Options{
+		Addr:      cfg.Listen,
+		OnListen:  func(a netip.AddrPort) { d.host.Store(&a) },
+		Allowed:   d.isAllowed,
+		Forwarder: fwd,
+		Logger:    n.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	return d, nil
+}
+
+// isOwn reports whether an upstream would be this node itself (a loop):
+// its host listener or a network's DNS address.
+func (d *dnsService) isOwn(up netip.AddrPort) bool {
+	if l, err := netip.ParseAddrPort(d.n.cfg.DNS.Listen); err == nil && l.Port() == up.Port() &&
+		(l.Addr() == up.Addr() || l.Addr().IsUnspecified() && up.Addr().IsLoopback()) {
+		return true
+	}
+	if up.Port() == dnsPort {
+		for _, nw := range d.n.dnsNetworks() {
+			if nw.DNSAddr == up.Addr() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// isAllowed is the Server's access control: loopback and the overlay
+// networks the node is on.
+func (d *dnsService) isAllowed(a netip.Addr) bool {
+	a = a.Unmap()
+	if a.IsLoopback() {
+		return true
+	}
+	for _, p := range *d.allowed.Load() {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// dnsAddrOf is a network's DNS address: its first usable address (as
+// ipam reserves it).
+func dnsAddrOf(cidr netip.Prefix) netip.Addr { return cidr.Masked().Addr().Next() }
+
+// dnsNetworks lists the networks the node serves DNS on: the static one
+// (named "static") and the joined ones.
+func (n *Node) dnsNetworks() []dns.Network {
+	var out []dns.Network
+	if n.ctl != nil {
+		for _, j := range n.ctl.joinedList() {
+			out = append(out, dns.Network{Name: j.Name, CIDR: j.CIDR.Masked(), DNSAddr: dnsAddrOf(j.CIDR)})
+		}
+	}
+	if n.cfg.Addr.IsValid() && !slices.ContainsFunc(out, func(nw dns.Network) bool { return nw.Name == staticNetworkName }) {
+		c := n.cfg.Addr.Masked()
+		out = append(out, dns.Network{Name: staticNetworkName, CIDR: c, DNSAddr: dnsAddrOf(c)})
+	}
+	return out
+}
+
+// dnsPrefixes are the DNS addresses the attachment must hold besides the
+// node's own (host-length prefixes: never a connection's source); none
+// when DNS is off or in tap mode. applyNetworks adds them.
+func (n *Node) dnsPrefixes() []netip.Prefix {
+	if !n.cfg.DNS.Enabled() || n.mode == config.ModeTAP {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, nw := range n.dnsNetworks() {
+		if nw.DNSAddr == n.cfg.Addr.Addr() {
+			continue // the static address is the DNS address: it is there already
+		}
+		out = append(out, netip.PrefixFrom(nw.DNSAddr, nw.DNSAddr.BitLen()))
+	}
+	return out
+}
+
+// start listens on the host address (failing if it cannot) and starts the
+// loop that rebuilds the zone and the overlay listeners.
+func (d *dnsService) start(ctx context.Context) error {
+	d.sync()
+	listening := make(chan struct{})
+	errc := make(chan error, 1)
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		go func() {
+			for d.host.Load() == nil {
+				select {
+				case <-errc:
+					return
+				case <-time.After(time.Millisecond):
+				}
+			}
+			close(listening)
+		}()
+		if err := d.srv.Serve(ctx); err != nil {
+			errc <- err
+		}
+	}()
+	select {
+	case <-listening:
+	case err := <-errc:
+		d.wg.Wait()
+		return fmt.Errorf("node: dns listener %s: %w; give --dns another address (port 0 picks one) or --dns off", d.n.cfg.DNS.Listen, err)
+	}
+	d.log.Info("dns listening", zap.Stringer("addr", *d.host.Load()), zap.Stringers("upstreams", d.upstreams))
+	d.wg.Add(1)
+	go func() { defer d.wg.Done(); d.loop() }()
+	return nil
+}
+
+func (d *dnsService) poke() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// loop rebuilds on every watched change, and once a second.
+func (d *dnsService) loop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-d.kick:
+		case <-t.C:
+		}
+		d.sync()
+	}
+}
+
+// sync rebuilds the zone from the tables, swaps it in, and serves the DNS
+// address of every network the node is on.
+func (d *dnsService) sync() {
+	nets := d.n.dnsNetworks()
+	d.rewatch(nets)
+	zd, names := d.zoneData(nets)
+	var allowed []netip.Prefix
+	for _, nw := range nets {
+		allowed = append(allowed, nw.CIDR)
+	}
+	d.allowed.Store(&allowed)
+	d.names.Store(&names)
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stopped {
+		return
+	}
+	if d.last == nil || !reflect.DeepEqual(*d.last, zd) {
+		err := d.srv.SetZone(zd)
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		if msg != d.lastErr && err != nil {
+			d.log.Warn("zone: records left out", zap.Error(err))
+		}
+		d.lastErr = msg
+		d.last = &zd
+	}
+	d.serveLocked(nets)
+}
+
+// zoneData builds the zone description, and the name → address map that
+// resolves overlay names for Dial and the front doors.
+func (d *dnsService) zoneData(nets []dns.Network) (dns.ZoneData, map[string]netip.Addr) {
+	zd := dns.ZoneData{Domain: d.domain, Networks: nets, TTL: d.ttl}
+	names := map[string]netip.Addr{}
+	fqdn := func(name, network string) string {
+		return strings.ToLower(name + "." + network + "." + strings.TrimSuffix(d.domain, ".") + ".")
+	}
+	addNode := func(name, network string, a netip.Addr) {
+		k := fqdn(name, network)
+		if _, dup := names[k]; dup {
+			return
+		}
+		names[k] = a
+		zd.Nodes = append(zd.Nodes, dns.NodeRecord{Name: name, Network: network, Addr: a})
+	}
+	for _, nw := range nets {
+		if nw.Name == staticNetworkName && d.n.cfg.Addr.IsValid() && nw.CIDR == d.n.cfg.Addr.Masked() {
+			addNode(d.n.cfg.Name, nw.Name, d.n.cfg.Addr.Addr())
+			continue
+		}
+		if d.n.ctl == nil {
+			continue
+		}
+		g := d.n.ctl.g
+		for _, j := range d.n.ctl.joinedList() {
+			if j.Name == nw.Name {
+				addNode(g.Name(), nw.Name, j.Addr)
+			}
+		}
+		for _, e := range g.List(tableRoutes, nw.Name) {
+			if e.Key != e.Owner {
+				continue
+			}
+			pfx, _, ok := parseRoute(e.Value)
+			if !ok || !nw.CIDR.Contains(pfx.Addr()) {
+				continue
+			}
+			addNode(e.Owner, nw.Name, pfx.Addr())
+		}
+		for _, e := range g.List(dnsTableServices, nw.Name) {
+			var v struct {
+				Name    string `json:"name"`
+				Network string `json:"network"`
+				VIP     string `json:"vip"`
+				Ports   []struct {
+					Port  uint16 `json:"port"`
+					Proto string `json:"proto"`
+				} `json:"ports"`
+			}
+			if json.Unmarshal(e.Value, &v) != nil || v.Name != e.Key || v.Network != nw.Name {
+				continue
+			}
+			vip, err := netip.ParseAddr(v.VIP)
+			if err != nil {
+				continue
+			}
+			sr := dns.ServiceRecord{Name: v.Name, Network: nw.Name, VIP: vip.Unmap()}
+			for _, p := range v.Ports {
+				sr.Ports = append(sr.Ports, dns.Port{Port: p.Port, Proto: p.Proto})
+			}
+			zd.Services = append(zd.Services, sr)
+			names[fqdn(v.Name, nw.Name)] = sr.VIP // a service wins over a node of the same name
+		}
+	}
+	return zd, names
+}
+
+// rewatch keeps a watch on the routes and services tables of each joined
+// network; their events kick the loop.
+func (d *dnsService) rewatch(nets []dns.Network) {
+	if d.n.ctl == nil {
+		return
+	}
+	want := map[string]bool{}
+	for _, j := range d.n.ctl.joinedList() {
+		want[j.Name] = true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stopped {
+		return
+	}
+	for name, cancel := range d.watches {
+		if !want[name] {
+			cancel()
+			delete(d.watches, name)
+		}
+	}
+	g := d.n.ctl.g
+	for name := range want {
+		if d.watches[name] != nil {
+			continue
+		}
+		rch, rcancel := g.Watch(tableRoutes, name)
+		sch, scancel := g.Watch(dnsTableServices, name)
+		done := make(chan struct{})
+		d.watches[name] = func() { rcancel(); scancel(); close(done) }
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			for rch != nil || sch != nil {
+				select {
+				case <-done:
+					return
+				case _, ok := <-rch:
+					if !ok {
+						rch = nil
+					}
+				case _, ok := <-sch:
+					if !ok {
+						sch = nil
+					}
+				}
+				d.poke()
+			}
+		}()
+	}
+}
+
+// serveLocked listens on the DNS address of each network (port 53, UDP
+// and TCP) and stops serving the addresses of networks left. A failed
+// listen is tried again at the next sync.
+func (d *dnsService) serveLocked(nets []dns.Network) {
+	if d.n.mode == config.ModeTAP {
+		return
+	}
+	want := map[netip.Addr]bool{}
+	for _, nw := range nets {
+		want[nw.DNSAddr] = true
+	}
+	for a, c := range d.serving {
+		if !want[a] {
+			c.close()
+			delete(d.serving, a)
+			d.log.Info("dns address no longer served", zap.Stringer("addr", a))
+		}
+	}
+	for a := range want {
+		if d.serving[a] != nil {
+			continue
+		}
+		c, err := d.listen(netip.AddrPortFrom(a, dnsPort))
+		if err != nil {
+			d.log.Debug("dns address not served yet", zap.Stringer("addr", a), zap.Error(err))
+			continue
+		}
+		d.serving[a] = c
+		d.wg.Add(2)
+		go func() { defer d.wg.Done(); d.srv.ServePacket(c.pc) }()
+		go func() { defer d.wg.Done(); d.srv.ServeListener(c.ln) }()
+		d.log.Info("dns address served", zap.Stringer("addr", a), zap.String("mode", d.n.mode))
+	}
+}
+
+// listen opens UDP and TCP on ap: through the netstack, or with host
+// sockets on the TUN's address.
+func (d *dnsService) listen(ap netip.AddrPort) (*dnsConns, error) {
+	var (
+		pc  net.PacketConn
+		ln  net.Listener
+		err error
+	)
+	if ns := d.n.ns; ns != nil {
+		if pc, err = ns.ListenPacket("udp", ap.String()); err != nil {
+			return nil, err
+		}
+		if ln, err = ns.Listen("tcp", ap.String()); err != nil {
+			pc.Close()
+			return nil, err
+		}
+		return &dnsConns{pc: pc, ln: ln}, nil
+	}
+	if pc, err = net.ListenPacket("udp", ap.String()); err != nil {
+		return nil, err
+	}
+	if ln, err = net.Listen("tcp", ap.String()); err != nil {
+		pc.Close()
+		return nil, err
+	}
+	return &dnsConns{pc: pc, ln: ln}, nil
+}
+
+// resolve answers an overlay name from the zone (for Dial and the doors).
+func (d *dnsService) resolve(_ context.Context, host string) (netip.Addr, error) {
+	k := strings.ToLower(strings.TrimSuffix(host, ".")) + "."
+	if m := d.names.Load(); m != nil {
+		if a, ok := (*m)[k]; ok {
+			return a, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("node: no overlay name %q (names are NAME.NETWORK.%s)", host, d.domain)
+}
+
+// close stops the loop, the watches and every listener. Safe twice.
+func (d *dnsService) close() error {
+	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		return d.closeErr
+	}
+	d.stopped = true
+	close(d.stop)
+	for name, cancel := range d.watches {
+		cancel()
+		delete(d.watches, name)
+	}
+	d.mu.Unlock()
+	err := d.srv.Close()
+	d.wg.Wait()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	d.mu.Lock()
+	d.closeErr = err
+	d.mu.Unlock()
+	return err
+}
+
+// status reports the DNS server's addresses and counters.
+func (d *dnsService) status() *api.DNSStatus {
+	st := d.srv.Stats()
+	out := &api.DNSStatus{
+		Domain:         d.domain,
+		Queries:        st.Queries,
+		Responses:      st.Responses,
+		Dropped:        st.Dropped,
+		CacheHits:      st.Forwarder.CacheHits,
+		CacheMisses:    st.Forwarder.CacheMisses,
+		CacheEntries:   st.Forwarder.CacheEntries,
+		UpstreamErrors: st.Forwarder.UpstreamErrors,
+		Busy:           st.Forwarder.Busy,
+	}
+	if h := d.host.Load(); h != nil {
+		out.Listen = h.String()
+	}
+	for _, u := range d.upstreams {
+		out.Upstreams = append(out.Upstreams, u.String())
+	}
+	d.mu.Lock()
+	for a := range d.serving {
+		out.Addrs = append(out.Addrs, a.String())
+	}
+	d.mu.Unlock()
+	slices.Sort(out.Addrs)
+	return out
+}
+
+// DNSAddr is the host address the node's DNS listener is bound to; zero
+// when DNS is off or the node has not started.
+func (n *Node) DNSAddr() netip.AddrPort {
+	if n.dns == nil {
+		return netip.AddrPort{}
+	}
+	if h := n.dns.host.Load(); h != nil {
+		return *h
+	}
+	return netip.AddrPort{}
+}
+
+// dnsStatus is the status's DNS part; nil when DNS is off.
+func (n *Node) dnsStatus() *api.DNSStatus {
+	if n.dns == nil {
+		return nil
+	}
+	return n.dns.status()
+}
