@@ -49,7 +49,9 @@ type dnsService struct {
 
 	allowed atomic.Pointer[[]netip.Prefix] // networks' CIDRs; loopback is always allowed
 	host    atomic.Pointer[netip.AddrPort] // the host listener, once it listens
-	names   atomic.Pointer[map[string]netip.Addr]
+	// listening is closed once the host listener listens (host is set).
+	listening chan struct{}
+	names     atomic.Pointer[map[string]netip.Addr]
 
 	kick chan struct{}
 	stop chan struct{}
@@ -82,14 +84,15 @@ func newDNS(n *Node) (*dnsService, error) {
 		return nil, nil
 	}
 	d := &dnsService{
-		n:       n,
-		log:     n.log.Named("dns"),
-		domain:  cfg.Domain,
-		ttl:     cfg.TTL,
-		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		serving: map[netip.Addr]*dnsConns{},
-		watches: map[string]func(){},
+		n:         n,
+		log:       n.log.Named("dns"),
+		domain:    cfg.Domain,
+		ttl:       cfg.TTL,
+		kick:      make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		listening: make(chan struct{}),
+		serving:   map[netip.Addr]*dnsConns{},
+		watches:   map[string]func(){},
 	}
 	none := []netip.Prefix{}
 	d.allowed.Store(&none)
@@ -113,7 +116,7 @@ func newDNS(n *Node) (*dnsService, error) {
 	d.upstreams = ups
 	d.srv, err = dns.New(dns.Options{
 		Addr:      cfg.Listen,
-		OnListen:  func(a netip.AddrPort) { d.host.Store(&a) },
+		OnListen:  func(a netip.AddrPort) { d.host.Store(&a); close(d.listening) },
 		Allowed:   d.isAllowed,
 		Forwarder: fwd,
 		Logger:    n.log,
@@ -127,6 +130,9 @@ func newDNS(n *Node) (*dnsService, error) {
 // isOwn reports whether an upstream would be this node itself (a loop):
 // its host listener or a network's DNS address.
 func (d *dnsService) isOwn(up netip.AddrPort) bool {
+	if h := d.host.Load(); h != nil && *h == up {
+		return true
+	}
 	if l, err := netip.ParseAddrPort(d.n.cfg.DNS.Listen); err == nil && l.Port() == up.Port() &&
 		(l.Addr() == up.Addr() || l.Addr().IsUnspecified() && up.Addr().IsLoopback()) {
 		return true
@@ -197,29 +203,26 @@ func (n *Node) dnsPrefixes() []netip.Prefix {
 // loop that rebuilds the zone and the overlay listeners.
 func (d *dnsService) start(ctx context.Context) error {
 	d.sync()
-	listening := make(chan struct{})
 	errc := make(chan error, 1)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		go func() {
-			for d.host.Load() == nil {
-				select {
-				case <-errc:
-					return
-				case <-time.After(time.Millisecond):
-				}
+		err := d.srv.Serve(ctx)
+		select {
+		case <-d.listening:
+			if err != nil {
+				d.log.Error("dns listener stopped", zap.Error(err))
 			}
-			close(listening)
-		}()
-		if err := d.srv.Serve(ctx); err != nil {
+		default:
 			errc <- err
 		}
 	}()
 	select {
-	case <-listening:
+	case <-d.listening:
 	case err := <-errc:
-		d.wg.Wait()
+		if err == nil {
+			err = net.ErrClosed
+		}
 		return fmt.Errorf("node: dns listener %s: %w; give --dns another address (port 0 picks one) or --dns off", d.n.cfg.DNS.Listen, err)
 	}
 	d.log.Info("dns listening", zap.Stringer("addr", *d.host.Load()), zap.Stringers("upstreams", d.upstreams))
