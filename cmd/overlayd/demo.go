@@ -54,7 +54,12 @@ func demoConfig(name, addr string) config.Config {
 }
 
 func runDemo(ctx context.Context, size int, out io.Writer) (err error) {
-	a, err := node.New(demoConfig("alpha", "10.200.1.1/16"))
+	up, err := startDemoUpstream()
+	if err != nil {
+		return err
+	}
+	defer up.close()
+	a, err := node.New(withDemoDNS(demoConfig("alpha", "10.200.1.1/16"), up))
 	if err != nil {
 		return err
 	}
@@ -148,6 +153,10 @@ func runDemo(ctx context.Context, size int, out io.Writer) (err error) {
 		fmt.Fprintf(out, "%-6s outbound %6d packets %10d bytes | inbound %6d packets %10d bytes | arp %d asked %d answered | drops %d\n",
 			st.Name, t.Outbound.Packets, t.Outbound.Bytes, t.Inbound.Packets, t.Inbound.Bytes, t.ARPAsked, t.ARPAnswers, drops)
 	}
-	fmt.Fprintln(out, "\ndemo ok")
+	fmt.Fprintln(out)
+	if err := demoDNS(ctx, a, out); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "demo ok")
 	return nil
 }
