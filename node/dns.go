@@ -57,9 +57,10 @@ type dnsService struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 
-	mu       sync.Mutex // guards serving, watches, last, lastErr, stopped
+	mu       sync.Mutex // guards serving, failing, watches, last, lastErr, stopped, closeErr
 	serving  map[netip.Addr]*dnsConns
-	watches  map[string]func() // network → cancel of its watches
+	failing  map[netip.Addr]string // DNS address → the last listen error logged
+	watches  map[string]func()     // network → cancel of its watches
 	last     *dns.ZoneData
 	lastErr  string
 	stopped  bool
@@ -92,6 +93,7 @@ func newDNS(n *Node) (*dnsService, error) {
 		stop:      make(chan struct{}),
 		listening: make(chan struct{}),
 		serving:   map[netip.Addr]*dnsConns{},
+		failing:   map[netip.Addr]string{},
 		watches:   map[string]func(){},
 	}
 	none := []netip.Prefix{}
@@ -430,9 +432,15 @@ func (d *dnsService) serveLocked(nets []dns.Network) {
 		}
 		c, err := d.listen(netip.AddrPortFrom(a, dnsPort))
 		if err != nil {
-			d.log.Debug("dns address not served yet", zap.Stringer("addr", a), zap.Error(err))
+			// Once per error: the address may just not be on the device
+			// yet, or port 53 needs CAP_NET_BIND_SERVICE.
+			if d.failing[a] != err.Error() {
+				d.failing[a] = err.Error()
+				d.log.Warn("dns address not served; trying again every second", zap.Stringer("addr", a), zap.Error(err))
+			}
 			continue
 		}
+		delete(d.failing, a)
 		d.serving[a] = c
 		d.wg.Add(2)
 		go func() { defer d.wg.Done(); d.srv.ServePacket(c.pc) }()
