@@ -217,6 +217,17 @@ func TestDNSGossip(t *testing.T) {
 	if d == nil || d.Responses["NOERROR"] == 0 || d.Responses["NXDOMAIN"] == 0 || d.CacheHits == 0 || !slices.Contains(d.Addrs, "10.201.0.1") || d.Listen != c.Node(1).DNSAddr().String() {
 		t.Errorf("node 1 status DNS = %+v; want NOERROR and NXDOMAIN answers, a cache hit, 10.201.0.1 served, listen %v", d, c.Node(1).DNSAddr())
 	}
+
+	// A node that leaves the network: its name goes everywhere, and it no
+	// longer serves the network's DNS address.
+	if err := c.Node(1).LeaveNetwork(ctx, "blue"); err != nil {
+		t.Fatal(err)
+	}
+	waitAnswer(t, c, 5*time.Second, "gnode1.blue.overlay", "NXDOMAIN")
+	c.WaitFor(5*time.Second, "node 1 stops serving 10.201.0.1", func() bool {
+		st, err := c.Node(1).Status(ctx)
+		return err == nil && st.DNS != nil && len(st.DNS.Addrs) == 0
+	})
 }
 
 // TestDNSStatic: without gossip a node's zone holds itself on its static
