@@ -45,7 +45,7 @@ func (d DNS) Enabled() bool { return d.Listen != DNSOff }
 func (d DNS) UpstreamAddrs() ([]netip.AddrPort, error) {
 	var out []netip.AddrPort
 	for _, s := range d.Upstreams {
-		ap, err := ParseAddrPort(s, 53)
+		ap, err := ParseUpstream(s)
 		if err != nil {
 			return nil, err
 		}
@@ -56,6 +56,28 @@ func (d DNS) UpstreamAddrs() ([]netip.AddrPort, error) {
 
 func (d *DNS) setLines(n *yaml.Node) { d.lines = keyLines(n) }
 
+// CheckDNSListen checks the DNS host listener: IP:PORT (port 0 picks one)
+// or "off".
+func CheckDNSListen(s string) error {
+	if s == DNSOff {
+		return nil
+	}
+	if CheckListen(s) != nil {
+		return fmt.Errorf("%q: want IP:PORT, e.g. 127.0.0.1:5353 (port 0 picks one), or off", s)
+	}
+	return nil
+}
+
+// ParseUpstream parses a resolver's address, IP or IP:PORT (port 53 if
+// left out).
+func ParseUpstream(s string) (netip.AddrPort, error) {
+	ap, err := ParseAddrPort(s, 53)
+	if err != nil || ap.Port() == 0 || ap.Addr().IsUnspecified() {
+		return netip.AddrPort{}, fmt.Errorf("%q is not a resolver's address: want IP or IP:PORT, e.g. 192.0.2.53 or 127.0.0.1:5300", s)
+	}
+	return ap, nil
+}
+
 // validateDNS returns the mistakes in the DNS section, each naming its line
 // when the configuration came from a file.
 func (c *Config) validateDNS() []error {
@@ -64,17 +86,12 @@ func (c *Config) validateDNS() []error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s", atLine(d.lines[key], "dns."+key+": "+fmt.Sprintf(format, args...))))
 	}
-	if d.Listen != DNSOff {
-		if err := CheckListen(d.Listen); err != nil {
-			bad("listen", "%v, or off", err)
-		}
+	if err := CheckDNSListen(d.Listen); err != nil {
+		bad("listen", "%v", err)
 	}
 	for i, s := range d.Upstreams {
-		ap, err := ParseAddrPort(s, 53)
-		if err != nil {
-			bad("upstreams", "[%d]: %v (port 53 if left out)", i, err)
-		} else if ap.Port() == 0 || ap.Addr().IsUnspecified() {
-			bad("upstreams", "[%d]: %q is not a resolver's address", i, s)
+		if _, err := ParseUpstream(s); err != nil {
+			bad("upstreams", "[%d]: %v", i, err)
 		}
 	}
 	dom := strings.TrimSuffix(d.Domain, ".")

@@ -20,7 +20,7 @@ func (u *upstreamList) String() string { return strings.Join(*u, ",") }
 func (u *upstreamList) Set(v string) error {
 	for _, s := range strings.Split(v, ",") {
 		if s = strings.TrimSpace(s); s != "" {
-			if _, err := config.ParseAddrPort(s, 53); err != nil {
+			if _, err := config.ParseUpstream(s); err != nil {
 				return err
 			}
 			*u = append(*u, s)
@@ -45,10 +45,8 @@ func dnsFlags(fs *flag.FlagSet) func(name string, c *config.Config) error {
 		switch name {
 		case "dns":
 			c.DNS.Listen = *listen
-			if *listen != config.DNSOff {
-				if err := config.CheckListen(*listen); err != nil {
-					return usagef("--dns: %v, or off", err)
-				}
+			if err := config.CheckDNSListen(*listen); err != nil {
+				return usagef("--dns: %v", err)
 			}
 		case "dns-domain":
 			c.DNS.Domain = *domain
