@@ -25,6 +25,7 @@ import (
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/e2e"
+	"github.com/overlayd/overlayd/node"
 )
 
 const webBody = "hello from node1\n"
@@ -355,5 +356,37 @@ func TestResolveWithoutDNS(t *testing.T) {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		t.Errorf("Dial(name) timed out: %v", err)
+	}
+}
+
+// A door whose address is taken fails Start with one sentence naming it,
+// and Close releases everything already open.
+func TestDoorAddressTaken(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := config.Default()
+	cfg.Name = "taken"
+	cfg.Mode = config.ModeNetstack
+	cfg.Listen = netip.MustParseAddrPort("127.0.0.1:0")
+	cfg.Addr = e2e.NodeAddr(0)
+	cfg.Control = ""
+	cfg.DNS.Listen = config.DNSOff
+	cfg.Metrics = "127.0.0.1:0"
+	cfg.Doors.SOCKS5 = "127.0.0.1:0"
+	cfg.Doors.HTTPProxy = taken.Addr().String()
+	n, err := node.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = n.Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "http proxy door on "+taken.Addr().String()) || !strings.Contains(err.Error(), "address already in use") {
+		t.Errorf("Start = %v, want the http proxy door's address in use", err)
+	}
+	if err := n.Close(); err != nil {
+		t.Errorf("Close: %v", err)
 	}
 }
