@@ -164,6 +164,7 @@ func Handler(b Backend) http.Handler {
 		answer(w, rs, err)
 	}))
 	serviceRoutes(mux, b)
+	applyRoutes(mux, b)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
 	})

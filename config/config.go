@@ -69,6 +69,12 @@ type Config struct {
 	Metrics string `yaml:"metrics"`
 	// DNS is the node's DNS server (overlay names and a forwarder).
 	DNS DNS `yaml:"dns"`
+	// Networks are created when missing and joined, at start and by
+	// 'overlayd apply' (gossip only).
+	Networks []Network `yaml:"networks"`
+	// Services are created when missing, and this node's backends of them
+	// set, at start and by 'overlayd apply' (gossip only).
+	Services []Service `yaml:"services"`
 
 	metricsLine int // of the metrics key in the file; 0 from flags
 }
@@ -293,6 +299,8 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.validateDoors()...)
 	errs = append(errs, c.validateDNS()...)
+	errs = append(errs, c.validateApply()...)
+	errs = append(errs, c.validateApplyNeedsGossip()...)
 	return errors.Join(errs...)
 }
 

@@ -54,6 +54,7 @@ type Node struct {
 	mu      sync.Mutex // guards static, api, started
 	static  []config.Peer
 	syncMu  sync.Mutex // serialises route table rebuilds
+	applyMu sync.Mutex // serialises Apply
 	api     *api.Server
 	started time.Time
 
@@ -303,6 +304,7 @@ func (n *Node) Start(ctx context.Context) error {
 		if err := n.ctl.start(ctx); err != nil {
 			return err
 		}
+		n.startConfigApply() // the configuration's networks and services (apply.go)
 	}
 	if n.dns != nil {
 		if err := n.dns.start(ctx); err != nil {

@@ -9,12 +9,15 @@ import (
 	"testing"
 )
 
-// Every example configuration passes `overlayd run --check`, and the
+// Every example configuration (examples/*.yaml and one directory down)
+// passes `overlayd run --check`, and the
 // launchd plist is well-formed XML.
 func TestExamples(t *testing.T) {
 	files, err := filepath.Glob("../../examples/*.yaml")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no example configurations found: %v", err)
+	more, err2 := filepath.Glob("../../examples/*/*.yaml") // examples/three-hosts/...
+	files = append(files, more...)
+	if err != nil || err2 != nil || len(files) == 0 || len(more) == 0 {
+		t.Fatalf("no example configurations found: %v %v", err, err2)
 	}
 	for _, f := range files {
 		code, o, e := run(t, "run", "--config", f, "--check")

@@ -41,6 +41,9 @@ Client (talk to a running daemon through its control socket):
   routes     show the routes in force with their owners
   service    create, list and show service VIPs; add, drain and remove backends
   conntrack  list the flows this node balances, with their backend and state
+  networks   list the networks (the same as 'network ls')
+  services   list the services (the same as 'service ls')
+  apply      reconcile a running node to a file's networks and services: apply -f FILE
 
 Other:
   version    print the version
@@ -65,7 +68,17 @@ func commands() []command {
 		{"routes", "show the routes in force", routesCmd},
 		{"service", "manage service VIPs and their backends", serviceCmd},
 		{"conntrack", "list the balanced flows", conntrackCmd},
+		{"networks", "list networks (network ls)", alias(networkCmd, "ls")},
+		{"services", "list services (service ls)", alias(serviceCmd, "ls")},
+		{"apply", "reconcile a running node to a file's networks and services", applyCmd},
 		{"version", "print the version", versionCmd},
+	}
+}
+
+// alias runs cmd with sub before the arguments ("networks" is "network ls").
+func alias(cmd func(context.Context, []string, io.Writer, io.Writer) error, sub string) func(context.Context, []string, io.Writer, io.Writer) error {
+	return func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+		return cmd(ctx, append([]string{sub}, args...), stdout, stderr)
 	}
 }
 

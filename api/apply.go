@@ -1,0 +1,86 @@
+package api
+
+import (
+	"context"
+	"net/http"
+)
+
+// Applier is the optional capability of a Backend that reconciles
+// itself to a declarative description (a node with gossip), found by type
+// assertion.
+type Applier interface {
+	// Apply creates the missing networks and services of req, joins its
+	// networks and sets this node's backends of its services; what req
+	// does not mention is left alone. It returns what it changed, one
+	// line each. Applying the same req twice changes nothing the second
+	// time.
+	Apply(ctx context.Context, req Apply) (ApplyResult, error)
+}
+
+// Apply is the body of POST /v1/apply. Line fields are where an entry
+// came from in the user's file; errors about an entry name it.
+type Apply struct {
+	Networks []ApplyNetwork `json:"networks"`
+	Services []ApplyService `json:"services"`
+}
+
+// ApplyNetwork is a network to create (when CIDR is given and the cluster
+// does not know it) and join.
+type ApplyNetwork struct {
+	Name string  `json:"name"`
+	CIDR string  `json:"cidr,omitempty"`
+	VNI  *uint32 `json:"vni,omitempty"`
+	Line int     `json:"line,omitempty"`
+}
+
+// ApplyService is a service to create when missing (with Ports; without,
+// it must exist). Backends, when not
+// null (even empty), are exactly this node's backends of the service;
+// null leaves them alone.
+type ApplyService struct {
+	Name     string         `json:"name"`
+	Network  string         `json:"network,omitempty"`
+	VIP      string         `json:"vip,omitempty"`
+	Ports    []string       `json:"ports"`
+	Backends []ApplyBackend `json:"backends"`
+	Line     int            `json:"line,omitempty"`
+}
+
+// ApplyBackend is one backend on this node: Addr is IP:PORT, or :PORT for
+// the node's own address on the service's network.
+type ApplyBackend struct {
+	Addr   string `json:"addr"`
+	Weight uint32 `json:"weight"`
+	Check  string `json:"check,omitempty"` // tcp, udp or none
+	Line   int    `json:"line,omitempty"`
+}
+
+// ApplyResult says what an Apply changed, one line each ("network blue:
+// created"); empty when nothing needed to change.
+type ApplyResult struct {
+	Changes []string `json:"changes"`
+}
+
+// applyRoutes adds POST /v1/apply to mux.
+func applyRoutes(mux *http.ServeMux, b Backend) {
+	ab, _ := b.(Applier)
+	mux.HandleFunc("POST /v1/apply", func(w http.ResponseWriter, r *http.Request) {
+		if ab == nil {
+			writeJSON(w, http.StatusServiceUnavailable, Error{Error: "this daemon cannot apply networks and services (start it with --gossip)"})
+			return
+		}
+		var req Apply
+		if err := decodeBody(w, r, &req); err != nil {
+			writeJSON(w, http.StatusBadRequest, Error{Error: err.Error()})
+			return
+		}
+		res, err := ab.Apply(r.Context(), req)
+		answer(w, res, err)
+	})
+}
+
+// Apply reconciles the node to req and returns what it changed.
+func (c *Client) Apply(ctx context.Context, req Apply) (ApplyResult, error) {
+	var res ApplyResult
+	return res, c.do(ctx, http.MethodPost, "/v1/apply", req, &res)
+}

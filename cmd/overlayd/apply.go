@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/node"
+)
+
+const applyDesc = `
+Reconcile a running node (started with --gossip) to the networks and
+services sections of a configuration file (the same YAML as run --config):
+
+  networks:
+    - {name: blue, cidr: 10.10.0.0/16, vni: 5001}   # created if missing, joined
+    - {name: red}                                    # joined (created elsewhere)
+  services:
+    - name: web
+      network: blue
+      ports: [80/tcp]
+      vip: 10.10.240.1                              # optional
+      backends:                                     # this node's backends of web
+        - {addr: ":8080", weight: 2, check: tcp}    # :PORT = this node's address
+        - {addr: 10.10.0.7:80}
+    - name: api                                     # no ports: created elsewhere,
+      network: red                                  # only this node's backends set
+      backends: [{addr: ":9000"}]
+
+Missing networks are created (when a cidr is given) and joined, missing
+services created (when ports are given), and this node's own backends of each service that has a
+backends key added, reweighted or removed to match it (an empty list
+removes them all). It prints what it changed, one line each, or "no
+changes"; applying the same file twice changes nothing the second time.
+
+Things the file does not mention are left alone: networks it does not
+list are not left, services it does not list are not removed, another
+node's backends are never touched, and a service without a backends key
+keeps this node's backends as they are. An existing service whose VIP or
+ports differ from the file is an error, not changed. The node's own
+settings (name, mode, listen, gossip, doors, DNS, ...) take effect only at
+run and are not looked at here.`
+
+func applyCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	fs := flag.NewFlagSet("apply", flag.ContinueOnError)
+	setUsage(fs, "apply -f FILE [flags]", applyDesc)
+	control, asJSON := clientFlags(fs)
+	file := fs.String("f", "", "the YAML `file` to apply (required)")
+	pos, err := parseFlags(fs, args, stdout)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q (give the file with -f FILE)", pos[0])
+	}
+	if *file == "" {
+		return usagef("say which file to apply: -f FILE")
+	}
+	cfg, err := config.Load(*file)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	if err := cfg.ValidateApply(); err != nil {
+		return usagef("%s:\n  %s", *file, strings.ReplaceAll(err.Error(), "\n", "\n  "))
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	res, err := api.NewClient(*control).Apply(ctx, node.ApplyRequest(cfg))
+	if err != nil {
+		msg := strings.TrimPrefix(err.Error(), "overlayd: ")
+		if strings.HasPrefix(msg, "line ") {
+			return fmt.Errorf("%s: %s", *file, msg)
+		}
+		return err
+	}
+	if *asJSON {
+		return printJSON(stdout, res)
+	}
+	if len(res.Changes) == 0 {
+		fmt.Fprintln(stdout, "no changes")
+	}
+	for _, c := range res.Changes {
+		fmt.Fprintln(stdout, c)
+	}
+	return nil
+}

@@ -1,0 +1,50 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestApplySections(t *testing.T) {
+	const gossip = "gossip: {listen: 127.0.0.1:7946}\n"
+	tests := []struct {
+		name, text string
+		want       string // "" means valid
+	}{
+		{"good", gossip + "networks:\n  - {name: blue, cidr: 10.10.0.0/16, vni: 5001}\n  - {name: red}\nservices:\n  - name: web\n    network: blue\n    ports: [80/tcp, 53/udp]\n    backends:\n      - {addr: \":8080\", weight: 0, check: tcp}\n      - {addr: 10.10.0.9:80}\n", ""},
+		{"no gossip", "addr: 10.1.0.1/16\nnetworks:\n  - {name: blue}\n", "line 3: networks and services need gossip"},
+		{"bad name", gossip + "networks:\n  - {name: -x}\n", "line 3: networks[0].name"},
+		{"twice", gossip + "networks:\n  - {name: a}\n  - {name: a}\n", "line 4: networks[1].name: network \"a\" is given twice"},
+		{"host bits", gossip + "networks:\n  - name: a\n    cidr: 10.10.0.1/16\n", "line 4: networks[0].cidr: 10.10.0.1/16 has host bits set"},
+		{"vni alone", gossip + "networks:\n  - name: a\n    vni: 7\n", "line 4: networks[0].vni: a VNI is only used to create"},
+		{"no ports", gossip + "services:\n  - name: web\n", ""},
+		{"bad vip", gossip + "services:\n  - name: web\n    vip: x\n    ports: [80]\n", "line 4: services[0].vip"},
+		{"bad weight", gossip + "services:\n  - name: web\n    ports: [80]\n    backends:\n      - addr: \":80\"\n        weight: 70000\n", "line 7: services[0].backends[0].weight: 70000 is out of range"},
+		{"bad check", gossip + "services:\n  - name: web\n    ports: [80]\n    backends:\n      - {addr: \":80\", check: http}\n", "line 6: services[0].backends[0].check"},
+		{"unknown key", gossip + "services:\n  - name: web\n    backend: []\n", "line 4: unknown key \"backend\" in service"},
+	}
+	for _, tt := range tests {
+		c, err := Decode(strings.NewReader(tt.text))
+		if err == nil {
+			err = c.Validate()
+		}
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%s: Validate() = %v, want nil", tt.name, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%s: Validate() = %v, want an error containing %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+// A service without the backends key leaves this node's backends alone;
+// with it, even empty, it sets them.
+func TestBackendsGiven(t *testing.T) {
+	c, err := Decode(strings.NewReader("services:\n  - {name: a, ports: [80]}\n  - {name: b, ports: [80], backends: []}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Services[0].BackendsGiven() || !c.Services[1].BackendsGiven() {
+		t.Errorf("BackendsGiven = %v, %v; want false, true", c.Services[0].BackendsGiven(), c.Services[1].BackendsGiven())
+	}
+}
