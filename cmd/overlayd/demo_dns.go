@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"time"
@@ -11,7 +9,6 @@ import (
 	mdns "github.com/miekg/dns"
 
 	"github.com/overlayd/overlayd/config"
-	"github.com/overlayd/overlayd/node"
 )
 
 // demoUpstream is the demo's own resolver on loopback (the demo never
@@ -55,48 +52,31 @@ func withDemoDNS(c config.Config, up *demoUpstream) config.Config {
 	return c
 }
 
-// demoDNS asks n's DNS for an overlay name through its netstack, at the
-// network's DNS address, and for a forwarded name on its host listener.
-func demoDNS(ctx context.Context, n *node.Node, out io.Writer) error {
-	dnsAddr := n.Addr().Masked().Addr().Next().String() + ":53"
-	query := func(conn net.Conn, name string) (string, error) {
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(3 * time.Second))
-		q := new(mdns.Msg)
-		q.SetQuestion(name, mdns.TypeA)
-		c := &mdns.Conn{Conn: conn}
-		if err := c.WriteMsg(q); err != nil {
-			return "", err
-		}
-		r, err := c.ReadMsg()
-		if err != nil {
-			return "", err
-		}
-		if len(r.Answer) == 0 {
-			return "", fmt.Errorf("%s: %s", name, mdns.RcodeToString[r.Rcode])
-		}
-		return r.Answer[0].(*mdns.A).A.String(), nil
-	}
-	st, err := n.Status(ctx)
+// askA asks the DNS server at server (IP:PORT, over UDP) for name's A
+// record and returns the first address.
+func askA(server, name string) (netip.Addr, error) {
+	conn, err := net.Dial("udp", server)
 	if err != nil {
-		return err
+		return netip.Addr{}, err
 	}
-	conn, err := n.Dial(ctx, "udp", dnsAddr)
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	q := new(mdns.Msg)
+	q.SetQuestion(mdns.Fqdn(name), mdns.TypeA)
+	c := &mdns.Conn{Conn: conn}
+	if err := c.WriteMsg(q); err != nil {
+		return netip.Addr{}, err
+	}
+	r, err := c.ReadMsg()
 	if err != nil {
-		return fmt.Errorf("demo: dns: %w", err)
+		return netip.Addr{}, err
 	}
-	name := st.Name + ".static.overlay."
-	a, err := query(conn, name)
-	if err != nil {
-		return fmt.Errorf("demo: dns through the overlay: %w", err)
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*mdns.A); ok {
+			if ip, ok := netip.AddrFromSlice(a.A.To4()); ok {
+				return ip, nil
+			}
+		}
 	}
-	fmt.Fprintf(out, "%s: dig @%s %s → %s (through its netstack)\n", st.Name, dnsAddr, name, a)
-	if conn, err = net.Dial("udp", n.DNSAddr().String()); err != nil {
-		return fmt.Errorf("demo: dns: %w", err)
-	}
-	if a, err = query(conn, "www.example.test."); err != nil {
-		return fmt.Errorf("demo: dns forwarded: %w", err)
-	}
-	fmt.Fprintf(out, "%s: dig @%s www.example.test → %s (forwarded to the demo's resolver on loopback)\n\n", st.Name, n.DNSAddr(), a)
-	return nil
+	return netip.Addr{}, fmt.Errorf("%s: %s", name, mdns.RcodeToString[r.Rcode])
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -117,10 +118,32 @@ func TestRunAndStatus(t *testing.T) {
 
 func TestDemo(t *testing.T) {
 	if testing.Short() {
-		t.Skip("the demo moves 4 MiB; skipped in -short")
+		t.Skip("the demo starts three gossiping nodes; skipped in -short")
 	}
-	code, o, e := run(t, "demo", "--size", "1048576")
-	if code != 0 || !strings.Contains(o, "demo ok") || !strings.Contains(o, "byte-exact") {
+	code, o, e := run(t, "demo")
+	if code != 0 || e != "" {
 		t.Fatalf("demo = %d\n%s\n%s", code, o, e)
+	}
+	for _, re := range []string{
+		`(?m)^  alpha   10\.99\.\S+ +127\.0\.0\.1:\d+ +127\.0\.0\.1:\d+ +127\.0\.0\.1:\d+ +10\.99\.\S+:80$`,
+		`(?m)^dig @127\.0\.0\.1 -p \d+ web\.tour\.overlay → 10\.99\.`,
+		`(?m)^60 requests to http://web\.tour\.overlay/`,
+		`(?m)^  balanced: every backend served its share`,
+		`(?m)^  gamma declared dead and its backend 10\.99\.\S+ withdrawn in `,
+		`(?m)^  gamma +0  \(dead\)$`,
+		`(?m)^  traffic moved on: none to gamma, the other two served all 30$`,
+		`(?m)^tour ok `,
+	} {
+		if !regexp.MustCompile(re).MatchString(o) {
+			t.Errorf("demo output lacks %s:\n%s", re, o)
+		}
+	}
+	// Every backend served before the kill, alpha and beta after it.
+	counts := regexp.MustCompile(`(?m)^  (alpha|beta|gamma) +(\d+)  #`).FindAllStringSubmatch(o, -1)
+	if len(counts) != 5 {
+		t.Errorf("demo output has %d backend counts with a bar, want 5 (3 before the kill, 2 after):\n%s", len(counts), o)
+	}
+	if code, _, e := run(t, "demo", "--requests", "2"); code != 2 || !strings.Contains(e, "--requests 2 is out of range") {
+		t.Errorf("demo --requests 2 = %d, %q", code, e)
 	}
 }
