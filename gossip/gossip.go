@@ -192,9 +192,22 @@ func (g *Gossip) Join(ctx context.Context, seeds []string) error {
 // participants, as JoinNetwork does: a node that joined its networks
 // before it found the cluster (a restart) would otherwise wait for
 // push/pull anti-entropy (30 s at the default profile) to learn them.
+//
+// It also queues this node's own cluster-wide entries (its network
+// participation among them) for broadcast again: written before the node
+// had found anyone, their first broadcasts reached nobody, and the nodes
+// that joined earlier would otherwise learn them only at the next
+// push/pull.
 func (g *Gossip) syncJoined() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if ns := g.nets[""]; ns != nil {
+		for _, r := range ns.entries {
+			if r.Owner == g.name {
+				g.broadcastLocked(ns, &r.Entry)
+			}
+		}
+	}
 	for network := range g.joined {
 		ps := g.participantsLocked(network)
 		rand.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
