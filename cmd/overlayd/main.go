@@ -32,7 +32,7 @@ Usage:
 
 Daemon:
   run        run a node in the foreground
-  demo       run two rootless nodes in this process and carry an HTTP request between them
+  demo       the tour: three rootless nodes in this process, a balanced service, DNS, SOCKS5 doors, a crash
 
 Client (talk to a running daemon through its control socket):
   status     show the node's mode, addresses, routes and packet counters
@@ -61,7 +61,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"run", "run a node in the foreground", runCmd},
-		{"demo", "run a two-node demo in this process", demoCmd},
+		{"demo", "run the three-node rootless tour in this process", demoCmd},
 		{"status", "show a running node's status", statusCmd},
 		{"network", "create, list, join and leave networks", networkCmd},
 		{"peers", "list the cluster's members", peersCmd},
