@@ -75,6 +75,8 @@ type Config struct {
 	// Services are created when missing, and this node's backends of them
 	// set, at start and by 'overlayd apply' (gossip only).
 	Services []Service `yaml:"services"`
+	// Exposes make programs on this host backends of overlay services.
+	Exposes []Expose `yaml:"exposes"`
 
 	metricsLine int // of the metrics key in the file; 0 from flags
 }
@@ -301,6 +303,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validateDNS()...)
 	errs = append(errs, c.validateApply()...)
 	errs = append(errs, c.validateApplyNeedsGossip()...)
+	errs = append(errs, c.validateExposes()...)
 	return errors.Join(errs...)
 }
 

@@ -238,6 +238,9 @@ func (n *Node) applyBackends(ctx context.Context, s *services, network string, s
 	}
 	slices.SortFunc(stale, netip.AddrPort.Compare)
 	for _, a := range stale {
+		if n.exp.has(network, backendKey(sv.Name, a)) {
+			continue // an expose's backend, not the file's
+		}
 		if _, err := n.RemoveBackend(ctx, api.BackendRef{Service: sv.Name, Network: network, Addr: a.String()}, false); err != nil {
 			return lineErr(sv.Line, "service "+sv.Name+": backend "+a.String(), err)
 		}
@@ -252,9 +255,10 @@ func (n *Node) applyBackends(ctx context.Context, s *services, network string, s
 const configApplyRetry = 2 * time.Second
 
 // startConfigApply applies the configuration's networks and services in
-// the background, retrying until it succeeds or the node stops.
+// the background, retrying until it succeeds or the node stops, then
+// registers its exposes (expose.go).
 func (n *Node) startConfigApply() {
-	if n.ctl == nil || len(n.cfg.Networks)+len(n.cfg.Services) == 0 {
+	if n.ctl == nil || len(n.cfg.Networks)+len(n.cfg.Services)+len(n.cfg.Exposes) == 0 {
 		return
 	}
 	c := n.ctl
@@ -279,6 +283,7 @@ func (n *Node) startConfigApply() {
 				log.Info("configuration applied", zap.String("change", ch))
 			}
 			if err == nil {
+				n.runExposes(log) // until the node stops
 				return
 			}
 			if msg := err.Error(); msg != last {

@@ -53,8 +53,9 @@ type Node struct {
 
 	mu      sync.Mutex // guards static, api, started
 	static  []config.Peer
-	syncMu  sync.Mutex // serialises route table rebuilds
-	applyMu sync.Mutex // serialises Apply
+	syncMu  sync.Mutex  // serialises route table rebuilds
+	applyMu sync.Mutex  // serialises Apply
+	exp     exposeState // backends registered by --expose (expose.go)
 	api     *api.Server
 	started time.Time
 

@@ -139,3 +139,14 @@ services:
 		t.Errorf("apply without -f = %d, %s", code, e)
 	}
 }
+
+func TestExposeFlag(t *testing.T) {
+	code, o, e := run(t, "run", "--gossip", "127.0.0.1:0", "--mode", "netstack", "--expose", "web:80/tcp=127.0.0.1:3000", "--expose", "api.blue:9000=127.0.0.1:4000", "--check")
+	if code != 0 || !strings.Contains(o, "configuration is valid") {
+		t.Errorf("run --expose ... --check = %d\n%s%s", code, o, e)
+	}
+	code, _, e = run(t, "run", "--gossip", "127.0.0.1:0", "--expose", "web:53/udp=127.0.0.1:53", "--check")
+	if code != 2 || !strings.Contains(e, "only TCP ports are exposed") {
+		t.Errorf("run --expose udp --check = %d\n%s", code, e)
+	}
+}

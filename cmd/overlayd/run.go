@@ -102,8 +102,9 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 		stateDir  = fs.String("state-dir", "", "keep addresses and joined networks across restarts in this `directory`")
 	)
 	fs.Var(&peers, "peer", "static route `PREFIX@IP:PORT`: that overlay prefix lives at that VTEP (repeatable)")
-	applyDoors := doorFlags(fs) // --socks5, --http-proxy, --forward, --metrics (doors.go)
-	applyDNS := dnsFlags(fs)    // --dns, --dns-upstream, --dns-domain, --dns-ttl (dns.go)
+	applyDoors := doorFlags(fs)    // --socks5, --http-proxy, --forward, --metrics (doors.go)
+	applyDNS := dnsFlags(fs)       // --dns, --dns-upstream, --dns-domain, --dns-ttl (dns.go)
+	applyExpose := exposeFlags(fs) // --expose (expose.go)
 	apply = func(c *config.Config) error {
 		var err error
 		fs.Visit(func(f *flag.Flag) {
@@ -169,6 +170,9 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 			default:
 				if err = applyDNS(f.Name, c); err == nil {
 					err = applyDoors(f.Name, c)
+				}
+				if err == nil {
+					err = applyExpose(f.Name, c)
 				}
 			}
 		})

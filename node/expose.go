@@ -1,0 +1,148 @@
+package node
+
+// Exposes: a program on this host becomes a backend of an overlay
+// service (--expose web:80/tcp=127.0.0.1:3000). In netstack mode the node
+// listens on its overlay address at the service's port and splices each
+// connection to the program; in tun and tap modes the program is already
+// reachable on the overlay address, so only the backend is registered,
+// at the program's port. Either way the backend is added through the
+// same service-table code as 'overlayd service add-backend'.
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/stack/proxy"
+)
+
+// exposeState is what the exposes hold.
+type exposeState struct {
+	mu   sync.Mutex      // guards keys
+	keys map[string]bool // network + "/" + backend key: backends the exposes registered
+}
+
+func (e *exposeState) add(network, key string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.keys == nil {
+		e.keys = map[string]bool{}
+	}
+	e.keys[network+"/"+key] = true
+}
+
+// has reports whether an expose registered the backend (Apply leaves it).
+func (e *exposeState) has(network, key string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.keys[network+"/"+key]
+}
+
+// expose registers one expose; in netstack mode it returns the door it
+// started (the caller closes it).
+func (n *Node) expose(ctx context.Context, e config.Expose) (*proxy.Exposer, error) {
+	s, err := n.svcState()
+	if err != nil {
+		return nil, err
+	}
+	name, network := e.ServiceNetwork()
+	if network == "" {
+		for _, sv := range n.cfg.Services {
+			if sv.Name == name {
+				network = sv.Network
+			}
+		}
+	}
+	if network, err = s.pickNetwork(network, name); err != nil {
+		return nil, err
+	}
+	if _, ok := s.find(network, name); !ok {
+		return nil, api.Errorf(http.StatusNotFound, "no service %q on network %q (yet)", name, network)
+	}
+	var self netip.Addr
+	for _, j := range s.c.joinedList() {
+		if j.Name == network {
+			self = j.Addr
+		}
+	}
+	target := netip.MustParseAddrPort(e.Target)
+	port := target.Port()
+	var door *proxy.Exposer
+	if n.ns != nil {
+		port = e.PortNumber()
+		ln, err := n.ns.Listen("tcp", netip.AddrPortFrom(self, port).String())
+		if err != nil {
+			return nil, fmt.Errorf("node: expose %s: listen on %v:%d: %w", e, self, port, err)
+		}
+		if door, err = proxy.NewExpose(ln, e.Target, proxy.Options{Dialer: &net.Dialer{}, Logger: n.log}); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		if err := door.Start(ctx); err != nil {
+			door.Close()
+			return nil, err
+		}
+	}
+	addr := netip.AddrPortFrom(self, port)
+	if _, err := n.AddBackend(ctx, api.AddBackend{Service: name, Network: network, Addr: addr.String(), Weight: 1}); err != nil {
+		if door != nil {
+			door.Close()
+		}
+		return nil, err
+	}
+	n.exp.add(network, backendKey(name, addr))
+	n.log.Info("exposed", zap.String("network", network), zap.String("service", name), zap.Stringer("backend", addr), zap.String("target", e.Target))
+	return door, nil
+}
+
+// runExposes registers the configuration's exposes, retrying those that
+// cannot be yet every configApplyRetry, and closes their doors when the
+// node stops. Runs on the control plane's wait group.
+func (n *Node) runExposes(log *zap.Logger) {
+	c := n.ctl
+	var doors []*proxy.Exposer
+	defer func() {
+		for _, d := range doors {
+			d.Close()
+		}
+	}()
+	pending := append([]config.Expose(nil), n.cfg.Exposes...)
+	last := map[string]string{}
+	for len(pending) > 0 {
+		var still []config.Expose
+		for _, e := range pending {
+			ctx, cancel := context.WithTimeout(context.Background(), joinTimeout)
+			d, err := n.expose(ctx, e)
+			cancel()
+			if err != nil {
+				if msg := err.Error(); last[e.String()] != msg {
+					log.Warn("expose not registered yet; retrying", zap.String("expose", e.String()), zap.Error(err))
+					last[e.String()] = msg
+				}
+				still = append(still, e)
+				continue
+			}
+			if d != nil {
+				doors = append(doors, d)
+			}
+		}
+		pending = still
+		if len(pending) == 0 {
+			break
+		}
+		select {
+		case <-c.stop:
+			return
+		case <-time.After(configApplyRetry):
+		}
+	}
+	<-c.stop
+}
