@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -27,6 +28,10 @@ var (
 		"Packets moved by the router; outbound is attachment to underlay, inbound underlay to attachment.", []string{"direction"}, nil)
 	descBytes = prometheus.NewDesc("overlayd_bytes_total",
 		"Bytes of inner packets moved by the router, by direction.", []string{"direction"}, nil)
+	descNetPackets = prometheus.NewDesc("overlayd_network_packets_total",
+		"Packets moved by the router per overlay network and direction.", []string{"network", "vni", "direction"}, nil)
+	descNetBytes = prometheus.NewDesc("overlayd_network_bytes_total",
+		"Bytes of inner packets moved by the router per overlay network and direction.", []string{"network", "vni", "direction"}, nil)
 	descDrops = prometheus.NewDesc("overlayd_drops_total",
 		"Packets or frames the router dropped, by reason.", []string{"reason"}, nil)
 	descARPAsked = prometheus.NewDesc("overlayd_arp_requests_sent_total",
@@ -101,7 +106,7 @@ var _ prometheus.Collector = collector{}
 // Describe sends every metric's description.
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		descInfo, descPackets, descBytes, descDrops, descARPAsked, descARPAnswers, descICMP, descNeighbors, descFDB, descRoutes,
+		descInfo, descPackets, descBytes, descNetPackets, descNetBytes, descDrops, descARPAsked, descARPAnswers, descICMP, descNeighbors, descFDB, descRoutes,
 		descMembers, descGossipMsgs, descGossipBytes, descGossipEntries, descGossipDrops,
 		descFlows, descFlowsMax, descFlowsNew, descEvictions, descExpired, descLBRejects, descSelections,
 		descDNSQueries, descDNSResponses, descDNSDropped, descDNSCache, descDNSCacheEntries, descDNSUpstreamErrors,
@@ -127,6 +132,23 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descPackets, rs.Inbound.Packets, "inbound")
 	counter(descBytes, rs.Outbound.Bytes, "outbound")
 	counter(descBytes, rs.Inbound.Bytes, "inbound")
+	names := make(map[uint32]string)
+	for _, nw := range n.networks() {
+		names[nw.VNI] = nw.Name
+		if nw.Name == "" {
+			names[nw.VNI] = staticNetworkName
+		}
+	}
+	for vni, c := range rs.PerNetwork {
+		name, v := names[vni], strconv.FormatUint(uint64(vni), 10)
+		if name == "" {
+			name = "vni-" + v // a network just left: its counters stay
+		}
+		counter(descNetPackets, c.Outbound.Packets, name, v, "outbound")
+		counter(descNetPackets, c.Inbound.Packets, name, v, "inbound")
+		counter(descNetBytes, c.Outbound.Bytes, name, v, "outbound")
+		counter(descNetBytes, c.Inbound.Bytes, name, v, "inbound")
+	}
 	for r, v := range rs.Drops {
 		counter(descDrops, v, r)
 	}

@@ -78,6 +78,8 @@ func (r *Router) inbound(b *inBatch, n int) {
 	t := r.tab.Load()
 	nets := *r.nets.Load()
 	var pkts, bytes uint64
+	var acc netAcc
+	defer acc.flush(false)
 	var lastPeer netip.Addr // checked already in this batch
 	var learned neighKey    // learned already in this batch
 	var learnedMAC vxlan.MAC
@@ -110,6 +112,7 @@ func (r *Router) inbound(b *inBatch, n int) {
 			b.deliver = append(b.deliver, b.bufs[i][:headroom+len(d)])
 			pkts++
 			bytes += uint64(len(frame))
+			acc.add(r, vni, len(frame), false)
 			continue
 		}
 		switch frame.Type() {
@@ -140,6 +143,7 @@ func (r *Router) inbound(b *inBatch, n int) {
 			b.deliver = append(b.deliver, b.bufs[i][:headroom+vxlan.EncapLen+len(pkt)])
 			pkts++
 			bytes += uint64(len(pkt))
+			acc.add(r, vni, len(pkt), false)
 		default:
 			r.drops.Add(vxlan.DropUnsupported)
 		}
@@ -211,6 +215,9 @@ func (r *Router) learn(b *inBatch, k neighKey, mac vxlan.MAC) {
 		b.reply.add(d, p.vtep, h)
 		r.out.packets.Add(1)
 		r.out.bytes.Add(uint64(len(pkt)))
+		c := r.netCounters(k.vni)
+		c.out.packets.Add(1)
+		c.out.bytes.Add(uint64(len(pkt)))
 	}
 }
 

@@ -52,6 +52,31 @@ func (c *cowMap[K, V]) set(k K, v V) bool {
 	return true
 }
 
+// getOrAdd returns k's value, storing mk() first if k is absent (and the
+// map not full: then it returns mk() without storing it).
+func (c *cowMap[K, V]) getOrAdd(k K, mk func() V) V {
+	if v, ok := c.get(k); ok {
+		return v
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cur := *c.p.Load()
+	if v, ok := cur[k]; ok {
+		return v
+	}
+	v := mk()
+	if len(cur) >= c.max {
+		return v
+	}
+	next := maps.Clone(cur)
+	if next == nil {
+		next = make(map[K]V)
+	}
+	next[k] = v
+	c.p.Store(&next)
+	return v
+}
+
 func (c *cowMap[K, V]) len() int { return len(*c.p.Load()) }
 
 func (c *cowMap[K, V]) snapshot() map[K]V { return *c.p.Load() }

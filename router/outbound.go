@@ -32,6 +32,7 @@ type outBatch struct {
 	pkts, bytes uint64 // forwarded in this batch
 
 	hit lastHop // the previous packet's destination, valid for one batch
+	acc netAcc  // this batch's packets per network
 }
 
 // lastHop remembers where the previous packet of a batch went. The route
@@ -129,6 +130,7 @@ func (r *Router) outbound(b *outBatch, n int) {
 	}
 	r.out.packets.Add(b.pkts)
 	r.out.bytes.Add(b.bytes)
+	b.acc.flush(true)
 }
 
 // outboundPacket handles an IP packet from an L3 attachment.
@@ -200,6 +202,7 @@ func (r *Router) encapOut(b *outBatch, i int, pkt []byte, rt *Route, mac vxlan.M
 	b.add(frame, rt.VTEP, h)
 	b.pkts++
 	b.bytes += uint64(len(pkt))
+	b.acc.add(r, rt.VNI, len(pkt), true)
 }
 
 // outboundFrame handles an Ethernet frame from an L2 attachment: known
@@ -229,6 +232,7 @@ func (r *Router) outboundFrame(b *outBatch, t *table, i int, frame []byte) {
 			b.add(d, vtep, h)
 			b.pkts++
 			b.bytes += uint64(len(frame))
+			b.acc.add(r, vni, len(frame), true)
 			return
 		}
 	}
@@ -242,6 +246,7 @@ func (r *Router) outboundFrame(b *outBatch, t *table, i int, frame []byte) {
 	}
 	b.pkts++
 	b.bytes += uint64(len(frame))
+	b.acc.add(r, vni, len(frame), true)
 }
 
 // queueARPRequest asks vtep who has k.ip, inside the tunnel.

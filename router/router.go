@@ -71,6 +71,55 @@ type Stats struct {
 	Neighbors  int               `json:"neighbors"`   // learned IP→MAC entries
 	FDB        int               `json:"fdb"`         // learned MAC→VTEP entries (L2)
 	PendingARP int               `json:"pending_arp"` // neighbours being resolved
+	// PerNetwork counts forwarded packets by VNI, both ways.
+	PerNetwork map[uint32]NetworkCounters `json:"per_network"`
+}
+
+// NetworkCounters count one network's packets both ways.
+type NetworkCounters struct {
+	Outbound Counters `json:"outbound"`
+	Inbound  Counters `json:"inbound"`
+}
+
+// netCounters are one network's live counters.
+type netCounters struct {
+	out, in dirCounters
+}
+
+// netAcc accumulates a batch's packets for one network and adds them to
+// its counters when the network changes or the batch ends, so a batch of
+// one network costs two atomic adds, not two per packet.
+type netAcc struct {
+	vni         uint32
+	c           *netCounters
+	pkts, bytes uint64
+}
+
+func (a *netAcc) add(r *Router, vni uint32, size int, out bool) {
+	if a.c == nil || a.vni != vni {
+		a.flush(out)
+		a.vni, a.c = vni, r.netCounters(vni)
+	}
+	a.pkts++
+	a.bytes += uint64(size)
+}
+
+func (a *netAcc) flush(out bool) {
+	if a.c == nil || a.pkts == 0 {
+		return
+	}
+	d := &a.c.in
+	if out {
+		d = &a.c.out
+	}
+	d.packets.Add(a.pkts)
+	d.bytes.Add(a.bytes)
+	a.pkts, a.bytes = 0, 0
+}
+
+// netCounters returns vni's counters, made on first use.
+func (r *Router) netCounters(vni uint32) *netCounters {
+	return r.perNet.getOrAdd(vni, func() *netCounters { return new(netCounters) })
 }
 
 type dirCounters struct {
@@ -97,6 +146,7 @@ type Router struct {
 
 	tab     atomic.Pointer[table]
 	neigh   *cowMap[neighKey, vxlan.MAC]
+	perNet  *cowMap[uint32, *netCounters] // by VNI; only local networks get here
 	fdb     *cowMap[macKey, netip.AddrPort]
 	pending *pendingQueue
 
@@ -166,6 +216,7 @@ func New(dev stack.Device, ul Underlay, opts Options) (*Router, error) {
 		max = 65536
 	}
 	r.neigh = newCOWMap[neighKey, vxlan.MAC](max)
+	r.perNet = newCOWMap[uint32, *netCounters](1 << 16)
 	r.fdb = newCOWMap[macKey, netip.AddrPort](max)
 	t, _ := buildTable(nil, nil)
 	r.tab.Store(t)
@@ -278,6 +329,10 @@ func (r *Router) Stats() Stats {
 		Neighbors:  r.neigh.len(),
 		FDB:        r.fdb.len(),
 		PendingARP: r.pending.len(),
+		PerNetwork: make(map[uint32]NetworkCounters),
+	}
+	for vni, c := range r.perNet.snapshot() {
+		s.PerNetwork[vni] = NetworkCounters{Outbound: c.out.load(), Inbound: c.in.load()}
 	}
 	return s
 }

@@ -142,6 +142,10 @@ func TestForwardBothWays(t *testing.T) {
 	if sa.Outbound.Packets != 1 || sb.Inbound.Packets != 1 || sb.Outbound.Packets != 1 || sa.Inbound.Packets != 1 {
 		t.Errorf("counters: A %+v, B %+v", sa, sb)
 	}
+	if pa, pb := sa.PerNetwork[testVNI], sb.PerNetwork[testVNI]; pa.Outbound != sa.Outbound || pa.Inbound != sa.Inbound ||
+		pb.Outbound != sb.Outbound || pb.Inbound != sb.Inbound || len(sa.PerNetwork) != 1 {
+		t.Errorf("per-network counters: A %+v, B %+v; want the totals under VNI %d", sa.PerNetwork, sb.PerNetwork, testVNI)
+	}
 	if sa.Outbound.Bytes != uint64(len(out)) || sb.Inbound.Bytes != uint64(len(out)) {
 		t.Errorf("bytes: A out %d, B in %d, want %d", sa.Outbound.Bytes, sb.Inbound.Bytes, len(out))
 	}
