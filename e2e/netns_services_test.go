@@ -5,33 +5,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/overlayd/overlayd/api"
 )
-
-// TestServiceHelperProcess is not a test: TestNetnsServiceVIP runs the
-// test binary in a namespace as a backend or a UDP client (see svcHelper).
-func TestServiceHelperProcess(t *testing.T) {
-	if os.Getenv("OVERLAYD_E2E_SVC_HELPER") != "1" {
-		return
-	}
-	args := os.Args
-	for i, a := range args {
-		if a == "--" {
-			args = args[i+1:]
-			break
-		}
-	}
-	if err := svcHelperMain(args); err != nil {
-		fmt.Fprintln(os.Stderr, "helper:", err)
-		os.Exit(1)
-	}
-	os.Exit(0)
-}
 
 // svcHelperMain: "backend ADDR NAME" serves HTTP on ADDR (TCP) answering
 // NAME to every request, and answers NAME to every datagram on ADDR
@@ -78,21 +57,10 @@ func svcHelperMain(args []string) error {
 		fmt.Print(string(buf[:n]))
 		return nil
 	}
-	return fmt.Errorf("usage: backend ADDR NAME | udp ADDR")
+	return fmt.Errorf("unknown helper %q (want sink, source, backend or udp)", args)
 }
 
 // svcHelper runs the test binary as a service helper in host h.
-func (h *Host) svcHelper(args ...string) *Proc {
-	h.lab.t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		h.lab.t.Fatal(err)
-	}
-	os.Setenv("OVERLAYD_E2E_SVC_HELPER", "1")
-	defer os.Unsetenv("OVERLAYD_E2E_SVC_HELPER")
-	return h.Start(append([]string{self, "-test.run=^TestServiceHelperProcess$", "--"}, args...)...)
-}
-
 // TestNetnsServiceVIP: three hosts in tun mode with gossip; a service on
 // host 0 balanced over HTTP servers on hosts 1 and 2. curl on host 0
 // reaches both through the VIP, the backends see host 0's real address,
@@ -111,7 +79,7 @@ func TestNetnsServiceVIP(t *testing.T) {
 	backends := map[string]*Proc{}
 	for _, i := range []int{1, 2} {
 		h := gl.lab.Hosts[i]
-		p := h.svcHelper("backend", addrs[i]+":8080", h.Name)
+		p := h.helper("backend", addrs[i]+":8080", h.Name)
 		deadline := time.Now().Add(10 * time.Second)
 		for !strings.Contains(p.Output(), "listening") {
 			if time.Now().After(deadline) {
@@ -175,7 +143,7 @@ func TestNetnsServiceVIP(t *testing.T) {
 
 	udpSeen := map[string]int{}
 	for range 10 {
-		p := client.svcHelper("udp", svc.VIP+":53")
+		p := client.helper("udp", svc.VIP+":53")
 		if err := p.Wait(10 * time.Second); err != nil {
 			t.Fatalf("UDP through the VIP: %v\n%s", err, p.Output())
 		}

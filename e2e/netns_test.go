@@ -15,7 +15,8 @@ import (
 )
 
 // TestHelperProcess is not a test: the netns tests run the test binary in
-// a namespace as a small TCP source or sink (see helper).
+// a namespace as a small TCP source or sink, or a service backend or UDP
+// client (see helperMain and svcHelperMain).
 func TestHelperProcess(t *testing.T) {
 	if os.Getenv("OVERLAYD_E2E_HELPER") != "1" {
 		return
@@ -86,7 +87,7 @@ func helperMain(args []string) error {
 		fmt.Printf("sha256 %x %d\n", sha256.Sum256(data), size)
 		return nil
 	}
-	return fmt.Errorf("unknown helper %q", args[0])
+	return svcHelperMain(args) // "backend" and "udp", for the service tests
 }
 
 // helper runs the test binary as a helper in host h.
