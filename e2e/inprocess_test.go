@@ -17,7 +17,9 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { RemoveBinary() }))
+}
 
 // Every pair of three nodes exchanges TCP and UDP in both directions.
 func TestAllPairsTCPUDP(t *testing.T) {

@@ -242,12 +242,24 @@ type Overlayd struct {
 	Control string
 }
 
+// binDir holds the overlayd that Binary built; RemoveBinary deletes it.
+var binDir atomic.Pointer[string]
+
+// RemoveBinary deletes the overlayd that Binary built, if it built one.
+// TestMain calls it when the tests are done.
+func RemoveBinary() {
+	if d := binDir.Swap(nil); d != nil {
+		os.RemoveAll(*d)
+	}
+}
+
 // Binary builds overlayd once per test binary and returns its path.
 var Binary = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "overlayd-e2e-")
 	if err != nil {
 		return "", err
 	}
+	binDir.Store(&dir)
 	bin := filepath.Join(dir, "overlayd")
 	out, err := exec.Command("go", "build", "-o", bin, "github.com/overlayd/overlayd/cmd/overlayd").CombinedOutput()
 	if err != nil {
