@@ -63,12 +63,8 @@ type ApplyResult struct {
 
 // applyRoutes adds POST /v1/apply to mux.
 func applyRoutes(mux *http.ServeMux, b Backend) {
-	ab, _ := b.(Applier)
-	mux.HandleFunc("POST /v1/apply", func(w http.ResponseWriter, r *http.Request) {
-		if ab == nil {
-			writeJSON(w, http.StatusServiceUnavailable, Error{Error: "this daemon cannot apply networks and services (start it with --gossip)"})
-			return
-		}
+	apply := capability[Applier](b, "this daemon cannot apply networks and services (start it with --gossip)")
+	mux.HandleFunc("POST /v1/apply", apply(func(w http.ResponseWriter, r *http.Request, ab Applier) {
 		var req Apply
 		if err := decodeBody(w, r, &req); err != nil {
 			writeJSON(w, http.StatusBadRequest, Error{Error: err.Error()})
@@ -76,7 +72,7 @@ func applyRoutes(mux *http.ServeMux, b Backend) {
 		}
 		res, err := ab.Apply(r.Context(), req)
 		answer(w, res, err)
-	})
+	}))
 }
 
 // Apply reconciles the node to req and returns what it changed.

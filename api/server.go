@@ -124,16 +124,7 @@ func Handler(b Backend) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, st)
 	})
-	cb, _ := b.(ControlBackend)
-	control := func(f func(w http.ResponseWriter, r *http.Request, cb ControlBackend)) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			if cb == nil {
-				writeJSON(w, http.StatusServiceUnavailable, Error{Error: "this daemon has no control plane"})
-				return
-			}
-			f(w, r, cb)
-		}
-	}
+	control := capability[ControlBackend](b, "this daemon has no control plane")
 	mux.HandleFunc("GET /v1/networks", control(func(w http.ResponseWriter, r *http.Request, cb ControlBackend) {
 		ns, err := cb.Networks(r.Context())
 		answer(w, ns, err)
@@ -209,4 +200,20 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+// capability returns a wrapper for the handlers of an optional capability
+// T of b: when b lacks T they answer 503 with missing, else they run with
+// b as a T.
+func capability[T any](b Backend, missing string) func(func(http.ResponseWriter, *http.Request, T)) http.HandlerFunc {
+	c, ok := b.(T)
+	return func(f func(http.ResponseWriter, *http.Request, T)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if !ok {
+				writeJSON(w, http.StatusServiceUnavailable, Error{Error: missing})
+				return
+			}
+			f(w, r, c)
+		}
+	}
 }

@@ -102,16 +102,7 @@ type ServicesSummary struct {
 
 // serviceRoutes adds the service endpoints to mux.
 func serviceRoutes(mux *http.ServeMux, b Backend) {
-	sb, _ := b.(ServiceBackend)
-	svc := func(f func(w http.ResponseWriter, r *http.Request, sb ServiceBackend)) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			if sb == nil {
-				writeJSON(w, http.StatusServiceUnavailable, Error{Error: "this daemon does not balance services (start it with --gossip)"})
-				return
-			}
-			f(w, r, sb)
-		}
-	}
+	svc := capability[ServiceBackend](b, "this daemon does not balance services (start it with --gossip)")
 	mux.HandleFunc("GET /v1/services", svc(func(w http.ResponseWriter, r *http.Request, sb ServiceBackend) {
 		ss, err := sb.Services(r.Context())
 		answer(w, ss, err)

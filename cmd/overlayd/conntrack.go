@@ -16,16 +16,7 @@ func conntrackCmd(ctx context.Context, args []string, stdout, _ io.Writer) error
 	setUsage(fs, "conntrack [--service NAME] [--json]", "List the flows this node's clients have open to service VIPs, with the backend each is pinned to and its connection-tracking state.")
 	control, asJSON := clientFlags(fs)
 	service := fs.String("service", "", "only the flows of this service `NAME`")
-	pos, err := parseFlags(fs, args, stdout)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return usagef("unexpected argument %q", pos[0])
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	fl, err := api.NewClient(*control).Conntrack(ctx)
+	fl, err := request(ctx, fs, args, stdout, control, 10*time.Second, (*api.Client).Conntrack)
 	if err != nil {
 		return err
 	}

@@ -31,6 +31,24 @@ func clientFlags(fs *flag.FlagSet) (control *string, asJSON *bool) {
 	return control, asJSON
 }
 
+// request is the prologue of a client command that takes flags but no
+// arguments: it parses args with fs, then asks the daemon once, bounded by
+// timeout, with get.
+func request[T any](ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Writer, control *string,
+	timeout time.Duration, get func(*api.Client, context.Context) (T, error)) (T, error) {
+	var zero T
+	pos, err := parseFlags(fs, args, stdout)
+	if err != nil {
+		return zero, err
+	}
+	if len(pos) > 0 {
+		return zero, usagef("unexpected argument %q", pos[0])
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return get(api.NewClient(*control), ctx)
+}
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -148,16 +166,7 @@ func peersCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	fs := flag.NewFlagSet("peers", flag.ContinueOnError)
 	setUsage(fs, "peers [--json]", "List the cluster's members: state, gossip address, VTEP and version.")
 	control, asJSON := clientFlags(fs)
-	pos, err := parseFlags(fs, args, stdout)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return usagef("unexpected argument %q", pos[0])
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	ps, err := api.NewClient(*control).Peers(ctx)
+	ps, err := request(ctx, fs, args, stdout, control, 5*time.Second, (*api.Client).Peers)
 	if err != nil {
 		return err
 	}
@@ -180,16 +189,7 @@ func routesCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	fs := flag.NewFlagSet("routes", flag.ContinueOnError)
 	setUsage(fs, "routes [--json]", "Show the routes in force (learned and static) with their owners, this node's own addresses and, with --json, each network's state digest (equal on converged nodes).")
 	control, asJSON := clientFlags(fs)
-	pos, err := parseFlags(fs, args, stdout)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return usagef("unexpected argument %q", pos[0])
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	rs, err := api.NewClient(*control).Routes(ctx)
+	rs, err := request(ctx, fs, args, stdout, control, 5*time.Second, (*api.Client).Routes)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -12,31 +11,18 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/api"
-	"github.com/overlayd/overlayd/config"
 )
 
 func statusCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	setUsage(fs, "status [--json] [--control PATH]", "Show a running node's mode, addresses, routes and packet counters.")
-	control := fs.String("control", config.DefaultControlPath(), "`path` of the daemon's control socket (env OVERLAYD_CONTROL)")
-	asJSON := fs.Bool("json", false, "print JSON for scripts")
-	pos, err := parseFlags(fs, args, stdout)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return usagef("unexpected argument %q", pos[0])
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	st, err := api.NewClient(*control).Status(ctx)
+	control, asJSON := clientFlags(fs)
+	st, err := request(ctx, fs, args, stdout, control, 5*time.Second, (*api.Client).Status)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+		return printJSON(stdout, st)
 	}
 	printStatus(stdout, st)
 	return nil
