@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -45,7 +46,7 @@ func asBatchConn(pc net.PacketConn) (batchConn, bool) {
 
 // readBatches is readPackets for host UDP sockets: a batch of queries per
 // read, their replies in one write.
-func (s *Server) readBatches(pc net.PacketConn, bc batchConn) error {
+func (s *Server) readBatches(pc net.PacketConn, bc batchConn, allowed func(netip.Addr) bool) error {
 	in := make([]ipv4.Message, batchSize)
 	out := make([]ipv4.Message, batchSize)
 	obufs := make([][]byte, batchSize)
@@ -74,7 +75,7 @@ func (s *Server) readBatches(pc net.PacketConn, bc batchConn) error {
 				s.dropped.Add(1)
 				continue
 			}
-			reply, later := s.respond(src, m.Buffers[0][:m.N], false, obufs[i])
+			reply, later := s.respond(allowed, src, m.Buffers[0][:m.N], false, obufs[i])
 			if later != nil {
 				if !s.later(pc, later, m.Addr) {
 					return nil

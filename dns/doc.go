@@ -47,7 +47,11 @@
 // # Safety
 //
 // The Server is not an open resolver: sources not Allowed (default: loopback
-// only) get REFUSED and never cause an upstream query. Packets shorter than a
+// only; each conn handed to ServePacketAllowed or ServeListenerAllowed may
+// have its own check) get REFUSED over UDP, have their TCP connection closed
+// at accept, and never cause an upstream query. Each listener has its own
+// bound on open TCP connections, and only allowed sources count against it,
+// so refused sources cannot keep allowed ones out. Packets shorter than a
 // header and responses (QR set) get no reply; unknown opcodes get NOTIMP;
 // unparsable queries and queries with other than one question get FORMERR.
 package dns

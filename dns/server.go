@@ -30,9 +30,11 @@ type Options struct {
 	// OnListen is called by Serve with its address once it listens; nil
 	// does nothing.
 	OnListen func(addr netip.AddrPort)
-	// Allowed says which sources may query; others get REFUSED and never
-	// cause an upstream query. nil allows loopback sources only. The node
-	// allows its networks' CIDRs.
+	// Allowed says which sources may query on Serve's sockets and on conns
+	// handed to ServePacket and ServeListener; others get REFUSED over UDP,
+	// have their TCP connection closed at accept, and never cause an
+	// upstream query. nil allows loopback sources only.
+	// ServePacketAllowed and ServeListenerAllowed take their own.
 	Allowed func(netip.Addr) bool
 	// Forwarder answers names outside the zone; nil answers them REFUSED.
 	Forwarder *Forwarder
@@ -49,8 +51,10 @@ type Options struct {
 	PacketReaders int
 	// TCPIdleTimeout closes TCP connections idle this long. Default 10 s.
 	TCPIdleTimeout time.Duration
-	// MaxTCPConns bounds open TCP connections across listeners; further
-	// connections are closed at once. Default 256.
+	// MaxTCPConns bounds the open TCP connections of each listener (each
+	// has its own, so a full one leaves the others serving); further
+	// connections are closed at once. Only allowed sources take one: a
+	// refused source's connection is closed before. Default 256.
 	MaxTCPConns int
 }
 
@@ -81,8 +85,8 @@ type Server struct {
 	rcodes  [24]atomic.Uint64  // by rcode; [23] counts rcodes >= 23
 	dropped atomic.Uint64
 
-	tcpConns    atomic.Int64
 	tcpRejected atomic.Uint64
+	tcpRefused  atomic.Uint64
 }
 
 // New returns a Server with an empty zone for the default domain.
@@ -152,15 +156,20 @@ type Stats struct {
 	// Dropped counts packets given no reply: shorter than a header, or
 	// responses (QR set).
 	Dropped uint64
-	// TCPRejected counts TCP connections closed because MaxTCPConns were open.
+	// TCPRejected counts TCP connections closed because their listener had
+	// MaxTCPConns open.
 	TCPRejected uint64
+	// TCPRefused counts TCP connections closed at accept because their
+	// source may not ask.
+	TCPRefused uint64
 	// Forwarder holds the forwarder's counters (zero without one).
 	Forwarder ForwarderStats
 }
 
 // Stats returns the Server's counters.
 func (s *Server) Stats() Stats {
-	st := Stats{Queries: make(map[string]uint64), Responses: make(map[string]uint64), Dropped: s.dropped.Load(), TCPRejected: s.tcpRejected.Load()}
+	st := Stats{Queries: make(map[string]uint64), Responses: make(map[string]uint64), Dropped: s.dropped.Load(),
+		TCPRejected: s.tcpRejected.Load(), TCPRefused: s.tcpRefused.Load()}
 	for i := range s.queries {
 		if v := s.queries[i].Load(); v > 0 {
 			name := mdns.TypeToString[uint16(i)]
@@ -262,8 +271,16 @@ func listenPair(addr string) (net.PacketConn, net.Listener, error) {
 // (Options.PacketReaders); each answers zone and cached names itself and
 // hands queries that need an upstream to a goroutine of their own. Source
 // addresses are read from *net.UDPAddr (as host sockets and gVisor's gonet
-// give) or parsed from Addr.String().
-func (s *Server) ServePacket(pc net.PacketConn) error {
+// give) or parsed from Addr.String(). Sources are checked with
+// Options.Allowed.
+func (s *Server) ServePacket(pc net.PacketConn) error { return s.ServePacketAllowed(pc, nil) }
+
+// ServePacketAllowed is ServePacket with its own access check: allowed
+// says which sources may query on pc (nil: Options.Allowed).
+func (s *Server) ServePacketAllowed(pc net.PacketConn, allowed func(netip.Addr) bool) error {
+	if allowed == nil {
+		allowed = s.allowed
+	}
 	if !s.track(pc) {
 		pc.Close()
 		return net.ErrClosed
@@ -279,7 +296,7 @@ func (s *Server) ServePacket(pc net.PacketConn) error {
 	}
 	errc := make(chan error, n)
 	for range n {
-		go func() { errc <- s.readPackets(pc) }()
+		go func() { errc <- s.readPackets(pc, allowed) }()
 	}
 	var first error
 	for range n {
@@ -291,9 +308,9 @@ func (s *Server) ServePacket(pc net.PacketConn) error {
 	return first
 }
 
-func (s *Server) readPackets(pc net.PacketConn) error {
+func (s *Server) readPackets(pc net.PacketConn, allowed func(netip.Addr) bool) error {
 	if bc, ok := asBatchConn(pc); ok {
-		return s.readBatches(pc, bc)
+		return s.readBatches(pc, bc, allowed)
 	}
 	buf := make([]byte, mdns.MaxMsgSize)
 	obuf := make([]byte, mdns.MaxMsgSize+1)
@@ -314,7 +331,7 @@ func (s *Server) readPackets(pc net.PacketConn) error {
 			s.dropped.Add(1)
 			continue
 		}
-		out, later := s.respond(src, buf[:n], false, obuf)
+		out, later := s.respond(allowed, src, buf[:n], false, obuf)
 		if later == nil {
 			if out != nil {
 				pc.WriteTo(out, from)
@@ -350,13 +367,23 @@ func (s *Server) later(pc net.PacketConn, later func(context.Context) []byte, to
 // ServeListener answers queries on connections accepted from ln until ln
 // fails or Close is called, then returns (nil after Close). The Server owns
 // ln and its connections: Close closes them and waits for their goroutines.
-func (s *Server) ServeListener(ln net.Listener) error {
+// A connection whose source Options.Allowed refuses is closed at accept,
+// before it takes one of the listener's MaxTCPConns.
+func (s *Server) ServeListener(ln net.Listener) error { return s.ServeListenerAllowed(ln, nil) }
+
+// ServeListenerAllowed is ServeListener with its own access check: allowed
+// says which sources may connect (nil: Options.Allowed).
+func (s *Server) ServeListenerAllowed(ln net.Listener, allowed func(netip.Addr) bool) error {
+	if allowed == nil {
+		allowed = s.allowed
+	}
 	if !s.track(ln) {
 		ln.Close()
 		return net.ErrClosed
 	}
 	defer s.untrack(ln)
 	defer ln.Close()
+	open := new(atomic.Int64) // this listener's connections
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -369,37 +396,42 @@ func (s *Server) ServeListener(ln net.Listener) error {
 			}
 			return fmt.Errorf("dns: accept %v: %w", ln.Addr(), err)
 		}
-		if s.tcpConns.Add(1) > int64(s.maxTCP) {
-			s.tcpConns.Add(-1)
+		// Access first: a refused source never holds a slot.
+		src, ok := addrOf(c.RemoteAddr())
+		if !ok || !allowed(src) {
+			s.tcpRefused.Add(1)
+			c.Close()
+			continue
+		}
+		if open.Add(1) > int64(s.maxTCP) {
+			open.Add(-1)
 			s.tcpRejected.Add(1)
 			c.Close()
 			continue
 		}
 		if !s.track(c) {
-			s.tcpConns.Add(-1)
+			open.Add(-1)
 			c.Close()
 			return nil
 		}
-		go s.serveConn(c)
+		go s.serveConn(c, src, allowed, open)
 	}
 }
 
-// serveConn answers length-prefixed queries on c, one at a time.
-func (s *Server) serveConn(c net.Conn) {
-	defer s.tcpConns.Add(-1)
+// serveConn answers length-prefixed queries from src on c, one at a time,
+// and gives back c's slot in open when it ends. Each query is checked with
+// allowed again (the node's networks change).
+func (s *Server) serveConn(c net.Conn, src netip.Addr, allowed func(netip.Addr) bool, open *atomic.Int64) {
+	defer open.Add(-1)
 	defer s.untrack(c)
 	defer c.Close()
-	src, ok := addrOf(c.RemoteAddr())
-	if !ok {
-		return
-	}
 	for {
 		c.SetReadDeadline(time.Now().Add(s.tcpIdle))
 		req, err := readTCPMsg(c)
 		if err != nil {
 			return
 		}
-		out := s.handle(s.ctx, src, req, true)
+		out := s.handleAllowed(s.ctx, allowed, src, req, true)
 		if out == nil {
 			continue
 		}
@@ -447,20 +479,26 @@ func addrOf(a net.Addr) (netip.Addr, bool) {
 
 const headerSize = 12
 
-// handle answers one query from src and returns the reply's wire form, or
-// nil when no reply is due. It never panics on any input.
+// handle answers one query from src, checked with Options.Allowed, and
+// returns the reply's wire form, or nil when no reply is due. It never
+// panics on any input.
 func (s *Server) handle(ctx context.Context, src netip.Addr, b []byte, tcp bool) []byte {
-	out, later := s.respond(src, b, tcp, nil)
+	return s.handleAllowed(ctx, s.allowed, src, b, tcp)
+}
+
+func (s *Server) handleAllowed(ctx context.Context, allowed func(netip.Addr) bool, src netip.Addr, b []byte, tcp bool) []byte {
+	out, later := s.respond(allowed, src, b, tcp, nil)
 	if later != nil {
 		return later(ctx)
 	}
 	return out
 }
 
-// respond answers b without blocking. When an upstream must be asked, it
-// returns later instead, which asks and returns the reply; later does not
-// keep b. The reply may be packed into buf.
-func (s *Server) respond(src netip.Addr, b []byte, tcp bool, buf []byte) (out []byte, later func(context.Context) []byte) {
+// respond answers b from src without blocking; sources allowed refuses
+// get REFUSED. When an upstream must be asked, it returns later instead,
+// which asks and returns the reply; later does not keep b. The reply may
+// be packed into buf.
+func (s *Server) respond(allowed func(netip.Addr) bool, src netip.Addr, b []byte, tcp bool, buf []byte) (out []byte, later func(context.Context) []byte) {
 	if len(b) < headerSize {
 		s.dropped.Add(1)
 		return nil, nil
@@ -470,7 +508,7 @@ func (s *Server) respond(src netip.Addr, b []byte, tcp bool, buf []byte) (out []
 		s.dropped.Add(1)
 		return nil, nil
 	}
-	if !s.allowed(src) {
+	if !allowed(src) {
 		return s.headerReply(b, mdns.RcodeRefused), nil
 	}
 	if opcode := int(flags>>11) & 0xf; opcode != mdns.OpcodeQuery {

@@ -519,7 +519,7 @@ func BenchmarkHandle(b *testing.B) {
 			s.handle(context.Background(), loopback, wire, false) // warm the cache
 			b.ReportAllocs()
 			for b.Loop() {
-				out, later := s.respond(loopback, wire, false, buf)
+				out, later := s.respond(s.allowed, loopback, wire, false, buf)
 				if out == nil || later != nil {
 					b.Fatal("not answered inline")
 				}
