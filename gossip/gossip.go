@@ -262,7 +262,7 @@ func (g *Gossip) Close() error {
 }
 
 // Stats returns a snapshot of the counters.
-func (g *Gossip) Stats() Stats { return g.stats.snapshot() }
+func (g *Gossip) Stats() Stats { return g.snapshot() } // snapshot: stats.go (hardening)
 
 func validName(s string, max int) bool {
 	return s != "" && len(s) <= max && !strings.ContainsRune(s, 0)

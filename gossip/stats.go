@@ -13,11 +13,19 @@ type Stats struct {
 	BytesIn      uint64            // bytes of received messages
 	BytesOut     uint64            // bytes of sent messages
 	EntriesIn    uint64            // entries that changed the local table
-	Drops        map[string]uint64 // dropped messages or entries, by reason
+	Drops        map[string]uint64 // dropped messages or entries, by reason; refused members as member_name, member_addr, member_meta, member_version, merge
 	BulkSyncs    uint64            // bulk syncs of a network sent to a peer
 	StateOverCap uint64            // push/pull states that left out global entries (over MaxPushPullBytes)
 	Reasserts    uint64            // own entries re-stamped above a newer remote version
 	Reaped       uint64            // tombstones and dead owners' entries removed
+
+	// LogSuppressed counts memberlist log lines over the rate limit, not
+	// written (garbage at the gossip port logs a line per packet).
+	LogSuppressed uint64
+	// JoinError is why the last Join attempt failed, one clause per seed
+	// ("join 192.0.2.1:7946: refused: ..."); "" before any attempt and
+	// once one succeeded.
+	JoinError string
 }
 
 type counters struct {
@@ -50,6 +58,24 @@ func (c *counters) snapshot() Stats {
 		s.Drops[k] = v
 	}
 	c.mu.Unlock()
+	return s
+}
+
+// snapshot is Stats: the counters, and the guard's refusals, suppressed
+// log lines and join error.
+func (g *Gossip) snapshot() Stats {
+	s := g.stats.snapshot()
+	if g.cfg == nil || g.cfg.guard == nil {
+		return s
+	}
+	gd := g.cfg.guard
+	_, s.LogSuppressed = gd.logs.counts()
+	gd.mu.Lock()
+	for k, v := range gd.refused {
+		s.Drops[k] += v
+	}
+	s.JoinError = gd.joinErr
+	gd.mu.Unlock()
 	return s
 }
 
