@@ -409,6 +409,46 @@ func (p *IPAM) Lookup(network string, a netip.Addr) (Lease, bool) {
 	return Lease{}, false
 }
 
+// Holders returns the leases of network that Lookup would return (those
+// leased by the node that owns the address's range), by address: one pass
+// for callers that check many addresses, such as the route table.
+func (p *IPAM) Holders(network string) map[netip.Addr]Lease {
+	l, err := p.layout(network)
+	if err != nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ring := p.ringLocked(l)
+	out := map[netip.Addr]Lease{}
+	for off, ls := range p.leasesLocked(l) {
+		for _, r := range ring { // the first range holding off, as in Lookup
+			if r.Start <= off && off < r.End {
+				if r.Owner == ls.Node {
+					out[ls.Addr] = ls
+				}
+				break
+			}
+		}
+	}
+	return out
+}
+
+// WatchTables are the network-scoped gossip tables whose changes can change
+// what Lookup and Holders return; a caller that caches their answers
+// watches these.
+func WatchTables() []string { return []string{tableRanges, tableLeases} }
+
+// Participate makes this node take part in network's IPAM again (answer
+// range requests, keep its own ranges) without the state Import would
+// bring: after a restart whose state file was lost, the node's ranges and
+// leases come back from its peers (gossip adopts them as its own).
+func (p *IPAM) Participate(network string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.joinLocked(network)
+}
+
 // Leases returns every lease of network that this node knows, sorted.
 func (p *IPAM) Leases(network string) []Lease {
 	l, err := p.layout(network)
@@ -578,6 +618,16 @@ func (p *IPAM) tick(network string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	changed := false
+	for _, e := range p.t.ListAll(tableRanges, network) {
+		// This node's ranges of a creation that lost (another node created
+		// the network under the same name at the same time, and its
+		// definition won): they can never be used, so withdraw them.
+		if r, ok := decodeRange(e.Value); ok && e.Owner == p.name && r.Creator != l.Creator {
+			if p.t.Delete(tableRanges, network, e.Key) == nil {
+				changed = true
+			}
+		}
+	}
 	ring := p.ringLocked(l)
 	for _, r := range ring {
 		if r.Owner == p.name && r.writer != p.name {
