@@ -37,13 +37,14 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-## bench: go test -bench suites, then (as root) the kernel-vs-overlayd comparison
+## bench: go test -bench suites, then (as root) the comparisons with the kernel, wireguard-go and dnsmasq
 bench:
-	$(GO) test -run '^$$' -bench . -skip 'CompareKernelVXLAN|CompareDnsperf' -benchmem ./bench/ ./vxlan/ ./router/
+	$(GO) test -run '^$$' -bench . -skip 'CompareTunnels|CompareDnsperf' -benchmem ./bench/ ./vxlan/ ./router/
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) bench-compare; else echo "bench-compare skipped: needs root for network namespaces"; fi
 
+## bench-compare: (root) iperf3 over veth, kernel vxlan, overlayd tun and wireguard-go in one run; dnsperf vs dnsmasq
 bench-compare:
-	$(GO) test -run "^$$" -bench 'CompareKernelVXLAN|CompareDnsperf' -benchtime 1x -timeout 10m ./bench/
+	$(GO) test -run "^$$" -bench 'CompareTunnels|CompareDnsperf' -benchtime 1x -timeout 10m ./bench/
 
 ## fuzz: run each fuzz target for a while (FUZZTIME=30s)
 FUZZTIME ?= 20s
