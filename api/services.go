@@ -31,6 +31,9 @@ type ServiceInfo struct {
 	Creator  string        `json:"creator"` // node that created it (only it may remove it)
 	Backends []BackendInfo `json:"backends"`
 	Flows    int           `json:"flows"` // flows of this node's clients tracked now
+	// Error, when set, says why this node does not balance the service
+	// (such as a VIP port another service claimed first).
+	Error string `json:"error,omitempty"`
 }
 
 // BackendInfo is one backend of a service.
@@ -40,9 +43,16 @@ type BackendInfo struct {
 	Healthy bool   `json:"healthy"`
 	Check   string `json:"check"` // tcp, udp or none
 	Owner   string `json:"owner"` // node that added it (only it may change it)
-	// State is active, draining (weight 0) or unhealthy.
+	// State is active, draining (weight 0), unhealthy (its check fails),
+	// unreachable (its address is not routed to a live node) or no-port
+	// (it serves none of the service's ports). Only active backends take
+	// new flows.
 	State string `json:"state"`
-	// InTable: this node's Maglev table holds it (healthy, weight > 0).
+	// Ports are the service ports it serves ("80/tcp"): a flow to
+	// VIP:PORT only reaches backends that serve PORT.
+	Ports []string `json:"ports"`
+	// InTable: this node's Maglev tables hold it with a positive weight
+	// (active, and not on this node's own address).
 	InTable bool `json:"in_table"`
 	// Flows are this node's clients' flows pinned to it now; Selections
 	// the new flows that picked it on this node since it joined the table.
@@ -66,6 +76,10 @@ type AddBackend struct {
 	Addr    string `json:"addr"`            // overlay ip:port
 	Weight  uint32 `json:"weight"`          // relative share; 0 means draining
 	Check   string `json:"check,omitempty"` // tcp, udp or none (default)
+	// ServicePort is the service port the backend serves. 0: the port
+	// with the backend's own number or, for a service whose ports all
+	// have one number, that one (mapped).
+	ServicePort uint16 `json:"service_port,omitempty"`
 }
 
 // BackendRef names one backend of a service.
@@ -91,7 +105,10 @@ type Flow struct {
 // ServicesSummary is the short services line of a node's status.
 type ServicesSummary struct {
 	Services  int    `json:"services"`
-	Backends  int    `json:"backends"` // in the Maglev tables
+	Rejected  int    `json:"rejected"`  // services this node does not balance (see 'service ls')
+	Backends  int    `json:"backends"`  // backends of the services, as 'service ls' counts them
+	Active    int    `json:"active"`    // of which active
+	InTables  int    `json:"in_tables"` // in this node's Maglev tables (active, not on this node)
 	Flows     int    `json:"flows"`
 	MaxFlows  int    `json:"max_flows"`
 	NewFlows  uint64 `json:"new_flows"`

@@ -173,20 +173,23 @@ func TestServiceVIPBalancing(t *testing.T) {
 	})
 
 	clients, backends := []int{0, 4}, []int{1, 2, 3}
-	backendAddr := map[string]string{} // name → ip:port
+	backendAddr := map[string]string{} // name → ip:port of its TCP backend (VIP:80 → :8080)
+	udpAddr := map[string]string{}     // name → ip:port of its UDP backend (VIP:53 → :53)
 	for _, i := range backends {
 		a := netip.AddrPortFrom(addrs[i].Addr(), 8080).String()
 		ln, err := c.Node(i).Listen("tcp", a)
 		if err != nil {
 			t.Fatal(err)
 		}
-		pc, err := c.Node(i).ListenPacket("udp", a)
+		u := netip.AddrPortFrom(addrs[i].Addr(), 53).String()
+		pc, err := c.Node(i).ListenPacket("udp", u)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { ln.Close(); pc.Close() })
 		serveBackend(ln, pc, c.Name(i))
 		backendAddr[c.Name(i)] = a
+		udpAddr[c.Name(i)] = u
 	}
 
 	svc, err := c.Node(0).CreateService(ctx, api.CreateService{Name: "web", Network: nw, Ports: []string{"80/tcp", "53/udp"}})
@@ -205,7 +208,16 @@ func TestServiceVIPBalancing(t *testing.T) {
 			_, err := c.Node(i).Service(ctx, nw, "web")
 			return err == nil
 		})
-		if _, err := c.Node(i).AddBackend(ctx, api.AddBackend{Service: "web", Network: nw, Addr: backendAddr[c.Name(i)], Weight: 1}); err != nil {
+		// :8080 serves VIP port 80 (a port of another number, mapped);
+		// :53 serves 53/udp, the port of its own number.
+		if _, err := c.Node(i).AddBackend(ctx, api.AddBackend{Service: "web", Network: nw, Addr: backendAddr[c.Name(i)], Weight: 1}); err == nil ||
+			!strings.Contains(err.Error(), "say which one backend "+backendAddr[c.Name(i)]+" serves with --service-port PORT") {
+			t.Fatalf("add-backend :8080 to a service with ports 80/tcp and 53/udp = %v, want a request for --service-port", err)
+		}
+		if _, err := c.Node(i).AddBackend(ctx, api.AddBackend{Service: "web", Network: nw, Addr: backendAddr[c.Name(i)], Weight: 1, ServicePort: 80}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Node(i).AddBackend(ctx, api.AddBackend{Service: "web", Network: nw, Addr: udpAddr[c.Name(i)], Weight: 1}); err != nil {
 			t.Fatal(err)
 		}
 	}

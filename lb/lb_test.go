@@ -3,10 +3,12 @@ package lb
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -101,14 +103,14 @@ func TestSetErrors(t *testing.T) {
 func TestSetReusesTables(t *testing.T) {
 	b := mustNew(t, Options{})
 	mustSet(t, b, web(bk(be1, 1), bk(be2, 1)))
-	t1 := b.snap.Load().services[svcID{"n", "web"}].table
+	t1 := b.snap.Load().services[svcID{"n", "web"}].tables[0].table
 	mustSet(t, b, web(bk(be2, 1), bk(be1, 1))) // same set, other order
-	if t2 := b.snap.Load().services[svcID{"n", "web"}].table; t2 != t1 {
+	if t2 := b.snap.Load().services[svcID{"n", "web"}].tables[0].table; t2 != t1 {
 		t.Error("Set with unchanged backends rebuilt the Maglev table")
 	}
 	mustSet(t, b, web(bk(be2, 1), bk(be1, 2)))
 	s := b.snap.Load().services[svcID{"n", "web"}]
-	if s.table == t1 {
+	if s.tables[0].table == t1 {
 		t.Error("Set with a changed weight kept the old table")
 	}
 	if s.backends[0].removed.Load() || s.backends[1].removed.Load() {
@@ -872,5 +874,128 @@ func TestConcurrent(t *testing.T) {
 	}()
 	for range 3 {
 		<-done
+	}
+}
+
+// TestPortTables: each port of a service has its own Maglev table; a
+// flow to VIP:PORT only ever reaches a backend that serves PORT (issue 9,
+// item 4: a service perf with 5201/tcp and 8002/tcp sent flows to the
+// backends of both ports).
+func TestPortTables(t *testing.T) {
+	b := mustNew(t, Options{})
+	p5201, p8002, p53t, p53u := PortProto{5201, TCP}, PortProto{8002, TCP}, PortProto{53, TCP}, PortProto{53, UDP}
+	a5201, a8002 := ap("10.0.3.1:5201"), ap("10.0.3.2:8002")
+	b5201, dns := ap("10.0.3.3:5201"), ap("10.0.3.4:53")
+	perf := Service{Network: "n", Name: "perf", VIP: vip, Ports: []PortProto{p5201, p8002, p53t, p53u}, Backends: []Backend{
+		{Addr: a5201, Ports: []PortProto{p5201}, Weight: 1},
+		{Addr: b5201, Ports: []PortProto{p5201}, Weight: 1},
+		{Addr: a8002, Ports: []PortProto{p8002}, Weight: 1},
+		{Addr: dns, Ports: []PortProto{p53u, p53t}, Weight: 1},
+	}}
+	mustSet(t, b, []Service{perf})
+	next := uint16(10000) // a new client port for every flow
+	count := func(port PortProto) map[netip.AddrPort]int {
+		got := map[netip.AddrPort]int{}
+		for range 400 {
+			next++
+			cli := netip.AddrPortFrom(client, next)
+			vp := netip.AddrPortFrom(vip, port.Port)
+			pkt := tcpPkt(cli, vp, fSYN)
+			if port.Proto == UDP {
+				pkt = udpPkt(cli, vp, 'q')
+			}
+			if v := b.Outbound(pkt); v != NAT {
+				t.Fatalf("Outbound(%v → %v) = %v", cli, vp, v)
+			}
+			checkSums(t, pkt)
+			_, dst := addrs(pkt)
+			got[dst]++
+		}
+		return got
+	}
+	for _, tc := range []struct {
+		port PortProto
+		want []netip.AddrPort
+	}{
+		{p8002, []netip.AddrPort{a8002}},
+		{p5201, []netip.AddrPort{a5201, b5201}},
+		{p53t, []netip.AddrPort{dns}},
+		{p53u, []netip.AddrPort{dns}},
+	} {
+		got := count(tc.port)
+		for dst, n := range got {
+			if !slices.Contains(tc.want, dst) {
+				t.Errorf("%d of 400 flows to VIP %v went to %v, a backend of another port", n, tc.port, dst)
+			}
+		}
+		for _, w := range tc.want {
+			if got[w] == 0 {
+				t.Errorf("no flow to VIP %v reached its backend %v: %v", tc.port, w, got)
+			}
+		}
+	}
+	// A backend without Ports serves every port (on its own port).
+	all := perf
+	all.Backends = []Backend{{Addr: a8002, Weight: 1}}
+	mustSet(t, b, []Service{all})
+	if got := count(PortProto{5201, TCP}); got[a8002] != 400 {
+		t.Errorf("a backend for every port: %v", got)
+	}
+	// A port the service does not have is refused.
+	bad := perf
+	bad.Backends = []Backend{{Addr: a8002, Ports: []PortProto{{9, TCP}}, Weight: 1}}
+	if err := b.Set([]Service{bad}); err == nil || !strings.Contains(err.Error(), "serves port 9/tcp, which the service does not have") {
+		t.Errorf("Set(backend of a port the service lacks) = %v", err)
+	}
+	// Stats list each backend once, with its ports.
+	mustSet(t, b, []Service{perf})
+	for _, bs := range b.Stats().Services[0].Backends {
+		if bs.Addr == dns && !slices.Equal(bs.Ports, []PortProto{p53t, p53u}) {
+			t.Errorf("Stats: backend %v serves %v, want 53/tcp 53/udp", bs.Addr, bs.Ports)
+		}
+	}
+}
+
+// TestSetLeavesOutBadServiceAlone: Set publishes one snapshot. A service
+// that conflicts with an earlier one (the same VIP port) is left out
+// alone, and named in a *SetError; the flows of every other service,
+// established before, survive repeated Sets with 0 resets (issue 9, item
+// 3: the per-service fallback published partial snapshots and reset
+// everyone else's flows on every sync).
+func TestSetLeavesOutBadServiceAlone(t *testing.T) {
+	b := mustNew(t, Options{})
+	vip2 := netip.MustParseAddr("10.96.0.11")
+	first := Service{Network: "n", Name: "first", VIP: vip, Ports: []PortProto{{80, TCP}}, Backends: []Backend{bk(be1, 1)}}
+	clash := Service{Network: "n", Name: "clash", VIP: vip, Ports: []PortProto{{80, TCP}}, Backends: []Backend{bk(be2, 1)}}
+	third := Service{Network: "n", Name: "third", VIP: vip2, Ports: []PortProto{{80, TCP}}, Backends: []Backend{bk(be3, 1)}}
+	invalid := Service{Network: "n", Name: "invalid", VIP: netip.MustParseAddr("10.96.0.12")} // no ports
+	svcs := []Service{first, clash, invalid, third}
+	set := func() {
+		t.Helper()
+		err := b.Set(svcs)
+		var serr *SetError
+		if !errors.As(err, &serr) || len(serr.Rejected) != 2 || serr.Rejected[0].Name != "clash" || serr.Rejected[1].Name != "invalid" ||
+			!strings.Contains(err.Error(), `lb: service "n/clash": 10.96.0.10 80/tcp is already served by "n/first"`) {
+			t.Fatalf("Set = %v, want clash and invalid left out", err)
+		}
+	}
+	set()
+	f1 := &flow{t: t, b: b, cli: netip.AddrPortFrom(client, 41000), vipPort: netip.AddrPortFrom(vip, 80)}
+	f3 := &flow{t: t, b: b, cli: netip.AddrPortFrom(client, 41001), vipPort: netip.AddrPortFrom(vip2, 80)}
+	f1.establish()
+	f3.establish()
+	if f1.backend != be1 || f3.backend != be3 {
+		t.Fatalf("flows went to %v and %v, want %v and %v", f1.backend, f3.backend, be1, be3)
+	}
+	for range 10 {
+		set()
+		f1.out(fACK|fPSH, NAT)
+		f1.in(fACK, NAT)
+		f3.out(fACK|fPSH, NAT)
+		f3.in(fACK, NAT)
+	}
+	st := b.Stats()
+	if st.Resets != 0 || len(st.Services) != 2 {
+		t.Errorf("after 10 Sets: %d resets, services %+v; want 0 resets and first and third", st.Resets, st.Services)
 	}
 }

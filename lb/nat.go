@@ -248,17 +248,17 @@ func (b *Balancer) newFlowLocked(s *shard, snap *snapshot, p *packet, now int64)
 		s.c.invalid++
 		return Drop
 	}
-	svc := snap.frontends[fkey{k.dst, k.dport, k.proto}]
-	if svc == nil {
+	pt := snap.frontends[fkey{k.dst, k.dport, k.proto}]
+	if pt == nil {
 		s.c.noService++
 		return Reset
 	}
-	idx, ok := svc.table.Lookup(b.flowHash(k))
+	idx, ok := pt.table.Lookup(b.flowHash(k))
 	if !ok {
 		s.c.noBackend++
 		return Reset
 	}
-	be := svc.backends[idx]
+	be := pt.backends[idx]
 	port := be.port
 	if port == 0 {
 		port = k.dport

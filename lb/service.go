@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/overlayd/overlayd/lb/maglev"
@@ -42,11 +43,16 @@ func (p PortProto) String() string { return strconv.Itoa(int(p.Port)) + "/" + p.
 // Backend is one instance behind a service.
 type Backend struct {
 	// ID identifies the backend stably on every node; it orders the Maglev
-	// table. Empty means Addr.String().
+	// tables. Empty means Addr.String().
 	ID string
 	// Addr is the backend's overlay address. Port 0 means "the port the
-	// client connected to", for services with several ports.
+	// client connected to".
 	Addr netip.AddrPort
+	// Ports are the service ports the backend serves: a new flow to
+	// VIP:PORT only ever picks a backend whose Ports hold PORT (each port
+	// has a Maglev table of its own). Empty means every port of the
+	// service. Every port listed must be one of the service's.
+	Ports []PortProto
 	// Weight is the backend's relative share of new flows. 0 means
 	// draining: no new flows, existing ones continue.
 	Weight uint32
@@ -61,6 +67,29 @@ type Service struct {
 	Backends []Backend
 }
 
+// Rejected is a service that Set left out, and why.
+type Rejected struct {
+	Network, Name string
+	Err           error
+}
+
+// SetError is the error of a Set that left services out; every other
+// service was published.
+type SetError struct {
+	Rejected []Rejected // in the order of Set's argument
+}
+
+func (e *SetError) Error() string {
+	var b strings.Builder
+	for i, r := range e.Rejected {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "lb: service %q: %v", r.Network+"/"+r.Name, r.Err)
+	}
+	return b.String()
+}
+
 // svcID identifies a service across snapshots.
 type svcID struct{ network, name string }
 
@@ -72,15 +101,24 @@ type fkey struct {
 }
 
 // backend is the per-backend state shared by every snapshot in which the
-// backend (same service, ID and address) is present, and by the flows
-// pinned to it.
+// backend (same service, ID, address and ports) is present, and by the
+// flows pinned to it.
 type backend struct {
 	network, service, id string
 	addr                 [4]byte
-	port                 uint16 // 0: keep the client's destination port
+	port                 uint16      // 0: keep the client's destination port
+	ports                []PortProto // the service ports it serves, resolved (never empty)
 
 	removed    atomic.Bool   // set once the backend has left the service
 	selections atomic.Uint64 // new flows that picked this backend
+}
+
+// portTable is the Maglev table of one port of a service.
+type portTable struct {
+	svc      *service
+	port     PortProto
+	table    *maglev.Table
+	backends []*backend // aligned with table.Backends()
 }
 
 // service is one service in a snapshot.
@@ -88,15 +126,16 @@ type service struct {
 	id       svcID
 	vip      [4]byte
 	ports    []PortProto
-	table    *maglev.Table
-	backends []*backend // aligned with table.Backends()
+	tables   []*portTable // aligned with ports
+	backends []*backend   // every backend, ordered by ID
+	weights  []uint32     // aligned with backends
 }
 
 // snapshot is the immutable service configuration read per packet.
 type snapshot struct {
 	services  map[svcID]*service
 	order     []*service // sorted by network, name
-	frontends map[fkey]*service
+	frontends map[fkey]*portTable
 	// vips and backendIPs are the prefilters of Outbound and Inbound. They
 	// hold the current VIPs and backend addresses (value -1) and, for
 	// maxTimeout after their removal, former ones (value: removal time), so
@@ -107,18 +146,23 @@ type snapshot struct {
 
 var emptySnapshot = &snapshot{
 	services:   map[svcID]*service{},
-	frontends:  map[fkey]*service{},
+	frontends:  map[fkey]*portTable{},
 	vips:       map[[4]byte]int64{},
 	backendIPs: map[[4]byte]int64{},
 }
 
-// Set replaces the whole service configuration with services. It is
-// idempotent and safe to call concurrently with packet processing: packets
-// see either the old or the new configuration. A service whose backends
-// did not change keeps its Maglev table; flows keep their backend for as
-// long as that backend stays in its service, and get Reset once it leaves.
-// Services of other networks are ignored when Options.Network is set. On
-// error nothing changes.
+// Set replaces the whole service configuration with services, published
+// as one snapshot. It is idempotent and safe to call concurrently with
+// packet processing: packets see either the old or the new configuration.
+// A port of a service whose backends did not change keeps its Maglev
+// table; flows keep their backend for as long as that backend stays in
+// its service, and get Reset once it leaves. Services of other networks
+// are ignored when Options.Network is set.
+//
+// A service that is not valid, or that names a VIP port or a service
+// name taken by a service earlier in the list, is left out alone: every
+// other service is published all the same (their flows are never
+// disturbed by it), and the returned *SetError names what was left out.
 func (b *Balancer) Set(services []Service) error {
 	b.setMu.Lock()
 	defer b.setMu.Unlock()
@@ -126,10 +170,11 @@ func (b *Balancer) Set(services []Service) error {
 	now := b.nanos()
 	next := &snapshot{
 		services:   make(map[svcID]*service, len(services)),
-		frontends:  make(map[fkey]*service),
+		frontends:  make(map[fkey]*portTable),
 		vips:       make(map[[4]byte]int64),
 		backendIPs: make(map[[4]byte]int64),
 	}
+	var serr SetError
 	kept := make(map[*backend]bool)
 	for i := range services {
 		s := &services[i]
@@ -137,20 +182,17 @@ func (b *Balancer) Set(services []Service) error {
 			continue
 		}
 		svc, err := b.buildService(s, old)
-		if err != nil {
-			return fmt.Errorf("lb: service %q: %w", s.Network+"/"+s.Name, err)
+		if err == nil {
+			err = next.conflict(svc)
 		}
-		if _, dup := next.services[svc.id]; dup {
-			return fmt.Errorf("lb: service %q: defined twice", s.Network+"/"+s.Name)
+		if err != nil {
+			serr.Rejected = append(serr.Rejected, Rejected{Network: s.Network, Name: s.Name, Err: err})
+			continue
 		}
 		next.services[svc.id] = svc
 		next.order = append(next.order, svc)
-		for _, p := range svc.ports {
-			k := fkey{svc.vip, p.Port, uint8(p.Proto)}
-			if other, dup := next.frontends[k]; dup {
-				return fmt.Errorf("lb: service %q: %v %v is already served by %q", s.Network+"/"+s.Name, s.VIP, p, other.id.network+"/"+other.id.name)
-			}
-			next.frontends[k] = svc
+		for _, pt := range svc.tables {
+			next.frontends[fkey{svc.vip, pt.port.Port, uint8(pt.port.Proto)}] = pt
 		}
 		next.vips[svc.vip] = -1
 		for _, be := range svc.backends {
@@ -183,11 +225,28 @@ func (b *Balancer) Set(services []Service) error {
 			}
 		}
 	}
+	if len(serr.Rejected) > 0 {
+		return &serr
+	}
+	return nil
+}
+
+// conflict reports whether svc cannot join snapshot s: its name or one of
+// its VIP ports is taken already.
+func (s *snapshot) conflict(svc *service) error {
+	if _, dup := s.services[svc.id]; dup {
+		return errors.New("defined twice")
+	}
+	for _, p := range svc.ports {
+		if other := s.frontends[fkey{svc.vip, p.Port, uint8(p.Proto)}]; other != nil {
+			return fmt.Errorf("%v %v is already served by %q", netip.AddrFrom4(svc.vip), p, other.svc.id.network+"/"+other.svc.id.name)
+		}
+	}
 	return nil
 }
 
 // buildService validates s and builds its snapshot entry, reusing the
-// table and backend state of the same service in old where possible.
+// tables and backend state of the same service in old where possible.
 func (b *Balancer) buildService(s *Service, old *snapshot) (*service, error) {
 	if s.Name == "" {
 		return nil, errors.New("empty name")
@@ -208,34 +267,8 @@ func (b *Balancer) buildService(s *Service, old *snapshot) (*service, error) {
 			return nil, fmt.Errorf("port %v listed twice", p)
 		}
 	}
-	mbs := make([]maglev.Backend, len(s.Backends))
-	addrs := make(map[string]netip.AddrPort, len(s.Backends))
-	for i, be := range s.Backends {
-		a := netip.AddrPortFrom(be.Addr.Addr().Unmap(), be.Addr.Port())
-		if !a.Addr().Is4() {
-			return nil, fmt.Errorf("backend %v is not an IPv4 address", be.Addr)
-		}
-		id := be.ID
-		if id == "" {
-			id = a.String()
-		}
-		if _, dup := addrs[id]; dup {
-			return nil, fmt.Errorf("backend %q listed twice", id)
-		}
-		addrs[id] = a
-		mbs[i] = maglev.Backend{ID: id, Weight: be.Weight}
-	}
 	svc := &service{id: svcID{s.Network, s.Name}, vip: vip.As4(), ports: ports}
 	prev := old.services[svc.id]
-	if prev != nil && prev.table.Size() == b.tableSize && sameBackends(prev, mbs, addrs) {
-		svc.table, svc.backends = prev.table, prev.backends
-		return svc, nil
-	}
-	t, err := maglev.New(mbs, b.tableSize)
-	if err != nil {
-		return nil, err
-	}
-	svc.table = t
 	var prevByID map[string]*backend
 	if prev != nil {
 		prevByID = make(map[string]*backend, len(prev.backends))
@@ -243,31 +276,91 @@ func (b *Balancer) buildService(s *Service, old *snapshot) (*service, error) {
 			prevByID[pb.id] = pb
 		}
 	}
-	svc.backends = make([]*backend, len(t.Backends()))
-	for i, mb := range t.Backends() {
-		a := addrs[mb.ID]
-		if pb := prevByID[mb.ID]; pb != nil && pb.addr == a.Addr().As4() && pb.port == a.Port() {
-			svc.backends[i] = pb
-		} else {
-			svc.backends[i] = &backend{network: s.Network, service: s.Name, id: mb.ID, addr: a.Addr().As4(), port: a.Port()}
+	weights := make(map[*backend]uint32, len(s.Backends))
+	ids := make(map[string]bool, len(s.Backends))
+	for _, be := range s.Backends {
+		a := netip.AddrPortFrom(be.Addr.Addr().Unmap(), be.Addr.Port())
+		if !a.Addr().Is4() {
+			return nil, fmt.Errorf("backend %v is not an IPv4 address", be.Addr)
 		}
+		id := cmp.Or(be.ID, a.String())
+		if ids[id] {
+			return nil, fmt.Errorf("backend %q listed twice", id)
+		}
+		ids[id] = true
+		served := ports
+		if len(be.Ports) > 0 {
+			served = nil
+			for _, p := range be.Ports {
+				if !slices.Contains(ports, p) {
+					return nil, fmt.Errorf("backend %q serves port %v, which the service does not have", id, p)
+				}
+				if !slices.Contains(served, p) {
+					served = append(served, p)
+				}
+			}
+			// In the service's order, so that equal sets compare equal.
+			served = slices.DeleteFunc(slices.Clone(ports), func(p PortProto) bool { return !slices.Contains(served, p) })
+		}
+		nb := &backend{network: s.Network, service: s.Name, id: id, addr: a.Addr().As4(), port: a.Port(), ports: served}
+		if pb := prevByID[id]; pb != nil && pb.addr == nb.addr && pb.port == nb.port && slices.Equal(pb.ports, nb.ports) {
+			nb = pb
+		}
+		svc.backends = append(svc.backends, nb)
+		weights[nb] = be.Weight
+	}
+	slices.SortFunc(svc.backends, func(x, y *backend) int { return cmp.Compare(x.id, y.id) })
+	svc.weights = make([]uint32, len(svc.backends))
+	for i, be := range svc.backends {
+		svc.weights[i] = weights[be]
+	}
+	for _, p := range ports {
+		var mbs []maglev.Backend
+		var bes []*backend
+		for j, be := range svc.backends {
+			if slices.Contains(be.ports, p) {
+				mbs = append(mbs, maglev.Backend{ID: be.id, Weight: svc.weights[j]})
+				bes = append(bes, be)
+			}
+		}
+		pt := &portTable{svc: svc, port: p, backends: bes}
+		if pp := prev.portTable(p); pp != nil && pp.table.Size() == b.tableSize && sameBackends(pp, mbs, bes) {
+			pt.table = pp.table
+		} else {
+			t, err := maglev.New(mbs, b.tableSize)
+			if err != nil {
+				return nil, fmt.Errorf("port %v: %w", p, err)
+			}
+			pt.table = t
+		}
+		svc.tables = append(svc.tables, pt)
 	}
 	return svc, nil
 }
 
-// sameBackends reports whether prev was built from exactly these backends.
-func sameBackends(prev *service, mbs []maglev.Backend, addrs map[string]netip.AddrPort) bool {
+// portTable returns the table of port p of s (nil s: none).
+func (s *service) portTable(p PortProto) *portTable {
+	if s == nil {
+		return nil
+	}
+	for _, pt := range s.tables {
+		if pt.port == p {
+			return pt
+		}
+	}
+	return nil
+}
+
+// sameBackends reports whether prev's table was built from exactly these
+// backends (mbs and bes are aligned and ordered by ID, as a table's
+// backends are).
+func sameBackends(prev *portTable, mbs []maglev.Backend, bes []*backend) bool {
 	pbs := prev.table.Backends()
 	if len(pbs) != len(mbs) {
 		return false
 	}
-	for _, mb := range mbs {
-		i, found := slices.BinarySearchFunc(pbs, mb.ID, func(x maglev.Backend, id string) int { return cmp.Compare(x.ID, id) })
-		if !found || pbs[i].Weight != mb.Weight {
-			return false
-		}
-		a, pb := addrs[mb.ID], prev.backends[i]
-		if pb.addr != a.Addr().As4() || pb.port != a.Port() {
+	for i, mb := range mbs {
+		if pbs[i] != mb || prev.backends[i] != bes[i] {
 			return false
 		}
 	}

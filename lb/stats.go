@@ -86,8 +86,9 @@ type ServiceStats struct {
 type BackendStats struct {
 	ID         string
 	Addr       netip.AddrPort
+	Ports      []PortProto // the service ports it serves
 	Weight     uint32
-	Selections uint64 // new flows that picked this backend
+	Selections uint64 // new flows that picked this backend, on any port
 }
 
 // Stats returns a copy of the counters.
@@ -113,12 +114,12 @@ func (b *Balancer) Stats() Stats {
 	}
 	for _, svc := range b.snap.Load().order {
 		ss := ServiceStats{Network: svc.id.network, Name: svc.id.name, VIP: netip.AddrFrom4(svc.vip), Ports: slices.Clone(svc.ports)}
-		for i, mb := range svc.table.Backends() {
-			be := svc.backends[i]
+		for i, be := range svc.backends {
 			ss.Backends = append(ss.Backends, BackendStats{
-				ID:         mb.ID,
+				ID:         be.id,
 				Addr:       netip.AddrPortFrom(netip.AddrFrom4(be.addr), be.port),
-				Weight:     mb.Weight,
+				Ports:      slices.Clone(be.ports),
+				Weight:     svc.weights[i],
 				Selections: be.selections.Load(),
 			})
 		}

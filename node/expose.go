@@ -92,7 +92,7 @@ func (n *Node) expose(ctx context.Context, e config.Expose) (*proxy.Exposer, err
 		}
 	}
 	addr := netip.AddrPortFrom(self, port)
-	if _, err := n.AddBackend(ctx, api.AddBackend{Service: name, Network: network, Addr: addr.String(), Weight: 1}); err != nil {
+	if _, err := n.AddBackend(ctx, api.AddBackend{Service: name, Network: network, Addr: addr.String(), Weight: 1, ServicePort: e.PortNumber()}); err != nil {
 		if door != nil {
 			door.Close()
 		}

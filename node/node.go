@@ -253,6 +253,7 @@ func (n *Node) SetStaticRoutes(peers []config.Peer) error {
 func (n *Node) syncRoutes() error {
 	n.syncMu.Lock()
 	defer n.syncMu.Unlock()
+	defer n.routesChanged() // the balancer follows the route table (node/services.go)
 	n.mu.Lock()
 	static := n.static
 	n.mu.Unlock()

@@ -14,7 +14,16 @@ package node
 //   - table "overlayd.backends", network-scoped, key = "<service>/<ip:port>",
 //     owner = the node that added the backend, value = JSON
 //     {"service":"web","addr":"10.200.1.1:8080","weight":1,"healthy":true}
-//     plus an optional "check" ("tcp" or "udp"; absent means none).
+//     plus an optional "check" ("tcp" or "udp"; absent means none) and
+//     an optional "port": the number of the service port the backend
+//     serves (absent: see servedPorts).
+//
+// Which service port a backend serves (one rule, servedPorts): the port
+// given as "port"; else the service port(s) with the backend's own port
+// number (VIP:5201 → backends IP:5201); else, when every port of the
+// service has one number (80/tcp, or 53/tcp and 53/udp), that port,
+// mapped (VIP:80 → IP:8080). A flow to VIP:PORT only ever reaches a
+// backend that serves PORT: each port has its own Maglev table.
 //
 // Only an entry's owner writes it. A node changes only the services it
 // created and the backends it added; asked to change another node's, it
@@ -28,6 +37,7 @@ package node
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -48,6 +58,7 @@ import (
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/gossip"
 	"github.com/overlayd/overlayd/lb"
+	"github.com/overlayd/overlayd/router"
 )
 
 // The service tables; see the schema above.
@@ -83,6 +94,7 @@ type backendValue struct {
 	Weight  uint32 `json:"weight"`
 	Healthy bool   `json:"healthy"`
 	Check   string `json:"check,omitempty"`
+	Port    uint16 `json:"port,omitempty"` // the service port it serves; 0: by the rule of servedPorts
 }
 
 func backendKey(service string, addr netip.AddrPort) string { return service + "/" + addr.String() }
@@ -93,11 +105,13 @@ type services struct {
 	c   *control
 	log *zap.Logger
 
-	kick    chan struct{}
-	lastErr string // of the last sync; loop only
+	kick chan struct{}
 
 	mu      sync.Mutex           // guards watches
 	watches map[string][2]func() // network → cancels of its two watches
+
+	rmu      sync.Mutex        // guards rejected
+	rejected map[[2]string]string // network, service → why this node does not balance it (last sync)
 
 	opMu  sync.Mutex     // serialises the API's writes
 	fails map[string]int // backend key (network + "\x00" + key) → consecutive failed probes; checker only
@@ -106,7 +120,8 @@ type services struct {
 // startServices starts watching the service tables of the joined networks
 // and checking this node's backends. It stops with the control plane.
 func (c *control) startServices() {
-	s := &services{c: c, log: c.log.Named("services"), kick: make(chan struct{}, 1), watches: map[string][2]func(){}, fails: map[string]int{}}
+	s := &services{c: c, log: c.log.Named("services"), kick: make(chan struct{}, 1), watches: map[string][2]func(){},
+		rejected: map[[2]string]string{}, fails: map[string]int{}}
 	s.restore()
 	c.n.svc.Store(s)
 	c.wg.Add(2)
@@ -210,12 +225,14 @@ func (s *services) poke() {
 	}
 }
 
-// loop rebuilds the balancer's services on every change of the tables,
-// and once a second (which also picks up joined and left networks).
+// loop rebuilds the balancer's services on every change signal, and only
+// then: a change of the service tables of a joined network (their
+// watches), a write through the API or a health change, and a new route
+// table (routesChanged: a joined or left network, a route or member that
+// came or went). Signals coalesce: one rebuild takes every change that
+// arrived while the previous one ran.
 func (s *services) loop() {
 	defer s.unwatchAll()
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
 	for {
 		s.rewatch()
 		s.sync()
@@ -223,8 +240,17 @@ func (s *services) loop() {
 		case <-s.c.stop:
 			return
 		case <-s.kick:
-		case <-t.C:
 		}
+	}
+}
+
+// routesChanged is called after every swap of the router's route table;
+// the balancer follows it (a backend is usable only while its address is
+// routed to a live node, and a joined or left network changes the route
+// table too).
+func (n *Node) routesChanged() {
+	if s := n.svc.Load(); s != nil {
+		s.poke()
 	}
 }
 
@@ -285,6 +311,7 @@ func (s *services) unwatchAll() {
 type svcEntry struct {
 	v        serviceValue
 	owner    string
+	time     uint64 // Lamport time of the entry: the earlier of two services claiming one VIP port wins
 	vip      netip.Addr
 	ports    []lb.PortProto
 	backends []bkEntry
@@ -313,7 +340,7 @@ func (s *services) read(network string) []svcEntry {
 		if err != nil || !vip.Is4() {
 			continue
 		}
-		se := svcEntry{v: v, owner: e.Owner, vip: vip}
+		se := svcEntry{v: v, owner: e.Owner, time: e.Time, vip: vip}
 		for _, p := range v.Ports {
 			pp, err := parsePort(strconv.Itoa(int(p.Port)) + "/" + p.Proto)
 			if err == nil {
@@ -342,57 +369,177 @@ func (s *services) read(network string) []svcEntry {
 	return out
 }
 
-// inTable: the backend takes new flows only while healthy; weight 0
-// (draining) keeps it in the service so that its flows continue.
-func (b bkEntry) inTable() bool { return b.v.Healthy }
+// servedPorts is the one rule of which ports of a service (ports) a
+// backend at addr serves: the service port numbered explicit when that is
+// not 0; else the ports with addr's port number; else, when every port of
+// the service has one number, those (mapped to addr's port). Anything
+// else is ambiguous and an error that says how to choose.
+func servedPorts(ports []lb.PortProto, addr netip.AddrPort, explicit uint16) ([]lb.PortProto, error) {
+	pick := func(n uint16) []lb.PortProto {
+		var out []lb.PortProto
+		for _, p := range ports {
+			if p.Port == n {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	list := func() string {
+		ss := make([]string, len(ports))
+		for i, p := range ports {
+			ss[i] = p.String()
+		}
+		return strings.Join(ss, " ")
+	}
+	if explicit != 0 {
+		if out := pick(explicit); out != nil {
+			return out, nil
+		}
+		return nil, fmt.Errorf("the service has no port %d (its ports: %s)", explicit, list())
+	}
+	if out := pick(addr.Port()); out != nil {
+		return out, nil
+	}
+	if out := pick(ports[0].Port); len(out) == len(ports) {
+		return out, nil
+	}
+	return nil, fmt.Errorf("the service has several ports (%s) and none is %d: say which one backend %v serves with --service-port PORT", list(), addr.Port(), addr)
+}
 
-// sync hands the balancer the services of every joined network.
-//
-// Backends on this node's own addresses are left out of its tables: the
-// router does not hairpin a DNATed packet back into the attachment, so
-// this node's clients are balanced over the other nodes' backends only.
-func (s *services) sync() {
-	var all []lb.Service
-	joined := s.c.joinedList()
-	own := map[netip.Addr]bool{}
-	for _, j := range joined {
-		own[j.Addr] = true
+// Backend states, as 'service show' prints them.
+const (
+	stateActive      = "active"
+	stateDraining    = "draining"    // weight 0
+	stateUnhealthy   = "unhealthy"   // its health check fails
+	stateUnreachable = "unreachable" // its address is not routed to a live node
+	stateNoPort      = "no-port"     // it serves no port of the service (servedPorts)
+)
+
+// view is what a sync needs to know besides the service tables: this
+// node's addresses, the router's routes and the live members.
+type view struct {
+	vni    map[string]uint32 // joined network → VNI
+	own    map[netip.Addr]bool
+	routes []router.Route
+	live   map[string]bool
+}
+
+func (s *services) view() view {
+	v := view{vni: map[string]uint32{}, own: map[netip.Addr]bool{}, routes: s.c.n.rt.Routes(), live: map[string]bool{}}
+	for _, j := range s.c.joinedList() {
+		v.vni[j.Name] = j.VNI
+		v.own[j.Addr] = true
 	}
 	if a := s.c.n.cfg.Addr; a.IsValid() {
-		own[a.Addr()] = true
+		v.own[a.Addr()] = true
 	}
-	for _, j := range joined {
-		for _, se := range s.read(j.Name) {
-			ls := lb.Service{Network: j.Name, Name: se.v.Name, VIP: se.vip, Ports: se.ports}
-			for _, b := range se.backends {
-				if b.inTable() && !own[b.addr.Addr()] {
-					ls.Backends = append(ls.Backends, lb.Backend{Addr: b.addr, Weight: b.v.Weight})
-				}
-			}
-			all = append(all, ls)
+	for _, m := range s.c.g.Members() {
+		if m.State == gossip.StateAlive || m.State == gossip.StateSuspect {
+			v.live[m.Name] = true
 		}
 	}
-	bal := s.c.n.lb
-	if err := bal.Set(all); err != nil {
-		// One bad service (a VIP port claimed twice, say) must not stop
-		// the others: keep those that fit.
-		var ok []lb.Service
-		var msgs []string
-		for _, ls := range all {
-			if err := bal.Set(append(slices.Clone(ok), ls)); err != nil {
-				msgs = append(msgs, err.Error())
-				continue
-			}
-			ok = append(ok, ls)
-		}
-		bal.Set(ok)
-		if msg := strings.Join(msgs, "; "); msg != s.lastErr {
-			s.log.Warn("services left out", zap.String("err", msg))
-			s.lastErr = msg
-		}
-		return
+	return v
+}
+
+// reachable: a is this node's, or the router's most specific route on
+// the network that holds it is static or leads to a live member.
+func (v view) reachable(network string, a netip.Addr) bool {
+	if v.own[a] {
+		return true
 	}
-	s.lastErr = ""
+	best := -1
+	owner := ""
+	for _, r := range v.routes {
+		if r.VNI == v.vni[network] && r.Prefix.Contains(a) && r.Prefix.Bits() > best {
+			best, owner = r.Prefix.Bits(), r.Owner
+		}
+	}
+	return best >= 0 && (owner == "static" || v.live[owner])
+}
+
+// state is a backend's state on this node, and the service ports it
+// serves. Only an active backend takes new flows; a draining one stays in
+// its service so that its flows continue.
+func (v view) state(se svcEntry, b bkEntry) (string, []lb.PortProto) {
+	ports, err := servedPorts(se.ports, b.addr, b.v.Port)
+	switch {
+	case err != nil:
+		return stateNoPort, nil
+	case !b.v.Healthy:
+		return stateUnhealthy, ports
+	case !v.reachable(se.v.Network, b.addr.Addr()):
+		return stateUnreachable, ports
+	case b.v.Weight == 0:
+		return stateDraining, ports
+	}
+	return stateActive, ports
+}
+
+// balanced is the balancer's service for se: its active and draining
+// backends, without those on this node's own addresses (the router does
+// not hairpin a DNATed packet back into the attachment, so this node's
+// clients are balanced over the other nodes' backends only).
+func (v view) balanced(se svcEntry) lb.Service {
+	ls := lb.Service{Network: se.v.Network, Name: se.v.Name, VIP: se.vip, Ports: se.ports}
+	for _, b := range se.backends {
+		st, ports := v.state(se, b)
+		if (st == stateActive || st == stateDraining) && !v.own[b.addr.Addr()] {
+			ls.Backends = append(ls.Backends, lb.Backend{Addr: b.addr, Ports: ports, Weight: b.v.Weight})
+		}
+	}
+	return ls
+}
+
+// sync hands the balancer the services of every joined network, as one
+// snapshot. A service the balancer refuses (two services claiming one
+// VIP port: the later entry loses) is left out alone, logged and shown by
+// 'service ls'; every other service is published with it.
+func (s *services) sync() {
+	v := s.view()
+	var ses []svcEntry
+	for _, j := range s.c.joinedList() {
+		ses = append(ses, s.read(j.Name)...)
+	}
+	// The same order on every node: the earlier of two claims wins.
+	slices.SortStableFunc(ses, func(a, b svcEntry) int {
+		return cmp.Or(cmp.Compare(a.time, b.time), cmp.Compare(a.owner, b.owner), cmp.Compare(a.v.Network, b.v.Network), cmp.Compare(a.v.Name, b.v.Name))
+	})
+	all := make([]lb.Service, len(ses))
+	for i, se := range ses {
+		all[i] = v.balanced(se)
+	}
+	rejected := map[[2]string]string{}
+	if err := s.c.n.lb.Set(all); err != nil {
+		var serr *lb.SetError
+		if !errors.As(err, &serr) {
+			s.log.Error("balancer", zap.Error(err))
+			return
+		}
+		for _, r := range serr.Rejected {
+			rejected[[2]string{r.Network, r.Name}] = r.Err.Error()
+		}
+	}
+	s.rmu.Lock()
+	old := s.rejected
+	s.rejected = rejected
+	s.rmu.Unlock()
+	for k, why := range rejected {
+		if old[k] != why {
+			s.log.Warn("service left out of the balancer", zap.String("network", k[0]), zap.String("service", k[1]), zap.String("reason", why))
+		}
+	}
+	for k := range old {
+		if _, still := rejected[k]; !still {
+			s.log.Info("service balanced again", zap.String("network", k[0]), zap.String("service", k[1]))
+		}
+	}
+}
+
+// rejectedWhy says why this node does not balance a service ("" when it does).
+func (s *services) rejectedWhy(network, name string) string {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	return s.rejected[[2]string{network, name}]
 }
 
 // parsePort reads "80/tcp" (the protocol defaults to tcp).
@@ -491,7 +638,8 @@ func (s *services) find(network, name string) (svcEntry, bool) {
 
 // info describes a service with this node's balancer figures.
 func (s *services) info(se svcEntry, flows map[[3]string]int, st lb.Stats) api.ServiceInfo {
-	si := api.ServiceInfo{Name: se.v.Name, Network: se.v.Network, VIP: se.vip.String(), Creator: se.owner, Backends: []api.BackendInfo{}}
+	si := api.ServiceInfo{Name: se.v.Name, Network: se.v.Network, VIP: se.vip.String(), Creator: se.owner, Backends: []api.BackendInfo{},
+		Error: s.rejectedWhy(se.v.Network, se.v.Name)}
 	for _, p := range se.ports {
 		si.Ports = append(si.Ports, p.String())
 	}
@@ -504,17 +652,14 @@ func (s *services) info(se svcEntry, flows map[[3]string]int, st lb.Stats) api.S
 			}
 		}
 	}
+	v := s.view()
 	for _, b := range se.backends {
 		id := b.addr.String()
+		state, ports := v.state(se, b)
 		bi := api.BackendInfo{Addr: id, Weight: b.v.Weight, Healthy: b.v.Healthy, Check: cmpOr(b.v.Check, "none"), Owner: b.owner,
-			InTable: inTable[id], Selections: sel[id], Flows: flows[[3]string{se.v.Network, se.v.Name, id}]}
-		switch {
-		case !b.v.Healthy:
-			bi.State = "unhealthy"
-		case b.v.Weight == 0:
-			bi.State = "draining"
-		default:
-			bi.State = "active"
+			State: state, Ports: []string{}, InTable: inTable[id], Selections: sel[id], Flows: flows[[3]string{se.v.Network, se.v.Name, id}]}
+		for _, p := range ports {
+			bi.Ports = append(bi.Ports, p.String())
 		}
 		si.Flows += bi.Flows
 		si.Backends = append(si.Backends, bi)
@@ -745,17 +890,67 @@ func (n *Node) AddBackend(_ context.Context, req api.AddBackend) (api.ServiceInf
 	key := backendKey(req.Service, a)
 	if e, ok := s.c.g.Get(tableBackends, network, key); ok && e.Owner == s.c.g.Name() {
 		var old backendValue
-		if json.Unmarshal(e.Value, &old) == nil && old.Check == req.Check {
-			healthy = old.Healthy
+		if json.Unmarshal(e.Value, &old) == nil {
+			if old.Check == req.Check {
+				healthy = old.Healthy
+			}
+			if req.ServicePort == 0 { // an update keeps the port it serves
+				req.ServicePort = old.Port
+			}
 		}
 	}
-	if err := s.putBackend(network, key, backendValue{Service: req.Service, Addr: a.String(), Weight: req.Weight, Healthy: healthy, Check: req.Check}); err != nil {
+	if _, err := servedPorts(se.ports, a, req.ServicePort); err != nil {
+		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "service %s: %v", req.Service, err)
+	}
+	if err := s.putBackend(network, key, backendValue{Service: req.Service, Addr: a.String(), Weight: req.Weight, Healthy: healthy, Check: req.Check, Port: req.ServicePort}); err != nil {
 		return api.ServiceInfo{}, err
 	}
-	s.log.Info("backend added", zap.String("network", network), zap.String("service", req.Service), zap.Stringer("backend", a), zap.Uint32("weight", req.Weight), zap.String("check", cmpOr(req.Check, "none")))
+	s.log.Info("backend added", zap.String("network", network), zap.String("service", req.Service), zap.Stringer("backend", a), zap.Uint32("weight", req.Weight), zap.String("check", cmpOr(req.Check, "none")), zap.Uint16("service_port", req.ServicePort))
 	s.changed()
 	se, _ = s.find(network, req.Service)
 	return s.info(se, n.flowCounts(), n.lb.Stats()), nil
+}
+
+// backendWait bounds how long a command waits for a backend entry that is
+// not here (yet): one added on another node a moment ago may still be on
+// its way.
+const backendWait = 2 * time.Second
+
+// lookupBackend returns the backends entry under key, including one whose
+// owner this node does not yet know to take part in the network (so that
+// a refusal can name its owner), waiting up to backendWait for one that
+// has not arrived. The caller holds opMu.
+func (s *services) lookupBackend(network, key string) (gossip.Entry, bool) {
+	find := func() (gossip.Entry, bool) {
+		if e, ok := s.c.g.Get(tableBackends, network, key); ok {
+			return e, true
+		}
+		for _, e := range s.c.g.ListAll(tableBackends, network) {
+			if e.Key == key {
+				return e, true
+			}
+		}
+		return gossip.Entry{}, false
+	}
+	if e, ok := find(); ok {
+		return e, true
+	}
+	ch, cancel := s.c.g.Watch(tableBackends, network)
+	defer cancel()
+	timer := time.NewTimer(backendWait)
+	defer timer.Stop()
+	for {
+		if e, ok := find(); ok {
+			return e, true
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			return find()
+		case <-s.c.stop:
+			return gossip.Entry{}, false
+		}
+	}
 }
 
 func (s *services) putBackend(network, key string, v backendValue) error {
@@ -784,7 +979,7 @@ func (n *Node) RemoveBackend(_ context.Context, ref api.BackendRef, drain bool) 
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
 	key := backendKey(ref.Service, a)
-	e, ok := s.c.g.Get(tableBackends, network, key)
+	e, ok := s.lookupBackend(network, key)
 	if !ok {
 		return api.ServiceInfo{}, api.Errorf(http.StatusNotFound, "service %q on network %q has no backend %v", ref.Service, network, a)
 	}
@@ -829,21 +1024,29 @@ func (n *Node) Conntrack(context.Context) ([]api.Flow, error) {
 }
 
 // servicesSummary is the services line of the node's status; nil without
-// services.
+// services. It counts the services and backends as 'service ls' does.
 func (n *Node) servicesSummary() *api.ServicesSummary {
 	if n.lb == nil {
 		return nil
 	}
 	st := n.lb.Stats()
-	if len(st.Services) == 0 && st.NewFlows == 0 {
+	infos, _ := n.Services(context.Background())
+	if len(infos) == 0 && len(st.Services) == 0 && st.NewFlows == 0 {
 		return nil
 	}
-	sum := &api.ServicesSummary{Services: len(st.Services), Flows: st.Flows, MaxFlows: st.MaxFlows, NewFlows: st.NewFlows,
+	sum := &api.ServicesSummary{Services: len(infos), Flows: st.Flows, MaxFlows: st.MaxFlows, NewFlows: st.NewFlows,
 		Resets: st.Resets, NoBackend: st.NoBackend, Refused: st.Refused}
-	for _, ss := range st.Services {
-		for _, b := range ss.Backends {
-			if b.Weight > 0 {
-				sum.Backends++
+	for _, si := range infos {
+		if si.Error != "" {
+			sum.Rejected++
+		}
+		sum.Backends += len(si.Backends)
+		for _, b := range si.Backends {
+			if b.State == stateActive {
+				sum.Active++
+			}
+			if b.InTable {
+				sum.InTables++
 			}
 		}
 	}
@@ -907,6 +1110,7 @@ func (s *services) checkAll() {
 	}
 	wg.Wait()
 	cancel()
+	changed := false
 	for i, pt := range targets {
 		fk := pt.network + "\x00" + pt.key
 		healthy := pt.v.Healthy
@@ -931,13 +1135,16 @@ func (s *services) checkAll() {
 			if err := s.putBackend(pt.network, pt.key, cur); err != nil {
 				s.log.Warn("health", zap.String("backend", cur.Addr), zap.Error(err))
 			} else {
+				changed = true
 				s.log.Info("backend health changed", zap.String("network", pt.network), zap.String("service", cur.Service),
 					zap.String("backend", cur.Addr), zap.Bool("healthy", healthy), zap.NamedError("probe", results[i]))
 			}
 		}
 		s.opMu.Unlock()
 	}
-	s.poke()
+	if changed {
+		s.poke()
+	}
 }
 
 // probe checks one backend through this node's attachment: the netstack

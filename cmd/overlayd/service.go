@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -23,12 +24,26 @@ over the backends with a Maglev table, and established flows never move.
                                           the network's VIP range unless given
   service ls                              list the services
   service show NAME                       backends, weights, health and flows
-  service add-backend NAME IP:PORT [--weight W] [--check tcp|udp|none]
-                                          add (or update) a backend; run it on
-                                          the node that hosts the backend
+  service add-backend NAME IP:PORT [--weight W] [--check tcp|udp|none] [--service-port N]
+                                          add (or update) a backend; it can be
+                                          changed only on the node that adds it
   service drain NAME IP:PORT              weight 0: no new flows, existing ones finish
   service remove-backend NAME IP:PORT     remove a backend (its clients get a reset)
   service rm NAME                         remove a service (on the node that created it)
+
+Which service port a backend serves: a flow to VIP:PORT only ever reaches
+a backend of that port. A backend IP:PORT serves the service port with its
+own number (service perf --port 5201/tcp --port 8002/tcp: backend
+10.70.0.5:5201 takes VIP:5201, 10.70.0.5:8002 takes VIP:8002). A service
+whose ports all have one number (--port 80/tcp) also takes a backend on
+any other port, mapped (VIP:80 → 10.70.0.5:8080). Otherwise say which
+port the backend serves with --service-port (--service-port 8002 for a
+backend 10.70.0.5:9000: VIP:8002 → 10.70.0.5:9000).
+
+A backend takes new flows only while it is active: healthy (its check
+passes), weight above 0, and its address routed to a live node (else it is
+shown unreachable). A node balances its own clients over the other nodes'
+backends only.
 
 A backend can be changed only on the node that added it, and a service
 removed only on the node that created it.`
@@ -55,7 +70,8 @@ func serviceCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	fs.Var(&ports, "port", "`PORT/PROTO` of the service, such as 80/tcp or 53/udp; repeat for several (create)")
 	vip := fs.String("vip", "", "the service's `IP` (create; default: one from the network's VIP range)")
 	weight := fs.Int("weight", 1, "backend's relative share of new flows, `0-65535` (add-backend; 0 drains)")
-	check := fs.String("check", "none", "active health check of the backend from its own node every 2s: `tcp, udp or none` (add-backend)")
+	check := fs.String("check", "none", "active health check of the backend, from the node that adds it, every 2s: `tcp, udp or none` (add-backend)")
+	servicePort := fs.Int("service-port", 0, "the service `port` the backend serves (add-backend; default: the one with the backend's port number, or the service's only port)")
 	pos, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return err
@@ -77,7 +93,7 @@ func serviceCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		}
 		return nil
 	}
-	for _, f := range [][]string{{"port", "create"}, {"vip", "create"}, {"weight", "add-backend"}, {"check", "add-backend"}} {
+	for _, f := range [][]string{{"port", "create"}, {"vip", "create"}, {"weight", "add-backend"}, {"check", "add-backend"}, {"service-port", "add-backend"}} {
 		if err := only(f[0], f[1:]...); err != nil {
 			return err
 		}
@@ -145,6 +161,11 @@ func serviceCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(tw, "(none: create one with 'overlayd service create NAME --port 80/tcp')")
 		}
 		tw.Flush()
+		for _, s := range ss {
+			if s.Error != "" {
+				fmt.Fprintf(stdout, "service %s is not balanced by this node: %s\n", s.Name, s.Error)
+			}
+		}
 	case "show":
 		if err := want(1, "show NAME"); err != nil {
 			return err
@@ -158,8 +179,11 @@ func serviceCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		}
 		printService(stdout, s)
 	case "add-backend":
-		if err := want(2, "add-backend NAME IP:PORT [--weight W] [--check tcp|udp|none]"); err != nil {
+		if err := want(2, "add-backend NAME IP:PORT [--weight W] [--check tcp|udp|none] [--service-port N]"); err != nil {
 			return err
+		}
+		if *servicePort < 0 || *servicePort > 65535 {
+			return usagef("--service-port %d: want a port of the service, 1 to 65535", *servicePort)
 		}
 		if *weight < 0 || *weight > 65535 {
 			return usagef("--weight %d: want a number from 0 to 65535", *weight)
@@ -169,14 +193,20 @@ func serviceCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		default:
 			return usagef("--check %q: want tcp, udp or none", *check)
 		}
-		s, err := c.AddBackend(ctx, api.AddBackend{Service: pos[0], Network: *network, Addr: pos[1], Weight: uint32(*weight), Check: *check})
+		s, err := c.AddBackend(ctx, api.AddBackend{Service: pos[0], Network: *network, Addr: pos[1], Weight: uint32(*weight), Check: *check, ServicePort: uint16(*servicePort)})
 		if err != nil {
 			return err
 		}
 		if *asJSON {
 			return printJSON(stdout, s)
 		}
-		fmt.Fprintf(stdout, "backend %s added to %s (VIP %s) with weight %d, check %s\n", pos[1], s.Name, s.VIP, *weight, *check)
+		serves := ""
+		for _, b := range s.Backends {
+			if b.Addr == pos[1] && len(b.Ports) > 0 {
+				serves = ", serving VIP port " + strings.Join(b.Ports, " ")
+			}
+		}
+		fmt.Fprintf(stdout, "backend %s added to %s (VIP %s) with weight %d, check %s%s\n", pos[1], s.Name, s.VIP, *weight, *check, serves)
 	case "drain", "remove-backend":
 		if err := want(2, sub+" NAME IP:PORT"); err != nil {
 			return err
@@ -219,15 +249,29 @@ func printService(w io.Writer, s api.ServiceInfo) {
 	fmt.Fprintf(tw, "ports\t%s\n", strings.Join(s.Ports, " "))
 	fmt.Fprintf(tw, "creator\t%s\n", s.Creator)
 	fmt.Fprintf(tw, "flows\t%d (this node's clients)\n", s.Flows)
+	if s.Error != "" {
+		fmt.Fprintf(tw, "error\tnot balanced by this node: %s\n", s.Error)
+	}
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "BACKEND\tWEIGHT\tSTATE\tCHECK\tOWNER\tFLOWS\tPICKED")
+	fmt.Fprintln(tw, "BACKEND\tPORTS\tWEIGHT\tSTATE\tCHECK\tOWNER\tFLOWS\tPICKED")
 	for _, b := range s.Backends {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%s\n", b.Addr, b.Weight, b.State, b.Check, b.Owner, b.Flows, strconv.FormatUint(b.Selections, 10))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%d\t%s\n", b.Addr, cmp.Or(strings.Join(b.Ports, ","), "-"), b.Weight, b.State, b.Check, b.Owner, b.Flows, strconv.FormatUint(b.Selections, 10))
 	}
 	if len(s.Backends) == 0 {
 		fmt.Fprintf(tw, "(none: add one with 'overlayd service add-backend %s IP:PORT' on its node)\n", s.Name)
 	}
 	tw.Flush()
+}
+
+// servicesLine is the services line of 'overlayd status': the services and
+// backends counted as 'service ls' counts them (BACKENDS active/all), then
+// this node's balancer.
+func servicesLine(s *api.ServicesSummary) string {
+	line := fmt.Sprintf("%d, backends %d/%d active (%d in this node's tables, which leave out its own)", s.Services, s.Active, s.Backends, s.InTables)
+	if s.Rejected > 0 {
+		line += fmt.Sprintf(", %d not balanced (see 'overlayd service ls')", s.Rejected)
+	}
+	return line + fmt.Sprintf("; %d flows (of %d), %d new, %d resets", s.Flows, s.MaxFlows, s.NewFlows, s.Resets)
 }

@@ -12,17 +12,25 @@ import (
 )
 
 // fakeServices is a daemon with one service, web, and one flow.
-type fakeServices struct{ created api.CreateService }
+type fakeServices struct {
+	created api.CreateService
+	added   api.AddBackend
+}
 
 var web = api.ServiceInfo{Name: "web", Network: "blue", VIP: "10.70.240.0", Ports: []string{"80/tcp", "53/udp"}, Creator: "n0", Flows: 1,
 	Backends: []api.BackendInfo{
-		{Addr: "10.70.120.1:8080", Weight: 1, Healthy: true, Check: "tcp", Owner: "n1", State: "active", InTable: true, Flows: 1, Selections: 7},
-		{Addr: "10.70.60.1:8080", Weight: 0, Healthy: true, Check: "none", Owner: "n2", State: "draining"},
+		{Addr: "10.70.120.1:8080", Ports: []string{"80/tcp"}, Weight: 1, Healthy: true, Check: "tcp", Owner: "n1", State: "active", InTable: true, Flows: 1, Selections: 7},
+		{Addr: "10.70.60.1:8080", Ports: []string{"80/tcp"}, Weight: 0, Healthy: true, Check: "none", Owner: "n2", State: "draining"},
+		{Addr: "10.70.60.1:53", Ports: []string{"53/udp"}, Weight: 1, Healthy: true, Check: "none", Owner: "n0", State: "unreachable"},
 	}}
+
+// clash is a service that another claimed the VIP port of first.
+var clash = api.ServiceInfo{Name: "clash", Network: "blue", VIP: "10.70.240.0", Ports: []string{"80/tcp"}, Creator: "n3", Backends: []api.BackendInfo{},
+	Error: `lb: service "blue/clash": 10.70.240.0 80/tcp is already served by "blue/web"`}
 
 func (f *fakeServices) Status(context.Context) (api.Status, error) { return api.Status{}, nil }
 func (f *fakeServices) Services(context.Context) ([]api.ServiceInfo, error) {
-	return []api.ServiceInfo{web}, nil
+	return []api.ServiceInfo{web, clash}, nil
 }
 func (f *fakeServices) Service(_ context.Context, _, name string) (api.ServiceInfo, error) {
 	if name != "web" {
@@ -37,7 +45,8 @@ func (f *fakeServices) CreateService(_ context.Context, req api.CreateService) (
 func (f *fakeServices) RemoveService(context.Context, string, string) error {
 	return api.Errorf(http.StatusConflict, "service web was created by node n0; run the command there")
 }
-func (f *fakeServices) AddBackend(context.Context, api.AddBackend) (api.ServiceInfo, error) {
+func (f *fakeServices) AddBackend(_ context.Context, req api.AddBackend) (api.ServiceInfo, error) {
+	f.added = req
 	return web, nil
 }
 func (f *fakeServices) RemoveBackend(_ context.Context, ref api.BackendRef, _ bool) (api.ServiceInfo, error) {
@@ -72,12 +81,16 @@ func TestServiceCommands(t *testing.T) {
 		{[]string{"service", "add-backend", "web", "10.70.1.1:80", "--check", "http"}, 2, "", `--check "http"`},
 		{[]string{"service", "show"}, 2, "", "want: overlayd service show NAME"},
 		{[]string{"service", "create", "api", "--port", "80/tcp", "--port", "53/udp"}, 0, "service api created on network blue: VIP 10.70.240.1, ports 80/tcp 53/udp", ""},
-		{[]string{"service", "ls"}, 0, "web   blue     10.70.240.0  80/tcp,53/udp  1/2", ""},
-		{[]string{"service", "show", "web"}, 0, "10.70.60.1:8080   0       draining", ""},
+		{[]string{"service", "ls"}, 0, "web    blue     10.70.240.0  80/tcp,53/udp  1/3", ""},
+		{[]string{"service", "ls"}, 0, `service clash is not balanced by this node: lb: service "blue/clash": 10.70.240.0 80/tcp is already served by "blue/web"`, ""},
+		{[]string{"service", "show", "web"}, 0, "10.70.60.1:8080   80/tcp  0       draining", ""},
+		{[]string{"service", "show", "web"}, 0, "10.70.60.1:53     53/udp  1       unreachable", ""},
+		{[]string{"service", "add-backend", "web", "10.70.1.1:9000", "--service-port", "70000"}, 2, "", "--service-port 70000"},
+		{[]string{"service", "drain", "web", "10.70.1.1:9000", "--service-port", "80"}, 2, "", "--service-port is for service add-backend"},
 		{[]string{"service", "show", "nope"}, 1, "", `no service "nope" on network "blue"`},
 		{[]string{"service", "rm", "web"}, 1, "", "was created by node n0; run the command there"},
 		{[]string{"service", "drain", "web", "10.70.60.1:8080"}, 1, "", "backend 10.70.60.1:8080 was added by node n2; run the command there"},
-		{[]string{"service", "add-backend", "web", "10.70.120.1:8080", "--check", "tcp"}, 0, "backend 10.70.120.1:8080 added to web (VIP 10.70.240.0) with weight 1, check tcp", ""},
+		{[]string{"service", "add-backend", "web", "10.70.120.1:8080", "--check", "tcp", "--service-port", "80"}, 0, "backend 10.70.120.1:8080 added to web (VIP 10.70.240.0) with weight 1, check tcp, serving VIP port 80/tcp", ""},
 		{[]string{"conntrack"}, 0, "tcp    10.70.0.2:40000  10.70.240.0:80  10.70.120.1:8080  ESTABLISHED  blue/web  12s", ""},
 		{[]string{"conntrack", "--service", "other"}, 0, "(no flows)", ""},
 	}
@@ -91,11 +104,32 @@ func TestServiceCommands(t *testing.T) {
 	if strings.Join(f.created.Ports, " ") != "80/tcp 53/udp" {
 		t.Errorf("create sent ports %q", f.created.Ports)
 	}
+	if f.added.ServicePort != 80 || f.added.Check != "tcp" {
+		t.Errorf("add-backend sent %+v, want service port 80 and check tcp", f.added)
+	}
 	for _, args := range [][]string{{"service", "ls", "--json"}, {"service", "show", "web", "--json"}, {"conntrack", "--json"}} {
 		code, o, e := run(t, append(args, "--control", ctl)...)
 		var v any
 		if code != 0 || json.Unmarshal([]byte(o), &v) != nil {
 			t.Errorf("overlayd %q = %d, stdout %q stderr %q: want JSON", args, code, o, e)
+		}
+	}
+}
+
+// The status line counts services and backends as 'service ls' does
+// (issue 10: "services 1, 1 backends in the tables" beside BACKENDS 2/2).
+func TestServicesLine(t *testing.T) {
+	for _, tc := range []struct {
+		s    api.ServicesSummary
+		want string
+	}{
+		{api.ServicesSummary{Services: 1, Backends: 2, Active: 2, InTables: 1, MaxFlows: 262144},
+			"1, backends 2/2 active (1 in this node's tables, which leave out its own); 0 flows (of 262144), 0 new, 0 resets"},
+		{api.ServicesSummary{Services: 3, Rejected: 1, Backends: 4, Active: 3, InTables: 3, Flows: 2, MaxFlows: 10, NewFlows: 5, Resets: 1},
+			"3, backends 3/4 active (3 in this node's tables, which leave out its own), 1 not balanced (see 'overlayd service ls'); 2 flows (of 10), 5 new, 1 resets"},
+	} {
+		if got := servicesLine(&tc.s); got != tc.want {
+			t.Errorf("servicesLine(%+v) =\n%s\nwant\n%s", tc.s, got, tc.want)
 		}
 	}
 }

@@ -41,7 +41,7 @@ func printStatus(w io.Writer, st api.Status) {
 		fmt.Fprintf(tw, "network\tvni %d, address %s\n", n.VNI, n.Addr)
 	}
 	if s := st.Services; s != nil {
-		fmt.Fprintf(tw, "services\t%d, %d backends in the tables; %d flows (of %d), %d new, %d resets\n", s.Services, s.Backends, s.Flows, s.MaxFlows, s.NewFlows, s.Resets)
+		fmt.Fprintf(tw, "services\t%s\n", servicesLine(s)) // cmd/overlayd/service.go
 	}
 	tw.Flush()
 
