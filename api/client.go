@@ -14,6 +14,19 @@ import (
 	"syscall"
 )
 
+// RemoteError is the daemon's answer to a request it did not carry out:
+// Code is the HTTP status (see Errorf), Msg the daemon's sentence.
+type RemoteError struct {
+	Code int
+	Msg  string
+}
+
+func (e *RemoteError) Error() string { return "overlayd: " + e.Msg }
+
+// Mistake reports whether the daemon refused the request as bad input
+// (400): a mistake of the user's, not a failure.
+func (e *RemoteError) Mistake() bool { return e.Code == http.StatusBadRequest }
+
 // Client talks to a daemon's control socket.
 type Client struct {
 	path string
@@ -116,9 +129,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode/100 != 2 {
 		var e Error
 		if json.Unmarshal(answer, &e) == nil && e.Error != "" {
-			return fmt.Errorf("overlayd: %s", e.Error)
+			return &RemoteError{Code: resp.StatusCode, Msg: e.Error}
 		}
-		return fmt.Errorf("overlayd: %s", resp.Status)
+		return &RemoteError{Code: resp.StatusCode, Msg: resp.Status}
 	}
 	if err := json.Unmarshal(answer, out); err != nil {
 		return fmt.Errorf("api: bad answer from %s: %w", c.path, err)

@@ -78,7 +78,8 @@ type Config struct {
 	// Exposes make programs on this host backends of overlay services.
 	Exposes []Expose `yaml:"exposes"`
 
-	metricsLine int // of the metrics key in the file; 0 from flags
+	lines     map[string]int // top-level key → line in the file; nil from flags
+	peerLines []int          // peers[i] → line
 }
 
 // Underlay tunes the underlay UDP socket.
@@ -91,6 +92,8 @@ type Underlay struct {
 	// MTU of the underlay path; 0 means: read it off the interface that
 	// holds the listen address (1500 when that is unspecified).
 	MTU int `yaml:"mtu"`
+
+	lines map[string]int
 }
 
 // Gossip configures the control plane.
@@ -107,6 +110,8 @@ type Gossip struct {
 	// Profile is memberlist's timing profile: default (LAN, failure
 	// detection in about 5 s) or test (chatty, well under 1 s).
 	Profile string `yaml:"profile"`
+
+	lines map[string]int
 }
 
 // DefaultGossipPort is memberlist's usual port, used for join seeds given
@@ -122,6 +127,8 @@ type Log struct {
 	Level string `yaml:"level"`
 	// Format is console or json.
 	Format string `yaml:"format"`
+
+	lines map[string]int
 }
 
 // Peer is a static route: Prefix lives at VTEP. Written PREFIX@IP:PORT.
@@ -225,79 +232,87 @@ func DefaultControlPath() string {
 // Validate checks a configuration and returns every mistake it finds.
 func (c *Config) Validate() error {
 	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	// bad reports a mistake in the value of key (dotted, "log.level"),
+	// naming its line when it came from the file.
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s", atLine(c.line(key), fmt.Sprintf(format, args...))))
+	}
 	if c.Name == "" {
-		bad("name: must not be empty")
+		bad("name", "name: must not be empty")
 	}
 	switch c.Mode {
 	case ModeAuto, ModeTUN, ModeNetstack, ModeTAP:
 	default:
-		bad("mode: %q is not one of auto, tun, netstack, tap", c.Mode)
+		bad("mode", "mode: %q is not one of auto, tun, netstack, tap", c.Mode)
 	}
 	if !c.Listen.IsValid() {
-		bad("listen: want IP:PORT, e.g. 0.0.0.0:4789")
+		bad("listen", "listen: want IP:PORT, e.g. 0.0.0.0:4789")
 	}
 	if !c.Addr.IsValid() {
 		if !c.Gossip.Enabled() {
-			bad("addr: this node's overlay address is required, e.g. 10.200.1.1/16 (or turn gossip on with gossip.listen / --gossip)")
+			bad("addr", "addr: this node's overlay address is required, e.g. 10.200.1.1/16 (or turn gossip on with gossip.listen / --gossip)")
 		} else if c.Mode == ModeTAP {
-			bad("addr: tap mode carries exactly one network, so it needs addr even with gossip")
+			bad("addr", "addr: tap mode carries exactly one network, so it needs addr even with gossip")
 		}
 	} else if !c.Addr.Addr().Is4() {
-		bad("addr: %v: only IPv4 overlay addresses are supported", c.Addr)
+		bad("addr", "addr: %v: only IPv4 overlay addresses are supported", c.Addr)
 	} else if c.Addr.Bits() > 30 {
-		bad("addr: %v: the prefix /%d leaves no room for peers; use /30 or shorter", c.Addr, c.Addr.Bits())
+		bad("addr", "addr: %v: the prefix /%d leaves no room for peers; use /30 or shorter", c.Addr, c.Addr.Bits())
 	} else if c.Addr.Addr() == c.Addr.Masked().Addr() {
-		bad("addr: %v is the network address, not a host address", c.Addr)
+		bad("addr", "addr: %v is the network address, not a host address", c.Addr)
 	}
 	if c.VNI > 1<<24-1 {
-		bad("vni: %d is out of range (0-16777215)", c.VNI)
+		bad("vni", "vni: %d is out of range (0-16777215)", c.VNI)
 	}
-	for _, p := range c.Peers {
+	for i, p := range c.Peers {
+		key := fmt.Sprintf("peers[%d]", i)
 		if !p.Prefix.Addr().Is4() {
-			bad("peers: %v: only IPv4 overlay prefixes are supported", p)
+			bad(key, "peers: %v: only IPv4 overlay prefixes are supported", p)
 		}
 		if c.Addr.IsValid() && p.Prefix.Contains(c.Addr.Addr()) {
-			bad("peers: %v covers this node's own address %v", p, c.Addr.Addr())
+			bad(key, "peers: %v covers this node's own address %v", p, c.Addr.Addr())
 		}
 	}
 	if !c.Gossip.Enabled() && len(c.Gossip.Join) > 0 {
-		bad("gossip.join: seeds are given but gossip is off; set gossip.listen (--gossip IP:PORT)")
+		bad("gossip.join", "gossip.join: seeds are given but gossip is off; set gossip.listen (--gossip IP:PORT)")
+	}
+	if !c.Gossip.Enabled() && c.Gossip.KeyFile != "" {
+		bad("gossip.key_file", "gossip.key_file: a key file is given but gossip is off; set gossip.listen (--gossip IP:PORT)")
 	}
 	for i, s := range c.Gossip.Join {
 		if _, err := ParseAddrPort(s, DefaultGossipPort); err != nil {
-			bad("gossip.join[%d]: %v", i, err)
+			bad("gossip.join", "gossip.join[%d]: %v", i, err)
 		}
 	}
 	switch c.Gossip.Profile {
 	case "default", "test":
 	default:
-		bad("gossip.profile: %q is not one of default, test", c.Gossip.Profile)
+		bad("gossip.profile", "gossip.profile: %q is not one of default, test", c.Gossip.Profile)
 	}
 	if c.Gossip.Enabled() && c.Gossip.Listen.Port() != 0 && c.Gossip.Listen == c.Listen {
-		bad("gossip.listen: %v is also the VTEP (listen); give gossip another port", c.Gossip.Listen)
+		bad("gossip.listen", "gossip.listen: %v is also the VTEP (listen); give gossip another port", c.Gossip.Listen)
 	}
 	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
-		bad("mtu: %d is out of range (576-65535)", c.MTU)
+		bad("mtu", "mtu: %d is out of range (576-65535)", c.MTU)
 	}
 	if c.Underlay.MTU != 0 && (c.Underlay.MTU < 576+50 || c.Underlay.MTU > 65535) {
-		bad("underlay.mtu: %d is out of range (626-65535)", c.Underlay.MTU)
+		bad("underlay.mtu", "underlay.mtu: %d is out of range (626-65535)", c.Underlay.MTU)
 	}
 	if c.Underlay.SourcePorts < 0 || c.Underlay.SourcePorts > 64 {
-		bad("underlay.source_ports: %d is out of range (0-64)", c.Underlay.SourcePorts)
+		bad("underlay.source_ports", "underlay.source_ports: %d is out of range (0-64)", c.Underlay.SourcePorts)
 	}
 	if (c.Mode == ModeTUN || c.Mode == ModeTAP || c.Mode == ModeAuto) && (c.TUNName == "" || len(c.TUNName) > 15) {
-		bad("tun_name: %q must be 1 to 15 characters", c.TUNName)
+		bad("tun_name", "tun_name: %q must be 1 to 15 characters", c.TUNName)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		bad("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+		bad("log.level", "log.level: %q is not one of debug, info, warn, error", c.Log.Level)
 	}
 	switch c.Log.Format {
 	case "console", "json":
 	default:
-		bad("log.format: %q is not one of console, json", c.Log.Format)
+		bad("log.format", "log.format: %q is not one of console, json", c.Log.Format)
 	}
 	errs = append(errs, c.validateDoors()...)
 	errs = append(errs, c.validateDNS()...)
@@ -306,6 +321,76 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validateExposes()...)
 	return errors.Join(errs...)
 }
+
+// line is the line in the file of a key, dotted ("log.level") or a peer
+// ("peers[2]"); 0 when the value did not come from the file.
+func (c *Config) line(key string) int {
+	var i int
+	if _, err := fmt.Sscanf(key, "peers[%d]", &i); err == nil {
+		if i < len(c.peerLines) {
+			return c.peerLines[i]
+		}
+		return 0
+	}
+	section, sub, nested := strings.Cut(key, ".")
+	if !nested {
+		return c.lines[section]
+	}
+	switch section {
+	case "log":
+		return c.Log.lines[sub]
+	case "gossip":
+		return c.Gossip.lines[sub]
+	case "underlay":
+		return c.Underlay.lines[sub]
+	case "doors":
+		return c.Doors.lines[sub]
+	case "dns":
+		return c.DNS.lines[sub]
+	}
+	return 0
+}
+
+// Forget drops the file's line of a key (as line takes it) whose value
+// something else has replaced, a flag, so that a mistake in it is not
+// blamed on the file.
+func (c *Config) Forget(key string) {
+	section, sub, nested := strings.Cut(key, ".")
+	if !nested {
+		delete(c.lines, section)
+		return
+	}
+	switch section {
+	case "log":
+		delete(c.Log.lines, sub)
+	case "gossip":
+		delete(c.Gossip.lines, sub)
+	case "underlay":
+		delete(c.Underlay.lines, sub)
+	case "doors":
+		delete(c.Doors.lines, sub)
+	case "dns":
+		delete(c.DNS.lines, sub)
+	}
+}
+
+// setLines records where the file's keys are, for Validate's messages;
+// decodeNode calls it.
+func (c *Config) setLines(n *yaml.Node) {
+	c.lines = keyLines(n)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == "peers" && n.Content[i+1].Kind == yaml.SequenceNode {
+			c.peerLines = nil
+			for _, item := range n.Content[i+1].Content {
+				c.peerLines = append(c.peerLines, item.Line)
+			}
+		}
+	}
+}
+
+func (l *Log) setLines(n *yaml.Node)      { l.lines = keyLines(n) }
+func (g *Gossip) setLines(n *yaml.Node)   { g.lines = keyLines(n) }
+func (u *Underlay) setLines(n *yaml.Node) { u.lines = keyLines(n) }
 
 // Decode reads a YAML configuration over Default(). Unknown keys are
 // errors, and errors name their line.
@@ -319,7 +404,8 @@ func Decode(r io.Reader) (Config, error) {
 		return c, errors.New("config: file is larger than 1 MiB")
 	}
 	var root yaml.Node
-	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&root); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
 		if errors.Is(err, io.EOF) {
 			return c, nil
 		}
@@ -328,7 +414,21 @@ func Decode(r io.Reader) (Config, error) {
 	if err := decodeNode(&root, reflect.ValueOf(&c), ""); err != nil {
 		return c, fmt.Errorf("config: %w", err)
 	}
-	return c, nil
+	// One document per file: a second one (after "---") would otherwise
+	// be ignored without a word.
+	for {
+		var next yaml.Node
+		err := dec.Decode(&next)
+		if errors.Is(err, io.EOF) {
+			return c, nil
+		}
+		if err != nil {
+			return c, fmt.Errorf("config: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+		if len(next.Content) > 0 && next.Content[0].Tag != "!!null" {
+			return c, fmt.Errorf("config: line %d: a second YAML document; the file must hold one (remove the \"---\" before it, or merge the two)", next.Content[0].Line)
+		}
+	}
 }
 
 // Load reads and decodes a configuration file.

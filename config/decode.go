@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"reflect"
 	"strings"
 
@@ -58,6 +59,11 @@ func decodeNode(n *yaml.Node, out reflect.Value, path string) error {
 		v.Set(s)
 		return nil
 	}
+	if n.Kind == yaml.ScalarNode && n.Tag != "!!null" {
+		if done, err := decodeAddress(n, out, path); done {
+			return err
+		}
+	}
 	if err := n.Decode(out.Interface()); err != nil {
 		msg := strings.TrimPrefix(err.Error(), "yaml: ")
 		msg = strings.TrimPrefix(msg, "unmarshal errors:\n  ")
@@ -67,6 +73,40 @@ func decodeNode(n *yaml.Node, out reflect.Value, path string) error {
 		return fmt.Errorf("line %d: %s: %s", n.Line, path, msg)
 	}
 	return nil
+}
+
+// decodeAddress decodes the netip types the configuration holds, as the
+// flags read them (an IP:PORT without its port takes the default port)
+// and with the flags' messages rather than net/netip's; done is false for
+// other types.
+func decodeAddress(n *yaml.Node, out reflect.Value, path string) (done bool, err error) {
+	switch p := out.Interface().(type) {
+	case *netip.Prefix:
+		v, err := netip.ParsePrefix(n.Value)
+		if err != nil {
+			return true, fmt.Errorf("line %d: %s: %q: want an address with prefix, e.g. 10.200.1.1/16", n.Line, path, n.Value)
+		}
+		*p = v
+	case *netip.AddrPort:
+		port := uint16(DefaultPort)
+		if strings.HasPrefix(path, "gossip.") {
+			port = DefaultGossipPort
+		}
+		v, err := ParseAddrPort(n.Value, port)
+		if err != nil {
+			return true, fmt.Errorf("line %d: %s: %v", n.Line, path, err)
+		}
+		*p = v
+	case *netip.Addr:
+		v, err := netip.ParseAddr(n.Value)
+		if err != nil {
+			return true, fmt.Errorf("line %d: %s: %q: want an IP address, e.g. 10.200.1.1", n.Line, path, n.Value)
+		}
+		*p = v
+	default:
+		return false, nil
+	}
+	return true, nil
 }
 
 func isTextType(p reflect.Value) bool {

@@ -233,13 +233,10 @@ func (c *Config) validateDoors() []error {
 	}
 	if c.Metrics != "" {
 		if err := CheckListen(c.Metrics); err != nil {
-			bad(c.metricsLine, "metrics: %v", err)
+			bad(c.lines["metrics"], "metrics: %v", err)
 		} else {
-			claim(c.metricsLine, c.Metrics, "metrics")
+			claim(c.lines["metrics"], c.Metrics, "metrics")
 		}
 	}
 	return errs
 }
-
-// setLines records the line of the metrics key.
-func (c *Config) setLines(n *yaml.Node) { c.metricsLine = keyLines(n)["metrics"] }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -72,9 +73,9 @@ func applyCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	defer cancel()
 	res, err := api.NewClient(*control).Apply(ctx, node.ApplyRequest(cfg))
 	if err != nil {
-		msg := strings.TrimPrefix(err.Error(), "overlayd: ")
-		if strings.HasPrefix(msg, "line ") {
-			return fmt.Errorf("%s: %s", *file, msg)
+		var re *api.RemoteError
+		if errors.As(err, &re) && strings.HasPrefix(re.Msg, "line ") {
+			return &api.RemoteError{Code: re.Code, Msg: *file + ": " + re.Msg}
 		}
 		return err
 	}

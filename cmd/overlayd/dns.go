@@ -40,7 +40,7 @@ func dnsFlags(fs *flag.FlagSet) func(name string, c *config.Config) error {
 		ttl       = fs.Duration("dns-ttl", d.TTL, "TTL of overlay records and negative answers (whole seconds)")
 		upstreams upstreamList
 	)
-	fs.Var(&upstreams, "dns-upstream", "forward other names to this resolver `IP[:PORT]` (repeatable; default: the nameservers of /etc/resolv.conf)")
+	fs.Var(&upstreams, "dns-upstream", "forward other names to this resolver `IP[:PORT]` (repeatable, added to the file's dns.upstreams; default: the nameservers of /etc/resolv.conf)")
 	return func(name string, c *config.Config) error {
 		switch name {
 		case "dns":
@@ -53,7 +53,7 @@ func dnsFlags(fs *flag.FlagSet) func(name string, c *config.Config) error {
 		case "dns-ttl":
 			c.DNS.TTL = *ttl
 		case "dns-upstream":
-			c.DNS.Upstreams = slices.Clone(upstreams)
+			c.DNS.Upstreams = appendNew(c.DNS.Upstreams, upstreams, func(s string) string { return s })
 		}
 		return nil
 	}

@@ -42,7 +42,7 @@ func doorFlags(fs *flag.FlagSet) (apply func(name string, c *config.Config) erro
 		metrics   = fs.String("metrics", "", "serve Prometheus metrics at http://`IP:PORT`/metrics, e.g. 127.0.0.1:9464 (empty: off)")
 		forwards  forwardList
 	)
-	fs.Var(&forwards, "forward", "forward a host port to an overlay address or name, e.g. 127.0.0.1:8080=10.99.2.1:80 (`LISTEN=HOST:PORT[/udp]`, repeatable)")
+	fs.Var(&forwards, "forward", "forward a host port to an overlay address or name, e.g. 127.0.0.1:8080=10.99.2.1:80 (`LISTEN=HOST:PORT[/udp]`, repeatable; added to the file's doors.forwards)")
 	check := func(flagName, v string) error {
 		if v == "" {
 			return nil
@@ -64,7 +64,7 @@ func doorFlags(fs *flag.FlagSet) (apply func(name string, c *config.Config) erro
 			c.Metrics = *metrics
 			return check(name, *metrics)
 		case "forward":
-			c.Doors.Forwards = slices.Clone(forwards)
+			c.Doors.Forwards = appendNew(c.Doors.Forwards, forwards, config.Forward.String)
 		}
 		return nil
 	}

@@ -37,8 +37,10 @@ func TestDoorFlags(t *testing.T) {
 			"--forward", "127.0.0.1:8080=10.1.2.1:80", "--forward", "127.0.0.1:5353=web.default.overlay:53/udp", "--metrics", "127.0.0.1:9464"}, 0, "configuration is valid", ""},
 		{[]string{"run", "--check", "--config", bad}, 2, "", "line 6: doors.forwards[0].listen: 127.0.0.1:1080 is also the address of doors.socks5"},
 		{[]string{"run", "--check", "--config", bad}, 2, "", `line 8: metrics: "nowhere"`},
-		// Flags override the file: the forward and metrics are replaced.
-		{[]string{"run", "--check", "--config", bad, "--forward", "127.0.0.1:8080=10.1.2.1:80", "--metrics", ""}, 0, "configuration is valid", ""},
+		// A --forward adds to the file's forwards (the file's stays, and
+		// still conflicts); --socks5 and --metrics replace the file's.
+		{[]string{"run", "--check", "--config", bad, "--forward", "127.0.0.1:8080=10.1.2.1:80", "--metrics", ""}, 2, "", "line 6: doors.forwards[0].listen: 127.0.0.1:1080 is also the address of doors.socks5"},
+		{[]string{"run", "--check", "--config", bad, "--socks5", "127.0.0.1:1081", "--forward", "127.0.0.1:8080=10.1.2.1:80", "--metrics", ""}, 0, "configuration is valid", ""},
 	}
 	for _, tt := range tests {
 		code, o, e := run(t, tt.args...)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/xml"
 	"io"
 	"os"
@@ -19,8 +21,22 @@ func TestExamples(t *testing.T) {
 	if err != nil || err2 != nil || len(files) == 0 || len(more) == 0 {
 		t.Fatalf("no example configurations found: %v %v", err, err2)
 	}
+	// --check reads the files a configuration names: give the examples a
+	// key of their own, and a state directory that can be made.
+	key := filepath.Join(t.TempDir(), "gossip.key")
+	if err := os.WriteFile(key, []byte(base64.StdEncoding.EncodeToString(make([]byte, 32))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, f := range files {
-		code, o, e := run(t, "run", "--config", f, "--check")
+		args := []string{"run", "--config", f, "--check"}
+		text, _ := os.ReadFile(f)
+		if bytes.Contains(text, []byte("key_file:")) {
+			args = append(args, "--gossip-key-file", key)
+		}
+		if bytes.Contains(text, []byte("state_dir:")) {
+			args = append(args, "--state-dir", filepath.Join(t.TempDir(), "state"))
+		}
+		code, o, e := run(t, args...)
 		if code != 0 || !strings.Contains(o, "configuration is valid") {
 			t.Errorf("overlayd run --config %s --check = %d\n%s%s", f, code, o, e)
 		}

@@ -31,10 +31,10 @@ func (l *exposeList) Set(v string) error {
 // c when name is "expose".
 func exposeFlags(fs *flag.FlagSet) (apply func(name string, c *config.Config) error) {
 	var exposes exposeList
-	fs.Var(&exposes, "expose", "make a local program a backend of an overlay service, e.g. web:80/tcp=127.0.0.1:3000 (`SERVICE[.NET]:PORT/tcp=IP:PORT`, repeatable; gossip)")
+	fs.Var(&exposes, "expose", "make a local program a backend of an overlay service, e.g. web:80/tcp=127.0.0.1:3000 (`SERVICE[.NET]:PORT/tcp=IP:PORT`, repeatable, added to the file's exposes; gossip)")
 	return func(name string, c *config.Config) error {
 		if name == "expose" {
-			c.Exposes = append(c.Exposes, exposes...)
+			c.Exposes = appendNew(c.Exposes, exposes, config.Expose.String)
 		}
 		return nil
 	}

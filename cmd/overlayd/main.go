@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/node"
 )
 
@@ -90,7 +91,9 @@ func main() {
 }
 
 // Main runs overlayd with args and returns the exit code: 0 success, 1 a
-// failure at run time, 2 a mistake on the command line.
+// failure at run time, 2 a mistake on the command line (a flag, an
+// argument, or a configuration file or a file it names that cannot work,
+// also when the daemon is the one that finds it).
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, mainUsage)
@@ -104,7 +107,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "--version", "-version":
 		name = "version"
 	case "help":
-		if len(rest) == 0 {
+		// "help", "help help" and "help --help" show the overview.
+		if len(rest) == 0 || isHelp(rest[0]) || rest[0] == "help" {
 			fmt.Fprint(stdout, mainUsage)
 			return 0
 		}
@@ -115,9 +119,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		err := c.run(ctx, rest, stdout, stderr)
+		var remote *api.RemoteError
 		switch {
 		case err == nil, errors.Is(err, flag.ErrHelp):
 			return 0
+		case errors.As(err, &remote) && remote.Mistake():
+			// The daemon refused the arguments (a bad name, port, ...):
+			// a mistake on the command line, as if caught here.
+			fmt.Fprintf(stderr, "overlayd %s: %v\n", name, err)
+			return 2
 		case errors.As(err, new(usageError)):
 			fmt.Fprintf(stderr, "overlayd %s: %v\nRun 'overlayd %s --help' for usage.\n", name, err, name)
 			return 2
@@ -129,6 +139,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "overlayd: unknown command %q\n\n%s", name, mainUsage)
 	return 2
 }
+
+func isHelp(s string) bool { return s == "-h" || s == "--help" || s == "-help" }
 
 // parseFlags parses args with fs, letting flags stand before or after the
 // positional arguments (as docker and kubectl do); "--" ends the flags.
@@ -161,10 +173,20 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, er
 func setUsage(fs *flag.FlagSet, synopsis, desc string) {
 	fs.Usage = func() {
 		out := fs.Output()
-		fmt.Fprintf(out, "Usage: overlayd %s\n\n%s\n\nFlags:\n", synopsis, strings.TrimSpace(desc))
+		fmt.Fprintf(out, "Usage: overlayd %s\n\n%s\n", synopsis, strings.TrimSpace(desc))
+		hasFlags := false
+		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+		if !hasFlags {
+			return
+		}
+		fmt.Fprintf(out, "\nFlags:\n")
 		fs.VisitAll(func(f *flag.Flag) {
 			name, usage := flag.UnquoteUsage(f)
-			fmt.Fprintf(out, "  --%s", f.Name)
+			dash := "--"
+			if len(f.Name) == 1 { // -f, as the synopses write it
+				dash = "-"
+			}
+			fmt.Fprintf(out, "  %s%s", dash, f.Name)
 			if name != "" {
 				fmt.Fprintf(out, " %s", name)
 			}

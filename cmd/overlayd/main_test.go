@@ -46,7 +46,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"run"}, 2, "", "addr: this node's overlay address is required"},
 		{[]string{"run", "stray"}, 2, "", `unexpected argument "stray"`},
 		{[]string{"run", "--check", "--addr", "10.1.1.1/16", "--peer", "10.2.0.0/16@192.0.2.1:4789"}, 0, "configuration is valid", ""},
-		{[]string{"run", "--config", "/nonexistent/overlayd.yaml"}, 1, "", "no such file"},
+		{[]string{"run", "--config", "/nonexistent/overlayd.yaml"}, 2, "", "no such file"},
 		{[]string{"status", "--control", "/nonexistent/ctl.sock"}, 1, "", "no overlayd is running at /nonexistent/ctl.sock"},
 		{[]string{"status", "extra"}, 2, "", `unexpected argument "extra"`},
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/netip"
 	"slices"
 	"strconv"
 	"text/tabwriter"
@@ -84,6 +85,11 @@ func networkCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	case "create":
 		if err := want(2, "create NAME CIDR [--vni N]"); err != nil {
 			return err
+		}
+		// Check what can be checked here before asking the daemon, so that
+		// a mistake is reported as one (exit 2) even with no daemon running.
+		if p, err := netip.ParsePrefix(pos[1]); err != nil || !p.Addr().Is4() {
+			return usagef("CIDR %q is not an IPv4 prefix such as 10.10.0.0/16", pos[1])
 		}
 		req := api.CreateNetwork{Name: pos[0], CIDR: pos[1]}
 		if *vni != "" {
@@ -187,7 +193,7 @@ func peersCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 
 func routesCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	fs := flag.NewFlagSet("routes", flag.ContinueOnError)
-	setUsage(fs, "routes [--json]", "Show the routes in force (learned and static) with their owners, this node's own addresses and, with --json, each network's state digest (equal on converged nodes).")
+	setUsage(fs, "routes [--json]", "Show the routes in force (learned and static) with their owners, this node's own addresses, and each joined network's state digest (equal on nodes that have converged); --json prints the same as JSON.")
 	control, asJSON := clientFlags(fs)
 	rs, err := request(ctx, fs, args, stdout, control, 5*time.Second, (*api.Client).Routes)
 	if err != nil {

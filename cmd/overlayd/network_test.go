@@ -68,6 +68,7 @@ func TestNetworkCommands(t *testing.T) {
 		{[]string{"network", "create", "blue", "10.44.0.0/24", "--vni", "44"}, 0, "network blue created: 10.44.0.0/24, VNI 44, DNS address 10.44.0.1", ""},
 		{[]string{"network", "create", "red", "10.44.0.128/25"}, 1, "", `overlaps network "blue"`},
 		{[]string{"network", "create", "red", "10.45.0.0/24", "--vni", "44"}, 1, "", `VNI 44 is taken by network "blue"`},
+		{[]string{"network", "create", "red", "10.46.0.5/24"}, 2, "", "CIDR 10.46.0.5/24 has host bits set; did you mean 10.46.0.0/24?"}, // the daemon's 400: a mistake
 		{[]string{"network", "join", "green"}, 1, "", `unknown network "green"`},
 		{[]string{"network", "leave", "blue"}, 1, "", `has not joined network "blue"`},
 		{[]string{"network", "join", "blue"}, 0, "joined blue (VNI 44) with address 10.44.0.2/24", ""},

@@ -35,7 +35,8 @@ interface (in every mode, and the way in for netstack mode): --socks5 and
 They listen on the host, so keep them on 127.0.0.1. --metrics serves
 Prometheus metrics.
 
-Flags override the file given with --config.
+Flags override the file given with --config; the list flags (--peer,
+--join, --forward, --expose, --dns-upstream) add to the file's lists.
 
 Example, two hosts:
   host A: overlayd run --mode tun --listen 192.0.2.1:4789 --addr 10.200.1.1/16 --peer 10.200.2.0/24@192.0.2.2:4789
@@ -74,6 +75,33 @@ func (p *peerList) Set(v string) error {
 	return nil
 }
 
+// appendNew appends to list the items of add whose key is not in it yet:
+// list flags (--peer, --join, --forward, --expose, --dns-upstream) add to
+// the lists of the --config file, and one given in both counts once.
+func appendNew[T any](list, add []T, key func(T) string) []T {
+	seen := make(map[string]bool, len(list))
+	for _, x := range list {
+		seen[key(x)] = true
+	}
+	for _, x := range add {
+		if k := key(x); !seen[k] {
+			seen[k] = true
+			list = append(list, x)
+		}
+	}
+	return list
+}
+
+// flagKeys maps the flags that replace a value of the file to its key.
+var flagKeys = map[string]string{
+	"name": "name", "mode": "mode", "listen": "listen", "addr": "addr", "vni": "vni", "tun-name": "tun_name",
+	"mtu": "mtu", "control": "control", "log-level": "log.level", "log-format": "log.format",
+	"no-offload": "underlay.disable_offload", "source-ports": "underlay.source_ports", "underlay-mtu": "underlay.mtu",
+	"gossip": "gossip.listen", "gossip-key-file": "gossip.key_file", "gossip-profile": "gossip.profile",
+	"state-dir": "state_dir", "socks5": "doors.socks5", "http-proxy": "doors.http_proxy", "metrics": "metrics",
+	"dns": "dns.listen", "dns-domain": "dns.domain", "dns-ttl": "dns.ttl",
+}
+
 // runFlags declares run's flags on fs; apply copies the ones given into a
 // configuration.
 func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *string, check *bool) {
@@ -96,12 +124,12 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 		srcPorts  = fs.Int("source-ports", d.Underlay.SourcePorts, "spread outbound VXLAN over this many UDP source `ports` by inner flow (1: the VTEP port only)")
 		underMTU  = fs.Int("underlay-mtu", 0, "underlay path `MTU` (default: read off the listen address's interface, else 1500)")
 		gossipAt  = fs.String("gossip", "", "turn the control plane on: gossip (memberlist) on this `IP:PORT` (port 0 picks one)")
-		join      = fs.String("join", "", "seeds to join, `IP:PORT[,IP:PORT]` (port 7946 if left out)")
+		join      = fs.String("join", "", "seeds to join, `IP:PORT[,IP:PORT]` (port 7946 if left out; added to the file's gossip.join)")
 		keyFile   = fs.String("gossip-key-file", "", "AES-256-GCM gossip keys, one base64 line each (`file`); nodes without the key are refused")
 		profile   = fs.String("gossip-profile", d.Gossip.Profile, "gossip timings: default (LAN) or test (fast failure detection, chatty)")
 		stateDir  = fs.String("state-dir", "", "keep addresses and joined networks across restarts in this `directory`")
 	)
-	fs.Var(&peers, "peer", "static route `PREFIX@IP:PORT`: that overlay prefix lives at that VTEP (repeatable)")
+	fs.Var(&peers, "peer", "static route `PREFIX@IP:PORT`: that overlay prefix lives at that VTEP (repeatable; added to the file's peers)")
 	applyDoors := doorFlags(fs)    // --socks5, --http-proxy, --forward, --metrics (doors.go)
 	applyDNS := dnsFlags(fs)       // --dns, --dns-upstream, --dns-domain, --dns-ttl (dns.go)
 	applyExpose := exposeFlags(fs) // --expose (expose.go)
@@ -110,6 +138,9 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 		fs.Visit(func(f *flag.Flag) {
 			if err != nil {
 				return
+			}
+			if key, ok := flagKeys[f.Name]; ok {
+				c.Forget(key) // a mistake in it is the flag's, not the file's line
 			}
 			switch f.Name {
 			case "name":
@@ -132,7 +163,7 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 					err = usagef("--vni %d is out of range (0-16777215)", *vni)
 				}
 			case "peer":
-				c.Peers = append(c.Peers, peers...)
+				c.Peers = appendNew(c.Peers, peers, config.Peer.String)
 			case "tun-name":
 				c.TUNName = *tunName
 			case "mtu":
@@ -155,12 +186,13 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 					err = usagef("--gossip: %v", err)
 				}
 			case "join":
-				c.Gossip.Join = nil
+				var seeds []string
 				for _, s := range strings.Split(*join, ",") {
 					if s = strings.TrimSpace(s); s != "" {
-						c.Gossip.Join = append(c.Gossip.Join, s)
+						seeds = append(seeds, s)
 					}
 				}
+				c.Gossip.Join = appendNew(c.Gossip.Join, seeds, func(s string) string { return s })
 			case "gossip-key-file":
 				c.Gossip.KeyFile = *keyFile
 			case "gossip-profile":
@@ -195,13 +227,16 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg := config.Default()
 	if *cfgPath != "" {
 		if cfg, err = config.Load(*cfgPath); err != nil {
-			return err
+			return usagef("%v", err)
 		}
 	}
 	if err := apply(&cfg); err != nil {
 		return err
 	}
-	if err := cfg.Validate(); err != nil {
+	// One rule for --check and the start: a configuration, or a file it
+	// names, that cannot work is a mistake (exit 2), found before anything
+	// is bound; what fails after that is a failure at run time (exit 1).
+	if err := node.Check(cfg); err != nil {
 		return usagef("invalid configuration:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
 	}
 	if *check {
