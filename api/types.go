@@ -28,6 +28,11 @@ type Status struct {
 
 	// DNS is the DNS server's addresses and counters; nil when off.
 	DNS *DNSStatus `json:"dns,omitempty"`
+
+	// RoutesRefused counts the gossiped route entries not used, by reason
+	// (each entry version once): lease_elsewhere, no_lease, vtep_mismatch,
+	// outside_network, malformed, key_not_owner. Nil when none.
+	RoutesRefused map[string]uint64 `json:"routes_refused,omitempty"`
 }
 
 // Network is an overlay network the node is on.

@@ -95,7 +95,7 @@ func (n *Node) Apply(ctx context.Context, req api.Apply) (api.ApplyResult, error
 		known, ok := c.ipam.Network(nw.Name)
 		switch {
 		case !ok && nw.CIDR != "":
-			info, err := c.createNetwork(api.CreateNetwork{Name: nw.Name, CIDR: nw.CIDR, VNI: nw.VNI})
+			info, err := c.createNetwork(ctx, api.CreateNetwork{Name: nw.Name, CIDR: nw.CIDR, VNI: nw.VNI})
 			if err != nil {
 				return fail(lineErr(nw.Line, what, err))
 			}

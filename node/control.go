@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -56,7 +57,17 @@ type control struct {
 	vtep  netip.AddrPort
 	seeds []string
 
-	opMu sync.Mutex // serialises create, join and leave
+	opMu sync.Mutex // serialises create, join and leave (never held while waiting on gossip)
+
+	// createWindow is how long a create waits, after writing the network,
+	// for a creation of the same name made at the same moment on another
+	// node to arrive (see confirmCreated).
+	createWindow time.Duration
+	hooks        controlHooks
+
+	refMu   sync.Mutex               // guards refused and pending
+	refused map[string]uint64        // route entries refused, by reason (each entry version once)
+	pending map[refusalKey]time.Time // entry versions refused now → since when
 
 	mu      sync.Mutex // guards joined and watches
 	joined  map[string]joinedNet
@@ -70,6 +81,21 @@ type control struct {
 	cancel    context.CancelFunc
 }
 
+// controlHooks let tests stop the control plane at a chosen point; nil
+// fields do nothing.
+type controlHooks struct {
+	beforeCreate   func(name string) // createNetwork, after its checks, before it writes (opMu held)
+	waitingNetwork func(name string) // joinNetwork starts waiting for a network it does not know (opMu not held)
+}
+
+// Create windows by gossip profile: a few times the time a delta takes to
+// reach every node (about a second at the default profile, tens of
+// milliseconds at the test one).
+const (
+	createWindowDefault = 2 * time.Second
+	createWindowTest    = 750 * time.Millisecond
+)
+
 // newControl builds the control plane from cfg; nothing is sent until
 // start. It restores the state kept in the state directory.
 func newControl(n *Node, cfg config.Config) (_ *control, err error) {
@@ -80,6 +106,13 @@ func newControl(n *Node, cfg config.Config) (_ *control, err error) {
 		watches: map[string]func(){},
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
+		refused: map[string]uint64{},
+		pending: map[refusalKey]time.Time{},
+
+		createWindow: createWindowDefault,
+	}
+	if cfg.Gossip.Profile == gossip.ProfileTest {
+		c.createWindow = createWindowTest
 	}
 	for _, s := range cfg.Gossip.Join {
 		ap, _ := config.ParseAddrPort(s, config.DefaultGossipPort)
@@ -259,15 +292,26 @@ func (c *control) announce(j joinedNet) error {
 	if err := c.g.Put(tableRoutes, j.Name, c.g.Name(), []byte(v)); err != nil {
 		return fmt.Errorf("node: network %q: announce route: %w", j.Name, err)
 	}
-	ch, cancel := c.g.Watch(tableRoutes, j.Name)
+	// The routes, and the leases and ranges that say which of them to
+	// accept (learned): a lease arriving after its route must not wait
+	// for the next tick.
+	var cancels []func()
+	for _, table := range append([]string{tableRoutes}, ipam.WatchTables()...) {
+		ch, cancel := c.g.Watch(table, j.Name)
+		cancels = append(cancels, cancel)
+		c.wg.Add(1)
+		go func() { defer c.wg.Done(); forward(c, ch, func() {}) }()
+	}
 	c.mu.Lock()
 	if old := c.watches[j.Name]; old != nil {
 		old()
 	}
-	c.watches[j.Name] = cancel
+	c.watches[j.Name] = func() {
+		for _, cancel := range cancels {
+			cancel()
+		}
+	}
 	c.mu.Unlock()
-	c.wg.Add(1)
-	go func() { defer c.wg.Done(); forward(c, ch, func() {}) }()
 	return nil
 }
 
@@ -285,25 +329,129 @@ func parseRoute(v []byte) (netip.Prefix, netip.AddrPort, bool) {
 	return pfx.Masked(), vtep, true
 }
 
+// Reasons a route entry is refused (the keys of refused, shown in status).
+const (
+	refuseKey       = "key_not_owner"   // the key is not its writer's name
+	refuseMalformed = "malformed"       // the value does not parse
+	refuseOutside   = "outside_network" // not one address of the network's CIDR
+	refuseLease     = "lease_elsewhere" // another node holds the address's lease
+	refuseNoLease   = "no_lease"        // nobody holds the address's lease (yet)
+	refuseVTEP      = "vtep_mismatch"   // not the VTEP its writer advertises
+)
+
+// refuseGrace is how long an entry may be refused for a reason that can be
+// the gossip's ordering (its lease, its range or its writer's metadata not
+// here yet) before the refusal is counted and logged.
+const refuseGrace = 3 * time.Second
+
+// refusalKey is one version of a refused entry.
+type refusalKey struct {
+	network, owner, key string
+	time                uint64
+	reason              string
+}
+
+// refusal is what the log says of a refused entry.
+type refusal struct{ value, holder string }
+
 // learned returns the routes learned from the tables of the joined
-// networks, skipping prefixes already in taken.
+// networks, skipping prefixes already in taken. A route is accepted only
+// from the node that holds the IPAM lease of its address (ipam is
+// replicated, so every node checks the same), for that one address, at
+// the VTEP its writer advertises; every other entry is refused and counted.
+// Two entries never compete for one prefix: only the lease holder's passes.
+//
+// The check trusts gossip's word for who wrote an entry: a member that
+// forges another's name (or its lease) is not caught here; per-node
+// identity for gossip entries is later work.
 func (c *control) learned(taken map[netip.Prefix]bool) []router.Route {
 	var out []router.Route
 	self := c.g.Name()
+	vteps := map[string]netip.AddrPort{}
+	for _, m := range c.g.Members() {
+		vteps[m.Name] = m.Meta.VTEP
+	}
+	refusedNow := map[refusalKey]refusal{}
 	for _, j := range c.joinedList() {
+		holders := c.ipam.Holders(j.Name)
 		for _, e := range c.g.List(tableRoutes, j.Name) {
-			if e.Owner == self || e.Key != e.Owner {
+			if e.Owner == self {
 				continue
 			}
 			pfx, vtep, ok := parseRoute(e.Value)
-			if !ok || !j.CIDR.Contains(pfx.Addr()) || taken[pfx] {
+			reason, holder := "", ""
+			switch {
+			case e.Key != e.Owner:
+				reason = refuseKey
+			case !ok:
+				reason = refuseMalformed
+			case pfx.Bits() != 32 || !j.CIDR.Contains(pfx.Addr()):
+				reason = refuseOutside
+			default:
+				ls, held := holders[pfx.Addr()]
+				switch {
+				case !held:
+					reason = refuseNoLease
+				case ls.Node != e.Owner || ls.Owner != e.Owner:
+					reason, holder = refuseLease, ls.Node
+				case vteps[e.Owner] != vtep:
+					reason = refuseVTEP
+				}
+			}
+			if reason != "" {
+				v := e.Value[:min(len(e.Value), 80)] // what a forger wrote: keep the log line short
+				refusedNow[refusalKey{j.Name, e.Owner, e.Key, e.Time, reason}] = refusal{value: string(v), holder: holder}
+				continue
+			}
+			if taken[pfx] {
 				continue
 			}
 			taken[pfx] = true
 			out = append(out, router.Route{Prefix: pfx, VTEP: vtep, VNI: j.VNI, Owner: e.Owner})
 		}
 	}
+	c.noteRefused(refusedNow)
 	return out
+}
+
+// noteRefused counts (once per entry version) and logs the refused route
+// entries; those refused for a reason that can be transient only once they
+// have been refused for refuseGrace.
+func (c *control) noteRefused(now map[refusalKey]refusal) {
+	t := time.Now()
+	c.refMu.Lock()
+	defer c.refMu.Unlock()
+	for k, since := range c.pending {
+		if _, still := now[k]; !still {
+			delete(c.pending, k)
+		} else if since.IsZero() {
+			delete(now, k) // counted already
+		}
+	}
+	for k, r := range now {
+		since, ok := c.pending[k]
+		if !ok {
+			since = t
+			c.pending[k] = t
+		}
+		if (k.reason == refuseNoLease || k.reason == refuseVTEP) && t.Sub(since) < refuseGrace {
+			continue
+		}
+		c.pending[k] = time.Time{} // counted
+		c.refused[k.reason]++
+		c.log.Warn("route refused", zap.String("network", k.network), zap.String("owner", k.owner),
+			zap.String("route", r.value), zap.String("reason", k.reason), zap.String("lease_holder", r.holder))
+	}
+}
+
+// refusedRoutes is a copy of the refusal counters.
+func (c *control) refusedRoutes() map[string]uint64 {
+	c.refMu.Lock()
+	defer c.refMu.Unlock()
+	if len(c.refused) == 0 {
+		return nil
+	}
+	return maps.Clone(c.refused)
 }
 
 // peers are the VTEPs of the live members.
@@ -416,8 +564,12 @@ func pickVNI(name string, taken map[uint32]bool) uint32 {
 
 var errNoGossip = api.Errorf(http.StatusServiceUnavailable, "this node runs without gossip (static mode); start it with --gossip IP:PORT to use networks and peers")
 
-// createNetwork defines a network cluster-wide.
-func (c *control) createNetwork(req api.CreateNetwork) (api.NetworkInfo, error) {
+// createNetwork defines a network cluster-wide. Two nodes may create one
+// name at the same moment, each before the other's write reaches it; gossip
+// keeps one definition. So after writing, it waits out the create window
+// (confirmCreated) and reports a lost race as a conflict naming the winner,
+// never as success.
+func (c *control) createNetwork(ctx context.Context, req api.CreateNetwork) (api.NetworkInfo, error) {
 	if !validNetworkName(req.Name) {
 		return api.NetworkInfo{}, api.Errorf(http.StatusBadRequest, "network name %q is not valid: use 1 to 63 letters, digits, '-', '_' or '.'", req.Name)
 	}
@@ -434,6 +586,25 @@ func (c *control) createNetwork(req api.CreateNetwork) (api.NetworkInfo, error) 
 	if req.VNI != nil && *req.VNI > vxlan.MaxVNI {
 		return api.NetworkInfo{}, api.Errorf(http.StatusBadRequest, "VNI %d is out of range (0-%d)", *req.VNI, vxlan.MaxVNI)
 	}
+	// Watch before writing, so that the competing definition cannot
+	// arrive unseen between the write and the wait.
+	ch, cancel := c.g.Watch("ipam.networks", "")
+	defer cancel()
+	vni, err := c.writeNetwork(req, cidr)
+	if err != nil {
+		return api.NetworkInfo{}, err
+	}
+	nw, err := c.confirmCreated(ctx, ch, req, cidr, vni)
+	if err != nil {
+		return api.NetworkInfo{}, err
+	}
+	c.log.Info("network created", zap.String("network", req.Name), zap.Stringer("cidr", cidr), zap.Uint32("vni", vni))
+	return c.info(nw), nil
+}
+
+// writeNetwork checks req against the networks known here and writes it;
+// it returns the VNI.
+func (c *control) writeNetwork(req api.CreateNetwork, cidr netip.Prefix) (uint32, error) {
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
 	taken := map[uint32]bool{}
@@ -441,20 +612,20 @@ func (c *control) createNetwork(req api.CreateNetwork) (api.NetworkInfo, error) 
 	if cfg.Addr.IsValid() {
 		taken[cfg.VNI] = true
 		if cfg.Addr.Masked().Overlaps(cidr) {
-			return api.NetworkInfo{}, api.Errorf(http.StatusConflict, "CIDR %v overlaps this node's static network %v", cidr, cfg.Addr.Masked())
+			return 0, api.Errorf(http.StatusConflict, "CIDR %v overlaps this node's static network %v", cidr, cfg.Addr.Masked())
 		}
 		if req.VNI != nil && *req.VNI == cfg.VNI {
-			return api.NetworkInfo{}, api.Errorf(http.StatusConflict, "VNI %d is taken by this node's static network (--vni)", cfg.VNI)
+			return 0, api.Errorf(http.StatusConflict, "VNI %d is taken by this node's static network (--vni)", cfg.VNI)
 		}
 	}
 	for _, nw := range c.ipam.Networks() {
 		switch {
 		case nw.Name == req.Name:
-			return api.NetworkInfo{}, api.Errorf(http.StatusConflict, "network %q exists already (%v, VNI %d)", nw.Name, nw.CIDR, nw.VNI)
+			return 0, api.Errorf(http.StatusConflict, "network %q exists already (%v, VNI %d, created by node %s)", nw.Name, nw.CIDR, nw.VNI, nw.Creator)
 		case nw.CIDR.Overlaps(cidr):
-			return api.NetworkInfo{}, api.Errorf(http.StatusConflict, "CIDR %v overlaps network %q (%v)", cidr, nw.Name, nw.CIDR)
+			return 0, api.Errorf(http.StatusConflict, "CIDR %v overlaps network %q (%v)", cidr, nw.Name, nw.CIDR)
 		case req.VNI != nil && *req.VNI == nw.VNI:
-			return api.NetworkInfo{}, api.Errorf(http.StatusConflict, "VNI %d is taken by network %q", nw.VNI, nw.Name)
+			return 0, api.Errorf(http.StatusConflict, "VNI %d is taken by network %q", nw.VNI, nw.Name)
 		}
 		taken[nw.VNI] = true
 	}
@@ -462,12 +633,68 @@ func (c *control) createNetwork(req api.CreateNetwork) (api.NetworkInfo, error) 
 	if req.VNI != nil {
 		vni = *req.VNI
 	}
-	if err := c.ipam.CreateNetwork(req.Name, cidr, vni); err != nil {
-		return api.NetworkInfo{}, api.Errorf(http.StatusConflict, "%v", err)
+	if h := c.hooks.beforeCreate; h != nil {
+		h(req.Name)
 	}
-	c.log.Info("network created", zap.String("network", req.Name), zap.Stringer("cidr", cidr), zap.Uint32("vni", vni))
-	nw, _ := c.ipam.Network(req.Name)
-	return c.info(nw), nil
+	if err := c.ipam.CreateNetwork(req.Name, cidr, vni); err != nil {
+		return 0, api.Errorf(http.StatusConflict, "%v", err)
+	}
+	return vni, nil
+}
+
+// confirmCreated waits out the create window after this node wrote network
+// req.Name (ch: a watch of the networks table opened before the write) and
+// returns the definition that won. Gossip keeps one definition per name (the
+// latest write); a creation made elsewhere before ours reached that node
+// arrives within the window. If it won with another CIDR or VNI, ours is
+// gone (ipam withdraws its ranges) and the caller is told so, naming the
+// winner; if it defines the same network, the request is fulfilled. Alone
+// in the cluster there is no one to race with, and no wait.
+func (c *control) confirmCreated(ctx context.Context, ch <-chan gossip.Event, req api.CreateNetwork, cidr netip.Prefix, vni uint32) (ipam.Network, error) {
+	self := c.g.Name()
+	alone := true
+	for _, m := range c.g.Members() {
+		if m.Name != self && (m.State == gossip.StateAlive || m.State == gossip.StateSuspect) {
+			alone = false
+		}
+	}
+	var window <-chan time.Time
+	if !alone {
+		t := time.NewTimer(c.createWindow)
+		defer t.Stop()
+		window = t.C
+	}
+	for {
+		nw, ok := c.ipam.Network(req.Name)
+		switch {
+		case !ok:
+			// Only a malformed competing write hides the name.
+			return ipam.Network{}, api.Errorf(http.StatusConflict, "network %q: its definition was replaced by an unreadable one while it was being created; try again", req.Name)
+		case nw.Creator != self && nw.CIDR == cidr && (req.VNI == nil || nw.VNI == vni):
+			c.log.Info("network created at the same time elsewhere, alike", zap.String("network", req.Name), zap.String("creator", nw.Creator))
+			return nw, nil
+		case nw.Creator != self:
+			c.log.Warn("network creation lost to another node's", zap.String("network", req.Name), zap.Stringer("cidr", cidr),
+				zap.String("winner", nw.Creator), zap.Stringer("winner_cidr", nw.CIDR), zap.Uint32("winner_vni", nw.VNI))
+			return ipam.Network{}, api.Errorf(http.StatusConflict,
+				"network %q was created at the same moment on node %s with %v (VNI %d), and that definition won; this node's %v (VNI %d) was dropped. Use %q as it is, or create yours under another name",
+				req.Name, nw.Creator, nw.CIDR, nw.VNI, cidr, vni, req.Name)
+		case window == nil:
+			return nw, nil
+		}
+		select {
+		case _, open := <-ch:
+			if !open {
+				ch = nil // gossip closed; c.stop ends the wait
+			}
+		case <-window:
+			window = nil // look once more, then done
+		case <-ctx.Done():
+			return ipam.Network{}, api.Errorf(http.StatusServiceUnavailable, "network %q: written, but the wait for a competing creation was interrupted (%v); check it with 'overlayd network ls'", req.Name, ctx.Err())
+		case <-c.stop:
+			return ipam.Network{}, api.Errorf(http.StatusServiceUnavailable, "network %q: the node is stopping", req.Name)
+		}
+	}
 }
 
 // info describes a network.
@@ -496,14 +723,14 @@ func (c *control) networks() []api.NetworkInfo {
 // one it already holds, after a restart), the attachment and the router
 // gain it, and the node's route is announced.
 func (c *control) joinNetwork(ctx context.Context, name string) (api.NetworkInfo, error) {
+	// A network created on another node a moment ago may still be on its
+	// way here: wait for it without holding opMu.
+	if _, ok := c.ipam.Network(name); !ok {
+		c.waitNetwork(ctx, name)
+	}
 	c.opMu.Lock()
 	defer c.opMu.Unlock()
 	nw, ok := c.ipam.Network(name)
-	// A network created on another node a moment ago may still be on its
-	// way here.
-	for deadline := time.Now().Add(unknownWait); !ok && time.Now().Before(deadline) && ctx.Err() == nil; nw, ok = c.ipam.Network(name) {
-		time.Sleep(50 * time.Millisecond)
-	}
 	if !ok {
 		return api.NetworkInfo{}, api.Errorf(http.StatusNotFound, "unknown network %q; create it with 'overlayd network create %s CIDR' (or wait for gossip to bring it)", name, name)
 	}
@@ -562,6 +789,36 @@ func (c *control) joinNetwork(ctx context.Context, name string) (api.NetworkInfo
 	c.log.Info("joined network", zap.String("network", name), zap.Uint32("vni", j.VNI), zap.Stringer("addr", j.prefix()))
 	c.poke()
 	return c.info(nw), nil
+}
+
+// waitNetwork waits, at most unknownWait and while ctx lasts, for the
+// definition of network name to arrive, woken by the networks table's
+// changes.
+func (c *control) waitNetwork(ctx context.Context, name string) {
+	ch, cancel := c.g.Watch("ipam.networks", "")
+	defer cancel()
+	t := time.NewTimer(unknownWait)
+	defer t.Stop()
+	if h := c.hooks.waitingNetwork; h != nil {
+		h(name)
+	}
+	for {
+		if _, ok := c.ipam.Network(name); ok {
+			return
+		}
+		select {
+		case _, open := <-ch:
+			if !open {
+				return // gossip closed
+			}
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		case <-c.stop:
+			return
+		}
+	}
 }
 
 // leaveNetwork detaches the node: its route is withdrawn, its address

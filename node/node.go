@@ -97,7 +97,7 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 	if underMTU == 0 {
 		underMTU = interfaceMTU(cfg.Listen.Addr())
 	}
-	n.pathMTU = min(underMTU-vxlan.Overhead, maxPathMTU)
+	n.pathMTU = min(underMTU-underlayOverhead(cfg.Listen.Addr()), maxPathMTU)
 	mtu := cfg.MTU
 	if mtu == 0 {
 		mtu = n.pathMTU
@@ -189,6 +189,16 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 
 // maxPathMTU keeps an encapsulated packet within one UDP datagram over IPv4.
 const maxPathMTU = 65507 - vxlan.EncapLen
+
+// underlayOverhead is what VXLAN adds on the underlay the node listens on:
+// an IPv6 --listen (and an unspecified [::], which may carry IPv6) pays the
+// 40-byte IPv6 header, an IPv4 one the 20-byte IPv4 header.
+func underlayOverhead(listen netip.Addr) int {
+	if listen.Is6() && !listen.Is4In6() {
+		return vxlan.Overhead6
+	}
+	return vxlan.Overhead
+}
 
 // extraRoutes are the static peers' prefixes that the node's own prefix
 // does not cover; the attachment routes them to itself.
@@ -321,11 +331,20 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.started = time.Now()
 	gso, gro := n.ul.Offload()
-	n.log.Info("node started",
-		zap.String("mode", n.mode), zap.String("device", n.dev.Name()),
-		zap.Stringer("vtep", n.ul.LocalAddr()), zap.Stringer("addr", n.cfg.Addr),
-		zap.Uint32("vni", n.cfg.VNI), zap.Int("mtu", n.dev.MTU()), zap.Int("path_mtu", n.pathMTU),
+	fields := []zap.Field{zap.String("mode", n.mode), zap.String("device", n.dev.Name()), zap.Stringer("vtep", n.ul.LocalAddr())}
+	if n.cfg.Addr.IsValid() { // a gossip node may have no static network
+		fields = append(fields, zap.Stringer("addr", n.cfg.Addr), zap.Uint32("vni", n.cfg.VNI))
+	}
+	if n.ctl != nil {
+		joined := []string{}
+		for _, j := range n.ctl.joinedList() {
+			joined = append(joined, j.Name+"="+j.prefix().String())
+		}
+		fields = append(fields, zap.Strings("networks", joined))
+	}
+	fields = append(fields, zap.Int("mtu", n.dev.MTU()), zap.Int("path_mtu", n.pathMTU),
 		zap.Bool("gso", gso), zap.Bool("gro", gro), zap.String("control", n.cfg.Control))
+	n.log.Info("node started", fields...)
 	return nil
 }
 
@@ -454,6 +473,9 @@ func (n *Node) Status(context.Context) (api.Status, error) {
 		Underlay: api.Underlay{GSO: gso, GRO: gro, SourcePorts: max(n.cfg.Underlay.SourcePorts, 1)},
 	}
 	st.Routes = n.routes()
+	if n.ctl != nil {
+		st.RoutesRefused = n.ctl.refusedRoutes()
+	}
 	st.Services = n.servicesSummary()
 	st.DNS = n.dnsStatus()
 	st.Doors, st.Metrics = n.doorStatus()
@@ -504,11 +526,11 @@ func (n *Node) Networks(context.Context) ([]api.NetworkInfo, error) {
 
 // CreateNetwork defines a network cluster-wide; it implements
 // api.ControlBackend.
-func (n *Node) CreateNetwork(_ context.Context, req api.CreateNetwork) (api.NetworkInfo, error) {
+func (n *Node) CreateNetwork(ctx context.Context, req api.CreateNetwork) (api.NetworkInfo, error) {
 	if n.ctl == nil {
 		return api.NetworkInfo{}, errNoGossip
 	}
-	return n.ctl.createNetwork(req)
+	return n.ctl.createNetwork(ctx, req)
 }
 
 // JoinNetwork attaches the node to a network; it implements

@@ -14,6 +14,9 @@ const (
 	// underlay: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
 	// The overlay MTU is the underlay MTU minus Overhead (1450 on 1500).
 	Overhead = 20 + 8 + EncapLen
+	// Overhead6 is Overhead over an IPv6 underlay: outer IPv6 (40) + UDP
+	// (8) + VXLAN (8) + inner Ethernet (14); 1430 on 1500.
+	Overhead6 = 40 + 8 + EncapLen
 	// DefaultPort is the IANA-assigned VXLAN UDP port (RFC 7348 §5).
 	DefaultPort = 4789
 	// MaxVNI is the largest VXLAN Network Identifier (24 bits).

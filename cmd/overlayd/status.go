@@ -55,6 +55,13 @@ func printStatus(w io.Writer, st api.Status) {
 		fmt.Fprintln(tw, "(none)\t\t\t")
 	}
 	tw.Flush()
+	if len(st.RoutesRefused) > 0 {
+		fmt.Fprint(w, "routes refused:")
+		for _, k := range slices.Sorted(maps.Keys(st.RoutesRefused)) {
+			fmt.Fprintf(w, " %s %d", k, st.RoutesRefused[k])
+		}
+		fmt.Fprintln(w)
+	}
 
 	printDoors(w, st)
 	printDNS(w, st)
