@@ -171,15 +171,14 @@ func (g *Gossip) Join(ctx context.Context, seeds []string) error {
 	for {
 		n, err := g.ml.Join(seeds)
 		if n > 0 {
+			g.joinSucceeded(seeds, n) // join.go (hardening)
 			g.syncJoined()
 			return nil
 		}
-		if err == nil {
-			err = errors.New("no seed answered")
-		}
+		err = g.joinFailed(seeds, err) // join.go (hardening): explained, kept in Stats, logged once per change
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("gossip: join %v: %w (last error: %v)", seeds, ctx.Err(), err)
+			return joinContextError(err, ctx.Err())
 		case <-g.stop:
 			return ErrClosed
 		case <-time.After(backoff):

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -349,3 +351,102 @@ func TestLogFloodKeyed(t *testing.T) {
 		t.Errorf("no line after the burst says how many were suppressed")
 	}
 }
+
+// TestJoinErrors: a node refused by its seed says why, in Join's error,
+// in Stats.JoinError and in one WARN line however often Join retries;
+// a later success clears it. Before, memberlist's words came back only
+// when Join gave up, and nothing was logged.
+func TestJoinErrors(t *testing.T) {
+	k1 := [][]byte{bytes.Repeat([]byte{1}, 32)}
+	k2 := [][]byte{bytes.Repeat([]byte{2}, 32)}
+	closed, err := net.ListenPacket("udp", "127.0.0.1:0") // a port where nothing listens on TCP
+	if err != nil {
+		t.Fatal(err)
+	}
+	nobody := closed.LocalAddr().String()
+	closed.Close()
+	for _, tc := range []struct {
+		what       string
+		seed, self [][]byte
+		want       string
+	}{
+		{"no key", k1, nil, "refused: the cluster encrypts gossip and this node has no key"},
+		{"seed has no key", nil, k1, "refused: this node encrypts gossip and the seed does not (it has no key)"},
+		{"wrong key", k1, k2, "refused: the seed encrypts gossip with another key"},
+		{"nothing there", nil, nil, "nothing listens there (connection refused)"},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			target := nobody
+			if tc.what != "nothing there" {
+				target = realNode(t, "seed", tc.seed, nil).Addr()
+			}
+			core, logs := observer.New(zapcore.InfoLevel)
+			g := realNode(t, "joiner", tc.self, zap.New(core))
+			ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+			defer cancel()
+			err := g.Join(ctx, []string{target})
+			want := "gossip: join " + target + ": " + tc.want
+			if err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Fatalf("Join = %v, want %q...", err, want)
+			}
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Join = %v, does not wrap the context's error", err)
+			}
+			if js := g.Stats().JoinError; !strings.HasPrefix(js, want) {
+				t.Errorf("Stats.JoinError = %q, want %q...", js, want)
+			}
+			warns := logs.FilterMessage("cannot join the cluster").All()
+			if len(warns) != 1 || warns[0].Level != zapcore.WarnLevel || !strings.HasPrefix(fmt.Sprint(warns[0].ContextMap()["error"]), want) {
+				t.Errorf("logged %d warnings (want 1, %q): %v", len(warns), want, warns)
+			}
+		})
+	}
+	t.Run("success clears it", func(t *testing.T) {
+		seed := realNode(t, "seed", nil, nil)
+		core, logs := observer.New(zapcore.InfoLevel)
+		g := realNode(t, "joiner", nil, zap.New(core))
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		if err := g.Join(ctx, []string{nobody}); err == nil {
+			t.Fatal("Join of nobody succeeded")
+		}
+		if g.Stats().JoinError == "" {
+			t.Fatal("no join error kept")
+		}
+		if err := g.Join(context.Background(), []string{seed.Addr()}); err != nil {
+			t.Fatal(err)
+		}
+		if js := g.Stats().JoinError; js != "" {
+			t.Errorf("Stats.JoinError after a successful join = %q", js)
+		}
+		if logs.FilterMessage("joined the cluster after failed attempts").Len() != 1 {
+			t.Errorf("no info line for the join: %v", logs.All())
+		}
+	})
+}
+
+func TestExplainJoin(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{nil, "gossip: join a:1, b:2: no seed answered"},
+		{errors.New("boom"), "gossip: join a:1, b:2: boom"},
+		{&multiErr{[]error{
+			errors.New("failed to join 10.0.0.1:7946: dial tcp 10.0.0.1:7946: i/o timeout"),
+			errors.New("failed to resolve nosuch:7946: lookup nosuch: no such host"),
+			errors.New("failed to join 10.0.0.2:7946: Node 'x' protocol version (2) is incompatible: [1, 0]"),
+		}}, "gossip: join 10.0.0.1:7946: no answer (timed out): check the address and that the port is open; " +
+			"join nosuch:7946: cannot resolve the address: lookup nosuch: no such host; " +
+			"join 10.0.0.2:7946: refused: the seed's cluster speaks another memberlist protocol version (Node 'x' protocol version (2) is incompatible: [1, 0])"},
+	} {
+		if got := explainJoin([]string{"a:1", "b:2"}, tc.err).Error(); got != tc.want {
+			t.Errorf("explainJoin(%v) =\n%s\nwant\n%s", tc.err, got, tc.want)
+		}
+	}
+}
+
+type multiErr struct{ errs []error }
+
+func (m *multiErr) Error() string          { return fmt.Sprint(m.errs) }
+func (m *multiErr) WrappedErrors() []error { return m.errs }
