@@ -83,6 +83,7 @@ func (r *Router) inbound(b *inBatch, n int) {
 	var lastPeer netip.Addr // checked already in this batch
 	var learned neighKey    // learned already in this batch
 	var learnedMAC vxlan.MAC
+	var learnedFrom netip.AddrPort // the datagram source it was learned from
 	for i := range n {
 		d := b.rbufs[i][:b.sizes[i]]
 		src := b.srcs[i]
@@ -132,8 +133,16 @@ func (r *Router) inbound(b *inBatch, n int) {
 				r.drops.Add(vxlan.DropNotForUs)
 				continue
 			}
-			if s := netip.AddrFrom4([4]byte(pkt[12:16])); (s != learned.ip || vni != learned.vni || frame.Src() != learnedMAC) && nw.Addr.Contains(s) {
-				learned, learnedMAC = neighKey{vni: vni, ip: s}, frame.Src()
+			if s := netip.AddrFrom4([4]byte(pkt[12:16])); nw.Addr.Contains(s) &&
+				(s != learned.ip || vni != learned.vni || frame.Src() != learnedMAC || src != learnedFrom) {
+				// Only the VTEP that owns an address speaks for it:
+				// anything else is a stray or forged frame, which
+				// would re-point the neighbour (and inject traffic).
+				if !t.owns(s, src) {
+					r.drops.Add(vxlan.DropNotOwner)
+					continue
+				}
+				learned, learnedMAC, learnedFrom = neighKey{vni: vni, ip: s}, frame.Src(), src
 				r.learn(b, learned, learnedMAC)
 			}
 			if r.lb != nil && r.lb.Inbound(pkt) == lb.Drop { // reverse NAT of a backend's reply, in place
@@ -162,6 +171,10 @@ func (r *Router) inboundARP(b *inBatch, t *table, nw Network, frame vxlan.Ethern
 	sender := a.SenderIP()
 	if !nw.Addr.Contains(sender) || sender == nw.Addr.Addr() {
 		r.drops.Add(vxlan.DropNotForUs)
+		return
+	}
+	if !t.owns(sender, src) {
+		r.drops.Add(vxlan.DropNotOwner)
 		return
 	}
 	r.learn(b, neighKey{vni: nw.VNI, ip: sender}, a.SenderMAC())

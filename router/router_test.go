@@ -465,3 +465,71 @@ func TestL2FloodAndLearn(t *testing.T) {
 		t.Errorf("stats = %+v", st)
 	}
 }
+
+// A third member cannot re-point a neighbour: a frame (IPv4 or ARP) from
+// C's VTEP that claims B's address is dropped as not_owner, A keeps B's
+// MAC, and A's traffic still reaches B; C's frames from its own address
+// are delivered as before.
+func TestForgedFrameFromThirdMember(t *testing.T) {
+	p := newPair(t, Options{})
+	vtepC := netip.MustParseAddrPort("192.0.2.3:4789")
+	addrC := netip.MustParseAddr("10.1.3.1")
+	must(t, p.rtA.SetRoutes([]Route{
+		{Prefix: netip.MustParsePrefix("10.1.2.0/24"), VTEP: vtepB, VNI: testVNI, Owner: "b"},
+		{Prefix: netip.MustParsePrefix("10.1.3.0/24"), VTEP: vtepC, VNI: testVNI, Owner: "c"},
+	}, nil))
+	c := p.net.Conn(vtepC)
+	defer c.Close()
+
+	// A learns B's MAC the honest way.
+	hello := ipv4UDP(addrA.Addr(), addrB.Addr(), 1, 2, []byte("hello"), false)
+	must(t, p.devA.Inject(hello))
+	if got := next(t, p.devB); !bytes.Equal(got, hello) {
+		t.Fatalf("B received %x, want %x", got, hello)
+	}
+	if mac := p.rtA.Neighbors()[addrB.Addr()]; mac != p.rtB.MAC() {
+		t.Fatalf("A learned %v for B, want %v", mac, p.rtB.MAC())
+	}
+
+	evil := vxlan.MAC{2, 0xee, 0, 0, 0, 3}
+	ipFrame := func(src netip.Addr, payload string) []byte {
+		pkt := ipv4UDP(src, addrA.Addr(), 1, 2, []byte(payload), false)
+		buf := make([]byte, 64+len(pkt))
+		copy(buf[64:], pkt)
+		return vxlan.Encap(buf, 64, len(pkt), testVNI, p.rtA.MAC(), evil, vxlan.EtherTypeIPv4)
+	}
+	arpBuf := make([]byte, 64+vxlan.ARPLen)
+	vxlan.ARP(arpBuf[64:]).EncodeReply(evil, addrB.Addr(), p.rtA.MAC(), addrA.Addr())
+	forgedARP := vxlan.Encap(arpBuf, 64, vxlan.ARPLen, testVNI, p.rtA.MAC(), evil, vxlan.EtherTypeARP)
+	own := ipv4UDP(addrC, addrA.Addr(), 1, 2, []byte("from c"), false)
+
+	// Two forgeries, then C's own packet: once that is delivered, the
+	// forgeries (sent before it, in order) have been handled.
+	for _, d := range [][]byte{ipFrame(addrB.Addr(), "forged"), forgedARP, ipFrame(addrC, "from c")} {
+		if _, err := c.WriteBatch([][]byte{d}, []netip.AddrPort{vtepA}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := next(t, p.devA); !bytes.Equal(got, own) {
+		t.Fatalf("A delivered %x, want C's own packet %x (a forgery got through?)", got, own)
+	}
+	if n := p.rtA.drops.Load(vxlan.DropNotOwner); n != 2 {
+		t.Errorf("not_owner drops = %d, want 2", n)
+	}
+	if mac := p.rtA.Neighbors()[addrB.Addr()]; mac != p.rtB.MAC() {
+		t.Errorf("after the forgeries A has %v for B, want B's %v", mac, p.rtB.MAC())
+	}
+	if mac := p.rtA.Neighbors()[addrC]; mac != evil {
+		t.Errorf("A has %v for C, want C's own %v", mac, evil)
+	}
+	// And A's traffic still reaches B (B would drop a frame to another
+	// MAC as not_for_us).
+	again := ipv4UDP(addrA.Addr(), addrB.Addr(), 1, 2, []byte("still you?"), false)
+	must(t, p.devA.Inject(again))
+	if got := next(t, p.devB); !bytes.Equal(got, again) {
+		t.Fatalf("B received %x, want %x", got, again)
+	}
+	if n := p.rtB.drops.Load(vxlan.DropNotForUs); n != 0 {
+		t.Errorf("B dropped %d frames as not_for_us", n)
+	}
+}

@@ -41,6 +41,8 @@ type table struct {
 	// byIP maps an underlay IP to its VTEP when exactly one VTEP has that
 	// IP, so a datagram's source can be told apart from its VTEP port.
 	byIP map[netip.Addr]netip.AddrPort
+	// vtepSet holds every VTEP, of routes and peers alike.
+	vtepSet map[netip.AddrPort]struct{}
 }
 
 type level struct {
@@ -57,6 +59,7 @@ func buildTable(routes []Route, extraPeers []netip.AddrPort) (*table, error) {
 		peers:      make(map[netip.Addr]struct{}),
 		vteps:      make(map[uint32][]netip.AddrPort),
 		byIP:       make(map[netip.Addr]netip.AddrPort),
+		vtepSet:    make(map[netip.AddrPort]struct{}),
 	}
 	seen := make(map[netip.Prefix]int)
 	byBits := make(map[int]map[netip.Prefix]int)
@@ -92,6 +95,7 @@ func buildTable(routes []Route, extraPeers []netip.AddrPort) (*table, error) {
 	ambiguous := make(map[netip.Addr]bool)
 	addVTEP := func(vni uint32, v netip.AddrPort, flood bool) {
 		t.peers[v.Addr()] = struct{}{}
+		t.vtepSet[v] = struct{}{}
 		if prev, ok := t.byIP[v.Addr()]; ok && prev != v {
 			ambiguous[v.Addr()] = true
 		}
@@ -151,4 +155,26 @@ func (t *table) vtepOf(src netip.AddrPort) (netip.AddrPort, bool) {
 		}
 	}
 	return netip.AddrPort{}, false
+}
+
+// owns reports whether src, the source of a datagram, may speak for ip:
+// it must be the VTEP that ip's route names, or a per-flow source port
+// of it (same IP, a port that is no other VTEP's). An address without a
+// route is owned by nobody. Nodes that share one underlay IP (rootless
+// nodes on one host) are told apart only when they send from their VTEP
+// port.
+func (t *table) owns(ip netip.Addr, src netip.AddrPort) bool {
+	rt, ok := t.lookup(ip)
+	if !ok {
+		return false
+	}
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	if src == rt.VTEP {
+		return true
+	}
+	if src.Addr() != rt.VTEP.Addr() {
+		return false
+	}
+	_, other := t.vtepSet[src]
+	return !other
 }

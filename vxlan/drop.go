@@ -57,6 +57,11 @@ const (
 	// a VIP, a connection table full of established flows, a stray
 	// packet for a flow it does not know).
 	DropLBRefused
+	// DropNotOwner: inbound, the inner source (IP, or ARP sender) is an
+	// address of the network whose route names another VTEP than the
+	// one the datagram came from, or none: a stray or forged frame,
+	// which must not re-point the address's MAC.
+	DropNotOwner
 
 	// NumDropReasons is the number of reasons, for arrays indexed by
 	// DropReason.
@@ -79,6 +84,7 @@ var dropNames = [NumDropReasons]string{
 	DropWriteError:    "write_error",
 	DropLBReset:       "lb_reset",
 	DropLBRefused:     "lb_refused",
+	DropNotOwner:      "not_owner",
 }
 
 // String returns the reason's snake_case name, or "drop_reason_N" for a
