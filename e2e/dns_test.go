@@ -231,7 +231,9 @@ func TestDNSGossip(t *testing.T) {
 }
 
 // TestDNSStatic: without gossip a node's zone holds itself on its static
-// network; its DNS address answers through the netstack.
+// network, and its DNS is served on its own address (on a static network
+// any other address, the first one too, may be another host's: issue 9
+// item 1): another node asks it there through the overlay.
 func TestDNSStatic(t *testing.T) {
 	up := fakeUpstream(t)
 	c := NewCluster(t, 2, ClusterOptions{Edit: withDNS(up)})
@@ -242,18 +244,26 @@ func TestDNSStatic(t *testing.T) {
 	if got := answerA(askHost(c.Nodes[0], "node1.static.overlay", mdns.TypeA)); got != "NXDOMAIN" {
 		t.Errorf("node1.static.overlay on node 0 = %s, want NXDOMAIN (static mode knows itself only)", got)
 	}
+	for i := range 2 {
+		st, err := c.Nodes[i].Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := NodeAddr(i).Addr().String(); st.DNS == nil || !slices.Equal(st.DNS.Addrs, []string{want}) {
+			t.Errorf("node %d status DNS = %+v, want its own address %s served", i, st.DNS, want)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	conn, err := c.Nodes[1].Dial(ctx, "udp", "10.99.0.1:53")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := answerA(ask(conn, "node1.static.overlay", mdns.TypeA)); got != NodeAddr(1).Addr().String() {
-		t.Errorf("node1.static.overlay @10.99.0.1 through node 1 = %s, want %v", got, NodeAddr(1).Addr())
-	}
-	// The nodes still reach each other (the DNS address is never a source).
-	conn, err = c.Nodes[1].Dial(ctx, "udp", NodeAddr(0).Addr().String()+":53")
-	if err == nil {
-		conn.Close()
+	// Node 1 asks node 0 at node 0's address, through the overlay: node 0
+	// answers (it knows only itself).
+	for _, proto := range []string{"udp", "tcp"} {
+		conn, err := c.Nodes[1].Dial(ctx, proto, self+":53")
+		if err != nil {
+			t.Fatalf("node 1: dial %s %s:53: %v", proto, self, err)
+		}
+		if got := answerA(ask(conn, "node0.static.overlay", mdns.TypeA)); got != self {
+			t.Errorf("%s node0.static.overlay @%s through node 1 = %s, want %s (node 0's answer)", proto, self, got, self)
+		}
 	}
 }

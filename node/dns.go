@@ -5,6 +5,21 @@ package node
 // listener; and each network's DNS address served inside the overlay
 // (the netstack's gonet conns in netstack mode, host sockets bound to the
 // TUN's address in tun mode; tap mode serves the host listener only).
+//
+// Who may ask (the forwarder is no open resolver, and a source address
+// proves nothing by itself: an underlay neighbour can send a packet from
+// any address to an address of this host):
+//   - the host listener (--dns): loopback sources only. Linux drops a
+//     packet with a loopback source or destination that comes in on any
+//     other interface, so these are the host's own programs.
+//   - a DNS address in netstack mode: sources in the networks' CIDRs; only
+//     the router (the overlay) and the node's own Dial reach the netstack.
+//   - a DNS address in tun mode: two socket pairs, one bound to the TUN
+//     (sources in the networks' CIDRs: packets that came through the
+//     overlay) and one bound to the loopback device (the host's own
+//     programs, any source). A packet that came in on the underlay matches
+//     neither. Where sockets cannot be bound to a device (not Linux), one
+//     unbound pair allows loopback and the CIDRs, and a warning says so.
 
 import (
 	"context"
@@ -47,8 +62,8 @@ type dnsService struct {
 	domain    string
 	ttl       time.Duration
 
-	allowed atomic.Pointer[[]netip.Prefix] // networks' CIDRs; loopback is always allowed
-	host    atomic.Pointer[netip.AddrPort] // the host listener, once it listens
+	cidrs atomic.Pointer[[]netip.Prefix] // networks' CIDRs: who may ask through the overlay
+	host  atomic.Pointer[netip.AddrPort] // the host listener, once it listens
 	// listening is closed once the host listener listens (host is set).
 	listening chan struct{}
 	names     atomic.Pointer[map[string]netip.Addr]
@@ -56,6 +71,8 @@ type dnsService struct {
 	kick chan struct{}
 	stop chan struct{}
 	wg   sync.WaitGroup
+
+	unbound sync.Once // the warning that a TUN's DNS address is not bound to it
 
 	mu       sync.Mutex // guards serving, failing, watches, last, lastErr, stopped, closeErr
 	serving  map[netip.Addr]*dnsConns
@@ -67,15 +84,23 @@ type dnsService struct {
 	closeErr error
 }
 
-// dnsConns are the sockets serving one DNS address.
+// dnsConns are the sockets serving one DNS address: a UDP and a TCP
+// socket for each way in, each pair with its own access check.
 type dnsConns struct {
-	pc net.PacketConn
-	ln net.Listener
+	pairs []dnsPair
+}
+
+type dnsPair struct {
+	pc      net.PacketConn
+	ln      net.Listener
+	allowed func(netip.Addr) bool
 }
 
 func (c *dnsConns) close() {
-	c.pc.Close()
-	c.ln.Close()
+	for _, p := range c.pairs {
+		p.pc.Close()
+		p.ln.Close()
+	}
 }
 
 // newDNS builds the DNS server from the configuration; nil when DNS is off.
@@ -97,7 +122,7 @@ func newDNS(n *Node) (*dnsService, error) {
 		watches:   map[string]func(){},
 	}
 	none := []netip.Prefix{}
-	d.allowed.Store(&none)
+	d.cidrs.Store(&none)
 	ups, err := cfg.UpstreamAddrs()
 	if err != nil {
 		return nil, fmt.Errorf("node: dns: %w", err)
@@ -119,7 +144,7 @@ func newDNS(n *Node) (*dnsService, error) {
 	d.srv, err = dns.New(dns.Options{
 		Addr:      cfg.Listen,
 		OnListen:  func(a netip.AddrPort) { d.host.Store(&a); close(d.listening) },
-		Allowed:   d.isAllowed,
+		Allowed:   fromLoopback,
 		Forwarder: fwd,
 		Logger:    n.log,
 	})
@@ -149,14 +174,19 @@ func (d *dnsService) isOwn(up netip.AddrPort) bool {
 	return false
 }
 
-// isAllowed is the Server's access control: loopback and the overlay
-// networks the node is on.
-func (d *dnsService) isAllowed(a netip.Addr) bool {
+// fromLoopback is the host listener's access check: the host's own
+// programs (see the file comment).
+func fromLoopback(a netip.Addr) bool { return a.Unmap().IsLoopback() }
+
+// fromAnywhere is the access check of sockets that only the host's own
+// programs reach (bound to the loopback device).
+func fromAnywhere(netip.Addr) bool { return true }
+
+// fromOverlay is the access check of sockets that only the overlay
+// reaches: a source in one of the networks the node is on.
+func (d *dnsService) fromOverlay(a netip.Addr) bool {
 	a = a.Unmap()
-	if a.IsLoopback() {
-		return true
-	}
-	for _, p := range *d.allowed.Load() {
+	for _, p := range *d.cidrs.Load() {
 		if p.Contains(a) {
 			return true
 		}
@@ -164,12 +194,20 @@ func (d *dnsService) isAllowed(a netip.Addr) bool {
 	return false
 }
 
-// dnsAddrOf is a network's DNS address: its first usable address (as
-// ipam reserves it).
+// fromOverlayOrLoopback is the access check of an unbound host socket on a
+// DNS address, where the way in cannot be told (not Linux).
+func (d *dnsService) fromOverlayOrLoopback(a netip.Addr) bool {
+	return fromLoopback(a) || d.fromOverlay(a)
+}
+
+// dnsAddrOf is a gossip network's DNS address: its first usable address
+// (as ipam reserves it, so no node holds it as its own).
 func dnsAddrOf(cidr netip.Prefix) netip.Addr { return cidr.Masked().Addr().Next() }
 
 // dnsNetworks lists the networks the node serves DNS on: the static one
-// (named "static") and the joined ones.
+// (named "static") and the joined ones. The static network (--addr,
+// --peer) has no IPAM: any of its addresses, the first one too, may be
+// another host's, so its DNS address is the node's own address.
 func (n *Node) dnsNetworks() []dns.Network {
 	var out []dns.Network
 	if n.ctl != nil {
@@ -178,8 +216,7 @@ func (n *Node) dnsNetworks() []dns.Network {
 		}
 	}
 	if n.cfg.Addr.IsValid() && !slices.ContainsFunc(out, func(nw dns.Network) bool { return nw.Name == staticNetworkName }) {
-		c := n.cfg.Addr.Masked()
-		out = append(out, dns.Network{Name: staticNetworkName, CIDR: c, DNSAddr: dnsAddrOf(c)})
+		out = append(out, dns.Network{Name: staticNetworkName, CIDR: n.cfg.Addr.Masked(), DNSAddr: n.cfg.Addr.Addr()})
 	}
 	return out
 }
@@ -194,7 +231,7 @@ func (n *Node) dnsPrefixes() []netip.Prefix {
 	var out []netip.Prefix
 	for _, nw := range n.dnsNetworks() {
 		if nw.DNSAddr == n.cfg.Addr.Addr() {
-			continue // the static address is the DNS address: it is there already
+			continue // the static network's: the node's own address, there already
 		}
 		out = append(out, netip.PrefixFrom(nw.DNSAddr, nw.DNSAddr.BitLen()))
 	}
@@ -261,11 +298,11 @@ func (d *dnsService) sync() {
 	nets := d.n.dnsNetworks()
 	d.rewatch(nets)
 	zd, names := d.zoneData(nets)
-	var allowed []netip.Prefix
+	var cidrs []netip.Prefix
 	for _, nw := range nets {
-		allowed = append(allowed, nw.CIDR)
+		cidrs = append(cidrs, nw.CIDR)
 	}
-	d.allowed.Store(&allowed)
+	d.cidrs.Store(&cidrs)
 	d.names.Store(&names)
 
 	d.mu.Lock()
@@ -442,39 +479,74 @@ func (d *dnsService) serveLocked(nets []dns.Network) {
 		}
 		delete(d.failing, a)
 		d.serving[a] = c
-		d.wg.Add(2)
-		go func() { defer d.wg.Done(); d.srv.ServePacket(c.pc) }()
-		go func() { defer d.wg.Done(); d.srv.ServeListener(c.ln) }()
+		for _, p := range c.pairs {
+			d.wg.Add(2)
+			go func() { defer d.wg.Done(); d.srv.ServePacketAllowed(p.pc, p.allowed) }()
+			go func() { defer d.wg.Done(); d.srv.ServeListenerAllowed(p.ln, p.allowed) }()
+		}
 		d.log.Info("dns address served", zap.Stringer("addr", a), zap.String("mode", d.n.mode))
 	}
 }
 
 // listen opens UDP and TCP on ap: through the netstack, or with host
-// sockets on the TUN's address.
+// sockets on the TUN's address, one pair bound to the TUN and one to the
+// loopback device (see the file comment).
 func (d *dnsService) listen(ap netip.AddrPort) (*dnsConns, error) {
-	var (
-		pc  net.PacketConn
-		ln  net.Listener
-		err error
-	)
 	if ns := d.n.ns; ns != nil {
-		if pc, err = ns.ListenPacket("udp", ap.String()); err != nil {
+		pc, err := ns.ListenPacket("udp", ap.String())
+		if err != nil {
 			return nil, err
 		}
-		if ln, err = ns.Listen("tcp", ap.String()); err != nil {
+		ln, err := ns.Listen("tcp", ap.String())
+		if err != nil {
 			pc.Close()
 			return nil, err
 		}
-		return &dnsConns{pc: pc, ln: ln}, nil
+		return &dnsConns{pairs: []dnsPair{{pc: pc, ln: ln, allowed: d.fromOverlay}}}, nil
 	}
-	if pc, err = net.ListenPacket("udp", ap.String()); err != nil {
-		return nil, err
+	if !deviceBinding {
+		d.unbound.Do(func() {
+			d.log.Warn("this system cannot bind the DNS address's sockets to the TUN: a host on the underlay that routes the DNS address here can reach it (from a source in the overlay's CIDR, it is answered)")
+		})
+		pair, err := listenHost(ap, "", d.fromOverlayOrLoopback)
+		if err != nil {
+			return nil, err
+		}
+		return &dnsConns{pairs: []dnsPair{pair}}, nil
 	}
-	if ln, err = net.Listen("tcp", ap.String()); err != nil {
+	c := &dnsConns{}
+	for _, w := range []struct {
+		dev     string
+		allowed func(netip.Addr) bool
+	}{{d.n.dev.Name(), d.fromOverlay}, {loopbackDevice, fromAnywhere}} {
+		pair, err := listenHost(ap, w.dev, w.allowed)
+		if err != nil {
+			c.close()
+			return nil, err
+		}
+		c.pairs = append(c.pairs, pair)
+	}
+	return c, nil
+}
+
+// listenHost opens a host UDP and TCP socket on ap, bound to the device
+// dev unless it is empty.
+func listenHost(ap netip.AddrPort, dev string, allowed func(netip.Addr) bool) (dnsPair, error) {
+	var lc net.ListenConfig
+	if dev != "" {
+		lc.Control = bindToDevice(dev)
+	}
+	ctx := context.Background()
+	pc, err := lc.ListenPacket(ctx, "udp", ap.String())
+	if err != nil {
+		return dnsPair{}, err
+	}
+	ln, err := lc.Listen(ctx, "tcp", ap.String())
+	if err != nil {
 		pc.Close()
-		return nil, err
+		return dnsPair{}, err
 	}
-	return &dnsConns{pc: pc, ln: ln}, nil
+	return dnsPair{pc: pc, ln: ln, allowed: allowed}, nil
 }
 
 // resolve answers an overlay name from the zone (for Dial and the doors).
