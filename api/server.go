@@ -1,16 +1,17 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -63,29 +64,34 @@ type Server struct {
 // Listen creates the socket at path (mode 0600, its directory 0700 if it
 // has to be made) and serves b on it until Close. A stale socket left by a
 // dead daemon is replaced; a live one is an error.
+//
+// The socket is never reachable with a looser mode, and the process's
+// umask is left alone (an embedding program's own files are created
+// meanwhile): it is bound in a new directory of mode 0700 beside path,
+// which nobody else may enter, made 0600 there, and only then renamed to
+// path, atomically.
 func Listen(path string, b Backend) (*Server, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("api: control socket %s: %w", path, err)
 	}
 	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("api: control socket %s is in use by a running overlayd; stop it or choose another with --control", path)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("api: control socket %s: %w", path, err)
+	if fi, err := os.Lstat(path); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("api: control socket %s is a directory", path)
 	}
-	old := syscall.Umask(0o177)
-	ln, err := net.Listen("unix", path)
-	syscall.Umask(old)
+	ln, err := listenPrivate(dir, path)
 	if err != nil {
 		return nil, fmt.Errorf("api: control socket %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("api: control socket %s: %w", path, err)
-	}
 	s := &Server{path: path, ln: ln}
-	s.srv = &http.Server{Handler: Handler(b), ReadHeaderTimeout: 5 * time.Second}
+	s.srv = &http.Server{
+		Handler:           boundedBody(Handler(b)),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       30 * time.Second,
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -94,6 +100,66 @@ func Listen(path string, b Backend) (*Server, error) {
 		}
 	}()
 	return s, nil
+}
+
+// listenPrivate binds a unix socket in a fresh 0700 directory in dir,
+// makes it 0600 and renames it to path (replacing a stale file there).
+func listenPrivate(dir, path string) (net.Listener, error) {
+	priv, err := os.MkdirTemp(dir, ".ovl") // mode 0700; short, for sun_path's ~104 bytes
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(priv)
+	tmp := filepath.Join(priv, "s")
+	ln, err := net.Listen("unix", tmp)
+	if err != nil {
+		return nil, err
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false) // Close removes path itself
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// bodyTimeout bounds the time a client may take to send a request's body
+// (the headers have ReadHeaderTimeout). It is not a bound on the request:
+// a handler may wait as long as its work takes (a join, an apply).
+var bodyTimeout = 10 * time.Second
+
+// boundedBody reads each request's body, at most maxBody bytes, within
+// bodyTimeout before h runs, so that a client that stops sending holds a
+// connection for no longer than that; h gets the body from memory. (The
+// server's ReadTimeout would bound it too, but also cancel the context
+// of a handler that outlives it.)
+func boundedBody(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body == nil || r.Body == http.NoBody {
+			h.ServeHTTP(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		rc.SetReadDeadline(time.Now().Add(bodyTimeout))
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+		switch {
+		case err != nil: // the deadline stays: the server's reads fail, and it closes the connection
+			w.Header().Set("Connection", "close")
+			writeJSON(w, http.StatusRequestTimeout, Error{Error: fmt.Sprintf("the request body did not arrive within %v", bodyTimeout)})
+			return
+		case len(body) > maxBody:
+			w.Header().Set("Connection", "close")
+			writeJSON(w, http.StatusRequestEntityTooLarge, Error{Error: fmt.Sprintf("request body is larger than %d bytes", maxBody)})
+			return
+		}
+		rc.SetReadDeadline(time.Time{}) // the handler may take as long as its work does
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Path is the socket's path.

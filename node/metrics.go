@@ -271,11 +271,12 @@ func (n *Node) MetricsRegistry() *prometheus.Registry {
 
 // metricsServer serves /metrics on a host address.
 type metricsServer struct {
-	ln   net.Listener
-	srv  *http.Server
-	wg   sync.WaitGroup
-	once sync.Once
-	err  error
+	ln       net.Listener
+	srv      *http.Server
+	wg       sync.WaitGroup
+	once     sync.Once
+	serveErr error // set by the Serve goroutine before wg.Done
+	err      error // close's result: serveErr and Shutdown's error
 }
 
 // startMetrics opens the Prometheus endpoint when the configuration names
@@ -303,6 +304,7 @@ func (n *Node) startMetrics() error {
 	go func() {
 		defer m.wg.Done()
 		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.serveErr = fmt.Errorf("node: metrics on %s: %w", m.addr(), err)
 			n.log.Warn("metrics server stopped", zap.Error(err))
 		}
 	}()
@@ -315,15 +317,20 @@ func (n *Node) startMetrics() error {
 
 func (m *metricsServer) addr() string { return m.ln.Addr().String() }
 
-// close stops the server, dropping scrapes in progress, and waits for it.
+// close stops the server, waiting up to a second for scrapes in progress
+// and then dropping them, and waits for it. Its error says why Serve
+// stopped early or that Shutdown had to drop connections.
 func (m *metricsServer) close() error {
 	m.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
+		var shutdownErr error
 		if err := m.srv.Shutdown(ctx); err != nil {
+			shutdownErr = fmt.Errorf("node: metrics on %s: shutdown: %w; the connections still open were closed", m.addr(), err)
 			m.srv.Close()
 		}
 		m.wg.Wait()
+		m.err = errors.Join(m.serveErr, shutdownErr)
 	})
 	return m.err
 }

@@ -236,8 +236,14 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// One rule for --check and the start: a configuration, or a file it
 	// names, that cannot work is a mistake (exit 2), found before anything
 	// is bound; what fails after that is a failure at run time (exit 1).
-	if err := node.Check(cfg); err != nil {
+	warnings, err := node.Check(cfg)
+	if err != nil {
 		return usagef("invalid configuration:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+	}
+	if *check {
+		for _, w := range warnings { // the start logs these itself
+			fmt.Fprintf(stderr, "overlayd run: warning: %s\n", w)
+		}
 	}
 	if *check {
 		fmt.Fprintln(stdout, "configuration is valid")

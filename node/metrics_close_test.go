@@ -1,0 +1,50 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/overlayd/overlayd/config"
+)
+
+// A metrics endpoint that cannot shut down cleanly (a scrape still being
+// received when the node closes) says so in Close's error; it used to be
+// dropped.
+func TestMetricsShutdownErrorReported(t *testing.T) {
+	cfg := config.Default()
+	cfg.Name = "m"
+	cfg.Mode = config.ModeNetstack
+	cfg.Listen = netip.MustParseAddrPort("127.0.0.1:0")
+	cfg.Addr = netip.MustParsePrefix("10.97.1.1/16")
+	cfg.Control = ""
+	cfg.DNS.Listen = config.DNSOff
+	cfg.Metrics = "127.0.0.1:0"
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		n.Close()
+		t.Fatal(err)
+	}
+	_, addr := n.doorStatus()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		n.Close()
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Half a request: the connection is active (not idle), so Shutdown
+	// waits for it until its deadline.
+	fmt.Fprint(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n")
+	time.Sleep(100 * time.Millisecond) // let the server read the first bytes (a bound on nothing: the error comes either way once it has)
+	err = n.Close()
+	if err == nil || !strings.Contains(err.Error(), "node: metrics on "+addr+": shutdown: context deadline exceeded") {
+		t.Errorf("Close = %v, want the metrics server's shutdown error", err)
+	}
+}
