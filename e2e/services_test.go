@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -531,4 +532,283 @@ func TestServiceStateSurvivesClusterRestart(t *testing.T) {
 		t.Fatalf("after the restart: %+v, %v; want VIP %s and gnode1's backend of weight 3", s, err, svc.VIP)
 	}
 	t.Logf("service back %v after the restarts", took.Round(time.Millisecond))
+}
+
+// svcCluster starts n gossip nodes on network nw (cidr), each joined, with
+// routes converged, and returns the cluster and the nodes' addresses.
+func svcCluster(t *testing.T, n int, nw, cidr string) (*GossipCluster, []netip.Addr) {
+	t.Helper()
+	c := NewGossipCluster(t, n, GossipOptions{})
+	if _, err := c.Node(0).CreateNetwork(context.Background(), api.CreateNetwork{Name: nw, CIDR: cidr}); err != nil {
+		t.Fatal(err)
+	}
+	addrs := make([]netip.Addr, n)
+	for i := range n {
+		addrs[i] = c.Join(i, nw).Addr()
+	}
+	c.WaitFor(20*time.Second, "routes converge", func() bool {
+		for i := range n {
+			if len(c.RoutesOf(i)) != n-1 {
+				return false
+			}
+		}
+		return true
+	})
+	return c, addrs
+}
+
+// listenNamed serves name on TCP at addr on node nd (see serveBackend).
+func listenNamed(t *testing.T, nd *node.Node, addr netip.AddrPort, name string) {
+	t.Helper()
+	ln, err := nd.Listen("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := nd.ListenPacket("udp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close(); pc.Close() })
+	serveBackend(ln, pc, name)
+}
+
+// waitService waits until node nd's view of service name satisfies cond.
+func waitService(t *testing.T, c *GossipCluster, nd *node.Node, network, name, what string, cond func(api.ServiceInfo) bool) api.ServiceInfo {
+	t.Helper()
+	var si api.ServiceInfo
+	c.WaitFor(15*time.Second, what, func() bool {
+		var err error
+		si, err = nd.Service(context.Background(), network, name)
+		return err == nil && cond(si)
+	})
+	return si
+}
+
+// TestServiceMultiPort: a service perf with ports 5201/tcp and 8002/tcp
+// and backends :5201 and :8002 on two nodes: a flow to VIP:PORT only ever
+// reaches a backend of that port (issue 9, item 4: 9 of 20 connections to
+// VIP:8002 went to a :5201 backend).
+func TestServiceMultiPort(t *testing.T) {
+	const nw = "mp"
+	c, addrs := svcCluster(t, 3, nw, "10.64.0.0/16")
+	ctx := context.Background()
+	svc, err := c.Node(0).CreateService(ctx, api.CreateService{Name: "perf", Network: nw, Ports: []string{"5201/tcp", "8002/tcp"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitService(t, c, c.Node(1), nw, "perf", "the service reaches gnode1 and gnode2", func(api.ServiceInfo) bool { return true })
+	waitService(t, c, c.Node(2), nw, "perf", "the service reaches gnode2", func(api.ServiceInfo) bool { return true })
+	for _, i := range []int{1, 2} {
+		for _, port := range []uint16{5201, 8002} {
+			a := netip.AddrPortFrom(addrs[i], port)
+			listenNamed(t, c.Node(i), a, fmt.Sprintf("%s:%d", c.Name(i), port))
+			if _, err := c.Node(i).AddBackend(ctx, api.AddBackend{Service: "perf", Network: nw, Addr: a.String(), Weight: 1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	waitService(t, c, c.Node(0), nw, "perf", "gnode0's tables hold the four backends", func(si api.ServiceInfo) bool {
+		n := 0
+		for _, b := range si.Backends {
+			if b.InTable {
+				n++
+			}
+		}
+		return n == 4
+	})
+	for _, port := range []uint16{8002, 5201} {
+		vip := netip.AddrPortFrom(netip.MustParseAddr(svc.VIP), port).String()
+		counts := spread(t, c, []int{0}, vip, 20)
+		t.Logf("20 connections to VIP:%d: %v", port, counts)
+		for name, n := range counts {
+			if !strings.HasSuffix(name, fmt.Sprintf(":%d", port)) {
+				t.Errorf("%d of 20 connections to VIP:%d went to %s", n, port, name)
+			}
+		}
+	}
+	si, _ := c.Node(0).Service(ctx, nw, "perf")
+	for _, b := range si.Backends {
+		if want := strings.TrimPrefix(b.Addr[strings.LastIndex(b.Addr, ":"):], ":") + "/tcp"; len(b.Ports) != 1 || b.Ports[0] != want {
+			t.Errorf("backend %s serves %v, want %s", b.Addr, b.Ports, want)
+		}
+	}
+}
+
+// TestServiceConflictLeavesOthersFlows: two services claim one VIP port
+// (the later is refused alone, and says so); established flows of the
+// first and of a third service survive 10 rebuilds of the balancer with 0
+// resets (issue 9, item 3: the per-service fallback published partial
+// snapshots and reset every other service's flows on every sync).
+func TestServiceConflictLeavesOthersFlows(t *testing.T) {
+	const nw = "cf"
+	c, addrs := svcCluster(t, 3, nw, "10.63.0.0/16")
+	ctx := context.Background()
+	first, err := c.Node(0).CreateService(ctx, api.CreateService{Name: "first", Network: nw, Ports: []string{"80/tcp"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	third, err := c.Node(0).CreateService(ctx, api.CreateService{Name: "third", Network: nw, Ports: []string{"80/tcp"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b1 := netip.AddrPortFrom(addrs[1], 8080)
+	b2 := netip.AddrPortFrom(addrs[2], 8080)
+	listenNamed(t, c.Node(1), b1, "gnode1")
+	listenNamed(t, c.Node(2), b2, "gnode2")
+	waitService(t, c, c.Node(1), nw, "first", "first reaches gnode1", func(api.ServiceInfo) bool { return true })
+	waitService(t, c, c.Node(2), nw, "third", "third reaches gnode2", func(api.ServiceInfo) bool { return true })
+	if _, err := c.Node(1).AddBackend(ctx, api.AddBackend{Service: "first", Network: nw, Addr: b1.String(), Weight: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Node(2).AddBackend(ctx, api.AddBackend{Service: "third", Network: nw, Addr: b2.String(), Weight: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// A second service on first's VIP port, as two nodes creating
+	// services at once can make: written straight into gnode2's table.
+	clash, _ := json.Marshal(map[string]any{"name": "clash", "network": nw, "vip": first.VIP, "ports": []map[string]any{{"port": 80, "proto": "tcp"}}})
+	if err := c.Node(2).Gossip().Put("overlayd.services", nw, "clash", clash); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(10*time.Second, "gnode0 balances first and third", func() bool {
+		return inTable(c.Node(0), "first", b1.String()) && inTable(c.Node(0), "third", b2.String())
+	})
+	held := map[string]*vipConn{}
+	for _, vip := range []string{first.VIP, third.VIP} {
+		vc, err := dialVIP(c.Node(0), vip+":80")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer vc.Close()
+		held[vip] = vc
+	}
+	checkReported(t, c, nw)
+	resets := c.Node(0).Balancer().Stats().Resets
+	// Ten rebuilds: each weight change of first's backend is a change
+	// every node applies; wait until gnode0's table has it.
+	for k := range 10 {
+		w := uint32(k + 2)
+		if _, err := c.Node(1).AddBackend(ctx, api.AddBackend{Service: "first", Network: nw, Addr: b1.String(), Weight: w}); err != nil {
+			t.Fatal(err)
+		}
+		c.WaitFor(10*time.Second, fmt.Sprintf("gnode0's table has weight %d", w), func() bool {
+			for _, s := range c.Node(0).Balancer().Stats().Services {
+				for _, b := range s.Backends {
+					if s.Name == "first" && b.Weight == w {
+						return true
+					}
+				}
+			}
+			return false
+		})
+		for vip, vc := range held {
+			if err := vc.echo(fmt.Sprintf("rebuild %d", k)); err != nil {
+				t.Fatalf("flow to %s after rebuild %d: %v", vip, k, err)
+			}
+		}
+	}
+	if got := c.Node(0).Balancer().Stats().Resets - resets; got != 0 {
+		t.Errorf("%d resets during 10 rebuilds, want 0", got)
+	}
+}
+
+// checkReported: the refused service says why on every node, in service
+// show, service ls and status.
+func checkReported(t *testing.T, c *GossipCluster, nw string) {
+	t.Helper()
+	for i := range 3 {
+		si := waitService(t, c, c.Node(i), nw, "clash", c.Name(i)+" reports clash", func(si api.ServiceInfo) bool { return si.Error != "" })
+		if !strings.Contains(si.Error, `is already served by "`+nw+`/first"`) {
+			t.Errorf("%s: clash: %q, want it refused for first's VIP port", c.Name(i), si.Error)
+		}
+		if st, err := c.Node(i).Status(context.Background()); err != nil || st.Services == nil || st.Services.Rejected != 1 {
+			t.Errorf("%s: status services %+v, %v; want 1 not balanced", c.Name(i), st.Services, err)
+		}
+	}
+}
+
+// TestServiceRemoveBackendNamesOwner: remove-backend of a backend another
+// node added a moment ago names that node (issue 10, §4: in its first
+// second it said "has no backend").
+func TestServiceRemoveBackendNamesOwner(t *testing.T) {
+	const nw = "rb"
+	c, addrs := svcCluster(t, 2, nw, "10.65.0.0/16")
+	ctx := context.Background()
+	if _, err := c.Node(0).CreateService(ctx, api.CreateService{Name: "web", Network: nw, Ports: []string{"80/tcp"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitService(t, c, c.Node(1), nw, "web", "the service reaches gnode1", func(api.ServiceInfo) bool { return true })
+	for k := range 10 {
+		a := netip.AddrPortFrom(addrs[1], uint16(8000+k)).String()
+		if _, err := c.Node(1).AddBackend(ctx, api.AddBackend{Service: "web", Network: nw, Addr: a, Weight: 1}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := c.Node(0).RemoveBackend(ctx, api.BackendRef{Service: "web", Network: nw, Addr: a}, false)
+		if want := "backend " + a + " was added by node gnode1; run the command there"; err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("trial %d: remove-backend on gnode0 right after gnode1 added it: %v, want %q", k, err, want)
+		}
+	}
+	// A backend nobody added is still "has no backend" (after the wait).
+	if _, err := c.Node(0).RemoveBackend(ctx, api.BackendRef{Service: "web", Network: nw, Addr: "10.65.9.9:80"}, false); err == nil || !strings.Contains(err.Error(), "has no backend 10.65.9.9:80") {
+		t.Errorf("remove a backend nobody added: %v", err)
+	}
+}
+
+// TestServiceBackendOfDeadNodeAddedElsewhere: backends on three nodes all
+// added by gnode0 (an operator adding them from one node); a crash of one
+// backend's node makes that backend unreachable on every node, though its
+// entry (owned by gnode0) stays, and no new flow goes there (issue 9,
+// item 7: it stayed active and about 1 in 3 new connections failed).
+func TestServiceBackendOfDeadNodeAddedElsewhere(t *testing.T) {
+	const nw = "dn"
+	c, addrs := svcCluster(t, 5, nw, "10.66.0.0/16")
+	ctx := context.Background()
+	svc, err := c.Node(0).CreateService(ctx, api.CreateService{Name: "web", Network: nw, Ports: []string{"80/tcp"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vip := svc.VIP + ":80"
+	bes := map[int]string{}
+	for _, i := range []int{1, 2, 3} {
+		a := netip.AddrPortFrom(addrs[i], 8080)
+		listenNamed(t, c.Node(i), a, c.Name(i))
+		bes[i] = a.String()
+		if _, err := c.Node(0).AddBackend(ctx, api.AddBackend{Service: "web", Network: nw, Addr: a.String(), Weight: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, i := range []int{0, 4} {
+		waitService(t, c, c.Node(i), nw, "web", c.Name(i)+" balances the three backends", func(si api.ServiceInfo) bool {
+			n := 0
+			for _, b := range si.Backends {
+				if b.InTable {
+					n++
+				}
+			}
+			return n == 3
+		})
+	}
+	if counts := spread(t, c, []int{0, 4}, vip, 30); len(counts) != 3 {
+		t.Fatalf("30 connections reached %v, want the three backends", counts)
+	}
+	crashed := time.Now()
+	c.Crash(2)
+	for _, i := range []int{0, 1, 3, 4} {
+		si := waitService(t, c, c.Node(i), nw, "web", c.Name(i)+" shows gnode2's backend unreachable", func(si api.ServiceInfo) bool {
+			for _, b := range si.Backends {
+				if b.Addr == bes[2] {
+					return b.State == "unreachable" && !b.InTable && b.Owner == "gnode0"
+				}
+			}
+			return false
+		})
+		if len(si.Backends) != 3 {
+			t.Errorf("%s: backends %+v, want all three listed", c.Name(i), si.Backends)
+		}
+	}
+	t.Logf("crash → unreachable on every node: %v", time.Since(crashed).Round(time.Millisecond))
+	counts := spread(t, c, []int{0, 4}, vip, 60) // fails the test on any failed connection
+	t.Logf("60 connections after the crash: %v", counts)
+	if counts["gnode2"] != 0 {
+		t.Errorf("%d connections reached the dead gnode2", counts["gnode2"])
+	}
 }

@@ -51,6 +51,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -110,8 +111,14 @@ type services struct {
 	mu      sync.Mutex           // guards watches
 	watches map[string][2]func() // network → cancels of its two watches
 
-	rmu      sync.Mutex        // guards rejected
+	fpMu sync.Mutex  // guards fp
+	fp   fingerprint // at the last routesChanged
+
+	rmu      sync.Mutex           // guards rejected
 	rejected map[[2]string]string // network, service → why this node does not balance it (last sync)
+
+	syncs  atomic.Uint64 // rebuilds of the balancer's services (for tests)
+	checks atomic.Uint64 // rounds of health checks (for tests)
 
 	opMu  sync.Mutex     // serialises the API's writes
 	fails map[string]int // backend key (network + "\x00" + key) → consecutive failed probes; checker only
@@ -244,14 +251,42 @@ func (s *services) loop() {
 	}
 }
 
-// routesChanged is called after every swap of the router's route table;
-// the balancer follows it (a backend is usable only while its address is
-// routed to a live node, and a joined or left network changes the route
-// table too).
+// routesChanged is called after every swap of the router's route table
+// (under syncMu); the balancer follows it when what it depends on
+// changed: the routes (a backend is usable only while its address is
+// routed to a live node), the live members and the joined networks.
 func (n *Node) routesChanged() {
-	if s := n.svc.Load(); s != nil {
+	s := n.svc.Load()
+	if s == nil {
+		return
+	}
+	fp := fingerprint{set: true, routes: n.rt.Routes(), joined: s.c.joinedList()}
+	for _, m := range s.c.g.Members() {
+		if m.State == gossip.StateAlive || m.State == gossip.StateSuspect {
+			fp.live = append(fp.live, m.Name)
+		}
+	}
+	slices.Sort(fp.live)
+	s.fpMu.Lock()
+	same := s.fp.equal(fp)
+	s.fp = fp
+	s.fpMu.Unlock()
+	if !same {
 		s.poke()
 	}
+}
+
+// fingerprint is what the balancer's services depend on besides the
+// service tables.
+type fingerprint struct {
+	set    bool
+	routes []router.Route
+	joined []joinedNet
+	live   []string
+}
+
+func (a fingerprint) equal(b fingerprint) bool {
+	return a.set && b.set && slices.Equal(a.routes, b.routes) && slices.Equal(a.joined, b.joined) && slices.Equal(a.live, b.live)
 }
 
 // rewatch watches the tables of every joined network, and stops watching
@@ -495,6 +530,7 @@ func (v view) balanced(se svcEntry) lb.Service {
 // VIP port: the later entry loses) is left out alone, logged and shown by
 // 'service ls'; every other service is published with it.
 func (s *services) sync() {
+	s.syncs.Add(1)
 	v := s.view()
 	var ses []svcEntry
 	for _, j := range s.c.joinedList() {
@@ -1077,6 +1113,7 @@ type probeTarget struct {
 }
 
 func (s *services) checkAll() {
+	defer s.checks.Add(1)
 	self := s.c.g.Name()
 	var targets []probeTarget
 	for _, j := range s.c.joinedList() {

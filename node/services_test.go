@@ -1,9 +1,14 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
+	"net/netip"
 	"testing"
+	"time"
 
+	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/lb"
 )
 
@@ -55,4 +60,78 @@ func TestValidServiceName(t *testing.T) {
 			t.Errorf("validServiceName(%q) = %v, want %v", name, got, want)
 		}
 	}
+}
+
+// TestServicesFollowChangesNotATimer: the balancer's services are rebuilt
+// on a change and only then (issue 9, item 2: a 1 s tick added its own
+// delay). With nothing changing, no rebuild happens while three rounds of
+// health checks (every 2 s) go by; a change is applied at once.
+func TestServicesFollowChangesNotATimer(t *testing.T) {
+	cfg := config.Default()
+	cfg.Name = "n0"
+	cfg.Mode = config.ModeNetstack
+	cfg.Listen = netip.MustParseAddrPort("127.0.0.1:0")
+	cfg.Control = ""
+	cfg.Gossip.Listen = netip.MustParseAddrPort("127.0.0.1:0")
+	cfg.Gossip.Profile = "test"
+	cfg.DNS.Listen = config.DNSOff
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ctx := context.Background()
+	if err := n.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDR: "10.10.0.0/16"}); err != nil {
+		t.Fatal(err)
+	}
+	ni, err := n.JoinNetwork(ctx, "blue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := netip.AddrPortFrom(netip.MustParsePrefix(ni.Addr).Addr(), 8080).String()
+	ln, err := n.Listen("tcp", be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if _, err := n.CreateService(ctx, api.CreateService{Name: "web", Ports: []string{"80/tcp"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.AddBackend(ctx, api.AddBackend{Service: "web", Addr: be, Weight: 1, Check: "tcp"}); err != nil {
+		t.Fatal(err)
+	}
+	s := n.svc.Load()
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 20s", what)
+			}
+		}
+	}
+	wait("a round of health checks", func() bool { return s.checks.Load() >= 1 })
+	syncs, checks := s.syncs.Load(), s.checks.Load()
+	wait("three more rounds of health checks", func() bool { return s.checks.Load() >= checks+3 })
+	if got := s.syncs.Load(); got != syncs {
+		t.Errorf("%d rebuilds of the services while nothing changed (3 health check rounds), want 0", got-syncs)
+	}
+	if si, err := n.Service(ctx, "blue", "web"); err != nil || len(si.Backends) != 1 || si.Backends[0].State != "active" {
+		t.Fatalf("service web: %+v, %v; want its backend active", si, err)
+	}
+	if _, err := n.AddBackend(ctx, api.AddBackend{Service: "web", Addr: be, Weight: 2, Check: "tcp"}); err != nil {
+		t.Fatal(err)
+	}
+	wait("a rebuild after a change", func() bool { return s.syncs.Load() > syncs })
 }
