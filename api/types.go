@@ -10,6 +10,10 @@ type Status struct {
 	Device   string    `json:"device"` // interface name, or "netstack"
 	Started  time.Time `json:"started"`
 	VTEP     string    `json:"vtep"` // underlay ip:port
+	// VTEPAdvertised is the VTEP the cluster is told to send to (the
+	// listen address with this host's IP when that is unspecified);
+	// empty without gossip.
+	VTEPAdvertised string `json:"vtep_advertised,omitempty"`
 	MAC      string    `json:"mac"`  // the node's MAC inside the tunnel
 	MTU      int       `json:"mtu"`  // of the attachment
 	PathMTU  int       `json:"path_mtu"`

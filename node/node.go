@@ -475,6 +475,7 @@ func (n *Node) Status(context.Context) (api.Status, error) {
 	st.Routes = n.routes()
 	if n.ctl != nil {
 		st.RoutesRefused = n.ctl.refusedRoutes()
+		st.VTEPAdvertised = n.ctl.vtep.String()
 	}
 	st.Services = n.servicesSummary()
 	st.DNS = n.dnsStatus()

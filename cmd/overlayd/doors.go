@@ -77,7 +77,10 @@ func printDoors(w io.Writer, st api.Status) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DOOR\tLISTEN\tTARGET\tACCEPTED\tREFUSED\tACTIVE\tOUT BYTES\tIN BYTES\tFAILED")
+	// OVER LIMIT: turned away at the connection limit (api.Door.Refused);
+	// FAILED: accepted but never spliced, by reason ("refused" there is
+	// the destination refusing the connection).
+	fmt.Fprintln(tw, "DOOR\tLISTEN\tTARGET\tACCEPTED\tOVER LIMIT\tACTIVE\tOUT BYTES\tIN BYTES\tFAILED")
 	for _, d := range st.Doors {
 		target := "-"
 		if d.Kind == "forward" {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/node"
 )
@@ -82,6 +83,14 @@ func TestNetworkCommands(t *testing.T) {
 		if code != s.code || !strings.Contains(stdout, s.inStdout) || !strings.Contains(stderr, s.inStderr) {
 			t.Errorf("overlayd %v: exit %d\nstdout %q\nstderr %q\nwant exit %d, %q, %q", s.args, code, stdout, stderr, s.code, s.inStdout, s.inStderr)
 		}
+	}
+	// status tells the VTEP the cluster is told, the one peers lists.
+	var st api.Status
+	var ps []api.Peer
+	_, o1, _ := run(t, append([]string{"status", "--json"}, ctl...)...)
+	_, o2, _ := run(t, append([]string{"peers", "--json"}, ctl...)...)
+	if json.Unmarshal([]byte(o1), &st) != nil || json.Unmarshal([]byte(o2), &ps) != nil || len(ps) != 1 || st.VTEPAdvertised == "" || st.VTEPAdvertised != ps[0].VTEP {
+		t.Errorf("status vtep_advertised %q, peers %+v; want the same VTEP", st.VTEPAdvertised, ps)
 	}
 	code, stdout, _ := run(t, append([]string{"routes", "--json"}, ctl...)...)
 	var rs struct {

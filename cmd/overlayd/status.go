@@ -32,13 +32,21 @@ func printStatus(w io.Writer, st api.Status) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "node\t%s (overlayd %s)\n", st.Name, st.Version)
 	fmt.Fprintf(tw, "mode\t%s, device %s, MTU %d (path MTU %d)\n", st.Mode, st.Device, st.MTU, st.PathMTU)
-	fmt.Fprintf(tw, "vtep\t%s (GSO %s, GRO %s, %d source ports)\n", st.VTEP, onOff(st.Underlay.GSO), onOff(st.Underlay.GRO), st.Underlay.SourcePorts)
+	vtep := st.VTEP
+	if st.VTEPAdvertised != "" && st.VTEPAdvertised != st.VTEP {
+		vtep += ", peers send to " + st.VTEPAdvertised // what 'overlayd peers' shows
+	}
+	fmt.Fprintf(tw, "vtep\t%s (GSO %s, GRO %s, %d source ports)\n", vtep, onOff(st.Underlay.GSO), onOff(st.Underlay.GRO), st.Underlay.SourcePorts)
 	fmt.Fprintf(tw, "mac\t%s\n", st.MAC)
 	if !st.Started.IsZero() {
 		fmt.Fprintf(tw, "up\t%s\n", time.Since(st.Started).Round(time.Second))
 	}
 	for _, n := range st.Networks {
-		fmt.Fprintf(tw, "network\tvni %d, address %s\n", n.VNI, n.Addr)
+		name := n.Name
+		if name == "" {
+			name = "static" // --addr, as in DNS names and metrics
+		}
+		fmt.Fprintf(tw, "network\t%s: vni %d, address %s\n", name, n.VNI, n.Addr)
 	}
 	if s := st.Services; s != nil {
 		fmt.Fprintf(tw, "services\t%s\n", servicesLine(s)) // cmd/overlayd/service.go
@@ -81,9 +89,29 @@ func printStatus(w io.Writer, st api.Status) {
 	fmt.Fprintln(w, "drops:")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, k := range slices.Sorted(maps.Keys(t.Drops)) {
-		fmt.Fprintf(tw, "  %s\t%d\n", k, t.Drops[k])
+		fmt.Fprintf(tw, "  %s\t%d\t%s\n", k, t.Drops[k], dropMeaning[k])
 	}
 	tw.Flush()
+}
+
+// dropMeaning says what each of the router's drop reasons (vxlan.DropReason
+// names) counts, for status.
+var dropMeaning = map[string]string{
+	"short":          "datagrams shorter than the VXLAN and Ethernet headers",
+	"flags":          "VXLAN headers without the I flag",
+	"unknown_vni":    "a VNI of no network this node is on",
+	"not_peer":       "from an underlay address that is no member's VTEP",
+	"not_for_us":     "to an overlay address (or MAC) this node does not hold",
+	"malformed":      "packets or frames that do not parse",
+	"unsupported":    "neither IPv4 nor ARP: IPv6 (the kernel's router solicitations and MLD on a TUN) or another EtherType; the overlay carries IPv4",
+	"no_route":       "no route (or no VTEP) for the destination",
+	"too_big":        "larger than the path MTU (DF: answered with ICMP fragmentation needed) or the attachment's MTU",
+	"arp_unresolved": "no ARP answer in time for the next hop",
+	"queue_full":     "a bounded queue (ARP wait, batch, replies) had no room",
+	"write_error":    "the underlay socket or the attachment refused the write",
+	"lb_reset":       "to a VIP whose backend is gone: answered with a TCP RST or ICMP unreachable",
+	"lb_refused":     "refused by the load balancer (a fragment to a VIP, a full connection table, a stray packet)",
+	"not_owner":      "from an overlay address whose route names another VTEP than the sender's (stray or forged)",
 }
 
 func onOff(b bool) string {
