@@ -43,7 +43,7 @@ func BuildTCPReset(pkt []byte, out []byte) (int, error) {
 	if p.flags&flagRST != 0 {
 		return 0, errRST
 	}
-	if !replyable(p.key.src) {
+	if !MayAnswer(pkt, netip.Prefix{}) {
 		return 0, errNoReply
 	}
 	const n = header.IPv4MinimumSize + header.TCPMinimumSize
@@ -92,7 +92,7 @@ func BuildICMPPortUnreachable(pkt []byte, out []byte) (int, error) {
 	if !ok || p.proto != uint8(UDP) {
 		return 0, errNotUDP
 	}
-	if !replyable(p.key.src) {
+	if !MayAnswer(pkt, netip.Prefix{}) {
 		return 0, errNoReply
 	}
 	quote := pkt[:len(p.ip)+len(p.l4)]
@@ -128,9 +128,61 @@ func writeIPv4(b []byte, total int, proto uint8, src, dst [4]byte) {
 	h.SetChecksum(^h.CalculateChecksum())
 }
 
-// replyable reports whether an error may be sent to src (RFC 1122 3.2.2:
-// never to a broadcast, multicast or unspecified source).
-func replyable(src [4]byte) bool {
-	a := netip.AddrFrom4(src)
-	return !a.IsUnspecified() && !a.IsMulticast() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+// replyable reports whether an error may be sent to src, whatever its
+// network: MayAnswer's rule for a source address.
+func replyable(src [4]byte) bool { return singleHost(netip.AddrFrom4(src), netip.Prefix{}) }
+
+// MayAnswer is the one rule for when a packet may be answered with an
+// error of our own making (ICMP destination unreachable or fragmentation
+// needed, TCP RST), after RFC 1122 section 3.2.2 and RFC 1812 section
+// 4.3.2.7: never about a packet whose source or destination is not a
+// single host (unspecified, loopback, multicast, class E, the limited
+// broadcast 255.255.255.255, or the directed broadcast of network), nor
+// about a non-initial fragment, nor about an ICMP error. pkt is an IPv4
+// packet (checked by the caller); network is the prefix of the overlay
+// network the packet is on, as configured (10.1.0.0/16 makes 10.1.255.255
+// a broadcast and 10.1.0.255 a host), or the zero Prefix when unknown.
+// Both the router's ICMP errors and the balancer's resets follow it.
+func MayAnswer(pkt []byte, network netip.Prefix) bool {
+	if len(pkt) < header.IPv4MinimumSize {
+		return false
+	}
+	ip := header.IPv4(pkt)
+	if ip.FragmentOffset() != 0 {
+		return false
+	}
+	if !singleHost(netip.AddrFrom4([4]byte(pkt[12:16])), network) || !singleHost(netip.AddrFrom4([4]byte(pkt[16:20])), network) {
+		return false
+	}
+	if ip.Protocol() == uint8(header.ICMPv4ProtocolNumber) {
+		hl := int(ip.HeaderLength())
+		if hl < header.IPv4MinimumSize || len(pkt) <= hl {
+			return false
+		}
+		switch header.ICMPv4Type(pkt[hl]) {
+		case header.ICMPv4Echo, header.ICMPv4EchoReply, header.ICMPv4Timestamp, header.ICMPv4TimestampReply,
+			header.ICMPv4InfoRequest, header.ICMPv4InfoReply, 17, 18: // queries; 17, 18: address mask
+		default:
+			return false // an error, or a type we do not know: never answer it
+		}
+	}
+	return true
+}
+
+// singleHost reports whether a names a single host: not unspecified,
+// loopback, multicast, class E or the limited broadcast, and not the
+// directed broadcast (all host bits set) of network. Networks of /31 and
+// /32 have no broadcast address (RFC 3021).
+func singleHost(a netip.Addr, network netip.Prefix) bool {
+	b := a.As4()
+	if a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || b[0] >= 240 {
+		return false // 240.0.0.0/4 holds class E and 255.255.255.255
+	}
+	if network.IsValid() && network.Addr().Is4() && network.Bits() < 31 && network.Contains(a) {
+		host := ^uint32(0) >> network.Bits()
+		if binary.BigEndian.Uint32(b[:])&host == host {
+			return false
+		}
+	}
+	return true
 }

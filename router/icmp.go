@@ -2,6 +2,7 @@ package router
 
 import (
 	"encoding/binary"
+	"net/netip"
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -32,7 +33,7 @@ func validIPv4(pkt []byte) ([]byte, bool) {
 // drops ICMP from its own address as martian, and to the host the overlay
 // is one link. mtu is the next-hop MTU of "fragmentation needed".
 func (r *Router) queueICMP(b *outBatch, orig []byte, typ, code uint8, mtu uint16) {
-	if !mayAnswerWithICMP(orig) {
+	if !r.mayAnswer(orig) {
 		return
 	}
 	buf := b.ctlBuf()
@@ -63,35 +64,29 @@ func (r *Router) queueICMP(b *outBatch, orig []byte, typ, code uint8, mtu uint16
 	b.icmp = append(b.icmp, buf[:headroom+total])
 }
 
-// mayAnswerWithICMP follows RFC 1122 §3.2.2: no ICMP error about an ICMP
-// error, a non-initial fragment, or a packet to or from a multicast or
-// broadcast address.
-func mayAnswerWithICMP(orig []byte) bool {
-	ip := header.IPv4(orig)
-	if ip.FragmentOffset() != 0 {
-		return false
-	}
-	src, dst := orig[12], orig[16]
-	if src >= 224 || dst >= 224 || src == 0 || orig[19] == 255 {
-		return false
-	}
-	if ip.Protocol() == uint8(header.ICMPv4ProtocolNumber) {
-		hl := int(ip.HeaderLength())
-		if len(orig) < hl+1 {
-			return false
-		}
-		switch orig[hl] { // ICMP type
-		case 0, 8, 13, 14, 15, 16, 17, 18: // echo, timestamp, info, mask: queries
-		default:
-			return false
+// networkOf returns the prefix of this node's network that holds a, or
+// the zero Prefix: what lb.MayAnswer needs to know a directed broadcast.
+func (r *Router) networkOf(a netip.Addr) netip.Prefix {
+	for _, n := range *r.nets.Load() {
+		if n.Addr.Contains(a) {
+			return n.Addr.Masked()
 		}
 	}
-	return true
+	return netip.Prefix{}
+}
+
+// mayAnswer applies the one rule for our own errors (lb.MayAnswer) to a
+// packet from the attachment.
+func (r *Router) mayAnswer(orig []byte) bool {
+	return lb.MayAnswer(orig, r.networkOf(netip.AddrFrom4([4]byte(orig[12:16]))))
 }
 
 // queueReset answers a client whose service flow has no backend: a TCP
 // RST from the VIP for TCP, ICMP port unreachable for UDP.
 func (r *Router) queueReset(b *outBatch, orig []byte) {
+	if !r.mayAnswer(orig) {
+		return
+	}
 	buf := b.ctlBuf()
 	if buf == nil {
 		return

@@ -533,3 +533,30 @@ func TestForgedFrameFromThirdMember(t *testing.T) {
 		t.Errorf("B dropped %d frames as not_for_us", n)
 	}
 }
+
+// The router answers by the network's real prefix (addrA is in a /16):
+// 10.1.2.255 is a host there and gets "fragmentation needed"; 10.1.255.255
+// is the broadcast and gets no "net unreachable".
+func TestICMPErrorsFollowTheNetworksPrefix(t *testing.T) {
+	p := newPair(t, Options{PathMTU: 1400})
+	host255 := netip.MustParseAddr("10.1.2.255")
+	big := ipv4UDP(addrA.Addr(), host255, 1, 2, make([]byte, 1450), true)
+	must(t, p.devA.Inject(big))
+	got := next(t, p.devA)
+	if ic := header.ICMPv4(header.IPv4(got).Payload()); header.IPv4(got).Protocol() != uint8(header.ICMPv4ProtocolNumber) ||
+		ic.Code() != icmpFragNeeded || header.IPv4(got).SourceAddress() != tcpip.AddrFrom4(host255.As4()) {
+		t.Fatalf("answer to a too-big packet for %v: %x, want fragmentation needed from it", host255, got)
+	}
+	// To the broadcast: dropped without an answer. The packet after it
+	// gets one; the first answer is that one.
+	must(t, p.devA.Inject(ipv4UDP(addrA.Addr(), netip.MustParseAddr("10.1.255.255"), 1, 2, []byte("x"), false)))
+	other := netip.MustParseAddr("10.9.9.9")
+	must(t, p.devA.Inject(ipv4UDP(addrA.Addr(), other, 1, 2, []byte("y"), false)))
+	got = next(t, p.devA)
+	if src := header.IPv4(got).SourceAddress(); src != tcpip.AddrFrom4(other.As4()) {
+		t.Errorf("first ICMP error is from %v, want %v (the broadcast was answered)", src, other)
+	}
+	if n := p.rtA.drops.Load(vxlan.DropNoRoute); n != 2 {
+		t.Errorf("no_route drops = %d, want 2", n)
+	}
+}
