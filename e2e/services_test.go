@@ -632,6 +632,35 @@ func TestServiceMultiPort(t *testing.T) {
 			t.Errorf("backend %s serves %v, want %s", b.Addr, b.Ports, want)
 		}
 	}
+
+	// The selections metric: one label per fact (issue 10, §4: addr and
+	// backend repeated one value), and the 40 flows counted.
+	mfs, err := c.Node(0).MetricsRegistry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total float64
+	for _, mf := range mfs {
+		if mf.GetName() != "overlayd_lb_backend_selections_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var names []string
+			for _, l := range m.GetLabel() {
+				names = append(names, l.GetName())
+			}
+			if strings.Join(names, ",") != "backend,network,service" {
+				t.Errorf("overlayd_lb_backend_selections_total labels %v, want backend, network, service", names)
+			}
+			if _, err := netip.ParseAddrPort(label(m, "backend")); err != nil || label(m, "service") != "perf" {
+				t.Errorf("selections of backend %q of service %q", label(m, "backend"), label(m, "service"))
+			}
+			total += m.GetCounter().GetValue()
+		}
+	}
+	if total != 40 {
+		t.Errorf("overlayd_lb_backend_selections_total adds up to %v, want 40", total)
+	}
 }
 
 // TestServiceConflictLeavesOthersFlows: two services claim one VIP port

@@ -71,7 +71,7 @@ var (
 	descLBRejects = prometheus.NewDesc("overlayd_lb_rejected_total",
 		"New flows to a VIP the load balancer did not take, by reason.", []string{"reason"}, nil)
 	descSelections = prometheus.NewDesc("overlayd_lb_backend_selections_total",
-		"New flows that picked a backend, by service.", []string{"network", "service", "backend", "addr"}, nil)
+		"New flows that picked a backend, by service and backend (IP:PORT).", []string{"network", "service", "backend"}, nil)
 
 	descDNSQueries = prometheus.NewDesc("overlayd_dns_queries_total",
 		"DNS queries parsed by the node's DNS server, by type.", []string{"type"}, nil)
@@ -197,7 +197,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for _, s := range ls.Services {
 			for _, be := range s.Backends {
-				counter(descSelections, be.Selections, s.Network, s.Name, be.ID, be.Addr.String())
+				counter(descSelections, be.Selections, s.Network, s.Name, be.ID)
 			}
 		}
 	}
