@@ -89,7 +89,24 @@ func noAnswer(t *testing.T, h *Host, args ...string) {
 		t.Errorf("%s: dig %s answered:\n%s", h.Name, strings.Join(args, " "), out)
 		return
 	}
-	t.Logf("%s: dig %s → refused %v, no reply %v", h.Name, strings.Join(args, " "), refused, silent)
+	t.Logf("%s: dig %s → refused %v, no reply %v: %s", h.Name, strings.Join(args, " "), refused, silent, firstComment(out))
+}
+
+// firstComment is dig's verdict: the header line with the status, or
+// else the first ";;" line (an error).
+func firstComment(out string) string {
+	lines := strings.Split(out, "\n")
+	for _, l := range lines {
+		if strings.Contains(l, "status: ") {
+			return l
+		}
+	}
+	for _, l := range lines {
+		if strings.HasPrefix(l, ";; ") && !strings.HasPrefix(l, ";; global options") {
+			return l
+		}
+	}
+	return strings.TrimSpace(out)
 }
 
 // holdTCP opens n TCP connections to addr from host h's namespace (the
