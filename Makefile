@@ -14,7 +14,7 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/overlayd
 
-## demo: build overlayd and run its rootless two-node demo
+## demo: build overlayd and run its rootless three-node tour (bin/overlayd demo --keep stays up)
 demo: build
 	./$(BIN) demo
 

@@ -62,7 +62,7 @@ func CheckDNSListen(s string) error {
 	if s == DNSOff {
 		return nil
 	}
-	if CheckListen(s) != nil {
+	if CheckListen("dns", s) != nil {
 		return fmt.Errorf("%q: want IP:PORT, e.g. 127.0.0.1:5353 (port 0 picks one), or off", s)
 	}
 	return nil

@@ -87,7 +87,7 @@ func (f Forward) String() string {
 
 // check returns the first mistake in f.
 func (f Forward) check() error {
-	if err := CheckListen(f.Listen); err != nil {
+	if err := CheckListen("forward", f.Listen); err != nil {
 		return fmt.Errorf("listen: %v", err)
 	}
 	if err := checkTarget(f.Target); err != nil {
@@ -101,22 +101,33 @@ func (f Forward) check() error {
 	return nil
 }
 
-// CheckListen checks a door's host address: IP:PORT (or localhost:PORT),
-// port 0 picking one.
-func CheckListen(s string) error {
+// CheckListen checks a host address for what, one of socks5, http_proxy,
+// forward or metrics: IP:PORT (or localhost:PORT), port 0 picking one. Its
+// messages give an example of what's own address.
+func CheckListen(what, s string) error {
+	ex := listenExample[what]
+	if ex == "" {
+		ex = "127.0.0.1:8080"
+	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return fmt.Errorf("%q: want IP:PORT, e.g. 127.0.0.1:1080", s)
+		return fmt.Errorf("%q: want IP:PORT, e.g. %s", s, ex)
 	}
 	if host != "" && host != "localhost" {
 		if _, err := netip.ParseAddr(host); err != nil {
-			return fmt.Errorf("%q: the host must be an IP address (or localhost), e.g. 127.0.0.1:1080", s)
+			return fmt.Errorf("%q: the host must be an IP address (or localhost), e.g. %s", s, ex)
 		}
 	}
 	if p, err := strconv.ParseUint(port, 10, 16); err != nil || (p == 0 && port != "0") {
 		return fmt.Errorf("%q: port %q is not 0-65535", s, port)
 	}
 	return nil
+}
+
+// listenExample is the usual host address of each door, for messages.
+var listenExample = map[string]string{
+	"socks5": "127.0.0.1:1080", "http_proxy": "127.0.0.1:8118", "forward": "127.0.0.1:8080",
+	"metrics": "127.0.0.1:9464", "dns": "127.0.0.1:5353",
 }
 
 // checkTarget checks an overlay destination HOST:PORT.
@@ -186,14 +197,14 @@ func (c *Config) validateDoors() []error {
 		tcpUsed[addr] = what
 	}
 	if d.SOCKS5 != "" {
-		if err := CheckListen(d.SOCKS5); err != nil {
+		if err := CheckListen("socks5", d.SOCKS5); err != nil {
 			bad(d.lines["socks5"], "doors.socks5: %v", err)
 		} else {
 			claim(d.lines["socks5"], d.SOCKS5, "doors.socks5")
 		}
 	}
 	if d.HTTPProxy != "" {
-		if err := CheckListen(d.HTTPProxy); err != nil {
+		if err := CheckListen("http_proxy", d.HTTPProxy); err != nil {
 			bad(d.lines["http_proxy"], "doors.http_proxy: %v", err)
 		} else {
 			claim(d.lines["http_proxy"], d.HTTPProxy, "doors.http_proxy")
@@ -210,7 +221,7 @@ func (c *Config) validateDoors() []error {
 		}
 		if f.Listen == "" {
 			bad(f.line, "%s.listen: a host address is required, e.g. 127.0.0.1:8080", what)
-		} else if err := CheckListen(f.Listen); err != nil {
+		} else if err := CheckListen("forward", f.Listen); err != nil {
 			bad(line("listen"), "%s.listen: %v", what, err)
 		} else if f.Proto == "udp" {
 			if other, ok := udpUsed[f.Listen]; ok && !strings.HasSuffix(f.Listen, ":0") {
@@ -232,7 +243,7 @@ func (c *Config) validateDoors() []error {
 		}
 	}
 	if c.Metrics != "" {
-		if err := CheckListen(c.Metrics); err != nil {
+		if err := CheckListen("metrics", c.Metrics); err != nil {
 			bad(c.lines["metrics"], "metrics: %v", err)
 		} else {
 			claim(c.lines["metrics"], c.Metrics, "metrics")

@@ -81,3 +81,23 @@ func TestValidateNamesTheLine(t *testing.T) {
 		t.Errorf("Validate after a flag replaced log.level = %v, want no line", err)
 	}
 }
+
+// Each door's mistakes give an example of that door's own address (the
+// metrics one used to suggest the SOCKS5 port).
+func TestListenExamples(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"addr: 10.1.1.1/16\nmetrics: nowhere\n", `line 2: metrics: "nowhere": want IP:PORT, e.g. 127.0.0.1:9464`},
+		{"addr: 10.1.1.1/16\nmetrics: host:9464\n", `line 2: metrics: "host:9464": the host must be an IP address (or localhost), e.g. 127.0.0.1:9464`},
+		{"addr: 10.1.1.1/16\ndoors:\n  socks5: nowhere\n", `line 3: doors.socks5: "nowhere": want IP:PORT, e.g. 127.0.0.1:1080`},
+		{"addr: 10.1.1.1/16\ndoors:\n  http_proxy: nowhere\n", `line 3: doors.http_proxy: "nowhere": want IP:PORT, e.g. 127.0.0.1:8118`},
+		{"addr: 10.1.1.1/16\ndoors:\n  forwards: [{listen: x, target: 10.1.2.1:80}]\n", `line 3: doors.forwards[0].listen: "x": want IP:PORT, e.g. 127.0.0.1:8080`},
+	} {
+		c, err := Decode(strings.NewReader(tt.in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Validate(%q) = %v, want %q", tt.in, err, tt.want)
+		}
+	}
+}

@@ -223,3 +223,21 @@ name: file
 		t.Errorf("the file's forward was dropped")
 	}
 }
+
+// The demo's commands to try name the program as the user ran it.
+func TestInvokedAs(t *testing.T) {
+	for argv0, want := range map[string]string{
+		"./bin/overlayd":                      "./bin/overlayd",
+		"/usr/local/bin/overlayd":             "/usr/local/bin/overlayd",
+		"overlayd":                            "overlayd",
+		"/tmp/go-build1234/b001/exe/overlayd": "go run ./cmd/overlayd",
+		"/tmp/x/overlayd.test":                "overlayd",
+	} {
+		if got := invokedAs(argv0); got != want {
+			t.Errorf("invokedAs(%q) = %q, want %q", argv0, got, want)
+		}
+	}
+	if code, _, e := run(t, "run", "--metrics", "nowhere", "--addr", "10.1.1.1/16"); code != 2 || !strings.Contains(e, `--metrics: "nowhere": want IP:PORT, e.g. 127.0.0.1:9464`) {
+		t.Errorf("--metrics nowhere = %d %s, want the metrics port in the example", code, e)
+	}
+}

@@ -527,14 +527,29 @@ func (t *tour) printCounts(counts map[string]int) {
 	}
 }
 
+// invokedAs is how to run this program again, from its argv[0]: the path
+// the user typed ("./bin/overlayd" after make demo), "go run
+// ./cmd/overlayd" for a binary go run built, "overlayd" for anything else
+// (a test binary).
+func invokedAs(argv0 string) string {
+	switch {
+	case strings.Contains(argv0, "go-build"):
+		return "go run ./cmd/overlayd"
+	case filepath.Base(argv0) == "overlayd":
+		return argv0
+	}
+	return "overlayd"
+}
+
 // printTry tells the user how to reach the running tour.
 func (t *tour) printTry(name string) {
 	a := t.nodes[0]
 	fmt.Fprintf(t.out, "\nThe nodes keep running (%s and %s; %s is dead). Try:\n\n", a.name, t.nodes[1].name, t.nodes[2].name)
 	fmt.Fprintf(t.out, "  curl --socks5-hostname %s http://%s/\n", a.socks, name)
 	fmt.Fprintf(t.out, "  dig @%s -p %d %s\n", a.n.DNSAddr().Addr(), a.n.DNSAddr().Port(), name)
-	fmt.Fprintf(t.out, "  overlayd status --control %s\n", filepath.Join(t.dir, "control.sock"))
-	fmt.Fprintf(t.out, "  overlayd service list --control %s\n", filepath.Join(t.dir, "control.sock"))
+	self := invokedAs(os.Args[0])
+	fmt.Fprintf(t.out, "  %s status --control %s\n", self, filepath.Join(t.dir, "control.sock"))
+	fmt.Fprintf(t.out, "  %s service list --control %s\n", self, filepath.Join(t.dir, "control.sock"))
 	fmt.Fprintf(t.out, "\n(A node balances its own clients over the other nodes' backends, so curl\n")
 	fmt.Fprintf(t.out, "through %s's door is answered by %s.) Ctrl-C stops.\n", a.name, t.nodes[1].name)
 }

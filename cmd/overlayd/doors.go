@@ -47,7 +47,7 @@ func doorFlags(fs *flag.FlagSet) (apply func(name string, c *config.Config) erro
 		if v == "" {
 			return nil
 		}
-		if err := config.CheckListen(v); err != nil {
+		if err := config.CheckListen(strings.ReplaceAll(flagName, "-", "_"), v); err != nil {
 			return usagef("--%s: %v", flagName, err)
 		}
 		return nil

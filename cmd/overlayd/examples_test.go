@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -53,5 +54,46 @@ func TestExamples(t *testing.T) {
 		} else if err != nil {
 			t.Fatalf("dev.overlayd.plist: %v", err)
 		}
+	}
+}
+
+// The systemd unit's ExecStart checks its configuration before it starts
+// and exits 2 on a mistake, which RestartPreventExitStatus=2 keeps from
+// being restarted in a loop; with a good configuration it passes --check.
+func TestSystemdUnit(t *testing.T) {
+	unit, err := os.ReadFile("../../examples/overlayd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exec []string
+	for _, line := range strings.Split(string(unit), "\n") {
+		if rest, ok := strings.CutPrefix(line, "ExecStart="); ok {
+			exec = strings.Fields(rest)
+		}
+		if strings.HasPrefix(line, "ExecStartPre=") {
+			t.Errorf("the unit checks in ExecStartPre, whose failure RestartPreventExitStatus does not cover: %s", line)
+		}
+	}
+	if !strings.Contains(string(unit), "\nRestartPreventExitStatus=2\n") || !strings.Contains(string(unit), "\nRestart=on-failure\n") {
+		t.Errorf("the unit lacks Restart=on-failure with RestartPreventExitStatus=2")
+	}
+	if len(exec) < 3 || exec[1] != "run" {
+		t.Fatalf("ExecStart = %q, want /usr/local/bin/overlayd run ...", exec)
+	}
+	args := exec[1:]
+	// The configuration does not exist here: a mistake, exit 2.
+	if code, _, e := run(t, append(slices.Clone(args), "--check")...); code != 2 || !strings.Contains(e, "/etc/overlayd/overlayd.yaml") {
+		t.Errorf("ExecStart with a missing configuration = %d %s, want 2", code, e)
+	}
+	for i, a := range args {
+		if a == "/etc/overlayd/overlayd.yaml" {
+			args[i] = "../../examples/laptop.yaml"
+		}
+		if a == "/run/overlayd/overlayd.sock" {
+			args[i] = filepath.Join(t.TempDir(), "ctl.sock")
+		}
+	}
+	if code, o, e := run(t, append(args, "--check")...); code != 0 || o != "configuration is valid\n" {
+		t.Errorf("ExecStart %q --check = %d\n%s%s", args, code, o, e)
 	}
 }
