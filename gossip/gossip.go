@@ -132,8 +132,12 @@ func New(opts Options) (*Gossip, error) {
 	d := &delegate{g: g}
 	cfg.ml.Delegate = d
 	cfg.ml.Events = d
+	if err := cfg.listen(); err != nil { // transport.go (hardening): sockets whose dials Close ends
+		return nil, err
+	}
 	ml, err := memberlist.Create(cfg.ml)
 	if err != nil {
+		cfg.unlisten() // transport.go (hardening)
 		return nil, fmt.Errorf("gossip: start memberlist: %w", err)
 	}
 	g.ml = ml
@@ -221,16 +225,13 @@ func (g *Gossip) syncJoined() {
 // they come back if the node returns with the same name. Call Close after.
 func (g *Gossip) Leave(timeout time.Duration) error {
 	g.mu.Lock()
+	closed := g.closed
 	g.left = true
 	g.mu.Unlock()
-	g.leaving.Store(true)
-	if err := g.ml.UpdateNode(timeout); err != nil {
-		g.log.Debug("announcing leave", zap.Error(err))
+	if closed {
+		return ErrClosed // memberlist panics on a Leave after Shutdown
 	}
-	if err := g.ml.Leave(timeout); err != nil {
-		return fmt.Errorf("gossip: leave: %w", err)
-	}
-	return nil
+	return g.leave(timeout) // lifecycle.go (hardening): timeout bounds the whole
 }
 
 // Close stops gossiping without telling anyone (peers see the node die),
@@ -241,11 +242,9 @@ func (g *Gossip) Close() error {
 		g.mu.Lock()
 		g.closed = true
 		g.mu.Unlock()
+		err = g.shutdown() // lifecycle.go (hardening): sockets first, then the loops
 		close(g.stop)
 		g.wg.Wait()
-		if e := g.ml.Shutdown(); e != nil {
-			err = fmt.Errorf("gossip: shutdown: %w", e)
-		}
 		g.mu.Lock()
 		for w := range g.watchers {
 			w.close()

@@ -9,12 +9,15 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/memberlist"
+	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -450,3 +453,189 @@ type multiErr struct{ errs []error }
 
 func (m *multiErr) Error() string          { return fmt.Sprint(m.errs) }
 func (m *multiErr) WrappedErrors() []error { return m.errs }
+
+// hangingSeed returns a loopback TCP address whose accept queue is full:
+// a dial to it hangs (its SYNs are dropped) until the dialer gives up.
+func hangingSeed(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	// Fill the queue (backlog 0 holds one connection); then check that a
+	// dial does hang.
+	for range 2 {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+	}
+	if c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond); err == nil {
+		c.Close()
+		t.Skip("cannot make a loopback dial hang on this kernel (the accept queue does not fill)")
+	}
+	return addr
+}
+
+// TestCloseBounded: Close returns promptly, and the gossip port can be
+// bound again at once, even while a join and a rejoin are dialing a seed
+// that does not answer. Before, Close waited for the dial's timeout
+// (TCPTimeout: 10 s at the default profile).
+func TestCloseBounded(t *testing.T) {
+	hang := hangingSeed(t)
+	a := realNode(t, "a", nil, nil)
+	g, err := New(Options{Name: "b", BindAddr: "127.0.0.1:0", Logger: testLogger(), RejoinInterval: 50 * time.Millisecond,
+		Meta: Meta{VTEP: netip.MustParseAddrPort("127.0.0.1:4789"), Version: "test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if err := g.Join(context.Background(), []string{a.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	joined := make(chan error, 1)
+	go func() { joined <- g.Join(context.Background(), []string{hang}) }() // dials hang, and is remembered for rejoins
+	// Close while both dials hang, Join's and the rejoin's: wait until
+	// two sockets are in SYN_SENT towards the seed.
+	waitFor(t, 5*time.Second, "Join and the rejoin dialing the hanging seed", func() error {
+		if n := synSent(t, hang); n < 2 {
+			return fmt.Errorf("%d sockets in SYN_SENT towards %s", n, hang)
+		}
+		return nil
+	})
+	addr := g.Addr()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- g.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Close = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("Close still waiting after 5 s (a dial of TCPTimeout, 10 s, holds it)")
+	}
+	took := time.Since(start)
+	select {
+	case err := <-joined:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("Join during Close = %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("Join still dialing 5 s after Close")
+	}
+	// The port is free at once, TCP and UDP.
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("rebinding %s (TCP) right after Close: %v", addr, err)
+	}
+	l.Close()
+	p, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatalf("rebinding %s (UDP) right after Close: %v", addr, err)
+	}
+	p.Close()
+	t.Logf("Close took %v with a dial hanging (load %s)", took.Round(time.Millisecond), loadavg())
+	a.Close()
+	probesDone(t)
+}
+
+// probesDone waits for memberlist's probes to end: Shutdown does not wait
+// for a probe in progress (up to a probe interval, 1 s at the default
+// profile), and TestMain checks for leaked goroutines.
+func probesDone(t *testing.T) {
+	waitFor(t, 10*time.Second, "memberlist's probes to end after Shutdown", func() error {
+		return goleak.Find()
+	})
+}
+
+// synSent counts the local sockets in SYN_SENT towards addr.
+func synSent(t *testing.T, addr string) int {
+	ap := netip.MustParseAddrPort(addr)
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Skipf("no /proc/net/tcp: %v", err)
+	}
+	want := fmt.Sprintf("0100007F:%04X 02", ap.Port()) // rem_address st (02 = SYN_SENT)
+	n := 0
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 3 && f[2]+" "+f[3] == want {
+			n++
+		}
+	}
+	return n
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return strings.TrimSpace(string(b))
+}
+
+// TestLeaveBounded: Leave returns within its timeout, and the peers record
+// the node as left, not dead.
+func TestLeaveBounded(t *testing.T) {
+	var nodes []*Gossip
+	for _, name := range []string{"a", "b", "c"} {
+		g, err := New(Options{Name: name, BindAddr: "127.0.0.1:0", Logger: testLogger(),
+			Meta: Meta{VTEP: netip.MustParseAddrPort("127.0.0.1:4789"), Version: "test"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Close()
+		if len(nodes) > 0 {
+			if err := g.Join(context.Background(), []string{nodes[0].Addr()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		nodes = append(nodes, g)
+	}
+	waitFor(t, 10*time.Second, "three members", func() error {
+		for _, g := range nodes {
+			if n := aliveCount(g); n != 3 {
+				return fmt.Errorf("%s sees %d alive", g.Name(), n)
+			}
+		}
+		return nil
+	})
+	c := nodes[2]
+	const timeout = time.Second
+	start := time.Now()
+	err := c.Leave(timeout)
+	took := time.Since(start)
+	t.Logf("Leave(%v) took %v, %v (load %s)", timeout, took.Round(time.Millisecond), err, loadavg())
+	if took > timeout+500*time.Millisecond {
+		t.Errorf("Leave(%v) took %v", timeout, took)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("Close = %v", err)
+	}
+	if err := c.Leave(timeout); !errors.Is(err, ErrClosed) {
+		t.Errorf("Leave after Close = %v, want ErrClosed", err)
+	}
+	waitFor(t, 10*time.Second, "c recorded as left", func() error {
+		for _, g := range nodes[:2] {
+			for _, m := range g.Members() {
+				if m.Name == "c" && m.State != StateLeft {
+					return fmt.Errorf("%s sees c %v", g.Name(), m.State)
+				}
+			}
+		}
+		return nil
+	})
+	for _, g := range nodes {
+		g.Close()
+	}
+	probesDone(t)
+}

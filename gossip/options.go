@@ -282,6 +282,7 @@ type logLimiter struct {
 	dropped    uint64 // suppressed since the last written line
 	suppressed uint64 // suppressed in all
 	written    uint64
+	closed     bool // after Close: nothing is written
 }
 
 func newLogLimiter(burst, perSecond int) *logLimiter {
@@ -302,7 +303,7 @@ func (l *logLimiter) allow(now time.Time) (bool, uint64) {
 	if l.last.IsZero() || now.After(l.last) {
 		l.last = now
 	}
-	if l.tokens < 1 {
+	if l.tokens < 1 || l.closed {
 		l.dropped++
 		l.suppressed++
 		return false, 0
@@ -312,6 +313,16 @@ func (l *logLimiter) allow(now time.Time) (bool, uint64) {
 	d := l.dropped
 	l.dropped = 0
 	return true, d
+}
+
+// close suppresses every later line.
+func (l *logLimiter) close() {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
 }
 
 // counts returns the lines written and suppressed.
