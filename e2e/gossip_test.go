@@ -295,6 +295,10 @@ func TestGossipStateCorrupt(t *testing.T) {
 	c.Join(0, "blue")
 	c.Crash(0)
 	dir := c.cfgs[0].StateDir
+	// One rule for every state file (issue 10 §3): a damaged one does not
+	// stop the node; it is reported, moved aside to NAME.corrupt, and what
+	// it held comes from the other files and the peers (node/state_test.go
+	// checks the reports and the recovery).
 	for _, f := range []string{"networks.json", "ipam-blue.state"} {
 		path := filepath.Join(dir, f)
 		orig, err := os.ReadFile(path)
@@ -304,10 +308,13 @@ func TestGossipStateCorrupt(t *testing.T) {
 		bad := slices.Clone(orig)
 		bad[len(bad)/2] ^= 0x55
 		os.WriteFile(path, bad, 0o600)
-		_, err = newNodeErr(c.cfgs[0])
-		if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "corrupt") {
-			t.Errorf("start with corrupt %s: %v, want an error naming the file", f, err)
+		if _, err := newNodeErr(c.cfgs[0]); err != nil {
+			t.Errorf("start with corrupt %s: %v, want a start that recovers", f, err)
 		}
+		if _, err := os.Stat(path + ".corrupt"); err != nil {
+			t.Errorf("corrupt %s not moved aside: %v", f, err)
+		}
+		os.Remove(path + ".corrupt")
 		os.WriteFile(path, orig, 0o600)
 	}
 }

@@ -434,6 +434,52 @@ func (p *IPAM) Holders(network string) map[netip.Addr]Lease {
 	return out
 }
 
+// Claim leases address a of network to owner again, as Allocate would
+// have, when a lies in a range this node owns and nobody else leases it:
+// for a node that knows its address (from its other state) but lost the
+// lease with its state file before the lease reached any peer. It fails
+// when the range is not this node's (or not known yet) or another node
+// leases a.
+func (p *IPAM) Claim(network string, a netip.Addr, owner string) error {
+	l, err := p.layout(network)
+	if err != nil {
+		return err
+	}
+	off, ok := l.offset(a)
+	if !ok {
+		return fmt.Errorf("ipam: %v is not in network %s", a, l)
+	}
+	p.mu.Lock()
+	err = p.claimLocked(l, a, off, owner)
+	p.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	p.changed(network)
+	return nil
+}
+
+func (p *IPAM) claimLocked(l *layout, a netip.Addr, off uint64, owner string) error {
+	if ls, ok := p.leasesLocked(l)[off]; ok {
+		if ls.Node == p.name && ls.Owner == owner {
+			return nil
+		}
+		return fmt.Errorf("ipam: %v in %s is leased to %q on node %s", a, l, ls.Owner, ls.Node)
+	}
+	for _, r := range p.ringLocked(l) {
+		if r.Start <= off && off < r.End {
+			if r.Owner != p.name || r.Pool != poolNode {
+				return fmt.Errorf("ipam: %v in %s is in a range of node %s", a, l, r.Owner)
+			}
+			if err := p.t.Put(tableLeases, l.Name, a.String(), []byte(owner)); err != nil {
+				return fmt.Errorf("ipam: network %q: lease %v: %w", l.Name, a, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("ipam: %v in %s: no range known holds it (yet)", a, l)
+}
+
 // WatchTables are the network-scoped gossip tables whose changes can change
 // what Lookup and Holders return; a caller that caches their answers
 // watches these.

@@ -70,3 +70,48 @@ func TestLostCreationWithdrawn(t *testing.T) {
 		t.Errorf("Allocate(nosuch) = %v", err)
 	}
 }
+
+// TestClaim: a node leases an address of its own range again; not one in
+// another node's range, nor one leased elsewhere.
+func TestClaim(t *testing.T) {
+	c := newCluster(t)
+	a := c.start("a", "")
+	b := c.start("b", "a")
+	if err := a.p.CreateNetwork("blue", netip.MustParsePrefix("10.1.0.0/24"), 7); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	x, err := a.p.Allocate(ctx, "blue", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.p.Claim("blue", x, "x"); err != nil {
+		t.Errorf("Claim of its own lease again: %v", err)
+	}
+	if err := a.p.Claim("blue", x, "y"); err == nil {
+		t.Error("Claim of an address leased to another owner succeeded")
+	}
+	free := netip.MustParseAddr("10.1.0.77")
+	if err := a.p.Claim("blue", free, "z"); err != nil {
+		t.Fatal(err)
+	}
+	if ls, ok := a.p.Lookup("blue", free); !ok || ls.Owner != "z" || ls.Node != "a" {
+		t.Errorf("Lookup after Claim = %+v, %v", ls, ok)
+	}
+	waitFor(t, 5*time.Second, "b knows blue's ranges", func() error {
+		if _, ok := b.p.Network("blue"); !ok {
+			return errors.New("not yet")
+		}
+		if err := b.p.Participate("blue"); err != nil {
+			return err
+		}
+		if len(b.p.Holders("blue")) != 2 {
+			return fmt.Errorf("holders %v", b.p.Holders("blue"))
+		}
+		return nil
+	})
+	if err := b.p.Claim("blue", netip.MustParseAddr("10.1.0.78"), "b"); err == nil {
+		t.Error("Claim in another node's range succeeded")
+	}
+}

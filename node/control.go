@@ -69,9 +69,10 @@ type control struct {
 	refused map[string]uint64        // route entries refused, by reason (each entry version once)
 	pending map[refusalKey]time.Time // entry versions refused now → since when
 
-	mu      sync.Mutex // guards joined and watches
-	joined  map[string]joinedNet
-	watches map[string]func() // network → cancel of its routes watch
+	mu         sync.Mutex // guards joined, watches and recovering
+	joined     map[string]joinedNet
+	watches    map[string]func() // network → cancel of its routes watch
+	recovering []joinedNet       // joined networks whose IPAM state file was lost (checkRecovering)
 
 	kick      chan struct{}
 	stop      chan struct{}
@@ -127,16 +128,32 @@ func newControl(n *Node, cfg config.Config) (_ *control, err error) {
 	if c.vtep, err = advertiseVTEP(cfg, n.ul.LocalAddr(), c.seeds); err != nil {
 		return nil, err
 	}
+	var ipamFiles map[string]ipamFile
 	if cfg.StateDir != "" {
-		if c.state, err = openStateDir(cfg.StateDir); err != nil {
+		if c.state, err = openStateDir(cfg.StateDir, c.log); err != nil {
 			return nil, err
 		}
-		joined, err := c.state.loadJoined()
-		if err != nil {
+		if ipamFiles, err = c.state.loadIPAM(); err != nil {
 			return nil, err
+		}
+		joined, fs := c.state.loadJoined()
+		if fs == stateBad {
+			// The node's own leases say where it was.
+			joined = joinedFromIPAM(cfg.Name, ipamFiles)
+			names := make([]string, len(joined))
+			for i, j := range joined {
+				names[i] = j.Name + "=" + j.prefix().String()
+			}
+			c.log.Warn("joined networks recovered from the ipam state files", zap.Strings("networks", names))
+			if err := c.state.saveJoined(joined); err != nil {
+				return nil, err
+			}
 		}
 		for _, j := range joined {
 			c.joined[j.Name] = j
+			if _, ok := ipamFiles[j.Name]; !ok {
+				c.recovering = append(c.recovering, j)
+			}
 		}
 	}
 	c.g, err = gossip.New(gossip.Options{
@@ -162,13 +179,63 @@ func newControl(n *Node, cfg config.Config) (_ *control, err error) {
 	if c.ipam, err = ipam.New(c.g, ipamOpts); err != nil {
 		return nil, err
 	}
-	if c.state != nil {
-		if err := c.state.importIPAM(c.ipam); err != nil {
+	for _, f := range ipamFiles {
+		if err := c.ipam.Import(f.raw); err != nil {
+			c.ipam.Close()
+			return nil, fmt.Errorf("node: state file %s: %w", c.state.ipamPath(f.state.Network.Name), err)
+		}
+	}
+	for _, j := range c.recovering {
+		// networks.json lists it, its ipam file is gone: take part in its
+		// IPAM again; gossip brings this node's ranges and leases back
+		// from the peers (checkRecovering says when).
+		c.state.reportMissing(c.state.ipamFile(j.Name), "networks.json lists network "+j.Name,
+			"this node's ranges and leases come back from its peers (they are replicated); it keeps "+j.prefix().String())
+		if err := c.ipam.Participate(j.Name); err != nil {
 			c.ipam.Close()
 			return nil, err
 		}
 	}
 	return c, nil
+}
+
+// checkRecovering follows the joined networks whose IPAM state was lost
+// (newControl): once the peers have given back this node's lease of its
+// address, the state file is written again; if another node holds the
+// address now, that is said, once. Called by the loop.
+func (c *control) checkRecovering() {
+	c.mu.Lock()
+	rec := c.recovering
+	c.mu.Unlock()
+	if len(rec) == 0 {
+		return
+	}
+	var still []joinedNet
+	self := c.g.Name()
+	for _, j := range rec {
+		ls, ok := c.ipam.Lookup(j.Name, j.Addr)
+		switch {
+		case ok && ls.Node == self:
+			c.log.Info("IPAM state recovered from the peers", zap.String("network", j.Name), zap.Stringer("addr", j.prefix()))
+			c.persistIPAM(j.Name)
+		case ok:
+			c.log.Error("this node's address is leased to another node now; leave the network and join it again for a new address",
+				zap.String("network", j.Name), zap.Stringer("addr", j.prefix()), zap.String("lease_holder", ls.Node))
+		default:
+			// No peer has the lease (it had not reached one when the file
+			// was lost): make it again if the address is in a range of
+			// this node's; otherwise wait for the peers' state.
+			if err := c.ipam.Claim(j.Name, j.Addr, self); err == nil {
+				c.log.Warn("IPAM lease made again from networks.json (no peer had it)", zap.String("network", j.Name), zap.Stringer("addr", j.prefix()))
+				c.persistIPAM(j.Name)
+				continue
+			}
+			still = append(still, j)
+		}
+	}
+	c.mu.Lock()
+	c.recovering = still
+	c.mu.Unlock()
 }
 
 // advertiseVTEP is the VTEP peers send VXLAN to: the listen address, with
@@ -279,6 +346,7 @@ func (c *control) loop() {
 		case <-t.C:
 		}
 		c.sync()
+		c.checkRecovering()
 	}
 }
 

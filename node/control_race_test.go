@@ -16,11 +16,10 @@ import (
 	"github.com/overlayd/overlayd/gossip"
 )
 
-// clusterNode starts a netstack gossip node on loopback (test profile,
-// state directory, DNS off) that joins seeds. setup, if not nil, changes
-// the node before Start (hooks).
-func clusterNode(t testing.TB, name string, setup func(*Node), seeds ...string) *Node {
-	t.Helper()
+// clusterConfig is the configuration of a netstack gossip node on
+// loopback (test profile, a fresh state directory, DNS off) that joins
+// seeds.
+func clusterConfig(t testing.TB, name string, seeds ...string) config.Config {
 	cfg := config.Default()
 	cfg.Name = name
 	cfg.Mode = config.ModeNetstack
@@ -31,7 +30,20 @@ func clusterNode(t testing.TB, name string, setup func(*Node), seeds ...string) 
 	cfg.Gossip.Join = seeds
 	cfg.StateDir = filepath.Join(t.TempDir(), "state")
 	cfg.DNS.Listen = config.DNSOff
-	n, err := New(cfg)
+	return cfg
+}
+
+// clusterNode starts a node of clusterConfig. setup, if not nil, changes
+// the node before Start (hooks).
+func clusterNode(t testing.TB, name string, setup func(*Node), seeds ...string) *Node {
+	t.Helper()
+	return startNode(t, clusterConfig(t, name, seeds...), setup)
+}
+
+// startNode builds and starts a node of cfg, crashed at the end of the test.
+func startNode(t testing.TB, cfg config.Config, setup func(*Node), opts ...Option) *Node {
+	t.Helper()
+	n, err := New(cfg, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,7 +45,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -183,17 +182,14 @@ func (s *services) restore() {
 	if s.c.state == nil {
 		return
 	}
-	path := filepath.Join(s.c.state.dir, servicesFile)
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return
-	}
+	// The rule for every state file (state.go): an unreadable one is
+	// reported naming it and moved aside; the entries come back from the
+	// peers, which hold them.
 	var st savedServices
-	if err == nil {
-		err = json.Unmarshal(b, &st)
-	}
-	if err != nil {
-		s.log.Error("services kept in the state directory are unreadable; starting without them", zap.String("file", path), zap.Error(err))
+	if s.c.state.readState(servicesFile, "this node's services and backends come back from its peers (they are replicated)", func(b []byte) error {
+		st = savedServices{}
+		return json.Unmarshal(b, &st)
+	}) != stateOK {
 		return
 	}
 	joined := map[string]bool{}

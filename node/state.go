@@ -1,12 +1,17 @@
 package node
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+
+	"go.uber.org/zap"
 
 	"github.com/overlayd/overlayd/ipam"
 )
@@ -17,6 +22,7 @@ import (
 // atomically: a temporary file, fsync, rename, fsync of the directory.
 type stateDir struct {
 	dir string
+	log *zap.Logger
 }
 
 const joinedFile = "networks.json"
@@ -27,44 +33,108 @@ type joinedState struct {
 	Joined  []joinedNet `json:"joined"`
 }
 
-func openStateDir(dir string) (*stateDir, error) {
+// openStateDir opens (creating it 0700) the state directory. One that
+// every local user may write is refused: any of them could then change
+// which networks and addresses this node claims, or remove what it keeps.
+// One that its group may write is accepted with a warning.
+func openStateDir(dir string, log *zap.Logger) (*stateDir, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: state directory: %w", err)
 	}
-	return &stateDir{dir: dir}, nil
+	warn, err := checkStateMode(dir)
+	if err != nil {
+		return nil, err
+	}
+	if warn != "" {
+		log.Warn(warn, zap.String("dir", dir))
+	}
+	return &stateDir{dir: dir, log: log}, nil
 }
 
-// loadJoined reads networks.json; a missing file is no network, a corrupt
-// one an error that names it.
-func (s *stateDir) loadJoined() ([]joinedNet, error) {
-	path := filepath.Join(s.dir, joinedFile)
+// checkStateMode refuses a state directory every user may write, and
+// returns a warning for one its group may write.
+func checkStateMode(dir string) (warn string, err error) {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return "", fmt.Errorf("node: state directory: %w", err)
+	}
+	switch mode := fi.Mode().Perm(); {
+	case mode&0o002 != 0:
+		return "", fmt.Errorf("node: state directory %s is writable by every user (mode %04o), so any local user could change the addresses this node claims; make it private with 'chmod 700 %s'", dir, mode, dir)
+	case mode&0o020 != 0:
+		return fmt.Sprintf("the state directory is writable by its group (mode %04o); members of the group can change the addresses this node claims", mode), nil
+	}
+	return "", nil
+}
+
+// fileState is what readState found.
+type fileState int
+
+const (
+	stateOK      fileState = iota
+	stateMissing           // no such file
+	stateBad               // unreadable or corrupt: reported and moved aside
+)
+
+// readState is the one rule for every state file: a missing file is the
+// caller's to judge (a first start has none), and a file that cannot be
+// read or that decode rejects is reported naming it, with what the node
+// does instead (recover, from its peers or its other files), and moved
+// aside to NAME.corrupt, kept for inspection and out of the way of the
+// next save. The node never stops for a state file, and never forgets
+// one silently.
+func (s *stateDir) readState(name, recovery string, decode func([]byte) error) fileState {
+	path := filepath.Join(s.dir, name)
 	b, err := os.ReadFile(path)
-	if os.IsNotExist(err) {
-		return nil, nil
+	if errors.Is(err, os.ErrNotExist) {
+		return stateMissing
 	}
-	if err != nil {
-		return nil, fmt.Errorf("node: state file %s: %w", path, err)
+	if err == nil {
+		err = decode(b)
 	}
-	var st joinedState
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	err = dec.Decode(&st)
-	if err == nil && st.Version != 1 {
-		err = fmt.Errorf("unknown version %d", st.Version)
+	if err == nil {
+		return stateOK
 	}
-	for _, j := range st.Joined {
-		if err == nil && (!validNetworkName(j.Name) || !j.CIDR.IsValid() || !j.CIDR.Contains(j.Addr) || j.VNI > 1<<24-1) {
-			err = fmt.Errorf("bad network entry %+v", j)
-		}
+	fields := []zap.Field{zap.String("file", path), zap.Error(err), zap.String("recovery", recovery)}
+	aside := path + ".corrupt"
+	if rerr := os.Rename(path, aside); rerr == nil {
+		fields = append(fields, zap.String("moved_to", aside))
+	} else if !errors.Is(rerr, os.ErrNotExist) {
+		fields = append(fields, zap.NamedError("move_err", rerr))
 	}
-	if err != nil {
-		return nil, corrupt(path, err)
-	}
-	return st.Joined, nil
+	s.log.Error("state file unreadable", fields...)
+	return stateBad
 }
 
-func corrupt(path string, err error) error {
-	return fmt.Errorf("node: state file %s is corrupt (%v); move it away to start afresh, which gives up the addresses this node held", path, err)
+// reportMissing says that a state file other state names is missing.
+func (s *stateDir) reportMissing(name, why, recovery string) {
+	s.log.Error("state file missing", zap.String("file", filepath.Join(s.dir, name)), zap.String("why_expected", why), zap.String("recovery", recovery))
+}
+
+// loadJoined reads networks.json; fs says whether it was there and sound.
+func (s *stateDir) loadJoined() ([]joinedNet, fileState) {
+	var st joinedState
+	fs := s.readState(joinedFile, "the joined networks are taken from the ipam-NETWORK.state files (the node's leases)", func(b []byte) error {
+		st = joinedState{}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&st); err != nil {
+			return err
+		}
+		if st.Version != 1 {
+			return fmt.Errorf("unknown version %d", st.Version)
+		}
+		for _, j := range st.Joined {
+			if !validNetworkName(j.Name) || !j.CIDR.IsValid() || !j.CIDR.Contains(j.Addr) || j.VNI > 1<<24-1 {
+				return fmt.Errorf("bad network entry %+v", j)
+			}
+		}
+		return nil
+	})
+	if fs != stateOK {
+		return nil, fs
+	}
+	return st.Joined, stateOK
 }
 
 func (s *stateDir) saveJoined(js []joinedNet) error {
@@ -75,30 +145,64 @@ func (s *stateDir) saveJoined(js []joinedNet) error {
 	return writeFileAtomic(filepath.Join(s.dir, joinedFile), append(b, '\n'))
 }
 
+func (s *stateDir) ipamFile(network string) string {
+	return "ipam-" + url.PathEscape(network) + ".state"
+}
+
 func (s *stateDir) ipamPath(network string) string {
-	return filepath.Join(s.dir, "ipam-"+url.PathEscape(network)+".state")
+	return filepath.Join(s.dir, s.ipamFile(network))
 }
 
 func (s *stateDir) saveIPAM(network string, b []byte) error {
 	return writeFileAtomic(s.ipamPath(network), b)
 }
 
-// importIPAM gives ipam back every network's ranges and leases.
-func (s *stateDir) importIPAM(p *ipam.IPAM) error {
+// loadIPAM reads every ipam-NETWORK.state file (ipam's checksummed
+// exports), by network; the unreadable ones are reported and left out.
+func (s *stateDir) loadIPAM() (map[string]ipamFile, error) {
 	paths, err := filepath.Glob(filepath.Join(s.dir, "ipam-*.state"))
 	if err != nil {
-		return err
+		return nil, err
 	}
+	out := map[string]ipamFile{}
 	for _, path := range paths {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return fmt.Errorf("node: state file %s: %w", path, err)
-		}
-		if err := p.Import(b); err != nil {
-			return corrupt(path, err)
+		var f ipamFile
+		s.readState(filepath.Base(path), "the node's ranges and leases in the network come back from its peers (they are replicated)", func(b []byte) error {
+			st, err := ipam.DecodeState(b)
+			if err == nil {
+				f = ipamFile{raw: b, state: st}
+			}
+			return err
+		})
+		if f.state != nil {
+			out[f.state.Network.Name] = f
 		}
 	}
-	return nil
+	return out, nil
+}
+
+// ipamFile is one sound ipam-NETWORK.state.
+type ipamFile struct {
+	raw   []byte
+	state *ipam.State
+}
+
+// joinedFromIPAM rebuilds the joined networks from the ipam state files:
+// the lease this node took for itself (owner its name) in each is its
+// address there.
+func joinedFromIPAM(self string, files map[string]ipamFile) []joinedNet {
+	var out []joinedNet
+	for _, f := range files {
+		for _, ls := range f.state.Leases {
+			if ls.Owner == self {
+				nw := f.state.Network
+				out = append(out, joinedNet{Name: nw.Name, CIDR: nw.CIDR, VNI: nw.VNI, Addr: ls.Addr})
+				break
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b joinedNet) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 // writeFileAtomic replaces path with data so that a crash leaves either

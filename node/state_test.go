@@ -1,0 +1,272 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/ipam"
+)
+
+// logged waits for a log entry with message msg whose "file" field is
+// path ("": any).
+func logged(t *testing.T, logs *observer.ObservedLogs, msg, path string) {
+	t.Helper()
+	waitUntil(t, 5*time.Second, fmt.Sprintf("log %q naming %s", msg, path), func() error {
+		for _, e := range logs.FilterMessage(msg).All() {
+			if path == "" || e.ContextMap()["file"] == path {
+				return nil
+			}
+		}
+		return fmt.Errorf("logged: %v", logs.All())
+	})
+}
+
+func joinedAddr(t *testing.T, n *Node, network string) netip.Prefix {
+	t.Helper()
+	for _, j := range n.ctl.joinedList() {
+		if j.Name == network {
+			return j.prefix()
+		}
+	}
+	t.Fatalf("%s has not joined %s: %+v", n.cfg.Name, network, n.ctl.joinedList())
+	return netip.Prefix{}
+}
+
+// A lost (deleted or damaged) ipam-NET.state while networks.json lists
+// the network: the node starts, says so naming the file, keeps its
+// address, gets its lease back from its peer and writes the file again
+// (issue 10 §3 State).
+func TestStateIPAMFileLost(t *testing.T) {
+	for _, how := range []string{"deleted", "corrupt"} {
+		t.Run(how, func(t *testing.T) {
+			ctx := context.Background()
+			a := clusterNode(t, "a", nil)
+			bcfg := clusterConfig(t, "b", a.Gossip().Addr())
+			b := startNode(t, bcfg, nil)
+			waitMembers(t, a, b)
+			if _, err := a.CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDR: "10.30.0.0/24"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.JoinNetwork(ctx, "blue"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.JoinNetwork(ctx, "blue"); err != nil {
+				t.Fatal(err)
+			}
+			addr := joinedAddr(t, b, "blue")
+			// Its leases are replicated: the peer has b's before b goes.
+			waitUntil(t, 10*time.Second, "a knows b's lease", func() error {
+				if ls, ok := a.ctl.ipam.Lookup("blue", addr.Addr()); !ok || ls.Node != "b" {
+					return fmt.Errorf("lease of %v at a: %+v, %v", addr, ls, ok)
+				}
+				return nil
+			})
+			b.Crash()
+			path := filepath.Join(bcfg.StateDir, "ipam-blue.state")
+			if how == "deleted" {
+				if err := os.Remove(path); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := os.WriteFile(path, []byte("ovipam\x01garbage"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+
+			core, logs := observer.New(zapcore.InfoLevel)
+			b = startNode(t, bcfg, nil, WithLogger(zap.New(core)))
+			if how == "deleted" {
+				logged(t, logs, "state file missing", path)
+			} else {
+				logged(t, logs, "state file unreadable", path)
+				if _, err := os.Stat(path + ".corrupt"); err != nil {
+					t.Errorf("the damaged file was not moved aside: %v", err)
+				}
+			}
+			if got := joinedAddr(t, b, "blue"); got != addr {
+				t.Errorf("after the restart b has %v on blue, want %v", got, addr)
+			}
+			waitUntil(t, 15*time.Second, "lease recovered from the peer and kept again", func() error {
+				if ls, ok := b.ctl.ipam.Lookup("blue", addr.Addr()); !ok || ls.Node != "b" {
+					return fmt.Errorf("lease of %v: %+v, %v", addr, ls, ok)
+				}
+				raw, err := os.ReadFile(path)
+				if err != nil {
+					return err
+				}
+				st, err := ipam.DecodeState(raw)
+				if err != nil {
+					return err
+				}
+				for _, ls := range st.Leases {
+					if ls.Addr == addr.Addr() && ls.Owner == "b" {
+						return nil
+					}
+				}
+				return fmt.Errorf("%s holds %+v", path, st.Leases)
+			})
+			logged(t, logs, "IPAM state recovered from the peers", "")
+		})
+	}
+}
+
+// A damaged networks.json does not stop the node: it is reported naming
+// it, moved aside, and the joined networks come back from the node's own
+// leases in its ipam-NET.state files.
+func TestStateJoinedFileCorrupt(t *testing.T) {
+	ctx := context.Background()
+	cfg := clusterConfig(t, "solo")
+	n := startNode(t, cfg, nil)
+	if _, err := n.CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDR: "10.31.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.JoinNetwork(ctx, "blue"); err != nil {
+		t.Fatal(err)
+	}
+	addr := joinedAddr(t, n, "blue")
+	n.Crash()
+	path := filepath.Join(cfg.StateDir, joinedFile)
+	if err := os.WriteFile(path, []byte(`{"version": 1, "joined": [`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	n = startNode(t, cfg, nil, WithLogger(zap.New(core)))
+	logged(t, logs, "state file unreadable", path)
+	if got := joinedAddr(t, n, "blue"); got != addr {
+		t.Errorf("after the restart: %v on blue, want %v", got, addr)
+	}
+	if _, err := os.Stat(path + ".corrupt"); err != nil {
+		t.Errorf("the damaged file was not moved aside: %v", err)
+	}
+	js, fs := (&stateDir{dir: cfg.StateDir, log: zap.NewNop()}).loadJoined()
+	if fs != stateOK || len(js) != 1 || js[0].prefix() != addr {
+		t.Errorf("networks.json written again: %+v, %v", js, fs)
+	}
+}
+
+// readState: missing, sound, empty and garbage files.
+func TestReadState(t *testing.T) {
+	dir := t.TempDir()
+	core, logs := observer.New(zapcore.InfoLevel)
+	s := &stateDir{dir: dir, log: zap.New(core)}
+	decode := func(b []byte) error {
+		if string(b) != "ok" {
+			return errors.New("not ok")
+		}
+		return nil
+	}
+	for _, tc := range []struct {
+		content *string
+		want    fileState
+	}{
+		{nil, stateMissing},
+		{ptr("ok"), stateOK},
+		{ptr(""), stateBad},
+		{ptr("garbage"), stateBad},
+	} {
+		path := filepath.Join(dir, "f.json")
+		os.Remove(path)
+		os.Remove(path + ".corrupt")
+		if tc.content != nil {
+			os.WriteFile(path, []byte(*tc.content), 0o600)
+		}
+		logs.TakeAll()
+		if got := s.readState("f.json", "recover", decode); got != tc.want {
+			t.Errorf("readState(%v) = %v, want %v", tc.content, got, tc.want)
+		}
+		_, errAside := os.Stat(path + ".corrupt")
+		bad := logs.FilterMessage("state file unreadable").FilterField(zap.String("file", path)).Len()
+		if tc.want == stateBad && (bad != 1 || errAside != nil) {
+			t.Errorf("readState(%q): %d reports naming the file, moved aside: %v", *tc.content, bad, errAside)
+		}
+		if tc.want != stateBad && (bad != 0 || errAside == nil) {
+			t.Errorf("readState(%v): reported or moved aside", tc.content)
+		}
+	}
+}
+
+func ptr(s string) *string { return &s }
+
+// A state directory every user may write is refused, naming it; one its
+// group may write is accepted with a warning.
+func TestStateDirPermissions(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o777)
+	cfg := clusterConfig(t, "perm")
+	cfg.StateDir = dir
+	if n, err := New(cfg); err == nil || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "writable by every user") {
+		if n != nil {
+			n.Close()
+		}
+		t.Errorf("New with a world-writable state directory: %v", err)
+	}
+	os.Chmod(dir, 0o770)
+	core, logs := observer.New(zapcore.InfoLevel)
+	n, err := New(cfg, WithLogger(zap.New(core)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	if logs.FilterMessageSnippet("writable by its group").Len() != 1 {
+		t.Errorf("no warning for a group-writable state directory: %v", logs.All())
+	}
+}
+
+// An empty services.json (issue 10 §3) follows the same rule: reported
+// naming it, moved aside, and the node's service comes back from its peer.
+func TestStateServicesFileEmpty(t *testing.T) {
+	ctx := context.Background()
+	a := clusterNode(t, "a", nil)
+	bcfg := clusterConfig(t, "b", a.Gossip().Addr())
+	b := startNode(t, bcfg, nil)
+	waitMembers(t, a, b)
+	if _, err := a.CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDR: "10.32.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*Node{a, b} {
+		if _, err := n.JoinNetwork(ctx, "blue"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.CreateService(ctx, api.CreateService{Name: "web", Network: "blue", Ports: []string{"80/tcp"}}); err != nil {
+		t.Fatal(err)
+	}
+	has := func(n *Node) error {
+		ss, err := n.Services(ctx)
+		if err != nil {
+			return err
+		}
+		for _, s := range ss {
+			if s.Name == "web" && s.Creator == "b" {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s: services %+v", n.cfg.Name, ss)
+	}
+	waitUntil(t, 10*time.Second, "a knows b's service", func() error { return has(a) })
+	b.Crash()
+	path := filepath.Join(bcfg.StateDir, "services.json")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	b = startNode(t, bcfg, nil, WithLogger(zap.New(core)))
+	logged(t, logs, "state file unreadable", path)
+	if _, err := os.Stat(path + ".corrupt"); err != nil {
+		t.Errorf("the empty file was not moved aside: %v", err)
+	}
+	waitUntil(t, 10*time.Second, "b has its service back", func() error { return has(b) })
+}
