@@ -18,9 +18,7 @@ import (
 // reaches a node and a service by name through the SOCKS5 door
 // (curl --socks5-hostname), and a forward whose target is a name works.
 func TestDoorsByName(t *testing.T) {
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl is not installed")
-	}
+	RequireTools(t, "curl")
 	const nw = "default"
 	dnsOn := withDNS(fakeUpstream(t))
 	c := NewGossipCluster(t, 2, GossipOptions{Edit: func(i int, cfg *config.Config) {

@@ -131,9 +131,7 @@ func testFrontDoors(t *testing.T) {
 		out, err := exec.CommandContext(ctx, "curl", append([]string{"-sS", "--max-time", "15"}, args...)...).CombinedOutput()
 		return string(out), err
 	}
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("curl is not installed")
-	}
+	e2e.RequireTools(t, "curl")
 
 	t.Run("socks5", func(t *testing.T) {
 		out, err := curl("--socks5-hostname", doors["socks5"].Addr, "http://"+srv+"/")

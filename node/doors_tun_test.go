@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/e2e"
 	"github.com/overlayd/overlayd/node"
 	"github.com/overlayd/overlayd/stack"
 )
@@ -20,7 +21,7 @@ import (
 // addresses into the TUN), and refuse destinations off the overlay.
 func TestDoorsTUNModeDialThroughHost(t *testing.T) {
 	if !stack.CanCreateTUN() {
-		t.Skip("needs CAP_NET_ADMIN to create a TUN device")
+		e2e.Unavailable(t, "CAP_NET_ADMIN and /dev/net/tun to create a TUN device (run as root)")
 	}
 	cfg := config.Default()
 	cfg.Name = "tundoors"
@@ -32,7 +33,7 @@ func TestDoorsTUNModeDialThroughHost(t *testing.T) {
 	cfg.Doors.SOCKS5 = "127.0.0.1:0"
 	n, err := node.New(cfg)
 	if err != nil {
-		t.Skipf("tun mode unavailable here: %v", err)
+		t.Fatalf("tun mode, with a TUN device allowed here: %v", err)
 	}
 	defer n.Close()
 	if err := n.Start(context.Background()); err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/e2e"
 	"github.com/overlayd/overlayd/node"
 	"github.com/overlayd/overlayd/stack"
 )
@@ -17,7 +18,7 @@ import (
 // through the TUN already).
 func TestExposeTUNModeRegistersTargetPort(t *testing.T) {
 	if !stack.CanCreateTUN() {
-		t.Skip("needs CAP_NET_ADMIN to create a TUN device")
+		e2e.Unavailable(t, "CAP_NET_ADMIN and /dev/net/tun to create a TUN device (run as root)")
 	}
 	cfg, err := config.Decode(strings.NewReader(`name: tunexpose
 mode: tun
@@ -35,7 +36,7 @@ exposes: [{service: web, port: 80/tcp, target: 127.0.0.1:3000}]
 	}
 	n, err := node.New(cfg)
 	if err != nil {
-		t.Skipf("tun mode unavailable here: %v", err)
+		t.Fatalf("tun mode, with a TUN device allowed here: %v", err)
 	}
 	defer n.Close()
 	if err := n.Start(context.Background()); err != nil {
