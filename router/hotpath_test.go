@@ -190,3 +190,27 @@ func BenchmarkInbound(b *testing.B) {
 		})
 	}
 }
+
+// The underlay's kernel drops (a full socket buffer) show in the router's
+// drops, beside its own, as kernel_rcvbuf.
+func TestStatsReportKernelDrops(t *testing.T) {
+	nw := udptest.NewNetwork()
+	nw.QueueLen = 4
+	ul := nw.Conn(vtepA)
+	defer ul.Close()
+	r, err := New(stacktest.NewPipe(), ul, Options{Networks: []Network{{VNI: testVNI, Addr: addrA}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.Stats().Drops["kernel_rcvbuf"]; ok {
+		t.Fatal("kernel_rcvbuf before any drop")
+	}
+	peer := nw.Conn(vtepB)
+	defer peer.Close()
+	for range 10 { // nobody reads: 4 queued, 6 dropped
+		peer.WriteBatch([][]byte{make([]byte, 100)}, []netip.AddrPort{vtepA}, nil)
+	}
+	if got := r.Stats().Drops[vxlan.DropKernelRcvbuf.String()]; got != 6 {
+		t.Errorf("Stats().Drops[kernel_rcvbuf] = %d, want 6", got)
+	}
+}

@@ -331,6 +331,11 @@ func (r *Router) Stats() Stats {
 		PendingARP: r.pending.len(),
 		PerNetwork: make(map[uint32]NetworkCounters),
 	}
+	if kd, ok := r.ul.(KernelDropper); ok {
+		if n, ok := kd.KernelDrops(); ok && n > 0 {
+			s.Drops[vxlan.DropKernelRcvbuf.String()] = n
+		}
+	}
 	for vni, c := range r.perNet.snapshot() {
 		s.PerNetwork[vni] = NetworkCounters{Outbound: c.out.load(), Inbound: c.in.load()}
 	}

@@ -28,3 +28,11 @@ type Underlay interface {
 	// LocalAddr is the address the socket listens on (the VTEP).
 	LocalAddr() netip.AddrPort
 }
+
+// KernelDropper is an optional capability of an Underlay: the count of
+// datagrams the system dropped at the socket before ReadBatch took them
+// (its receive buffer was full), since it was opened. *udp.Conn has it on
+// Linux. The router reports it beside its own drops, as kernel_rcvbuf.
+type KernelDropper interface {
+	KernelDrops() (n uint64, ok bool)
+}

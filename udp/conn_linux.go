@@ -144,6 +144,27 @@ func (c *Conn) BatchSize() int { return c.batch }
 // GSO turns off for good if the kernel rejects a GSO send.
 func (c *Conn) Offload() (gso, gro bool) { return c.gso.Load(), c.gro }
 
+// KernelDrops returns how many datagrams the kernel dropped at the
+// listening socket since Listen, before ReadBatch could take them: nearly
+// always because the receive buffer was full (a flood, or a reader that
+// fell behind), else for lack of memory or a bad UDP checksum. It is the
+// socket's own drop count (sk_drops, which SO_RXQ_OVFL also reports),
+// read with SO_MEMINFO when asked, so the data path pays nothing for it.
+// ok is false when the kernel does not say, or after Close.
+func (c *Conn) KernelDrops() (n uint64, ok bool) {
+	var mem [unix.SK_MEMINFO_VARS]uint32
+	err := c.socks[0].rc.Control(func(fd uintptr) {
+		l := uint32(unsafe.Sizeof(mem))
+		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
+			uintptr(unsafe.Pointer(&mem[0])), uintptr(unsafe.Pointer(&l)), 0)
+		ok = e == 0 && l > unix.SK_MEMINFO_DROPS*4
+	})
+	if err != nil || !ok {
+		return 0, false
+	}
+	return uint64(mem[unix.SK_MEMINFO_DROPS]), true
+}
+
 // Close closes every socket of c; a blocked ReadBatch returns. It is safe
 // to call more than once; calls after the first return nil.
 func (c *Conn) Close() error {

@@ -48,6 +48,10 @@ func (c *Conn) BatchSize() int { return 1 }
 // Offload reports whether UDP GSO and GRO are in use: never here.
 func (c *Conn) Offload() (gso, gro bool) { return false, false }
 
+// KernelDrops reports how many datagrams the system dropped at the
+// listening socket: not known on this system (ok false).
+func (c *Conn) KernelDrops() (n uint64, ok bool) { return 0, false }
+
 // Close closes every socket of c; a blocked ReadBatch returns. It is safe
 // to call more than once; calls after the first return nil.
 func (c *Conn) Close() error {

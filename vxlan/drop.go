@@ -62,6 +62,13 @@ const (
 	// one the datagram came from, or none: a stray or forged frame,
 	// which must not re-point the address's MAC.
 	DropNotOwner
+	// DropKernelRcvbuf: inbound, datagrams the kernel dropped at the
+	// underlay socket before the router could read them, nearly always
+	// because its receive buffer was full (a flood, or a router that fell
+	// behind). Never counted by the router: it is the socket's own count,
+	// reported beside the router's (a coalesced GRO batch dropped whole
+	// counts once).
+	DropKernelRcvbuf
 
 	// NumDropReasons is the number of reasons, for arrays indexed by
 	// DropReason.
@@ -85,6 +92,7 @@ var dropNames = [NumDropReasons]string{
 	DropLBReset:       "lb_reset",
 	DropLBRefused:     "lb_refused",
 	DropNotOwner:      "not_owner",
+	DropKernelRcvbuf:  "kernel_rcvbuf",
 }
 
 // String returns the reason's snake_case name, or "drop_reason_N" for a

@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -50,6 +51,9 @@ func printStatus(w io.Writer, st api.Status) {
 	}
 	if s := st.Services; s != nil {
 		fmt.Fprintf(tw, "services\t%s\n", servicesLine(s)) // cmd/overlayd/service.go
+	}
+	if g := st.Gossip; g != nil {
+		fmt.Fprintf(tw, "gossip\t%s\n", gossipLine(g))
 	}
 	tw.Flush()
 
@@ -112,6 +116,33 @@ var dropMeaning = map[string]string{
 	"lb_reset":       "to a VIP whose backend is gone: answered with a TCP RST or ICMP unreachable",
 	"lb_refused":     "refused by the load balancer (a fragment to a VIP, a full connection table, a stray packet)",
 	"not_owner":      "from an overlay address whose route names another VTEP than the sender's (stray or forged)",
+	"kernel_rcvbuf":  "dropped by the kernel at the underlay socket before overlayd read them (receive buffer full)",
+}
+
+// gossipLine sums up the membership: "3 members: 2 alive, 1 dead",
+// then the join error and the refused would-be members, if any.
+func gossipLine(g *api.GossipStatus) string {
+	var parts []string
+	for _, c := range []struct {
+		n    int
+		what string
+	}{{g.Alive, "alive"}, {g.Suspect, "suspect"}, {g.Dead, "dead"}, {g.Left, "left"}} {
+		if c.n > 0 || c.what == "alive" {
+			parts = append(parts, fmt.Sprintf("%d %s", c.n, c.what))
+		}
+	}
+	s := fmt.Sprintf("%d members: %s", g.Alive+g.Suspect+g.Dead+g.Left, strings.Join(parts, ", "))
+	if g.JoinError != "" {
+		s += "; not joined: " + strings.TrimPrefix(g.JoinError, "gossip: ")
+	}
+	if len(g.Refused) > 0 {
+		var rs []string
+		for _, k := range slices.Sorted(maps.Keys(g.Refused)) {
+			rs = append(rs, fmt.Sprintf("%s %d", strings.TrimPrefix(k, "member_"), g.Refused[k]))
+		}
+		s += "; refused as not overlayd nodes: " + strings.Join(rs, ", ")
+	}
+	return s
 }
 
 func onOff(b bool) string {

@@ -195,6 +195,10 @@ func (c *Conn) Offload() (gso, gro bool) { return false, false }
 // Drops counts datagrams dropped because c's queue was full.
 func (c *Conn) Drops() uint64 { return c.drops.Load() }
 
+// KernelDrops is udp.Conn's: c's queue stands for the socket's receive
+// buffer, so it reports Drops.
+func (c *Conn) KernelDrops() (n uint64, ok bool) { return c.drops.Load(), true }
+
 // Close detaches c from the network and wakes a blocked ReadBatch. It is
 // safe to call more than once.
 func (c *Conn) Close() error {
