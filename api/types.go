@@ -37,6 +37,24 @@ type Status struct {
 	// (each entry version once): lease_elsewhere, no_lease, vtep_mismatch,
 	// outside_network, malformed, key_not_owner. Nil when none.
 	RoutesRefused map[string]uint64 `json:"routes_refused,omitempty"`
+
+	// Gossip is the membership as this node sees it; nil without gossip.
+	Gossip *GossipStatus `json:"gossip,omitempty"`
+}
+
+// GossipStatus counts the members by state, self included, and says why
+// the node has not joined, if so.
+type GossipStatus struct {
+	Alive   int `json:"alive"`
+	Suspect int `json:"suspect"`
+	Dead    int `json:"dead"`
+	Left    int `json:"left"`
+	// JoinError is why the last attempt to join the seeds failed
+	// ("join 192.0.2.1:7946: refused: ..."); empty once joined.
+	JoinError string `json:"join_error,omitempty"`
+	// Refused counts the would-be members refused as not overlayd nodes
+	// (forged or garbage gossip), by reason; nil when none.
+	Refused map[string]uint64 `json:"refused,omitempty"`
 }
 
 // Network is an overlay network the node is on.

@@ -473,6 +473,7 @@ func (n *Node) Status(context.Context) (api.Status, error) {
 		Underlay: api.Underlay{GSO: gso, GRO: gro, SourcePorts: max(n.cfg.Underlay.SourcePorts, 1)},
 	}
 	st.Routes = n.routes()
+	st.Gossip = n.gossipStatus()
 	if n.ctl != nil {
 		st.RoutesRefused = n.ctl.refusedRoutes()
 		st.VTEPAdvertised = n.ctl.vtep.String()
@@ -491,6 +492,37 @@ func (n *Node) Status(context.Context) (api.Status, error) {
 		Neighbors:  rs.Neighbors,
 	}
 	return st, nil
+}
+
+// gossipStatus counts the members by state; nil without gossip.
+func (n *Node) gossipStatus() *api.GossipStatus {
+	if n.ctl == nil {
+		return nil
+	}
+	gs := &api.GossipStatus{}
+	for _, m := range n.ctl.g.Members() {
+		switch m.State {
+		case gossip.StateAlive:
+			gs.Alive++
+		case gossip.StateSuspect:
+			gs.Suspect++
+		case gossip.StateDead:
+			gs.Dead++
+		case gossip.StateLeft:
+			gs.Left++
+		}
+	}
+	st := n.ctl.g.Stats()
+	gs.JoinError = st.JoinError
+	for _, r := range []string{"member_name", "member_addr", "member_meta", "member_version", "merge"} {
+		if v := st.Drops[r]; v > 0 {
+			if gs.Refused == nil {
+				gs.Refused = map[string]uint64{}
+			}
+			gs.Refused[r] = v
+		}
+	}
+	return gs
 }
 
 // networks lists the networks the node is on, the static one first.

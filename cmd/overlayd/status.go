@@ -131,7 +131,11 @@ func gossipLine(g *api.GossipStatus) string {
 			parts = append(parts, fmt.Sprintf("%d %s", c.n, c.what))
 		}
 	}
-	s := fmt.Sprintf("%d members: %s", g.Alive+g.Suspect+g.Dead+g.Left, strings.Join(parts, ", "))
+	n := g.Alive + g.Suspect + g.Dead + g.Left
+	s := fmt.Sprintf("%d members: %s", n, strings.Join(parts, ", "))
+	if n == 1 {
+		s = "1 member: " + strings.Join(parts, ", ")
+	}
 	if g.JoinError != "" {
 		s += "; not joined: " + strings.TrimPrefix(g.JoinError, "gossip: ")
 	}
