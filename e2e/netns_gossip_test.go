@@ -188,7 +188,9 @@ func (gl *gossipLab) ping(from int, to string) error {
 // only and carry traffic between all pairs; a host killed with SIGKILL is
 // withdrawn everywhere and restored when it restarts, with its address; a
 // host partitioned with nftables is withdrawn and comes back when the
-// partition heals; a fifth host with the wrong key is refused.
+// partition heals; a host stopped with SIGTERM restarts on the same ports
+// at once; a fifth host with the wrong key, then with none, is refused and
+// says why.
 func TestNetnsGossip(t *testing.T) {
 	RequireRoot(t, "ping", "nft")
 	const n = 4
@@ -263,31 +265,89 @@ func TestNetnsGossip(t *testing.T) {
 		}
 	})
 
-	t.Run("wrong key refused", func(t *testing.T) {
-		before, _, _ := gl.routes(0)
-		bad := gl.start(n, gl.writeKey("bad.key", 9))
-		time.Sleep(2 * time.Second) // time to get in, which it must not
-		ctx := context.Background()
-		ps, err := gl.ods[0].Client().Peers(ctx)
-		if err != nil {
-			t.Fatal(err)
+	t.Run("SIGTERM and restart at once", func(t *testing.T) {
+		victim := 1
+		name := gl.lab.Hosts[victim].Name
+		start := time.Now()
+		if err := gl.ods[victim].Stop(); err != nil {
+			t.Logf("%s exited: %v", name, err)
 		}
-		var names []string
-		for _, p := range ps {
-			names = append(names, p.Name)
-		}
-		sort.Strings(names)
-		if slices.Contains(names, gl.lab.Hosts[n].Name) {
-			t.Errorf("h1's peers %v include the host with the wrong key", names)
-		}
-		if bp, err := bad.Client().Peers(ctx); err != nil || len(bp) != 1 {
-			t.Errorf("the host with the wrong key sees %d peers (%v), want only itself", len(bp), err)
-		}
-		after, _, _ := gl.routes(0)
-		if fmt.Sprint(before) != fmt.Sprint(after) {
-			t.Errorf("h1's routes changed: %v → %v", before, after)
+		took := time.Since(start)
+		gl.ods[victim] = nil
+		// The same ports at once: the old process released them before
+		// it exited (StartOverlayd fails the test if the new one exits,
+		// e.g. on "address already in use").
+		o := gl.start(victim, gl.key)
+		t.Logf("SIGTERM → exited in %v; restarted on the same ports at once (load %s)", took.Round(time.Millisecond), gossipLoad())
+		gl.waitRoutes(30*time.Second, "converged after the restart", func(int, map[string]string) bool { return gl.converged("blue") })
+		if strings.Contains(o.Output(), "address already in use") {
+			t.Errorf("the restarted node logged 'address already in use':\n%s", o.Output())
 		}
 	})
+
+	// A host with the wrong key, then one with none: each says why it is
+	// refused (in status and once in its log) and gets nowhere.
+	for _, tc := range []struct {
+		name, key, why string
+	}{
+		{"wrong key refused", gl.writeKey("bad.key", 9), "refused: the seed encrypts gossip with another key"},
+		{"no key refused", "", "refused: the cluster encrypts gossip and this node has no key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before, _, _ := gl.routes(0)
+			bad := gl.start(n, tc.key)
+			defer func() { bad.Stop(); gl.ods[n] = nil }()
+			// The positive event: the refused host has tried and knows why.
+			want := fmt.Sprintf("join %s:%d: %s", gl.lab.Hosts[0].Underlay, labGossipPort, tc.why)
+			var st api.Status
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				var err error
+				st, err = bad.Status()
+				if err == nil && st.Gossip != nil && strings.Contains(st.Gossip.JoinError, want) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the refused host does not say %q: status gossip %+v, %v\n%s", want, st.Gossip, err, bad.Output())
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if st.Gossip.Alive != 1 {
+				t.Errorf("the refused host counts %d alive members, want 1 (itself)", st.Gossip.Alive)
+			}
+			if n := strings.Count(bad.Output(), "cannot join the cluster"); n != 1 || !strings.Contains(bad.Output(), tc.why) {
+				t.Errorf("the refused host logged the refusal %d times (want once, with %q):\n%s", n, tc.why, bad.Output())
+			}
+			if out := gl.mustOverlayd(n, "status"); !strings.Contains(out, "not joined: "+want) {
+				t.Errorf("overlayd status on the refused host lacks %q:\n%s", "not joined: "+want, out)
+			}
+			ctx := context.Background()
+			ps, err := gl.ods[0].Client().Peers(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, p := range ps {
+				names = append(names, p.Name)
+			}
+			sort.Strings(names)
+			if slices.Contains(names, gl.lab.Hosts[n].Name) {
+				t.Errorf("h1's peers %v include the refused host", names)
+			}
+			if bp, err := bad.Client().Peers(ctx); err != nil || len(bp) != 1 {
+				t.Errorf("the refused host sees %d peers (%v), want only itself", len(bp), err)
+			}
+			after, _, _ := gl.routes(0)
+			if fmt.Sprint(before) != fmt.Sprint(after) {
+				t.Errorf("h1's routes changed: %v → %v", before, after)
+			}
+		})
+	}
+}
+
+func gossipLoad() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return strings.TrimSpace(string(b))
 }
 
 // TestNetnsKillWithdrawTiming measures, over 10 trials per profile, the
