@@ -34,6 +34,11 @@ func TestHelpTexts(t *testing.T) {
 	if code, o, _ := run(t, "run", "--help"); code != 0 || !strings.Contains(o, "the list flags (--peer,\n--join, --forward, --expose, --dns-upstream) add to the file's lists.") {
 		t.Errorf("run --help = %d, want the list flags' merging described:\n%s", code, o)
 	}
+	for _, cmd := range []string{"run", "status", "network"} {
+		if code, o, _ := run(t, cmd, "--help"); code != 0 || !strings.Contains(o, "(env OVERLAYD_CONTROL; else /run/overlayd/overlayd.sock as root, $XDG_RUNTIME_DIR/overlayd.sock, or /tmp/overlayd-UID.sock)") {
+			t.Errorf("%s --help = %d, want the control socket's defaults, /tmp/overlayd-UID.sock too:\n%s", cmd, code, o)
+		}
+	}
 }
 
 // A mistake exits 2 wherever it is found: in the arguments before the

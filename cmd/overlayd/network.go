@@ -27,7 +27,7 @@ Manage the cluster's overlay networks (needs a daemon run with --gossip).
 
 // clientFlags declares the flags every client command has.
 func clientFlags(fs *flag.FlagSet) (control *string, asJSON *bool) {
-	control = fs.String("control", config.DefaultControlPath(), "`path` of the daemon's control socket (env OVERLAYD_CONTROL)")
+	control = fs.String("control", config.DefaultControlPath(), "`path` of the daemon's control socket (env OVERLAYD_CONTROL; else /run/overlayd/overlayd.sock as root, $XDG_RUNTIME_DIR/overlayd.sock, or /tmp/overlayd-UID.sock)")
 	asJSON = fs.Bool("json", false, "print JSON for scripts")
 	return control, asJSON
 }

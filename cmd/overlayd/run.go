@@ -117,7 +117,7 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 		peers     peerList
 		tunName   = fs.String("tun-name", d.TUNName, "interface `name` in tun and tap modes")
 		mtu       = fs.Int("mtu", 0, "attachment `MTU` (default: the underlay MTU minus 50)")
-		control   = fs.String("control", d.Control, "`path` of the control socket (env OVERLAYD_CONTROL); empty: none")
+		control   = fs.String("control", d.Control, "`path` of the control socket, mode 0600 (env OVERLAYD_CONTROL; else /run/overlayd/overlayd.sock as root, $XDG_RUNTIME_DIR/overlayd.sock, or /tmp/overlayd-UID.sock); empty: none")
 		logLevel  = fs.String("log-level", d.Log.Level, "debug, info, warn or error")
 		logFormat = fs.String("log-format", d.Log.Format, "console or json")
 		noOffload = fs.Bool("no-offload", false, "turn UDP GSO/GRO off on the underlay socket")
