@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -190,5 +191,220 @@ func waitCond(t *testing.T, d time.Duration, what string, cond func() bool) {
 			t.Fatalf("%s: not within %v", what, d)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// overlayd runs the overlayd CLI in host i with its daemon's control
+// socket, as a user on that host would, and returns its output.
+func (gl *gossipLab) overlayd(i int, args ...string) (string, error) {
+	bin, err := Binary()
+	if err != nil {
+		gl.t.Fatal(err)
+	}
+	return gl.lab.Hosts[i].Try(append(append([]string{bin}, args...), "--control", gl.ods[i].Control)...)
+}
+
+func (gl *gossipLab) mustOverlayd(i int, args ...string) string {
+	gl.t.Helper()
+	out, err := gl.overlayd(i, args...)
+	if err != nil {
+		gl.t.Fatalf("%s: overlayd %s: %v\n%s", gl.lab.Hosts[i].Name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// vipOf reads the VIP from 'service create' output ("... VIP 10.210.0.240, ports ...").
+func vipOf(t *testing.T, out string) string {
+	t.Helper()
+	_, rest, ok := strings.Cut(out, "VIP ")
+	vip, _, ok2 := strings.Cut(rest, ",")
+	if !ok || !ok2 {
+		t.Fatalf("no VIP in %q", out)
+	}
+	return vip
+}
+
+// waitShow waits until 'overlayd service show NAME' on host i satisfies
+// cond, and returns its output.
+func (gl *gossipLab) waitShow(i int, name string, d time.Duration, what string, cond func(string) bool) string {
+	gl.t.Helper()
+	var out string
+	deadline := time.Now().Add(d)
+	for {
+		var err error
+		out, err = gl.overlayd(i, "service", "show", name)
+		if err == nil && cond(out) {
+			return out
+		}
+		if time.Now().After(deadline) {
+			gl.t.Fatalf("%s: %s: not within %v\n%s", gl.lab.Hosts[i].Name, what, d, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// backendLine returns the 'service show' line of backend addr.
+func backendLine(show, addr string) string {
+	for _, l := range strings.Split(show, "\n") {
+		if strings.HasPrefix(l, addr+" ") {
+			return l
+		}
+	}
+	return ""
+}
+
+// TestNetnsServiceMultiPort runs issue 9's item 4 as a user would: a
+// service perf with ports 5201/tcp and 8002/tcp, backends :5201 (iperf3,
+// on h2) and :8002 (HTTP, on h2 and h3), added with 'service
+// add-backend'; every curl to VIP:8002 reaches an HTTP backend and every
+// iperf3 run to VIP:5201 (its control and data connections) reaches the
+// iperf3 server. (One iperf3 server: its data connections must reach the
+// server of their control connection, and flows are balanced one by one.)
+func TestNetnsServiceMultiPort(t *testing.T) {
+	RequireRoot(t, "curl", "iperf3")
+	gl := newGossipLab(t, 3, "test")
+	for i := range 3 {
+		gl.start(i, gl.key)
+	}
+	addrs := gl.setup()
+	gl.waitRoutes(15*time.Second, "all hosts learn all routes", func(int, map[string]string) bool { return gl.converged("blue") })
+
+	out := gl.mustOverlayd(0, "service", "create", "perf", "--port", "5201/tcp", "--port", "8002/tcp")
+	t.Logf("h1$ overlayd service create perf --port 5201/tcp --port 8002/tcp\n%s", out)
+	vip := vipOf(t, out)
+	for _, i := range []int{1, 2} {
+		h := gl.lab.Hosts[i]
+		ports := []string{"8002"}
+		if i == 1 {
+			h.Start("iperf3", "-s", "-p", "5201", "-B", addrs[i])
+			ports = append(ports, "5201")
+		}
+		p := h.helper("backend", addrs[i]+":8002", h.Name)
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.Output(), "listening"); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: HTTP backend did not start: %s", h.Name, p.Output())
+			}
+		}
+		for _, port := range ports {
+			var err error
+			for try := 0; try < 100; try++ { // until gossip brings the service
+				if out, err = gl.overlayd(i, "service", "add-backend", "perf", addrs[i]+":"+port); err == nil {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if err != nil {
+				t.Fatalf("%s: overlayd service add-backend perf %s:%s: %v\n%s", h.Name, addrs[i], port, err, out)
+			}
+			t.Logf("%s$ overlayd service add-backend perf %s:%s\n%s", h.Name, addrs[i], port, out)
+		}
+	}
+	show := gl.waitShow(0, "perf", 15*time.Second, "three active backends", func(s string) bool { return strings.Count(s, " active ") == 3 })
+	t.Logf("h1$ overlayd service show perf\n%s", show)
+	for _, be := range []string{addrs[1] + ":5201", addrs[1] + ":8002", addrs[2] + ":8002"} {
+		port := be[strings.LastIndex(be, ":")+1:]
+		if l := backendLine(show, be); !strings.Contains(l, " "+port+"/tcp ") {
+			t.Errorf("service show: %q, want backend %s serving %s/tcp", l, be, port)
+		}
+	}
+
+	client := gl.lab.Hosts[0]
+	seen := map[string]int{}
+	for range 20 {
+		out, err := client.Try("curl", "-sS", "--max-time", "5", "http://"+vip+":8002/")
+		f := strings.Fields(out)
+		if err != nil || len(f) != 2 {
+			t.Errorf("curl http://%s:8002/: %v %q: not an HTTP backend of port 8002", vip, err, out)
+			continue
+		}
+		seen[f[0]]++
+	}
+	t.Logf("20 curl to VIP:8002: %v", seen)
+	for k := range 5 {
+		out, err := client.Try("iperf3", "-c", vip, "-p", "5201", "-t", "1", "--connect-timeout", "5000", "-J")
+		var res struct {
+			Error string `json:"error"`
+			End   struct {
+				SumReceived struct {
+					Bytes int64 `json:"bytes"`
+				} `json:"sum_received"`
+			} `json:"end"`
+		}
+		if json.Unmarshal([]byte(out), &res); err != nil || res.Error != "" || res.End.SumReceived.Bytes == 0 {
+			t.Errorf("iperf3 -c %s -p 5201, run %d: %v %s (%d bytes)", vip, k, err, res.Error, res.End.SumReceived.Bytes)
+		} else {
+			t.Logf("iperf3 run %d to VIP:5201: %d bytes", k, res.End.SumReceived.Bytes)
+		}
+	}
+}
+
+// TestNetnsServiceDeadBackendNode runs issue 9's item 7 as a user would: 5
+// hosts; backends on h2, h3 and h4 all added with 'service add-backend' on
+// h1; kill -9 of h3's overlayd: h1's 'service show web' lists h3's backend
+// unreachable (OWNER h1), and every new connection from h1 succeeds on
+// h2 or h4.
+func TestNetnsServiceDeadBackendNode(t *testing.T) {
+	RequireRoot(t, "curl")
+	gl := newGossipLab(t, 5, "test")
+	for i := range 5 {
+		gl.start(i, gl.key)
+	}
+	addrs := gl.setup()
+	gl.waitRoutes(20*time.Second, "all hosts learn all routes", func(int, map[string]string) bool { return gl.converged("blue") })
+
+	out := gl.mustOverlayd(0, "service", "create", "web", "--port", "80/tcp")
+	t.Logf("h1$ overlayd service create web --port 80/tcp\n%s", out)
+	vip := vipOf(t, out)
+	for _, i := range []int{1, 2, 3} {
+		h := gl.lab.Hosts[i]
+		p := h.helper("backend", addrs[i]+":8080", h.Name)
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.Output(), "listening"); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: backend did not start: %s", h.Name, p.Output())
+			}
+		}
+		out := gl.mustOverlayd(0, "service", "add-backend", "web", addrs[i]+":8080")
+		t.Logf("h1$ overlayd service add-backend web %s:8080\n%s", addrs[i], out)
+	}
+	show := gl.waitShow(0, "web", 15*time.Second, "three active backends", func(s string) bool { return strings.Count(s, " active ") == 3 })
+	t.Logf("h1$ overlayd service show web\n%s", show)
+	client := gl.lab.Hosts[0]
+	curl := func(n int) map[string]int {
+		seen := map[string]int{}
+		for range n {
+			out, err := client.Try("curl", "-sS", "--max-time", "5", "http://"+vip+"/")
+			if f := strings.Fields(out); err != nil || len(f) != 2 {
+				seen["failed"]++
+				t.Logf("curl http://%s/: %v %s", vip, err, strings.TrimSpace(out))
+			} else {
+				seen[f[0]]++
+			}
+		}
+		return seen
+	}
+	if seen := curl(30); len(seen) != 3 || seen["failed"] != 0 {
+		t.Fatalf("30 curl before the kill: %v, want h2, h3 and h4", seen)
+	}
+
+	dead := gl.lab.Hosts[2].Name
+	killed := time.Now()
+	gl.ods[2].Kill() // kill -9
+	gl.ods[2] = nil
+	show = gl.waitShow(0, "web", 30*time.Second, dead+"'s backend unreachable", func(s string) bool {
+		return strings.Contains(backendLine(s, addrs[2]+":8080"), " unreachable ")
+	})
+	t.Logf("kill -9 of %s's overlayd → unreachable on h1 in %v\nh1$ overlayd service show web\n%s", dead, time.Since(killed).Round(time.Millisecond), show)
+	if l := backendLine(show, addrs[2]+":8080"); !strings.Contains(l, " h1 ") {
+		t.Errorf("service show: %q, want OWNER h1", l)
+	}
+	seen := curl(30)
+	t.Logf("30 curl after the kill: %v", seen)
+	if seen["failed"] != 0 || seen[dead] != 0 || seen["h2"] == 0 || seen["h4"] == 0 {
+		t.Errorf("30 curl after %s died: %v, want all on h2 and h4", dead, seen)
+	}
+	ls := gl.mustOverlayd(0, "service", "ls")
+	t.Logf("h1$ overlayd service ls\n%s", ls)
+	if !strings.Contains(ls, " 2/3 ") {
+		t.Errorf("service ls: %q, want BACKENDS 2/3", ls)
 	}
 }
