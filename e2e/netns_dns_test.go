@@ -121,16 +121,29 @@ func holdTCP(t *testing.T, h *Host, addr string, n int) (open []net.Conn, failed
 	}
 	done := make(chan result, 1)
 	go func() {
-		// The thread stays in h's namespace and ends with this goroutine
-		// (it is never unlocked), so no other goroutine runs on it.
+		// The sockets are made on this thread while it is in h's
+		// namespace; then it goes back to the test's. A thread that ended
+		// locked would be killed, and with it, through Pdeathsig, every
+		// process the lab started from it: so it is unlocked only once
+		// back, and left locked to the goroutine (the runtime then ends
+		// it) only if going back fails.
 		runtime.LockOSThread()
+		self, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- result{err: err}
+			return
+		}
+		defer self.Close()
 		f, err := os.Open("/run/netns/" + h.NS)
 		if err != nil {
+			runtime.UnlockOSThread()
 			done <- result{err: err}
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			done <- result{err: fmt.Errorf("setns %s: %w", h.NS, err)}
 			return
 		}
@@ -143,17 +156,22 @@ func holdTCP(t *testing.T, h *Host, addr string, n int) (open []net.Conn, failed
 			}
 			r.conns = append(r.conns, c)
 		}
+		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+			r.err = fmt.Errorf("setns back from %s: %w", h.NS, err)
+		} else {
+			runtime.UnlockOSThread()
+		}
 		done <- r
 	}()
 	r := <-done
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
 	t.Cleanup(func() {
 		for _, c := range r.conns {
 			c.Close()
 		}
 	})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
 	return r.conns, r.failed
 }
 
@@ -258,6 +276,15 @@ func TestNetnsDNS(t *testing.T) {
 		if len(open1) > 0 {
 			t.Errorf("%d TCP connections from outside to %s:53 were accepted, want none (the sockets are bound to the TUN and loopback)", len(open1), dnsAddr)
 		}
+		defer func() {
+			for i, o := range gl.ods[:2] {
+				select {
+				case <-o.done:
+					t.Errorf("h%d: overlayd exited during the flood: %v\n%s", i+1, o.err, o.Output())
+				default:
+				}
+			}
+		}()
 		digUntil(t, h1, 10*time.Second, addrs[1], "+tcp", "@"+dnsAddr, "h2.blue.overlay")
 		digUntil(t, h2, 10*time.Second, addrs[0], "+tcp", "@"+dnsAddr, "h1.blue.overlay")
 		digUntil(t, h2, 10*time.Second, addrs[0], "+tcp", "@127.0.0.1", "-p", "5353", "h1.blue.overlay")
