@@ -80,15 +80,20 @@ func TestNetnsServiceVIP(t *testing.T) {
 	backends := map[string]*Proc{}
 	for _, i := range []int{1, 2} {
 		h := gl.lab.Hosts[i]
-		p := h.helper("backend", addrs[i]+":8080", h.Name)
-		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(p.Output(), "listening") {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: backend did not start: %s", h.Name, p.Output())
+		// :8080 serves VIP:80 (HTTP), :5353 VIP:53 (UDP).
+		for _, port := range []string{"8080", "5353"} {
+			p := h.helper("backend", addrs[i]+":"+port, h.Name)
+			deadline := time.Now().Add(10 * time.Second)
+			for !strings.Contains(p.Output(), "listening") {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: backend did not start: %s", h.Name, p.Output())
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
-			time.Sleep(20 * time.Millisecond)
+			if port == "8080" {
+				backends[h.Name] = p
+			}
 		}
-		backends[h.Name] = p
 	}
 	svc, err := gl.ods[0].Client().CreateService(ctx, api.CreateService{Name: "web", Network: "blue", Ports: []string{"80/tcp", "53/udp"}})
 	if err != nil {
@@ -98,7 +103,10 @@ func TestNetnsServiceVIP(t *testing.T) {
 	for _, i := range []int{1, 2} {
 		var err error
 		for try := 0; try < 100; try++ { // until gossip brings the service
-			if _, err = gl.ods[i].Client().AddBackend(ctx, api.AddBackend{Service: "web", Network: "blue", Addr: addrs[i] + ":8080", Weight: 1, Check: "tcp"}); err == nil {
+			if _, err = gl.ods[i].Client().AddBackend(ctx, api.AddBackend{Service: "web", Network: "blue", Addr: addrs[i] + ":8080", Weight: 1, Check: "tcp", ServicePort: 80}); err == nil {
+				_, err = gl.ods[i].Client().AddBackend(ctx, api.AddBackend{Service: "web", Network: "blue", Addr: addrs[i] + ":5353", Weight: 1, ServicePort: 53})
+			}
+			if err == nil {
 				break
 			}
 			time.Sleep(50 * time.Millisecond)
@@ -122,7 +130,7 @@ func TestNetnsServiceVIP(t *testing.T) {
 			return n == want
 		}
 	}
-	waitCond(t, 10*time.Second, "host 0's table holds both backends", active(2))
+	waitCond(t, 10*time.Second, "host 0's tables hold both hosts' backends of both ports", active(4))
 
 	client := gl.lab.Hosts[0]
 	seen := map[string]int{}
@@ -168,7 +176,7 @@ func TestNetnsServiceVIP(t *testing.T) {
 	dead := gl.lab.Hosts[2].Name
 	stopped := time.Now()
 	backends[dead].Kill()
-	waitCond(t, 15*time.Second, "the failed backend leaves host 0's table", active(1))
+	waitCond(t, 15*time.Second, "the failed backend leaves host 0's table", active(3))
 	t.Logf("server stopped → out of the table in %v (2 failed probes 2 s apart)", time.Since(stopped).Round(time.Millisecond))
 	for range 10 {
 		out, err := client.Try("curl", "-sS", "--max-time", "5", "http://"+svc.VIP+"/")
