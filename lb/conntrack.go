@@ -420,6 +420,40 @@ func (b *Balancer) Sweep() {
 		}
 		s.mu.Unlock()
 	}
+	b.pruneRetired(now)
+}
+
+// pruneRetired drops the former VIPs and backend addresses that have been
+// gone for maxTimeout from the prefilters, as Set does: a balancer whose
+// services do not change (Set is called on changes only) forgets them
+// too, and passes traffic to such an address again.
+func (b *Balancer) pruneRetired(now int64) {
+	b.setMu.Lock()
+	defer b.setMu.Unlock()
+	old := b.snap.Load()
+	stale := func(m map[[4]byte]int64) bool {
+		for _, t := range m {
+			if t >= 0 && now-t >= b.maxTimeout {
+				return true
+			}
+		}
+		return false
+	}
+	if !stale(old.vips) && !stale(old.backendIPs) {
+		return
+	}
+	keep := func(m map[[4]byte]int64) map[[4]byte]int64 {
+		out := make(map[[4]byte]int64, len(m))
+		for a, t := range m {
+			if t < 0 || now-t < b.maxTimeout {
+				out[a] = t
+			}
+		}
+		return out
+	}
+	next := *old
+	next.vips, next.backendIPs = keep(old.vips), keep(old.backendIPs)
+	b.snap.Store(&next)
 }
 
 // Start starts the goroutine that sweeps expired flows every

@@ -999,3 +999,25 @@ func TestSetLeavesOutBadServiceAlone(t *testing.T) {
 		t.Errorf("after 10 Sets: %d resets, services %+v; want 0 resets and first and third", st.Resets, st.Services)
 	}
 }
+
+// TestRetiredVIPForgottenWithoutSet: a removed service's VIP is answered
+// with Reset for maxTimeout, then passed again, also when no Set follows
+// (Set is called on changes only): the sweep forgets it.
+func TestRetiredVIPForgottenWithoutSet(t *testing.T) {
+	clk := newFakeClock()
+	b := mustNew(t, Options{Now: clk.now})
+	mustSet(t, b, web(bk(be1, 1)))
+	mustSet(t, b, nil)
+	cli := netip.AddrPortFrom(client, 42000)
+	if v := b.Outbound(tcpPkt(cli, netip.AddrPortFrom(vip, 80), fSYN)); v != Reset {
+		t.Fatalf("Outbound(removed VIP) = %v, want reset", v)
+	}
+	clk.advance(time.Duration(b.maxTimeout) + time.Second)
+	b.Sweep()
+	if v := b.Outbound(tcpPkt(cli, netip.AddrPortFrom(vip, 80), fSYN)); v != Pass {
+		t.Errorf("Outbound(VIP removed long ago) = %v, want pass", v)
+	}
+	if v := b.Inbound(tcpPkt(be1, cli, fACK)); v != Pass {
+		t.Errorf("Inbound(from a backend removed long ago) = %v, want pass", v)
+	}
+}
