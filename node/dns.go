@@ -11,7 +11,8 @@ package node
 // any address to an address of this host):
 //   - the host listener (--dns): loopback sources only. Linux drops a
 //     packet with a loopback source or destination that comes in on any
-//     other interface, so these are the host's own programs.
+//     other interface (unless route_localnet is set), so these are the
+//     host's own programs.
 //   - a DNS address in netstack mode: sources in the networks' CIDRs; only
 //     the router (the overlay) and the node's own Dial reach the netstack.
 //   - a DNS address in tun mode: two socket pairs, one bound to the TUN
