@@ -194,7 +194,7 @@ name: file
 	if err := fs.Parse([]string{
 		"--forward", "127.0.0.1:8081=10.200.2.1:81", "--forward", "127.0.0.1:8080=10.200.2.1:80",
 		"--peer", "10.200.3.0/24@192.0.2.3:4789", "--expose", "api:90/tcp=127.0.0.1:4000",
-		"--join", "192.0.2.8:7946,192.0.2.9:7946", "--dns-upstream", "192.0.2.54", "--name", "flag",
+		"--join", "192.0.2.8:7946,192.0.2.9:7946", "--join", "192.0.2.7", "--dns-upstream", "192.0.2.54", "--name", "flag",
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ name: file
 		{"doors.forwards", str(forwards), "127.0.0.1:8080=10.200.2.1:80 127.0.0.1:8081=10.200.2.1:81"},
 		{"peers", str(peers), "10.200.2.0/24@192.0.2.2:4789 10.200.3.0/24@192.0.2.3:4789"},
 		{"exposes", str(exposes), "web:80/tcp=127.0.0.1:3000 api:90/tcp=127.0.0.1:4000"},
-		{"gossip.join", str(cfg.Gossip.Join), "192.0.2.9:7946 192.0.2.8:7946"},
+		{"gossip.join", str(cfg.Gossip.Join), "192.0.2.9:7946 192.0.2.8:7946 192.0.2.7"},
 		{"dns.upstreams", str(cfg.DNS.Upstreams), "192.0.2.53 192.0.2.54"},
 		{"name", cfg.Name, "flag"},
 	} {

@@ -75,6 +75,21 @@ func (p *peerList) Set(v string) error {
 	return nil
 }
 
+// seedList is the repeatable --join flag, comma-separated seeds each
+// (checked by Validate, which names a bad one).
+type seedList []string
+
+func (s *seedList) String() string { return strings.Join(*s, ",") }
+
+func (s *seedList) Set(v string) error {
+	for _, one := range strings.Split(v, ",") {
+		if one = strings.TrimSpace(one); one != "" {
+			*s = append(*s, one)
+		}
+	}
+	return nil
+}
+
 // appendNew appends to list the items of add whose key is not in it yet:
 // list flags (--peer, --join, --forward, --expose, --dns-upstream) add to
 // the lists of the --config file, and one given in both counts once.
@@ -124,11 +139,12 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 		srcPorts  = fs.Int("source-ports", d.Underlay.SourcePorts, "spread outbound VXLAN over this many UDP source `ports` by inner flow (1: the VTEP port only)")
 		underMTU  = fs.Int("underlay-mtu", 0, "underlay path `MTU` (default: read off the listen address's interface, else 1500)")
 		gossipAt  = fs.String("gossip", "", "turn the control plane on: gossip (memberlist) on this `IP:PORT` (port 0 picks one)")
-		join      = fs.String("join", "", "seeds to join, `IP:PORT[,IP:PORT]` (port 7946 if left out; added to the file's gossip.join)")
+		join      seedList
 		keyFile   = fs.String("gossip-key-file", "", "AES-256-GCM gossip keys, one base64 line each (`file`); nodes without the key are refused")
 		profile   = fs.String("gossip-profile", d.Gossip.Profile, "gossip timings: default (LAN) or test (fast failure detection, chatty)")
 		stateDir  = fs.String("state-dir", "", "keep addresses and joined networks across restarts in this `directory`")
 	)
+	fs.Var(&join, "join", "seeds to join, `IP:PORT[,IP:PORT]` (port 7946 if left out; repeatable, added to the file's gossip.join)")
 	fs.Var(&peers, "peer", "static route `PREFIX@IP:PORT`: that overlay prefix lives at that VTEP (repeatable; added to the file's peers)")
 	applyDoors := doorFlags(fs)    // --socks5, --http-proxy, --forward, --metrics (doors.go)
 	applyDNS := dnsFlags(fs)       // --dns, --dns-upstream, --dns-domain, --dns-ttl (dns.go)
@@ -186,13 +202,7 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 					err = usagef("--gossip: %v", err)
 				}
 			case "join":
-				var seeds []string
-				for _, s := range strings.Split(*join, ",") {
-					if s = strings.TrimSpace(s); s != "" {
-						seeds = append(seeds, s)
-					}
-				}
-				c.Gossip.Join = appendNew(c.Gossip.Join, seeds, func(s string) string { return s })
+				c.Gossip.Join = appendNew(c.Gossip.Join, join, func(s string) string { return s })
 			case "gossip-key-file":
 				c.Gossip.KeyFile = *keyFile
 			case "gossip-profile":

@@ -17,8 +17,8 @@ func TestStatusWording(t *testing.T) {
 		Name: "a", Version: "dev", Mode: "tun", Device: "ovl0", MTU: 1450, PathMTU: 1450,
 		VTEP: "0.0.0.0:4789", VTEPAdvertised: "192.0.2.1:4789",
 		Networks: []api.Network{{VNI: 42, Addr: "10.200.1.1/16"}, {Name: "blue", VNI: 51541, Addr: "10.10.0.2/16"}},
-		Doors: []api.Door{{Kind: "socks5", Addr: "127.0.0.1:1080", Accepted: 5, Refused: 0, Failed: map[string]uint64{"refused": 3}}},
-		Traffic: api.Traffic{Drops: map[string]uint64{"unsupported": 3, "not_for_us": 1}},
+		Doors:    []api.Door{{Kind: "socks5", Addr: "127.0.0.1:1080", Accepted: 5, Refused: 0, Failed: map[string]uint64{"refused": 3}}},
+		Traffic:  api.Traffic{Drops: map[string]uint64{"unsupported": 3, "not_for_us": 1}},
 	}
 	var b bytes.Buffer
 	printStatus(&b, st)
