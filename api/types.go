@@ -10,10 +10,6 @@ type Status struct {
 	Device   string    `json:"device"` // interface name, or "netstack"
 	Started  time.Time `json:"started"`
 	VTEP     string    `json:"vtep"` // underlay ip:port
-	// VTEPAdvertised is the VTEP the cluster is told to send to (the
-	// listen address with this host's IP when that is unspecified);
-	// empty without gossip.
-	VTEPAdvertised string `json:"vtep_advertised,omitempty"`
 	MAC      string    `json:"mac"`  // the node's MAC inside the tunnel
 	MTU      int       `json:"mtu"`  // of the attachment
 	PathMTU  int       `json:"path_mtu"`
@@ -21,6 +17,11 @@ type Status struct {
 	Routes   []Route   `json:"routes"`
 	Underlay Underlay  `json:"underlay"`
 	Traffic  Traffic   `json:"traffic"`
+
+	// VTEPAdvertised is the VTEP the cluster is told to send to (the
+	// listen address with this host's IP when that is unspecified);
+	// empty without gossip.
+	VTEPAdvertised string `json:"vtep_advertised,omitempty"`
 
 	// Doors are the front doors on the host, in start order; Metrics is
 	// the Prometheus endpoint's host address (empty: off).
