@@ -415,4 +415,16 @@ func TestNetnsServiceDeadBackendNode(t *testing.T) {
 	if !strings.Contains(ls, " 2/3 ") {
 		t.Errorf("service ls: %q, want BACKENDS 2/3", ls)
 	}
+	// status counts the backends as service ls does.
+	st := gl.mustOverlayd(0, "status")
+	line := ""
+	for _, l := range strings.Split(st, "\n") {
+		if strings.HasPrefix(l, "services ") {
+			line = l
+		}
+	}
+	t.Logf("h1$ overlayd status | grep services\n%s", line)
+	if !strings.Contains(line, "1, backends 2/3 active (2 in this node's tables") {
+		t.Errorf("status: %q, want 1 service with backends 2/3 active, 2 in the tables", line)
+	}
 }
