@@ -488,6 +488,7 @@ func TestREADMEFrontDoors(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v\n%s", what, err, out)
 			}
+			t.Logf("%s:\n%s", what, out)
 			// The README's doors table: its header as it is, and each
 			// door's kind, address and target.
 			var table []string
