@@ -71,6 +71,12 @@ func explainJoin(seeds []string, err error) error {
 // (Join retries with backoff; the same failure is logged once).
 func (g *Gossip) joinFailed(seeds []string, err error) error {
 	err = explainJoin(seeds, err)
+	g.mu.Lock()
+	closed := g.closed
+	g.mu.Unlock()
+	if closed {
+		return err // a dial that Close ended: nothing to tell
+	}
 	gd := g.cfg.guard
 	gd.mu.Lock()
 	changed := gd.joinErr != err.Error()

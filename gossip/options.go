@@ -48,6 +48,8 @@ type Options struct {
 	// Default: derived from BindAddr (or the transport).
 	AdvertiseAddr string
 	// Meta is this node's VTEP and version, sent in its node metadata.
+	// A VTEP, when set, is a unicast address with a port; the version is
+	// printable (peers refuse a member whose metadata is not so).
 	Meta Meta
 	// Keys are AES-256-GCM gossip keys (32 bytes each); the first is used to
 	// encrypt, all are tried to decrypt. With keys, unencrypted or
