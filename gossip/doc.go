@@ -25,7 +25,24 @@
 // broadcast queue, a network's in its own queue that this package sends
 // every gossip interval to GossipNodes random participants (UDP, one packet);
 // a node that learns something new from a delta queues it again (epidemic
-// relay). An entry is visible (Get, List, Watch, Digest) when it is not a
+// relay). An epidemic alone misses a node now and then, and a delta only
+// goes to the participants its sender knows of at the time, so three more
+// rules make every change reach every participant in about a gossip
+// interval instead of at the next push/pull:
+//
+//   - a node sends its own new entries directly to every participant it
+//     knows (every live node for network ""), batched, at the next gossip
+//     round, besides queueing them for the epidemic;
+//   - a node that learns of a new participant of a network it takes part
+//     in sends it its own entries of the network (a bulk sync of only
+//     those), so the newcomer gets every live owner's entries from their
+//     writers;
+//   - a bulk sync asked of a node that has not yet heard of the asker from
+//     memberlist waits for it (it was lost), and a bulk sync of a network
+//     carries the network's participation entries, so the receiver knows
+//     at once that the sender takes part.
+//
+// An entry is visible (Get, List, Watch, Digest) when it is not a
 // tombstone, its owner is alive or suspect, and (for a network entry) its
 // owner participates in the network.
 //

@@ -65,7 +65,8 @@ type Gossip struct {
 	watchers map[*watcher[Event]]watchKey
 	mwatch   map[*watcher[MemberEvent]]struct{}
 	seeds    []string
-	pending  map[syncTask]bool // queued bulk syncs, to drop duplicates
+	pending  map[syncTask]bool      // queued bulk syncs, to drop duplicates
+	parked   map[syncTask]time.Time // bulk syncs to nodes not yet known alive, since when
 	closed   bool
 	left     bool // Leave was called: rejoin nothing
 
@@ -80,7 +81,13 @@ type netState struct {
 	sum     uint64                           // XOR of entryHash over live (non-deleted) records: the sync digest
 	q       *memberlist.TransmitLimitedQueue // deltas for the network's participants (nil for "")
 	nparts  atomic.Int32                     // participants, for q.NumNodes
+	fresh   []ekey                           // own entries written since the last gossip round, in order
+	isFresh map[ekey]bool                    // the keys in fresh
 }
+
+// maxDirectPackets bounds the packets of own deltas sent to each peer of a
+// network per gossip round; the rest wait for the next round.
+const maxDirectPackets = 8
 
 type ekey struct{ table, key string }
 
@@ -96,8 +103,12 @@ type watchKey struct{ table, network string }
 type syncTask struct {
 	node    string
 	network string
-	reply   bool
+	reply   bool // the receiver answers with its own versions of the network
+	own     bool // only this node's own entries: a new participant catching up
 }
+
+// maxParked bounds the bulk syncs waiting for their node to be known.
+const maxParked = 1024
 
 // New creates the memberlist and starts gossiping; the node is alone until
 // Join. Close releases everything.
@@ -120,6 +131,7 @@ func New(opts Options) (*Gossip, error) {
 		watchers: map[*watcher[Event]]watchKey{},
 		mwatch:   map[*watcher[MemberEvent]]struct{}{},
 		pending:  map[syncTask]bool{},
+		parked:   map[syncTask]time.Time{},
 		syncCh:   make(chan syncTask, 256),
 		stop:     make(chan struct{}),
 	}
@@ -207,7 +219,7 @@ func (g *Gossip) syncJoined() {
 	if ns := g.nets[""]; ns != nil {
 		for _, r := range ns.entries {
 			if r.Owner == g.name {
-				g.broadcastLocked(ns, &r.Entry)
+				g.announceLocked(ns, &r.Entry)
 			}
 		}
 	}
@@ -432,7 +444,26 @@ func (g *Gossip) putLocked(table, network, key string, value []byte, deleted boo
 	}
 	ns := g.netLocked(network)
 	g.storeLocked(ns, e, time.Now(), false)
-	g.broadcastLocked(ns, &e)
+	g.announceLocked(ns, &e)
+}
+
+// announceLocked queues one of this node's own entries: sent directly to
+// every peer of its network at the next gossip round, and to the epidemic
+// queue (which also reaches the nodes this one does not know of yet).
+// Epidemic broadcast alone misses a node now and then (each node passes a
+// delta on a bounded number of times, to random peers, and the nodes that
+// got it another way, by a bulk sync, pass it on to nobody), and what it
+// misses waited for push/pull, 30 s.
+func (g *Gossip) announceLocked(ns *netState, e *Entry) {
+	g.broadcastLocked(ns, e)
+	k := ekey{e.Table, e.Key}
+	if ns.isFresh == nil {
+		ns.isFresh = map[ekey]bool{}
+	}
+	if !ns.isFresh[k] {
+		ns.isFresh[k] = true
+		ns.fresh = append(ns.fresh, k)
+	}
 }
 
 // Get returns the visible entry under (table, network, key): not deleted,
@@ -661,10 +692,19 @@ func (g *Gossip) participationLocked(e *Entry) {
 		p = map[string]bool{}
 		g.parts[network] = p
 	}
+	was := p[node]
 	if e.Deleted {
 		delete(p, node)
 	} else {
 		p[node] = true
+	}
+	if !e.Deleted && !was && node != g.name && g.joined[network] {
+		// A participant we did not know of. Every delta of ours sent
+		// before now went to the participants we knew then, and its
+		// epidemic may have died out before anyone knew of this one:
+		// send it our own entries of the network (every live owner
+		// does the same, so it gets each entry from its writer).
+		g.queueSyncLocked(syncTask{node: node, network: network, own: true})
 	}
 	if ns := g.nets[network]; ns != nil {
 		n := 0
@@ -710,7 +750,7 @@ func (g *Gossip) mergeLocked(e Entry, now time.Time) bool {
 		re := cur.Entry
 		re.Time = g.clock
 		g.storeLocked(ns, re, now, false)
-		g.broadcastLocked(ns, &re)
+		g.announceLocked(ns, &re)
 		g.stats.reasserts.Add(1)
 		return false
 	}
@@ -756,6 +796,15 @@ func (g *Gossip) queueSyncLocked(t syncTask) {
 	if g.pending[t] {
 		return
 	}
+	if t.own {
+		full := syncTask{node: t.node, network: t.network}
+		if g.pending[full] {
+			return // a full sync carries our own entries too
+		}
+		if full.reply = true; g.pending[full] {
+			return
+		}
+	}
 	select {
 	case g.syncCh <- t:
 		g.pending[t] = true
@@ -787,6 +836,19 @@ func (g *Gossip) handle(b []byte) {
 			}
 		}
 	case msgBulk:
+		// The participation entries a bulk sync of a network carries are
+		// cluster-wide: kept whether or not this node takes part, and
+		// relayed when new (their broadcast missed this node, and may have
+		// missed others).
+		rest := m.Entries[:0:0]
+		for _, e := range m.Entries {
+			if e.Network == m.Network {
+				rest = append(rest, e)
+			} else if g.mergeLocked(e, now) {
+				g.broadcastLocked(g.nets[""], &e)
+			}
+		}
+		m.Entries = rest
 		if m.Network != "" && !g.joined[m.Network] {
 			g.stats.drop("not_participating")
 			return
@@ -883,7 +945,18 @@ func (g *Gossip) gossipLoop() {
 			targets []string
 		}
 		var jobs []job
+		var directs []direct
 		g.mu.Lock()
+		if len(g.parked) > 0 {
+			g.unparkLocked(time.Now())
+		}
+		for n, ns := range g.nets {
+			if len(ns.fresh) > 0 {
+				if d := g.directLocked(n, ns, limit); len(d.targets) > 0 {
+					directs = append(directs, d)
+				}
+			}
+		}
 		for n, ns := range g.nets {
 			if n == "" || ns.q.NumQueued() == 0 {
 				continue
@@ -899,19 +972,35 @@ func (g *Gossip) gossipLoop() {
 			jobs = append(jobs, job{ns.q, ps[:min(len(ps), g.cfg.gossipNodes)]})
 		}
 		g.mu.Unlock()
-		if len(jobs) == 0 {
+		if len(jobs) == 0 && len(directs) == 0 {
 			continue
 		}
 		nodes := g.nodeMap()
-		for _, j := range jobs {
-			for _, name := range j.targets {
-				msgs := j.q.GetBroadcasts(0, limit)
-				if len(msgs) == 0 {
-					break
-				}
+		for _, d := range directs {
+			for _, name := range d.targets {
 				n := nodes[name]
 				if n == nil {
 					continue
+				}
+				for _, b := range d.packets {
+					if err := g.ml.SendBestEffort(n, b); err != nil {
+						g.stats.drop("send_failed")
+						continue
+					}
+					g.stats.msgsOut.Add(1)
+					g.stats.bytesOut.Add(uint64(len(b)))
+				}
+			}
+		}
+		for _, j := range jobs {
+			for _, name := range j.targets {
+				n := nodes[name]
+				if n == nil {
+					continue // gone since: spend no transmit on it
+				}
+				msgs := j.q.GetBroadcasts(0, limit)
+				if len(msgs) == 0 {
+					break
 				}
 				b := appendHeader(nil, msgDeltas)
 				b = binary.AppendUvarint(b, uint64(len(msgs)))
@@ -929,6 +1018,55 @@ func (g *Gossip) gossipLoop() {
 	}
 }
 
+// direct is one round of a network's own deltas for all its peers.
+type direct struct {
+	packets [][]byte
+	targets []string
+}
+
+// directLocked takes the fresh own entries of a network (at most
+// maxDirectPackets packets of them, the rest wait) and returns them packed
+// for every peer: the network's participants, or every live node for "".
+func (g *Gossip) directLocked(network string, ns *netState, limit int) direct {
+	var d direct
+	if network == "" {
+		for p := range g.up {
+			if p != g.name {
+				d.targets = append(d.targets, p)
+			}
+		}
+	} else {
+		d.targets = g.participantsLocked(network)
+	}
+	var batch []Entry
+	size, taken := 3, 0
+	flush := func() {
+		if len(batch) > 0 {
+			d.packets = append(d.packets, encodeDeltas(batch))
+			batch, size = nil, 3
+		}
+	}
+	for _, k := range ns.fresh {
+		if len(d.packets) == maxDirectPackets {
+			break
+		}
+		taken++
+		delete(ns.isFresh, k)
+		r := ns.entries[k]
+		if r == nil || r.Owner != g.name {
+			continue // reaped, or taken over (an earlier run's, adopted back)
+		}
+		if l := entryLen(&r.Entry); size+l+binary.MaxVarintLen16 > limit {
+			flush()
+		}
+		batch = append(batch, r.Entry)
+		size += entryLen(&r.Entry)
+	}
+	flush()
+	ns.fresh = append(ns.fresh[:0], ns.fresh[taken:]...)
+	return d
+}
+
 // nodeMap returns copies of the live nodes. memberlist.Members hands out
 // pointers that memberlist keeps writing to, so this package reads nodes
 // only in its event callbacks, under memberlist's lock.
@@ -943,7 +1081,11 @@ func (g *Gossip) nodeMap() map[string]*memberlist.Node {
 }
 
 // syncLoop sends bulk syncs: all stored versions of a network (tombstones
-// and hidden entries included), in messages of at most MaxPushPullBytes.
+// and hidden entries included), or only this node's own ones, in messages
+// of at most MaxPushPullBytes. The first message carries the network's
+// participation entries (cluster-wide), so the receiver knows at once whom
+// the entries belong to and that the sender takes part. A sync to a node
+// not yet known alive here waits for it (parkLocked).
 func (g *Gossip) syncLoop() {
 	defer g.wg.Done()
 	for {
@@ -955,17 +1097,15 @@ func (g *Gossip) syncLoop() {
 		}
 		g.mu.Lock()
 		delete(g.pending, t)
-		var es []Entry
-		if ns := g.nets[t.network]; ns != nil && (t.network == "" || g.joined[t.network]) {
-			for _, r := range ns.entries {
-				es = append(es, r.Entry)
-			}
-		}
-		g.mu.Unlock()
-		n := g.nodeMap()[t.node]
-		if n == nil {
+		mn, known := g.mlNodes[t.node]
+		if !known {
+			g.parkLocked(t, time.Now())
+			g.mu.Unlock()
 			continue
 		}
+		es := g.syncEntriesLocked(t)
+		g.mu.Unlock()
+		n := &mn
 		var flags byte
 		if t.reply {
 			flags = bulkReply
@@ -991,6 +1131,62 @@ func (g *Gossip) syncLoop() {
 			g.stats.bytesOut.Add(uint64(len(b)))
 		}
 		g.stats.bulkSyncs.Add(1)
+	}
+}
+
+// syncEntriesLocked returns what a bulk sync sends: the participation
+// entries of the network first (all of them, or only this node's for an
+// own-entries sync), then the network's stored versions.
+func (g *Gossip) syncEntriesLocked(t syncTask) []Entry {
+	var es []Entry
+	if t.network != "" && !g.joined[t.network] {
+		return nil
+	}
+	if t.network != "" {
+		prefix := t.network + "\x00"
+		for k, r := range g.nets[""].entries {
+			if k.table == tableNet && strings.HasPrefix(k.key, prefix) && (!t.own || r.Owner == g.name) {
+				es = append(es, r.Entry)
+			}
+		}
+	}
+	if ns := g.nets[t.network]; ns != nil {
+		for _, r := range ns.entries {
+			if !t.own || r.Owner == g.name {
+				es = append(es, r.Entry)
+			}
+		}
+	}
+	return es
+}
+
+// parkLocked keeps a bulk sync to a node that memberlist has not yet
+// reported alive here: a node that just joined the cluster asks its
+// network's participants for their state before all of them have heard of
+// it, and the answer would otherwise be lost. gossipLoop sends it as soon
+// as the node is known, or drops it after a push/pull interval (by then
+// anti-entropy has taken over).
+func (g *Gossip) parkLocked(t syncTask, now time.Time) {
+	if _, ok := g.parked[t]; ok {
+		return
+	}
+	if len(g.parked) >= maxParked {
+		g.stats.drop("sync_parked_full")
+		return
+	}
+	g.parked[t] = now
+}
+
+// unparkLocked queues the parked syncs whose node is now known.
+func (g *Gossip) unparkLocked(now time.Time) {
+	for t, since := range g.parked {
+		if _, ok := g.mlNodes[t.node]; ok {
+			delete(g.parked, t)
+			g.queueSyncLocked(t)
+		} else if now.Sub(since) > g.cfg.PushPullInterval {
+			delete(g.parked, t)
+			g.stats.drop("sync_node_unknown")
+		}
 	}
 }
 

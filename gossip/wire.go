@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Wire format. Every message sent by this package, whether a memberlist user
@@ -22,6 +23,8 @@ import (
 //
 //	deltas body: count, entry * count
 //	bulk body:   sender, network, flags (1 byte), count, entry * count
+//	             (entries of the network, and the cluster-wide participation
+//	             entries of it: table gossip.net, key network NUL node)
 //	state body:  sender, flags (1 byte), [count, entry * count], ndigests,
 //	             (network, digest 8 bytes big endian) * ndigests
 //
@@ -333,6 +336,12 @@ func encodeState(sender string, global []Entry, hasGlobal bool, ds []digest) []b
 	return b
 }
 
+// isParticipation reports whether e is a participation entry of network
+// (a bulk sync of the network may carry these).
+func isParticipation(e *Entry, network string) bool {
+	return e.Network == "" && e.Table == tableNet && strings.HasPrefix(e.Key, network+"\x00")
+}
+
 // decodeMessage decodes any message. It never panics and never retains b.
 func decodeMessage(b []byte) (message, error) {
 	var m message
@@ -354,7 +363,7 @@ func decodeMessage(b []byte) (message, error) {
 				d.err = errInvalid
 			}
 			for i := range m.Entries {
-				if d.err == nil && m.Entries[i].Network != m.Network {
+				if d.err == nil && m.Entries[i].Network != m.Network && !isParticipation(&m.Entries[i], m.Network) {
 					d.err = errInvalid
 				}
 			}

@@ -102,6 +102,10 @@ var errUnreachable = errors.New("gossiptest: host unreachable")
 func (n *Network) route(src *Transport, addr string) (*Transport, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	return n.routeLocked(src, addr)
+}
+
+func (n *Network) routeLocked(src *Transport, addr string) (*Transport, error) {
 	dst := n.byAddr[addr]
 	if dst == nil || dst.closed.Load() {
 		return nil, fmt.Errorf("gossiptest: dial %s: connection refused", addr)
@@ -169,7 +173,12 @@ func (t *Transport) DialTimeout(to string, timeout time.Duration) (net.Conn, err
 	if t.closed.Load() {
 		return nil, net.ErrClosed
 	}
-	dst, err := t.net.route(t, to)
+	// Routed and queued under the network's lock, so a Shutdown of the
+	// destination either comes first (refused) or sees the stream and
+	// closes it.
+	t.net.mu.Lock()
+	defer t.net.mu.Unlock()
+	dst, err := t.net.routeLocked(t, to)
 	if err != nil {
 		return nil, err
 	}
@@ -187,10 +196,22 @@ func (t *Transport) DialTimeout(to string, timeout time.Duration) (net.Conn, err
 // StreamCh returns the channel of accepted streams.
 func (t *Transport) StreamCh() <-chan net.Conn { return t.streamCh }
 
-// Shutdown closes the transport: it sends and accepts nothing more.
+// Shutdown closes the transport: it sends and accepts nothing more. The
+// streams dialled to it that nobody accepted are closed, so their writers
+// get an error instead of blocking forever (net.Pipe has no buffer; a real
+// host's kernel would reset them).
 func (t *Transport) Shutdown() error {
+	t.net.mu.Lock()
 	t.closed.Store(true)
-	return nil
+	t.net.mu.Unlock()
+	for {
+		select {
+		case c := <-t.streamCh:
+			c.Close()
+		default:
+			return nil
+		}
+	}
 }
 
 // countConn counts the bytes written into a stream and gives it addresses.
