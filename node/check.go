@@ -137,3 +137,8 @@ func checkCreatableDir(dir string) error {
 		return nil
 	}
 }
+
+// ValidNetworkName reports whether s may name a network (1 to 63 letters,
+// digits, '-', '_' or '.', not starting with '.' or '-'), the rule the
+// control plane applies, for clients that check before they ask.
+func ValidNetworkName(s string) bool { return validNetworkName(s) }

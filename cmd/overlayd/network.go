@@ -15,6 +15,7 @@ import (
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/node"
 )
 
 const networkDesc = `
@@ -81,13 +82,18 @@ func networkCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	if sub != "create" && *vni != "" {
 		return usagef("--vni is for network create")
 	}
+	// Check what can be checked here before asking the daemon, so that
+	// a mistake is reported as one (exit 2) even with no daemon running.
+	if sub == "create" || sub == "join" || sub == "leave" {
+		if len(pos) > 0 && !node.ValidNetworkName(pos[0]) {
+			return usagef("network name %q is not valid: use 1 to 63 letters, digits, '-', '_' or '.'", pos[0])
+		}
+	}
 	switch sub {
 	case "create":
 		if err := want(2, "create NAME CIDR [--vni N]"); err != nil {
 			return err
 		}
-		// Check what can be checked here before asking the daemon, so that
-		// a mistake is reported as one (exit 2) even with no daemon running.
 		if p, err := netip.ParsePrefix(pos[1]); err != nil || !p.Addr().Is4() {
 			return usagef("CIDR %q is not an IPv4 prefix such as 10.10.0.0/16", pos[1])
 		}
