@@ -934,6 +934,10 @@ func TestPortTables(t *testing.T) {
 			}
 		}
 	}
+	// Ports with the same backends share one table.
+	if ts := b.snap.Load().services[svcID{"n", "perf"}].tables; ts[2].table != ts[3].table || ts[0].table == ts[1].table {
+		t.Error("53/tcp and 53/udp (the same backends) have two tables, or 5201 and 8002 share one")
+	}
 	// A backend without Ports serves every port (on its own port).
 	all := perf
 	all.Backends = []Backend{{Addr: a8002, Weight: 1}}

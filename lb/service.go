@@ -324,8 +324,12 @@ func (b *Balancer) buildService(s *Service, old *snapshot) (*service, error) {
 			}
 		}
 		pt := &portTable{svc: svc, port: p, backends: bes}
+		// Reuse the table of the same port before, or of another port
+		// with the same backends (53/tcp and 53/udp, say).
 		if pp := prev.portTable(p); pp != nil && pp.table.Size() == b.tableSize && sameBackends(pp, mbs, bes) {
 			pt.table = pp.table
+		} else if i := slices.IndexFunc(svc.tables, func(o *portTable) bool { return sameBackends(o, mbs, bes) }); i >= 0 {
+			pt.table = svc.tables[i].table
 		} else {
 			t, err := maglev.New(mbs, b.tableSize)
 			if err != nil {
