@@ -1025,3 +1025,72 @@ func TestRetiredVIPForgottenWithoutSet(t *testing.T) {
 		t.Errorf("Inbound(from a backend removed long ago) = %v, want pass", v)
 	}
 }
+
+// FuzzSetPorts: any service configuration either is refused by Set or
+// balances every flow to VIP:PORT to a backend that serves PORT, on the
+// backend's port (the client's, for port 0); Set never panics.
+func FuzzSetPorts(f *testing.F) {
+	f.Add([]byte{2, 0x14, 0x51, 0x1f, 0x42, 2, 1, 0x14, 0x51, 0, 2, 0x1f, 0x42, 1})
+	f.Add([]byte{1, 0, 53, 0x80, 0, 53, 3, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		next := func() byte {
+			if len(data) == 0 {
+				return 0
+			}
+			c := data[0]
+			data = data[1:]
+			return c
+		}
+		svc := Service{Network: "n", Name: "s", VIP: vip}
+		for range int(next()%4) + 1 {
+			hi, lo := next(), next()
+			proto := TCP
+			if hi&0x80 != 0 {
+				proto = UDP
+			}
+			svc.Ports = append(svc.Ports, PortProto{Port: uint16(hi&0x7f)<<8 | uint16(lo), Proto: proto})
+		}
+		for k := range int(next() % 6) {
+			port := uint16(next())<<8 | uint16(next())
+			be := Backend{Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 3, byte(k + 1)}), port), Weight: uint32(next() % 3)}
+			mask := next()
+			for i, p := range svc.Ports {
+				if mask&(1<<i) != 0 {
+					be.Ports = append(be.Ports, p)
+				}
+			}
+			svc.Backends = append(svc.Backends, be)
+		}
+		b := mustNew(t, Options{TableSize: 251})
+		if err := b.Set([]Service{svc}); err != nil {
+			return
+		}
+		for i, p := range svc.Ports {
+			for c := range 8 {
+				cli := netip.AddrPortFrom(client, uint16(1000+i*8+c))
+				vp := netip.AddrPortFrom(vip, p.Port)
+				pkt := tcpPkt(cli, vp, fSYN)
+				if p.Proto == UDP {
+					pkt = udpPkt(cli, vp, 'q')
+				}
+				if b.Outbound(pkt) != NAT {
+					continue
+				}
+				_, dst := addrs(pkt)
+				ok := false
+				for _, be := range svc.Backends {
+					port := be.Addr.Port()
+					if port == 0 {
+						port = p.Port
+					}
+					if be.Weight > 0 && dst == netip.AddrPortFrom(be.Addr.Addr(), port) && (len(be.Ports) == 0 || slices.Contains(be.Ports, p)) {
+						ok = true
+					}
+				}
+				if !ok {
+					t.Fatalf("flow to VIP %v went to %v, which does not serve it (service %+v)", p, dst, svc)
+				}
+			}
+		}
+	})
+}
