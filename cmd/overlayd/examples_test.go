@@ -97,3 +97,17 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("ExecStart %q --check = %d\n%s%s", args, code, o, e)
 	}
 }
+
+// The Makefile's help for the demo says what the demo is: three nodes.
+func TestMakefileDemoComment(t *testing.T) {
+	mk, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(mk), "\n## demo: build overlayd and run its rootless three-node tour") || strings.Contains(string(mk), "two-node") {
+		t.Errorf("the Makefile's demo comment does not say three-node:\n%s", mk)
+	}
+	if !strings.Contains(demoDesc, "three overlayd nodes") {
+		t.Errorf("demo --help does not say three nodes")
+	}
+}
