@@ -108,7 +108,7 @@ var dropMeaning = map[string]string{
 	"not_for_us":     "to an overlay address (or MAC) this node does not hold",
 	"malformed":      "packets or frames that do not parse",
 	"unsupported":    "neither IPv4 nor ARP: IPv6 (the kernel's router solicitations and MLD on a TUN) or another EtherType; the overlay carries IPv4",
-	"no_route":       "no route (or no VTEP) for the destination",
+	"no_route":       "no route (or no VTEP) for the destination; IPv4 multicast and broadcast too (the overlay carries unicast)",
 	"too_big":        "larger than the path MTU (DF: answered with ICMP fragmentation needed) or the attachment's MTU",
 	"arp_unresolved": "no ARP answer in time for the next hop",
 	"queue_full":     "a bounded queue (ARP wait, batch, replies) had no room",
