@@ -950,9 +950,9 @@ const backendWait = 2 * time.Second
 
 // lookupBackend returns the backends entry under key, including one whose
 // owner this node does not yet know to take part in the network (so that
-// a refusal can name its owner), waiting up to backendWait for one that
-// has not arrived. The caller holds opMu.
-func (s *services) lookupBackend(network, key string) (gossip.Entry, bool) {
+// a refusal can name its owner), waiting up to wait for one that has not
+// arrived.
+func (s *services) lookupBackend(network, key string, wait time.Duration) (gossip.Entry, bool) {
 	find := func() (gossip.Entry, bool) {
 		if e, ok := s.c.g.Get(tableBackends, network, key); ok {
 			return e, true
@@ -964,12 +964,12 @@ func (s *services) lookupBackend(network, key string) (gossip.Entry, bool) {
 		}
 		return gossip.Entry{}, false
 	}
-	if e, ok := find(); ok {
-		return e, true
+	if e, ok := find(); ok || wait <= 0 {
+		return e, ok
 	}
 	ch, cancel := s.c.g.Watch(tableBackends, network)
 	defer cancel()
-	timer := time.NewTimer(backendWait)
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
 		if e, ok := find(); ok {
@@ -1008,12 +1008,16 @@ func (n *Node) RemoveBackend(_ context.Context, ref api.BackendRef, drain bool) 
 	if err != nil {
 		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "backend %q: want IP:PORT as listed by 'overlayd service show %s'", ref.Addr, ref.Service)
 	}
+	key := backendKey(ref.Service, a)
+	notFound := api.Errorf(http.StatusNotFound, "service %q on network %q has no backend %v", ref.Service, network, a)
+	if _, ok := s.lookupBackend(network, key, backendWait); !ok { // without opMu: other writes go on meanwhile
+		return api.ServiceInfo{}, notFound
+	}
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
-	key := backendKey(ref.Service, a)
-	e, ok := s.lookupBackend(network, key)
+	e, ok := s.lookupBackend(network, key, 0)
 	if !ok {
-		return api.ServiceInfo{}, api.Errorf(http.StatusNotFound, "service %q on network %q has no backend %v", ref.Service, network, a)
+		return api.ServiceInfo{}, notFound
 	}
 	if e.Owner != s.c.g.Name() {
 		return api.ServiceInfo{}, api.Errorf(http.StatusConflict, "backend %v was added by node %s; run the command there", a, e.Owner)
