@@ -61,6 +61,11 @@ func (r *Router) queueICMP(b *outBatch, orig []byte, typ, code uint8, mtu uint16
 	copy(ic[header.ICMPv4MinimumSize:], orig[:quote])
 	ic.SetChecksum(0)
 	ic.SetChecksum(^checksum.Checksum(ic, 0))
+	if r.lb != nil {
+		// orig may have been DNATed to a backend: the client must see
+		// the error about the packet it sent, from and to the VIP.
+		r.lb.Inbound(pkt)
+	}
 	b.icmp = append(b.icmp, buf[:headroom+total])
 }
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/overlayd/overlayd/lb"
@@ -69,5 +70,37 @@ func TestServiceVIP(t *testing.T) {
 	}
 	if st := p.rtA.Stats(); st.Drops["lb_reset"] != 1 {
 		t.Errorf("drops = %v, want lb_reset 1", st.Drops)
+	}
+}
+
+// An ICMP error about a packet to a VIP (here: too big, with DF) reaches
+// the client about the packet it sent, from the VIP and quoting the VIP,
+// not the backend it was DNATed to (which the client's socket would not
+// recognise: path MTU discovery to VIPs would break).
+func TestICMPErrorAboutVIPFlowIsReverseNATed(t *testing.T) {
+	bal, err := lb.New(lb.Options{})
+	must(t, err)
+	vip := netip.MustParseAddrPort("10.1.200.1:53")
+	backend := netip.AddrPortFrom(addrB.Addr(), 5353)
+	must(t, bal.Set([]lb.Service{{Name: "dns", VIP: vip.Addr(), Ports: []lb.PortProto{{Port: 53, Proto: lb.UDP}},
+		Backends: []lb.Backend{{Addr: backend, Weight: 1}}}}))
+	p := newPair(t, Options{Balancer: bal, PathMTU: 1400})
+	big := ipv4UDP(addrA.Addr(), vip.Addr(), 40000, 53, make([]byte, 1450), true)
+	must(t, p.devA.Inject(big))
+	got := header.IPv4(next(t, p.devA))
+	if got.Protocol() != uint8(header.ICMPv4ProtocolNumber) || !got.IsChecksumValid() {
+		t.Fatalf("client got %x, want an ICMP error", []byte(got))
+	}
+	ic := header.ICMPv4(got.Payload())
+	quoted := header.IPv4(ic.Payload())
+	qudp := header.UDP(quoted[quoted.HeaderLength():])
+	if got.SourceAddress().As4() != vip.Addr().As4() || quoted.DestinationAddress().As4() != vip.Addr().As4() || qudp.DestinationPort() != 53 {
+		t.Errorf("ICMP from %v quoting a packet to %v:%d, want both the VIP %v", got.SourceAddress(), quoted.DestinationAddress(), qudp.DestinationPort(), vip)
+	}
+	if ic.Code() != icmpFragNeeded || ic.MTU() != 1400 || !quoted.IsChecksumValid() {
+		t.Errorf("ICMP code %d mtu %d, quoted header checksum valid %v", ic.Code(), ic.MTU(), quoted.IsChecksumValid())
+	}
+	if ^checksum.Checksum(ic, 0) != 0 {
+		t.Errorf("ICMP checksum is wrong after the rewrite")
 	}
 }
