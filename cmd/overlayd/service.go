@@ -17,7 +17,8 @@ import (
 const serviceDesc = `
 Manage service VIPs (needs a daemon run with --gossip). A service is a VIP
 with ports on one network; every node balances its own clients' new flows
-over the backends with a Maglev table, and established flows never move.
+over the backends of the port with a Maglev table, and established flows
+never move.
 
   service create NAME --port 80/tcp [--port 53/udp] [--vip IP] [--network NET]
                                           define a service; the VIP comes from
