@@ -44,6 +44,9 @@ type GossipOptions struct {
 func NewGossipCluster(t testing.TB, n int, opts GossipOptions) *GossipCluster {
 	t.Helper()
 	c := &GossipCluster{t: t, opts: opts, Nodes: make([]*node.Node, n), cfgs: make([]config.Config, n)}
+	// Before the Cleanup below, so that it runs after it (cleanups run
+	// last first): the nodes stop before their state directories go.
+	dir := t.TempDir()
 	t.Cleanup(func() {
 		c.mu.Lock()
 		nodes := slices.Clone(c.Nodes)
@@ -54,7 +57,6 @@ func NewGossipCluster(t testing.TB, n int, opts GossipOptions) *GossipCluster {
 			}
 		}
 	})
-	dir := t.TempDir()
 	for i := range n {
 		cfg := config.Default()
 		cfg.Name = fmt.Sprintf("gnode%d", i)
