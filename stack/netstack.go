@@ -152,7 +152,13 @@ func hasV6(ps []netip.Prefix) bool {
 func (n *Netstack) configure(opts NetstackOptions) error {
 	sack := tcpip.TCPSACKEnabled(true)
 	moderate := tcpip.TCPModerateReceiveBufferOption(true)
-	cc := tcpip.CongestionControlOption("cubic")
+	// Reno, not CUBIC: this gVisor's CUBIC lets an ACK shrink the
+	// congestion window, down to 0 after two losses close together (a
+	// route withdrawn for 100 ms does it). A sender with cwnd 0 and
+	// nothing in flight sends nothing and arms no timer: its flow hangs
+	// for good, as issue 9 item 5 found. gVisor fixed it upstream in
+	// 2026 (google/gvisor#13958); Reno never goes below one segment.
+	cc := tcpip.CongestionControlOption("reno")
 	tcpOpts := []tcpip.SettableTransportProtocolOption{
 		&sack,
 		&moderate,
