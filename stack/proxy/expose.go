@@ -66,7 +66,7 @@ func (e *Exposer) handle(c net.Conn) {
 		return
 	}
 	defer e.untrack(hc)
-	splice(c, nil, hc, e.opts.IdleTimeout, &e.cnt)
+	splice(c, nil, hc, e.opts.spliceTimeouts(), &e.cnt)
 }
 
 var _ Door = (*Exposer)(nil)

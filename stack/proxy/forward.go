@@ -138,7 +138,7 @@ func (f *Forwarder) handleTCP(c net.Conn) {
 		return
 	}
 	defer f.untrack(oc)
-	splice(c, nil, oc, f.opts.IdleTimeout, &f.cnt)
+	splice(c, nil, oc, f.opts.spliceTimeouts(), &f.cnt)
 }
 
 // udpSession is one client's traffic through a UDP forward.

@@ -234,7 +234,7 @@ func (h *HTTPProxy) handle(c net.Conn) {
 	}
 	c.SetDeadline(time.Time{})
 	h.log.Debug("connect", zap.Stringer("client", c.RemoteAddr()), zap.String("target", target))
-	splice(c, br, oc, h.opts.IdleTimeout, &h.cnt)
+	splice(c, br, oc, h.opts.spliceTimeouts(), &h.cnt)
 }
 
 // hopHeaders are the hop-by-hop headers a proxy drops (RFC 9110 7.6.1).

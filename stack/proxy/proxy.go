@@ -83,6 +83,13 @@ type Options struct {
 	// IdleTimeout closes a spliced TCP connection with no traffic either
 	// way for this long. Default 15 minutes.
 	IdleTimeout time.Duration
+	// ProgressTimeout closes a spliced TCP connection when a write either
+	// way moves no byte for this long: the side being written to stopped
+	// taking data (a peer that is gone, a path that stays broken, a flow
+	// whose TCP gave up sending), as nginx's send_timeout does. A client
+	// that reads slowly keeps its connection; one that stops reading
+	// for this long loses it. Default 2 minutes.
+	ProgressTimeout time.Duration
 	// UDPIdleTimeout ends a UDP forward session with no datagrams either
 	// way for this long. (A SOCKS5 UDP association lives as long as its
 	// TCP control connection.) Default 2 minutes.
@@ -94,6 +101,7 @@ const (
 	defaultHandshakeTimeout = 10 * time.Second
 	defaultDialTimeout      = 15 * time.Second
 	defaultIdleTimeout      = 15 * time.Minute
+	defaultProgressTimeout  = 2 * time.Minute
 	defaultUDPIdleTimeout   = 2 * time.Minute
 	// refuseTimeout bounds the exchange in which a connection over the
 	// limit is told so.
@@ -118,6 +126,9 @@ func (o Options) withDefaults(door string) (Options, error) {
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = defaultIdleTimeout
 	}
+	if o.ProgressTimeout <= 0 {
+		o.ProgressTimeout = defaultProgressTimeout
+	}
 	if o.UDPIdleTimeout <= 0 {
 		o.UDPIdleTimeout = defaultUDPIdleTimeout
 	}
@@ -125,6 +136,11 @@ func (o Options) withDefaults(door string) (Options, error) {
 		o.Logger = zap.NewNop()
 	}
 	return o, nil
+}
+
+// spliceTimeouts are the bounds of a spliced connection.
+func (o Options) spliceTimeouts() spliceTimeouts {
+	return spliceTimeouts{idle: o.IdleTimeout, progress: o.ProgressTimeout}
 }
 
 // Reason says why a connection failed or a datagram was dropped.

@@ -460,5 +460,5 @@ func (s *SOCKS5) connect(c net.Conn, dst socksAddr) {
 	}
 	c.SetDeadline(time.Time{})
 	s.log.Debug("connect", zap.Stringer("client", c.RemoteAddr()), zap.Stringer("target", dst))
-	splice(c, nil, oc, s.opts.IdleTimeout, &s.cnt)
+	splice(c, nil, oc, s.opts.spliceTimeouts(), &s.cnt)
 }

@@ -13,6 +13,19 @@ import (
 // errIdle ends a splice with no traffic either way for IdleTimeout.
 var errIdle = errors.New("proxy: idle timeout")
 
+// errStalled ends a splice whose data made no progress for
+// ProgressTimeout.
+var errStalled = errors.New("proxy: no progress")
+
+// spliceTimeouts bound a splice.
+type spliceTimeouts struct {
+	// idle: no traffic either way for this long ends it.
+	idle time.Duration
+	// progress: a write either way that moves no byte for this long ends
+	// it (the far side stopped taking data).
+	progress time.Duration
+}
+
 // closeWriter is the half-close of *net.TCPConn, gonet.TCPConn and
 // *net.UnixConn.
 type closeWriter interface{ CloseWrite() error }
@@ -20,11 +33,13 @@ type closeWriter interface{ CloseWrite() error }
 // splice copies client ↔ overlay until both directions end, with
 // half-close: when one side's input ends, the other side's output is shut
 // with CloseWrite and the other direction carries on. An error either way
-// (other than EOF), or no traffic either way for idle, closes both.
-// clientR, when not nil, is read instead of client (it holds bytes
-// buffered during the handshake). splice closes neither conn on a clean
-// end; the caller does.
-func splice(client net.Conn, clientR io.Reader, overlay net.Conn, idle time.Duration, cnt *counters) {
+// (other than EOF), no traffic either way for to.idle, or a write that
+// moves nothing for to.progress, closes both: no splice outlives a peer
+// that stopped. clientR, when not nil, is read instead of client (it
+// holds bytes buffered during the handshake). splice closes neither conn
+// on a clean end; the caller does.
+func splice(client net.Conn, clientR io.Reader, overlay net.Conn, to spliceTimeouts, cnt *counters) {
+	idle := to.idle
 	if clientR == nil {
 		clientR = client
 	}
@@ -42,16 +57,16 @@ func splice(client net.Conn, clientR io.Reader, overlay net.Conn, idle time.Dura
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		pipe(overlay, out, &cnt.outBytes, abort)
+		pipe(overlay, out, &cnt.outBytes, to.progress, abort)
 	}()
-	pipe(client, in, &cnt.inBytes, abort)
+	pipe(client, in, &cnt.inBytes, to.progress, abort)
 	<-done
 }
 
 // pipe copies r to dst, counting bytes, then half-closes dst, or aborts
-// both conns on error.
-func pipe(dst net.Conn, r *idleReader, n *atomic.Uint64, abort func()) {
-	_, err := io.Copy(countWriter{dst, n}, r)
+// both conns on error or when a write makes no progress for progress.
+func pipe(dst net.Conn, r *idleReader, n *atomic.Uint64, progress time.Duration, abort func()) {
+	_, err := io.Copy(&progressWriter{c: dst, n: n, progress: progress}, r)
 	if err != nil {
 		abort()
 		return
@@ -65,15 +80,32 @@ func pipe(dst net.Conn, r *idleReader, n *atomic.Uint64, abort func()) {
 	abort()
 }
 
-type countWriter struct {
-	w io.Writer
-	n *atomic.Uint64
+// progressWriter writes to c, counting bytes, and fails with errStalled
+// when a write moves no byte for progress: each write gets a deadline
+// that is pushed back as long as bytes move.
+type progressWriter struct {
+	c        net.Conn
+	n        *atomic.Uint64
+	progress time.Duration
 }
 
-func (c countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n.Add(uint64(n))
-	return n, err
+func (w *progressWriter) Write(p []byte) (int, error) {
+	total := 0
+	for {
+		w.c.SetWriteDeadline(time.Now().Add(w.progress))
+		n, err := w.c.Write(p[total:])
+		total += n
+		w.n.Add(uint64(n))
+		switch {
+		case err == nil || total == len(p):
+			return total, nil
+		case isTimeout(err) && n > 0:
+			continue // it moved: a new deadline for the rest
+		case isTimeout(err):
+			return total, errStalled
+		}
+		return total, err
+	}
 }
 
 // idleReader reads r (from conn c) and fails with errIdle only when
@@ -115,4 +147,16 @@ func (ir *idleReader) Read(p []byte) (int, error) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// countWriter writes to w, counting bytes.
+type countWriter struct {
+	w io.Writer
+	n *atomic.Uint64
+}
+
+func (c countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(uint64(n))
+	return n, err
 }
