@@ -188,6 +188,7 @@ func (g *Gossip) Join(ctx context.Context, seeds []string) error {
 		n, err := g.ml.Join(seeds)
 		if n > 0 {
 			g.joinSucceeded(seeds, n) // join.go (hardening)
+			g.introduce(seeds)
 			g.syncJoined()
 			return nil
 		}
@@ -202,6 +203,33 @@ func (g *Gossip) Join(ctx context.Context, seeds []string) error {
 		backoff = min(backoff*2, 5*time.Second)
 	}
 }
+
+// introduce exchanges state (a memberlist push/pull) with a few random
+// members besides the seeds, so that more of the cluster hears of this
+// node at once: the others learn it from memberlist's broadcast of its
+// arrival, which takes a few gossip rounds more per tenfold of nodes, and
+// until then they hide its entries and send it nothing.
+func (g *Gossip) introduce(seeds []string) {
+	g.mu.Lock()
+	var addrs []string
+	for name, n := range g.mlNodes {
+		if a := n.Address(); name != g.name && !slices.Contains(seeds, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	g.mu.Unlock()
+	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
+	addrs = addrs[:min(len(addrs), introduceTo)]
+	if len(addrs) > 0 {
+		if _, err := g.ml.Join(addrs); err != nil {
+			g.log.Debug("introducing to more members", zap.Error(err))
+		}
+	}
+}
+
+// introduceTo is how many members besides the seeds a joining node
+// exchanges state with.
+const introduceTo = 3
 
 // syncJoined fetches the state of every joined network from a few of its
 // participants, as JoinNetwork does: a node that joined its networks
