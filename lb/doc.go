@@ -3,14 +3,16 @@
 // connection tracking and NAT with incremental checksum updates.
 //
 // A [Balancer] holds an immutable snapshot of the services (replaced whole
-// by [Balancer.Set]) and a sharded connection-tracking table. The router
+// by [Balancer.Set], which leaves out a bad or conflicting service alone
+// and publishes the rest) and a sharded connection-tracking table. The router
 // calls [Balancer.Outbound] for every IPv4 packet a local client sends,
 // before the route lookup, and [Balancer.Inbound] for every IPv4 packet it
 // is about to deliver to a local client. Both rewrite the packet in place
 // and return a [Verdict]; for established flows they allocate nothing.
 //
-// New flows pick a backend from the service's Maglev table ([maglev.Table])
-// keyed by a per-process keyed hash of the 5-tuple; the choice is then
+// New flows pick a backend from the Maglev table ([maglev.Table]) of their
+// VIP port, which holds only the backends that serve that port
+// ([Backend.Ports]), keyed by a per-process keyed hash of the 5-tuple; the choice is then
 // pinned in the connection-tracking table, so flows never move when the
 // backend set changes. A flow whose backend is removed is answered with
 // [Reset] so that the router can send the client a TCP RST
