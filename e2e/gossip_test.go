@@ -267,7 +267,22 @@ func TestGossipWrongKeyRefused(t *testing.T) {
 		}
 	}})
 	c.WaitFor(10*time.Second, "the keyed pair sees each other", func() bool { return len(c.Node(0).Gossip().Members()) == 2 })
-	time.Sleep(time.Second) // give the intruders time to get in, which they must not
+	// The intruders' joins were answered and refused (each says why)...
+	for _, i := range []int{2, 3} {
+		c.WaitFor(10*time.Second, fmt.Sprintf("node %d's join refused", i), func() bool {
+			return c.Node(i).Gossip().Stats().JoinError != ""
+		})
+		t.Logf("node %d: %s", i, c.Node(i).Gossip().Stats().JoinError)
+	}
+	// ...and a write of node 1's, sent after them, reaching node 0 proves
+	// node 0 has handled everything they sent before.
+	if err := c.Node(1).Gossip().Put("e2e.marker", "", "after-intruders", []byte("m")); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor(10*time.Second, "node 1's marker on node 0", func() bool {
+		_, ok := c.Node(0).Gossip().Get("e2e.marker", "", "after-intruders")
+		return ok
+	})
 	for _, i := range []int{0, 1} {
 		var names []string
 		for _, m := range c.Node(i).Gossip().Members() {

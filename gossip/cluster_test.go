@@ -201,8 +201,27 @@ func TestKeys(t *testing.T) {
 		if err := g.Put("t", "", "evil", []byte("x")); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(300 * time.Millisecond) // give a wrongly accepted node time to show up
+		// One more join, whose push/pull carries the evil entry: when it
+		// returns, the cluster has answered it (and refused it).
+		ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
+		err = g.Join(ctx, []string{c.net.Addr("a")})
+		cancel()
+		if err == nil {
+			t.Errorf("%s: second Join succeeded, want refused", tc.name)
+		}
 		g.Close()
+		// A write of b's, sent after everything the refused node sent,
+		// reaching a proves a has handled all of that.
+		marker := "after-" + tc.name
+		if err := b.Put("t", "", marker, []byte("m")); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 5*time.Second, "b's marker on a", func() error {
+			if _, ok := a.Get("t", "", marker); !ok {
+				return errors.New("a lacks it")
+			}
+			return nil
+		})
 	}
 	for _, g := range []*Gossip{a, b} {
 		if n := len(g.Members()); n != 2 {
