@@ -73,6 +73,7 @@ type control struct {
 	joined     map[string]joinedNet
 	watches    map[string]func() // network → cancel of its routes watch
 	recovering []joinedNet       // joined networks whose IPAM state file was lost (checkRecovering)
+	redefined  map[string]string // joined network → the definition it was last reported lost to (checkDefinitions)
 
 	kick      chan struct{}
 	stop      chan struct{}
@@ -197,6 +198,37 @@ func newControl(n *Node, cfg config.Config) (_ *control, err error) {
 		}
 	}
 	return c, nil
+}
+
+// checkDefinitions says, once per change, when a joined network's
+// definition is no longer the one this node joined: two parts of a
+// partitioned cluster each created the name, and when they merged the
+// other definition won (confirmCreated catches the race only while both
+// are connected). The node's address belongs to the definition that lost;
+// it keeps it until told otherwise, and says what to do.
+func (c *control) checkDefinitions() {
+	for _, j := range c.joinedList() {
+		nw, ok := c.ipam.Network(j.Name)
+		if !ok {
+			continue // not here (yet): a restart before the sync
+		}
+		c.mu.Lock()
+		if c.redefined == nil {
+			c.redefined = map[string]string{}
+		}
+		was := c.redefined[j.Name]
+		now := ""
+		if nw.CIDR != j.CIDR || nw.VNI != j.VNI {
+			now = fmt.Sprintf("%v VNI %d by %s", nw.CIDR, nw.VNI, nw.Creator)
+		}
+		c.redefined[j.Name] = now
+		c.mu.Unlock()
+		if now != "" && now != was {
+			c.log.Error("a joined network was defined again elsewhere and that definition won; this node's address is from the one that lost: leave the network and join it again",
+				zap.String("network", j.Name), zap.Stringer("joined_cidr", j.CIDR), zap.Uint32("joined_vni", j.VNI), zap.Stringer("addr", j.prefix()),
+				zap.Stringer("cidr", nw.CIDR), zap.Uint32("vni", nw.VNI), zap.String("creator", nw.Creator))
+		}
+	}
 }
 
 // checkRecovering follows the joined networks whose IPAM state was lost
@@ -347,6 +379,7 @@ func (c *control) loop() {
 		}
 		c.sync()
 		c.checkRecovering()
+		c.checkDefinitions()
 	}
 }
 

@@ -11,6 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/gossip"
@@ -214,5 +218,65 @@ func TestJoinWaitDoesNotBlockCreate(t *testing.T) {
 	}
 	if err := <-joined; err != nil {
 		t.Errorf("join of a network created while it waited: %v", err)
+	}
+}
+
+// Two nodes apart (a partition, or two clusters) each create and join one
+// name; when they merge, one definition wins and the node that joined the
+// other says so, naming what to do; leave and join give it an address of
+// the winner.
+func TestJoinedNetworkRedefinedAfterMerge(t *testing.T) {
+	ctx := context.Background()
+	logs := map[string]*observer.ObservedLogs{}
+	nodes := map[string]*Node{}
+	for _, name := range []string{"a", "b"} {
+		core, l := observer.New(zapcore.InfoLevel)
+		logs[name] = l
+		nodes[name] = startNode(t, clusterConfig(t, name), nil, WithLogger(zap.New(core)))
+	}
+	cidrs := map[string]string{"a": "10.85.0.0/24", "b": "10.86.0.0/24"}
+	for name, n := range nodes {
+		if _, err := n.CreateNetwork(ctx, api.CreateNetwork{Name: "split", CIDR: cidrs[name]}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.JoinNetwork(ctx, "split"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := nodes["b"].Gossip().Join(jctx, []string{nodes["a"].Gossip().Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	var winner string
+	waitUntil(t, 15*time.Second, "one definition on both", func() error {
+		na, _ := nodes["a"].ctl.ipam.Network("split")
+		nb, _ := nodes["b"].ctl.ipam.Network("split")
+		if na != nb {
+			return fmt.Errorf("a has %+v, b has %+v", na, nb)
+		}
+		winner = na.Creator
+		return nil
+	})
+	loser := map[string]string{"a": "b", "b": "a"}[winner]
+	waitUntil(t, 10*time.Second, "the loser says so", func() error {
+		if logs[loser].FilterMessageSnippet("defined again elsewhere").FilterField(zap.String("creator", winner)).Len() != 1 {
+			return fmt.Errorf("%s logged %v", loser, logs[loser].All())
+		}
+		return nil
+	})
+	if n := logs[winner].FilterMessageSnippet("defined again elsewhere").Len(); n != 0 {
+		t.Errorf("the winner %s reported %d redefinitions", winner, n)
+	}
+	ln := nodes[loser]
+	if err := ln.LeaveNetwork(ctx, "split"); err != nil {
+		t.Fatal(err)
+	}
+	ni, err := ln.JoinNetwork(ctx, "split")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := netip.MustParsePrefix(ni.Addr); !netip.MustParsePrefix(cidrs[winner]).Contains(p.Addr()) {
+		t.Errorf("after leave and join, %s has %v, want an address of %s", loser, p, cidrs[winner])
 	}
 }
