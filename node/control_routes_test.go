@@ -117,3 +117,17 @@ func TestRouteOnlyFromLeaseHolder(t *testing.T) {
 		t.Errorf("after more syncs: refused %v", got)
 	}
 }
+
+// FuzzParseRoute: any route value, as a forger may write it, is refused
+// or read as one masked IPv4 prefix and a VTEP with a port; never a panic.
+func FuzzParseRoute(f *testing.F) {
+	f.Add([]byte("10.20.120.1/32 127.0.0.1:4789"))
+	f.Add([]byte("10.20.0.0/16 [::1]:4789"))
+	f.Add([]byte(" "))
+	f.Fuzz(func(t *testing.T, v []byte) {
+		pfx, vtep, ok := parseRoute(v)
+		if ok && (!pfx.Addr().Is4() || pfx != pfx.Masked() || !vtep.IsValid() || vtep.Port() == 0) {
+			t.Fatalf("parseRoute(%q) = %v, %v: accepted", v, pfx, vtep)
+		}
+	})
+}
