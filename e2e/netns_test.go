@@ -199,6 +199,24 @@ func TestNetnsTUN(t *testing.T) {
 		transfer(t, h3, h1, netip.MustParseAddrPort("10.200.1.1:5004"), 8<<20)
 	})
 
+	// h3, a member (a kernel vxlan peer), claims h2's address and sends
+	// from it: h1 drops its frames as not_owner, keeps h2's MAC, and h1's
+	// traffic to h2 still gets through (h2 would drop frames to h3's MAC).
+	t.Run("forged-source-from-member", func(t *testing.T) {
+		before := o1.Drops("not_owner")
+		h3.Run("ip", "addr", "add", "10.200.2.1/32", "dev", "vx0")
+		defer h3.Run("ip", "addr", "del", "10.200.2.1/32", "dev", "vx0")
+		if out, err := h3.Try("ping", "-c", "3", "-i", "0.2", "-W", "1", "-I", "10.200.2.1", "10.200.1.1"); err == nil {
+			t.Fatalf("h3's ping from h2's address got an answer:\n%s", out)
+		}
+		if after := o1.Drops("not_owner"); after <= before {
+			t.Fatalf("h1 not_owner drops: %d before, %d after; want more", before, after)
+		}
+		if out, err := h1.Try("ping", "-c", "3", "-i", "0.2", "-W", "2", "10.200.2.1"); err != nil {
+			t.Fatalf("h1 → h2 ping after h3's forgery: %v\n%s", err, out)
+		}
+	})
+
 	t.Run("non-peer-dropped", func(t *testing.T) {
 		before := o1.Drops("not_peer")
 		if out, err := h4.Try("ping", "-c", "2", "-i", "0.2", "-W", "1", "10.200.1.1"); err == nil {
