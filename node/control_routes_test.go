@@ -10,6 +10,9 @@ import (
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/gossip"
 	"github.com/overlayd/overlayd/router"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // evilMember is a third cluster member that is not an overlayd node: a bare
@@ -110,6 +113,9 @@ func TestRouteOnlyFromLeaseHolder(t *testing.T) {
 	if st.RoutesRefused[refuseLease] != 1 || st.RoutesRefused[refuseNoLease] != 1 {
 		t.Errorf("status routes_refused = %v, want %s 1 and %s 1", st.RoutesRefused, refuseLease, refuseNoLease)
 	}
+	if got := testutil.ToFloat64(refusedMetric{a, refuseLease}); got != 1 {
+		t.Errorf("overlayd_routes_refused_total{reason=%q} = %v, want 1", refuseLease, got)
+	}
 	// Repeated syncs do not count one entry again.
 	a.ctl.sync()
 	a.ctl.sync()
@@ -130,4 +136,26 @@ func FuzzParseRoute(f *testing.F) {
 			t.Fatalf("parseRoute(%q) = %v, %v: accepted", v, pfx, vtep)
 		}
 	})
+}
+
+// refusedMetric is the node's overlayd_routes_refused_total of one reason,
+// for testutil.ToFloat64 (which wants a collector of exactly one metric).
+type refusedMetric struct {
+	n      *Node
+	reason string
+}
+
+func (r refusedMetric) Describe(ch chan<- *prometheus.Desc) { ch <- descRoutesRefused }
+func (r refusedMetric) Collect(ch chan<- prometheus.Metric) {
+	all := make(chan prometheus.Metric, 256)
+	go func() { collector{r.n}.Collect(all); close(all) }()
+	for m := range all {
+		if m.Desc() != descRoutesRefused {
+			continue
+		}
+		var pb dto.Metric
+		if m.Write(&pb) == nil && len(pb.GetLabel()) == 1 && pb.GetLabel()[0].GetValue() == r.reason {
+			ch <- m
+		}
+	}
 }

@@ -55,6 +55,12 @@ var (
 		"Bytes of gossip messages, by direction (in, out).", []string{"direction"}, nil)
 	descGossipEntries = prometheus.NewDesc("overlayd_gossip_entries_applied_total",
 		"Replicated entries received that changed the local table.", nil, nil)
+	descGossipLogSuppressed = prometheus.NewDesc("overlayd_gossip_log_lines_suppressed_total",
+		"memberlist log lines left out by the rate limit (burst 50, then 5 a second).", nil, nil)
+	descRoutesRefused = prometheus.NewDesc("overlayd_routes_refused_total",
+		"Gossiped route entries not used, by reason (lease_elsewhere, no_lease, vtep_mismatch, ...).", []string{"reason"}, nil)
+	descDNSTCPClosed = prometheus.NewDesc("overlayd_dns_tcp_connections_closed_total",
+		"DNS TCP connections closed at accept, by reason (refused: the source may not ask; limit: the listener had its maximum open).", []string{"reason"}, nil)
 	descGossipDrops = prometheus.NewDesc("overlayd_gossip_drops_total",
 		"Gossip messages or entries dropped, by reason.", []string{"reason"}, nil)
 
@@ -107,9 +113,9 @@ var _ prometheus.Collector = collector{}
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descInfo, descPackets, descBytes, descNetPackets, descNetBytes, descDrops, descARPAsked, descARPAnswers, descICMP, descNeighbors, descFDB, descRoutes,
-		descMembers, descGossipMsgs, descGossipBytes, descGossipEntries, descGossipDrops,
+		descMembers, descGossipMsgs, descGossipBytes, descGossipEntries, descGossipDrops, descGossipLogSuppressed, descRoutesRefused,
 		descFlows, descFlowsMax, descFlowsNew, descEvictions, descExpired, descLBRejects, descSelections,
-		descDNSQueries, descDNSResponses, descDNSDropped, descDNSCache, descDNSCacheEntries, descDNSUpstreamErrors,
+		descDNSQueries, descDNSResponses, descDNSDropped, descDNSCache, descDNSCacheEntries, descDNSUpstreamErrors, descDNSTCPClosed,
 		descDoorConns, descDoorFailed, descDoorActive, descDoorBytes, descDoorDropped,
 	} {
 		ch <- d
@@ -179,6 +185,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		for r, v := range gs.Drops {
 			counter(descGossipDrops, v, r)
 		}
+		counter(descGossipLogSuppressed, gs.LogSuppressed)
+		if n.ctl != nil {
+			for r, v := range n.ctl.refusedRoutes() {
+				counter(descRoutesRefused, v, r)
+			}
+		}
 	}
 
 	if b := n.balancerOrNil(); b != nil {
@@ -214,6 +226,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descDNSCache, ds.Forwarder.CacheMisses, "miss")
 		gauge(descDNSCacheEntries, float64(ds.Forwarder.CacheEntries))
 		counter(descDNSUpstreamErrors, ds.Forwarder.UpstreamErrors)
+		counter(descDNSTCPClosed, ds.TCPRefused, "refused")
+		counter(descDNSTCPClosed, ds.TCPRejected, "limit")
 	}
 
 	n.fd.mu.Lock()

@@ -14,6 +14,7 @@ func TestMetricsGossipNode(t *testing.T) {
 	for _, name := range []string{
 		"overlayd_gossip_members", "overlayd_gossip_messages_total", "overlayd_gossip_bytes_total",
 		"overlayd_conntrack_entries", "overlayd_conntrack_evictions_total", "overlayd_packets_total",
+		"overlayd_gossip_log_lines_suppressed_total",
 	} {
 		if c, err := testutil.GatherAndCount(reg, name); err != nil || c == 0 {
 			t.Errorf("%s: %d samples, %v; want some", name, c, err)
