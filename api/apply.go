@@ -52,7 +52,10 @@ type ApplyBackend struct {
 	Addr   string `json:"addr"`
 	Weight uint32 `json:"weight"`
 	Check  string `json:"check,omitempty"` // tcp, udp or none
-	Line   int    `json:"line,omitempty"`
+	// ServicePort is the service port the backend serves; 0: by the
+	// rule of AddBackend.ServicePort.
+	ServicePort uint16 `json:"service_port,omitempty"`
+	Line        int    `json:"line,omitempty"`
 }
 
 // ApplyResult says what an Apply changed, one line each ("network blue:

@@ -58,6 +58,10 @@ type Backend struct {
 	Weight *uint32 `yaml:"weight"`
 	// Check is the health check from this node: tcp, udp or none.
 	Check string `yaml:"check"`
+	// ServicePort is the service port the backend serves (the number of
+	// one of the service's ports); 0: the port with the backend's own
+	// number or, for a service whose ports all have one number, that one.
+	ServicePort uint16 `yaml:"service_port"`
 
 	line  int
 	lines map[string]int
@@ -171,6 +175,9 @@ func (c *Config) validateApply() []error {
 			default:
 				bad(bl("check"), "%s.check: %q is not tcp, udp or none", bw, b.Check)
 			}
+			if b.ServicePort != 0 && len(s.Ports) > 0 && !servesPort(s.Ports, b.ServicePort) {
+				bad(bl("service_port"), "%s.service_port: %d is not one of the service's ports %v", bw, b.ServicePort, s.Ports)
+			}
 		}
 	}
 	return errs
@@ -243,4 +250,15 @@ func validLabel(s string) bool {
 		}
 	}
 	return true
+}
+
+// servesPort reports whether one of ports (80/tcp, ...) has the number p.
+func servesPort(ports []string, p uint16) bool {
+	for _, pp := range ports {
+		num, _, _ := strings.Cut(pp, "/")
+		if num == strconv.Itoa(int(p)) {
+			return true
+		}
+	}
+	return false
 }

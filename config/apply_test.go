@@ -21,6 +21,8 @@ func TestApplySections(t *testing.T) {
 		{"bad vip", gossip + "services:\n  - name: web\n    vip: x\n    ports: [80]\n", "line 4: services[0].vip"},
 		{"bad weight", gossip + "services:\n  - name: web\n    ports: [80]\n    backends:\n      - addr: \":80\"\n        weight: 70000\n", "line 7: services[0].backends[0].weight: 70000 is out of range"},
 		{"bad check", gossip + "services:\n  - name: web\n    ports: [80]\n    backends:\n      - {addr: \":80\", check: http}\n", "line 6: services[0].backends[0].check"},
+		{"service port", gossip + "services:\n  - name: perf\n    ports: [5201/tcp, 8002/tcp]\n    backends:\n      - {addr: \":9000\", service_port: 8002}\n", ""},
+		{"bad service port", gossip + "services:\n  - name: perf\n    ports: [5201/tcp, 8002/tcp]\n    backends:\n      - {addr: \":9000\", service_port: 8002}\n      - {addr: \":9001\", service_port: 80}\n", "line 7: services[0].backends[1].service_port: 80 is not one of the service's ports"},
 		{"unknown key", gossip + "services:\n  - name: web\n    backend: []\n", "line 4: unknown key \"backend\" in service"},
 	}
 	for _, tt := range tests {
@@ -48,3 +50,4 @@ func TestBackendsGiven(t *testing.T) {
 		t.Errorf("BackendsGiven = %v, %v; want false, true", c.Services[0].BackendsGiven(), c.Services[1].BackendsGiven())
 	}
 }
+

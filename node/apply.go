@@ -40,7 +40,7 @@ func ApplyRequest(cfg config.Config) api.Apply {
 				if b.Weight != nil {
 					w = *b.Weight
 				}
-				as.Backends = append(as.Backends, api.ApplyBackend{Addr: b.Addr, Weight: w, Check: b.Check, Line: b.Line()})
+				as.Backends = append(as.Backends, api.ApplyBackend{Addr: b.Addr, Weight: w, Check: b.Check, ServicePort: b.ServicePort, Line: b.Line()})
 			}
 		}
 		req.Services = append(req.Services, as)
@@ -215,15 +215,18 @@ func (n *Node) applyBackends(ctx context.Context, s *services, network string, s
 	for _, w := range wants {
 		c, exists := cur[w.addr]
 		delete(cur, w.addr)
-		if exists && c.v.Weight == w.b.Weight && c.v.Check == w.b.Check {
+		samePort := w.b.ServicePort == 0 || c.v.Port == w.b.ServicePort
+		if exists && c.v.Weight == w.b.Weight && c.v.Check == w.b.Check && samePort {
 			continue
 		}
-		if _, err := n.AddBackend(ctx, api.AddBackend{Service: sv.Name, Network: network, Addr: w.addr.String(), Weight: w.b.Weight, Check: w.b.Check}); err != nil {
+		if _, err := n.AddBackend(ctx, api.AddBackend{Service: sv.Name, Network: network, Addr: w.addr.String(), Weight: w.b.Weight, Check: w.b.Check, ServicePort: w.b.ServicePort}); err != nil {
 			return lineErr(w.b.Line, "service "+sv.Name+": backend "+w.addr.String(), err)
 		}
 		switch {
 		case !exists:
 			changed("service %s: backend %v added (weight %d, check %s)", sv.Name, w.addr, w.b.Weight, cmpOr(w.b.Check, "none"))
+		case !samePort:
+			changed("service %s: backend %v serves port %d (was %d)", sv.Name, w.addr, w.b.ServicePort, c.v.Port)
 		case c.v.Weight != w.b.Weight && c.v.Check != w.b.Check:
 			changed("service %s: backend %v weight %d → %d, check %s → %s", sv.Name, w.addr, c.v.Weight, w.b.Weight, cmpOr(c.v.Check, "none"), cmpOr(w.b.Check, "none"))
 		case c.v.Weight != w.b.Weight:
