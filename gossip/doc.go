@@ -42,6 +42,14 @@
 //     carries the network's participation entries, so the receiver knows
 //     at once that the sender takes part.
 //
+// An entry is hidden while memberlist has not reported its owner alive, and
+// memberlist's broadcast of a node's arrival also misses a node now and
+// then (push/pull repairs it, every 30 s, more above 32 nodes). So a node
+// that joins exchanges state with 3 random members besides its seed, and
+// sends every member it knows a hello (name and address); a node that has
+// still not heard of it from memberlist three gossip rounds later
+// exchanges state with it.
+//
 // An entry is visible (Get, List, Watch, Digest) when it is not a
 // tombstone, its owner is alive or suspect, and (for a network entry) its
 // owner participates in the network.

@@ -67,10 +67,12 @@ type Gossip struct {
 	seeds    []string
 	pending  map[syncTask]bool      // queued bulk syncs, to drop duplicates
 	parked   map[syncTask]time.Time // bulk syncs to nodes not yet known alive, since when
+	intros   map[string]intro       // nodes that said hello and memberlist has not reported, by name
 	closed   bool
 	left     bool // Leave was called: rejoin nothing
 
 	syncCh    chan syncTask
+	introCh   chan []string // addresses to exchange state with (maintLoop)
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -132,6 +134,8 @@ func New(opts Options) (*Gossip, error) {
 		mwatch:   map[*watcher[MemberEvent]]struct{}{},
 		pending:  map[syncTask]bool{},
 		parked:   map[syncTask]time.Time{},
+		intros:   map[string]intro{},
+		introCh:  make(chan []string, 1),
 		syncCh:   make(chan syncTask, 256),
 		stop:     make(chan struct{}),
 	}
@@ -189,6 +193,7 @@ func (g *Gossip) Join(ctx context.Context, seeds []string) error {
 		if n > 0 {
 			g.joinSucceeded(seeds, n) // join.go (hardening)
 			g.introduce(seeds)
+			g.hello()
 			g.syncJoined()
 			return nil
 		}
@@ -225,6 +230,55 @@ func (g *Gossip) introduce(seeds []string) {
 			g.log.Debug("introducing to more members", zap.Error(err))
 		}
 	}
+}
+
+// intro is a hello from a node memberlist has not reported here.
+type intro struct {
+	addr  netip.AddrPort
+	since time.Time
+}
+
+// maxIntros bounds the hellos waiting to be checked.
+const maxIntros = 64
+
+// hello tells every member this node knows its name and address. One that
+// does not hear of it from memberlist within a few gossip rounds (its
+// broadcast of a node's arrival misses a node now and then, and only
+// push/pull, 30 s or more away, repairs that) exchanges state with it
+// (introsDueLocked): until then it would hide this node's entries and
+// send it nothing.
+func (g *Gossip) hello() {
+	ap, err := netip.ParseAddrPort(g.addr)
+	if err != nil {
+		return
+	}
+	b := encodeHello(g.name, ap)
+	for name, n := range g.nodeMap() {
+		if name == g.name {
+			continue
+		}
+		if err := g.ml.SendBestEffort(n, b); err != nil {
+			g.stats.drop("send_failed")
+			continue
+		}
+		g.stats.msgsOut.Add(1)
+		g.stats.bytesOut.Add(uint64(len(b)))
+	}
+}
+
+// introsDueLocked returns the addresses of the nodes that said hello more
+// than three gossip rounds ago and that memberlist has still not reported,
+// and forgets the hellos of the nodes it has.
+func (g *Gossip) introsDueLocked(now time.Time) []string {
+	var due []string
+	for name, in := range g.intros {
+		if _, ok := g.mlNodes[name]; ok {
+			delete(g.intros, name)
+		} else if now.Sub(in.since) > 3*g.cfg.gossipInterval {
+			due = append(due, in.addr.String())
+		}
+	}
+	return due
 }
 
 // introduceTo is how many members besides the seeds a joining node
@@ -863,6 +917,12 @@ func (g *Gossip) handle(b []byte) {
 				g.broadcastLocked(g.nets[e.Network], &e) // relay news
 			}
 		}
+	case msgHello:
+		if _, known := g.mlNodes[m.Sender]; !known && m.Sender != g.name {
+			if _, ok := g.intros[m.Sender]; !ok && len(g.intros) < maxIntros && g.intros != nil {
+				g.intros[m.Sender] = intro{addr: m.Addr, since: now}
+			}
+		}
 	case msgBulk:
 		// The participation entries a bulk sync of a network carries are
 		// cluster-wide: kept whether or not this node takes part, and
@@ -977,6 +1037,19 @@ func (g *Gossip) gossipLoop() {
 		g.mu.Lock()
 		if len(g.parked) > 0 {
 			g.unparkLocked(time.Now())
+		}
+		if len(g.intros) > 0 {
+			if due := g.introsDueLocked(time.Now()); len(due) > 0 {
+				select {
+				case g.introCh <- due:
+					for name, in := range g.intros {
+						if slices.Contains(due, in.addr.String()) {
+							delete(g.intros, name)
+						}
+					}
+				default: // maintLoop is busy: next round
+				}
+			}
 		}
 		for n, ns := range g.nets {
 			if len(ns.fresh) > 0 {
@@ -1234,6 +1307,12 @@ func (g *Gossip) maintLoop() {
 			g.reap(now)
 		case <-rejoin.C:
 			g.rejoin()
+		case addrs := <-g.introCh:
+			// Push/pull with nodes that said hello and that memberlist
+			// did not report: both ends learn each other at once.
+			if _, err := g.ml.Join(addrs); err != nil {
+				g.log.Debug("exchanging state with a node that said hello", zap.Strings("addrs", addrs), zap.Error(err))
+			}
 		}
 	}
 }

@@ -168,6 +168,8 @@ func newTestStore() *Gossip {
 		parts:    map[string]map[string]bool{},
 		watchers: map[*watcher[Event]]watchKey{},
 		pending:  map[syncTask]bool{},
+		parked:   map[syncTask]time.Time{},
+		intros:   map[string]intro{},
 		syncCh:   make(chan syncTask, 16),
 	}
 	g.globalQ = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return 1 }, RetransmitMult: 1}

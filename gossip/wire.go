@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 )
 
@@ -27,6 +28,7 @@ import (
 //	             entries of it: table gossip.net, key network NUL node)
 //	state body:  sender, flags (1 byte), [count, entry * count], ndigests,
 //	             (network, digest 8 bytes big endian) * ndigests
+//	hello body:  sender, address (memberlist's IP:port, as text)
 //
 //	entry:
 //	+-------+---------+-----+-------+------+-------+-------+
@@ -42,6 +44,7 @@ const (
 	msgDeltas byte = 1 // entries pushed by gossip (broadcasts)
 	msgBulk   byte = 2 // a network's full state, sent point to point
 	msgState  byte = 3 // push/pull state: global entries and per-network digests
+	msgHello  byte = 4 // a node that just joined, to every member it knows: its name and address
 )
 
 // Bulk flags.
@@ -279,10 +282,11 @@ type digest struct {
 // message is any decoded message; only the fields of its Type are set.
 type message struct {
 	Type      byte
-	Sender    string  // bulk, state
-	Network   string  // bulk
-	Flags     byte    // bulk, state
-	Entries   []Entry // deltas, bulk, state (global entries)
+	Sender    string         // bulk, state, hello
+	Addr      netip.AddrPort // hello
+	Network   string         // bulk
+	Flags     byte           // bulk, state
+	Entries   []Entry        // deltas, bulk, state (global entries)
 	Digests   []digest
 	HasGlobal bool // state
 }
@@ -312,6 +316,15 @@ func encodeBulk(sender, network string, flags byte, es []Entry) []byte {
 		b = appendEntry(b, &es[i])
 	}
 	return b
+}
+
+// maxAddrLen bounds the text of an address in a hello.
+const maxAddrLen = 64
+
+func encodeHello(sender string, addr netip.AddrPort) []byte {
+	b := appendHeader(nil, msgHello)
+	b = appendString(b, sender)
+	return appendString(b, addr.String())
 }
 
 func encodeState(sender string, global []Entry, hasGlobal bool, ds []digest) []byte {
@@ -366,6 +379,16 @@ func decodeMessage(b []byte) (message, error) {
 				if d.err == nil && m.Entries[i].Network != m.Network && !isParticipation(&m.Entries[i], m.Network) {
 					d.err = errInvalid
 				}
+			}
+		case msgHello:
+			m.Sender = d.string(MaxNameLen)
+			a := d.string(maxAddrLen)
+			if d.err == nil {
+				ap, err := netip.ParseAddrPort(a)
+				if m.Sender == "" || err != nil || ap.Port() == 0 || !ap.Addr().IsValid() || ap.Addr().IsUnspecified() {
+					d.err = errInvalid
+				}
+				m.Addr = ap
 			}
 		case msgState:
 			m.Sender = d.string(MaxNameLen)

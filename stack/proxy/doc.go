@@ -6,7 +6,6 @@
 // Every door limits its concurrent connections, times out idle ones and
 // ones whose data stopped moving, reports errors to the client in its own
 // protocol (SOCKS reply codes, HTTP status), and counts what it did in
-// Stats. Start opens the door's host
-// socket; Close shuts it and every connection through it and waits for
-// their goroutines.
+// Stats. Start opens the door's host socket; Close shuts it and every
+// connection through it and waits for their goroutines.
 package proxy
