@@ -81,8 +81,8 @@ func pipe(dst net.Conn, r *idleReader, n *atomic.Uint64, progress time.Duration,
 }
 
 // progressWriter writes to c, counting bytes, and fails with errStalled
-// when a write moves no byte for progress: each write gets a deadline
-// that is pushed back as long as bytes move.
+// when a write moves no byte for progress (0: no bound): each write gets
+// a deadline that is pushed back as long as bytes move.
 type progressWriter struct {
 	c        net.Conn
 	n        *atomic.Uint64
@@ -92,7 +92,9 @@ type progressWriter struct {
 func (w *progressWriter) Write(p []byte) (int, error) {
 	total := 0
 	for {
-		w.c.SetWriteDeadline(time.Now().Add(w.progress))
+		if w.progress > 0 {
+			w.c.SetWriteDeadline(time.Now().Add(w.progress))
+		}
 		n, err := w.c.Write(p[total:])
 		total += n
 		w.n.Add(uint64(n))
