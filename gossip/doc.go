@@ -31,8 +31,9 @@
 // interval instead of at the next push/pull:
 //
 //   - a node sends its own new entries directly to every participant it
-//     knows (every live node for network ""), batched, at the next gossip
-//     round, besides queueing them for the epidemic;
+//     knows (every live node for network ""), at once (batched over a
+//     twentieth of the gossip interval), besides queueing them for the
+//     epidemic;
 //   - a node that learns of a new participant of a network it takes part
 //     in sends it its own entries of the network (a bulk sync of only
 //     those), so the newcomer gets every live owner's entries from their

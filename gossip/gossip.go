@@ -71,11 +71,12 @@ type Gossip struct {
 	closed   bool
 	left     bool // Leave was called: rejoin nothing
 
-	syncCh    chan syncTask
-	introCh   chan []string // addresses to exchange state with (maintLoop)
-	stop      chan struct{}
-	wg        sync.WaitGroup
-	closeOnce sync.Once
+	syncCh     chan syncTask
+	introCh    chan []string // addresses to exchange state with (maintLoop)
+	directKick chan struct{} // fresh own entries to send (gossipLoop)
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
 }
 
 type netState struct {
@@ -120,24 +121,25 @@ func New(opts Options) (*Gossip, error) {
 		return nil, err
 	}
 	g := &Gossip{
-		cfg:      cfg,
-		log:      cfg.Logger.Named("gossip").With(zap.String("node", opts.Name)),
-		name:     opts.Name,
-		nets:     map[string]*netState{},
-		joined:   map[string]bool{},
-		up:       map[string]bool{opts.Name: true},
-		down:     map[string]time.Time{},
-		parts:    map[string]map[string]bool{},
-		members:  map[string]*Member{},
-		mlNodes:  map[string]memberlist.Node{},
-		watchers: map[*watcher[Event]]watchKey{},
-		mwatch:   map[*watcher[MemberEvent]]struct{}{},
-		pending:  map[syncTask]bool{},
-		parked:   map[syncTask]time.Time{},
-		intros:   map[string]intro{},
-		introCh:  make(chan []string, 1),
-		syncCh:   make(chan syncTask, 256),
-		stop:     make(chan struct{}),
+		cfg:        cfg,
+		log:        cfg.Logger.Named("gossip").With(zap.String("node", opts.Name)),
+		name:       opts.Name,
+		nets:       map[string]*netState{},
+		joined:     map[string]bool{},
+		up:         map[string]bool{opts.Name: true},
+		down:       map[string]time.Time{},
+		parts:      map[string]map[string]bool{},
+		members:    map[string]*Member{},
+		mlNodes:    map[string]memberlist.Node{},
+		watchers:   map[*watcher[Event]]watchKey{},
+		mwatch:     map[*watcher[MemberEvent]]struct{}{},
+		pending:    map[syncTask]bool{},
+		parked:     map[syncTask]time.Time{},
+		intros:     map[string]intro{},
+		introCh:    make(chan []string, 1),
+		directKick: make(chan struct{}, 1),
+		syncCh:     make(chan syncTask, 256),
+		stop:       make(chan struct{}),
 	}
 	g.nUp.Store(1)
 	g.nets[""] = &netState{entries: map[ekey]*record{}}
@@ -530,7 +532,7 @@ func (g *Gossip) putLocked(table, network, key string, value []byte, deleted boo
 }
 
 // announceLocked queues one of this node's own entries: sent directly to
-// every peer of its network at the next gossip round, and to the epidemic
+// every peer of its network at once (gossipLoop), and to the epidemic
 // queue (which also reaches the nodes this one does not know of yet).
 // Epidemic broadcast alone misses a node now and then (each node passes a
 // delta on a bounded number of times, to random peers, and the nodes that
@@ -545,6 +547,15 @@ func (g *Gossip) announceLocked(ns *netState, e *Entry) {
 	if !ns.isFresh[k] {
 		ns.isFresh[k] = true
 		ns.fresh = append(ns.fresh, k)
+	}
+	g.kickDirect()
+}
+
+// kickDirect wakes gossipLoop to send the fresh own entries.
+func (g *Gossip) kickDirect() {
+	select {
+	case g.directKick <- struct{}{}:
+	default:
 	}
 }
 
@@ -1022,11 +1033,24 @@ func (g *Gossip) gossipLoop() {
 	t := time.NewTicker(g.cfg.gossipInterval)
 	defer t.Stop()
 	limit := g.cfg.ml.UDPBufferSize - 128 // encryption, label, compression and framing
+	// Own writes go out at once (announceLocked kicks), batched over
+	// minDirectGap, at most one round of them per gap.
+	minDirectGap := g.cfg.gossipInterval / 20
+	var lastDirect time.Time
 	for {
+		epidemic := true
 		select {
 		case <-g.stop:
 			return
 		case <-t.C:
+		case <-g.directKick:
+			epidemic = false
+			wait := max(minDirectGap-time.Since(lastDirect), time.Millisecond)
+			select {
+			case <-g.stop:
+				return
+			case <-time.After(wait):
+			}
 		}
 		type job struct {
 			q       *memberlist.TransmitLimitedQueue
@@ -1056,9 +1080,18 @@ func (g *Gossip) gossipLoop() {
 				if d := g.directLocked(n, ns, limit); len(d.targets) > 0 {
 					directs = append(directs, d)
 				}
+				if len(ns.fresh) > 0 {
+					g.kickDirect() // more than one round's worth
+				}
 			}
 		}
+		if len(directs) > 0 {
+			lastDirect = time.Now()
+		}
 		for n, ns := range g.nets {
+			if !epidemic {
+				break
+			}
 			if n == "" || ns.q.NumQueued() == 0 {
 				continue
 			}
