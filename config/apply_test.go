@@ -50,4 +50,3 @@ func TestBackendsGiven(t *testing.T) {
 		t.Errorf("BackendsGiven = %v, %v; want false, true", c.Services[0].BackendsGiven(), c.Services[1].BackendsGiven())
 	}
 }
-
