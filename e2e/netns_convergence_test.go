@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,14 +27,19 @@ const convergeBound = 5 * time.Second
 //     h2$ overlayd service add-backend sK ADDR:8080   (an HTTP server on h2)
 //     and the time from add-backend's return until curl through the VIP
 //     works on every other host;
-//   - hN$ overlayd network leave blue (withdrawn everywhere), then
-//     hN$ overlayd network join blue, and the time from join's return
-//     until every other host pings hN's new address.
+//     and from create's return until `dig sK.blue.overlay` (each host's
+//     own listener) answers the VIP on every host but h1;
+//   - hN$ overlayd network leave blue (route and name withdrawn
+//     everywhere), then hN$ overlayd network join blue, and the time from
+//     join's return until every other host pings hN's new address and
+//     resolves hN.blue.overlay to it.
 //
 // Each must be usable within convergeBound; p50/p99/worst are logged. 20
-// trials of each (5 with -short). DNS is off in these labs (no names to dig).
+// trials of each (5 with -short). The pollers' own start (a shell in the
+// namespace, ~5 ms) is inside the figures where they start after the
+// command (dig after create, ping and dig after join).
 func TestNetnsConvergence(t *testing.T) {
-	RequireRoot(t, "curl", "ping")
+	RequireRoot(t, "curl", "ping", "dig")
 	trials := 20
 	if testing.Short() {
 		trials = 5
@@ -41,7 +47,16 @@ func TestNetnsConvergence(t *testing.T) {
 	const hosts = 5
 	gl := newGossipLab(t, hosts, "default")
 	for i := range hosts {
-		gl.start(i, gl.key)
+		// DNS on each host's loopback; names it does not own go to a
+		// port where nothing listens (never the host's resolvers).
+		h := gl.lab.Hosts[i]
+		gl.ods[i] = h.StartOverlayd("--mode", "tun",
+			"--listen", fmt.Sprintf("%s:%d", h.Underlay, labVXLANPort),
+			"--gossip", fmt.Sprintf("%s:%d", h.Underlay, labGossipPort),
+			"--join", fmt.Sprintf("%s:%d", gl.lab.Hosts[(i+1)%2].Underlay, labGossipPort),
+			"--gossip-profile", "default", "--gossip-key-file", gl.key,
+			"--state-dir", filepath.Join(gl.state, h.Name),
+			"--dns", "127.0.0.1:5353", "--dns-upstream", "127.0.0.1:5300")
 	}
 	ctx := context.Background()
 	// A /16: its VIP range (the top 1/16) holds a VIP per trial.
@@ -64,12 +79,16 @@ func TestNetnsConvergence(t *testing.T) {
 		}
 	}
 
-	var vipTimes, svcTimes, routeTimes []time.Duration
+	var vipTimes, svcTimes, routeTimes, svcNameTimes, nodeNameTimes []time.Duration
 	for k := range trials {
 		name := fmt.Sprintf("s%d", k)
 		out := gl.mustOverlayd(0, "service", "create", name, "--port", "80/tcp")
 		created := time.Now()
 		vip := vipOf(t, out)
+		var diggers []*Proc
+		for _, i := range []int{1, 2, 3, 4} {
+			diggers = append(diggers, gl.lab.Hosts[i].poll(digIs(name+".blue.overlay", vip)))
+		}
 		// Every other host polls the VIP from before the backend exists.
 		var pollers []*Proc
 		for _, i := range []int{0, 2, 3, 4} {
@@ -101,6 +120,7 @@ func TestNetnsConvergence(t *testing.T) {
 			worst = max(worst, d)
 		}
 		vipTimes = append(vipTimes, worst)
+		svcNameTimes = append(svcNameTimes, gl.worstPoll(k, diggers, []int{1, 2, 3, 4}, created, "resolved "+name+".blue.overlay"))
 		t.Logf("trial %d: service %s on h2 %v after create; VIP %s usable everywhere %v after add-backend", k, name, added.Sub(created).Round(time.Millisecond), vip, worst.Round(time.Millisecond))
 		gl.mustOverlayd(0, "service", "rm", name)
 
@@ -111,14 +131,24 @@ func TestNetnsConvergence(t *testing.T) {
 			_, ok := rs[gl.lab.Hosts[n].Name]
 			return i == n || !ok
 		})
+		nodeName := gl.lab.Hosts[n].Name + ".blue.overlay"
+		for i := range hosts {
+			if i != n {
+				p := gl.lab.Hosts[i].poll(digIs(nodeName, ""))
+				if _, err := p.pollResult(convergeBound + 2*time.Second); err != nil {
+					t.Fatalf("trial %d: %s still resolves %s after the leave: %v", k, gl.lab.Hosts[i].Name, nodeName, err)
+				}
+			}
+		}
 		addr := gl.joinBlue(n, convergeBound)
 		joined := time.Now()
 		var rworst time.Duration
-		var pingers []*Proc
+		var pingers, diggers2 []*Proc
 		var others []int
 		for i := range hosts {
 			if i != n {
 				pingers = append(pingers, gl.lab.Hosts[i].poll("ping -c 1 -W 0.25 "+addr+" >/dev/null"))
+				diggers2 = append(diggers2, gl.lab.Hosts[i].poll(digIs(nodeName, addr)))
 				others = append(others, i)
 			}
 		}
@@ -134,12 +164,41 @@ func TestNetnsConvergence(t *testing.T) {
 			rworst = max(rworst, d)
 		}
 		routeTimes = append(routeTimes, rworst)
+		nodeNameTimes = append(nodeNameTimes, gl.worstPoll(k, diggers2, others, joined, "resolved "+nodeName))
 		t.Logf("trial %d: %s's new address %s pinged from everywhere %v after the join", k, gl.lab.Hosts[n].Name, addr, rworst.Round(time.Millisecond))
 	}
 	logPercentiles(t, "service create → add-backend works on h2", svcTimes)
 	logPercentiles(t, "add-backend → VIP connect on every other host", vipTimes)
 	logPercentiles(t, "network join → ping from every other host", routeTimes)
+	logPercentiles(t, "service create → dig NAME.blue.overlay answers the VIP on every other host", svcNameTimes)
+	logPercentiles(t, "network join → dig HOST.blue.overlay answers the new address on every other host", nodeNameTimes)
 	t.Logf("load %s", gossipLoad())
+}
+
+// digIs is a shell test: host's own DNS listener answers name with want
+// (nothing, for "").
+func digIs(name, want string) string {
+	return fmt.Sprintf(`[ "$(dig +short +time=1 +tries=1 @127.0.0.1 -p 5353 %s)" = "%s" ]`, name, want)
+}
+
+// worstPoll waits for pollers (on hosts) and returns the latest success
+// after t0, failing the test if one did not succeed within convergeBound.
+func (gl *gossipLab) worstPoll(k int, ps []*Proc, hosts []int, t0 time.Time, what string) time.Duration {
+	gl.t.Helper()
+	var worst time.Duration
+	for j, p := range ps {
+		host := gl.lab.Hosts[hosts[j]].Name
+		at, err := p.pollResult(convergeBound + 2*time.Second)
+		if err != nil {
+			gl.t.Fatalf("trial %d: %s has not %s: %v", k, host, what, err)
+		}
+		d := max(at.Sub(t0), 0)
+		if d > convergeBound {
+			gl.t.Errorf("trial %d: %s %s %v after the command, bound %v", k, host, what, d.Round(time.Millisecond), convergeBound)
+		}
+		worst = max(worst, d)
+	}
+	return worst
 }
 
 // joinBlue runs `overlayd network join blue` on host i, retrying while the
