@@ -228,8 +228,11 @@ func (g *Gossip) introduce(seeds []string) {
 	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
 	addrs = addrs[:min(len(addrs), introduceTo)]
 	if len(addrs) > 0 {
-		if _, err := g.ml.Join(addrs); err != nil {
-			g.log.Debug("introducing to more members", zap.Error(err))
+		// In maintLoop: a member that died unnoticed would hold Join
+		// for the TCP timeout.
+		select {
+		case g.introCh <- addrs:
+		default:
 		}
 	}
 }
@@ -1341,10 +1344,11 @@ func (g *Gossip) maintLoop() {
 		case <-rejoin.C:
 			g.rejoin()
 		case addrs := <-g.introCh:
-			// Push/pull with nodes that said hello and that memberlist
-			// did not report: both ends learn each other at once.
+			// Push/pull with members a joining node introduces itself
+			// to, or with nodes that said hello and that memberlist did
+			// not report: both ends learn each other at once.
 			if _, err := g.ml.Join(addrs); err != nil {
-				g.log.Debug("exchanging state with a node that said hello", zap.Strings("addrs", addrs), zap.Error(err))
+				g.log.Debug("exchanging state", zap.Strings("addrs", addrs), zap.Error(err))
 			}
 		}
 	}
