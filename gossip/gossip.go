@@ -33,6 +33,21 @@ var (
 	ErrClosed = errors.New("gossip: closed")
 )
 
+// OwnerError is the error of a Put or Delete of another node's live
+// entry: Owner is the name of the node that holds it. It matches
+// ErrNotOwner (errors.Is).
+type OwnerError struct {
+	Table, Network, Key string
+	Owner               string
+}
+
+func (e *OwnerError) Error() string {
+	return fmt.Sprintf("%v: %s/%s/%s belongs to %s", ErrNotOwner, e.Table, e.Network, e.Key, e.Owner)
+}
+
+// Unwrap returns ErrNotOwner.
+func (e *OwnerError) Unwrap() error { return ErrNotOwner }
+
 // tableNet is the reserved cluster-wide table of network participation:
 // key network+"\x00"+node, owned by node, value the network name.
 const tableNet = "gossip.net"
@@ -480,7 +495,8 @@ func (g *Gossip) checkWrite(table, network, key string) error {
 }
 
 // Put writes value under (table, network, key), owned by this node. It
-// fails with ErrNotOwner if another node holds a live entry under the key.
+// fails with an *OwnerError (ErrNotOwner) if another node holds a live
+// entry under the key.
 // value is copied; at most MaxValueLen bytes.
 func (g *Gossip) Put(table, network, key string, value []byte) error {
 	if len(value) > MaxValueLen {
@@ -492,7 +508,7 @@ func (g *Gossip) Put(table, network, key string, value []byte) error {
 		return err
 	}
 	if r := g.nets[network].entries[ekey{table, key}]; r != nil && r.Owner != g.name && !r.Deleted {
-		return fmt.Errorf("%w: %s/%s/%s belongs to %s", ErrNotOwner, table, network, key, r.Owner)
+		return &OwnerError{Table: table, Network: network, Key: key, Owner: r.Owner}
 	}
 	if value == nil {
 		value = []byte{}
@@ -502,8 +518,8 @@ func (g *Gossip) Put(table, network, key string, value []byte) error {
 }
 
 // Delete deletes this node's entry under (table, network, key), leaving a
-// tombstone. ErrNotFound if there is no live entry, ErrNotOwner if it is
-// another node's.
+// tombstone. ErrNotFound if there is no live entry, an *OwnerError
+// (ErrNotOwner) if it is another node's.
 func (g *Gossip) Delete(table, network, key string) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -515,7 +531,7 @@ func (g *Gossip) Delete(table, network, key string) error {
 		return fmt.Errorf("%w: %s/%s/%s", ErrNotFound, table, network, key)
 	}
 	if r.Owner != g.name {
-		return fmt.Errorf("%w: %s/%s/%s belongs to %s", ErrNotOwner, table, network, key, r.Owner)
+		return &OwnerError{Table: table, Network: network, Key: key, Owner: r.Owner}
 	}
 	g.putLocked(table, network, key, nil, true)
 	return nil
