@@ -13,6 +13,7 @@ import (
 
 	"github.com/overlayd/overlayd/gossip"
 	"github.com/overlayd/overlayd/gossip/gossiptest"
+	"github.com/overlayd/overlayd/internal/testutil"
 	"go.uber.org/goleak"
 )
 
@@ -67,21 +68,6 @@ func (c *cluster) kill(name string) {
 	n.p.Close()
 	n.g.Close()
 	delete(c.nodes, name)
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s: %v", timeout, what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func TestLayout(t *testing.T) {
@@ -176,7 +162,7 @@ func TestManyNodesAtOnce(t *testing.T) {
 	if err := c.nodes["n00"].p.CreateNetwork("blue", netip.MustParsePrefix("10.1.0.0/24"), 7); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "network known everywhere", func() error {
+	testutil.Eventually(t, 10*time.Second, "network known everywhere", func() error {
 		for name, n := range c.nodes {
 			if _, ok := n.p.Network("blue"); !ok {
 				return fmt.Errorf("%s does not know blue", name)
@@ -254,7 +240,7 @@ func TestManyNodesAtOnce(t *testing.T) {
 	t.Logf("%d addresses allocated by 20 nodes, %d duplicates", len(byAddr), dups)
 	// After healing, every node sees every lease, each owned by the node
 	// holding its range.
-	waitFor(t, 20*time.Second, "all leases everywhere", func() error {
+	testutil.Eventually(t, 20*time.Second, "all leases everywhere", func() error {
 		for name, n := range c.nodes {
 			for a, owner := range byAddr {
 				ls, ok := n.p.Lookup("blue", a)
@@ -276,7 +262,7 @@ func TestRestartKeepsLeases(t *testing.T) {
 	if err := a.p.CreateNetwork("blue", netip.MustParsePrefix("10.1.0.0/24"), 7); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "b knows blue", func() error {
+	testutil.Eventually(t, 5*time.Second, "b knows blue", func() error {
 		if _, ok := b.p.Network("blue"); !ok {
 			return errors.New("not yet")
 		}
@@ -318,7 +304,7 @@ func TestRestartKeepsLeases(t *testing.T) {
 			t.Errorf("restarted node gave %v again", addr)
 		}
 	}
-	waitFor(t, 10*time.Second, "a sees b's leases", func() error {
+	testutil.Eventually(t, 10*time.Second, "a sees b's leases", func() error {
 		for _, m := range append(mine, addr) {
 			if ls, ok := a.p.Lookup("blue", m); !ok || ls.Node != "b" {
 				return fmt.Errorf("a: Lookup(%v) = %+v, %v", m, ls, ok)

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // TestLostCreationWithdrawn: two partitioned nodes create one name with
@@ -27,7 +29,7 @@ func TestLostCreationWithdrawn(t *testing.T) {
 	}
 	c.net.Heal()
 	var winner Network
-	waitFor(t, 10*time.Second, "one definition everywhere", func() error {
+	testutil.Eventually(t, 10*time.Second, "one definition everywhere", func() error {
 		na, _ := a.p.Network("race")
 		nb, _ := b.p.Network("race")
 		if na != nb {
@@ -37,7 +39,7 @@ func TestLostCreationWithdrawn(t *testing.T) {
 		return nil
 	})
 	loser := map[string]*node{"a": b, "b": a}[winner.Creator]
-	waitFor(t, 10*time.Second, "loser's ranges withdrawn", func() error {
+	testutil.Eventually(t, 10*time.Second, "loser's ranges withdrawn", func() error {
 		for _, n := range []*node{a, b} {
 			for _, e := range n.g.ListAll(tableRanges, "race") {
 				if r, ok := decodeRange(e.Value); ok && r.Creator != winner.Creator {
@@ -56,7 +58,7 @@ func TestLostCreationWithdrawn(t *testing.T) {
 	if !winner.CIDR.Contains(addr) {
 		t.Errorf("loser allocated %v, want an address of the winner's %v", addr, winner.CIDR)
 	}
-	waitFor(t, 10*time.Second, "Holders agrees with Lookup", func() error {
+	testutil.Eventually(t, 10*time.Second, "Holders agrees with Lookup", func() error {
 		for _, n := range []*node{a, b} {
 			h := n.p.Holders("race")
 			ls, ok := n.p.Lookup("race", addr)
@@ -99,7 +101,7 @@ func TestClaim(t *testing.T) {
 	if ls, ok := a.p.Lookup("blue", free); !ok || ls.Owner != "z" || ls.Node != "a" {
 		t.Errorf("Lookup after Claim = %+v, %v", ls, ok)
 	}
-	waitFor(t, 5*time.Second, "b knows blue's ranges", func() error {
+	testutil.Eventually(t, 5*time.Second, "b knows blue's ranges", func() error {
 		if _, ok := b.p.Network("blue"); !ok {
 			return errors.New("not yet")
 		}
