@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // TestPushPullOverCap: when the cluster-wide entries do not fit
@@ -28,14 +30,14 @@ func TestPushPullOverCap(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 10*time.Second, "a's broadcasts spent while cut off", func() error {
+	testutil.Eventually(t, 10*time.Second, "a's broadcasts spent while cut off", func() error {
 		if n := a.globalQ.NumQueued(); n > 0 {
 			return fmt.Errorf("%d queued", n)
 		}
 		return nil
 	})
 	c.net.Heal()
-	waitFor(t, 15*time.Second, "convergence over the cap", func() error {
+	testutil.Eventually(t, 15*time.Second, "convergence over the cap", func() error {
 		if n := len(b.List("t", "")); n != 100 {
 			return fmt.Errorf("b lists %d entries, want 100", n)
 		}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 func TestReplication(t *testing.T) {
@@ -28,7 +30,7 @@ func TestReplication(t *testing.T) {
 	if err := cc.Put("routes", "blue", "x", []byte("c")); !errors.Is(err, ErrNotJoined) {
 		t.Errorf("Put on a network not joined = %v, want ErrNotJoined", err)
 	}
-	waitFor(t, 5*time.Second, "replication", func() error {
+	testutil.Eventually(t, 5*time.Second, "replication", func() error {
 		for _, g := range []*Gossip{a, b, cc} {
 			if _, ok := g.Get("networks", "", "blue"); !ok {
 				return fmt.Errorf("%s lacks networks/blue", g.Name())
@@ -52,7 +54,7 @@ func TestReplication(t *testing.T) {
 	if err := a.Delete("routes", "blue", "10.1.0.2"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "delete", func() error {
+	testutil.Eventually(t, 5*time.Second, "delete", func() error {
 		if _, ok := b.Get("routes", "blue", "10.1.0.2"); ok {
 			return errors.New("b still sees the deleted entry")
 		}
@@ -115,11 +117,11 @@ func TestKillRestart(t *testing.T) {
 			return nil
 		}
 	}
-	waitFor(t, 5*time.Second, "a's routes everywhere", see(2))
+	testutil.Eventually(t, 5*time.Second, "a's routes everywhere", see(2))
 
 	c.kill("a")
 	start := time.Now()
-	waitFor(t, 10*time.Second, "a's routes withdrawn", see(0))
+	testutil.Eventually(t, 10*time.Second, "a's routes withdrawn", see(0))
 	t.Logf("withdrawn on all survivors %v after kill", time.Since(start).Round(time.Millisecond))
 	deletes := map[string]bool{}
 	for len(deletes) < 2 {
@@ -152,7 +154,7 @@ func TestKillRestart(t *testing.T) {
 	if err := a.Join(ctx, []string{c.net.Addr("b")}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "a's routes back everywhere", func() error {
+	testutil.Eventually(t, 10*time.Second, "a's routes back everywhere", func() error {
 		for name, g := range c.nodes {
 			for _, k := range []string{"k1", "k2"} {
 				e, ok := g.Get("routes", "blue", k)
@@ -216,7 +218,7 @@ func TestKeys(t *testing.T) {
 		if err := b.Put("t", "", marker, []byte("m")); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 5*time.Second, "b's marker on a", func() error {
+		testutil.Eventually(t, 5*time.Second, "b's marker on a", func() error {
 			if _, ok := a.Get("t", "", marker); !ok {
 				return errors.New("a lacks it")
 			}
@@ -270,7 +272,7 @@ func TestRealSockets(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 10*time.Second, "convergence over sockets", func() error {
+	testutil.Eventually(t, 10*time.Second, "convergence over sockets", func() error {
 		for _, g := range gs {
 			if n := len(g.List("routes", "blue")); n != 3 {
 				return fmt.Errorf("%s lists %d routes, want 3", g.Name(), n)
@@ -287,7 +289,7 @@ func TestRealSockets(t *testing.T) {
 	if err := gs[2].Leave(time.Second); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "left node withdrawn", func() error {
+	testutil.Eventually(t, 5*time.Second, "left node withdrawn", func() error {
 		for _, m := range gs[0].Members() {
 			if m.Name == "n2" && m.State != StateLeft {
 				return fmt.Errorf("n2 is %v", m.State)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // TestConvergenceAfterJoins: nodes join the cluster one by one and, at
@@ -85,7 +87,7 @@ func convergeAfterJoins(t *testing.T, n int, seedOnly bool) {
 		}
 	}
 	start := time.Now()
-	waitFor(t, 5*time.Second, "every entry on every participant", func() error {
+	testutil.Eventually(t, 5*time.Second, "every entry on every participant", func() error {
 		var miss []string
 		for _, name := range names {
 			g := c.nodes[name]
@@ -141,7 +143,7 @@ func TestHelloFromUnknownNode(t *testing.T) {
 	// c knows nobody: its hello reaches b only (as if memberlist's news
 	// of it had missed b, and b were the only one to hear from it).
 	b.handle(encodeHello("c", netip.MustParseAddrPort(cc.Addr())))
-	waitFor(t, 5*time.Second, "b and c know each other, c knows a, b holds c's route", func() error {
+	testutil.Eventually(t, 5*time.Second, "b and c know each other, c knows a, b holds c's route", func() error {
 		if n := aliveCount(b); n != 3 {
 			return fmt.Errorf("b sees %d alive", n)
 		}

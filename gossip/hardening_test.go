@@ -21,6 +21,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // realNode starts a node on real UDP and TCP sockets on loopback.
@@ -147,7 +149,7 @@ func TestRandomUDPKeyless(t *testing.T) {
 	// Forged alive messages, alone and in compound messages, until the
 	// guard has refused enough of them (some datagrams of the flood are
 	// lost in the socket buffer) or a bad member shows up.
-	waitFor(t, 20*time.Second, "forged alive messages handled", func() error {
+	testutil.Eventually(t, 20*time.Second, "forged alive messages handled", func() error {
 		for i := range 5 {
 			fs := forgedAlives(t, rng.IntN(1<<20))
 			for _, f := range fs {
@@ -182,7 +184,7 @@ func TestRandomUDPKeyless(t *testing.T) {
 	if err := c.Join(ctx, []string{a.Addr()}); err != nil {
 		t.Fatalf("a new node cannot join the flooded one: %v", err)
 	}
-	waitFor(t, 10*time.Second, "three members everywhere", func() error {
+	testutil.Eventually(t, 10*time.Second, "three members everywhere", func() error {
 		for _, g := range []*Gossip{a, b, c} {
 			if n := aliveCount(g); n != 3 {
 				return fmt.Errorf("%s sees %d alive: %v", g.Name(), n, g.Members())
@@ -321,7 +323,7 @@ func TestLogFloodKeyed(t *testing.T) {
 	sent := 0
 	// Enough datagrams that the limiter must act: far more than its
 	// burst plus what its rate allows over the test.
-	waitFor(t, 30*time.Second, "the flood's log lines suppressed", func() error {
+	testutil.Eventually(t, 30*time.Second, "the flood's log lines suppressed", func() error {
 		for range 1000 {
 			if sent == floods {
 				break
@@ -508,7 +510,7 @@ func TestCloseBounded(t *testing.T) {
 	go func() { joined <- g.Join(context.Background(), []string{hang}) }() // dials hang, and is remembered for rejoins
 	// Close while both dials hang, Join's and the rejoin's: wait until
 	// two sockets are in SYN_SENT towards the seed.
-	waitFor(t, 5*time.Second, "Join and the rejoin dialing the hanging seed", func() error {
+	testutil.Eventually(t, 5*time.Second, "Join and the rejoin dialing the hanging seed", func() error {
 		if n := synSent(t, hang); n < 2 {
 			return fmt.Errorf("%d sockets in SYN_SENT towards %s", n, hang)
 		}
@@ -555,7 +557,7 @@ func TestCloseBounded(t *testing.T) {
 // for a probe in progress (up to a probe interval, 1 s at the default
 // profile), and TestMain checks for leaked goroutines.
 func probesDone(t *testing.T) {
-	waitFor(t, 10*time.Second, "memberlist's probes to end after Shutdown", func() error {
+	testutil.Eventually(t, 10*time.Second, "memberlist's probes to end after Shutdown", func() error {
 		return goleak.Find()
 	})
 }
@@ -601,7 +603,7 @@ func TestLeaveBounded(t *testing.T) {
 		}
 		nodes = append(nodes, g)
 	}
-	waitFor(t, 10*time.Second, "three members", func() error {
+	testutil.Eventually(t, 10*time.Second, "three members", func() error {
 		for _, g := range nodes {
 			if n := aliveCount(g); n != 3 {
 				return fmt.Errorf("%s sees %d alive", g.Name(), n)
@@ -624,7 +626,7 @@ func TestLeaveBounded(t *testing.T) {
 	if err := c.Leave(timeout); !errors.Is(err, ErrClosed) {
 		t.Errorf("Leave after Close = %v, want ErrClosed", err)
 	}
-	waitFor(t, 10*time.Second, "c recorded as left", func() error {
+	testutil.Eventually(t, 10*time.Second, "c recorded as left", func() error {
 		for _, g := range nodes[:2] {
 			for _, m := range g.Members() {
 				if m.Name == "c" && m.State != StateLeft {

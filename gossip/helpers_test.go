@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/overlayd/overlayd/gossip/gossiptest"
+	"github.com/overlayd/overlayd/internal/testutil"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 )
@@ -78,22 +79,6 @@ func (c *cluster) kill(name string) {
 	delete(c.nodes, name)
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s: %v", timeout, what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func aliveCount(g *Gossip) int {
 	n := 0
 	for _, m := range g.Members() {
@@ -107,7 +92,7 @@ func aliveCount(g *Gossip) int {
 // waitMembers waits until every node sees all the others alive.
 func (c *cluster) waitMembers(timeout time.Duration) {
 	c.t.Helper()
-	waitFor(c.t, timeout, "membership", func() error {
+	testutil.Eventually(c.t, timeout, "membership", func() error {
 		for name, g := range c.nodes {
 			if n := aliveCount(g); n != len(c.nodes) {
 				return fmt.Errorf("%s sees %d alive, want %d", name, n, len(c.nodes))

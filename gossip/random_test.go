@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // TestRandomizedConvergence runs random writes, deletes, network joins and
@@ -98,7 +100,7 @@ func randomRun(t *testing.T, rng *rand.Rand, n, steps int) {
 	}
 	c.net.Heal()
 	start := time.Now()
-	waitFor(t, 40*time.Second, "convergence after heal", func() error {
+	testutil.Eventually(t, 40*time.Second, "convergence after heal", func() error {
 		for name, g := range c.nodes {
 			if a := aliveCount(g); a != n {
 				return fmt.Errorf("%s sees %d alive, want %d", name, a, n)

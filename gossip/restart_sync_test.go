@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // TestRestartLearnsNetworksWithoutPushPull: a node that restarts, joins
@@ -49,11 +51,11 @@ func TestRestartLearnsNetworksWithoutPushPull(t *testing.T) {
 			return nil
 		}
 	}
-	waitFor(t, 5*time.Second, "three routes everywhere", all(3))
+	testutil.Eventually(t, 5*time.Second, "three routes everywhere", all(3))
 	c.kill("c")
-	waitFor(t, 5*time.Second, "c's route withdrawn", all(2))
+	testutil.Eventually(t, 5*time.Second, "c's route withdrawn", all(2))
 	begin := time.Now()
 	start("c", "a")
-	waitFor(t, 5*time.Second, "the restarted node and its peers hold all three routes", all(3))
+	testutil.Eventually(t, 5*time.Second, "the restarted node and its peers hold all three routes", all(3))
 	t.Logf("restarted node in sync after %v (push/pull every hour)", time.Since(begin).Round(time.Millisecond))
 }
