@@ -15,7 +15,7 @@ import (
 )
 
 // RemoteError is the daemon's answer to a request it did not carry out:
-// Code is the HTTP status (see Errorf), Msg the daemon's sentence.
+// Code is the HTTP status (see StatusOf), Msg the daemon's sentence.
 type RemoteError struct {
 	Code int
 	Msg  string

@@ -22,8 +22,8 @@ type Backend interface {
 }
 
 // ControlBackend is the optional capability of a Backend with a control
-// plane (networks, peers, learned routes), found by type assertion. Errors
-// made with Errorf carry their HTTP status; others are 500s.
+// plane (networks, peers, learned routes), found by type assertion. Its
+// errors are answered with the status StatusOf gives them.
 type ControlBackend interface {
 	Networks(ctx context.Context) ([]NetworkInfo, error)
 	CreateNetwork(ctx context.Context, req CreateNetwork) (NetworkInfo, error)
@@ -31,21 +31,6 @@ type ControlBackend interface {
 	LeaveNetwork(ctx context.Context, name string) error
 	Peers(ctx context.Context) ([]Peer, error)
 	Routes(ctx context.Context) (Routes, error)
-}
-
-// StatusError is an error with the HTTP status the API answers it with.
-type StatusError struct {
-	Code int
-	Msg  string
-}
-
-func (e *StatusError) Error() string { return e.Msg }
-
-// Errorf returns a *StatusError: a one-sentence message for the user and
-// the HTTP status (400 bad input, 404 unknown name, 409 conflict with the
-// cluster's state, 503 not available on this node).
-func Errorf(code int, format string, args ...any) error {
-	return &StatusError{Code: code, Msg: fmt.Sprintf(format, args...)}
 }
 
 // maxBody bounds request bodies.
@@ -246,18 +231,13 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	return nil
 }
 
-// answer writes v, or err with its status.
+// answer writes v, or err with the status StatusOf gives it.
 func answer(w http.ResponseWriter, v any, err error) {
 	if err == nil {
 		writeJSON(w, http.StatusOK, v)
 		return
 	}
-	code := http.StatusInternalServerError
-	var se *StatusError
-	if errors.As(err, &se) {
-		code = se.Code
-	}
-	writeJSON(w, code, Error{Error: err.Error()})
+	writeJSON(w, StatusOf(err), Error{Error: err.Error()})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -7,9 +7,9 @@ import (
 )
 
 // ServiceBackend is the optional capability of a Backend that balances
-// service VIPs (a node with gossip), found by type assertion. Errors made
-// with Errorf carry their HTTP status; others are 500s. network may be
-// empty where the node can tell it from the service name.
+// service VIPs (a node with gossip), found by type assertion. Its errors
+// are answered with the status StatusOf gives them. network may be empty
+// where the node can tell it from the service name.
 type ServiceBackend interface {
 	Services(ctx context.Context) ([]ServiceInfo, error)
 	Service(ctx context.Context, network, name string) (ServiceInfo, error)
