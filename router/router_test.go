@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/stack"
 	"github.com/overlayd/overlayd/stack/stacktest"
 	"github.com/overlayd/overlayd/udp/udptest"
@@ -109,16 +111,15 @@ func next(t *testing.T, d *stacktest.Fake) []byte {
 	return p
 }
 
-// waitFor polls cond until it holds or five seconds pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// waitDrops waits until rt has counted want drops for reason.
+func waitDrops(t *testing.T, rt *Router, what string, reason vxlan.DropReason, want uint64) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testutil.Eventually(t, 5*time.Second, what, func() error {
+		if got := rt.drops.Load(reason); got != want {
+			return fmt.Errorf("%d %v drops, want %d", got, reason, want)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // A packet crosses from A's attachment to B's byte-exact, after ARP
@@ -175,7 +176,7 @@ func TestICMPErrors(t *testing.T) {
 	for _, tt := range tests {
 		before := p.rtA.drops.Load(tt.reason)
 		must(t, p.devA.Inject(tt.pkt))
-		waitFor(t, tt.name+" drop", func() bool { return p.rtA.drops.Load(tt.reason) == before+1 })
+		waitDrops(t, p.rtA, tt.name+" drop", tt.reason, before+1)
 		if !tt.wantICMP {
 			expectOnlyMarkerICMP(t, p, tt.name)
 			continue
@@ -208,7 +209,7 @@ func TestICMPErrors(t *testing.T) {
 	header.IPv4(icmpErr).SetChecksum(^header.IPv4(icmpErr).CalculateChecksum())
 	before := p.rtA.drops.Load(vxlan.DropNoRoute)
 	must(t, p.devA.Inject(icmpErr))
-	waitFor(t, "no-route drop", func() bool { return p.rtA.drops.Load(vxlan.DropNoRoute) == before+1 })
+	waitDrops(t, p.rtA, "no-route drop", vxlan.DropNoRoute, before+1)
 	expectOnlyMarkerICMP(t, p, "an ICMP error")
 }
 
@@ -266,7 +267,7 @@ func TestInboundDrops(t *testing.T) {
 		if _, err := tt.from.WriteBatch([][]byte{tt.d}, []netip.AddrPort{vtepA}, nil); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, tt.name, func() bool { return p.rtA.drops.Load(tt.reason) == before+1 })
+		waitDrops(t, p.rtA, tt.name, tt.reason, before+1)
 	}
 	// And the good one from a peer's other port is delivered.
 	if _, err := peer.WriteBatch([][]byte{good}, []netip.AddrPort{vtepA}, nil); err != nil {
@@ -329,7 +330,7 @@ func TestARPUnresolved(t *testing.T) {
 	for range 3 {
 		must(t, p.devA.Inject(ipv4UDP(addrA.Addr(), addrB.Addr(), 1, 2, []byte("lost"), false)))
 	}
-	waitFor(t, "three pending packets dropped", func() bool { return p.rtA.drops.Load(vxlan.DropARPUnresolved) == 3 })
+	waitDrops(t, p.rtA, "three pending packets dropped", vxlan.DropARPUnresolved, 3)
 	if asked := p.rtA.Stats().ARPAsked; asked != arpTries {
 		t.Errorf("A asked %d times, want %d", asked, arpTries)
 	}
