@@ -75,3 +75,16 @@ func PollContext(ctx context.Context, cond func() error) (time.Duration, error) 
 		wait = min(2*wait, maxBackoff)
 	}
 }
+
+// EventuallyEqual is Eventually for the common case of a value that must
+// reach want: it polls get until it returns want and, on timeout, fails
+// with what and the last value get returned.
+func EventuallyEqual[T comparable](t testing.TB, timeout time.Duration, what string, get func() T, want T) time.Duration {
+	t.Helper()
+	return Eventually(t, timeout, what, func() error {
+		if got := get(); got != want {
+			return fmt.Errorf("got %v, want %v", got, want)
+		}
+		return nil
+	})
+}

@@ -125,3 +125,19 @@ func TestPollLastLook(t *testing.T) {
 		t.Fatalf("PollContext returned %v after %d calls; want nil after 3 (one look after the deadline)", err, calls)
 	}
 }
+
+// EventuallyEqual reports the last value it saw and the one it wanted.
+func TestEventuallyEqual(t *testing.T) {
+	var n atomic.Int32
+	f := &fakeTB{}
+	EventuallyEqual(f, 10*time.Second, "count", func() int32 { return n.Add(1) }, 3)
+	if len(f.fatals) != 0 || n.Load() != 3 {
+		t.Fatalf("fatals %q after %d calls", f.fatals, n.Load())
+	}
+	n.Store(0)
+	EventuallyEqual(f, 50*time.Millisecond, "count", func() int32 { return n.Add(1) }, -1)
+	want := fmt.Sprintf("last: got %d, want -1", n.Load())
+	if len(f.fatals) != 1 || !strings.HasPrefix(f.fatals[0], "count: ") || !strings.HasSuffix(f.fatals[0], want) {
+		t.Fatalf("failure %q, want it to end with %q", f.fatals, want)
+	}
+}
