@@ -21,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/overlayd/overlayd/e2e"
+	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/stack/proxy"
 )
 
@@ -294,7 +295,7 @@ func TestThroughCluster(t *testing.T) {
 			t.Fatalf("echo through the forward: %d bytes, differ from the %d sent", len(got), len(data))
 		}
 		c.Close()
-		waitFor(t, "the connection to end", func() bool { return fw.Stats().Active == 0 })
+		testutil.EventuallyEqual(t, 10*time.Second, "the connection to end", func() int64 { return fw.Stats().Active }, 0)
 		if st := fw.Stats(); st.OutBytes != size || st.InBytes != size || st.Accepted != 1 {
 			t.Fatalf("stats = %+v; want 1 connection, %d bytes each way", st, size)
 		}
@@ -317,7 +318,12 @@ func TestThroughCluster(t *testing.T) {
 			sent += size
 		}
 		// The last reply is counted just after it is sent.
-		waitFor(t, "the counters to catch up", func() bool { st := fw.Stats(); return st.InBytes >= uint64(sent) && st.OutBytes >= uint64(sent) })
+		testutil.Eventually(t, 10*time.Second, "the counters to catch up", func() error {
+			if st := fw.Stats(); st.InBytes < uint64(sent) || st.OutBytes < uint64(sent) {
+				return fmt.Errorf("in %d, out %d bytes, want at least %d each", st.InBytes, st.OutBytes, sent)
+			}
+			return nil
+		})
 		if st := fw.Stats(); st.OutBytes < uint64(sent) || st.InBytes < uint64(sent) || st.Accepted != 1 {
 			t.Fatalf("stats = %+v; want 1 session, ≥%d bytes each way", st, sent)
 		}
@@ -346,14 +352,10 @@ func TestThroughCluster(t *testing.T) {
 		}
 		before := socks.Stats().Dropped[proxy.ReasonFragmented]
 		uc.Write(append(datagramHeader(1, 1, o.srv.AsSlice(), 9001), "fragment"...))
-		waitFor(t, "the fragment to be dropped", func() bool {
-			return socks.Stats().Dropped[proxy.ReasonFragmented] == before+1
-		})
+		testutil.EventuallyEqual(t, 10*time.Second, "the fragment to be dropped", func() uint64 { return socks.Stats().Dropped[proxy.ReasonFragmented] }, before+1)
 		active := socks.Stats().Active
 		ctl.Close()
-		waitFor(t, "the association to end with its control connection", func() bool {
-			return socks.Stats().Active == active-1
-		})
+		testutil.EventuallyEqual(t, 10*time.Second, "the association to end with its control connection", func() int64 { return socks.Stats().Active }, active-1)
 	})
 	socks.Close()
 	hp.Close()
@@ -445,15 +447,4 @@ func socksAssociate(t *testing.T, addr string) (net.Conn, netip.AddrPort) {
 		t.Fatalf("UDP ASSOCIATE: REP %#x", rep)
 	}
 	return c, bnd
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

@@ -3,11 +3,14 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 func startForward(t *testing.T, f Forward, opts Options) *Forwarder {
@@ -81,7 +84,7 @@ func TestTCPForwardLimitAndFailure(t *testing.T) {
 	if n, err := c2.Read(make([]byte, 1)); n != 0 || err == nil {
 		t.Fatalf("forward to a refusing port read %d, %v; want it closed", n, err)
 	}
-	waitFor(t, "refusal counted", func() bool { return refused.Stats().Failed[ReasonRefused] == 1 })
+	testutil.EventuallyEqual(t, 5*time.Second, "refusal counted", func() uint64 { return refused.Stats().Failed[ReasonRefused] }, 1)
 }
 
 func TestUDPForwardSessions(t *testing.T) {
@@ -111,12 +114,17 @@ func TestUDPForwardSessions(t *testing.T) {
 			t.Fatalf("client %d over the session limit got %x", i, got[:n])
 		}
 	}
-	waitFor(t, "the counters to catch up", func() bool { st := fw.Stats(); return st.InPackets == 2 && st.OutPackets == 2 })
+	testutil.Eventually(t, 5*time.Second, "the counters to catch up", func() error {
+		if st := fw.Stats(); st.InPackets != 2 || st.OutPackets != 2 {
+			return fmt.Errorf("in %d, out %d packets, want 2 each", st.InPackets, st.OutPackets)
+		}
+		return nil
+	})
 	st := fw.Stats()
 	if st.Accepted != 2 || st.Refused != 1 || st.OutPackets != 2 || st.InPackets != 2 || st.OutBytes != 8 {
 		t.Fatalf("stats = %+v; want 2 sessions, 1 refused, 2 datagrams of 4 bytes each way", st)
 	}
-	waitFor(t, "idle sessions to end", func() bool { return fw.Stats().Active == 0 })
+	testutil.EventuallyEqual(t, 5*time.Second, "idle sessions to end", func() int64 { return fw.Stats().Active }, 0)
 	// The third client gets a session now.
 	clients[2].Write([]byte("again"))
 	clients[2].SetReadDeadline(time.Now().Add(5 * time.Second))

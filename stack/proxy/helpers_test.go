@@ -130,18 +130,6 @@ func testOptions(t *testing.T) (Options, *fakeDialer) {
 	}, d
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // noLeaks checks, after everything else the test set up is cleaned up,
 // that the test left no goroutines behind. Call it first.
 func noLeaks(t *testing.T) {

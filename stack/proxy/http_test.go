@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 func startHTTP(t *testing.T, opts Options) *HTTPProxy {
@@ -97,9 +99,7 @@ func TestHTTPConnectStatus(t *testing.T) {
 			}
 			io.Copy(io.Discard, resp.Body)
 			c.Close()
-			waitFor(t, "failure counted as "+tt.reason.String(), func() bool {
-				return h.Stats().Failed[tt.reason] == before.Failed[tt.reason]+1
-			})
+			testutil.EventuallyEqual(t, 5*time.Second, "failure counted as "+tt.reason.String(), func() uint64 { return h.Stats().Failed[tt.reason] }, before.Failed[tt.reason]+1)
 		})
 	}
 }
@@ -137,7 +137,7 @@ func TestHTTPLimit(t *testing.T) {
 		t.Fatalf("stats: accepted %d refused %d, want 1 and 1", st.Accepted, st.Refused)
 	}
 	held.Close()
-	waitFor(t, "the slot to free", func() bool { return h.Stats().Active == 0 })
+	testutil.EventuallyEqual(t, 5*time.Second, "the slot to free", func() int64 { return h.Stats().Active }, 0)
 	resp, _, _ = httpRequest(t, h.Addr().String(), "CONNECT 10.99.2.1:80 HTTP/1.1\r\n\r\n")
 	if resp.StatusCode != 200 {
 		t.Fatalf("after the first closed: status %d", resp.StatusCode)

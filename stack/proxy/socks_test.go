@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 func startSOCKS(t *testing.T, opts Options) *SOCKS5 {
@@ -166,9 +168,7 @@ func TestSOCKSReplyCodes(t *testing.T) {
 			}
 			if tt.reason >= 0 {
 				c.Close()
-				waitFor(t, "failure counted as "+tt.reason.String(), func() bool {
-					return tt.srv.Stats().Failed[tt.reason] == before.Failed[tt.reason]+1
-				})
+				testutil.EventuallyEqual(t, 5*time.Second, "failure counted as "+tt.reason.String(), func() uint64 { return tt.srv.Stats().Failed[tt.reason] }, before.Failed[tt.reason]+1)
 			}
 		})
 	}
@@ -201,7 +201,7 @@ func TestSOCKSHandshakeTimeout(t *testing.T) {
 	if b, err := io.ReadAll(c); len(b) != 0 || err != nil {
 		t.Fatalf("stalled greeting: got %x, %v; want the server to close", b, err)
 	}
-	waitFor(t, "handshake failure counted", func() bool { return s.Stats().Failed[ReasonHandshake] == 1 })
+	testutil.EventuallyEqual(t, 5*time.Second, "handshake failure counted", func() uint64 { return s.Stats().Failed[ReasonHandshake] }, 1)
 
 	// A dial that outlasts the handshake timeout still gets its reply.
 	opts.DialTimeout = 300 * time.Millisecond
@@ -272,7 +272,7 @@ func TestSOCKSLimit(t *testing.T) {
 		t.Fatalf("stats = accepted %d refused %d active %d; want 2, 1, 2", st.Accepted, st.Refused, st.Active)
 	}
 	held[0].Close()
-	waitFor(t, "a slot to free", func() bool { return s.Stats().Active == 1 })
+	testutil.EventuallyEqual(t, 5*time.Second, "a slot to free", func() int64 { return s.Stats().Active }, 1)
 	c, rep = socksConnect(t, s.Addr().String(), connectReq(atypIPv4, ip4, 80))
 	if rep != 0 {
 		t.Fatalf("connection after one closed: REP %#x, want 0", rep)
@@ -431,7 +431,7 @@ func TestSOCKSUserPass(t *testing.T) {
 				if b, err := io.ReadAll(c); len(b) != 0 || err != nil {
 					t.Fatalf("after refusal: %x, %v; want close", b, err)
 				}
-				waitFor(t, "auth failure counted", func() bool { return s.Stats().Failed[ReasonAuth] == before+1 })
+				testutil.EventuallyEqual(t, 5*time.Second, "auth failure counted", func() uint64 { return s.Stats().Failed[ReasonAuth] }, before+1)
 				return
 			}
 			c.Write(connectReq(atypIPv4, ip4, 80))
@@ -482,7 +482,7 @@ func TestSOCKSConcurrent(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	waitFor(t, "all connections to end", func() bool { return s.Stats().Active == 0 })
+	testutil.EventuallyEqual(t, 5*time.Second, "all connections to end", func() int64 { return s.Stats().Active }, 0)
 	if st := s.Stats(); st.Accepted != clients || st.OutBytes != clients*size || st.InBytes != clients*size {
 		t.Errorf("stats = %+v; want %d connections, %d bytes each way", st, clients, clients*size)
 	}

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // hostPackets stands in for the overlay's UDP: sockets on 127.0.0.1.
@@ -71,11 +73,11 @@ func TestSOCKSUDPAssociateDrops(t *testing.T) {
 	for _, dr := range drops {
 		before := s.Stats().Dropped[dr.r]
 		dr.send()
-		waitFor(t, dr.what+" dropped as "+dr.r.String(), func() bool { return s.Stats().Dropped[dr.r] == before+1 })
+		testutil.EventuallyEqual(t, 5*time.Second, dr.what+" dropped as "+dr.r.String(), func() uint64 { return s.Stats().Dropped[dr.r] }, before+1)
 	}
 	if st := s.Stats(); st.OutPackets != 1 || st.InPackets != 1 {
 		t.Errorf("stats = %+v; want one datagram each way", st)
 	}
 	c.Close()
-	waitFor(t, "the association to end", func() bool { return s.Stats().Active == 0 })
+	testutil.EventuallyEqual(t, 5*time.Second, "the association to end", func() int64 { return s.Stats().Active }, 0)
 }
