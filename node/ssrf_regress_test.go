@@ -270,4 +270,3 @@ func TestDoorsNoSSRFTUN(t *testing.T) {
 	go serveOverlay(ln)
 	checkNoSSRF(t, n, cfg.Addr.Masked(), ln.Addr().(*net.TCPAddr).AddrPort())
 }
-
