@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -9,7 +10,9 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/node"
 )
 
@@ -42,21 +45,19 @@ services:
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		ss, err := n.Services(ctx)
-		if err == nil && len(ss) == 1 && len(ss[0].Backends) == 1 {
-			if ss[0].Name != "web" || ss[0].Network != "blue" || !strings.HasSuffix(ss[0].Backends[0].Addr, ":8080") {
-				t.Fatalf("Services() = %+v", ss)
-			}
-			if a := netip.MustParseAddrPort(ss[0].Backends[0].Addr).Addr(); !netip.MustParsePrefix("10.10.0.0/16").Contains(a) {
-				t.Errorf("backend %v is not on blue", a)
-			}
-			break
+	var ss []api.ServiceInfo
+	testutil.Eventually(t, 10*time.Second, "web with one backend", func() error {
+		var err error
+		if ss, err = n.Services(ctx); err != nil || len(ss) != 1 || len(ss[0].Backends) != 1 {
+			return fmt.Errorf("Services() = %+v, %v", ss, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Services() = %+v, %v; want web with one backend", ss, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	})
+	if ss[0].Name != "web" || ss[0].Network != "blue" || !strings.HasSuffix(ss[0].Backends[0].Addr, ":8080") {
+		t.Fatalf("Services() = %+v", ss)
+	}
+	if a := netip.MustParseAddrPort(ss[0].Backends[0].Addr).Addr(); !netip.MustParsePrefix("10.10.0.0/16").Contains(a) {
+		t.Errorf("backend %v is not on blue", a)
 	}
 	res, err := n.Apply(ctx, node.ApplyRequest(cfg))
 	if err != nil || len(res.Changes) != 0 {
@@ -106,15 +107,12 @@ services:
 		}
 		return ss[0].Backends[0].Ports
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if p := ports(); len(p) == 1 && p[0] == "8002/tcp" {
-			break
+	testutil.Eventually(t, 10*time.Second, "backend :9000 to serve [8002/tcp]", func() error {
+		if p := ports(); len(p) != 1 || p[0] != "8002/tcp" {
+			return fmt.Errorf("it serves %v", p)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("backend :9000 serves %v, want [8002/tcp]", ports())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	res, err := n.Apply(ctx, node.ApplyRequest(decode("      - {addr: \":9000\", service_port: 5201}\n")))
 	if err != nil || len(res.Changes) != 1 || !strings.Contains(res.Changes[0], "serves port 5201 (was 8002)") {
 		t.Fatalf("Apply(service_port 5201) = %q, %v; want one change to port 5201", res.Changes, err)

@@ -18,6 +18,7 @@ import (
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/gossip"
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // clusterConfig is the configuration of a netstack gossip node on
@@ -62,26 +63,17 @@ func startNode(t testing.TB, cfg config.Config, setup func(*Node), opts ...Optio
 	return n
 }
 
-// waitUntil polls cond until it returns nil or timeout passes.
+// waitUntil is testutil.Eventually, kept under this name for the
+// regression tests that call it.
 func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s: %v", timeout, what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, timeout, what, cond)
 }
 
 // waitMembers waits until every node sees every other alive.
 func waitMembers(t testing.TB, nodes ...*Node) {
 	t.Helper()
-	waitUntil(t, 15*time.Second, "cluster formed", func() error {
+	testutil.Eventually(t, 15*time.Second, "cluster formed", func() error {
 		for _, n := range nodes {
 			alive := 0
 			for _, m := range n.Gossip().Members() {
@@ -249,7 +241,7 @@ func TestJoinedNetworkRedefinedAfterMerge(t *testing.T) {
 		t.Fatal(err)
 	}
 	var winner string
-	waitUntil(t, 15*time.Second, "one definition on both", func() error {
+	testutil.Eventually(t, 15*time.Second, "one definition on both", func() error {
 		na, _ := nodes["a"].ctl.ipam.Network("split")
 		nb, _ := nodes["b"].ctl.ipam.Network("split")
 		if na != nb {
@@ -259,7 +251,7 @@ func TestJoinedNetworkRedefinedAfterMerge(t *testing.T) {
 		return nil
 	})
 	loser := map[string]string{"a": "b", "b": "a"}[winner]
-	waitUntil(t, 10*time.Second, "the loser says so", func() error {
+	testutil.Eventually(t, 10*time.Second, "the loser says so", func() error {
 		if logs[loser].FilterMessageSnippet("defined again elsewhere").FilterField(zap.String("creator", winner)).Len() != 1 {
 			return fmt.Errorf("%s logged %v", loser, logs[loser].All())
 		}

@@ -9,9 +9,10 @@ import (
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/gossip"
+	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/router"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -68,7 +69,7 @@ func TestRouteOnlyFromLeaseHolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	victim := netip.MustParsePrefix(bi.Addr).Addr()
-	waitUntil(t, 10*time.Second, "observer routes the victim's address", func() error {
+	testutil.Eventually(t, 10*time.Second, "observer routes the victim's address", func() error {
 		if r, ok := routeFor(a, victim); !ok || r.Owner != "victim" {
 			return fmt.Errorf("route %+v, %v", r, ok)
 		}
@@ -82,7 +83,7 @@ func TestRouteOnlyFromLeaseHolder(t *testing.T) {
 	}
 	// The refusal counted is the event that proves the observer has seen
 	// the forged entry.
-	waitUntil(t, 10*time.Second, "forged route refused", func() error {
+	testutil.Eventually(t, 10*time.Second, "forged route refused", func() error {
 		if got := a.ctl.refusedRoutes()[refuseLease]; got != 1 {
 			return fmt.Errorf("refused %v", a.ctl.refusedRoutes())
 		}
@@ -97,7 +98,7 @@ func TestRouteOnlyFromLeaseHolder(t *testing.T) {
 	if err := evil.Put(tableRoutes, "blue", "aaa-evil", []byte(netip.PrefixFrom(unleased, 32).String()+" "+evilVTEP.String())); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 15*time.Second, "unleased route refused", func() error {
+	testutil.Eventually(t, 15*time.Second, "unleased route refused", func() error {
 		if got := a.ctl.refusedRoutes()[refuseNoLease]; got != 1 {
 			return fmt.Errorf("refused %v", a.ctl.refusedRoutes())
 		}
@@ -113,7 +114,7 @@ func TestRouteOnlyFromLeaseHolder(t *testing.T) {
 	if st.RoutesRefused[refuseLease] != 1 || st.RoutesRefused[refuseNoLease] != 1 {
 		t.Errorf("status routes_refused = %v, want %s 1 and %s 1", st.RoutesRefused, refuseLease, refuseNoLease)
 	}
-	if got := testutil.ToFloat64(refusedMetric{a, refuseLease}); got != 1 {
+	if got := promtest.ToFloat64(refusedMetric{a, refuseLease}); got != 1 {
 		t.Errorf("overlayd_routes_refused_total{reason=%q} = %v, want 1", refuseLease, got)
 	}
 	// Repeated syncs do not count one entry again.
@@ -139,7 +140,7 @@ func FuzzParseRoute(f *testing.F) {
 }
 
 // refusedMetric is the node's overlayd_routes_refused_total of one reason,
-// for testutil.ToFloat64 (which wants a collector of exactly one metric).
+// for promtest.ToFloat64 (which wants a collector of exactly one metric).
 type refusedMetric struct {
 	n      *Node
 	reason string

@@ -19,6 +19,7 @@ import (
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/e2e"
+	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/node"
 )
 
@@ -58,7 +59,7 @@ func TestTUNNodeCloseBounded(t *testing.T) {
 		h1.Underlay.String(), h2.Underlay.String()+":7946,192.0.2.1:7946", filepath.Join(t.TempDir(), "h1"))
 	ready := regexp.MustCompile(`ready (\S+)`)
 	var addr string
-	waitFor(t, 30*time.Second, "helper node up", func() error {
+	testutil.Eventually(t, 30*time.Second, "helper node up", func() error {
 		if m := ready.FindStringSubmatch(helper.Output()); m != nil {
 			addr = m[1]
 			return nil
@@ -70,7 +71,7 @@ func TestTUNNodeCloseBounded(t *testing.T) {
 	})
 	// Traffic through the TUN while it closes: the flood's packets are
 	// seen arriving at the peer first.
-	waitFor(t, 20*time.Second, "peer routes the helper's address", func() error {
+	testutil.Eventually(t, 20*time.Second, "peer routes the helper's address", func() error {
 		st, err := peer.Status()
 		if err != nil {
 			return err
@@ -83,7 +84,7 @@ func TestTUNNodeCloseBounded(t *testing.T) {
 		return fmt.Errorf("routes %+v", st.Routes)
 	})
 	pinger := h2.Start("ping", "-f", "-w", "20", addr)
-	waitFor(t, 20*time.Second, "ping flood through the helper's TUN", func() error {
+	testutil.Eventually(t, 20*time.Second, "ping flood through the helper's TUN", func() error {
 		st, err := peer.Status()
 		if err != nil {
 			return err
@@ -114,21 +115,6 @@ func TestTUNNodeCloseBounded(t *testing.T) {
 func loadavg() string {
 	b, _ := os.ReadFile("/proc/loadavg")
 	return strings.TrimSpace(string(b))
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s: %v", timeout, what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // TestTUNCloseHelper is not a test: TestTUNNodeCloseBounded runs the test

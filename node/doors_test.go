@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -25,6 +25,7 @@ import (
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/e2e"
+	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/node"
 )
 
@@ -282,18 +283,16 @@ func testMetricsScrape(t *testing.T) {
 	// A door adds a connection's bytes when its splice ends, just after
 	// the client has closed: scrape until the counters have caught up.
 	var after map[string]*dto.MetricFamily
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	// The checks below say which fell short if some still do after 5s.
+	testutil.Poll(5*time.Second, func() error {
 		after = scrape(t, maddr)
-		short := false
 		for _, m := range want {
 			if value(after, m.name, m.labels)-value(before, m.name, m.labels) < m.min {
-				short = true
+				return fmt.Errorf("%s%v short", m.name, m.labels)
 			}
 		}
-		if !short || time.Now().After(deadline) {
-			break
-		}
-	}
+		return nil
+	})
 	for _, m := range want {
 		b, a := value(before, m.name, m.labels), value(after, m.name, m.labels)
 		if a-b < m.min {
@@ -303,7 +302,7 @@ func testMetricsScrape(t *testing.T) {
 	if v := value(after, "overlayd_build_info", map[string]string{"node": "node0", "mode": "netstack"}); v != 1 {
 		t.Errorf("overlayd_build_info = %v, want 1", v)
 	}
-	problems, err := testutil.GatherAndLint(c.Nodes[0].MetricsRegistry())
+	problems, err := promtest.GatherAndLint(c.Nodes[0].MetricsRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,13 +2,16 @@ package node_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/e2e"
+	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/node"
 	"github.com/overlayd/overlayd/stack"
 )
@@ -42,17 +45,16 @@ exposes: [{service: web, port: 80/tcp, target: 127.0.0.1:3000}]
 	if err := n.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		si, err := n.Service(context.Background(), "blue", "web")
-		if err == nil && len(si.Backends) == 1 {
-			be := netip.MustParseAddrPort(si.Backends[0].Addr)
-			if be.Port() != 3000 || !netip.MustParsePrefix("10.214.0.0/16").Contains(be.Addr()) {
-				t.Errorf("backend %v, want this node's address on blue at port 3000", be)
-			}
-			return
+	var si api.ServiceInfo
+	testutil.Eventually(t, 10*time.Second, "web with one backend", func() error {
+		var err error
+		if si, err = n.Service(context.Background(), "blue", "web"); err != nil || len(si.Backends) != 1 {
+			return fmt.Errorf("Service(web) = %+v, %v", si, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Service(web) = %+v, %v; want one backend", si, err)
-		}
+		return nil
+	})
+	be := netip.MustParseAddrPort(si.Backends[0].Addr)
+	if be.Port() != 3000 || !netip.MustParsePrefix("10.214.0.0/16").Contains(be.Addr()) {
+		t.Errorf("backend %v, want this node's address on blue at port 3000", be)
 	}
 }

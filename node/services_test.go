@@ -3,12 +3,14 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/lb"
 )
 
@@ -113,17 +115,17 @@ func TestServicesFollowChangesNotATimer(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := n.svc.Load()
-	wait := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 20s", what)
+	rounds := func(want uint64) func() error {
+		return func() error {
+			if got := s.checks.Load(); got < want {
+				return fmt.Errorf("%d rounds, want %d", got, want)
 			}
+			return nil
 		}
 	}
-	wait("a round of health checks", func() bool { return s.checks.Load() >= 1 })
+	testutil.Eventually(t, 20*time.Second, "a round of health checks", rounds(1))
 	syncs, checks := s.syncs.Load(), s.checks.Load()
-	wait("three more rounds of health checks", func() bool { return s.checks.Load() >= checks+3 })
+	testutil.Eventually(t, 20*time.Second, "three more rounds of health checks", rounds(checks+3))
 	if got := s.syncs.Load(); got != syncs {
 		t.Errorf("%d rebuilds of the services while nothing changed (3 health check rounds), want 0", got-syncs)
 	}
@@ -133,5 +135,10 @@ func TestServicesFollowChangesNotATimer(t *testing.T) {
 	if _, err := n.AddBackend(ctx, api.AddBackend{Service: "web", Addr: be, Weight: 2, Check: "tcp"}); err != nil {
 		t.Fatal(err)
 	}
-	wait("a rebuild after a change", func() bool { return s.syncs.Load() > syncs })
+	testutil.Eventually(t, 20*time.Second, "a rebuild after a change", func() error {
+		if got := s.syncs.Load(); got <= syncs {
+			return fmt.Errorf("%d rebuilds, want more than %d", got, syncs)
+		}
+		return nil
+	})
 }

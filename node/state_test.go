@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/ipam"
 )
 
@@ -23,7 +24,7 @@ import (
 // path ("": any).
 func logged(t *testing.T, logs *observer.ObservedLogs, msg, path string) {
 	t.Helper()
-	waitUntil(t, 5*time.Second, fmt.Sprintf("log %q naming %s", msg, path), func() error {
+	testutil.Eventually(t, 5*time.Second, fmt.Sprintf("log %q naming %s", msg, path), func() error {
 		for _, e := range logs.FilterMessage(msg).All() {
 			if path == "" || e.ContextMap()["file"] == path {
 				return nil
@@ -67,7 +68,7 @@ func TestStateIPAMFileLost(t *testing.T) {
 			}
 			addr := joinedAddr(t, b, "blue")
 			// Its leases are replicated: the peer has b's before b goes.
-			waitUntil(t, 10*time.Second, "a knows b's lease", func() error {
+			testutil.Eventually(t, 10*time.Second, "a knows b's lease", func() error {
 				if ls, ok := a.ctl.ipam.Lookup("blue", addr.Addr()); !ok || ls.Node != "b" {
 					return fmt.Errorf("lease of %v at a: %+v, %v", addr, ls, ok)
 				}
@@ -96,7 +97,7 @@ func TestStateIPAMFileLost(t *testing.T) {
 			if got := joinedAddr(t, b, "blue"); got != addr {
 				t.Errorf("after the restart b has %v on blue, want %v", got, addr)
 			}
-			waitUntil(t, 15*time.Second, "lease recovered from the peer and kept again", func() error {
+			testutil.Eventually(t, 15*time.Second, "lease recovered from the peer and kept again", func() error {
 				if ls, ok := b.ctl.ipam.Lookup("blue", addr.Addr()); !ok || ls.Node != "b" {
 					return fmt.Errorf("lease of %v: %+v, %v", addr, ls, ok)
 				}
@@ -256,7 +257,7 @@ func TestStateServicesFileEmpty(t *testing.T) {
 		}
 		return fmt.Errorf("%s: services %+v", n.cfg.Name, ss)
 	}
-	waitUntil(t, 10*time.Second, "a knows b's service", func() error { return has(a) })
+	testutil.Eventually(t, 10*time.Second, "a knows b's service", func() error { return has(a) })
 	b.Crash()
 	path := filepath.Join(bcfg.StateDir, "services.json")
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
@@ -268,5 +269,5 @@ func TestStateServicesFileEmpty(t *testing.T) {
 	if _, err := os.Stat(path + ".corrupt"); err != nil {
 		t.Errorf("the empty file was not moved aside: %v", err)
 	}
-	waitUntil(t, 10*time.Second, "b has its service back", func() error { return has(b) })
+	testutil.Eventually(t, 10*time.Second, "b has its service back", func() error { return has(b) })
 }
