@@ -17,6 +17,7 @@ import (
 	mdns "github.com/miekg/dns"
 
 	"github.com/overlayd/overlayd/dns/dnstest"
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // serveForwarding starts a Server over a loopback UDP socket and TCP listener
@@ -123,20 +124,17 @@ func TestForwardCacheTTL(t *testing.T) {
 	if st := f.Stats(); st.CacheHits != 1 || st.CacheMisses != 1 {
 		t.Errorf("stats %+v, want 1 hit and 1 miss", st)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.Eventually(t, 10*time.Second, "the cached answer to expire", func() error {
 		r, err = f.Exchange(ctx, ask("a.cache.test.", mdns.TypeA))
 		if err != nil {
-			break
+			return nil
 		}
-		if ttl := r.Answer[0].Header().Ttl; ttl > 2 {
+		ttl := r.Answer[0].Header().Ttl
+		if ttl > 2 {
 			t.Fatalf("cached TTL %d grew", ttl)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("cached answer never expired")
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
+		return fmt.Errorf("still served from the cache, TTL %d", ttl)
+	})
 	age := time.Since(asked)
 	t.Logf("cached answer expired after %v (TTL 2s); then: %v", age, err)
 	if age < 1900*time.Millisecond {
@@ -330,13 +328,12 @@ func TestForwardInFlightBound(t *testing.T) {
 			}
 		}()
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for up.UDPQueries.Load() < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("upstream never saw the two slow queries")
+	testutil.Eventually(t, 5*time.Second, "the upstream to see the two slow queries", func() error {
+		if n := up.UDPQueries.Load(); n < 2 {
+			return fmt.Errorf("it saw %d", n)
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 	start := time.Now()
 	_, err := f.Exchange(context.Background(), ask("third.test.", mdns.TypeA))
 	if !errors.Is(err, ErrBusy) {
@@ -516,13 +513,12 @@ func TestForwardCoalesce(t *testing.T) {
 			}
 		}()
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for f.Stats().Coalesced < 9 {
-		if time.Now().After(deadline) {
-			t.Fatalf("stats %+v: the queries were not coalesced", f.Stats())
+	testutil.Eventually(t, 5*time.Second, "the queries to be coalesced", func() error {
+		if st := f.Stats(); st.Coalesced < 9 {
+			return fmt.Errorf("stats %+v", st)
 		}
-		time.Sleep(time.Millisecond) // poll interval
-	}
+		return nil
+	})
 	close(release)
 	wg.Wait()
 	if n := up.UDPQueries.Load(); n != 1 {

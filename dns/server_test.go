@@ -13,6 +13,7 @@ import (
 	mdns "github.com/miekg/dns"
 
 	"github.com/overlayd/overlayd/dns/dnstest"
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 var loopback = netip.MustParseAddr("127.0.0.1")
@@ -422,24 +423,17 @@ func TestServeTCPLimit(t *testing.T) {
 	}
 	// Closing one makes room again.
 	conns[0].Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testutil.Eventually(t, 5*time.Second, "room for a new connection after one closed", func() error {
 		c, err := mdns.Dial("tcp", ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer c.Close()
 		c.SetDeadline(time.Now().Add(time.Second))
 		c.WriteMsg(ask("web.default.overlay.", mdns.TypeA))
 		_, err = c.ReadMsg()
-		c.Close()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no room for a new connection after one closed")
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
+		return err
+	})
 	s.Close()
 	<-done
 }
