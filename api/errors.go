@@ -20,8 +20,11 @@ var statusOf = map[*fault.Kind]int{
 
 // StatusOf returns the HTTP status the API answers err with: a
 // *StatusError's code, else the status of err's kind (the outermost in
-// its chain), else 500.
+// its chain), else 500; 200 for nil.
 func StatusOf(err error) int {
+	if err == nil {
+		return http.StatusOK
+	}
 	var se *StatusError
 	if errors.As(err, &se) {
 		return se.Code

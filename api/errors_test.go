@@ -37,6 +37,9 @@ func TestDomainErrorStatus(t *testing.T) {
 		{Errorf(http.StatusTeapot, "a fake's own status"), http.StatusTeapot},
 		{errors.New("node: the gossip table is gone"), http.StatusInternalServerError},
 	}
+	if got := StatusOf(nil); got != http.StatusOK {
+		t.Errorf("StatusOf(nil) = %d, want 200", got)
+	}
 	for _, tt := range tests {
 		if got := StatusOf(tt.err); got != tt.code {
 			t.Errorf("StatusOf(%v) = %d, want %d", tt.err, got, tt.code)

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/internal/fault"
 	"github.com/overlayd/overlayd/lb"
 )
 
@@ -48,15 +48,11 @@ func ApplyRequest(cfg config.Config) api.Apply {
 	return req
 }
 
-// lineErr puts "line N: what: " before err, keeping its HTTP status.
+// lineErr puts "line N: what: " before err, keeping its kind.
 func lineErr(line int, what string, err error) error {
 	prefix := what + ": "
 	if line > 0 {
 		prefix = "line " + strconv.Itoa(line) + ": " + prefix
-	}
-	var se *api.StatusError
-	if errors.As(err, &se) {
-		return &api.StatusError{Code: se.Code, Msg: prefix + se.Msg}
 	}
 	return fmt.Errorf("%s%w", prefix, err)
 }
@@ -80,12 +76,7 @@ func (n *Node) Apply(ctx context.Context, req api.Apply) (api.ApplyResult, error
 	changed := func(format string, args ...any) { res.Changes = append(res.Changes, fmt.Sprintf(format, args...)) }
 	fail := func(err error) (api.ApplyResult, error) {
 		if len(res.Changes) > 0 {
-			var se *api.StatusError
-			msg := err.Error() + " (changed before it: " + strings.Join(res.Changes, "; ") + ")"
-			if errors.As(err, &se) {
-				return res, &api.StatusError{Code: se.Code, Msg: msg}
-			}
-			return res, errors.New(msg)
+			return res, fmt.Errorf("%w (changed before it: %s)", err, strings.Join(res.Changes, "; "))
 		}
 		return res, err
 	}
@@ -101,9 +92,9 @@ func (n *Node) Apply(ctx context.Context, req api.Apply) (api.ApplyResult, error
 			}
 			changed("network %s: created (%s, VNI %d)", nw.Name, info.CIDR, info.VNI)
 		case ok && nw.CIDR != "" && known.CIDR.String() != nw.CIDR:
-			return fail(lineErr(nw.Line, what, api.Errorf(http.StatusConflict, "exists with CIDR %v, not %s", known.CIDR, nw.CIDR)))
+			return fail(lineErr(nw.Line, what, fault.Conflict("exists with CIDR %v, not %s", known.CIDR, nw.CIDR)))
 		case ok && nw.VNI != nil && known.VNI != *nw.VNI:
-			return fail(lineErr(nw.Line, what, api.Errorf(http.StatusConflict, "exists with VNI %d, not %d", known.VNI, *nw.VNI)))
+			return fail(lineErr(nw.Line, what, fault.Conflict("exists with VNI %d, not %d", known.VNI, *nw.VNI)))
 		}
 		if slices.ContainsFunc(c.joinedList(), func(j joinedNet) bool { return j.Name == nw.Name }) {
 			continue
@@ -122,7 +113,7 @@ func (n *Node) Apply(ctx context.Context, req api.Apply) (api.ApplyResult, error
 		}
 		se, ok := s.find(network, sv.Name)
 		if !ok && len(sv.Ports) == 0 {
-			return fail(lineErr(sv.Line, what, api.Errorf(http.StatusNotFound, "no service %q on network %q (yet); give its ports to create it here", sv.Name, network)))
+			return fail(lineErr(sv.Line, what, fault.NotFound("no service %q on network %q (yet); give its ports to create it here", sv.Name, network)))
 		}
 		if !ok {
 			info, err := n.CreateService(ctx, api.CreateService{Name: sv.Name, Network: network, Ports: sv.Ports, VIP: sv.VIP})
@@ -151,7 +142,7 @@ func (n *Node) Apply(ctx context.Context, req api.Apply) (api.ApplyResult, error
 func sameService(se svcEntry, sv api.ApplyService) error {
 	hint := fmt.Sprintf("remove it with 'overlayd service rm %s' on node %s to change it", sv.Name, se.owner)
 	if sv.VIP != "" && se.vip.String() != sv.VIP {
-		return api.Errorf(http.StatusConflict, "exists with VIP %v, not %s; %s", se.vip, sv.VIP, hint)
+		return fault.Conflict("exists with VIP %v, not %s; %s", se.vip, sv.VIP, hint)
 	}
 	if len(sv.Ports) == 0 {
 		return nil // created elsewhere; its ports are its creator's
@@ -160,7 +151,7 @@ func sameService(se svcEntry, sv api.ApplyService) error {
 	for _, p := range sv.Ports {
 		pp, err := parsePort(p)
 		if err != nil {
-			return api.Errorf(http.StatusBadRequest, "%v", err)
+			return fault.Invalid("%v", err)
 		}
 		want = append(want, pp)
 	}
@@ -173,7 +164,7 @@ func sameService(se svcEntry, sv api.ApplyService) error {
 		for i, p := range have {
 			hs[i] = p.String()
 		}
-		return api.Errorf(http.StatusConflict, "exists with ports %s, not %s; %s", strings.Join(hs, " "), strings.Join(sv.Ports, " "), hint)
+		return fault.Conflict("exists with ports %s, not %s; %s", strings.Join(hs, " "), strings.Join(sv.Ports, " "), hint)
 	}
 	return nil
 }
@@ -198,7 +189,7 @@ func (n *Node) applyBackends(ctx context.Context, s *services, network string, s
 		}
 		a, err := netip.ParseAddrPort(addr)
 		if err != nil || !a.Addr().Is4() || a.Port() == 0 {
-			return lineErr(b.Line, "service "+sv.Name+": backend "+b.Addr, api.Errorf(http.StatusBadRequest, "want an overlay IPv4 IP:PORT, or :PORT for this node's address"))
+			return lineErr(b.Line, "service "+sv.Name+": backend "+b.Addr, fault.Invalid("want an overlay IPv4 IP:PORT, or :PORT for this node's address"))
 		}
 		if b.Check == "none" {
 			b.Check = ""

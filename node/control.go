@@ -7,7 +7,6 @@ import (
 	"hash/fnv"
 	"maps"
 	"net"
-	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/gossip"
+	"github.com/overlayd/overlayd/internal/fault"
 	"github.com/overlayd/overlayd/ipam"
 	"github.com/overlayd/overlayd/router"
 	"github.com/overlayd/overlayd/stack"
@@ -663,7 +663,7 @@ func pickVNI(name string, taken map[uint32]bool) uint32 {
 	return v
 }
 
-var errNoGossip = api.Errorf(http.StatusServiceUnavailable, "this node runs without gossip (static mode); start it with --gossip IP:PORT to use networks and peers")
+var errNoGossip = fault.Unavailable("this node runs without gossip (static mode); start it with --gossip IP:PORT to use networks and peers")
 
 // createNetwork defines a network cluster-wide. Two nodes may create one
 // name at the same moment, each before the other's write reaches it; gossip
@@ -672,20 +672,20 @@ var errNoGossip = api.Errorf(http.StatusServiceUnavailable, "this node runs with
 // never as success.
 func (c *control) createNetwork(ctx context.Context, req api.CreateNetwork) (api.NetworkInfo, error) {
 	if !validNetworkName(req.Name) {
-		return api.NetworkInfo{}, api.Errorf(http.StatusBadRequest, "network name %q is not valid: use 1 to 63 letters, digits, '-', '_' or '.'", req.Name)
+		return api.NetworkInfo{}, fault.Invalid("network name %q is not valid: use 1 to 63 letters, digits, '-', '_' or '.'", req.Name)
 	}
 	cidr, err := netip.ParsePrefix(req.CIDR)
 	if err != nil || !cidr.Addr().Is4() {
-		return api.NetworkInfo{}, api.Errorf(http.StatusBadRequest, "CIDR %q is not an IPv4 prefix such as 10.10.0.0/16", req.CIDR)
+		return api.NetworkInfo{}, fault.Invalid("CIDR %q is not an IPv4 prefix such as 10.10.0.0/16", req.CIDR)
 	}
 	if cidr != cidr.Masked() {
-		return api.NetworkInfo{}, api.Errorf(http.StatusBadRequest, "CIDR %v has host bits set; did you mean %v?", cidr, cidr.Masked())
+		return api.NetworkInfo{}, fault.Invalid("CIDR %v has host bits set; did you mean %v?", cidr, cidr.Masked())
 	}
 	if cidr.Bits() > 26 || cidr.Bits() < 8 {
-		return api.NetworkInfo{}, api.Errorf(http.StatusBadRequest, "CIDR %v must be between /8 and /26 (at least 64 addresses)", cidr)
+		return api.NetworkInfo{}, fault.Invalid("CIDR %v must be between /8 and /26 (at least 64 addresses)", cidr)
 	}
 	if req.VNI != nil && *req.VNI > vxlan.MaxVNI {
-		return api.NetworkInfo{}, api.Errorf(http.StatusBadRequest, "VNI %d is out of range (0-%d)", *req.VNI, vxlan.MaxVNI)
+		return api.NetworkInfo{}, fault.Invalid("VNI %d is out of range (0-%d)", *req.VNI, vxlan.MaxVNI)
 	}
 	// Watch before writing, so that the competing definition cannot
 	// arrive unseen between the write and the wait.
@@ -713,20 +713,20 @@ func (c *control) writeNetwork(req api.CreateNetwork, cidr netip.Prefix) (uint32
 	if cfg.Addr.IsValid() {
 		taken[cfg.VNI] = true
 		if cfg.Addr.Masked().Overlaps(cidr) {
-			return 0, api.Errorf(http.StatusConflict, "CIDR %v overlaps this node's static network %v", cidr, cfg.Addr.Masked())
+			return 0, fault.Conflict("CIDR %v overlaps this node's static network %v", cidr, cfg.Addr.Masked())
 		}
 		if req.VNI != nil && *req.VNI == cfg.VNI {
-			return 0, api.Errorf(http.StatusConflict, "VNI %d is taken by this node's static network (--vni)", cfg.VNI)
+			return 0, fault.Conflict("VNI %d is taken by this node's static network (--vni)", cfg.VNI)
 		}
 	}
 	for _, nw := range c.ipam.Networks() {
 		switch {
 		case nw.Name == req.Name:
-			return 0, api.Errorf(http.StatusConflict, "network %q exists already (%v, VNI %d, created by node %s)", nw.Name, nw.CIDR, nw.VNI, nw.Creator)
+			return 0, fault.Conflict("network %q exists already (%v, VNI %d, created by node %s)", nw.Name, nw.CIDR, nw.VNI, nw.Creator)
 		case nw.CIDR.Overlaps(cidr):
-			return 0, api.Errorf(http.StatusConflict, "CIDR %v overlaps network %q (%v)", cidr, nw.Name, nw.CIDR)
+			return 0, fault.Conflict("CIDR %v overlaps network %q (%v)", cidr, nw.Name, nw.CIDR)
 		case req.VNI != nil && *req.VNI == nw.VNI:
-			return 0, api.Errorf(http.StatusConflict, "VNI %d is taken by network %q", nw.VNI, nw.Name)
+			return 0, fault.Conflict("VNI %d is taken by network %q", nw.VNI, nw.Name)
 		}
 		taken[nw.VNI] = true
 	}
@@ -738,7 +738,7 @@ func (c *control) writeNetwork(req api.CreateNetwork, cidr netip.Prefix) (uint32
 		h(req.Name)
 	}
 	if err := c.ipam.CreateNetwork(req.Name, cidr, vni); err != nil {
-		return 0, api.Errorf(http.StatusConflict, "%v", err)
+		return 0, fault.Conflict("%v", err)
 	}
 	return vni, nil
 }
@@ -770,14 +770,14 @@ func (c *control) confirmCreated(ctx context.Context, ch <-chan gossip.Event, re
 		switch {
 		case !ok:
 			// Only a malformed competing write hides the name.
-			return ipam.Network{}, api.Errorf(http.StatusConflict, "network %q: its definition was replaced by an unreadable one while it was being created; try again", req.Name)
+			return ipam.Network{}, fault.Conflict("network %q: its definition was replaced by an unreadable one while it was being created; try again", req.Name)
 		case nw.Creator != self && nw.CIDR == cidr && (req.VNI == nil || nw.VNI == vni):
 			c.log.Info("network created at the same time elsewhere, alike", zap.String("network", req.Name), zap.String("creator", nw.Creator))
 			return nw, nil
 		case nw.Creator != self:
 			c.log.Warn("network creation lost to another node's", zap.String("network", req.Name), zap.Stringer("cidr", cidr),
 				zap.String("winner", nw.Creator), zap.Stringer("winner_cidr", nw.CIDR), zap.Uint32("winner_vni", nw.VNI))
-			return ipam.Network{}, api.Errorf(http.StatusConflict,
+			return ipam.Network{}, fault.Conflict(
 				"network %q was created at the same moment on node %s with %v (VNI %d), and that definition won; this node's %v (VNI %d) was dropped. Use %q as it is, or create yours under another name",
 				req.Name, nw.Creator, nw.CIDR, nw.VNI, cidr, vni, req.Name)
 		case window == nil:
@@ -791,9 +791,9 @@ func (c *control) confirmCreated(ctx context.Context, ch <-chan gossip.Event, re
 		case <-window:
 			window = nil // look once more, then done
 		case <-ctx.Done():
-			return ipam.Network{}, api.Errorf(http.StatusServiceUnavailable, "network %q: written, but the wait for a competing creation was interrupted (%v); check it with 'overlayd network ls'", req.Name, ctx.Err())
+			return ipam.Network{}, fault.Unavailable("network %q: written, but the wait for a competing creation was interrupted (%v); check it with 'overlayd network ls'", req.Name, ctx.Err())
 		case <-c.stop:
-			return ipam.Network{}, api.Errorf(http.StatusServiceUnavailable, "network %q: the node is stopping", req.Name)
+			return ipam.Network{}, fault.Unavailable("network %q: the node is stopping", req.Name)
 		}
 	}
 }
@@ -833,7 +833,7 @@ func (c *control) joinNetwork(ctx context.Context, name string) (api.NetworkInfo
 	defer c.opMu.Unlock()
 	nw, ok := c.ipam.Network(name)
 	if !ok {
-		return api.NetworkInfo{}, api.Errorf(http.StatusNotFound, "unknown network %q; create it with 'overlayd network create %s CIDR' (or wait for gossip to bring it)", name, name)
+		return api.NetworkInfo{}, fault.NotFound("unknown network %q; create it with 'overlayd network create %s CIDR' (or wait for gossip to bring it)", name, name)
 	}
 	c.mu.Lock()
 	_, already := c.joined[name]
@@ -843,11 +843,11 @@ func (c *control) joinNetwork(ctx context.Context, name string) (api.NetworkInfo
 	}
 	cfg := c.n.cfg
 	if cfg.Addr.IsValid() && nw.VNI == cfg.VNI {
-		return api.NetworkInfo{}, api.Errorf(http.StatusConflict, "network %q has VNI %d, which this node's static network (--vni) uses", name, nw.VNI)
+		return api.NetworkInfo{}, fault.Conflict("network %q has VNI %d, which this node's static network (--vni) uses", name, nw.VNI)
 	}
 	for _, j := range c.joinedList() {
 		if j.VNI == nw.VNI || j.CIDR.Overlaps(nw.CIDR) {
-			return api.NetworkInfo{}, api.Errorf(http.StatusConflict, "network %q clashes with joined network %q (same VNI or overlapping CIDR)", name, j.Name)
+			return api.NetworkInfo{}, fault.Conflict("network %q clashes with joined network %q (same VNI or overlapping CIDR)", name, j.Name)
 		}
 	}
 	self := c.g.Name()
@@ -864,9 +864,9 @@ func (c *control) joinNetwork(ctx context.Context, name string) (api.NetworkInfo
 		cancel()
 		switch {
 		case errors.Is(err, ipam.ErrExhausted):
-			return api.NetworkInfo{}, api.Errorf(http.StatusConflict, "network %q has no free address left", name)
+			return api.NetworkInfo{}, fault.Conflict("network %q has no free address left", name)
 		case err != nil:
-			return api.NetworkInfo{}, api.Errorf(http.StatusServiceUnavailable, "network %q: no address yet (%v); is the node that owns its free addresses up?", name, err)
+			return api.NetworkInfo{}, fault.Unavailable("network %q: no address yet (%v); is the node that owns its free addresses up?", name, err)
 		}
 		addr = a
 	}
@@ -933,9 +933,9 @@ func (c *control) leaveNetwork(name string) error {
 	c.mu.Unlock()
 	if !ok {
 		if _, known := c.ipam.Network(name); !known {
-			return api.Errorf(http.StatusNotFound, "unknown network %q", name)
+			return fault.NotFound("unknown network %q", name)
 		}
-		return api.Errorf(http.StatusConflict, "this node has not joined network %q", name)
+		return fault.Conflict("this node has not joined network %q", name)
 	}
 	if err := c.g.Delete(tableRoutes, name, c.g.Name()); err != nil && !errors.Is(err, gossip.ErrNotFound) {
 		return fmt.Errorf("node: leave %q: %w", name, err)

@@ -12,7 +12,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
 	"time"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/internal/fault"
 	"github.com/overlayd/overlayd/stack/proxy"
 )
 
@@ -65,7 +65,7 @@ func (n *Node) expose(ctx context.Context, e config.Expose) (*proxy.Exposer, err
 		return nil, err
 	}
 	if _, ok := s.find(network, name); !ok {
-		return nil, api.Errorf(http.StatusNotFound, "no service %q on network %q (yet)", name, network)
+		return nil, fault.NotFound("no service %q on network %q (yet)", name, network)
 	}
 	var self netip.Addr
 	for _, j := range s.c.joinedList() {

@@ -43,7 +43,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -57,6 +56,7 @@ import (
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/gossip"
+	"github.com/overlayd/overlayd/internal/fault"
 	"github.com/overlayd/overlayd/lb"
 	"github.com/overlayd/overlayd/router"
 )
@@ -614,7 +614,7 @@ func (n *Node) svcState() (*services, error) {
 	}
 	s := n.svc.Load()
 	if s == nil {
-		return nil, api.Errorf(http.StatusServiceUnavailable, "the node is not started yet")
+		return nil, fault.Unavailable("the node is not started yet")
 	}
 	return s, nil
 }
@@ -632,11 +632,11 @@ func (s *services) pickNetwork(network, service string) (string, error) {
 				return network, nil
 			}
 		}
-		return "", api.Errorf(http.StatusConflict, "this node has not joined network %q; run 'overlayd network join %s' first", network, network)
+		return "", fault.Conflict("this node has not joined network %q; run 'overlayd network join %s' first", network, network)
 	}
 	switch len(joined) {
 	case 0:
-		return "", api.Errorf(http.StatusConflict, "this node has joined no network; run 'overlayd network join NAME' first")
+		return "", fault.Conflict("this node has joined no network; run 'overlayd network join NAME' first")
 	case 1:
 		return joined[0].Name, nil
 	}
@@ -655,7 +655,7 @@ func (s *services) pickNetwork(network, service string) (string, error) {
 	for i, j := range joined {
 		names[i] = j.Name
 	}
-	return "", api.Errorf(http.StatusBadRequest, "say which network with --network (this node has joined %s)", strings.Join(names, ", "))
+	return "", fault.Invalid("say which network with --network (this node has joined %s)", strings.Join(names, ", "))
 }
 
 // find returns a service of network by name.
@@ -743,7 +743,7 @@ func (n *Node) Service(_ context.Context, network, name string) (api.ServiceInfo
 	}
 	se, ok := s.find(network, name)
 	if !ok {
-		return api.ServiceInfo{}, api.Errorf(http.StatusNotFound, "no service %q on network %q", name, network)
+		return api.ServiceInfo{}, fault.NotFound("no service %q on network %q", name, network)
 	}
 	return s.info(se, n.flowCounts(), n.lb.Stats()), nil
 }
@@ -756,24 +756,24 @@ func (n *Node) CreateService(ctx context.Context, req api.CreateService) (api.Se
 		return api.ServiceInfo{}, err
 	}
 	if !validServiceName(req.Name) {
-		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "service name %q is not valid: it is a DNS label, 1 to 63 letters, digits or '-', not starting or ending with '-'", req.Name)
+		return api.ServiceInfo{}, fault.Invalid("service name %q is not valid: it is a DNS label, 1 to 63 letters, digits or '-', not starting or ending with '-'", req.Name)
 	}
 	network, err := s.pickNetwork(req.Network, "")
 	if err != nil {
 		return api.ServiceInfo{}, err
 	}
 	if len(req.Ports) == 0 {
-		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "a service needs at least one port: give --port 80/tcp")
+		return api.ServiceInfo{}, fault.Invalid("a service needs at least one port: give --port 80/tcp")
 	}
 	v := serviceValue{Name: req.Name, Network: network}
 	var ports []lb.PortProto
 	for _, p := range req.Ports {
 		pp, err := parsePort(p)
 		if err != nil {
-			return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "%v", err)
+			return api.ServiceInfo{}, fault.Invalid("%v", err)
 		}
 		if slices.Contains(ports, pp) {
-			return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "port %v is given twice", pp)
+			return api.ServiceInfo{}, fault.Invalid("port %v is given twice", pp)
 		}
 		ports = append(ports, pp)
 		v.Ports = append(v.Ports, portValue{Port: pp.Port, Proto: pp.Proto.String()})
@@ -784,24 +784,24 @@ func (n *Node) CreateService(ctx context.Context, req api.CreateService) (api.Se
 	existing := s.read(network)
 	for _, se := range existing {
 		if se.v.Name == req.Name {
-			return api.ServiceInfo{}, api.Errorf(http.StatusConflict, "service %q exists already on network %q (VIP %v)", req.Name, network, se.vip)
+			return api.ServiceInfo{}, fault.Conflict("service %q exists already on network %q (VIP %v)", req.Name, network, se.vip)
 		}
 	}
 	if req.VIP != "" {
 		vip, err := netip.ParseAddr(req.VIP)
 		if err != nil || !vip.Is4() {
-			return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "VIP %q is not an IPv4 address", req.VIP)
+			return api.ServiceInfo{}, fault.Invalid("VIP %q is not an IPv4 address", req.VIP)
 		}
 		if nw.CIDR.IsValid() && !nw.CIDR.Contains(vip) {
-			return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "VIP %v is outside network %q (%v)", vip, network, nw.CIDR)
+			return api.ServiceInfo{}, fault.Invalid("VIP %v is outside network %q (%v)", vip, network, nw.CIDR)
 		}
 		for _, se := range existing {
 			if se.vip == vip {
-				return api.ServiceInfo{}, api.Errorf(http.StatusConflict, "VIP %v is taken by service %q", vip, se.v.Name)
+				return api.ServiceInfo{}, fault.Conflict("VIP %v is taken by service %q", vip, se.v.Name)
 			}
 		}
 		if l, ok := s.c.ipam.Lookup(network, vip); ok {
-			return api.ServiceInfo{}, api.Errorf(http.StatusConflict, "VIP %v is leased to %q on node %s", vip, l.Owner, l.Node)
+			return api.ServiceInfo{}, fault.Conflict("VIP %v is leased to %q on node %s", vip, l.Owner, l.Node)
 		}
 		v.VIP = vip.String()
 	} else {
@@ -812,7 +812,7 @@ func (n *Node) CreateService(ctx context.Context, req api.CreateService) (api.Se
 		for v.VIP == "" {
 			vip, err := s.c.ipam.AllocateVIP(actx, network, "service:"+req.Name)
 			if err != nil {
-				return api.ServiceInfo{}, api.Errorf(http.StatusServiceUnavailable, "network %q: no VIP (%v); give one with --vip", network, err)
+				return api.ServiceInfo{}, fault.Unavailable("network %q: no VIP (%v); give one with --vip", network, err)
 			}
 			if !slices.ContainsFunc(existing, func(se svcEntry) bool { return se.vip == vip }) {
 				v.VIP = vip.String()
@@ -829,18 +829,17 @@ func (n *Node) CreateService(ctx context.Context, req api.CreateService) (api.Se
 	return s.info(se, nil, lb.Stats{}), nil
 }
 
-// writeErr turns a gossip write error into one sentence for the user.
+// writeErr turns a gossip write error into one sentence for the user:
+// another node's entry is a *fault.OwnerError naming that node.
 func (s *services) writeErr(err error, what, name string) error {
 	if errors.Is(err, gossip.ErrNotOwner) {
-		owner := "another node"
-		if _, rest, ok := strings.Cut(err.Error(), " belongs to "); ok {
-			owner = "node " + rest
-		}
 		verb := "created"
 		if what == "backend" {
 			verb = "added"
 		}
-		return api.Errorf(http.StatusConflict, "%s %s was %s by %s; run the command there", what, name, verb, owner)
+		oe := &gossip.OwnerError{}
+		errors.As(err, &oe)
+		return &fault.OwnerError{What: what + " " + name, Verb: verb, Owner: oe.Owner}
 	}
 	return fmt.Errorf("node: %s %s: %w", what, name, err)
 }
@@ -860,7 +859,7 @@ func (n *Node) RemoveService(_ context.Context, network, name string) error {
 	defer s.opMu.Unlock()
 	se, ok := s.find(network, name)
 	if !ok {
-		return api.Errorf(http.StatusNotFound, "no service %q on network %q", name, network)
+		return fault.NotFound("no service %q on network %q", name, network)
 	}
 	if err := s.c.g.Delete(tableServices, network, name); err != nil {
 		return s.writeErr(err, "service", name)
@@ -894,29 +893,29 @@ func (n *Node) AddBackend(_ context.Context, req api.AddBackend) (api.ServiceInf
 	}
 	a, err := netip.ParseAddrPort(req.Addr)
 	if err != nil || !a.Addr().Is4() || a.Port() == 0 {
-		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "backend %q: want an overlay IPv4 address and port such as 10.200.1.1:8080", req.Addr)
+		return api.ServiceInfo{}, fault.Invalid("backend %q: want an overlay IPv4 address and port such as 10.200.1.1:8080", req.Addr)
 	}
 	if req.Weight > maxWeight {
-		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "weight %d is out of range (0-%d)", req.Weight, maxWeight)
+		return api.ServiceInfo{}, fault.Invalid("weight %d is out of range (0-%d)", req.Weight, maxWeight)
 	}
 	switch req.Check {
 	case "none":
 		req.Check = ""
 	case "", "tcp", "udp":
 	default:
-		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "check %q: want tcp, udp or none", req.Check)
+		return api.ServiceInfo{}, fault.Invalid("check %q: want tcp, udp or none", req.Check)
 	}
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
 	se, ok := s.find(network, req.Service)
 	if !ok {
-		return api.ServiceInfo{}, api.Errorf(http.StatusNotFound, "no service %q on network %q; create it with 'overlayd service create %s --network %s --port PORT/PROTO'", req.Service, network, req.Service, network)
+		return api.ServiceInfo{}, fault.NotFound("no service %q on network %q; create it with 'overlayd service create %s --network %s --port PORT/PROTO'", req.Service, network, req.Service, network)
 	}
 	if nw, ok := s.c.ipam.Network(network); ok && !nw.CIDR.Contains(a.Addr()) {
-		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "backend %v is outside network %q (%v)", a, network, nw.CIDR)
+		return api.ServiceInfo{}, fault.Invalid("backend %v is outside network %q (%v)", a, network, nw.CIDR)
 	}
 	if a.Addr() == se.vip {
-		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "backend %v is the service's own VIP", a)
+		return api.ServiceInfo{}, fault.Invalid("backend %v is the service's own VIP", a)
 	}
 	healthy := true
 	key := backendKey(req.Service, a)
@@ -932,7 +931,7 @@ func (n *Node) AddBackend(_ context.Context, req api.AddBackend) (api.ServiceInf
 		}
 	}
 	if _, err := servedPorts(se.ports, a, req.ServicePort); err != nil {
-		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "service %s: %v", req.Service, err)
+		return api.ServiceInfo{}, fault.Invalid("service %s: %v", req.Service, err)
 	}
 	if err := s.putBackend(network, key, backendValue{Service: req.Service, Addr: a.String(), Weight: req.Weight, Healthy: healthy, Check: req.Check, Port: req.ServicePort}); err != nil {
 		return api.ServiceInfo{}, err
@@ -1006,10 +1005,10 @@ func (n *Node) RemoveBackend(_ context.Context, ref api.BackendRef, drain bool) 
 	}
 	a, err := netip.ParseAddrPort(ref.Addr)
 	if err != nil {
-		return api.ServiceInfo{}, api.Errorf(http.StatusBadRequest, "backend %q: want IP:PORT as listed by 'overlayd service show %s'", ref.Addr, ref.Service)
+		return api.ServiceInfo{}, fault.Invalid("backend %q: want IP:PORT as listed by 'overlayd service show %s'", ref.Addr, ref.Service)
 	}
 	key := backendKey(ref.Service, a)
-	notFound := api.Errorf(http.StatusNotFound, "service %q on network %q has no backend %v", ref.Service, network, a)
+	notFound := fault.NotFound("service %q on network %q has no backend %v", ref.Service, network, a)
 	if _, ok := s.lookupBackend(network, key, backendWait); !ok { // without opMu: other writes go on meanwhile
 		return api.ServiceInfo{}, notFound
 	}
@@ -1020,7 +1019,7 @@ func (n *Node) RemoveBackend(_ context.Context, ref api.BackendRef, drain bool) 
 		return api.ServiceInfo{}, notFound
 	}
 	if e.Owner != s.c.g.Name() {
-		return api.ServiceInfo{}, api.Errorf(http.StatusConflict, "backend %v was added by node %s; run the command there", a, e.Owner)
+		return api.ServiceInfo{}, &fault.OwnerError{What: "backend " + a.String(), Verb: "added", Owner: e.Owner}
 	}
 	if drain {
 		var v backendValue
