@@ -15,6 +15,8 @@ import (
 
 	"go.uber.org/goleak"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 const (
@@ -711,13 +713,7 @@ func TestStartClose(t *testing.T) {
 		t.Error("second Start succeeded")
 	}
 	clk.advance(time.Hour)
-	deadline := time.Now().Add(10 * time.Second)
-	for b.Stats().Flows != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("sweeper did not remove the expired flow")
-		}
-		runtime.Gosched()
-	}
+	testutil.EventuallyEqual(t, 10*time.Second, "the sweeper to remove the expired flow", func() int { return b.Stats().Flows }, 0)
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
