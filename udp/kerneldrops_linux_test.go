@@ -1,10 +1,12 @@
 package udp_test
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
 
+	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/udp"
 )
 
@@ -30,16 +32,14 @@ func TestKernelDrops(t *testing.T) {
 	// Loopback delivers (or drops) in the sender's system call; wait for
 	// the count to settle all the same.
 	var drops uint64
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	testutil.Eventually(t, 5*time.Second, "KernelDrops to settle above 0", func() error {
 		n, _ := rx.KernelDrops()
 		if n == drops && n > 0 {
-			break
+			return nil
 		}
 		drops = n
-		if time.Now().After(deadline) {
-			t.Fatalf("KernelDrops = %d after 5s, want some drops of %d datagrams into a 4 KiB buffer", n, sent)
-		}
-	}
+		return fmt.Errorf("KernelDrops = %d, want some drops of %d datagrams into a 4 KiB buffer, the same twice", n, sent)
+	})
 	if drops >= sent {
 		t.Fatalf("KernelDrops = %d of %d sent: nothing was kept?", drops, sent)
 	}
