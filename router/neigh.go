@@ -1,15 +1,22 @@
 package router
 
 import (
+	"encoding/binary"
+	"hash/maphash"
+	"iter"
 	"maps"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/overlayd/overlayd/vxlan"
 )
 
-// cowMap is a map read per packet without locks and written rarely: every
-// change copies it and swaps the pointer. Writers serialise on mu.
+// cowMap is a small map read per packet without locks and written rarely
+// (the per-network counters): every change copies it and swaps the
+// pointer. Writers serialise on mu. Learned tables, which grow with the
+// traffic, use a shardedMap instead.
 type cowMap[K comparable, V comparable] struct {
 	mu  sync.Mutex // serialises writers
 	max int
@@ -26,30 +33,6 @@ func newCOWMap[K comparable, V comparable](max int) *cowMap[K, V] {
 func (c *cowMap[K, V]) get(k K) (V, bool) {
 	v, ok := (*c.p.Load())[k]
 	return v, ok
-}
-
-// set stores k=v unless it is there already; it reports false when the map
-// is full and k is new.
-func (c *cowMap[K, V]) set(k K, v V) bool {
-	if old, ok := c.get(k); ok && old == v {
-		return true
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	cur := *c.p.Load()
-	if old, ok := cur[k]; ok && old == v {
-		return true
-	}
-	if _, ok := cur[k]; !ok && len(cur) >= c.max {
-		return false
-	}
-	next := maps.Clone(cur)
-	if next == nil {
-		next = make(map[K]V)
-	}
-	next[k] = v
-	c.p.Store(&next)
-	return true
 }
 
 // getOrAdd returns k's value, storing mk() first if k is absent (and the
@@ -77,14 +60,134 @@ func (c *cowMap[K, V]) getOrAdd(k K, mk func() V) V {
 	return v
 }
 
-func (c *cowMap[K, V]) len() int { return len(*c.p.Load()) }
-
 func (c *cowMap[K, V]) snapshot() map[K]V { return *c.p.Load() }
+
+// shardKey is a key of a shardedMap: it hashes itself with the map's seed
+// to pick its shard.
+type shardKey interface {
+	comparable
+	hash(maphash.Seed) uint64
+}
+
+// shardedMap is a table learned from traffic (IP→MAC, MAC→VTEP): read per
+// packet without locks, written on every new or changed entry. It is split
+// in shards, each an immutable map behind an atomic pointer; a write copies
+// its shard only and swaps that pointer. A table of max entries has about
+// max/targetShardLen shards, so a write copies a few entries whatever the
+// table holds, and n new entries cost O(n), not the O(n²) of copying the
+// whole table each time. (Up to maxShards: 4096 shards of 8 bytes hold the
+// default 65,536 entries; a larger max makes the shards longer.) The seed
+// is random per table,
+// so a peer choosing its MACs cannot pile them into one shard. A lookup,
+// and a write that changes nothing, allocate nothing.
+type shardedMap[K shardKey, V comparable] struct {
+	mu     sync.Mutex // serialises writers
+	max    int
+	n      atomic.Int64 // entries, for the limit and Stats
+	seed   maphash.Seed
+	shards []atomic.Pointer[map[K]V] // nil: an empty shard
+}
+
+const (
+	targetShardLen = 16 // entries per shard of a full table
+	maxShards      = 1 << 12
+)
+
+func newShardedMap[K shardKey, V comparable](max int) *shardedMap[K, V] {
+	n := 1
+	for n < maxShards && n*targetShardLen < max {
+		n <<= 1
+	}
+	return &shardedMap[K, V]{max: max, seed: maphash.MakeSeed(), shards: make([]atomic.Pointer[map[K]V], n)}
+}
+
+func (m *shardedMap[K, V]) shard(k K) *atomic.Pointer[map[K]V] {
+	return &m.shards[k.hash(m.seed)&uint64(len(m.shards)-1)]
+}
+
+func (m *shardedMap[K, V]) get(k K) (V, bool) {
+	if p := m.shard(k).Load(); p != nil {
+		v, ok := (*p)[k]
+		return v, ok
+	}
+	var zero V
+	return zero, false
+}
+
+// set stores k=v unless it is there already; it reports false when the
+// table is full and k is new.
+func (m *shardedMap[K, V]) set(k K, v V) bool {
+	if old, ok := m.get(k); ok && old == v {
+		return true
+	}
+	s := m.shard(k)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var cur map[K]V // nil: an empty shard
+	if p := s.Load(); p != nil {
+		cur = *p
+	}
+	old, had := cur[k]
+	if had && old == v {
+		return true
+	}
+	if !had && m.n.Load() >= int64(m.max) {
+		return false
+	}
+	next := make(map[K]V, len(cur)+1)
+	maps.Copy(next, cur)
+	next[k] = v
+	s.Store(&next)
+	if !had {
+		m.n.Add(1)
+	}
+	return true
+}
+
+func (m *shardedMap[K, V]) len() int { return int(m.n.Load()) }
+
+// all yields every entry, one shard's snapshot at a time.
+func (m *shardedMap[K, V]) all() iter.Seq2[K, V] {
+	return func(yield func(K, V) bool) {
+		for i := range m.shards {
+			p := m.shards[i].Load()
+			if p == nil {
+				continue
+			}
+			for k, v := range *p {
+				if !yield(k, v) {
+					return
+				}
+			}
+		}
+	}
+}
 
 // neighKey names an overlay address on one network.
 type neighKey struct {
 	vni uint32
 	ip  netip.Addr
+}
+
+func (k neighKey) hash(seed maphash.Seed) uint64 {
+	var b [20]byte
+	binary.LittleEndian.PutUint32(b[:4], k.vni)
+	a := k.ip.As16()
+	copy(b[4:], a[:])
+	return maphash.Bytes(seed, b[:])
+}
+
+// macKey names a MAC on one network (L2 mode).
+type macKey struct {
+	vni uint32
+	mac vxlan.MAC
+}
+
+func (k macKey) hash(seed maphash.Seed) uint64 {
+	var b [10]byte
+	binary.LittleEndian.PutUint32(b[:4], k.vni)
+	copy(b[4:], k.mac[:])
+	return maphash.Bytes(seed, b[:])
 }
 
 // pendingQueue holds packets waiting for an ARP answer, a few per

@@ -3,6 +3,8 @@ package router
 import (
 	"encoding/binary"
 	"net/netip"
+	"runtime"
+	"sync"
 	"testing"
 
 	"github.com/overlayd/overlayd/stack"
@@ -23,6 +25,12 @@ func churnAddr(i int) netip.Addr {
 	a := churnRoute.Addr().As4()
 	binary.BigEndian.PutUint32(a[:], binary.BigEndian.Uint32(a[:])+uint32(i))
 	return netip.AddrFrom4(a)
+}
+
+// churnIndex is the i of churnAddr(i).
+func churnIndex(a netip.Addr) int {
+	b, base := a.As4(), churnRoute.Addr().As4()
+	return int(binary.BigEndian.Uint32(b[:]) - binary.BigEndian.Uint32(base[:]))
 }
 
 // churnMAC is the MAC of neighbour i in generation gen (a neighbour that
@@ -87,6 +95,134 @@ func churnFeed(r *Router, b *inBatch, ds [][]byte, src netip.AddrPort, from, to 
 		b.reply.reset()
 		r.inbound(b, n)
 		from += n
+	}
+}
+
+// churnBytes returns the bytes allocated per learn by learns [from, to)
+// of ds from src.
+func churnBytes(r *Router, b *inBatch, ds [][]byte, src netip.AddrPort, from, to int) float64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	churnFeed(r, b, ds, src, from, to)
+	runtime.ReadMemStats(&after)
+	return float64(after.TotalAlloc-before.TotalAlloc) / float64(to-from)
+}
+
+// Changing one learned entry costs the same in a table of 10,000 as in one
+// of 1,000 (it copied the whole table once: ten times as much).
+func TestLearnCostIndependentOfTableSize(t *testing.T) {
+	for _, layer := range []stack.Layer{stack.L3, stack.L2} {
+		r := churnRouter(t, layer)
+		// Generation 1 is a new MAC behind B (L3) or the MAC moved to C (L2).
+		ds0, ds1 := churnDatagrams(r, layer, 0), churnDatagrams(r, layer, 1)
+		src1 := vtepB
+		if layer == stack.L2 {
+			ds1, src1 = ds0, vtepC
+		}
+		in := newInBatch(64)
+		const small = churnN / 10
+		churnFeed(r, in, ds0, vtepB, 0, small)
+		perSmall := churnBytes(r, in, ds1, src1, 0, small)
+		churnFeed(r, in, ds0, vtepB, small, churnN)
+		perLarge := churnBytes(r, in, ds0, vtepB, 0, small) // back to generation 0
+		if got := r.Stats(); got.Neighbors+got.FDB != churnN || len(got.Drops) != 0 {
+			t.Fatalf("layer %v: stats %+v, want %d entries and no drops", layer, got, churnN)
+		}
+		t.Logf("layer %v: %.0f bytes per changed entry in a table of %d, %.0f in one of %d", layer, perSmall, small, perLarge, churnN)
+		if perLarge > 2*perSmall+256 {
+			t.Errorf("layer %v: a change costs %.0f bytes in a table of %d, %.0f in one of %d: it grows with the table", layer, perLarge, churnN, perSmall, small)
+		}
+	}
+}
+
+// The learned tables hold at most MaxNeighbors entries: a new entry beyond
+// is dropped as queue_full, a known one still changes, and every entry
+// kept reads back.
+func TestNeighborTableLimit(t *testing.T) {
+	const max = 100
+	for _, layer := range []stack.Layer{stack.L3, stack.L2} {
+		r, err := New(stacktest.New(stacktest.Options{Layer: layer}), udptest.NewNetwork().Conn(vtepA), Options{
+			Networks:     []Network{{VNI: testVNI, Addr: addrA}},
+			MaxNeighbors: max,
+		})
+		must(t, err)
+		must(t, r.SetRoutes([]Route{{Prefix: churnRoute, VTEP: vtepB, VNI: testVNI}}, nil))
+		in := newInBatch(64)
+		churnFeed(r, in, churnDatagrams(r, layer, 0), vtepB, 0, max+50)
+		st := r.Stats()
+		if st.Neighbors+st.FDB != max || st.Drops[vxlan.DropQueueFull.String()] != 50 {
+			t.Errorf("layer %v: %d neighbours, %d MACs, drops %v; want %d entries and 50 queue_full", layer, st.Neighbors, st.FDB, st.Drops, max)
+		}
+		if layer == stack.L2 {
+			for i := range max {
+				if v, ok := r.fdb.get(macKey{vni: testVNI, mac: churnMAC(i, 0)}); !ok || v != vtepB {
+					t.Fatalf("MAC %d: %v %v, want %v", i, v, ok, vtepB)
+				}
+			}
+			continue
+		}
+		churnFeed(r, in, churnDatagrams(r, layer, 1), vtepB, 0, 1) // a known one changes
+		nb := r.Neighbors()
+		if len(nb) != max {
+			t.Fatalf("Neighbors() has %d entries, want %d", len(nb), max)
+		}
+		for i := range max {
+			want := churnMAC(i, 0)
+			if i == 0 {
+				want = churnMAC(i, 1)
+			}
+			if got := nb[churnAddr(i)]; got != want {
+				t.Errorf("neighbour %v = %v, want %v", churnAddr(i), got, want)
+			}
+		}
+	}
+}
+
+// Readers never lock and see each entry whole while a writer churns it
+// (run with -race).
+func TestShardedMapConcurrent(t *testing.T) {
+	m := newShardedMap[neighKey, vxlan.MAC](churnN)
+	const keys = 1000
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for i := range keys {
+					v, ok := m.get(neighKey{vni: testVNI, ip: churnAddr(i)})
+					if ok && v != churnMAC(i, 0) && v != churnMAC(i, 1) {
+						t.Errorf("key %d read %v", i, v)
+						return
+					}
+				}
+			}
+		}()
+	}
+	for gen := range 20 {
+		for i := range keys {
+			if !m.set(neighKey{vni: testVNI, ip: churnAddr(i)}, churnMAC(i, gen%2)) {
+				t.Fatalf("set %d refused", i)
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+	n := 0
+	for k, v := range m.all() {
+		if v != churnMAC(churnIndex(k.ip), 1) {
+			t.Errorf("%v = %v", k.ip, v)
+		}
+		n++
+	}
+	if n != keys || m.len() != keys {
+		t.Errorf("all() yields %d entries, len() %d, want %d", n, m.len(), keys)
 	}
 }
 

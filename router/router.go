@@ -145,9 +145,9 @@ type Router struct {
 	setMu sync.Mutex // serialises SetNetworks and SetRoutes (readers use the snapshots)
 
 	tab     atomic.Pointer[table]
-	neigh   *cowMap[neighKey, vxlan.MAC]
+	neigh   *shardedMap[neighKey, vxlan.MAC]
 	perNet  *cowMap[uint32, *netCounters] // by VNI; only local networks get here
-	fdb     *cowMap[macKey, netip.AddrPort]
+	fdb     *shardedMap[macKey, netip.AddrPort]
 	pending *pendingQueue
 
 	drops                vxlan.DropCounters
@@ -161,12 +161,6 @@ type Router struct {
 	closeOnce sync.Once
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
-}
-
-// macKey names a MAC on one network (L2 mode).
-type macKey struct {
-	vni uint32
-	mac vxlan.MAC
 }
 
 // New returns a router between dev and ul. It starts nothing; Start does.
@@ -215,9 +209,9 @@ func New(dev stack.Device, ul Underlay, opts Options) (*Router, error) {
 	if max <= 0 {
 		max = 65536
 	}
-	r.neigh = newCOWMap[neighKey, vxlan.MAC](max)
+	r.neigh = newShardedMap[neighKey, vxlan.MAC](max)
 	r.perNet = newCOWMap[uint32, *netCounters](1 << 16)
-	r.fdb = newCOWMap[macKey, netip.AddrPort](max)
+	r.fdb = newShardedMap[macKey, netip.AddrPort](max)
 	t, _ := buildTable(nil, nil)
 	r.tab.Store(t)
 	return r, nil
@@ -345,7 +339,7 @@ func (r *Router) Stats() Stats {
 // Neighbors returns the learned IP→MAC table.
 func (r *Router) Neighbors() map[netip.Addr]vxlan.MAC {
 	out := make(map[netip.Addr]vxlan.MAC)
-	for k, v := range r.neigh.snapshot() {
+	for k, v := range r.neigh.all() {
 		out[k.ip] = v
 	}
 	return out
