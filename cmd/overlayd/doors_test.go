@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 func TestDoorFlags(t *testing.T) {
@@ -70,20 +72,16 @@ func TestRunDoorsStatus(t *testing.T) {
 		}
 	}()
 	var st api.Status
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testutil.Eventually(t, 20*time.Second, "status to answer", func() error {
 		code, o, e := run(t, "status", "--json", "--control", ctl)
-		if code == 0 {
-			if err := json.Unmarshal([]byte(o), &st); err != nil {
-				t.Fatalf("status --json: %v\n%s", err, o)
-			}
-			break
+		if code != 0 {
+			return fmt.Errorf("exit %d: %s %s", code, e, runErr.String())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status never answered: %s %s", e, runErr.String())
+		if err := json.Unmarshal([]byte(o), &st); err != nil {
+			t.Fatalf("status --json: %v\n%s", err, o)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	if len(st.Doors) != 2 || st.Doors[0].Kind != "socks5" || st.Doors[1].Target != "10.78.2.1:80" || st.Metrics == "" {
 		t.Fatalf("status doors = %+v, metrics %q", st.Doors, st.Metrics)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"flag"
 	"path/filepath"
 	"regexp"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -91,20 +93,16 @@ func TestRunAndStatus(t *testing.T) {
 		}
 	}()
 	var st api.Status
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testutil.Eventually(t, 20*time.Second, "status to answer", func() error {
 		code, o, e := run(t, "status", "--json", "--control", ctl)
-		if code == 0 {
-			if err := json.Unmarshal([]byte(o), &st); err != nil {
-				t.Fatalf("status --json: %v\n%s", err, o)
-			}
-			break
+		if code != 0 {
+			return fmt.Errorf("exit %d: %s %s", code, e, runErr.String())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status never answered: %s %s", e, runErr.String())
+		if err := json.Unmarshal([]byte(o), &st); err != nil {
+			t.Fatalf("status --json: %v\n%s", err, o)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	if st.Name != "alpha" || st.Mode != "netstack" || len(st.Routes) != 1 || st.Routes[0].Prefix != "10.77.2.0/24" {
 		t.Errorf("status = %+v", st)
 	}

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/e2e"
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // mdBlock is a fenced block of README.md.
@@ -304,16 +305,11 @@ func TestREADMEHelperHTTP(t *testing.T) {
 		t.Skip("the helper process of TestREADMEFrontDoors")
 	}
 	var ln net.Listener
-	var err error
-	for range 200 { // the TUN's address may be a moment behind the daemon
-		if ln, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The TUN's address may be a moment behind the daemon.
+	testutil.Eventually(t, 10*time.Second, "listening on "+addr, func() (err error) {
+		ln, err = net.Listen("tcp", addr)
+		return err
+	})
 	fmt.Println("listening")
 	http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello %s from %s\n", r.RemoteAddr, addr)
@@ -429,15 +425,11 @@ func TestREADMEFrontDoors(t *testing.T) {
 	}
 	waitStatus := func(host string, log *bytes.Buffer) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			if _, err := exec1(host, "overlayd status"); err == nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: overlayd did not answer status within 30s\n%s", host, log.String())
-			}
-			time.Sleep(100 * time.Millisecond)
+		if _, err := testutil.Poll(30*time.Second, func() error {
+			_, err := exec1(host, "overlayd status")
+			return err
+		}); err != nil {
+			t.Fatalf("%s: overlayd status: %v\n%s", host, err, log.String())
 		}
 	}
 	curls := 0
@@ -457,20 +449,23 @@ func TestREADMEFrontDoors(t *testing.T) {
 			cmd.Env = append(os.Environ(), "OVERLAYD_README_HTTP="+net.JoinHostPort(m[1], m[2]))
 			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 			log := start(c.host, cmd)
-			deadline := time.Now().Add(30 * time.Second)
-			for !strings.Contains(log.String(), "listening") {
-				if time.Now().After(deadline) {
-					t.Fatalf("%s: the server did not listen:\n%s", what, log.String())
+			testutil.Eventually(t, 30*time.Second, what+": the server to listen", func() error {
+				if !strings.Contains(log.String(), "listening") {
+					return fmt.Errorf("its output so far:\n%s", log.String())
 				}
-				time.Sleep(50 * time.Millisecond)
-			}
+				return nil
+			})
 		case strings.HasPrefix(c.cmd, "curl "):
 			// The first request may meet a route or an ARP answer still
 			// on its way: retry it, within a bound; the others once.
-			out, err := exec1(c.host, c.cmd)
-			for deadline := time.Now().Add(20 * time.Second); err != nil && curls == 0 && time.Now().Before(deadline); {
-				time.Sleep(200 * time.Millisecond)
+			var out string
+			try := func() (err error) {
 				out, err = exec1(c.host, c.cmd)
+				return err
+			}
+			err := try()
+			if err != nil && curls == 0 {
+				_, err = testutil.Poll(20*time.Second, try)
 			}
 			curls++
 			switch {
