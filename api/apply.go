@@ -70,7 +70,7 @@ func applyRoutes(mux *http.ServeMux, b Backend) {
 	mux.HandleFunc("POST /v1/apply", apply(func(w http.ResponseWriter, r *http.Request, ab Applier) {
 		var req Apply
 		if err := decodeBody(w, r, &req); err != nil {
-			writeJSON(w, http.StatusBadRequest, Error{Error: err.Error()})
+			answer(w, nil, err)
 			return
 		}
 		res, err := ab.Apply(r.Context(), req)

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/overlayd/overlayd/internal/fault"
 )
 
 // Backend is what the API serves; the node implements it. Its methods may
@@ -169,11 +171,7 @@ func Handler(b Backend) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		st, err := b.Status(r.Context())
-		if err != nil {
-			writeJSON(w, http.StatusInternalServerError, Error{Error: err.Error()})
-			return
-		}
-		writeJSON(w, http.StatusOK, st)
+		answer(w, st, err)
 	})
 	control := capability[ControlBackend](b, "this daemon has no control plane")
 	mux.HandleFunc("GET /v1/networks", control(func(w http.ResponseWriter, r *http.Request, cb ControlBackend) {
@@ -183,7 +181,7 @@ func Handler(b Backend) http.Handler {
 	mux.HandleFunc("POST /v1/networks", control(func(w http.ResponseWriter, r *http.Request, cb ControlBackend) {
 		var req CreateNetwork
 		if err := decodeBody(w, r, &req); err != nil {
-			writeJSON(w, http.StatusBadRequest, Error{Error: err.Error()})
+			answer(w, nil, err)
 			return
 		}
 		n, err := cb.CreateNetwork(r.Context(), req)
@@ -214,19 +212,19 @@ func Handler(b Backend) http.Handler {
 }
 
 // decodeBody reads one JSON object, strictly (unknown fields are errors),
-// into v; the error is one sentence for the user.
+// into v; the error is one sentence for the user, an ErrInvalid.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return fmt.Errorf("request body is larger than %d bytes", maxBody)
+			return fault.Invalid("request body is larger than %d bytes", maxBody)
 		}
-		return fmt.Errorf("bad request body: %v", err)
+		return fault.Invalid("bad request body: %v", err)
 	}
 	if dec.More() {
-		return errors.New("bad request body: more than one JSON value")
+		return fault.Invalid("bad request body: more than one JSON value")
 	}
 	return nil
 }

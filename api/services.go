@@ -127,7 +127,7 @@ func serviceRoutes(mux *http.ServeMux, b Backend) {
 	mux.HandleFunc("POST /v1/services", svc(func(w http.ResponseWriter, r *http.Request, sb ServiceBackend) {
 		var req CreateService
 		if err := decodeBody(w, r, &req); err != nil {
-			writeJSON(w, http.StatusBadRequest, Error{Error: err.Error()})
+			answer(w, nil, err)
 			return
 		}
 		s, err := sb.CreateService(r.Context(), req)
@@ -144,7 +144,7 @@ func serviceRoutes(mux *http.ServeMux, b Backend) {
 	mux.HandleFunc("POST /v1/services/{name}/backends", svc(func(w http.ResponseWriter, r *http.Request, sb ServiceBackend) {
 		var req AddBackend
 		if err := decodeBody(w, r, &req); err != nil {
-			writeJSON(w, http.StatusBadRequest, Error{Error: err.Error()})
+			answer(w, nil, err)
 			return
 		}
 		req.Service = r.PathValue("name")
