@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/e2e"
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // wireguardModule is the module overlayd depends on for its TUN offloads;
@@ -79,18 +80,16 @@ func startWireguardGo(b *testing.B, bin string, h *e2e.Host, iface, addr string,
 	conf := fmt.Sprintf("set=1\nprivate_key=%s\nlisten_port=%d\nreplace_peers=true\npublic_key=%s\nendpoint=%s\nreplace_allowed_ips=true\nallowed_ip=%s\n\n",
 		key.private, port, peer.public, endpoint, allowed)
 	var c net.Conn
-	var err error
-	for deadline := time.Now().Add(15 * time.Second); ; {
+	if _, err := testutil.Poll(15*time.Second, func() (err error) {
 		if c, err = net.Dial("unix", sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%s: wireguard-go %s: no UAPI socket %s within 15s: %v\n%s", h.Name, iface, sock, err, p.Output())
+			return nil
 		}
 		if syscall.Kill(p.Cmd.Process.Pid, 0) == syscall.ESRCH {
 			b.Fatalf("%s: wireguard-go %s exited\n%s", h.Name, iface, p.Output())
 		}
-		time.Sleep(50 * time.Millisecond) // polling, with the deadline above
+		return err
+	}); err != nil {
+		b.Fatalf("%s: wireguard-go %s: no UAPI socket %s: %v\n%s", h.Name, iface, sock, err, p.Output())
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
