@@ -2,8 +2,11 @@ package router
 
 import "net/netip"
 
-// Underlay is the router's view of the underlay socket; *udp.Conn
-// implements it, and so does the fake in udp/udptest.
+// Underlay is the router's view of the underlay socket, and the one
+// definition of it: *udp.Conn implements it, and so does the fake
+// *udptest.Conn. Neither package may import router (DESIGN.md), so they
+// satisfy it structurally and their tests assert it
+// (var _ router.Underlay = (*udp.Conn)(nil)).
 //
 // ReadBatch is called from one goroutine and WriteBatch from any number;
 // after Close both return an error that errors.Is(err, net.ErrClosed).

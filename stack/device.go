@@ -32,7 +32,9 @@ const Headroom = 64
 var ErrClosed = errors.New("stack: device closed")
 
 // Device is an attachment: the host side of the overlay. Its shape is
-// wireguard-go's tun.Device.
+// wireguard-go's tun.Device. It is defined here only; every
+// implementation (TUN, TAP, Netstack) and fake (stacktest.Fake) asserts
+// it next to its type (var _ stack.Device = (*Fake)(nil)).
 //
 // Read and Write may be called concurrently with each other, but Read is
 // called from one goroutine only and so is Write. After Close, Read and

@@ -48,7 +48,8 @@ type mmsghdr struct {
 
 // Conn is a UDP underlay socket: batched receive and send with recvmmsg
 // and sendmmsg, UDP GSO on send and UDP GRO on receive where the kernel
-// has them. It implements router.Underlay.
+// has them. It implements router.Underlay and router.KernelDropper (udp
+// may not import router; udp_test asserts both).
 //
 // ReadBatch is meant for one goroutine (calls are serialized); WriteBatch
 // may be called from any number at once. After Close both return an error

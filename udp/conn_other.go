@@ -13,7 +13,8 @@ import (
 
 // Conn is a UDP underlay socket. On this system it has no batched system
 // calls: ReadBatch returns one datagram per call and WriteBatch sends one
-// at a time. It implements router.Underlay.
+// at a time. It implements router.Underlay and router.KernelDropper (udp
+// may not import router; udp_test asserts both).
 //
 // ReadBatch is meant for one goroutine; WriteBatch may be called from any
 // number at once. After Close both return an error that

@@ -69,18 +69,6 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-// underlay is router.Underlay, restated here because udp must not import
-// router; udp_test checks the two agree.
-type underlay interface {
-	ReadBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (n int, err error)
-	WriteBatch(bufs [][]byte, dsts []netip.AddrPort, flows []uint32) (n int, err error)
-	BatchSize() int
-	LocalAddr() netip.AddrPort
-	Close() error
-}
-
-var _ underlay = (*Conn)(nil)
-
 // errClosed is returned by ReadBatch and WriteBatch after Close.
 var errClosed = fmt.Errorf("udp: %w", net.ErrClosed)
 

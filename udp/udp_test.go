@@ -17,7 +17,10 @@ import (
 	"github.com/overlayd/overlayd/udp"
 )
 
-var _ router.Underlay = (*udp.Conn)(nil)
+var (
+	_ router.Underlay      = (*udp.Conn)(nil)
+	_ router.KernelDropper = (*udp.Conn)(nil)
+)
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 

@@ -92,8 +92,9 @@ type packet struct {
 	src  netip.AddrPort
 }
 
-// Conn is one endpoint of a Network. It has the methods of udp.Conn that
-// router.Underlay names, plus Close. ReadBatch is meant for one
+// Conn is one endpoint of a Network. It implements router.Underlay and
+// router.KernelDropper, as udp.Conn does, plus Close (udptest may not
+// import router; its test asserts both). ReadBatch is meant for one
 // goroutine, WriteBatch for any number; after Close both return an error
 // that errors.Is(err, net.ErrClosed).
 type Conn struct {
@@ -107,14 +108,6 @@ type Conn struct {
 
 	drops atomic.Uint64
 }
-
-var _ interface {
-	ReadBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (n int, err error)
-	WriteBatch(bufs [][]byte, dsts []netip.AddrPort, flows []uint32) (n int, err error)
-	BatchSize() int
-	LocalAddr() netip.AddrPort
-	Close() error
-} = (*Conn)(nil)
 
 var errClosed = fmt.Errorf("udptest: %w", net.ErrClosed)
 

@@ -13,7 +13,10 @@ import (
 	"github.com/overlayd/overlayd/udp/udptest"
 )
 
-var _ router.Underlay = (*udptest.Conn)(nil)
+var (
+	_ router.Underlay      = (*udptest.Conn)(nil)
+	_ router.KernelDropper = (*udptest.Conn)(nil)
+)
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
