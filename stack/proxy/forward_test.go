@@ -103,14 +103,20 @@ func TestUDPForwardSessions(t *testing.T) {
 		clients = append(clients, c)
 		msg := []byte{byte(i), 1, 2, 3}
 		c.Write(msg)
-		c.SetReadDeadline(time.Now().Add(time.Second))
 		got := make([]byte, 100)
-		n, err := c.Read(got)
 		if i < 2 {
-			if err != nil || !bytes.Equal(got[:n], msg) {
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, err := c.Read(got); err != nil || !bytes.Equal(got[:n], msg) {
 				t.Fatalf("client %d: echo %x, %v; want %x", i, got[:n], err, msg)
 			}
-		} else if err == nil {
+			continue
+		}
+		// Over the limit: once the forwarder has counted the datagram
+		// refused, nothing will answer it; anything it had answered
+		// would be queued already.
+		testutil.EventuallyEqual(t, 5*time.Second, "the datagram over the session limit refused", func() uint64 { return fw.Stats().Refused }, 1)
+		c.SetReadDeadline(time.Now())
+		if n, err := c.Read(got); err == nil {
 			t.Fatalf("client %d over the session limit got %x", i, got[:n])
 		}
 	}
