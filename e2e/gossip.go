@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/node"
 )
 
@@ -157,21 +159,16 @@ func (c *GossipCluster) Name(i int) string { return fmt.Sprintf("gnode%d", i) }
 // known there, and returns its address on it.
 func (c *GossipCluster) Join(i int, network string) netip.Prefix {
 	c.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ni, err := c.Node(i).JoinNetwork(context.Background(), network)
-		if err == nil {
-			p, perr := netip.ParsePrefix(ni.Addr)
-			if perr != nil {
-				c.t.Fatalf("node %d joined %q with address %q", i, network, ni.Addr)
-			}
-			return p
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("node %d: join %q: %v", i, network, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var ni api.NetworkInfo
+	testutil.Eventually(c.t, 20*time.Second, fmt.Sprintf("node %d: join %q", i, network), func() (err error) {
+		ni, err = c.Node(i).JoinNetwork(context.Background(), network)
+		return err
+	})
+	p, err := netip.ParsePrefix(ni.Addr)
+	if err != nil {
+		c.t.Fatalf("node %d joined %q with address %q", i, network, ni.Addr)
 	}
+	return p
 }
 
 // RoutesOf returns node i's routes owned by other nodes, by owner.
@@ -188,18 +185,18 @@ func (c *GossipCluster) RoutesOf(i int) map[string]api.Route {
 	return out
 }
 
-// WaitFor polls cond every 10 ms until it holds, failing the test after d.
-// It returns how long it took.
+// WaitFor is testutil.Eventually for a condition that says only yes or
+// no: it polls cond until it holds, failing the test after d, and
+// returns how long it took. A condition that can say what it saw should
+// use testutil.Eventually, whose failure reports it.
 func (c *GossipCluster) WaitFor(d time.Duration, what string, cond func() bool) time.Duration {
 	c.t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > d {
-			c.t.Fatalf("%s: not within %v", what, d)
+	return testutil.Eventually(c.t, d, what, func() error {
+		if !cond() {
+			return errors.New("the condition is false")
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return time.Since(start)
+		return nil
+	})
 }
 
 // Converged reports whether every live node has the same digest for

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/vxlan"
 )
 
@@ -176,13 +178,17 @@ func TestLargeTransferByteExact(t *testing.T) {
 		}
 		return
 	}
-	s0, s1, sent, got, ours, kern := books()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if s0.Traffic.Outbound.Bytes-bytesBefore >= uint64(size) && sent == got+ours+kern {
-			break
-		}
+	// Wait for the books to balance; the checks below say how they do not
+	// if they still do not after 5s.
+	var s0, s1 api.Status
+	var sent, got, ours, kern uint64
+	testutil.Poll(5*time.Second, func() error {
 		s0, s1, sent, got, ours, kern = books()
-	}
+		if s0.Traffic.Outbound.Bytes-bytesBefore >= uint64(size) && sent == got+ours+kern {
+			return nil
+		}
+		return errors.New("not balanced")
+	})
 	for _, st := range []api.Status{s0, s1} {
 		for reason, v := range st.Traffic.Drops {
 			t.Logf("%s drop %s: %d", st.Name, reason, v)
@@ -283,19 +289,13 @@ func TestGarbageFloodKeepsTrafficFlowing(t *testing.T) {
 	// or malformed), unless the kernel dropped it first at node1's socket
 	// for want of room (kernel_rcvbuf).
 	var ours, kern uint64
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		ours, kern = 0, 0
-		for reason, v := range c.Status(t, 1).Traffic.Drops {
-			if reason == vxlan.DropKernelRcvbuf.String() {
-				kern += v
-			} else {
-				ours += v
-			}
+	testutil.Poll(5*time.Second, func() error {
+		ours, kern = dropsOf(t, c, 1)
+		if ours+kern >= uint64(sent) {
+			return nil
 		}
-		if ours+kern >= uint64(sent) || time.Now().After(deadline) {
-			break
-		}
-	}
+		return errors.New("not all counted")
+	})
 	t.Logf("sprayed %d datagrams; node1 drops: %v", sent, c.Status(t, 1).Traffic.Drops)
 	if ours+kern < uint64(sent) {
 		t.Errorf("node1 counted %d drops (+%d in the kernel) for %d garbage datagrams", ours, kern, sent)
@@ -303,6 +303,20 @@ func TestGarbageFloodKeepsTrafficFlowing(t *testing.T) {
 	if ours > uint64(sent) {
 		t.Errorf("node1 counted %d drops for %d garbage datagrams: good packets were dropped", ours, sent)
 	}
+}
+
+// dropsOf sums node i's drop counters: those it counted itself, and the
+// kernel's at its socket (kernel_rcvbuf).
+func dropsOf(t *testing.T, c *Cluster, i int) (ours, kern uint64) {
+	t.Helper()
+	for reason, v := range c.Status(t, i).Traffic.Drops {
+		if reason == vxlan.DropKernelRcvbuf.String() {
+			kern += v
+		} else {
+			ours += v
+		}
+	}
+	return ours, kern
 }
 
 // fill writes seeded pseudo-random bytes into b.
@@ -339,19 +353,13 @@ func TestFloodKernelDropsCounted(t *testing.T) {
 		}
 	}
 	var ours, kern uint64
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		ours, kern = 0, 0
-		for reason, v := range c.Status(t, 1).Traffic.Drops {
-			if reason == vxlan.DropKernelRcvbuf.String() {
-				kern += v
-			} else {
-				ours += v
-			}
+	testutil.Poll(10*time.Second, func() error {
+		ours, kern = dropsOf(t, c, 1)
+		if ours+kern == uint64(sent) {
+			return nil
 		}
-		if ours+kern == uint64(sent) || time.Now().After(deadline) {
-			break
-		}
-	}
+		return errors.New("not all counted")
+	})
 	t.Logf("sent %d datagrams: node 1 dropped %d, the kernel %d at its socket", sent, ours, kern)
 	if ours+kern != uint64(sent) {
 		t.Errorf("node 1 counted %d drops and %d kernel drops for %d datagrams sent, want them to add up", ours, kern, sent)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // RequireRoot skips a test that needs root and iproute2, with a clear
@@ -204,6 +206,24 @@ func (p *Proc) Output() string {
 	return p.out.buf.String()
 }
 
+// WaitOutput waits up to d for the process to print want, failing the
+// test with what it printed if it does not, or if it exits first.
+func (p *Proc) WaitOutput(t testing.TB, d time.Duration, want string) {
+	t.Helper()
+	testutil.Eventually(t, d, fmt.Sprintf("%s: %q in the output of %s", p.Host.Name, want, strings.Join(p.Cmd.Args, " ")), func() error {
+		out := p.Output()
+		if strings.Contains(out, want) {
+			return nil
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("%s: %s exited (%v) before printing %q:\n%s", p.Host.Name, strings.Join(p.Cmd.Args, " "), p.err, want, out)
+		default:
+		}
+		return fmt.Errorf("printed so far:\n%s", out)
+	})
+}
+
 // Stop sends SIGTERM, waits up to five seconds, then kills. Safe twice.
 func (p *Proc) Stop() error {
 	p.once.Do(func() {
@@ -281,21 +301,20 @@ func (h *Host) StartOverlayd(flags ...string) *Overlayd {
 	// DNS is off unless flags turn it on (with an upstream the test starts).
 	args := append([]string{bin, "run", "--name", h.Name, "--control", ctl, "--log-level", "info", "--dns", "off"}, flags...)
 	o := &Overlayd{Proc: h.Start(args...), Control: ctl}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if _, err := o.Status(); err == nil {
-			return o
+	if _, err := testutil.Poll(15*time.Second, func() error {
+		_, err := o.Status()
+		if err != nil {
+			select {
+			case <-o.done:
+				t.Fatalf("%s: overlayd exited: %v\n%s", h.Name, o.err, o.Output())
+			default:
+			}
 		}
-		select {
-		case <-o.done:
-			t.Fatalf("%s: overlayd exited: %v\n%s", h.Name, o.err, o.Output())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: overlayd did not answer on %s within 15s\n%s", h.Name, ctl, o.Output())
-		}
-		time.Sleep(50 * time.Millisecond)
+		return err
+	}); err != nil {
+		t.Fatalf("%s: overlayd did not answer on %s: %v\n%s", h.Name, ctl, err, o.Output())
 	}
+	return o
 }
 
 // Status asks the daemon for its status over the control socket (unix
@@ -362,19 +381,36 @@ func (h *Host) Iperf(dst *Host, addr string, secs, streams int) (float64, error)
 	var out string
 	var err error
 	// The server may not listen yet; iperf3 -J exits 0 even then and says
-	// so in "error".
-	for try := 0; try < 50; try++ {
+	// so in "error". Retry until it answers (the errors are reported below).
+	testutil.Poll(iperfStart, func() error {
 		out, err = h.Try("iperf3", "-c", addr, "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J")
 		res.Error = ""
-		if err == nil && json.Unmarshal([]byte(out), &res) == nil && res.Error == "" {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return iperfRan(out, err, &res, &res.Error)
+	})
 	if err != nil || res.Error != "" || res.End.SumReceived.BitsPerSecond <= 0 {
 		return 0, fmt.Errorf("iperf3 %s → %s measured nothing: %v\n%s\nserver: %s", h.Name, addr, err, out, srv.Output())
 	}
 	return res.End.SumReceived.BitsPerSecond / 1e9, nil
+}
+
+// iperfStart bounds how long an iperf3 client retries a server that does
+// not listen yet.
+const iperfStart = 10 * time.Second
+
+// iperfRan decodes iperf3 -J output into res and says why the run did
+// not measure, if it did not: the command failed, its output is not
+// JSON, or iperf3 reported an error (in *errField, part of res).
+func iperfRan(out string, err error, res any, errField *string) error {
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal([]byte(out), res); err != nil {
+		return err
+	}
+	if *errField != "" {
+		return errors.New(*errField)
+	}
+	return nil
 }
 
 // IperfUDP sends UDP with iperf3 from h to an iperf3 server in dst bound
@@ -393,14 +429,11 @@ func (h *Host) IperfUDP(dst *Host, addr, rate string, secs int) (bytes int64, lo
 		} `json:"end"`
 	}
 	var out string
-	for try := 0; try < 50; try++ {
+	testutil.Poll(iperfStart, func() error {
 		out, err = h.Try("iperf3", "-u", "-c", addr, "-b", rate, "-t", strconv.Itoa(secs), "-J")
 		res.Error = ""
-		if err == nil && json.Unmarshal([]byte(out), &res) == nil && res.Error == "" {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return iperfRan(out, err, &res, &res.Error)
+	})
 	if err != nil || res.Error != "" {
 		return 0, 0, fmt.Errorf("iperf3 -u %s → %s: %v %s\n%s", h.Name, addr, err, res.Error, out)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // convergeBound is how long a change may take to be usable everywhere: far
@@ -73,11 +74,7 @@ func TestNetnsConvergence(t *testing.T) {
 	// The backend: one HTTP server on h2, a backend of every trial's service.
 	h2 := gl.lab.Hosts[1]
 	be := h2.helper("backend", addrs[1]+":8080", h2.Name)
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(be.Output(), "listening"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("h2: backend did not start: %s", be.Output())
-		}
-	}
+	be.WaitOutput(t, 10*time.Second, "listening")
 
 	var vipTimes, svcTimes, routeTimes, svcNameTimes, nodeNameTimes []time.Duration
 	for k := range trials {
@@ -94,16 +91,12 @@ func TestNetnsConvergence(t *testing.T) {
 		for _, i := range []int{0, 2, 3, 4} {
 			pollers = append(pollers, gl.lab.Hosts[i].poll("curl -s -o /dev/null --max-time 0.25 http://"+vip+":80/"))
 		}
-		var err error
-		for {
-			if out, err = gl.overlayd(1, "service", "add-backend", name, addrs[1]+":8080"); err == nil {
-				break
+		testutil.Eventually(t, convergeBound-time.Since(created), fmt.Sprintf("trial %d: h2 to know service %s (created on h1)", k, name), func() (err error) {
+			if out, err = gl.overlayd(1, "service", "add-backend", name, addrs[1]+":8080"); err != nil {
+				return fmt.Errorf("%v\n%s", err, out)
 			}
-			if time.Since(created) > convergeBound {
-				t.Fatalf("trial %d: h2 does not know service %s %v after h1 created it: %v\n%s", k, name, convergeBound, err, out)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return nil
+		})
 		added := time.Now()
 		svcTimes = append(svcTimes, added.Sub(created))
 		var worst time.Duration
@@ -205,23 +198,20 @@ func (gl *gossipLab) worstPoll(k int, ps []*Proc, hosts []int, t0 time.Time, wha
 // network is not yet known there, and returns the address it got.
 func (gl *gossipLab) joinBlue(i int, d time.Duration) string {
 	gl.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		out, err := gl.overlayd(i, "network", "join", "blue")
-		if err == nil {
-			// "joined blue (VNI N) with address A/B"
-			_, rest, ok := strings.Cut(out, "with address ")
-			a, _, ok2 := strings.Cut(strings.TrimSpace(rest), "/")
-			if !ok || !ok2 {
-				gl.t.Fatalf("%s: network join: %q", gl.lab.Hosts[i].Name, out)
-			}
-			return a
+	var out string
+	testutil.Eventually(gl.t, d, gl.lab.Hosts[i].Name+": network join blue", func() (err error) {
+		if out, err = gl.overlayd(i, "network", "join", "blue"); err != nil {
+			return fmt.Errorf("%v\n%s", err, out)
 		}
-		if time.Now().After(deadline) {
-			gl.t.Fatalf("%s: network join blue: %v\n%s", gl.lab.Hosts[i].Name, err, out)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	})
+	// "joined blue (VNI N) with address A/B"
+	_, rest, ok := strings.Cut(out, "with address ")
+	a, _, ok2 := strings.Cut(strings.TrimSpace(rest), "/")
+	if !ok || !ok2 {
+		gl.t.Fatalf("%s: network join: %q", gl.lab.Hosts[i].Name, out)
 	}
+	return a
 }
 
 // poll starts, in host h, a loop that runs the shell command cmd every
@@ -236,11 +226,7 @@ while [ $(date +%%s) -le $end ]; do
 done
 echo timeout; exit 1`, int((convergeBound+time.Second)/time.Second), cmd)
 	p := h.Start("sh", "-c", script)
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(p.Output(), "polling"); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			h.lab.t.Fatalf("%s: poller did not start: %s", h.Name, p.Output())
-		}
-	}
+	p.WaitOutput(h.lab.t, 5*time.Second, "polling")
 	return p
 }
 

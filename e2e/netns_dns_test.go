@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/overlayd/overlayd/dns/dnstest"
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // startDnsmasq runs dnsmasq on 127.0.0.1:5300 in host h's namespace,
@@ -29,35 +30,29 @@ func startDnsmasq(t *testing.T, h *Host) *Proc {
 	p := h.Start(bin, "--no-daemon", "--port=5300", "--listen-address=127.0.0.1", "--bind-interfaces",
 		"--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--pid-file=", "--log-facility=-", "--log-queries",
 		"--user=root", "--group=root", "--address=/example.test/192.0.2.10")
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	if _, err := testutil.Poll(5*time.Second, func() error {
 		out, _ := h.Try("dig", "+short", "+time=1", "+tries=1", "@127.0.0.1", "-p", "5300", "www.example.test")
-		if strings.TrimSpace(out) == "192.0.2.10" {
-			return p
+		if got := strings.TrimSpace(out); got != "192.0.2.10" {
+			return fmt.Errorf("www.example.test = %q", got)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: dnsmasq did not answer: %s\n%s", h.Name, out, p.Output())
-		}
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatalf("%s: dnsmasq did not answer: %v\n%s", h.Name, err, p.Output())
 	}
+	return p
 }
 
 // digUntil runs dig in h until its trimmed output is want, for up to d.
 func digUntil(t *testing.T, h *Host, d time.Duration, want string, args ...string) {
 	t.Helper()
 	args = append([]string{"dig", "+short", "+time=1", "+tries=1"}, args...)
-	deadline := time.Now().Add(d)
-	for {
-		out, _ := h.Try(args...)
-		if strings.TrimSpace(out) == want {
-			t.Logf("%s: %s → %s", h.Name, strings.Join(args[4:], " "), want)
-			return
+	testutil.Eventually(t, d, fmt.Sprintf("%s: %s = %q", h.Name, strings.Join(args, " "), want), func() error {
+		if out, _ := h.Try(args...); strings.TrimSpace(out) != want {
+			return fmt.Errorf("got %q", out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %s = %q, want %q (within %v)", h.Name, strings.Join(args, " "), out, want, d)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
+	t.Logf("%s: %s → %s", h.Name, strings.Join(args[4:], " "), want)
 }
 
 // upstreamAsked reports whether the dnsmasq p was asked for name.
@@ -68,13 +63,12 @@ func upstreamAsked(p *Proc, name string) bool {
 // waitUpstream waits until the dnsmasq p has been asked for name.
 func waitUpstream(t *testing.T, p *Proc, name string, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !upstreamAsked(p, name) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: dnsmasq was not asked for %s within %v:\n%s", p.Host.Name, name, d, p.Output())
+	testutil.Eventually(t, d, fmt.Sprintf("%s: dnsmasq to be asked for %s", p.Host.Name, name), func() error {
+		if !upstreamAsked(p, name) {
+			return fmt.Errorf("its log:\n%s", p.Output())
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // noAnswer checks that dig (args after dig's own) run in h got no answer:

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 const (
@@ -99,32 +100,31 @@ func (gl *gossipLab) live() []int {
 	return out
 }
 
-// waitRoutes waits until cond holds for every live host's routes, polling
-// every 20 ms, and returns how long that took.
+// waitRoutes waits until cond holds for every live host's routes and
+// returns how long that took. On timeout it logs every host's routes and
+// digests and fails with the first host that did not satisfy cond.
 func (gl *gossipLab) waitRoutes(d time.Duration, what string, cond func(i int, routes map[string]string) bool) time.Duration {
 	gl.t.Helper()
-	start := time.Now()
-	for {
-		ok := true
+	took, err := testutil.Poll(d, func() error {
 		for _, i := range gl.live() {
 			rs, _, err := gl.routes(i)
-			if err != nil || !cond(i, rs) {
-				ok = false
-				break
+			if err != nil {
+				return fmt.Errorf("%s: %v", gl.lab.Hosts[i].Name, err)
+			}
+			if !cond(i, rs) {
+				return fmt.Errorf("%s: routes %v", gl.lab.Hosts[i].Name, rs)
 			}
 		}
-		if ok {
-			return time.Since(start)
+		return nil
+	})
+	if err != nil {
+		for _, i := range gl.live() {
+			rs, ds, err := gl.routes(i)
+			gl.t.Logf("%s: routes %v digests %v %v", gl.lab.Hosts[i].Name, rs, ds, err)
 		}
-		if time.Since(start) > d {
-			for _, i := range gl.live() {
-				rs, ds, err := gl.routes(i)
-				gl.t.Logf("%s: routes %v digests %v %v", gl.lab.Hosts[i].Name, rs, ds, err)
-			}
-			gl.t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
+		gl.t.Fatalf("%s: %v", what, err)
 	}
+	return took
 }
 
 // converged: every live host has a route to every other live host and the
@@ -159,18 +159,13 @@ func (gl *gossipLab) setup() []string {
 		if o == nil {
 			continue
 		}
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		testutil.Eventually(gl.t, 20*time.Second, gl.lab.Hosts[i].Name+": join blue", func() error {
 			ni, err := o.Client().JoinNetwork(ctx, "blue")
 			if err == nil {
 				addrs[i] = ni.Addr[:len(ni.Addr)-3] // strip "/24"
-				break
 			}
-			if time.Now().After(deadline) {
-				gl.t.Fatalf("%s: join blue: %v", gl.lab.Hosts[i].Name, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return err
+		})
 	}
 	return addrs
 }
@@ -300,17 +295,16 @@ func TestNetnsGossip(t *testing.T) {
 			// The positive event: the refused host has tried and knows why.
 			want := fmt.Sprintf("join %s:%d: %s", gl.lab.Hosts[0].Underlay, labGossipPort, tc.why)
 			var st api.Status
-			deadline := time.Now().Add(20 * time.Second)
-			for {
-				var err error
-				st, err = bad.Status()
-				if err == nil && st.Gossip != nil && strings.Contains(st.Gossip.JoinError, want) {
-					break
+			if _, err := testutil.Poll(20*time.Second, func() (err error) {
+				if st, err = bad.Status(); err != nil {
+					return err
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("the refused host does not say %q: status gossip %+v, %v\n%s", want, st.Gossip, err, bad.Output())
+				if st.Gossip == nil || !strings.Contains(st.Gossip.JoinError, want) {
+					return fmt.Errorf("status gossip %+v", st.Gossip)
 				}
-				time.Sleep(50 * time.Millisecond)
+				return nil
+			}); err != nil {
+				t.Fatalf("the refused host does not say %q: %v\n%s", want, err, bad.Output())
 			}
 			if st.Gossip.Alive != 1 {
 				t.Errorf("the refused host counts %d alive members, want 1 (itself)", st.Gossip.Alive)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // svcHelperMain: "backend ADDR NAME" serves HTTP on ADDR (TCP) answering
@@ -47,22 +48,26 @@ func svcHelperMain(args []string) error {
 		// Dial ADDR every 10 ms until a connection carries the backend's
 		// answer; print the wall clock of that moment (Unix ns).
 		fmt.Println("dialling")
-		for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		_, err := testutil.Poll(2*time.Minute, func() error {
 			conn, err := net.DialTimeout("tcp", args[1], 200*time.Millisecond)
 			if err != nil {
-				continue
+				return err
 			}
 			conn.SetDeadline(time.Now().Add(time.Second))
 			fmt.Fprintf(conn, "GET / HTTP/1.0\r\n\r\n")
 			buf := make([]byte, 64)
-			n, _ := conn.Read(buf)
+			n, err := conn.Read(buf)
 			conn.Close()
-			if n > 0 {
-				fmt.Printf("ok %d\n", time.Now().UnixNano())
-				return nil
+			if n == 0 {
+				return fmt.Errorf("no answer: %v", err)
 			}
+			fmt.Printf("ok %d\n", time.Now().UnixNano())
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("no connection to %s: %v", args[1], err)
 		}
-		return fmt.Errorf("no connection to %s within 2 minutes", args[1])
+		return nil
 	case len(args) == 2 && args[0] == "udp":
 		conn, err := net.Dial("udp", args[1])
 		if err != nil {
@@ -105,13 +110,7 @@ func TestNetnsServiceVIP(t *testing.T) {
 		// :8080 serves VIP:80 (HTTP), :5353 VIP:53 (UDP).
 		for _, port := range []string{"8080", "5353"} {
 			p := h.helper("backend", addrs[i]+":"+port, h.Name)
-			deadline := time.Now().Add(10 * time.Second)
-			for !strings.Contains(p.Output(), "listening") {
-				if time.Now().After(deadline) {
-					t.Fatalf("%s: backend did not start: %s", h.Name, p.Output())
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			p.WaitOutput(t, 10*time.Second, "listening")
 			if port == "8080" {
 				backends[h.Name] = p
 			}
@@ -123,25 +122,19 @@ func TestNetnsServiceVIP(t *testing.T) {
 	}
 	t.Logf("service web: VIP %s", svc.VIP)
 	for _, i := range []int{1, 2} {
-		var err error
-		for try := 0; try < 100; try++ { // until gossip brings the service
+		// Until gossip brings the service.
+		testutil.Eventually(t, 10*time.Second, gl.lab.Hosts[i].Name+": add-backend", func() (err error) {
 			if _, err = gl.ods[i].Client().AddBackend(ctx, api.AddBackend{Service: "web", Network: "blue", Addr: addrs[i] + ":8080", Weight: 1, Check: "tcp", ServicePort: 80}); err == nil {
 				_, err = gl.ods[i].Client().AddBackend(ctx, api.AddBackend{Service: "web", Network: "blue", Addr: addrs[i] + ":5353", Weight: 1, ServicePort: 53})
 			}
-			if err == nil {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		if err != nil {
-			t.Fatalf("%s: add-backend: %v", gl.lab.Hosts[i].Name, err)
-		}
+			return err
+		})
 	}
-	active := func(want int) func() bool {
-		return func() bool {
+	active := func(want int) func() error {
+		return func() error {
 			s, err := gl.ods[0].Client().Service(ctx, "blue", "web")
 			if err != nil {
-				return false
+				return err
 			}
 			n := 0
 			for _, b := range s.Backends {
@@ -149,10 +142,13 @@ func TestNetnsServiceVIP(t *testing.T) {
 					n++
 				}
 			}
-			return n == want
+			if n != want {
+				return fmt.Errorf("%d backends in the table, want %d: %+v", n, want, s.Backends)
+			}
+			return nil
 		}
 	}
-	waitCond(t, 10*time.Second, "host 0's tables hold both hosts' backends of both ports", active(4))
+	testutil.Eventually(t, 10*time.Second, "host 0's tables hold both hosts' backends of both ports", active(4))
 
 	client := gl.lab.Hosts[0]
 	seen := map[string]int{}
@@ -198,7 +194,7 @@ func TestNetnsServiceVIP(t *testing.T) {
 	dead := gl.lab.Hosts[2].Name
 	stopped := time.Now()
 	backends[dead].Kill()
-	waitCond(t, 15*time.Second, "the failed backend leaves host 0's table", active(3))
+	testutil.Eventually(t, 15*time.Second, "the failed backend leaves host 0's table", active(3))
 	t.Logf("server stopped → out of the table in %v (2 failed probes 2 s apart)", time.Since(stopped).Round(time.Millisecond))
 	for range 10 {
 		out, err := client.Try("curl", "-sS", "--max-time", "5", "http://"+svc.VIP+"/")
@@ -209,18 +205,6 @@ func TestNetnsServiceVIP(t *testing.T) {
 	s, _ := gl.ods[0].Client().Service(ctx, "blue", "web")
 	for _, b := range s.Backends {
 		t.Logf("backend %s: state %s, in table %v, picked %d", b.Addr, b.State, b.InTable, b.Selections)
-	}
-}
-
-// waitCond polls cond every 50 ms until it holds, failing after d.
-func waitCond(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -259,18 +243,16 @@ func vipOf(t *testing.T, out string) string {
 func (gl *gossipLab) waitShow(i int, name string, d time.Duration, what string, cond func(string) bool) string {
 	gl.t.Helper()
 	var out string
-	deadline := time.Now().Add(d)
-	for {
-		var err error
-		out, err = gl.overlayd(i, "service", "show", name)
-		if err == nil && cond(out) {
-			return out
+	testutil.Eventually(gl.t, d, gl.lab.Hosts[i].Name+": "+what, func() (err error) {
+		if out, err = gl.overlayd(i, "service", "show", name); err != nil {
+			return fmt.Errorf("%v\n%s", err, out)
 		}
-		if time.Now().After(deadline) {
-			gl.t.Fatalf("%s: %s: not within %v\n%s", gl.lab.Hosts[i].Name, what, d, out)
+		if !cond(out) {
+			return fmt.Errorf("service show:\n%s", out)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
+	return out
 }
 
 // backendLine returns the 'service show' line of backend addr.
@@ -310,22 +292,15 @@ func TestNetnsServiceMultiPort(t *testing.T) {
 			ports = append(ports, "5201")
 		}
 		p := h.helper("backend", addrs[i]+":8002", h.Name)
-		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.Output(), "listening"); time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: HTTP backend did not start: %s", h.Name, p.Output())
-			}
-		}
+		p.WaitOutput(t, 10*time.Second, "listening")
 		for _, port := range ports {
-			var err error
-			for try := 0; try < 100; try++ { // until gossip brings the service
-				if out, err = gl.overlayd(i, "service", "add-backend", "perf", addrs[i]+":"+port); err == nil {
-					break
+			// Until gossip brings the service.
+			testutil.Eventually(t, 10*time.Second, fmt.Sprintf("%s: overlayd service add-backend perf %s:%s", h.Name, addrs[i], port), func() (err error) {
+				if out, err = gl.overlayd(i, "service", "add-backend", "perf", addrs[i]+":"+port); err != nil {
+					return fmt.Errorf("%v\n%s", err, out)
 				}
-				time.Sleep(50 * time.Millisecond)
-			}
-			if err != nil {
-				t.Fatalf("%s: overlayd service add-backend perf %s:%s: %v\n%s", h.Name, addrs[i], port, err, out)
-			}
+				return nil
+			})
 			t.Logf("%s$ overlayd service add-backend perf %s:%s\n%s", h.Name, addrs[i], port, out)
 		}
 	}
@@ -388,11 +363,7 @@ func TestNetnsServiceDeadBackendNode(t *testing.T) {
 	for _, i := range []int{1, 2, 3} {
 		h := gl.lab.Hosts[i]
 		p := h.helper("backend", addrs[i]+":8080", h.Name)
-		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.Output(), "listening"); time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: backend did not start: %s", h.Name, p.Output())
-			}
-		}
+		p.WaitOutput(t, 10*time.Second, "listening")
 		out := gl.mustOverlayd(0, "service", "add-backend", "web", addrs[i]+":8080")
 		t.Logf("h1$ overlayd service add-backend web %s:8080\n%s", addrs[i], out)
 	}
@@ -471,11 +442,7 @@ func TestNetnsServiceConvergence(t *testing.T) {
 	gl.waitRoutes(60*time.Second, "all hosts learn all routes", func(int, map[string]string) bool { return gl.converged("blue") })
 	h2 := gl.lab.Hosts[1]
 	be := h2.helper("backend", addrs[1]+":8080", h2.Name)
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(be.Output(), "listening"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("backend did not start: %s", be.Output())
-		}
-	}
+	be.WaitOutput(t, 10*time.Second, "listening")
 	var all []time.Duration
 	for k := range 20 {
 		name := fmt.Sprintf("s%d", k)
@@ -483,25 +450,18 @@ func TestNetnsServiceConvergence(t *testing.T) {
 		var clients []*Proc
 		for _, i := range []int{0, 2, 3, 4} {
 			p := gl.lab.Hosts[i].helper("connect-until", vip+":80")
-			for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.Output(), "dialling"); time.Sleep(5 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatalf("connect-until did not start: %s", p.Output())
-				}
-			}
+			p.WaitOutput(t, 10*time.Second, "dialling")
 			clients = append(clients, p)
 		}
-		var out string
-		var err error
-		for try := 0; try < 200; try++ { // until gossip brings the service to h2
-			if out, err = gl.overlayd(1, "service", "add-backend", name, addrs[1]+":8080"); err == nil {
-				break
+		// Until gossip brings the service to h2.
+		testutil.Eventually(t, 10*time.Second, "h2: overlayd service add-backend "+name, func() error {
+			out, err := gl.overlayd(1, "service", "add-backend", name, addrs[1]+":8080")
+			if err != nil {
+				return fmt.Errorf("%v\n%s", err, out)
 			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return nil
+		})
 		returned := time.Now()
-		if err != nil {
-			t.Fatalf("h2: overlayd service add-backend %s: %v\n%s", name, err, out)
-		}
 		var worst time.Duration
 		for _, p := range clients {
 			if err := p.Wait(2 * time.Minute); err != nil {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // TestHelperProcess is not a test: the netns tests run the test binary in
@@ -66,14 +68,11 @@ func helperMain(args []string) error {
 			return err
 		}
 		var conn net.Conn
-		for try := 0; ; try++ { // the sink may not listen yet
+		// The sink may not listen yet.
+		if _, err := testutil.Poll(10*time.Second, func() (err error) {
 			conn, err = net.DialTimeout("tcp", args[1], 5*time.Second)
-			if err == nil || try == 50 {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err != nil {
+			return err
+		}); err != nil {
 			return err
 		}
 		data := make([]byte, size)
@@ -107,10 +106,7 @@ func (h *Host) helper(args ...string) *Proc {
 func transfer(t *testing.T, src, dst *Host, addr netip.AddrPort, size int) {
 	t.Helper()
 	sink := dst.helper("sink", addr.String())
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(sink.Output(), "listening") && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	sink.WaitOutput(t, 10*time.Second, "listening")
 	source := src.helper("source", addr.String(), strconv.Itoa(size))
 	if err := source.Wait(2 * time.Minute); err != nil {
 		t.Fatalf("%s → %s: source: %v\n%s", src.Name, dst.Name, err, source.Output())

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // readmeBlock returns the first code block after the README heading.
@@ -110,14 +112,14 @@ func TestREADMEServices(t *testing.T) {
 			// command that only reads is retried until its output is the
 			// README's, within a bound.
 			readOnly := strings.HasPrefix(args, "service show") || strings.HasPrefix(args, "service ls") || strings.HasPrefix(args, "conntrack")
-			deadline := time.Now().Add(15 * time.Second)
-			for {
+			// The check below says how it differs if it still does after 15s.
+			testutil.Poll(15*time.Second, func() error {
 				out = run(m[1], args)
-				if !readOnly || want == nil || matches(out, want) || time.Now().After(deadline) {
-					break
+				if !readOnly || want == nil || matches(out, want) {
+					return nil
 				}
-				time.Sleep(100 * time.Millisecond)
-			}
+				return errors.New("not the README's output")
+			})
 			t.Logf("%s# overlayd %s\n%s", m[1], args, out)
 			if want != nil && !matches(out, want) {
 				t.Errorf("%s# overlayd %s printed\n%s\nthe README says\n%s", m[1], args, out, strings.Join(want, "\n"))
