@@ -2,7 +2,12 @@ package deptest
 
 import (
 	"encoding/json"
+	"go/parser"
+	"go/token"
 	"os/exec"
+	"path"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -11,6 +16,8 @@ const module = "github.com/overlayd/overlayd"
 
 type pkg struct {
 	ImportPath string
+	Dir        string
+	GoFiles    []string
 	Doc        string
 	Imports    []string
 	Deps       []string
@@ -39,19 +46,49 @@ func rel(path string) string {
 	return strings.TrimPrefix(strings.TrimPrefix(path, module), "/")
 }
 
-// TestPackageDocs: every package says what it is, as Tailscale requires.
+// TestPackageDocs: every package says what it is, in the first sentence
+// of its doc.go (STYLE.md; Tailscale fails its build the same way): a
+// library's comment starts "Package NAME ", a command's "Command NAME "
+// (NAME its directory). The doc lives in doc.go alone, so no other file
+// of the package carries a package comment. The programs under examples/
+// are exempt from doc.go: each is one main.go whose comment is the doc.
 func TestPackageDocs(t *testing.T) {
 	for _, p := range listPackages(t) {
+		name := rel(p.ImportPath)
+		want := "Package " + p.Name + " "
 		if p.Name == "main" {
-			if p.Doc == "" {
-				t.Errorf("command %s has no doc comment", rel(p.ImportPath))
-			}
+			want = "Command " + path.Base(p.ImportPath) + " "
+		}
+		if !strings.HasPrefix(p.Doc, want) {
+			t.Errorf("package %s: doc %q does not start with %q", name, p.Doc, want)
+		}
+		if p.Name == "main" && (name == "examples" || strings.HasPrefix(name, "examples/")) {
 			continue
 		}
-		if !strings.HasPrefix(p.Doc, "Package "+p.Name+" ") {
-			t.Errorf("package %s: doc %q does not start with %q", rel(p.ImportPath), p.Doc, "Package "+p.Name+" ")
+		if !slices.Contains(p.GoFiles, "doc.go") {
+			t.Errorf("package %s has no doc.go (its package comment, starting %q, belongs there)", name, want)
+			continue
+		}
+		for _, f := range p.GoFiles {
+			doc := packageComment(t, filepath.Join(p.Dir, f))
+			switch {
+			case f == "doc.go" && !strings.HasPrefix(doc, want):
+				t.Errorf("%s/doc.go: package comment %q does not start with %q", name, doc, want)
+			case f != "doc.go" && doc != "":
+				t.Errorf("%s/%s has a package comment; it belongs in doc.go alone", name, f)
+			}
 		}
 	}
+}
+
+// packageComment returns the text of file's package comment, "" if none.
+func packageComment(t *testing.T, file string) string {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), file, nil, parser.PackageClauseOnly|parser.ParseComments)
+	if err != nil {
+		t.Fatalf("parse %s: %v", file, err)
+	}
+	return f.Doc.Text()
 }
 
 // allowed lists, per package, the overlayd packages it may import
