@@ -1,0 +1,3 @@
+// Package dnstest provides DNS upstreams for tests: a scripted fake on
+// loopback and a real dnsmasq process on loopback.
+package dnstest
