@@ -2,10 +2,12 @@ package router
 
 import (
 	"encoding/binary"
-	"hash/maphash"
 	"iter"
 	"maps"
+	"math/bits"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,31 +68,46 @@ func (c *cowMap[K, V]) snapshot() map[K]V { return *c.p.Load() }
 // to pick its shard.
 type shardKey interface {
 	comparable
-	hash(maphash.Seed) uint64
+	hash(shardSeed) uint64
+}
+
+// shardSeed keys the shard hash: random per table.
+type shardSeed [2]uint64
+
+// mix is wyhash's mixing step, the 128-bit product of a and b folded.
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
 }
 
 // shardedMap is a table learned from traffic (IP→MAC, MAC→VTEP): read per
 // packet without locks, written on every new or changed entry. It is split
-// in shards, each an immutable map behind an atomic pointer; a write copies
-// its shard only and swaps that pointer. A table of max entries has about
-// max/targetShardLen shards, so a write copies a few entries whatever the
-// table holds, and n new entries cost O(n), not the O(n²) of copying the
-// whole table each time. (Up to maxShards: 4096 shards of 8 bytes hold the
-// default 65,536 entries; a larger max makes the shards longer.) The seed
-// is random per table,
-// so a peer choosing its MACs cannot pile them into one shard. A lookup,
-// and a write that changes nothing, allocate nothing.
+// in shards, each an immutable slice of entries behind an atomic pointer;
+// a write copies its shard only and swaps that pointer. A table of max
+// entries has about max/targetShardLen shards, so a shard of a full table
+// holds about 16 entries (a lookup scans them) and a write copies as many,
+// whatever the table holds: n new entries cost O(n), not the O(n²) of
+// copying the whole table each time. (The shard pointers take half a byte
+// per allowed entry, 32 KiB for the default 65,536; beyond maxShards, for
+// a max above a million, the shards grow longer.) The seed is random per
+// table, so a peer choosing its MACs cannot pile them into one shard. A
+// lookup, and a write that changes nothing, allocate nothing.
 type shardedMap[K shardKey, V comparable] struct {
 	mu     sync.Mutex // serialises writers
 	max    int
 	n      atomic.Int64 // entries, for the limit and Stats
-	seed   maphash.Seed
-	shards []atomic.Pointer[map[K]V] // nil: an empty shard
+	seed   shardSeed
+	shards []atomic.Pointer[[]shardEntry[K, V]] // nil: an empty shard
+}
+
+type shardEntry[K, V any] struct {
+	k K
+	v V
 }
 
 const (
 	targetShardLen = 16 // entries per shard of a full table
-	maxShards      = 1 << 12
+	maxShards      = 1 << 16
 )
 
 func newShardedMap[K shardKey, V comparable](max int) *shardedMap[K, V] {
@@ -98,17 +115,20 @@ func newShardedMap[K shardKey, V comparable](max int) *shardedMap[K, V] {
 	for n < maxShards && n*targetShardLen < max {
 		n <<= 1
 	}
-	return &shardedMap[K, V]{max: max, seed: maphash.MakeSeed(), shards: make([]atomic.Pointer[map[K]V], n)}
+	return &shardedMap[K, V]{max: max, seed: shardSeed{rand.Uint64(), rand.Uint64()}, shards: make([]atomic.Pointer[[]shardEntry[K, V]], n)}
 }
 
-func (m *shardedMap[K, V]) shard(k K) *atomic.Pointer[map[K]V] {
+func (m *shardedMap[K, V]) shard(k K) *atomic.Pointer[[]shardEntry[K, V]] {
 	return &m.shards[k.hash(m.seed)&uint64(len(m.shards)-1)]
 }
 
 func (m *shardedMap[K, V]) get(k K) (V, bool) {
 	if p := m.shard(k).Load(); p != nil {
-		v, ok := (*p)[k]
-		return v, ok
+		for i := range *p {
+			if e := &(*p)[i]; e.k == k {
+				return e.v, true
+			}
+		}
 	}
 	var zero V
 	return zero, false
@@ -123,24 +143,34 @@ func (m *shardedMap[K, V]) set(k K, v V) bool {
 	s := m.shard(k)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var cur map[K]V // nil: an empty shard
+	var cur []shardEntry[K, V] // nil: an empty shard
 	if p := s.Load(); p != nil {
 		cur = *p
 	}
-	old, had := cur[k]
-	if had && old == v {
+	at := -1
+	for i := range cur {
+		if cur[i].k == k {
+			at = i
+			break
+		}
+	}
+	if at >= 0 && cur[at].v == v {
 		return true
 	}
-	if !had && m.n.Load() >= int64(m.max) {
+	if at < 0 && m.n.Load() >= int64(m.max) {
 		return false
 	}
-	next := make(map[K]V, len(cur)+1)
-	maps.Copy(next, cur)
-	next[k] = v
-	s.Store(&next)
-	if !had {
+	var next []shardEntry[K, V]
+	if at >= 0 {
+		next = slices.Clone(cur)
+		next[at].v = v
+	} else {
+		next = make([]shardEntry[K, V], len(cur), len(cur)+1)
+		copy(next, cur)
+		next = append(next, shardEntry[K, V]{k, v})
 		m.n.Add(1)
 	}
+	s.Store(&next)
 	return true
 }
 
@@ -154,8 +184,8 @@ func (m *shardedMap[K, V]) all() iter.Seq2[K, V] {
 			if p == nil {
 				continue
 			}
-			for k, v := range *p {
-				if !yield(k, v) {
+			for _, e := range *p {
+				if !yield(e.k, e.v) {
 					return
 				}
 			}
@@ -169,12 +199,10 @@ type neighKey struct {
 	ip  netip.Addr
 }
 
-func (k neighKey) hash(seed maphash.Seed) uint64 {
-	var b [20]byte
-	binary.LittleEndian.PutUint32(b[:4], k.vni)
+func (k neighKey) hash(seed shardSeed) uint64 {
 	a := k.ip.As16()
-	copy(b[4:], a[:])
-	return maphash.Bytes(seed, b[:])
+	hi, lo := binary.LittleEndian.Uint64(a[:8]), binary.LittleEndian.Uint64(a[8:])
+	return mix(hi^uint64(k.vni)<<32^seed[0], lo^seed[1])
 }
 
 // macKey names a MAC on one network (L2 mode).
@@ -183,11 +211,10 @@ type macKey struct {
 	mac vxlan.MAC
 }
 
-func (k macKey) hash(seed maphash.Seed) uint64 {
-	var b [10]byte
-	binary.LittleEndian.PutUint32(b[:4], k.vni)
-	copy(b[4:], k.mac[:])
-	return maphash.Bytes(seed, b[:])
+func (k macKey) hash(seed shardSeed) uint64 {
+	m := k.mac
+	mac := uint64(m[0])<<40 | uint64(m[1])<<32 | uint64(m[2])<<24 | uint64(m[3])<<16 | uint64(m[4])<<8 | uint64(m[5])
+	return mix(uint64(k.vni)^seed[0], mac^seed[1])
 }
 
 // pendingQueue holds packets waiting for an ARP answer, a few per
