@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -87,6 +88,9 @@ func startDaemon(t *testing.T, name string, gossipPort int, join []int, stateDir
 	return d
 }
 
+// leaseSeen, as a kill delay, is "when the lease is in the state file".
+const leaseSeen time.Duration = -2
+
 func (d *daemon) client() *api.Client { return api.NewClient(d.ctl) }
 
 func (d *daemon) output() string {
@@ -164,7 +168,7 @@ func TestKillDuringJoinKeepsAddresses(t *testing.T) {
 	}
 	var ops []op
 	for _, apply := range []bool{false, true} {
-		for _, delay := range []time.Duration{0, 25 * time.Millisecond, 50 * time.Millisecond, 75 * time.Millisecond, 100 * time.Millisecond, -1} {
+		for _, delay := range []time.Duration{0, 25 * time.Millisecond, 50 * time.Millisecond, 75 * time.Millisecond, 100 * time.Millisecond, leaseSeen, leaseSeen, -1} {
 			ops = append(ops, op{apply, delay})
 		}
 	}
@@ -214,12 +218,25 @@ func TestKillDuringJoinKeepsAddresses(t *testing.T) {
 			answered, answerErr = do(victim)
 			took = time.Since(t0)
 		}()
-		if o.delay < 0 {
+		switch {
+		case o.delay == leaseSeen:
+			// As soon as the victim's lease reaches its ipam state file,
+			// the nearest an outside kill gets to the moment between
+			// taking the lease and recording the join.
+			path := filepath.Join(vicState, "ipam-"+name+".state")
+			for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Microsecond) {
+				if raw, err := os.ReadFile(path); err == nil {
+					if st, err := ipam.DecodeState(raw); err == nil && slices.ContainsFunc(st.Leases, func(l ipam.Lease) bool { return l.Owner == "victim" }) {
+						break
+					}
+				}
+			}
+		case o.delay < 0:
 			wg.Wait()
 			if answerErr != nil {
 				t.Fatalf("%s: %v", name, answerErr)
 			}
-		} else {
+		default:
 			time.Sleep(o.delay)
 		}
 		victim.kill()
@@ -245,7 +262,7 @@ func TestKillDuringJoinKeepsAddresses(t *testing.T) {
 		if answered != "" && addr != answered {
 			t.Errorf("%s: joined again as %s, was %s", name, addr, answered)
 		}
-		t.Logf("%s (apply %v, kill after %v): answered %q (%v) before the kill; %s after the restart", name, o.apply, o.delay, answered, took.Round(time.Millisecond), addr)
+		t.Logf("%s (apply %v, kill after %v): answered %q (%v) before the kill; joined at the restart %q; %s after", name, o.apply, o.delay, answered, took.Round(time.Millisecond), now[name], addr)
 		kept[name] = addr
 	}
 
