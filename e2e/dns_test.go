@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/dns/dnstest"
+	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/node"
 )
 
@@ -91,19 +93,13 @@ func waitAnswer(t *testing.T, c *GossipCluster, d time.Duration, name, want stri
 	if nodes == nil {
 		nodes = c.Live()
 	}
-	var last string
-	defer func() {
-		if t.Failed() {
-			t.Logf("last answer: %s", last)
-		}
-	}()
-	return c.WaitFor(d, fmt.Sprintf("%s = %s on nodes %v", name, want, nodes), func() bool {
+	return testutil.Eventually(t, d, fmt.Sprintf("%s = %s on nodes %v", name, want, nodes), func() error {
 		for _, i := range nodes {
-			if last = fmt.Sprintf("node %d: %s", i, answerA(askHost(c.Node(i), name, mdns.TypeA))); !strings.HasSuffix(last, ": "+want) {
-				return false
+			if last := fmt.Sprintf("node %d: %s", i, answerA(askHost(c.Node(i), name, mdns.TypeA))); !strings.HasSuffix(last, ": "+want) {
+				return errors.New(last)
 			}
 		}
-		return true
+		return nil
 	})
 }
 
@@ -224,9 +220,12 @@ func TestDNSGossip(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAnswer(t, c, 5*time.Second, "gnode1.blue.overlay", "NXDOMAIN")
-	c.WaitFor(5*time.Second, "node 1 stops serving 10.201.0.1", func() bool {
+	testutil.Eventually(t, 5*time.Second, "node 1 stops serving 10.201.0.1", func() error {
 		st, err := c.Node(1).Status(ctx)
-		return err == nil && st.DNS != nil && len(st.DNS.Addrs) == 0
+		if err != nil {
+			return err
+		}
+		return errIf(st.DNS == nil || len(st.DNS.Addrs) != 0, fmt.Sprintf("DNS status %+v", st.DNS))
 	})
 }
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // The promise, end to end: with overlay DNS on, a host program
@@ -56,24 +58,24 @@ func TestDoorsByName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.WaitFor(10*time.Second, "the service reaches gnode1", func() bool {
-		_, err := c.Node(1).Service(ctx, nw, "web")
-		return err == nil
-	})
+	testutil.Eventually(t, 10*time.Second, "the service reaches gnode1", c.knowsService(1, nw, "web"))
 	backend := netip.AddrPortFrom(addrs[1].Addr(), 80).String()
 	if _, err := c.Node(1).AddBackend(ctx, api.AddBackend{Service: "web", Network: nw, Addr: backend, Weight: 1}); err != nil {
 		t.Fatal(err)
 	}
-	c.WaitFor(20*time.Second, "routes, names and the backend reach gnode0", func() bool {
-		if len(c.RoutesOf(0)) != 1 || !inTable(c.Node(0), "web", backend) {
-			return false
+	testutil.Eventually(t, 20*time.Second, "routes, names and the backend reach gnode0", func() error {
+		if rs := c.RoutesOf(0); len(rs) != 1 {
+			return fmt.Errorf("gnode0 routes %v", rs)
+		}
+		if err := c.tableHolds(0, true, "web", backend); err != nil {
+			return err
 		}
 		for _, name := range []string{"gnode1." + nw + ".overlay", "web." + nw + ".overlay"} {
 			if m, err := askHost(c.Node(0), name, 1); err != nil || len(m.Answer) == 0 {
-				return false
+				return fmt.Errorf("%s: %v %v", name, m, err)
 			}
 		}
-		return true
+		return nil
 	})
 
 	st, err := c.Node(0).Status(ctx)

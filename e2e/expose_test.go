@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // TestExpose: a local HTTP server on 127.0.0.1, exposed by node 0 as the
@@ -62,13 +64,16 @@ services:
 	}()
 	ctx := context.Background()
 	var vip string
-	c.WaitFor(20*time.Second, "node 1 balances web over node 0's exposed backend", func() bool {
+	testutil.Eventually(t, 20*time.Second, "node 1 balances web over node 0's exposed backend", func() error {
 		si, err := c.Node(1).Service(ctx, "blue", "web")
-		if err != nil || len(si.Backends) != 1 || !si.Backends[0].InTable {
-			return false
+		if err != nil {
+			return err
+		}
+		if len(si.Backends) != 1 || !si.Backends[0].InTable {
+			return fmt.Errorf("service %+v", si)
 		}
 		vip = si.VIP
-		return true
+		return nil
 	})
 	si, _ := c.Node(0).Service(ctx, "blue", "web")
 	t.Logf("service web: VIP %s, backend %s (owner %s)", si.VIP, si.Backends[0].Addr, si.Backends[0].Owner)

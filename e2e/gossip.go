@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -183,20 +182,6 @@ func (c *GossipCluster) RoutesOf(i int) map[string]api.Route {
 		out[r.Owner] = r
 	}
 	return out
-}
-
-// WaitFor is testutil.Eventually for a condition that says only yes or
-// no: it polls cond until it holds, failing the test after d, and
-// returns how long it took. A condition that can say what it saw should
-// use testutil.Eventually, whose failure reports it.
-func (c *GossipCluster) WaitFor(d time.Duration, what string, cond func() bool) time.Duration {
-	c.t.Helper()
-	return testutil.Eventually(c.t, d, what, func() error {
-		if !cond() {
-			return errors.New("the condition is false")
-		}
-		return nil
-	})
 }
 
 // Converged reports whether every live node has the same digest for

@@ -3,8 +3,10 @@ package e2e
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/vxlan"
 )
 
@@ -83,13 +86,13 @@ func TestGossipClusterConvergesWithdrawsRestores(t *testing.T) {
 		}
 		seen[a.Addr()] = i
 	}
-	took := c.WaitFor(20*time.Second, "10 nodes learn 9 routes each and converge", func() bool {
+	took := testutil.Eventually(t, 20*time.Second, "10 nodes learn 9 routes each and converge", func() error {
 		for i := range n {
-			if len(c.RoutesOf(i)) != n-1 {
-				return false
+			if rs := c.RoutesOf(i); len(rs) != n-1 {
+				return fmt.Errorf("node %d has %d routes: %v", i, len(rs), slices.Sorted(maps.Keys(rs)))
 			}
 		}
-		return c.Converged("blue") && c.Converged("")
+		return converged(c, "blue", "")
 	})
 	t.Logf("converged in %v after the joins (digest %s)", took.Round(time.Millisecond), c.Node(0).Digest("blue"))
 
@@ -101,13 +104,13 @@ func TestGossipClusterConvergesWithdrawsRestores(t *testing.T) {
 
 	const victim = 3
 	c.Crash(victim)
-	took = c.WaitFor(15*time.Second, "the crashed node's route is withdrawn on every survivor", func() bool {
+	took = testutil.Eventually(t, 15*time.Second, "the crashed node's route is withdrawn on every survivor", func() error {
 		for _, i := range c.Live() {
-			if _, ok := c.RoutesOf(i)[c.Name(victim)]; ok {
-				return false
+			if r, ok := c.RoutesOf(i)[c.Name(victim)]; ok {
+				return fmt.Errorf("node %d still routes %+v", i, r)
 			}
 		}
-		return true
+		return nil
 	})
 	t.Logf("crash → withdrawn on all %d survivors in %v", n-1, took.Round(time.Millisecond))
 	if err := echoOver(t, c, 1, 2, addrs[2].Addr(), 7001); err != nil {
@@ -119,17 +122,20 @@ func TestGossipClusterConvergesWithdrawsRestores(t *testing.T) {
 	if len(st.Networks) != 1 || st.Networks[0].Addr != addrs[victim].String() {
 		t.Fatalf("restarted node's networks %+v, want blue with %v", st.Networks, addrs[victim])
 	}
-	took = c.WaitFor(15*time.Second, "the restarted node's route is back everywhere", func() bool {
+	took = testutil.Eventually(t, 15*time.Second, "the restarted node's route is back everywhere", func() error {
 		for _, i := range c.Live() {
 			if i == victim {
 				continue
 			}
 			r, ok := c.RoutesOf(i)[c.Name(victim)]
-			if !ok || r.Prefix != netip.PrefixFrom(addrs[victim].Addr(), 32).String() {
-				return false
+			if want := netip.PrefixFrom(addrs[victim].Addr(), 32).String(); !ok || r.Prefix != want {
+				return fmt.Errorf("node %d routes the victim as %+v (present %v), want %s", i, r, ok, want)
 			}
 		}
-		return len(c.RoutesOf(victim)) == n-1 && c.Converged("blue")
+		if rs := c.RoutesOf(victim); len(rs) != n-1 {
+			return fmt.Errorf("the restarted node has %d routes, want %d", len(rs), n-1)
+		}
+		return converged(c, "blue")
 	})
 	t.Logf("restart → restored on all nodes in %v", took.Round(time.Millisecond))
 	if err := echoOver(t, c, 0, victim, addrs[victim].Addr(), 7002); err != nil {
@@ -156,8 +162,11 @@ func TestGossipNetworksIsolated(t *testing.T) {
 	red0, green0 := c.Join(0, "red"), c.Join(0, "green")
 	red1 := c.Join(1, "red")
 	green2 := c.Join(2, "green")
-	c.WaitFor(10*time.Second, "routes learned", func() bool {
-		return len(c.RoutesOf(0)) == 2 && len(c.RoutesOf(1)) == 1 && len(c.RoutesOf(2)) == 1
+	testutil.Eventually(t, 10*time.Second, "routes learned", func() error {
+		if r0, r1, r2 := c.RoutesOf(0), c.RoutesOf(1), c.RoutesOf(2); len(r0) != 2 || len(r1) != 1 || len(r2) != 1 {
+			return fmt.Errorf("routes %v, %v, %v; want 2, 1 and 1", r0, r1, r2)
+		}
+		return nil
 	})
 	if r := c.RoutesOf(1)[c.Name(0)]; r.Prefix != netip.PrefixFrom(red0.Addr(), 32).String() {
 		t.Errorf("node 1 routes node 0 as %+v, want only its red address %v", r, red0)
@@ -182,15 +191,21 @@ func TestGossipNetworksIsolated(t *testing.T) {
 	// 1's red address. Node 1 has no green network: unknown_vni.
 	before := c.Node(1).Router().Stats().Drops["unknown_vni"]
 	sendVXLAN(t, c.Node(1).VTEP(), vniGreen, red1.Addr())
-	c.WaitFor(5*time.Second, "node 1 counts the green packet as unknown_vni", func() bool {
-		return c.Node(1).Router().Stats().Drops["unknown_vni"] > before
+	testutil.Eventually(t, 5*time.Second, "node 1 counts the green packet as unknown_vni", func() error {
+		if got := c.Node(1).Router().Stats().Drops["unknown_vni"]; got <= before {
+			return fmt.Errorf("%d unknown_vni drops, was %d", got, before)
+		}
+		return nil
 	})
 	// Node 0 is on both: a green packet for its red address is not for us.
 	before = c.Node(0).Router().Stats().Drops["not_for_us"]
 	in := c.Node(0).Router().Stats().Inbound.Packets
 	sendVXLAN(t, c.Node(0).VTEP(), vniGreen, red0.Addr())
-	c.WaitFor(5*time.Second, "node 0 counts the cross-VNI packet as not_for_us", func() bool {
-		return c.Node(0).Router().Stats().Drops["not_for_us"] > before
+	testutil.Eventually(t, 5*time.Second, "node 0 counts the cross-VNI packet as not_for_us", func() error {
+		if got := c.Node(0).Router().Stats().Drops["not_for_us"]; got <= before {
+			return fmt.Errorf("%d not_for_us drops, was %d", got, before)
+		}
+		return nil
 	})
 	if got := c.Node(0).Router().Stats().Inbound.Packets; got != in {
 		t.Errorf("node 0 delivered %d packets from the forged datagram", got-in)
@@ -200,7 +215,12 @@ func TestGossipNetworksIsolated(t *testing.T) {
 	if err := c.Node(0).LeaveNetwork(ctx, "green"); err != nil {
 		t.Fatal(err)
 	}
-	c.WaitFor(10*time.Second, "node 2 withdraws node 0's green route", func() bool { return len(c.RoutesOf(2)) == 0 })
+	testutil.Eventually(t, 10*time.Second, "node 2 withdraws node 0's green route", func() error {
+		if rs := c.RoutesOf(2); len(rs) != 0 {
+			return fmt.Errorf("node 2 routes %v", rs)
+		}
+		return nil
+	})
 	if err := echoOver(t, c, 2, 0, green0.Addr(), 7104); err == nil {
 		t.Error("node 2 reached node 0's green address after node 0 left green")
 	}
@@ -266,11 +286,19 @@ func TestGossipWrongKeyRefused(t *testing.T) {
 			cfg.Gossip.KeyFile = good
 		}
 	}})
-	c.WaitFor(10*time.Second, "the keyed pair sees each other", func() bool { return len(c.Node(0).Gossip().Members()) == 2 })
+	testutil.Eventually(t, 10*time.Second, "the keyed pair sees each other", func() error {
+		if ms := c.Node(0).Gossip().Members(); len(ms) != 2 {
+			return fmt.Errorf("node 0's members: %+v", ms)
+		}
+		return nil
+	})
 	// The intruders' joins were answered and refused (each says why)...
 	for _, i := range []int{2, 3} {
-		c.WaitFor(10*time.Second, fmt.Sprintf("node %d's join refused", i), func() bool {
-			return c.Node(i).Gossip().Stats().JoinError != ""
+		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("node %d's join refused", i), func() error {
+			if st := c.Node(i).Gossip().Stats(); st.JoinError == "" {
+				return fmt.Errorf("no join error; gossip stats %+v", st)
+			}
+			return nil
 		})
 		t.Logf("node %d: %s", i, c.Node(i).Gossip().Stats().JoinError)
 	}
@@ -279,9 +307,11 @@ func TestGossipWrongKeyRefused(t *testing.T) {
 	if err := c.Node(1).Gossip().Put("e2e.marker", "", "after-intruders", []byte("m")); err != nil {
 		t.Fatal(err)
 	}
-	c.WaitFor(10*time.Second, "node 1's marker on node 0", func() bool {
-		_, ok := c.Node(0).Gossip().Get("e2e.marker", "", "after-intruders")
-		return ok
+	testutil.Eventually(t, 10*time.Second, "node 1's marker on node 0", func() error {
+		if _, ok := c.Node(0).Gossip().Get("e2e.marker", "", "after-intruders"); !ok {
+			return errors.New("not there")
+		}
+		return nil
 	})
 	for _, i := range []int{0, 1} {
 		var names []string
@@ -356,18 +386,21 @@ func TestGossipStaticBesideLearned(t *testing.T) {
 	}
 	blue1 := c.Join(1, "blue")
 	c.Join(0, "blue")
-	c.WaitFor(10*time.Second, "a static and a learned route on each node", func() bool {
+	testutil.Eventually(t, 10*time.Second, "a static and a learned route on each node", func() error {
 		for i := range 2 {
-			rs, _ := c.Node(i).Routes(context.Background())
+			rs, err := c.Node(i).Routes(context.Background())
+			if err != nil {
+				return err
+			}
 			owners := map[string]bool{}
 			for _, r := range rs.Routes {
 				owners[r.Owner] = true
 			}
 			if !owners["static"] || !owners[c.Name(1-i)] {
-				return false
+				return fmt.Errorf("node %d's routes are owned by %v", i, owners)
 			}
 		}
-		return true
+		return nil
 	})
 	if err := echoOver(t, c, 0, 1, NodeAddr(1).Addr(), 7200); err != nil {
 		t.Errorf("static route: %v", err)
@@ -375,4 +408,19 @@ func TestGossipStaticBesideLearned(t *testing.T) {
 	if err := echoOver(t, c, 0, 1, blue1.Addr(), 7201); err != nil {
 		t.Errorf("learned route: %v", err)
 	}
+}
+
+// converged says, for each network, whether every live node has the
+// same digest of it, and if not, which digests they have.
+func converged(c *GossipCluster, networks ...string) error {
+	for _, nw := range networks {
+		if !c.Converged(nw) {
+			ds := map[string]string{}
+			for _, i := range c.Live() {
+				ds[c.Name(i)] = c.Node(i).Digest(nw)
+			}
+			return fmt.Errorf("network %q not converged: digests %v", nw, ds)
+		}
+	}
+	return nil
 }

@@ -9,13 +9,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // A gossip cluster with a service: the client node's /metrics counts the
@@ -38,14 +39,7 @@ func TestMetricsServiceCluster(t *testing.T) {
 		wg.Go(func() { addrs[i] = c.Join(i, nw) })
 	}
 	wg.Wait()
-	c.WaitFor(20*time.Second, "routes converge", func() bool {
-		for i := range 3 {
-			if len(c.RoutesOf(i)) != 2 {
-				return false
-			}
-		}
-		return true
-	})
+	testutil.Eventually(t, 20*time.Second, "routes converge", c.routesConverged(3))
 	svc, err := c.Node(0).CreateService(ctx, api.CreateService{Name: "web", Network: nw, Ports: []string{"80/tcp"}})
 	if err != nil {
 		t.Fatal(err)
@@ -64,16 +58,13 @@ func TestMetricsServiceCluster(t *testing.T) {
 		t.Cleanup(func() { ln.Close(); pc.Close() })
 		serveBackend(ln, pc, c.Name(i))
 		backendAddr[c.Name(i)] = a
-		c.WaitFor(10*time.Second, "the service reaches "+c.Name(i), func() bool {
-			_, err := c.Node(i).Service(ctx, nw, "web")
-			return err == nil
-		})
+		testutil.Eventually(t, 10*time.Second, "the service reaches "+c.Name(i), c.knowsService(i, nw, "web"))
 		if _, err := c.Node(i).AddBackend(ctx, api.AddBackend{Service: "web", Network: nw, Addr: a, Weight: 1}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	c.WaitFor(10*time.Second, "the client's table holds both backends", func() bool {
-		return inTable(c.Node(0), "web", backendAddr["gnode1"]) && inTable(c.Node(0), "web", backendAddr["gnode2"])
+	testutil.Eventually(t, 10*time.Second, "the client's table holds both backends", func() error {
+		return c.tableHolds(0, true, "web", backendAddr["gnode1"], backendAddr["gnode2"])
 	})
 
 	st, err := c.Node(0).Status(ctx)
@@ -115,7 +106,7 @@ func TestMetricsServiceCluster(t *testing.T) {
 	if v := sumOf(mfs, "overlayd_gossip_messages_total"); v <= 0 {
 		t.Errorf("overlayd_gossip_messages_total = %v, want some", v)
 	}
-	problems, err := testutil.GatherAndLint(c.Node(0).MetricsRegistry())
+	problems, err := promtest.GatherAndLint(c.Node(0).MetricsRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

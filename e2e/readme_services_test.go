@@ -61,14 +61,7 @@ func TestREADMEServices(t *testing.T) {
 			t.Fatalf("n%d joined blue with %s; the README's example assumes %s", i, got, want)
 		}
 	}
-	c.WaitFor(20*time.Second, "routes converge", func() bool {
-		for i := range 3 {
-			if len(c.RoutesOf(i)) != 2 {
-				return false
-			}
-		}
-		return true
-	})
+	testutil.Eventually(t, 20*time.Second, "routes converge", c.routesConverged(3))
 	run := func(node, args string) string {
 		var i int
 		fmt.Sscanf(node, "n%d", &i)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/node"
 )
 
@@ -164,14 +165,7 @@ func TestServiceVIPBalancing(t *testing.T) {
 		go func() { defer wg.Done(); addrs[i] = c.Join(i, nw) }()
 	}
 	wg.Wait()
-	c.WaitFor(20*time.Second, "routes converge", func() bool {
-		for i := range 5 {
-			if len(c.RoutesOf(i)) != 4 {
-				return false
-			}
-		}
-		return true
-	})
+	testutil.Eventually(t, 20*time.Second, "routes converge", c.routesConverged(5))
 
 	clients, backends := []int{0, 4}, []int{1, 2, 3}
 	backendAddr := map[string]string{} // name → ip:port of its TCP backend (VIP:80 → :8080)
@@ -205,10 +199,7 @@ func TestServiceVIPBalancing(t *testing.T) {
 	for _, i := range backends {
 		// The backend's own node adds it (it owns the entry), after
 		// gossip has brought it the service.
-		c.WaitFor(10*time.Second, "the service reaches "+c.Name(i), func() bool {
-			_, err := c.Node(i).Service(ctx, nw, "web")
-			return err == nil
-		})
+		testutil.Eventually(t, 10*time.Second, "the service reaches "+c.Name(i), c.knowsService(i, nw, "web"))
 		// :8080 serves VIP port 80 (a port of another number, mapped);
 		// :53 serves 53/udp, the port of its own number.
 		if _, err := c.Node(i).AddBackend(ctx, api.AddBackend{Service: "web", Network: nw, Addr: backendAddr[c.Name(i)], Weight: 1}); err == nil ||
@@ -222,15 +213,15 @@ func TestServiceVIPBalancing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	took := c.WaitFor(10*time.Second, "both clients' tables hold the three backends", func() bool {
+	took := testutil.Eventually(t, 10*time.Second, "both clients' tables hold the three backends", func() error {
 		for _, i := range clients {
 			for _, a := range backendAddr {
-				if !inTable(c.Node(i), "web", a) {
-					return false
+				if err := c.tableHolds(i, true, "web", a); err != nil {
+					return err
 				}
 			}
 		}
-		return true
+		return nil
 	})
 	t.Logf("backends in the clients' tables %v after the last add", took.Round(time.Millisecond))
 	// Another node may not remove a backend it did not add.
@@ -279,7 +270,7 @@ func TestServiceVIPBalancing(t *testing.T) {
 
 	// Hold one connection to each backend.
 	held := map[string]*vipConn{}
-	c.WaitFor(10*time.Second, "a connection to each backend", func() bool {
+	testutil.Eventually(t, 10*time.Second, "a connection to each backend", func() error {
 		vc, err := dialVIP(c.Node(clients[len(held)%2]), tcpVIP)
 		if err != nil {
 			t.Fatal(err)
@@ -289,7 +280,7 @@ func TestServiceVIPBalancing(t *testing.T) {
 		} else {
 			held[vc.backend] = vc
 		}
-		return len(held) == 3
+		return errIf(len(held) != 3, fmt.Sprintf("connections to %d backends so far", len(held)))
 	})
 	defer func() {
 		for _, vc := range held {
@@ -307,8 +298,8 @@ func TestServiceVIPBalancing(t *testing.T) {
 	if _, err := c.Node(1).RemoveBackend(ctx, api.BackendRef{Service: "web", Network: nw, Addr: backendAddr[drained]}, true); err != nil {
 		t.Fatal(err)
 	}
-	c.WaitFor(10*time.Second, "the drained backend leaves the clients' tables", func() bool {
-		return !inTable(c.Node(0), "web", backendAddr[drained]) && !inTable(c.Node(4), "web", backendAddr[drained])
+	testutil.Eventually(t, 10*time.Second, "the drained backend leaves the clients' tables", func() error {
+		return errors.Join(c.tableHolds(0, false, "web", backendAddr[drained]), c.tableHolds(4, false, "web", backendAddr[drained]))
 	})
 	counts = spread(t, c, clients, tcpVIP, 60)
 	t.Logf("60 connections with %s draining: %v", drained, counts)
@@ -321,16 +312,16 @@ func TestServiceVIPBalancing(t *testing.T) {
 	if _, err := c.Node(1).AddBackend(ctx, api.AddBackend{Service: "web", Network: nw, Addr: backendAddr[drained], Weight: 1}); err != nil {
 		t.Fatal(err)
 	}
-	c.WaitFor(10*time.Second, "the undrained backend is back in the tables", func() bool {
-		return inTable(c.Node(0), "web", backendAddr[drained]) && inTable(c.Node(4), "web", backendAddr[drained])
+	testutil.Eventually(t, 10*time.Second, "the undrained backend is back in the tables", func() error {
+		return errors.Join(c.tableHolds(0, true, "web", backendAddr[drained]), c.tableHolds(4, true, "web", backendAddr[drained]))
 	})
 
 	// Crash gnode3 in the middle of its flow.
 	victim := c.Name(3)
 	crashed := time.Now()
 	c.Crash(3)
-	c.WaitFor(15*time.Second, "the crashed backend leaves both clients' tables", func() bool {
-		return !inTable(c.Node(0), "web", backendAddr[victim]) && !inTable(c.Node(4), "web", backendAddr[victim])
+	testutil.Eventually(t, 15*time.Second, "the crashed backend leaves both clients' tables", func() error {
+		return errors.Join(c.tableHolds(0, false, "web", backendAddr[victim]), c.tableHolds(4, false, "web", backendAddr[victim]))
 	})
 	t.Logf("kill-to-withdraw: %v (both clients' Maglev tables)", time.Since(crashed).Round(time.Millisecond))
 	for name, vc := range held {
@@ -376,14 +367,7 @@ func TestServiceHealthCheckLocalBackendRemove(t *testing.T) {
 	for i := range 3 {
 		addrs[i] = c.Join(i, nw)
 	}
-	c.WaitFor(20*time.Second, "routes converge", func() bool {
-		for i := range 3 {
-			if len(c.RoutesOf(i)) != 2 {
-				return false
-			}
-		}
-		return true
-	})
+	testutil.Eventually(t, 20*time.Second, "routes converge", c.routesConverged(3))
 	svc, err := c.Node(0).CreateService(ctx, api.CreateService{Name: "api", Ports: []string{"9000"}})
 	if err != nil {
 		t.Fatal(err)
@@ -391,10 +375,8 @@ func TestServiceHealthCheckLocalBackendRemove(t *testing.T) {
 	vip := netip.AddrPortFrom(netip.MustParseAddr(svc.VIP), 9000).String()
 	a1 := netip.AddrPortFrom(addrs[1].Addr(), 9000).String()
 	a2 := netip.AddrPortFrom(addrs[2].Addr(), 9000).String()
-	c.WaitFor(10*time.Second, "the service reaches gnode1 and gnode2", func() bool {
-		_, err1 := c.Node(1).Service(ctx, "", "api")
-		_, err2 := c.Node(2).Service(ctx, "", "api")
-		return err1 == nil && err2 == nil
+	testutil.Eventually(t, 10*time.Second, "the service reaches gnode1 and gnode2", func() error {
+		return errors.Join(c.knowsService(1, "", "api")(), c.knowsService(2, "", "api")())
 	})
 	if _, err := c.Node(1).AddBackend(ctx, api.AddBackend{Service: "api", Addr: a1, Weight: 1, Check: "tcp"}); err != nil {
 		t.Fatal(err)
@@ -417,7 +399,7 @@ func TestServiceHealthCheckLocalBackendRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 	a1u := netip.AddrPortFrom(addrs[1].Addr(), 5300).String()
-	c.WaitFor(10*time.Second, "service dns reaches gnode1", func() bool { _, err := c.Node(1).Service(ctx, "", "dns"); return err == nil })
+	testutil.Eventually(t, 10*time.Second, "service dns reaches gnode1", c.knowsService(1, "", "dns"))
 	if _, err := c.Node(1).AddBackend(ctx, api.AddBackend{Service: "dns", Addr: a1u, Weight: 1, Check: "udp"}); err != nil {
 		t.Fatal(err)
 	}
@@ -428,9 +410,15 @@ func TestServiceHealthCheckLocalBackendRemove(t *testing.T) {
 		}
 		return s.Backends[0].State
 	}
-	took := c.WaitFor(15*time.Second, "gnode1's backend without a server turns unhealthy on gnode0", func() bool { return state(0, a1) == "unhealthy" })
+	took := testutil.Eventually(t, 15*time.Second, "gnode1's backend without a server turns unhealthy on gnode0", func() error {
+		st := state(0, a1)
+		return errIf(st != "unhealthy", "state "+st)
+	})
 	t.Logf("no server → unhealthy on gnode0 in %v", took.Round(time.Millisecond))
-	c.WaitFor(5*time.Second, "the UDP backend without a server turns unhealthy", func() bool { return udpState() == "unhealthy" })
+	testutil.Eventually(t, 5*time.Second, "the UDP backend without a server turns unhealthy", func() error {
+		st := udpState()
+		return errIf(st != "unhealthy", "state "+st)
+	})
 	ln1, err := c.Node(1).Listen("tcp", a1)
 	if err != nil {
 		t.Fatal(err)
@@ -438,7 +426,7 @@ func TestServiceHealthCheckLocalBackendRemove(t *testing.T) {
 	pc1, _ := c.Node(1).ListenPacket("udp", a1)
 	defer func() { ln1.Close(); pc1.Close() }()
 	serveBackend(ln1, pc1, "gnode1")
-	took = c.WaitFor(15*time.Second, "gnode1's backend turns healthy again", func() bool { return inTable(c.Node(0), "api", a1) })
+	took = testutil.Eventually(t, 15*time.Second, "gnode1's backend turns healthy again", func() error { return c.tableHolds(0, true, "api", a1) })
 	t.Logf("server up → healthy in gnode0's table in %v", took.Round(time.Millisecond))
 	if vc, err := dialVIP(c.Node(0), vip); err != nil || vc.backend != "gnode1" {
 		t.Fatalf("gnode0 → VIP: %v %v, want gnode1", vc, err)
@@ -457,7 +445,7 @@ func TestServiceHealthCheckLocalBackendRemove(t *testing.T) {
 	if _, err := c.Node(2).AddBackend(ctx, api.AddBackend{Service: "api", Addr: a2, Weight: 1}); err != nil {
 		t.Fatal(err)
 	}
-	c.WaitFor(10*time.Second, "gnode0's table holds both backends", func() bool { return inTable(c.Node(0), "api", a2) && inTable(c.Node(0), "api", a1) })
+	testutil.Eventually(t, 10*time.Second, "gnode0's table holds both backends", func() error { return c.tableHolds(0, true, "api", a2, a1) })
 	if counts := spread(t, c, []int{2}, vip, 30); counts["gnode1"] != 30 {
 		t.Errorf("gnode2's own clients reached %v, want gnode1 only", counts)
 	}
@@ -471,13 +459,13 @@ func TestServiceHealthCheckLocalBackendRemove(t *testing.T) {
 	if err := c.Node(0).RemoveService(ctx, nw, "api"); err != nil {
 		t.Fatal(err)
 	}
-	c.WaitFor(10*time.Second, "the service leaves gnode0's balancer", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the service leaves gnode0's balancer", func() error {
 		for _, s := range c.Node(0).Balancer().Stats().Services {
 			if s.Name == "api" {
-				return false
+				return fmt.Errorf("it balances api over %v", tableOf(c.Node(0), "api"))
 			}
 		}
-		return true
+		return nil
 	})
 	if vc, err := dialVIP(c.Node(0), vip); err == nil {
 		vc.Close()
@@ -504,21 +492,24 @@ func TestServiceStateSurvivesClusterRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.WaitFor(10*time.Second, "the service reaches gnode1", func() bool { _, err := c.Node(1).Service(ctx, "", "web"); return err == nil })
+	testutil.Eventually(t, 10*time.Second, "the service reaches gnode1", c.knowsService(1, "", "web"))
 	if _, err := c.Node(1).AddBackend(ctx, api.AddBackend{Service: "web", Addr: a1, Weight: 3}); err != nil {
 		t.Fatal(err)
 	}
-	c.WaitFor(10*time.Second, "gnode0's table holds the backend", func() bool { return inTable(c.Node(0), "web", a1) })
+	testutil.Eventually(t, 10*time.Second, "gnode0's table holds the backend", func() error { return c.tableHolds(0, true, "web", a1) })
 	// The creator's crash does not take the service away.
 	c.Crash(0)
-	c.WaitFor(10*time.Second, "gnode1 declares gnode0 dead", func() bool {
-		ps, _ := c.Node(1).Peers(ctx)
+	testutil.Eventually(t, 10*time.Second, "gnode1 declares gnode0 dead", func() error {
+		ps, err := c.Node(1).Peers(ctx)
+		if err != nil {
+			return err
+		}
 		for _, p := range ps {
 			if p.Name == "gnode0" {
-				return p.State == "dead"
+				return errIf(p.State != "dead", "gnode0 is "+p.State)
 			}
 		}
-		return false
+		return fmt.Errorf("gnode0 is not among the peers %+v", ps)
 	})
 	if s, err := c.Node(1).Service(ctx, nw, "web"); err != nil || s.VIP != svc.VIP {
 		t.Errorf("with its creator dead, gnode1 has service web: %+v, %v", s, err)
@@ -526,7 +517,7 @@ func TestServiceStateSurvivesClusterRestart(t *testing.T) {
 	c.Crash(1)
 	c.Restart(0)
 	c.Restart(1)
-	took := c.WaitFor(20*time.Second, "the service and its backend are back on gnode0", func() bool { return inTable(c.Node(0), "web", a1) })
+	took := testutil.Eventually(t, 20*time.Second, "the service and its backend are back on gnode0", func() error { return c.tableHolds(0, true, "web", a1) })
 	s, err := c.Node(0).Service(ctx, nw, "web")
 	if err != nil || s.VIP != svc.VIP || len(s.Backends) != 1 || s.Backends[0].Weight != 3 || s.Backends[0].Owner != "gnode1" {
 		t.Fatalf("after the restart: %+v, %v; want VIP %s and gnode1's backend of weight 3", s, err, svc.VIP)
@@ -546,14 +537,7 @@ func svcCluster(t *testing.T, n int, nw, cidr string) (*GossipCluster, []netip.A
 	for i := range n {
 		addrs[i] = c.Join(i, nw).Addr()
 	}
-	c.WaitFor(20*time.Second, "routes converge", func() bool {
-		for i := range n {
-			if len(c.RoutesOf(i)) != n-1 {
-				return false
-			}
-		}
-		return true
-	})
+	testutil.Eventually(t, 20*time.Second, "routes converge", c.routesConverged(n))
 	return c, addrs
 }
 
@@ -576,10 +560,11 @@ func listenNamed(t *testing.T, nd *node.Node, addr netip.AddrPort, name string) 
 func waitService(t *testing.T, c *GossipCluster, nd *node.Node, network, name, what string, cond func(api.ServiceInfo) bool) api.ServiceInfo {
 	t.Helper()
 	var si api.ServiceInfo
-	c.WaitFor(15*time.Second, what, func() bool {
-		var err error
-		si, err = nd.Service(context.Background(), network, name)
-		return err == nil && cond(si)
+	testutil.Eventually(t, 15*time.Second, what, func() (err error) {
+		if si, err = nd.Service(context.Background(), network, name); err != nil {
+			return err
+		}
+		return errIf(!cond(si), fmt.Sprintf("service %+v", si))
 	})
 	return si
 }
@@ -698,8 +683,8 @@ func TestServiceConflictLeavesOthersFlows(t *testing.T) {
 	if err := c.Node(2).Gossip().Put("overlayd.services", nw, "clash", clash); err != nil {
 		t.Fatal(err)
 	}
-	c.WaitFor(10*time.Second, "gnode0 balances first and third", func() bool {
-		return inTable(c.Node(0), "first", b1.String()) && inTable(c.Node(0), "third", b2.String())
+	testutil.Eventually(t, 10*time.Second, "gnode0 balances first and third", func() error {
+		return errors.Join(c.tableHolds(0, true, "first", b1.String()), c.tableHolds(0, true, "third", b2.String()))
 	})
 	held := map[string]*vipConn{}
 	for _, vip := range []string{first.VIP, third.VIP} {
@@ -719,15 +704,15 @@ func TestServiceConflictLeavesOthersFlows(t *testing.T) {
 		if _, err := c.Node(1).AddBackend(ctx, api.AddBackend{Service: "first", Network: nw, Addr: b1.String(), Weight: w}); err != nil {
 			t.Fatal(err)
 		}
-		c.WaitFor(10*time.Second, fmt.Sprintf("gnode0's table has weight %d", w), func() bool {
+		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("gnode0's table has weight %d", w), func() error {
 			for _, s := range c.Node(0).Balancer().Stats().Services {
 				for _, b := range s.Backends {
 					if s.Name == "first" && b.Weight == w {
-						return true
+						return nil
 					}
 				}
 			}
-			return false
+			return fmt.Errorf("first: %v", tableOf(c.Node(0), "first"))
 		})
 		for vip, vc := range held {
 			if err := vc.echo(fmt.Sprintf("rebuild %d", k)); err != nil {
