@@ -48,9 +48,9 @@ func BenchmarkDecap(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(size))
 			for b.Loop() {
-				vni, frame, reason := vxlan.Decap(pkt)
-				if reason != vxlan.DropNone || vni != 42 || frame.Type() != vxlan.EtherTypeIPv4 {
-					b.Fatalf("Decap = %d, %v, want 42, none", vni, reason)
+				vni, frame, err := vxlan.Decap(pkt)
+				if err != nil || vni != 42 || frame.Type() != vxlan.EtherTypeIPv4 {
+					b.Fatalf("Decap = %d, %v, want 42, nil", vni, err)
 				}
 			}
 		})
@@ -67,9 +67,9 @@ func BenchmarkEncapDecap(b *testing.B) {
 			b.SetBytes(int64(size))
 			for b.Loop() {
 				pkt := vxlan.Encap(buf, headroom, size, 42, benchDst, benchSrc, vxlan.EtherTypeIPv4)
-				vni, frame, reason := vxlan.Decap(pkt)
-				if reason != vxlan.DropNone || vni != 42 || frame.Dst() != benchDst || len(frame.Payload()) != size {
-					b.Fatalf("Decap(Encap) = %d, %v, want 42, none", vni, reason)
+				vni, frame, err := vxlan.Decap(pkt)
+				if err != nil || vni != 42 || frame.Dst() != benchDst || len(frame.Payload()) != size {
+					b.Fatalf("Decap(Encap) = %d, %v, want 42, nil", vni, err)
 				}
 			}
 		})

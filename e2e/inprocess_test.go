@@ -16,7 +16,7 @@ import (
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/internal/testutil"
-	"github.com/overlayd/overlayd/vxlan"
+	"github.com/overlayd/overlayd/router"
 )
 
 func TestMain(m *testing.M) {
@@ -169,7 +169,7 @@ func TestLargeTransferByteExact(t *testing.T) {
 		got = s0.Traffic.Inbound.Packets + s1.Traffic.Inbound.Packets
 		for _, st := range []api.Status{s0, s1} {
 			for reason, v := range st.Traffic.Drops {
-				if reason == vxlan.DropKernelRcvbuf.String() {
+				if reason == router.DropKernelRcvbuf.String() {
 					kern += v
 				} else {
 					ours += v
@@ -310,7 +310,7 @@ func TestGarbageFloodKeepsTrafficFlowing(t *testing.T) {
 func dropsOf(t *testing.T, c *Cluster, i int) (ours, kern uint64) {
 	t.Helper()
 	for reason, v := range c.Status(t, i).Traffic.Drops {
-		if reason == vxlan.DropKernelRcvbuf.String() {
+		if reason == router.DropKernelRcvbuf.String() {
 			kern += v
 		} else {
 			ours += v

@@ -1,5 +1,6 @@
 // Package router implements overlayd's forwarding core: the batch loops that
 // move packets between an attachment and the underlay, the longest-prefix
 // route table, ARP answers and resolution inside the tunnel, ICMP errors, and
-// per-reason drop counters.
+// the data path's drop reasons (the one vocabulary of drops, decap's
+// included) with their counters.
 package router

@@ -210,7 +210,7 @@ func TestStatsReportKernelDrops(t *testing.T) {
 	for range 10 { // nobody reads: 4 queued, 6 dropped
 		peer.WriteBatch([][]byte{make([]byte, 100)}, []netip.AddrPort{vtepA}, nil)
 	}
-	if got := r.Stats().Drops[vxlan.DropKernelRcvbuf.String()]; got != 6 {
+	if got := r.Stats().Drops[DropKernelRcvbuf.String()]; got != 6 {
 		t.Errorf("Stats().Drops[kernel_rcvbuf] = %d, want 6", got)
 	}
 }

@@ -89,25 +89,25 @@ func (r *Router) inbound(b *inBatch, n int) {
 		src := b.srcs[i]
 		if src.Addr() != lastPeer {
 			if !t.isPeer(src) {
-				r.drops.Add(vxlan.DropNotPeer)
+				r.drops.Add(DropNotPeer)
 				continue
 			}
 			lastPeer = src.Addr()
 		}
-		vni, frame, reason := vxlan.Decap(d)
-		if reason != vxlan.DropNone {
-			r.drops.Add(reason)
+		vni, frame, err := vxlan.Decap(d)
+		if err != nil {
+			r.drops.Add(decapDrop(err))
 			continue
 		}
 		nw, ok := nets[vni]
 		if !ok {
-			r.drops.Add(vxlan.DropUnknownVNI)
+			r.drops.Add(DropUnknownVNI)
 			continue
 		}
 		if r.layer == stack.L2 {
 			if vtep, ok := t.vtepOf(src); ok && !frame.Src().IsMulticast() {
 				if !r.fdb.set(macKey{vni: vni, mac: frame.Src()}, vtep) {
-					r.drops.Add(vxlan.DropQueueFull)
+					r.drops.Add(DropQueueFull)
 				}
 			}
 			b.deliver = append(b.deliver, b.bufs[i][:headroom+len(d)])
@@ -121,16 +121,16 @@ func (r *Router) inbound(b *inBatch, n int) {
 			r.inboundARP(b, t, nw, frame, src)
 		case vxlan.EtherTypeIPv4:
 			if dm := frame.Dst(); dm != r.mac && !dm.IsBroadcast() {
-				r.drops.Add(vxlan.DropNotForUs)
+				r.drops.Add(DropNotForUs)
 				continue
 			}
 			pkt, ok := validIPv4(frame.Payload())
 			if !ok {
-				r.drops.Add(vxlan.DropMalformed)
+				r.drops.Add(DropMalformed)
 				continue
 			}
 			if netip.AddrFrom4([4]byte(pkt[16:20])) != nw.Addr.Addr() {
-				r.drops.Add(vxlan.DropNotForUs)
+				r.drops.Add(DropNotForUs)
 				continue
 			}
 			if s := netip.AddrFrom4([4]byte(pkt[12:16])); nw.Addr.Contains(s) &&
@@ -139,14 +139,14 @@ func (r *Router) inbound(b *inBatch, n int) {
 				// anything else is a stray or forged frame, which
 				// would re-point the neighbour (and inject traffic).
 				if !t.owns(s, src) {
-					r.drops.Add(vxlan.DropNotOwner)
+					r.drops.Add(DropNotOwner)
 					continue
 				}
 				learned, learnedMAC, learnedFrom = neighKey{vni: vni, ip: s}, frame.Src(), src
 				r.learn(b, learned, learnedMAC)
 			}
 			if r.lb != nil && r.lb.Inbound(pkt) == lb.Drop { // reverse NAT of a backend's reply, in place
-				r.drops.Add(vxlan.DropLBRefused)
+				r.drops.Add(DropLBRefused)
 				continue
 			}
 			b.deliver = append(b.deliver, b.bufs[i][:headroom+vxlan.EncapLen+len(pkt)])
@@ -154,7 +154,7 @@ func (r *Router) inbound(b *inBatch, n int) {
 			bytes += uint64(len(pkt))
 			acc.add(r, vni, len(pkt), false)
 		default:
-			r.drops.Add(vxlan.DropUnsupported)
+			r.drops.Add(DropUnsupported)
 		}
 	}
 	r.in.packets.Add(pkts)
@@ -165,16 +165,16 @@ func (r *Router) inbound(b *inBatch, n int) {
 func (r *Router) inboundARP(b *inBatch, t *table, nw Network, frame vxlan.Ethernet, src netip.AddrPort) {
 	a := vxlan.ARP(frame.Payload())
 	if !a.IsValid() {
-		r.drops.Add(vxlan.DropMalformed)
+		r.drops.Add(DropMalformed)
 		return
 	}
 	sender := a.SenderIP()
 	if !nw.Addr.Contains(sender) || sender == nw.Addr.Addr() {
-		r.drops.Add(vxlan.DropNotForUs)
+		r.drops.Add(DropNotForUs)
 		return
 	}
 	if !t.owns(sender, src) {
-		r.drops.Add(vxlan.DropNotOwner)
+		r.drops.Add(DropNotOwner)
 		return
 	}
 	r.learn(b, neighKey{vni: nw.VNI, ip: sender}, a.SenderMAC())
@@ -191,12 +191,12 @@ func (r *Router) inboundARP(b *inBatch, t *table, nw Network, frame vxlan.Ethern
 		vtep, ok = t.vtepOf(src)
 	}
 	if !ok {
-		r.drops.Add(vxlan.DropNoRoute)
+		r.drops.Add(DropNoRoute)
 		return
 	}
 	buf := b.reply.ctlBuf()
 	if buf == nil {
-		r.drops.Add(vxlan.DropQueueFull)
+		r.drops.Add(DropQueueFull)
 		return
 	}
 	vxlan.ARP(buf[headroom:headroom+vxlan.ARPLen]).EncodeReply(r.mac, nw.Addr.Addr(), a.SenderMAC(), sender)
@@ -214,7 +214,7 @@ func (r *Router) learn(b *inBatch, k neighKey, mac vxlan.MAC) {
 		return
 	}
 	if !r.neigh.set(k, mac) {
-		r.drops.Add(vxlan.DropQueueFull)
+		r.drops.Add(DropQueueFull)
 		return
 	}
 	p := r.pending.take(k)
@@ -250,7 +250,7 @@ func (r *Router) flushDeliver(b *inBatch) {
 			lost = len(b.deliver) - n
 		}
 		for range lost {
-			r.drops.Add(vxlan.DropWriteError)
+			r.drops.Add(DropWriteError)
 		}
 	}
 }

@@ -152,7 +152,7 @@ func TestNeighborTableLimit(t *testing.T) {
 		in := newInBatch(64)
 		churnFeed(r, in, churnDatagrams(r, layer, 0), vtepB, 0, max+50)
 		st := r.Stats()
-		if st.Neighbors+st.FDB != max || st.Drops[vxlan.DropQueueFull.String()] != 50 {
+		if st.Neighbors+st.FDB != max || st.Drops[DropQueueFull.String()] != 50 {
 			t.Errorf("layer %v: %d neighbours, %d MACs, drops %v; want %d entries and 50 queue_full", layer, st.Neighbors, st.FDB, st.Drops, max)
 		}
 		if layer == stack.L2 {

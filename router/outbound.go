@@ -136,26 +136,26 @@ func (r *Router) outbound(b *outBatch, n int) {
 // outboundPacket handles an IP packet from an L3 attachment.
 func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) {
 	if len(pkt) == 0 {
-		r.drops.Add(vxlan.DropMalformed)
+		r.drops.Add(DropMalformed)
 		return
 	}
 	if pkt[0]>>4 != 4 {
-		r.drops.Add(vxlan.DropUnsupported)
+		r.drops.Add(DropUnsupported)
 		return
 	}
 	pkt, ok := validIPv4(pkt)
 	if !ok {
-		r.drops.Add(vxlan.DropMalformed)
+		r.drops.Add(DropMalformed)
 		return
 	}
 	if r.lb != nil {
 		switch r.lb.Outbound(pkt) { // DNAT to a backend, in place
 		case lb.Reset:
-			r.drops.Add(vxlan.DropLBReset)
+			r.drops.Add(DropLBReset)
 			r.queueReset(b, pkt)
 			return
 		case lb.Drop:
-			r.drops.Add(vxlan.DropLBRefused)
+			r.drops.Add(DropLBRefused)
 			return
 		}
 	}
@@ -168,12 +168,12 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) {
 	}
 	rt, ok := t.lookup(dst)
 	if !ok {
-		r.drops.Add(vxlan.DropNoRoute)
+		r.drops.Add(DropNoRoute)
 		r.queueICMP(b, pkt, icmpDestUnreachable, icmpNetUnreachable, 0)
 		return
 	}
 	if len(pkt) > r.pathMTU {
-		r.drops.Add(vxlan.DropTooBig)
+		r.drops.Add(DropTooBig)
 		if pkt[6]&0x40 != 0 { // DF
 			r.queueICMP(b, pkt, icmpDestUnreachable, icmpFragNeeded, uint16(r.pathMTU))
 		}
@@ -187,7 +187,7 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) {
 			r.queueARPRequest(b, k, rt.VTEP)
 		}
 		if !kept {
-			r.drops.Add(vxlan.DropQueueFull)
+			r.drops.Add(DropQueueFull)
 		}
 		return
 	}
@@ -210,11 +210,11 @@ func (r *Router) encapOut(b *outBatch, i int, pkt []byte, rt *Route, mac vxlan.M
 // every VTEP of the network (head-end replication).
 func (r *Router) outboundFrame(b *outBatch, t *table, i int, frame []byte) {
 	if len(frame) < vxlan.EthernetLen {
-		r.drops.Add(vxlan.DropMalformed)
+		r.drops.Add(DropMalformed)
 		return
 	}
 	if len(frame)-vxlan.EthernetLen > r.pathMTU {
-		r.drops.Add(vxlan.DropTooBig)
+		r.drops.Add(DropTooBig)
 		return
 	}
 	vni := r.l2VNI
@@ -238,7 +238,7 @@ func (r *Router) outboundFrame(b *outBatch, t *table, i int, frame []byte) {
 	}
 	vteps := t.vteps[vni]
 	if len(vteps) == 0 {
-		r.drops.Add(vxlan.DropNoRoute)
+		r.drops.Add(DropNoRoute)
 		return
 	}
 	for _, v := range vteps {
@@ -273,7 +273,7 @@ func (r *Router) flushUnderlay(b *outBatch) {
 	n, err := r.ul.WriteBatch(b.send, b.dsts, b.flows)
 	if err != nil {
 		for range len(b.send) - n {
-			r.drops.Add(vxlan.DropWriteError)
+			r.drops.Add(DropWriteError)
 		}
 		if !isClosed(err) {
 			r.log.Debug("write to underlay", zap.Error(err))

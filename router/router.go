@@ -150,7 +150,7 @@ type Router struct {
 	fdb     *shardedMap[macKey, netip.AddrPort]
 	pending *pendingQueue
 
-	drops                vxlan.DropCounters
+	drops                DropCounters
 	out, in              dirCounters
 	arpAsked, arpAnswers atomic.Uint64
 	icmpSent             atomic.Uint64
@@ -327,7 +327,7 @@ func (r *Router) Stats() Stats {
 	}
 	if kd, ok := r.ul.(KernelDropper); ok {
 		if n, ok := kd.KernelDrops(); ok && n > 0 {
-			s.Drops[vxlan.DropKernelRcvbuf.String()] = n
+			s.Drops[DropKernelRcvbuf.String()] = n
 		}
 	}
 	for vni, c := range r.perNet.snapshot() {
@@ -389,7 +389,7 @@ func (r *Router) housekeeping(ctx context.Context) {
 			var dropped int
 			asks, dropped = r.pending.expire(now, asks[:0])
 			for range dropped {
-				r.drops.Add(vxlan.DropARPUnresolved)
+				r.drops.Add(DropARPUnresolved)
 			}
 			for _, a := range asks {
 				b.reset()

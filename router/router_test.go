@@ -112,7 +112,7 @@ func next(t *testing.T, d *stacktest.Fake) []byte {
 }
 
 // waitDrops waits until rt has counted want drops for reason.
-func waitDrops(t *testing.T, rt *Router, what string, reason vxlan.DropReason, want uint64) {
+func waitDrops(t *testing.T, rt *Router, what string, reason DropReason, want uint64) {
 	t.Helper()
 	testutil.Eventually(t, 5*time.Second, what, func() error {
 		if got := rt.drops.Load(reason); got != want {
@@ -166,12 +166,12 @@ func TestICMPErrors(t *testing.T) {
 		pkt      []byte
 		code     uint8
 		mtu      uint16
-		reason   vxlan.DropReason
+		reason   DropReason
 		wantICMP bool
 	}{
-		{"no route", ipv4UDP(addrA.Addr(), netip.MustParseAddr("10.9.9.9"), 1, 2, []byte("x"), false), icmpNetUnreachable, 0, vxlan.DropNoRoute, true},
-		{"too big with DF", ipv4UDP(addrA.Addr(), addrB.Addr(), 1, 2, make([]byte, 1450), true), icmpFragNeeded, 1400, vxlan.DropTooBig, true},
-		{"too big without DF", ipv4UDP(addrA.Addr(), addrB.Addr(), 1, 2, make([]byte, 1450), false), 0, 0, vxlan.DropTooBig, false},
+		{"no route", ipv4UDP(addrA.Addr(), netip.MustParseAddr("10.9.9.9"), 1, 2, []byte("x"), false), icmpNetUnreachable, 0, DropNoRoute, true},
+		{"too big with DF", ipv4UDP(addrA.Addr(), addrB.Addr(), 1, 2, make([]byte, 1450), true), icmpFragNeeded, 1400, DropTooBig, true},
+		{"too big without DF", ipv4UDP(addrA.Addr(), addrB.Addr(), 1, 2, make([]byte, 1450), false), 0, 0, DropTooBig, false},
 	}
 	for _, tt := range tests {
 		before := p.rtA.drops.Load(tt.reason)
@@ -207,9 +207,9 @@ func TestICMPErrors(t *testing.T) {
 	binary.BigEndian.PutUint16(icmpErr[2:], uint16(len(icmpErr)))
 	header.IPv4(icmpErr).SetChecksum(0)
 	header.IPv4(icmpErr).SetChecksum(^header.IPv4(icmpErr).CalculateChecksum())
-	before := p.rtA.drops.Load(vxlan.DropNoRoute)
+	before := p.rtA.drops.Load(DropNoRoute)
 	must(t, p.devA.Inject(icmpErr))
-	waitDrops(t, p.rtA, "no-route drop", vxlan.DropNoRoute, before+1)
+	waitDrops(t, p.rtA, "no-route drop", DropNoRoute, before+1)
 	expectOnlyMarkerICMP(t, p, "an ICMP error")
 }
 
@@ -252,15 +252,15 @@ func TestInboundDrops(t *testing.T) {
 		name   string
 		from   *udptest.Conn
 		d      []byte
-		reason vxlan.DropReason
+		reason DropReason
 	}{
-		{"not a peer", stranger, good, vxlan.DropNotPeer},
-		{"short", peer, good[:10], vxlan.DropShort},
-		{"I flag clear", peer, noI, vxlan.DropFlags},
-		{"unknown VNI", peer, frame(7, p.rtA.MAC(), inner), vxlan.DropUnknownVNI},
-		{"not our IP", peer, notUs, vxlan.DropNotForUs},
-		{"not our MAC", peer, otherMAC, vxlan.DropNotForUs},
-		{"malformed IP", peer, badIP, vxlan.DropMalformed},
+		{"not a peer", stranger, good, DropNotPeer},
+		{"short", peer, good[:10], DropShort},
+		{"I flag clear", peer, noI, DropFlags},
+		{"unknown VNI", peer, frame(7, p.rtA.MAC(), inner), DropUnknownVNI},
+		{"not our IP", peer, notUs, DropNotForUs},
+		{"not our MAC", peer, otherMAC, DropNotForUs},
+		{"malformed IP", peer, badIP, DropMalformed},
 	}
 	for _, tt := range tests {
 		before := p.rtA.drops.Load(tt.reason)
@@ -308,12 +308,12 @@ func TestARPAnswerGoesToRouteVTEP(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no ARP reply at the route's VTEP")
 	}
-	vni, f, reason := vxlan.Decap(bufs[0][:sizes[0]])
+	vni, f, err := vxlan.Decap(bufs[0][:sizes[0]])
 	a := vxlan.ARP(f.Payload())
-	if reason != vxlan.DropNone || vni != testVNI || f.Type() != vxlan.EtherTypeARP || !a.IsValid() ||
+	if err != nil || vni != testVNI || f.Type() != vxlan.EtherTypeARP || !a.IsValid() ||
 		a.Op() != vxlan.ARPReply || a.SenderIP() != addrA.Addr() || a.SenderMAC() != p.rtA.MAC() ||
 		a.TargetMAC() != macB || f.Dst() != macB {
-		t.Fatalf("reply %x: vni %d, reason %v", bufs[0][:sizes[0]], vni, reason)
+		t.Fatalf("reply %x: vni %d, err %v", bufs[0][:sizes[0]], vni, err)
 	}
 	if mac := p.rtA.Neighbors()[addrB.Addr()]; mac != macB {
 		t.Errorf("A learned %v from the request, want %v", mac, macB)
@@ -330,7 +330,7 @@ func TestARPUnresolved(t *testing.T) {
 	for range 3 {
 		must(t, p.devA.Inject(ipv4UDP(addrA.Addr(), addrB.Addr(), 1, 2, []byte("lost"), false)))
 	}
-	waitDrops(t, p.rtA, "three pending packets dropped", vxlan.DropARPUnresolved, 3)
+	waitDrops(t, p.rtA, "three pending packets dropped", DropARPUnresolved, 3)
 	if asked := p.rtA.Stats().ARPAsked; asked != arpTries {
 		t.Errorf("A asked %d times, want %d", asked, arpTries)
 	}
@@ -450,7 +450,7 @@ func TestL2FloodAndLearn(t *testing.T) {
 	must(t, dev.Inject(bcast))
 	for _, c := range peers {
 		d := read(c)
-		if _, f, reason := vxlan.Decap(d); reason != vxlan.DropNone || !bytes.Equal(f, bcast) {
+		if _, f, err := vxlan.Decap(d); err != nil || !bytes.Equal(f, bcast) {
 			t.Fatalf("flooded frame at %v = %x", c.LocalAddr(), d)
 		}
 	}
@@ -521,7 +521,7 @@ func TestForgedFrameFromThirdMember(t *testing.T) {
 	if got := next(t, p.devA); !bytes.Equal(got, own) {
 		t.Fatalf("A delivered %x, want C's own packet %x (a forgery got through?)", got, own)
 	}
-	if n := p.rtA.drops.Load(vxlan.DropNotOwner); n != 2 {
+	if n := p.rtA.drops.Load(DropNotOwner); n != 2 {
 		t.Errorf("not_owner drops = %d, want 2", n)
 	}
 	if mac := p.rtA.Neighbors()[addrB.Addr()]; mac != p.rtB.MAC() {
@@ -537,7 +537,7 @@ func TestForgedFrameFromThirdMember(t *testing.T) {
 	if got := next(t, p.devB); !bytes.Equal(got, again) {
 		t.Fatalf("B received %x, want %x", got, again)
 	}
-	if n := p.rtB.drops.Load(vxlan.DropNotForUs); n != 0 {
+	if n := p.rtB.drops.Load(DropNotForUs); n != 0 {
 		t.Errorf("B dropped %d frames as not_for_us", n)
 	}
 }
@@ -558,7 +558,7 @@ func TestICMPErrorsFollowTheNetworksPrefix(t *testing.T) {
 	// To the broadcast: dropped without an answer.
 	must(t, p.devA.Inject(ipv4UDP(addrA.Addr(), netip.MustParseAddr("10.1.255.255"), 1, 2, []byte("x"), false)))
 	expectOnlyMarkerICMP(t, p, "a packet to the /16's broadcast")
-	if n := p.rtA.drops.Load(vxlan.DropNoRoute); n != 2 {
+	if n := p.rtA.drops.Load(DropNoRoute); n != 2 {
 		t.Errorf("no_route drops = %d, want 2 (the broadcast's and the marker's)", n)
 	}
 }

@@ -1,6 +1,9 @@
 package vxlan
 
-import "strconv"
+import (
+	"errors"
+	"strconv"
+)
 
 // Encap encapsulates the inner packet buf[offset:offset+size] in place: it
 // writes the VXLAN header for vni and an Ethernet header (dst, src,
@@ -25,20 +28,31 @@ func panicHeadroom(offset int) {
 	panic("vxlan: Encap needs " + strconv.Itoa(EncapLen) + " bytes of headroom, offset is " + strconv.Itoa(offset))
 }
 
+// Decap's refusals: the only checks of a datagram that are the wire
+// format's (the router counts them as its drop reasons "short" and
+// "flags"). Decap returns them unwrapped.
+var (
+	// ErrShort: the datagram cannot hold the VXLAN and Ethernet headers.
+	ErrShort = errors.New("vxlan: datagram shorter than the VXLAN and Ethernet headers")
+	// ErrFlags: the VXLAN I flag is clear, so the VNI is not valid
+	// (RFC 7348 §5).
+	ErrFlags = errors.New("vxlan: I flag clear")
+)
+
 // Decap checks a VXLAN datagram (the payload of an underlay UDP packet) and
-// returns its VNI and the inner Ethernet frame, a view into pkt. reason is
-// DropShort if pkt cannot hold the VXLAN and Ethernet headers and DropFlags
-// if the I flag is clear; then vni is 0 and frame nil. Otherwise reason is
-// DropNone. Reserved bits are ignored (RFC 7348 §5). Whether the VNI is
-// one of ours (DropUnknownVNI) and whether the sender is a member VTEP
-// (DropNotPeer) are for the caller to decide. Decap allocates nothing.
-func Decap(pkt []byte) (vni uint32, frame Ethernet, reason DropReason) {
+// returns its VNI and the inner Ethernet frame, a view into pkt. err is
+// ErrShort if pkt cannot hold the VXLAN and Ethernet headers and ErrFlags
+// if the I flag is clear; then vni is 0 and frame nil. Reserved bits are
+// ignored (RFC 7348 §5). Whether the VNI is one of ours and whether the
+// sender is a member VTEP are for the caller to decide. Decap allocates
+// nothing.
+func Decap(pkt []byte) (vni uint32, frame Ethernet, err error) {
 	if len(pkt) < EncapLen {
-		return 0, nil, DropShort
+		return 0, nil, ErrShort
 	}
 	h := Header(pkt[:HeaderLen])
 	if !h.Valid() {
-		return 0, nil, DropFlags
+		return 0, nil, ErrFlags
 	}
-	return h.VNI(), Ethernet(pkt[HeaderLen:]), DropNone
+	return h.VNI(), Ethernet(pkt[HeaderLen:]), nil
 }

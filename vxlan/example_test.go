@@ -18,7 +18,7 @@ func ExampleEncap() {
 	pkt := vxlan.Encap(buf, offset, size, 42, dst, src, vxlan.EtherTypeIPv4)
 	// pkt is the UDP payload for the peer's VTEP.
 
-	vni, frame, reason := vxlan.Decap(pkt)
-	fmt.Println(len(pkt), vni, reason, frame.Src(), frame.Dst(), frame.Payload())
-	// Output: 26 42 none 0a:58:0a:00:00:01 0a:58:0a:00:00:02 [69 0 0 20]
+	vni, frame, err := vxlan.Decap(pkt)
+	fmt.Println(len(pkt), vni, err, frame.Src(), frame.Dst(), frame.Payload())
+	// Output: 26 42 <nil> 0a:58:0a:00:00:01 0a:58:0a:00:00:02 [69 0 0 20]
 }

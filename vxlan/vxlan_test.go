@@ -58,28 +58,28 @@ const frame22 = "08000000 00002a00  0a580a000002 0a580a000001 0800"
 
 func TestDecap(t *testing.T) {
 	for _, tt := range []struct {
-		name   string
-		pkt    string
-		vni    uint32
-		reason DropReason
+		name string
+		pkt  string
+		vni  uint32
+		err  error
 	}{
-		{"empty", "", 0, DropShort},
-		{"vxlan header only", "08000000 00002a00", 0, DropShort},
-		{"one byte short", frame22[:len(frame22)-2], 0, DropShort},
-		{"headers only", frame22, 42, DropNone},
-		{"with payload", frame22 + "4500", 42, DropNone},
-		{"I flag clear", "00000000 00002a00 0a580a000002 0a580a000001 0800", 0, DropFlags},
-		{"other flags only", "f7ffffff 00002aff 0a580a000002 0a580a000001 0800", 0, DropFlags},
-		{"reserved bits ignored", "ffffffff 00002aff 0a580a000002 0a580a000001 0800", 42, DropNone},
-		{"max vni", "08000000 ffffff00 0a580a000002 0a580a000001 0800", MaxVNI, DropNone},
+		{"empty", "", 0, ErrShort},
+		{"vxlan header only", "08000000 00002a00", 0, ErrShort},
+		{"one byte short", frame22[:len(frame22)-2], 0, ErrShort},
+		{"headers only", frame22, 42, nil},
+		{"with payload", frame22 + "4500", 42, nil},
+		{"I flag clear", "00000000 00002a00 0a580a000002 0a580a000001 0800", 0, ErrFlags},
+		{"other flags only", "f7ffffff 00002aff 0a580a000002 0a580a000001 0800", 0, ErrFlags},
+		{"reserved bits ignored", "ffffffff 00002aff 0a580a000002 0a580a000001 0800", 42, nil},
+		{"max vni", "08000000 ffffff00 0a580a000002 0a580a000001 0800", MaxVNI, nil},
 	} {
 		pkt := unhexString(t, tt.pkt)
-		vni, frame, reason := Decap(pkt)
-		if vni != tt.vni || reason != tt.reason {
-			t.Errorf("%s: Decap(%x) = %d, %x, %v, want %d, _, %v", tt.name, pkt, vni, []byte(frame), reason, tt.vni, tt.reason)
+		vni, frame, err := Decap(pkt)
+		if vni != tt.vni || err != tt.err {
+			t.Errorf("%s: Decap(%x) = %d, %x, %v, want %d, _, %v", tt.name, pkt, vni, []byte(frame), err, tt.vni, tt.err)
 			continue
 		}
-		if reason != DropNone {
+		if err != nil {
 			if frame != nil {
 				t.Errorf("%s: Decap(%x) frame = %x, want nil on drop", tt.name, pkt, []byte(frame))
 			}
@@ -136,9 +136,9 @@ func TestEncapDecapProperty(t *testing.T) {
 		buf := make([]byte, offset+len(inner)+rapid.IntRange(0, 16).Draw(t, "tailroom"))
 		copy(buf[offset:], inner)
 		pkt := Encap(buf, offset, len(inner), vni, dst, src, typ)
-		gotVNI, frame, reason := Decap(pkt)
-		if reason != DropNone || gotVNI != vni || frame.Dst() != dst || frame.Src() != src || frame.Type() != typ {
-			t.Fatalf("Decap(Encap(%d, %v, %v, %#x)) = %d, %v, %v, %#x, %v", vni, dst, src, typ, gotVNI, frame.Dst(), frame.Src(), frame.Type(), reason)
+		gotVNI, frame, err := Decap(pkt)
+		if err != nil || gotVNI != vni || frame.Dst() != dst || frame.Src() != src || frame.Type() != typ {
+			t.Fatalf("Decap(Encap(%d, %v, %v, %#x)) = %d, %v, %v, %#x, %v", vni, dst, src, typ, gotVNI, frame.Dst(), frame.Src(), frame.Type(), err)
 		}
 		if p := frame.Payload(); !bytes.Equal(p, inner) || len(inner) > 0 && &p[0] != &buf[offset] {
 			t.Fatalf("payload after round trip = %x, want %x in place", p, inner)
@@ -288,41 +288,10 @@ func TestARP(t *testing.T) {
 	}
 }
 
-func TestDropReason(t *testing.T) {
-	seen := map[string]bool{}
-	for r := range NumDropReasons {
-		s := r.String()
-		if s == "" || seen[s] || strings.ToLower(s) != s || strings.ContainsAny(s, " -") || strings.HasPrefix(s, "drop_reason_") {
-			t.Errorf("DropReason(%d).String() = %q, want a unique snake_case name", r, s)
-		}
-		seen[s] = true
-	}
-	for r, want := range map[DropReason]string{DropNone: "none", DropShort: "short", DropFlags: "flags", DropUnknownVNI: "unknown_vni", DropNotPeer: "not_peer", DropNotForUs: "not_for_us", DropNoRoute: "no_route", DropTooBig: "too_big", DropARPUnresolved: "arp_unresolved", DropMalformed: "malformed", DropWriteError: "write_error", DropQueueFull: "queue_full", DropReason(200): "drop_reason_200"} {
-		if got := r.String(); got != want {
-			t.Errorf("DropReason(%d).String() = %q, want %q", uint8(r), got, want)
-		}
-	}
-
-	var d DropCounters
-	if s := d.Snapshot(); len(s) != 0 {
-		t.Errorf("zero DropCounters.Snapshot() = %v, want empty", s)
-	}
-	d.Add(DropNotPeer)
-	d.Add(DropNotPeer)
-	d.AddN(DropWriteError, 5)
-	if d.Load(DropNotPeer) != 2 || d.Load(DropWriteError) != 5 || d.Load(DropShort) != 0 {
-		t.Errorf("Load = %d, %d, %d, want 2, 5, 0", d.Load(DropNotPeer), d.Load(DropWriteError), d.Load(DropShort))
-	}
-	if s := d.Snapshot(); len(s) != 2 || s["not_peer"] != 2 || s["write_error"] != 5 {
-		t.Errorf("Snapshot() = %v, want map[not_peer:2 write_error:5]", s)
-	}
-}
-
 func TestAllocs(t *testing.T) {
 	buf := make([]byte, 2048)
 	dst, src := MAC{0x0a, 0x58, 10, 0, 0, 2}, MAC{0x0a, 0x58, 10, 0, 0, 1}
 	ip := netip.MustParseAddr("10.0.0.1")
-	var d DropCounters
 	var sink int
 	Encap(buf, 64, 1400, 42, dst, src, EtherTypeIPv4) // so Decap has a frame whatever runs first
 	arpBuf := make([]byte, ARPLen)
@@ -342,7 +311,6 @@ func TestAllocs(t *testing.T) {
 				sink++
 			}
 		}},
-		{"DropCounters.Add", func() { d.Add(DropTooBig) }},
 		{"NodeMAC", func() { sink += int(NodeMAC(ip)[5]) }},
 	} {
 		if n := testing.AllocsPerRun(100, c.f); n != 0 {
@@ -358,20 +326,20 @@ func FuzzDecap(f *testing.F) {
 	f.Add(unhexString(f, "00000000 00002a00 0a580a000002 0a580a000001 0800"))
 	f.Add([]byte{8, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, pkt []byte) {
-		vni, frame, reason := Decap(pkt)
+		vni, frame, err := Decap(pkt)
 		switch {
 		case len(pkt) < EncapLen:
-			if reason != DropShort {
-				t.Fatalf("Decap(%x) = %v, want %v", pkt, reason, DropShort)
+			if err != ErrShort {
+				t.Fatalf("Decap(%x) = %v, want %v", pkt, err, ErrShort)
 			}
 			return
 		case pkt[0]&FlagI == 0:
-			if reason != DropFlags {
-				t.Fatalf("Decap(%x) = %v, want %v", pkt, reason, DropFlags)
+			if err != ErrFlags {
+				t.Fatalf("Decap(%x) = %v, want %v", pkt, err, ErrFlags)
 			}
 			return
-		case reason != DropNone || vni > MaxVNI:
-			t.Fatalf("Decap(%x) = %d, %v, want a VNI and %v", pkt, vni, reason, DropNone)
+		case err != nil || vni > MaxVNI:
+			t.Fatalf("Decap(%x) = %d, %v, want a VNI and no error", pkt, vni, err)
 		}
 		// Re-encoding what Decap read gives the datagram back, with the
 		// reserved bits (which receivers ignore) zero.

@@ -98,7 +98,7 @@ func printStatus(w io.Writer, st api.Status) {
 	tw.Flush()
 }
 
-// dropMeaning says what each of the router's drop reasons (vxlan.DropReason
+// dropMeaning says what each of the router's drop reasons (router.DropReason
 // names) counts, for status.
 var dropMeaning = map[string]string{
 	"short":          "datagrams shorter than the VXLAN and Ethernet headers",

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/overlayd/overlayd/api"
-	"github.com/overlayd/overlayd/vxlan"
+	"github.com/overlayd/overlayd/router"
 )
 
 // status names each network, shows the VTEP peers send to beside the
@@ -51,7 +51,7 @@ func TestStatusWording(t *testing.T) {
 
 // Every drop reason the router counts has its meaning in status.
 func TestEveryDropReasonExplained(t *testing.T) {
-	for r := vxlan.DropReason(1); r < vxlan.NumDropReasons; r++ {
+	for r := router.DropReason(1); r < router.NumDropReasons; r++ {
 		if dropMeaning[r.String()] == "" {
 			t.Errorf("drop reason %s has no meaning in status (dropMeaning)", r)
 		}
