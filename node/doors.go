@@ -14,7 +14,7 @@ import (
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
-	"github.com/overlayd/overlayd/stack/proxy"
+	"github.com/overlayd/overlayd/door"
 )
 
 // ResolveFunc resolves an overlay name (NODE.NETWORK.overlay,
@@ -39,7 +39,7 @@ type startedDoor struct {
 	kind   string // socks5, http_proxy, forward
 	listen string
 	fwd    config.Forward // forward only
-	door   proxy.Door
+	door   door.Door
 }
 
 // SetResolver makes f resolve the overlay names that Dial and the front
@@ -111,7 +111,7 @@ func (h hostDialer) DialContext(ctx context.Context, network, address string) (n
 		return nil, fmt.Errorf("node: dial %s: %w", address, err)
 	}
 	if !h.n.inOverlay(ap.Addr()) {
-		return nil, fmt.Errorf("node: %v is not an overlay address: %w", ap.Addr(), proxy.ErrNotAllowed)
+		return nil, fmt.Errorf("node: %v is not an overlay address: %w", ap.Addr(), door.ErrNotAllowed)
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, network, address)
@@ -137,19 +137,19 @@ type overlayOnlyConn struct {
 func (c overlayOnlyConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok || !c.n.inOverlay(ua.AddrPort().Addr()) {
-		return 0, fmt.Errorf("node: %v is not an overlay address: %w", addr, proxy.ErrNotAllowed)
+		return 0, fmt.Errorf("node: %v is not an overlay address: %w", addr, door.ErrNotAllowed)
 	}
 	return c.UDPConn.WriteTo(b, addr)
 }
 
 var (
-	_ proxy.Dialer         = hostDialer{}
-	_ proxy.PacketListener = hostDialer{}
+	_ door.Dialer         = hostDialer{}
+	_ door.PacketListener = hostDialer{}
 )
 
 // doorOptions are the proxy options every door of this node shares.
-func (n *Node) doorOptions() proxy.Options {
-	o := proxy.Options{
+func (n *Node) doorOptions() door.Options {
+	o := door.Options{
 		Resolver: n.resolveOverlay,
 		Logger:   n.log,
 	}
@@ -169,21 +169,21 @@ func (n *Node) startFrontDoors(ctx context.Context) error {
 	opts := n.doorOptions()
 	var want []startedDoor
 	if d.SOCKS5 != "" {
-		s, err := proxy.NewSOCKS5(d.SOCKS5, opts)
+		s, err := door.NewSOCKS5(d.SOCKS5, opts)
 		if err != nil {
 			return err
 		}
 		want = append(want, startedDoor{kind: "socks5", listen: d.SOCKS5, door: s})
 	}
 	if d.HTTPProxy != "" {
-		h, err := proxy.NewHTTPProxy(d.HTTPProxy, opts)
+		h, err := door.NewHTTPProxy(d.HTTPProxy, opts)
 		if err != nil {
 			return err
 		}
 		want = append(want, startedDoor{kind: "http_proxy", listen: d.HTTPProxy, door: h})
 	}
 	for _, f := range d.Forwards {
-		fw, err := proxy.NewForward(proxy.Forward{Listen: f.Listen, Target: f.Target, Proto: f.Proto}, opts)
+		fw, err := door.NewForward(door.Forward{Listen: f.Listen, Target: f.Target, Proto: f.Proto}, opts)
 		if err != nil {
 			return err
 		}
@@ -252,7 +252,7 @@ func (n *Node) doorStatus() ([]api.Door, string) {
 	return out, maddr
 }
 
-func reasonMap(m map[proxy.Reason]uint64) map[string]uint64 {
+func reasonMap(m map[door.Reason]uint64) map[string]uint64 {
 	if len(m) == 0 {
 		return nil
 	}

@@ -20,8 +20,8 @@ import (
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/door"
 	"github.com/overlayd/overlayd/internal/fault"
-	"github.com/overlayd/overlayd/stack/proxy"
 )
 
 // exposeState is what the exposes hold.
@@ -48,7 +48,7 @@ func (e *exposeState) has(network, key string) bool {
 
 // expose registers one expose; in netstack mode it returns the door it
 // started (the caller closes it).
-func (n *Node) expose(ctx context.Context, e config.Expose) (*proxy.Exposer, error) {
+func (n *Node) expose(ctx context.Context, e config.Expose) (*door.Exposer, error) {
 	s, err := n.svcState()
 	if err != nil {
 		return nil, err
@@ -75,32 +75,32 @@ func (n *Node) expose(ctx context.Context, e config.Expose) (*proxy.Exposer, err
 	}
 	target := netip.MustParseAddrPort(e.Target)
 	port := target.Port()
-	var door *proxy.Exposer
+	var ex *door.Exposer
 	if n.ns != nil {
 		port = e.PortNumber()
 		ln, err := n.ns.Listen("tcp", netip.AddrPortFrom(self, port).String())
 		if err != nil {
 			return nil, fmt.Errorf("node: expose %s: listen on %v:%d: %w", e, self, port, err)
 		}
-		if door, err = proxy.NewExpose(ln, e.Target, proxy.Options{Dialer: &net.Dialer{}, Logger: n.log}); err != nil {
+		if ex, err = door.NewExpose(ln, e.Target, door.Options{Dialer: &net.Dialer{}, Logger: n.log}); err != nil {
 			ln.Close()
 			return nil, err
 		}
-		if err := door.Start(ctx); err != nil {
-			door.Close()
+		if err := ex.Start(ctx); err != nil {
+			ex.Close()
 			return nil, err
 		}
 	}
 	addr := netip.AddrPortFrom(self, port)
 	if _, err := n.AddBackend(ctx, api.AddBackend{Service: name, Network: network, Addr: addr.String(), Weight: 1, ServicePort: e.PortNumber()}); err != nil {
-		if door != nil {
-			door.Close()
+		if ex != nil {
+			ex.Close()
 		}
 		return nil, err
 	}
 	n.exp.add(network, backendKey(name, addr))
 	n.log.Info("exposed", zap.String("network", network), zap.String("service", name), zap.Stringer("backend", addr), zap.String("target", e.Target))
-	return door, nil
+	return ex, nil
 }
 
 // runExposes registers the configuration's exposes, retrying those that
@@ -108,7 +108,7 @@ func (n *Node) expose(ctx context.Context, e config.Expose) (*proxy.Exposer, err
 // node stops. Runs on the control plane's wait group.
 func (n *Node) runExposes(log *zap.Logger) {
 	c := n.ctl
-	var doors []*proxy.Exposer
+	var doors []*door.Exposer
 	defer func() {
 		for _, d := range doors {
 			d.Close()

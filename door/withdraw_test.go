@@ -1,4 +1,4 @@
-package proxy_test
+package door_test
 
 import (
 	"context"
@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/door"
 	"github.com/overlayd/overlayd/e2e"
-	"github.com/overlayd/overlayd/stack/proxy"
 )
 
 // pattern is the byte at offset i of every test stream.
@@ -79,7 +79,7 @@ func TestTransferSurvivesRouteWithdrawal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ex, err := proxy.NewExpose(ln, hs.Addr().String(), proxy.Options{Dialer: &net.Dialer{}})
+	ex, err := door.NewExpose(ln, hs.Addr().String(), door.Options{Dialer: &net.Dialer{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,8 +87,8 @@ func TestTransferSurvivesRouteWithdrawal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ex.Close()
-	fw, err := proxy.NewForward(proxy.Forward{Listen: "127.0.0.1:0", Target: c.Nodes[1].Addr().Addr().String() + ":8000"},
-		proxy.Options{Dialer: proxy.DialerFunc(c.Nodes[0].Dial)})
+	fw, err := door.NewForward(door.Forward{Listen: "127.0.0.1:0", Target: c.Nodes[1].Addr().Addr().String() + ":8000"},
+		door.Options{Dialer: door.DialerFunc(c.Nodes[0].Dial)})
 	if err != nil {
 		t.Fatal(err)
 	}

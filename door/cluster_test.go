@@ -1,4 +1,4 @@
-package proxy_test
+package door_test
 
 import (
 	"bytes"
@@ -20,9 +20,9 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/overlayd/overlayd/door"
 	"github.com/overlayd/overlayd/e2e"
 	"github.com/overlayd/overlayd/internal/testutil"
-	"github.com/overlayd/overlayd/stack/proxy"
 )
 
 // TestMain checks that no test leaves goroutines behind; fuzzing (whose
@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 type overlay struct {
 	c     *e2e.Cluster
 	srv   netip.Addr
-	opts  proxy.Options
+	opts  door.Options
 	names map[string]netip.Addr
 }
 
@@ -52,8 +52,8 @@ func newOverlay(t *testing.T) *overlay {
 	c := e2e.NewCluster(t, 2, e2e.ClusterOptions{})
 	o := &overlay{c: c, srv: e2e.NodeAddr(1).Addr()}
 	o.names = map[string]netip.Addr{"name.test": o.srv}
-	o.opts = proxy.Options{
-		Dialer:         proxy.DialerFunc(c.Nodes[0].Dial),
+	o.opts = door.Options{
+		Dialer:         door.DialerFunc(c.Nodes[0].Dial),
 		PacketListener: c.Nodes[0],
 		Resolver: func(ctx context.Context, host string) (netip.Addr, error) {
 			if a, ok := o.names[host]; ok {
@@ -137,7 +137,7 @@ func newOverlay(t *testing.T) *overlay {
 	return o
 }
 
-func start[D proxy.Door](t *testing.T, d D, err error) D {
+func start[D door.Door](t *testing.T, d D, err error) D {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -184,9 +184,9 @@ func runCurl(t *testing.T, args ...string) (string, error) {
 
 func TestThroughCluster(t *testing.T) {
 	o := newOverlay(t)
-	s, err := proxy.NewSOCKS5("127.0.0.1:0", o.opts)
+	s, err := door.NewSOCKS5("127.0.0.1:0", o.opts)
 	socks := start(t, s, err)
-	h, err := proxy.NewHTTPProxy("127.0.0.1:0", o.opts)
+	h, err := door.NewHTTPProxy("127.0.0.1:0", o.opts)
 	hp := start(t, h, err)
 
 	t.Run("curl socks5-hostname", func(t *testing.T) {
@@ -202,7 +202,7 @@ func TestThroughCluster(t *testing.T) {
 	t.Run("curl socks5 with user and password", func(t *testing.T) {
 		opts := o.opts
 		opts.Authenticate = func(user, password string) bool { return user == "alice" && password == "s3cret" }
-		s, err := proxy.NewSOCKS5("127.0.0.1:0", opts)
+		s, err := door.NewSOCKS5("127.0.0.1:0", opts)
 		authed := start(t, s, err)
 		got := curl(t, "--proxy", "socks5h://alice:s3cret@"+authed.Addr().String(), "http://name.test/")
 		if got != httpBody {
@@ -211,7 +211,7 @@ func TestThroughCluster(t *testing.T) {
 		if _, err := runCurl(t, "--proxy", "socks5h://alice:guess@"+authed.Addr().String(), "http://name.test/"); err == nil {
 			t.Fatal("curl with a wrong password got through")
 		}
-		if got := authed.Stats().Failed[proxy.ReasonAuth]; got != 1 {
+		if got := authed.Stats().Failed[door.ReasonAuth]; got != 1 {
 			t.Fatalf("auth failures counted %d, want 1", got)
 		}
 	})
@@ -243,11 +243,11 @@ func TestThroughCluster(t *testing.T) {
 		}
 	})
 	t.Run("refused overlay port", func(t *testing.T) {
-		if rep := socksConnect(t, socks.Addr().String(), "name.test", 81); rep != proxy.RepConnectionRefused {
-			t.Errorf("SOCKS5 CONNECT to a closed overlay port: REP %#x, want %#x", rep, proxy.RepConnectionRefused)
+		if rep := socksConnect(t, socks.Addr().String(), "name.test", 81); rep != door.RepConnectionRefused {
+			t.Errorf("SOCKS5 CONNECT to a closed overlay port: REP %#x, want %#x", rep, door.RepConnectionRefused)
 		}
-		if rep := socksConnect(t, socks.Addr().String(), "other.test", 80); rep != proxy.RepHostUnreachable {
-			t.Errorf("SOCKS5 CONNECT to an unknown name: REP %#x, want %#x", rep, proxy.RepHostUnreachable)
+		if rep := socksConnect(t, socks.Addr().String(), "other.test", 80); rep != door.RepHostUnreachable {
+			t.Errorf("SOCKS5 CONNECT to an unknown name: REP %#x, want %#x", rep, door.RepHostUnreachable)
 		}
 		c, err := net.Dial("tcp", hp.Addr().String())
 		if err != nil {
@@ -260,12 +260,12 @@ func TestThroughCluster(t *testing.T) {
 		if !bytes.HasPrefix(line, []byte("HTTP/1.1 502 ")) {
 			t.Errorf("HTTP CONNECT to a closed overlay port: %q, want 502", line)
 		}
-		if socks.Stats().Failed[proxy.ReasonRefused] != 1 || hp.Stats().Failed[proxy.ReasonRefused] != 1 {
+		if socks.Stats().Failed[door.ReasonRefused] != 1 || hp.Stats().Failed[door.ReasonRefused] != 1 {
 			t.Errorf("refusals not counted: socks %v, http %v", socks.Stats().Failed, hp.Stats().Failed)
 		}
 	})
 	t.Run("tcp forward byte-exact", func(t *testing.T) {
-		f, err := proxy.NewForward(proxy.Forward{Listen: "127.0.0.1:0", Target: "name.test:9000"}, o.opts)
+		f, err := door.NewForward(door.Forward{Listen: "127.0.0.1:0", Target: "name.test:9000"}, o.opts)
 		fw := start(t, f, err)
 		const size = 4 << 20
 		data := make([]byte, size)
@@ -301,7 +301,7 @@ func TestThroughCluster(t *testing.T) {
 		}
 	})
 	t.Run("udp forward byte-exact", func(t *testing.T) {
-		f, err := proxy.NewForward(proxy.Forward{Listen: "127.0.0.1:0", Target: "name.test:9001", Proto: "udp"}, o.opts)
+		f, err := door.NewForward(door.Forward{Listen: "127.0.0.1:0", Target: "name.test:9001", Proto: "udp"}, o.opts)
 		fw := start(t, f, err)
 		c, err := net.Dial("udp", fw.Addr().String())
 		if err != nil {
@@ -350,16 +350,16 @@ func TestThroughCluster(t *testing.T) {
 				t.Fatalf("UDP ASSOCIATE %s: no exact echo with header %x", dst.name, wantHdr)
 			}
 		}
-		before := socks.Stats().Dropped[proxy.ReasonFragmented]
+		before := socks.Stats().Dropped[door.ReasonFragmented]
 		uc.Write(append(datagramHeader(1, 1, o.srv.AsSlice(), 9001), "fragment"...))
-		testutil.EventuallyEqual(t, 10*time.Second, "the fragment to be dropped", func() uint64 { return socks.Stats().Dropped[proxy.ReasonFragmented] }, before+1)
+		testutil.EventuallyEqual(t, 10*time.Second, "the fragment to be dropped", func() uint64 { return socks.Stats().Dropped[door.ReasonFragmented] }, before+1)
 		active := socks.Stats().Active
 		ctl.Close()
 		testutil.EventuallyEqual(t, 10*time.Second, "the association to end with its control connection", func() int64 { return socks.Stats().Active }, active-1)
 	})
 	socks.Close()
 	hp.Close()
-	for _, d := range []proxy.Door{socks, hp} {
+	for _, d := range []door.Door{socks, hp} {
 		if st := d.Stats(); st.Active != 0 {
 			t.Errorf("after Close: %d connections active", st.Active)
 		}

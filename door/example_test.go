@@ -1,4 +1,4 @@
-package proxy_test
+package door_test
 
 import (
 	"context"
@@ -8,17 +8,17 @@ import (
 	"net/netip"
 	"net/url"
 
+	"github.com/overlayd/overlayd/door"
 	"github.com/overlayd/overlayd/node"
 	"github.com/overlayd/overlayd/stack"
-	"github.com/overlayd/overlayd/stack/proxy"
 )
 
 // The netstack and the node are the doors' Dialer and PacketListener.
 var (
-	_ proxy.Dialer         = (*stack.Netstack)(nil)
-	_ proxy.PacketListener = (*stack.Netstack)(nil)
-	_ proxy.Dialer         = proxy.DialerFunc((*node.Node)(nil).Dial)
-	_ proxy.PacketListener = (*node.Node)(nil)
+	_ door.Dialer         = (*stack.Netstack)(nil)
+	_ door.PacketListener = (*stack.Netstack)(nil)
+	_ door.Dialer         = door.DialerFunc((*node.Node)(nil).Dial)
+	_ door.PacketListener = (*node.Node)(nil)
 )
 
 // A SOCKS5 door on the host into a netstack: a web server listens on
@@ -41,7 +41,7 @@ func Example() {
 	defer web.Close()
 
 	names := map[string]netip.Addr{"web.default.overlay": netip.MustParseAddr("10.99.1.1")}
-	socks, err := proxy.NewSOCKS5("127.0.0.1:0", proxy.Options{
+	socks, err := door.NewSOCKS5("127.0.0.1:0", door.Options{
 		Dialer:         ns,
 		PacketListener: ns,
 		Resolver: func(ctx context.Context, host string) (netip.Addr, error) {
