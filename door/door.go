@@ -48,7 +48,7 @@ type Resolver func(ctx context.Context, host string) (netip.Addr, error)
 
 // ErrNotAllowed may be returned (wrapped) by a Dialer or Resolver to
 // refuse a destination by policy: SOCKS5 replies 0x02, HTTP 403.
-var ErrNotAllowed = errors.New("proxy: destination not allowed")
+var ErrNotAllowed = errors.New("door: destination not allowed")
 
 // errNoResolver is a name given to a door without a Resolver.
 var errNoResolver = errors.New("names are not supported (no resolver)")
@@ -112,7 +112,7 @@ const (
 
 func (o Options) withDefaults(door string) (Options, error) {
 	if o.Dialer == nil {
-		return o, fmt.Errorf("proxy: %s needs a Dialer", door)
+		return o, fmt.Errorf("door: %s needs a Dialer", door)
 	}
 	if o.MaxConns <= 0 {
 		o.MaxConns = defaultMaxConns
@@ -340,10 +340,10 @@ func (d *door) start() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		return fmt.Errorf("proxy: %s: %w", d.kind, net.ErrClosed)
+		return fmt.Errorf("door: %s: %w", d.kind, net.ErrClosed)
 	}
 	if d.started {
-		return fmt.Errorf("proxy: %s already started", d.kind)
+		return fmt.Errorf("door: %s already started", d.kind)
 	}
 	d.started = true
 	return nil

@@ -27,7 +27,7 @@ type Exposer struct {
 func NewExpose(ln net.Listener, target string, opts Options) (*Exposer, error) {
 	ap, err := netip.ParseAddrPort(target)
 	if err != nil || ap.Port() == 0 {
-		return nil, fmt.Errorf("proxy: expose: target %q: want IP:PORT, e.g. 127.0.0.1:3000", target)
+		return nil, fmt.Errorf("door: expose: target %q: want IP:PORT, e.g. 127.0.0.1:3000", target)
 	}
 	e := &Exposer{given: ln, target: ap}
 	if err := e.init("expose", opts); err != nil {
@@ -46,7 +46,7 @@ func (e *Exposer) Start(context.Context) error {
 		return err
 	}
 	if !e.track(e.given) {
-		return fmt.Errorf("proxy: expose: %w", net.ErrClosed)
+		return fmt.Errorf("door: expose: %w", net.ErrClosed)
 	}
 	e.mu.Lock()
 	e.ln = e.given

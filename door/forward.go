@@ -62,28 +62,28 @@ func NewForward(f Forward, opts Options) (*Forwarder, error) {
 		fw.proto = "tcp"
 	}
 	if fw.proto != "tcp" && fw.proto != "udp" {
-		return nil, fmt.Errorf("proxy: forward %s: protocol %q is not tcp or udp", f, f.Proto)
+		return nil, fmt.Errorf("door: forward %s: protocol %q is not tcp or udp", f, f.Proto)
 	}
 	if _, _, err := net.SplitHostPort(f.Listen); err != nil {
-		return nil, fmt.Errorf("proxy: forward %s: listen address: %w", f, err)
+		return nil, fmt.Errorf("door: forward %s: listen address: %w", f, err)
 	}
 	host, port, err := net.SplitHostPort(f.Target)
 	if err != nil {
-		return nil, fmt.Errorf("proxy: forward %s: target: %w", f, err)
+		return nil, fmt.Errorf("door: forward %s: target: %w", f, err)
 	}
 	p, err := strconv.ParseUint(port, 10, 16)
 	if err != nil || p == 0 {
-		return nil, fmt.Errorf("proxy: forward %s: target port %q is not 1-65535", f, port)
+		return nil, fmt.Errorf("door: forward %s: target port %q is not 1-65535", f, port)
 	}
 	if err := checkName(host); err != nil {
-		return nil, fmt.Errorf("proxy: forward %s: target host: %w", f, err)
+		return nil, fmt.Errorf("door: forward %s: target host: %w", f, err)
 	}
 	fw.host, fw.port = host, uint16(p)
 	if err := fw.init("forward", opts); err != nil {
 		return nil, err
 	}
 	if _, err := netip.ParseAddr(host); err != nil && fw.opts.Resolver == nil {
-		return nil, fmt.Errorf("proxy: forward %s: target is a name but there is no resolver", f)
+		return nil, fmt.Errorf("door: forward %s: target is a name but there is no resolver", f)
 	}
 	fw.log = fw.log.With(zap.String("forward", f.String()))
 	fw.listen = f.Listen
@@ -102,10 +102,10 @@ func (f *Forwarder) Start(ctx context.Context) error {
 	var lc net.ListenConfig
 	pc, err := lc.ListenPacket(ctx, "udp", f.listen)
 	if err != nil {
-		return fmt.Errorf("proxy: forward %s: %w", f.fwd, err)
+		return fmt.Errorf("door: forward %s: %w", f.fwd, err)
 	}
 	if !f.track(pc) {
-		return fmt.Errorf("proxy: forward %s: %w", f.fwd, net.ErrClosed)
+		return fmt.Errorf("door: forward %s: %w", f.fwd, net.ErrClosed)
 	}
 	f.mu.Lock()
 	f.pc = pc.(*net.UDPConn)

@@ -11,11 +11,11 @@ import (
 )
 
 // errIdle ends a splice with no traffic either way for IdleTimeout.
-var errIdle = errors.New("proxy: idle timeout")
+var errIdle = errors.New("door: idle timeout")
 
 // errStalled ends a splice whose data made no progress for
 // ProgressTimeout.
-var errStalled = errors.New("proxy: no progress")
+var errStalled = errors.New("door: no progress")
 
 // spliceTimeouts bound a splice.
 type spliceTimeouts struct {

@@ -23,10 +23,10 @@ func (t *tcpDoor) startTCP(ctx context.Context, handle, tell func(net.Conn)) err
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", t.listen)
 	if err != nil {
-		return fmt.Errorf("proxy: %s: %w", t.kind, err)
+		return fmt.Errorf("door: %s: %w", t.kind, err)
 	}
 	if !t.track(ln) {
-		return fmt.Errorf("proxy: %s: %w", t.kind, net.ErrClosed)
+		return fmt.Errorf("door: %s: %w", t.kind, net.ErrClosed)
 	}
 	t.mu.Lock()
 	t.ln = ln
