@@ -99,6 +99,7 @@ var allowed = map[string][]string{
 	"node":         {"*"},
 	"router":       {"stack", "vxlan", "lb", "lb/maglev"},
 	"stack":        {},
+	"door":         {}, // host-side servers over a Dialer and a Resolver; node hands them the netstack
 	"vxlan":        {}, // the wire format alone: decap reports its refusals, router counts them
 	"udp":          {},
 	"lb":           {"lb/maglev"},
@@ -122,6 +123,21 @@ var forbiddenExternal = map[string][]string{
 	"dns":       {"gvisor.dev/", "golang.zx2c4.com/wireguard"},
 	"lb/maglev": {"gvisor.dev/", "golang.zx2c4.com/wireguard", "github.com/"},
 	"router":    {"github.com/hashicorp/memberlist"}, // wireguard comes in through stack, as DESIGN allows
+}
+
+// onlyExternal lists, for a package held to the standard library, the
+// outside modules it may still depend on: the house logger (STYLE.md:
+// a *zap.Logger is passed in), nothing else.
+var onlyExternal = map[string][]string{
+	"door": {"go.uber.org/zap", "go.uber.org/multierr"},
+}
+
+// standard reports whether an import path is the standard library's
+// (its first element has no dot; the standard library's vendored
+// golang.org/x copies live under vendor/).
+func standard(path string) bool {
+	first, _, _ := strings.Cut(path, "/")
+	return !strings.Contains(first, ".")
 }
 
 func TestImportDirections(t *testing.T) {
@@ -150,6 +166,21 @@ func TestImportDirections(t *testing.T) {
 			}
 			if !ok {
 				t.Errorf("%s imports %s, against the directions in DESIGN.md", name, dep)
+			}
+		}
+		if only, ok := onlyExternal[top]; ok {
+			var extra []string
+			for _, d := range p.Deps {
+				if standard(d) || strings.HasPrefix(d, module+"/") {
+					continue
+				}
+				if !slices.ContainsFunc(only, func(m string) bool { return d == m || strings.HasPrefix(d, m+"/") }) {
+					extra = append(extra, d)
+				}
+			}
+			if len(extra) > 0 {
+				t.Errorf("%s depends on %s and %d more outside packages (through its imports); it may use only the standard library and %s",
+					name, extra[0], len(extra)-1, strings.Join(only, ", "))
 			}
 		}
 		for _, bad := range forbiddenExternal[top] {
