@@ -1,12 +1,55 @@
 package gossip
 
+// This file holds Join, and the sentences a failed join is explained in.
+
 import (
+	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 )
+
+// Join contacts seeds (IP:port) until at least one answers or ctx ends,
+// retrying with exponential backoff. The seeds are remembered: until Close,
+// any seed that is not a live member is joined again every RejoinInterval,
+// so a node that lost its seeds (partition, restart) finds the cluster again.
+func (g *Gossip) Join(ctx context.Context, seeds []string) error {
+	g.mu.Lock()
+	if g.closed || g.left {
+		g.mu.Unlock()
+		return ErrClosed
+	}
+	for _, s := range seeds {
+		if !slices.Contains(g.seeds, s) {
+			g.seeds = append(g.seeds, s)
+		}
+	}
+	g.mu.Unlock()
+	backoff := 50 * time.Millisecond
+	for {
+		n, err := g.ml.Join(seeds)
+		if n > 0 {
+			g.joinSucceeded(seeds, n) // join.go (hardening)
+			g.introduce(seeds)
+			g.hello()
+			g.syncJoined()
+			return nil
+		}
+		err = g.joinFailed(seeds, err) // join.go (hardening): explained, kept in Stats, logged once per change
+		select {
+		case <-ctx.Done():
+			return joinContextError(err, ctx.Err())
+		case <-g.stop:
+			return ErrClosed
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
 
 // Why a join failed, from memberlist's error for a seed. memberlist says
 // it in the words of its stream decoder; these are the sentences a user
