@@ -316,13 +316,21 @@ func (c *control) joinedList() []joinedNet {
 
 // start announces the joined networks, joins the seeds (in the background,
 // retrying) and runs the loop that turns table changes into route swaps.
+// ctx bounds the start only: the background work runs until close.
 func (c *control) start(ctx context.Context) error {
-	ctx, c.cancel = context.WithCancel(ctx)
 	for _, j := range c.joinedList() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if err := c.announce(j); err != nil {
 			return err
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// The seeds' join lives as long as the control plane: close cancels it.
+	ctx, c.cancel = context.WithCancel(context.Background())
 	mch, mcancel := c.g.WatchMembers()
 	nch, ncancel := c.g.Watch("ipam.networks", "")
 	c.wg.Add(3)

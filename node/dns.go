@@ -240,14 +240,18 @@ func (n *Node) dnsPrefixes() []netip.Prefix {
 }
 
 // start listens on the host address (failing if it cannot) and starts the
-// loop that rebuilds the zone and the overlay listeners.
+// loop that rebuilds the zone and the overlay listeners. ctx bounds the
+// start only: the listener serves until close.
 func (d *dnsService) start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	d.sync()
 	errc := make(chan error, 1)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		err := d.srv.Serve(ctx)
+		err := d.srv.Serve(context.Background()) // until d.srv.Close (close)
 		select {
 		case <-d.listening:
 			if err != nil {
@@ -264,6 +268,8 @@ func (d *dnsService) start(ctx context.Context) error {
 			err = net.ErrClosed
 		}
 		return fmt.Errorf("node: dns listener %s: %w; give --dns another address (port 0 picks one) or --dns off", d.n.cfg.DNS.Listen, err)
+	case <-ctx.Done():
+		return ctx.Err() // the listener goroutine ends at close
 	}
 	d.log.Info("dns listening", zap.Stringer("addr", *d.host.Load()), zap.Stringers("upstreams", d.upstreams))
 	d.wg.Add(1)

@@ -47,13 +47,19 @@ type Node struct {
 	fd  frontDoors               // SOCKS5, HTTP CONNECT, forwards, metrics (doors.go, metrics.go)
 	dns *dnsService              // overlay names and the forwarder (dns.go); nil when off
 
-	mu      sync.Mutex // guards static, api, started
-	static  []config.Peer
-	syncMu  sync.Mutex  // serialises route table rebuilds
-	applyMu sync.Mutex  // serialises Apply
-	exp     exposeState // backends registered by --expose (expose.go)
-	api     *api.Server
-	started time.Time
+	mu       sync.Mutex // guards static, api, starting, started
+	static   []config.Peer
+	starting bool        // Start was called
+	syncMu   sync.Mutex  // serialises route table rebuilds
+	applyMu  sync.Mutex  // serialises Apply
+	exp      exposeState // backends registered by --expose (expose.go)
+	api      *api.Server
+	started  time.Time
+
+	// life is the node's own lifetime, from New to Close: the loops Start
+	// starts run on it, never on Start's ctx.
+	life    context.Context
+	endLife context.CancelFunc
 
 	closeOnce sync.Once
 	closeErr  error
@@ -72,12 +78,14 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: zap.NewNop()}
+	n.life, n.endLife = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o(n)
 	}
 	n.log = n.log.With(zap.String("node", cfg.Name))
 	defer func() {
 		if err != nil {
+			n.endLife()
 			n.closeParts()
 		}
 	}()
@@ -287,13 +295,35 @@ func (n *Node) syncRoutes() error {
 	return n.rt.SetRoutes(routes, peers)
 }
 
-// Start starts forwarding and, when the configuration names one, the
-// control API socket.
+// Start starts forwarding, the control plane, DNS, the front doors and,
+// when the configuration names one, the control API socket. ctx bounds
+// the start only: once Start has returned, cancelling ctx stops nothing;
+// Close stops every loop and waits for it. When ctx is done before the
+// start completes, Start returns its error; call Close to release what
+// was started.
 func (n *Node) Start(ctx context.Context) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if !n.started.IsZero() {
+	if n.starting {
 		return errors.New("node: already started")
+	}
+	n.starting = true
+	if err := n.start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("node: start interrupted: %w", context.Cause(ctx))
+		}
+		return err
+	}
+	n.started = time.Now()
+	n.logStarted()
+	return nil
+}
+
+// start runs the steps of Start in order, checking ctx between them; the
+// loops they start run on the node's own lifetime (life, ended by Close).
+func (n *Node) start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	if n.cfg.Control != "" {
 		s, err := api.Listen(n.cfg.Control, n)
@@ -302,9 +332,9 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 		n.api = s
 	}
-	n.rt.Start(ctx)
+	n.rt.Start(n.life)
 	if n.lb != nil {
-		if err := n.lb.Start(ctx); err != nil {
+		if err := n.lb.Start(n.life); err != nil {
 			return err
 		}
 	}
@@ -322,10 +352,17 @@ func (n *Node) Start(ctx context.Context) error {
 			n.SetResolver(n.dns.resolve)
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := n.startFrontDoors(ctx); err != nil {
 		return err
 	}
-	n.started = time.Now()
+	return ctx.Err()
+}
+
+// logStarted logs what the node started with.
+func (n *Node) logStarted() {
 	gso, gro := n.ul.Offload()
 	fields := []zap.Field{zap.String("mode", n.mode), zap.String("device", n.dev.Name()), zap.Stringer("vtep", n.ul.LocalAddr())}
 	if n.cfg.Addr.IsValid() { // a gossip node may have no static network
@@ -341,7 +378,6 @@ func (n *Node) Start(ctx context.Context) error {
 	fields = append(fields, zap.Int("mtu", n.dev.MTU()), zap.Int("path_mtu", n.pathMTU),
 		zap.Bool("gso", gso), zap.Bool("gro", gro), zap.String("control", n.cfg.Control))
 	n.log.Info("node started", fields...)
-	return nil
 }
 
 // Close stops the node and releases everything it holds; with gossip, it
@@ -356,6 +392,7 @@ func (n *Node) Crash() error { return n.close(false) }
 
 func (n *Node) close(leave bool) error {
 	n.closeOnce.Do(func() {
+		n.endLife()
 		n.mu.Lock()
 		s := n.api
 		n.mu.Unlock()

@@ -235,8 +235,8 @@ func (t *tour) start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("demo: node %s: %w", name, err)
 		}
-		// The nodes live until t.close, not until ctx is done.
-		if err := n.Start(context.WithoutCancel(ctx)); err != nil {
+		// ctx bounds the start only: the nodes live until t.close.
+		if err := n.Start(ctx); err != nil {
 			n.Crash()
 			return fmt.Errorf("demo: start node %s: %w", name, err)
 		}
