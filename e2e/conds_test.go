@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/overlayd/overlayd/node"
+	"github.com/overlayd/overlayd/node/nodetest"
 )
 
 // Conditions for testutil.Eventually over a GossipCluster: each returns
@@ -51,7 +52,7 @@ func (c *GossipCluster) tableHolds(i int, in bool, name string, addrs ...string)
 // balancer table.
 func tableOf(nd *node.Node, name string) []string {
 	var out []string
-	for _, s := range nd.Balancer().Stats().Services {
+	for _, s := range nodetest.Balancer(nd).Stats().Services {
 		if s.Name != name {
 			continue
 		}

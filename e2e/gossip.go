@@ -17,6 +17,7 @@ import (
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/node"
+	"github.com/overlayd/overlayd/node/nodetest"
 )
 
 // GossipCluster is a set of rootless nodes in this process that find each
@@ -54,7 +55,7 @@ func NewGossipCluster(t testing.TB, n int, opts GossipOptions) *GossipCluster {
 		c.mu.Unlock()
 		for _, nd := range nodes {
 			if nd != nil {
-				nd.Crash() // no leave: faster, and nobody is left to tell
+				nodetest.Crash(nd) // no leave: faster, and nobody is left to tell
 			}
 		}
 	})
@@ -69,7 +70,7 @@ func NewGossipCluster(t testing.TB, n int, opts GossipOptions) *GossipCluster {
 		cfg.StateDir = filepath.Join(dir, cfg.Name)
 		cfg.DNS.Listen = config.DNSOff // tests that want DNS turn it on with their own upstream
 		if i > 0 {
-			cfg.Gossip.Join = []string{c.Nodes[0].Gossip().Addr()}
+			cfg.Gossip.Join = []string{nodetest.Gossip(c.Nodes[0]).Addr()}
 		}
 		if opts.Edit != nil {
 			opts.Edit(i, &cfg)
@@ -129,7 +130,7 @@ func (c *GossipCluster) Crash(i int) {
 	nd := c.Nodes[i]
 	c.Nodes[i] = nil
 	c.mu.Unlock()
-	if err := nd.Crash(); err != nil {
+	if err := nodetest.Crash(nd); err != nil {
 		c.t.Errorf("crash node %d: %v", i, err)
 	}
 }
@@ -142,7 +143,7 @@ func (c *GossipCluster) Restart(i int) {
 	var seeds []string
 	for j, nd := range c.Nodes {
 		if j != i && nd != nil {
-			seeds = append(seeds, nd.Gossip().Addr())
+			seeds = append(seeds, nodetest.Gossip(nd).Addr())
 			break
 		}
 	}
@@ -203,7 +204,7 @@ func (c *GossipCluster) Converged(network string) bool {
 func newNodeErr(cfg config.Config) (*node.Node, error) {
 	nd, err := node.New(cfg)
 	if err == nil {
-		nd.Crash()
+		nodetest.Crash(nd)
 	}
 	return nd, err
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/internal/testutil"
+	"github.com/overlayd/overlayd/node/nodetest"
 	"github.com/overlayd/overlayd/vxlan"
 )
 
@@ -183,31 +184,31 @@ func TestGossipNetworksIsolated(t *testing.T) {
 	if err := echoOver(t, c, 1, 0, green0.Addr(), 7103); err == nil {
 		t.Error("node 1 (red only) reached node 0's green address")
 	}
-	if _, ok := c.Node(1).Gossip().Get("overlayd.routes", "green", c.Name(2)); ok {
+	if _, ok := nodetest.Gossip(c.Node(1)).Get("overlayd.routes", "green", c.Name(2)); ok {
 		t.Error("node 1 holds green's state without taking part in it")
 	}
 
 	// Forged VXLAN from a peer's IP: green's VNI, inner destination node
 	// 1's red address. Node 1 has no green network: unknown_vni.
-	before := c.Node(1).Router().Stats().Drops["unknown_vni"]
+	before := nodetest.Router(c.Node(1)).Stats().Drops["unknown_vni"]
 	sendVXLAN(t, c.Node(1).VTEP(), vniGreen, red1.Addr())
 	testutil.Eventually(t, 5*time.Second, "node 1 counts the green packet as unknown_vni", func() error {
-		if got := c.Node(1).Router().Stats().Drops["unknown_vni"]; got <= before {
+		if got := nodetest.Router(c.Node(1)).Stats().Drops["unknown_vni"]; got <= before {
 			return fmt.Errorf("%d unknown_vni drops, was %d", got, before)
 		}
 		return nil
 	})
 	// Node 0 is on both: a green packet for its red address is not for us.
-	before = c.Node(0).Router().Stats().Drops["not_for_us"]
-	in := c.Node(0).Router().Stats().Inbound.Packets
+	before = nodetest.Router(c.Node(0)).Stats().Drops["not_for_us"]
+	in := nodetest.Router(c.Node(0)).Stats().Inbound.Packets
 	sendVXLAN(t, c.Node(0).VTEP(), vniGreen, red0.Addr())
 	testutil.Eventually(t, 5*time.Second, "node 0 counts the cross-VNI packet as not_for_us", func() error {
-		if got := c.Node(0).Router().Stats().Drops["not_for_us"]; got <= before {
+		if got := nodetest.Router(c.Node(0)).Stats().Drops["not_for_us"]; got <= before {
 			return fmt.Errorf("%d not_for_us drops, was %d", got, before)
 		}
 		return nil
 	})
-	if got := c.Node(0).Router().Stats().Inbound.Packets; got != in {
+	if got := nodetest.Router(c.Node(0)).Stats().Inbound.Packets; got != in {
 		t.Errorf("node 0 delivered %d packets from the forged datagram", got-in)
 	}
 
@@ -287,7 +288,7 @@ func TestGossipWrongKeyRefused(t *testing.T) {
 		}
 	}})
 	testutil.Eventually(t, 10*time.Second, "the keyed pair sees each other", func() error {
-		if ms := c.Node(0).Gossip().Members(); len(ms) != 2 {
+		if ms := nodetest.Gossip(c.Node(0)).Members(); len(ms) != 2 {
 			return fmt.Errorf("node 0's members: %+v", ms)
 		}
 		return nil
@@ -295,27 +296,27 @@ func TestGossipWrongKeyRefused(t *testing.T) {
 	// The intruders' joins were answered and refused (each says why)...
 	for _, i := range []int{2, 3} {
 		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("node %d's join refused", i), func() error {
-			if st := c.Node(i).Gossip().Stats(); st.JoinError == "" {
+			if st := nodetest.Gossip(c.Node(i)).Stats(); st.JoinError == "" {
 				return fmt.Errorf("no join error; gossip stats %+v", st)
 			}
 			return nil
 		})
-		t.Logf("node %d: %s", i, c.Node(i).Gossip().Stats().JoinError)
+		t.Logf("node %d: %s", i, nodetest.Gossip(c.Node(i)).Stats().JoinError)
 	}
 	// ...and a write of node 1's, sent after them, reaching node 0 proves
 	// node 0 has handled everything they sent before.
-	if err := c.Node(1).Gossip().Put("e2e.marker", "", "after-intruders", []byte("m")); err != nil {
+	if err := nodetest.Gossip(c.Node(1)).Put("e2e.marker", "", "after-intruders", []byte("m")); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 10*time.Second, "node 1's marker on node 0", func() error {
-		if _, ok := c.Node(0).Gossip().Get("e2e.marker", "", "after-intruders"); !ok {
+		if _, ok := nodetest.Gossip(c.Node(0)).Get("e2e.marker", "", "after-intruders"); !ok {
 			return errors.New("not there")
 		}
 		return nil
 	})
 	for _, i := range []int{0, 1} {
 		var names []string
-		for _, m := range c.Node(i).Gossip().Members() {
+		for _, m := range nodetest.Gossip(c.Node(i)).Members() {
 			names = append(names, m.Name)
 		}
 		sort.Strings(names)
@@ -324,7 +325,7 @@ func TestGossipWrongKeyRefused(t *testing.T) {
 		}
 	}
 	for _, i := range []int{2, 3} {
-		if ms := c.Node(i).Gossip().Members(); len(ms) != 1 {
+		if ms := nodetest.Gossip(c.Node(i)).Members(); len(ms) != 1 {
 			t.Errorf("node %d (wrong or no key) sees %d members, want only itself", i, len(ms))
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/node"
+	"github.com/overlayd/overlayd/node/nodetest"
 )
 
 // serveBackend answers every TCP connection on ln with name and a newline,
@@ -131,7 +132,7 @@ func spread(t *testing.T, c *GossipCluster, clients []int, vip string, n int) ma
 // inTable reports whether node i's balancer has backend addr in service
 // name's table with a positive weight.
 func inTable(nd *node.Node, name, addr string) bool {
-	for _, s := range nd.Balancer().Stats().Services {
+	for _, s := range nodetest.Balancer(nd).Stats().Services {
 		if s.Name != name {
 			continue
 		}
@@ -460,7 +461,7 @@ func TestServiceHealthCheckLocalBackendRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 10*time.Second, "the service leaves gnode0's balancer", func() error {
-		for _, s := range c.Node(0).Balancer().Stats().Services {
+		for _, s := range nodetest.Balancer(c.Node(0)).Stats().Services {
 			if s.Name == "api" {
 				return fmt.Errorf("it balances api over %v", tableOf(c.Node(0), "api"))
 			}
@@ -680,7 +681,7 @@ func TestServiceConflictLeavesOthersFlows(t *testing.T) {
 	// A second service on first's VIP port, as two nodes creating
 	// services at once can make: written straight into gnode2's table.
 	clash, _ := json.Marshal(map[string]any{"name": "clash", "network": nw, "vip": first.VIP, "ports": []map[string]any{{"port": 80, "proto": "tcp"}}})
-	if err := c.Node(2).Gossip().Put("overlayd.services", nw, "clash", clash); err != nil {
+	if err := nodetest.Gossip(c.Node(2)).Put("overlayd.services", nw, "clash", clash); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 10*time.Second, "gnode0 balances first and third", func() error {
@@ -696,7 +697,7 @@ func TestServiceConflictLeavesOthersFlows(t *testing.T) {
 		held[vip] = vc
 	}
 	checkReported(t, c, nw)
-	resets := c.Node(0).Balancer().Stats().Resets
+	resets := nodetest.Balancer(c.Node(0)).Stats().Resets
 	// Ten rebuilds: each weight change of first's backend is a change
 	// every node applies; wait until gnode0's table has it.
 	for k := range 10 {
@@ -705,7 +706,7 @@ func TestServiceConflictLeavesOthersFlows(t *testing.T) {
 			t.Fatal(err)
 		}
 		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("gnode0's table has weight %d", w), func() error {
-			for _, s := range c.Node(0).Balancer().Stats().Services {
+			for _, s := range nodetest.Balancer(c.Node(0)).Stats().Services {
 				for _, b := range s.Backends {
 					if s.Name == "first" && b.Weight == w {
 						return nil
@@ -720,7 +721,7 @@ func TestServiceConflictLeavesOthersFlows(t *testing.T) {
 			}
 		}
 	}
-	if got := c.Node(0).Balancer().Stats().Resets - resets; got != 0 {
+	if got := nodetest.Balancer(c.Node(0)).Stats().Resets - resets; got != 0 {
 		t.Errorf("%d resets during 10 rebuilds, want 0", got)
 	}
 }

@@ -63,7 +63,7 @@ func TestStartedLogWithoutAddr(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n.Crash()
+	defer n.crash()
 	if err := n.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

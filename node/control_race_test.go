@@ -58,7 +58,7 @@ func startNode(t testing.TB, cfg config.Config, setup func(*Node), opts ...Optio
 		n.Close()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { n.Crash() })
+	t.Cleanup(func() { n.crash() })
 	return n
 }
 
@@ -75,7 +75,7 @@ func waitMembers(t testing.TB, nodes ...*Node) {
 	testutil.Eventually(t, 15*time.Second, "cluster formed", func() error {
 		for _, n := range nodes {
 			alive := 0
-			for _, m := range n.Gossip().Members() {
+			for _, m := range n.gossip().Members() {
 				if m.State == gossip.StateAlive {
 					alive++
 				}
@@ -101,7 +101,7 @@ func racePair(t *testing.T) (a, b *Node) {
 		}
 	}
 	a = clusterNode(t, "a", hook)
-	b = clusterNode(t, "b", hook, a.Gossip().Addr())
+	b = clusterNode(t, "b", hook, a.gossip().Addr())
 	waitMembers(t, a, b)
 	return a, b
 }
@@ -235,7 +235,7 @@ func TestJoinedNetworkRedefinedAfterMerge(t *testing.T) {
 	}
 	jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := nodes["b"].Gossip().Join(jctx, []string{nodes["a"].Gossip().Addr()}); err != nil {
+	if err := nodes["b"].gossip().Join(jctx, []string{nodes["a"].gossip().Addr()}); err != nil {
 		t.Fatal(err)
 	}
 	var winner string

@@ -56,7 +56,7 @@ func routeFor(n *Node, a netip.Addr) (router.Route, bool) {
 func TestRouteOnlyFromLeaseHolder(t *testing.T) {
 	ctx := context.Background()
 	a := clusterNode(t, "observer", nil)
-	b := clusterNode(t, "victim", nil, a.Gossip().Addr())
+	b := clusterNode(t, "victim", nil, a.gossip().Addr())
 	waitMembers(t, a, b)
 	if _, err := a.CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDR: "10.20.0.0/16"}); err != nil {
 		t.Fatal(err)
@@ -77,7 +77,7 @@ func TestRouteOnlyFromLeaseHolder(t *testing.T) {
 	})
 
 	evilVTEP := netip.MustParseAddrPort("127.0.0.1:9")
-	evil := evilMember(t, "aaa-evil", evilVTEP, a.Gossip().Addr(), "blue")
+	evil := evilMember(t, "aaa-evil", evilVTEP, a.gossip().Addr(), "blue")
 	if err := evil.Put(tableRoutes, "blue", "aaa-evil", []byte(netip.PrefixFrom(victim, 32).String()+" "+evilVTEP.String())); err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ func gossipNode(t testing.TB) *Node {
 	if err := n.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { n.Crash() })
+	t.Cleanup(func() { n.crash() })
 	return n
 }
 

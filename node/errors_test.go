@@ -15,7 +15,7 @@ import (
 // error's text.
 func TestErrorKinds(t *testing.T) {
 	a := clusterNode(t, "a", nil)
-	b := clusterNode(t, "b", nil, a.Gossip().Addr())
+	b := clusterNode(t, "b", nil, a.gossip().Addr())
 	waitMembers(t, a, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

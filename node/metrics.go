@@ -165,7 +165,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descFDB, float64(rs.FDB))
 	gauge(descRoutes, float64(len(n.rt.Routes())))
 
-	if g := n.Gossip(); g != nil {
+	if g := n.gossip(); g != nil {
 		states := map[string]int{}
 		for _, s := range []gossip.MemberState{gossip.StateAlive, gossip.StateSuspect, gossip.StateDead, gossip.StateLeft} {
 			states[s.String()] = 0

@@ -16,6 +16,7 @@ import (
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/gossip"
 	"github.com/overlayd/overlayd/lb"
+	"github.com/overlayd/overlayd/node/internal/seam"
 	"github.com/overlayd/overlayd/router"
 	"github.com/overlayd/overlayd/stack"
 	"github.com/overlayd/overlayd/udp"
@@ -385,10 +386,18 @@ func (n *Node) logStarted() {
 // Safe twice.
 func (n *Node) Close() error { return n.close(true) }
 
-// Crash stops the node like Close but without telling the cluster, as a
+// crash stops the node like Close but without telling the cluster, as a
 // crash would: peers withdraw its routes when failure detection declares
-// it dead. For tests.
-func (n *Node) Crash() error { return n.close(false) }
+// it dead (nodetest.Crash).
+func (n *Node) crash() error { return n.close(false) }
+
+// The parts tests reach through node/nodetest, not through the public API.
+func init() {
+	seam.Of = func(x any) seam.Parts {
+		n := x.(*Node)
+		return seam.Parts{Crash: n.crash, Router: n.rt, Gossip: n.gossip(), Balancer: n.lb}
+	}
+}
 
 func (n *Node) close(leave bool) error {
 	n.closeOnce.Do(func() {
@@ -443,9 +452,6 @@ func (n *Node) Addr() netip.Prefix { return n.cfg.Addr }
 
 // VTEP is the underlay address the node receives VXLAN on.
 func (n *Node) VTEP() netip.AddrPort { return n.ul.LocalAddr() }
-
-// Router is the node's forwarding core (for tests and benchmarks).
-func (n *Node) Router() *router.Router { return n.rt }
 
 // Dial connects to an overlay address through the node's netstack.
 // address is IP:PORT, or NAME:PORT for an overlay name (which needs
@@ -649,8 +655,8 @@ func (n *Node) Digest(network string) string {
 	return n.ctl.g.Digest(network)
 }
 
-// Gossip is the node's gossip instance, nil in static mode (for tests).
-func (n *Node) Gossip() *gossip.Gossip {
+// gossip is the node's gossip instance, nil in static mode.
+func (n *Node) gossip() *gossip.Gossip {
 	if n.ctl == nil {
 		return nil
 	}

@@ -1088,9 +1088,6 @@ func (n *Node) servicesSummary() *api.ServicesSummary {
 	return sum
 }
 
-// Balancer is the node's service load balancer (for tests).
-func (n *Node) Balancer() *lb.Balancer { return n.lb }
-
 // checkLoop probes this node's backends that have a check, every
 // checkInterval, and gossips their health when it changes.
 func (s *services) checkLoop() {

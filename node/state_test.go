@@ -54,7 +54,7 @@ func TestStateIPAMFileLost(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			ctx := context.Background()
 			a := clusterNode(t, "a", nil)
-			bcfg := clusterConfig(t, "b", a.Gossip().Addr())
+			bcfg := clusterConfig(t, "b", a.gossip().Addr())
 			b := startNode(t, bcfg, nil)
 			waitMembers(t, a, b)
 			if _, err := a.CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDR: "10.30.0.0/24"}); err != nil {
@@ -74,7 +74,7 @@ func TestStateIPAMFileLost(t *testing.T) {
 				}
 				return nil
 			})
-			b.Crash()
+			b.crash()
 			path := filepath.Join(bcfg.StateDir, "ipam-blue.state")
 			if how == "deleted" {
 				if err := os.Remove(path); err != nil {
@@ -135,7 +135,7 @@ func TestStateJoinedFileCorrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := joinedAddr(t, n, "blue")
-	n.Crash()
+	n.crash()
 	path := filepath.Join(cfg.StateDir, joinedFile)
 	if err := os.WriteFile(path, []byte(`{"version": 1, "joined": [`), 0o600); err != nil {
 		t.Fatal(err)
@@ -231,7 +231,7 @@ func TestStateDirPermissions(t *testing.T) {
 func TestStateServicesFileEmpty(t *testing.T) {
 	ctx := context.Background()
 	a := clusterNode(t, "a", nil)
-	bcfg := clusterConfig(t, "b", a.Gossip().Addr())
+	bcfg := clusterConfig(t, "b", a.gossip().Addr())
 	b := startNode(t, bcfg, nil)
 	waitMembers(t, a, b)
 	if _, err := a.CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDR: "10.32.0.0/24"}); err != nil {
@@ -258,7 +258,7 @@ func TestStateServicesFileEmpty(t *testing.T) {
 		return fmt.Errorf("%s: services %+v", n.cfg.Name, ss)
 	}
 	testutil.Eventually(t, 10*time.Second, "a knows b's service", func() error { return has(a) })
-	b.Crash()
+	b.crash()
 	path := filepath.Join(bcfg.StateDir, "services.json")
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/node"
+	"github.com/overlayd/overlayd/node/nodetest" // the tour's kill -9: a stop without leaving
 )
 
 const demoDesc = `
@@ -91,7 +93,7 @@ func (t *tour) close() {
 			<-tn.done
 		}
 		if !tn.dead {
-			tn.n.Crash() // nobody is left to be told
+			nodetest.Crash(tn.n) // nobody is left to be told
 		}
 	}
 	if t.up != nil {
@@ -170,7 +172,7 @@ func runTour(ctx context.Context, opts tourOptions, out io.Writer) (err error) {
 	victim.srv = nil
 	victim.dead = true
 	crashed := time.Now()
-	if err := victim.n.Crash(); err != nil {
+	if err := nodetest.Crash(victim.n); err != nil {
 		return fmt.Errorf("demo: crash %s: %w", victim.name, err)
 	}
 	alive = t.nodes[:2]
@@ -226,7 +228,11 @@ func (t *tour) start(ctx context.Context) error {
 		c.Gossip.Listen = netip.MustParseAddrPort("127.0.0.1:0")
 		c.Gossip.Profile = "test"
 		if i > 0 {
-			c.Gossip.Join = []string{t.nodes[0].n.Gossip().Addr()}
+			seed, err := gossipAddr(ctx, t.nodes[0].n)
+			if err != nil {
+				return err
+			}
+			c.Gossip.Join = []string{seed}
 		}
 		c = withDemoDNS(c, t.up)
 		c.DNS.TTL = time.Second
@@ -237,7 +243,7 @@ func (t *tour) start(ctx context.Context) error {
 		}
 		// ctx bounds the start only: the nodes live until t.close.
 		if err := n.Start(ctx); err != nil {
-			n.Crash()
+			nodetest.Crash(n)
 			return fmt.Errorf("demo: start node %s: %w", name, err)
 		}
 		tn := &tourNode{name: name, n: n, vtep: n.VTEP()}
@@ -338,10 +344,24 @@ func (t *tour) setUp(ctx context.Context) (netip.Addr, error) {
 	return vip, err
 }
 
+// gossipAddr is n's own gossip address, which the other nodes join.
+func gossipAddr(ctx context.Context, n *node.Node) (string, error) {
+	peers, err := n.Peers(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, p := range peers {
+		if p.Self {
+			return p.Addr, nil
+		}
+	}
+	return "", errors.New("demo: the first node does not list itself among its peers")
+}
+
 // inBalancer reports whether n's balancer sends new flows of the tour's
 // service to backend.
 func inBalancer(n *node.Node, backend netip.AddrPort) bool {
-	for _, s := range n.Balancer().Stats().Services {
+	for _, s := range nodetest.Balancer(n).Stats().Services {
 		if s.Name != tourService {
 			continue
 		}
