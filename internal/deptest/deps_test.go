@@ -106,6 +106,7 @@ var allowed = map[string][]string{
 	"lb/maglev":    {},
 	"gossip":       {},
 	"ipam":         {"gossip"},
+	"catalog":      {"gossip"}, // the replicated schema: table names, records, encodings
 	"dns":          {},
 	"api":          {},
 	"config":       {},

@@ -1,0 +1,98 @@
+package catalog
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/overlayd/overlayd/gossip"
+)
+
+// The tables' names and values are read by nodes of other versions: they
+// must not change.
+func TestWireFormat(t *testing.T) {
+	sv := Service{Name: "web", Network: "default", VIP: "10.200.255.1", Ports: []Port{{Port: 80, Proto: "tcp"}}}.Encode()
+	if want := `{"name":"web","network":"default","vip":"10.200.255.1","ports":[{"port":80,"proto":"tcp"}]}`; string(sv) != want {
+		t.Errorf("services value %s, want %s", sv, want)
+	}
+	bv := Backend{Service: "web", Addr: "10.200.1.1:8080", Weight: 1, Healthy: true}.Encode()
+	if want := `{"service":"web","addr":"10.200.1.1:8080","weight":1,"healthy":true}`; string(bv) != want {
+		t.Errorf("backends value %s, want %s", bv, want)
+	}
+	bv = Backend{Service: "dns", Addr: "10.200.1.2:53", Weight: 2, Check: "udp", Port: 53}.Encode()
+	if want := `{"service":"dns","addr":"10.200.1.2:53","weight":2,"healthy":false,"check":"udp","port":53}`; string(bv) != want {
+		t.Errorf("backends value %s, want %s", bv, want)
+	}
+	rv := Route{Prefix: netip.MustParsePrefix("10.20.120.1/32"), VTEP: netip.MustParseAddrPort("127.0.0.1:4789")}.Encode()
+	if want := "10.20.120.1/32 127.0.0.1:4789"; string(rv) != want {
+		t.Errorf("routes value %q, want %q", rv, want)
+	}
+	if TableServices != "overlayd.services" || TableBackends != "overlayd.backends" || TableRoutes != "overlayd.routes" {
+		t.Errorf("tables %q %q %q", TableServices, TableBackends, TableRoutes)
+	}
+	if k := BackendKey("web", netip.MustParseAddrPort("10.200.1.1:8080")); k != "web/10.200.1.1:8080" {
+		t.Errorf("backend key %q", k)
+	}
+}
+
+// Every encoder's value reads back as itself.
+func TestRoundTrip(t *testing.T) {
+	r := Route{Prefix: netip.MustParsePrefix("10.20.0.7/32"), VTEP: netip.MustParseAddrPort("[::1]:4789")}
+	if got, err := ParseRoute(r.Encode()); err != nil || got != r {
+		t.Errorf("ParseRoute(%q) = %+v, %v", r.Encode(), got, err)
+	}
+	s := Service{Name: "web", Network: "blue", VIP: "10.20.255.1", Ports: []Port{{80, "tcp"}, {53, "udp"}}}
+	got, err := ServiceEntry(gossip.Entry{Key: "web", Value: s.Encode()}, "blue")
+	if err != nil || got.Name != s.Name || got.VIP != s.VIP || len(got.Ports) != 2 || got.Ports[1] != s.Ports[1] {
+		t.Errorf("ServiceEntry = %+v, %v", got, err)
+	}
+	if _, err := ServiceEntry(gossip.Entry{Key: "other", Value: s.Encode()}, "blue"); err == nil {
+		t.Error("ServiceEntry accepted a value naming another key")
+	}
+	if _, err := ServiceEntry(gossip.Entry{Key: "web", Value: s.Encode()}, "green"); err == nil {
+		t.Error("ServiceEntry accepted a value naming another network")
+	}
+	a := netip.MustParseAddrPort("10.20.1.1:8080")
+	b := Backend{Service: "web", Addr: a.String(), Weight: 1, Healthy: true, Check: "tcp", Port: 80}
+	gb, ga, err := BackendEntry(gossip.Entry{Key: BackendKey("web", a), Value: b.Encode()})
+	if err != nil || gb != b || ga != a {
+		t.Errorf("BackendEntry = %+v, %v, %v", gb, ga, err)
+	}
+	if _, _, err := BackendEntry(gossip.Entry{Key: "web/10.20.1.2:8080", Value: b.Encode()}); err == nil {
+		t.Error("BackendEntry accepted a key that is not the value's")
+	}
+	v6 := Backend{Service: "web", Addr: "[::1]:80"}
+	if _, _, err := BackendEntry(gossip.Entry{Key: "web/[::1]:80", Value: v6.Encode()}); err == nil {
+		t.Error("BackendEntry accepted an IPv6 backend")
+	}
+}
+
+// FuzzParseRoute: any route value, as a forger may write it, is refused
+// or read as one masked IPv4 prefix and a VTEP with a port; never a panic.
+func FuzzParseRoute(f *testing.F) {
+	f.Add([]byte("10.20.120.1/32 127.0.0.1:4789"))
+	f.Add([]byte("10.20.0.0/16 [::1]:4789"))
+	f.Add([]byte(" "))
+	f.Fuzz(func(t *testing.T, v []byte) {
+		r, err := ParseRoute(v)
+		if err == nil && (!r.Prefix.Addr().Is4() || r.Prefix != r.Prefix.Masked() || !r.VTEP.IsValid() || r.VTEP.Port() == 0) {
+			t.Fatalf("ParseRoute(%q) = %+v: accepted", v, r)
+		}
+	})
+}
+
+// FuzzServiceEntry: any services value is refused or names the entry's
+// key and network; a backends value is refused or has an IPv4 address and
+// the key of its service and address; never a panic.
+func FuzzServiceEntry(f *testing.F) {
+	f.Add("web", []byte(`{"name":"web","network":"default","vip":"10.200.255.1","ports":[{"port":80,"proto":"tcp"}]}`))
+	f.Add("web/10.200.1.1:8080", []byte(`{"service":"web","addr":"10.200.1.1:8080","weight":1,"healthy":true}`))
+	f.Add("x", []byte(`{"ports":[{"port":-1}]}`))
+	f.Fuzz(func(t *testing.T, key string, v []byte) {
+		if s, err := ServiceEntry(gossip.Entry{Key: key, Value: v}, "default"); err == nil && (s.Name != key || s.Network != "default") {
+			t.Fatalf("ServiceEntry(%q, %q) = %+v: accepted", key, v, s)
+		}
+		if b, a, err := BackendEntry(gossip.Entry{Key: key, Value: v}); err == nil && (!a.Addr().Is4() || key != BackendKey(b.Service, a)) {
+			t.Fatalf("BackendEntry(%q, %q) = %+v, %v: accepted", key, v, b, a)
+		}
+	})
+}
