@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/catalog"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/node/nodetest"
@@ -184,7 +185,7 @@ func TestGossipNetworksIsolated(t *testing.T) {
 	if err := echoOver(t, c, 1, 0, green0.Addr(), 7103); err == nil {
 		t.Error("node 1 (red only) reached node 0's green address")
 	}
-	if _, ok := nodetest.Gossip(c.Node(1)).Get("overlayd.routes", "green", c.Name(2)); ok {
+	if _, ok := nodetest.Gossip(c.Node(1)).Get(catalog.TableRoutes, "green", catalog.RouteKey(c.Name(2))); ok {
 		t.Error("node 1 holds green's state without taking part in it")
 	}
 

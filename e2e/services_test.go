@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/catalog"
 	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/node"
 	"github.com/overlayd/overlayd/node/nodetest"
@@ -680,8 +680,8 @@ func TestServiceConflictLeavesOthersFlows(t *testing.T) {
 	}
 	// A second service on first's VIP port, as two nodes creating
 	// services at once can make: written straight into gnode2's table.
-	clash, _ := json.Marshal(map[string]any{"name": "clash", "network": nw, "vip": first.VIP, "ports": []map[string]any{{"port": 80, "proto": "tcp"}}})
-	if err := nodetest.Gossip(c.Node(2)).Put("overlayd.services", nw, "clash", clash); err != nil {
+	clash := catalog.Service{Name: "clash", Network: nw, VIP: first.VIP, Ports: []catalog.Port{{Port: 80, Proto: "tcp"}}}
+	if err := nodetest.Gossip(c.Node(2)).Put(catalog.TableServices, nw, catalog.ServiceKey(clash.Name), clash.Encode()); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 10*time.Second, "gnode0 balances first and third", func() error {

@@ -131,6 +131,20 @@ func (p *IPAM) Close() error {
 // watches these.
 func WatchTables() []string { return []string{tableRanges, tableLeases} }
 
+// Watcher is the part of gossip that watches a table.
+type Watcher interface {
+	Watch(table, network string) (<-chan gossip.Event, func())
+}
+
+var _ Watcher = (*gossip.Gossip)(nil)
+
+// WatchNetworks watches the network definitions (cluster-wide): each
+// event is a definition created, changed or withdrawn, which can change
+// what Network and Networks return. The caller cancels the watch.
+func WatchNetworks(w Watcher) (<-chan gossip.Event, func()) {
+	return w.Watch(tableNetworks, "")
+}
+
 func (p *IPAM) changed(network string) {
 	if p.opts.OnChange != nil {
 		p.opts.OnChange(network)

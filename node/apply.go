@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/catalog"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/internal/fault"
 	"github.com/overlayd/overlayd/lb"
@@ -232,7 +233,7 @@ func (n *Node) applyBackends(ctx context.Context, s *services, network string, s
 	}
 	slices.SortFunc(stale, netip.AddrPort.Compare)
 	for _, a := range stale {
-		if n.exp.has(network, backendKey(sv.Name, a)) {
+		if n.exp.has(network, catalog.BackendKey(sv.Name, a)) {
 			continue // an expose's backend, not the file's
 		}
 		if _, err := n.RemoveBackend(ctx, api.BackendRef{Service: sv.Name, Network: network, Addr: a.String()}, false); err != nil {

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/catalog"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/gossip"
 	"github.com/overlayd/overlayd/internal/fault"
@@ -24,11 +25,6 @@ import (
 	"github.com/overlayd/overlayd/stack"
 	"github.com/overlayd/overlayd/vxlan"
 )
-
-// tableRoutes is the network-scoped table of learned routes: key the node
-// name, value "ADDR/32 VTEP" (the node's address on the network and the
-// underlay address that hosts it), owned by that node.
-const tableRoutes = "overlayd.routes"
 
 // joinTimeout bounds how long a join waits for an address range.
 const joinTimeout = 15 * time.Second
@@ -332,7 +328,7 @@ func (c *control) start(ctx context.Context) error {
 	// The seeds' join lives as long as the control plane: close cancels it.
 	ctx, c.cancel = context.WithCancel(context.Background())
 	mch, mcancel := c.g.WatchMembers()
-	nch, ncancel := c.g.Watch("ipam.networks", "")
+	nch, ncancel := ipam.WatchNetworks(c.g)
 	c.wg.Add(3)
 	go func() { defer c.wg.Done(); forward(c, mch, mcancel) }()
 	go func() { defer c.wg.Done(); forward(c, nch, ncancel) }()
@@ -397,15 +393,15 @@ func (c *control) announce(j joinedNet) error {
 	if err := c.g.JoinNetwork(j.Name); err != nil {
 		return fmt.Errorf("node: network %q: %w", j.Name, err)
 	}
-	v := netip.PrefixFrom(j.Addr, 32).String() + " " + c.vtep.String()
-	if err := c.g.Put(tableRoutes, j.Name, c.g.Name(), []byte(v)); err != nil {
+	rt := catalog.Route{Prefix: netip.PrefixFrom(j.Addr, 32), VTEP: c.vtep}
+	if err := c.g.Put(catalog.TableRoutes, j.Name, catalog.RouteKey(c.g.Name()), rt.Encode()); err != nil {
 		return fmt.Errorf("node: network %q: announce route: %w", j.Name, err)
 	}
 	// The routes, and the leases and ranges that say which of them to
 	// accept (learned): a lease arriving after its route must not wait
 	// for the next tick.
 	var cancels []func()
-	for _, table := range append([]string{tableRoutes}, ipam.WatchTables()...) {
+	for _, table := range append([]string{catalog.TableRoutes}, ipam.WatchTables()...) {
 		ch, cancel := c.g.Watch(table, j.Name)
 		cancels = append(cancels, cancel)
 		c.wg.Add(1)
@@ -422,20 +418,6 @@ func (c *control) announce(j joinedNet) error {
 	}
 	c.mu.Unlock()
 	return nil
-}
-
-// parseRoute reads a routes entry's value.
-func parseRoute(v []byte) (netip.Prefix, netip.AddrPort, bool) {
-	p, vt, ok := strings.Cut(string(v), " ")
-	if !ok {
-		return netip.Prefix{}, netip.AddrPort{}, false
-	}
-	pfx, err1 := netip.ParsePrefix(p)
-	vtep, err2 := netip.ParseAddrPort(vt)
-	if err1 != nil || err2 != nil || !pfx.Addr().Is4() || vtep.Port() == 0 {
-		return netip.Prefix{}, netip.AddrPort{}, false
-	}
-	return pfx.Masked(), vtep, true
 }
 
 // Reasons a route entry is refused (the keys of refused, shown in status).
@@ -483,11 +465,12 @@ func (c *control) learned(taken map[netip.Prefix]bool) []router.Route {
 	refusedNow := map[refusalKey]refusal{}
 	for _, j := range c.joinedList() {
 		holders := c.ipam.Holders(j.Name)
-		for _, e := range c.g.List(tableRoutes, j.Name) {
+		for _, e := range c.g.List(catalog.TableRoutes, j.Name) {
 			if e.Owner == self {
 				continue
 			}
-			pfx, vtep, ok := parseRoute(e.Value)
+			rt, err := catalog.ParseRoute(e.Value)
+			pfx, vtep, ok := rt.Prefix, rt.VTEP, err == nil
 			reason, holder := "", ""
 			switch {
 			case e.Key != e.Owner:
@@ -697,7 +680,7 @@ func (c *control) createNetwork(ctx context.Context, req api.CreateNetwork) (api
 	}
 	// Watch before writing, so that the competing definition cannot
 	// arrive unseen between the write and the wait.
-	ch, cancel := c.g.Watch("ipam.networks", "")
+	ch, cancel := ipam.WatchNetworks(c.g)
 	defer cancel()
 	vni, err := c.writeNetwork(req, cidr)
 	if err != nil {
@@ -815,7 +798,7 @@ func (c *control) info(nw ipam.Network) api.NetworkInfo {
 	if ok {
 		ni.Joined, ni.Addr = true, j.prefix().String()
 		// The lists of a network this node does not take part in are empty.
-		ni.Members = len(c.g.List(tableRoutes, nw.Name))
+		ni.Members = len(c.g.List(catalog.TableRoutes, nw.Name))
 	}
 	return ni
 }
@@ -904,7 +887,7 @@ func (c *control) joinNetwork(ctx context.Context, name string) (api.NetworkInfo
 // definition of network name to arrive, woken by the networks table's
 // changes.
 func (c *control) waitNetwork(ctx context.Context, name string) {
-	ch, cancel := c.g.Watch("ipam.networks", "")
+	ch, cancel := ipam.WatchNetworks(c.g)
 	defer cancel()
 	t := time.NewTimer(unknownWait)
 	defer t.Stop()
@@ -945,7 +928,7 @@ func (c *control) leaveNetwork(name string) error {
 		}
 		return fault.Conflict("this node has not joined network %q", name)
 	}
-	if err := c.g.Delete(tableRoutes, name, c.g.Name()); err != nil && !errors.Is(err, gossip.ErrNotFound) {
+	if err := c.g.Delete(catalog.TableRoutes, name, c.g.Name()); err != nil && !errors.Is(err, gossip.ErrNotFound) {
 		return fmt.Errorf("node: leave %q: %w", name, err)
 	}
 	c.mu.Lock()

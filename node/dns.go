@@ -24,7 +24,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -39,13 +38,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/catalog"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/dns"
 )
-
-// dnsTableServices is the services table (schema in services.go): key the
-// service name, value {"name","network","vip","ports":[{"port","proto"}]}.
-const dnsTableServices = "overlayd.services"
 
 // staticNetworkName names the static network (--addr) in the zone:
 // NODE.static.overlay.
@@ -362,27 +358,19 @@ func (d *dnsService) zoneData(nets []dns.Network) (dns.ZoneData, map[string]neti
 				addNode(g.Name(), nw.Name, j.Addr)
 			}
 		}
-		for _, e := range g.List(tableRoutes, nw.Name) {
+		for _, e := range g.List(catalog.TableRoutes, nw.Name) {
 			if e.Key != e.Owner {
 				continue
 			}
-			pfx, _, ok := parseRoute(e.Value)
-			if !ok || !nw.CIDR.Contains(pfx.Addr()) {
+			rt, err := catalog.ParseRoute(e.Value)
+			if err != nil || !nw.CIDR.Contains(rt.Prefix.Addr()) {
 				continue
 			}
-			addNode(e.Owner, nw.Name, pfx.Addr())
+			addNode(e.Owner, nw.Name, rt.Prefix.Addr())
 		}
-		for _, e := range g.List(dnsTableServices, nw.Name) {
-			var v struct {
-				Name    string `json:"name"`
-				Network string `json:"network"`
-				VIP     string `json:"vip"`
-				Ports   []struct {
-					Port  uint16 `json:"port"`
-					Proto string `json:"proto"`
-				} `json:"ports"`
-			}
-			if json.Unmarshal(e.Value, &v) != nil || v.Name != e.Key || v.Network != nw.Name {
+		for _, e := range g.List(catalog.TableServices, nw.Name) {
+			v, err := catalog.ServiceEntry(e, nw.Name)
+			if err != nil {
 				continue
 			}
 			vip, err := netip.ParseAddr(v.VIP)
@@ -426,8 +414,8 @@ func (d *dnsService) rewatch(nets []dns.Network) {
 		if d.watches[name] != nil {
 			continue
 		}
-		rch, rcancel := g.Watch(tableRoutes, name)
-		sch, scancel := g.Watch(dnsTableServices, name)
+		rch, rcancel := g.Watch(catalog.TableRoutes, name)
+		sch, scancel := g.Watch(catalog.TableServices, name)
 		done := make(chan struct{})
 		d.watches[name] = func() { rcancel(); scancel(); close(done) }
 		d.wg.Add(1)

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/catalog"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/door"
 	"github.com/overlayd/overlayd/internal/fault"
@@ -98,7 +99,7 @@ func (n *Node) expose(ctx context.Context, e config.Expose) (*door.Exposer, erro
 		}
 		return nil, err
 	}
-	n.exp.add(network, backendKey(name, addr))
+	n.exp.add(network, catalog.BackendKey(name, addr))
 	n.log.Info("exposed", zap.String("network", network), zap.String("service", name), zap.Stringer("backend", addr), zap.String("target", e.Target))
 	return ex, nil
 }

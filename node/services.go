@@ -4,19 +4,8 @@ package node
 // them into the balancer's snapshot, the API that edits them and the
 // active health checks of this node's backends.
 //
-// Shared schema (read by other packages, such as the DNS zone builder,
-// without importing node; keep it exactly):
-//
-//   - table "overlayd.services", network-scoped (network = the service's
-//     network), key = service name, owner = the node that created it,
-//     value = JSON {"name":"web","network":"default","vip":"10.200.255.1",
-//     "ports":[{"port":80,"proto":"tcp"}]}.
-//   - table "overlayd.backends", network-scoped, key = "<service>/<ip:port>",
-//     owner = the node that added the backend, value = JSON
-//     {"service":"web","addr":"10.200.1.1:8080","weight":1,"healthy":true}
-//     plus an optional "check" ("tcp" or "udp"; absent means none) and
-//     an optional "port": the number of the service port the backend
-//     serves (absent: see servedPorts).
+// The tables and their values (catalog.TableServices, catalog.Service,
+// catalog.TableBackends, catalog.Backend) are catalog's; see its doc.
 //
 // Which service port a backend serves (one rule, servedPorts): the port
 // given as "port"; else the service port(s) with the backend's own port
@@ -55,16 +44,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/catalog"
 	"github.com/overlayd/overlayd/gossip"
 	"github.com/overlayd/overlayd/internal/fault"
 	"github.com/overlayd/overlayd/lb"
 	"github.com/overlayd/overlayd/router"
-)
-
-// The service tables; see the schema above.
-const (
-	tableServices = "overlayd.services"
-	tableBackends = "overlayd.backends"
 )
 
 // Health checking of this node's backends.
@@ -73,31 +57,6 @@ const (
 	checkTimeout  = time.Second
 	checkFailures = 2 // consecutive failed probes before a backend is unhealthy
 )
-
-// serviceValue is a services entry's value.
-type serviceValue struct {
-	Name    string      `json:"name"`
-	Network string      `json:"network"`
-	VIP     string      `json:"vip"`
-	Ports   []portValue `json:"ports"`
-}
-
-type portValue struct {
-	Port  uint16 `json:"port"`
-	Proto string `json:"proto"`
-}
-
-// backendValue is a backends entry's value.
-type backendValue struct {
-	Service string `json:"service"`
-	Addr    string `json:"addr"`
-	Weight  uint32 `json:"weight"`
-	Healthy bool   `json:"healthy"`
-	Check   string `json:"check,omitempty"`
-	Port    uint16 `json:"port,omitempty"` // the service port it serves; 0: by the rule of servedPorts
-}
-
-func backendKey(service string, addr netip.AddrPort) string { return service + "/" + addr.String() }
 
 // services is the node's service state: the watches of the service
 // tables and the health checker of its own backends.
@@ -162,7 +121,7 @@ func (s *services) save() {
 	st := savedServices{Version: 1, Entries: []savedEntry{}}
 	self := s.c.g.Name()
 	for _, j := range s.c.joinedList() {
-		for _, table := range []string{tableServices, tableBackends} {
+		for _, table := range []string{catalog.TableServices, catalog.TableBackends} {
 			for _, e := range s.c.g.List(table, j.Name) {
 				if e.Owner == self && json.Valid(e.Value) {
 					st.Entries = append(st.Entries, savedEntry{Table: table, Network: j.Name, Key: e.Key, Value: e.Value})
@@ -198,7 +157,7 @@ func (s *services) restore() {
 	}
 	n := 0
 	for _, e := range st.Entries {
-		if !joined[e.Network] || (e.Table != tableServices && e.Table != tableBackends) {
+		if !joined[e.Network] || (e.Table != catalog.TableServices && e.Table != catalog.TableBackends) {
 			continue
 		}
 		if cur, ok := s.c.g.Get(e.Table, e.Network, e.Key); ok && cur.Owner == s.c.g.Name() && bytes.Equal(cur.Value, e.Value) {
@@ -305,8 +264,8 @@ func (s *services) rewatch() {
 		if _, ok := s.watches[nw]; ok {
 			continue
 		}
-		sch, scancel := s.c.g.Watch(tableServices, nw)
-		bch, bcancel := s.c.g.Watch(tableBackends, nw)
+		sch, scancel := s.c.g.Watch(catalog.TableServices, nw)
+		bch, bcancel := s.c.g.Watch(catalog.TableBackends, nw)
 		s.watches[nw] = [2]func(){scancel, bcancel}
 		for _, ch := range []<-chan gossip.Event{sch, bch} {
 			s.c.wg.Add(1)
@@ -340,7 +299,7 @@ func (s *services) unwatchAll() {
 
 // svcEntry is a parsed services entry with its backends entries.
 type svcEntry struct {
-	v        serviceValue
+	v        catalog.Service
 	owner    string
 	time     uint64 // Lamport time of the entry: the earlier of two services claiming one VIP port wins
 	vip      netip.Addr
@@ -349,7 +308,7 @@ type svcEntry struct {
 }
 
 type bkEntry struct {
-	v     backendValue
+	v     catalog.Backend
 	key   string
 	owner string
 	addr  netip.AddrPort
@@ -362,9 +321,9 @@ func (s *services) read(network string) []svcEntry {
 	// ListAll: a service outlives a crash of its creator (its entry is
 	// kept for the gossip's dead-owner grace, 24 h by default); backends
 	// (List) leave with their nodes.
-	for _, e := range s.c.g.ListAll(tableServices, network) {
-		var v serviceValue
-		if json.Unmarshal(e.Value, &v) != nil || v.Name != e.Key || v.Network != network {
+	for _, e := range s.c.g.ListAll(catalog.TableServices, network) {
+		v, err := catalog.ServiceEntry(e, network)
+		if err != nil {
 			continue
 		}
 		vip, err := netip.ParseAddr(v.VIP)
@@ -384,13 +343,9 @@ func (s *services) read(network string) []svcEntry {
 		idx[v.Name] = len(out)
 		out = append(out, se)
 	}
-	for _, e := range s.c.g.List(tableBackends, network) {
-		var v backendValue
-		if json.Unmarshal(e.Value, &v) != nil {
-			continue
-		}
-		a, err := netip.ParseAddrPort(v.Addr)
-		if err != nil || !a.Addr().Is4() || e.Key != backendKey(v.Service, a) {
+	for _, e := range s.c.g.List(catalog.TableBackends, network) {
+		v, a, err := catalog.BackendEntry(e)
+		if err != nil {
 			continue
 		}
 		if i, ok := idx[v.Service]; ok {
@@ -643,7 +598,7 @@ func (s *services) pickNetwork(network, service string) (string, error) {
 	var found []string
 	if service != "" {
 		for _, j := range joined {
-			if _, ok := s.c.g.Get(tableServices, j.Name, service); ok {
+			if _, ok := s.c.g.Get(catalog.TableServices, j.Name, service); ok {
 				found = append(found, j.Name)
 			}
 		}
@@ -765,7 +720,7 @@ func (n *Node) CreateService(ctx context.Context, req api.CreateService) (api.Se
 	if len(req.Ports) == 0 {
 		return api.ServiceInfo{}, fault.Invalid("a service needs at least one port: give --port 80/tcp")
 	}
-	v := serviceValue{Name: req.Name, Network: network}
+	v := catalog.Service{Name: req.Name, Network: network}
 	var ports []lb.PortProto
 	for _, p := range req.Ports {
 		pp, err := parsePort(p)
@@ -776,7 +731,7 @@ func (n *Node) CreateService(ctx context.Context, req api.CreateService) (api.Se
 			return api.ServiceInfo{}, fault.Invalid("port %v is given twice", pp)
 		}
 		ports = append(ports, pp)
-		v.Ports = append(v.Ports, portValue{Port: pp.Port, Proto: pp.Proto.String()})
+		v.Ports = append(v.Ports, catalog.Port{Port: pp.Port, Proto: pp.Proto.String()})
 	}
 	nw, _ := s.c.ipam.Network(network)
 	s.opMu.Lock()
@@ -819,8 +774,7 @@ func (n *Node) CreateService(ctx context.Context, req api.CreateService) (api.Se
 			}
 		}
 	}
-	b, _ := json.Marshal(v)
-	if err := s.c.g.Put(tableServices, network, req.Name, b); err != nil {
+	if err := s.c.g.Put(catalog.TableServices, network, catalog.ServiceKey(req.Name), v.Encode()); err != nil {
 		return api.ServiceInfo{}, s.writeErr(err, "service", req.Name)
 	}
 	s.log.Info("service created", zap.String("network", network), zap.String("service", req.Name), zap.String("vip", v.VIP), zap.Strings("ports", req.Ports))
@@ -861,13 +815,13 @@ func (n *Node) RemoveService(_ context.Context, network, name string) error {
 	if !ok {
 		return fault.NotFound("no service %q on network %q", name, network)
 	}
-	if err := s.c.g.Delete(tableServices, network, name); err != nil {
+	if err := s.c.g.Delete(catalog.TableServices, network, name); err != nil {
 		return s.writeErr(err, "service", name)
 	}
 	self := s.c.g.Name()
 	for _, b := range se.backends {
 		if b.owner == self {
-			s.c.g.Delete(tableBackends, network, b.key)
+			s.c.g.Delete(catalog.TableBackends, network, b.key)
 		}
 	}
 	if l, ok := s.c.ipam.Lookup(network, se.vip); ok && l.Node == self {
@@ -918,10 +872,9 @@ func (n *Node) AddBackend(_ context.Context, req api.AddBackend) (api.ServiceInf
 		return api.ServiceInfo{}, fault.Invalid("backend %v is the service's own VIP", a)
 	}
 	healthy := true
-	key := backendKey(req.Service, a)
-	if e, ok := s.c.g.Get(tableBackends, network, key); ok && e.Owner == s.c.g.Name() {
-		var old backendValue
-		if json.Unmarshal(e.Value, &old) == nil {
+	key := catalog.BackendKey(req.Service, a)
+	if e, ok := s.c.g.Get(catalog.TableBackends, network, key); ok && e.Owner == s.c.g.Name() {
+		if old, err := catalog.DecodeBackend(e.Value); err == nil {
 			if old.Check == req.Check {
 				healthy = old.Healthy
 			}
@@ -933,7 +886,7 @@ func (n *Node) AddBackend(_ context.Context, req api.AddBackend) (api.ServiceInf
 	if _, err := servedPorts(se.ports, a, req.ServicePort); err != nil {
 		return api.ServiceInfo{}, fault.Invalid("service %s: %v", req.Service, err)
 	}
-	if err := s.putBackend(network, key, backendValue{Service: req.Service, Addr: a.String(), Weight: req.Weight, Healthy: healthy, Check: req.Check, Port: req.ServicePort}); err != nil {
+	if err := s.putBackend(network, key, catalog.Backend{Service: req.Service, Addr: a.String(), Weight: req.Weight, Healthy: healthy, Check: req.Check, Port: req.ServicePort}); err != nil {
 		return api.ServiceInfo{}, err
 	}
 	s.log.Info("backend added", zap.String("network", network), zap.String("service", req.Service), zap.Stringer("backend", a), zap.Uint32("weight", req.Weight), zap.String("check", cmpOr(req.Check, "none")), zap.Uint16("service_port", req.ServicePort))
@@ -953,10 +906,10 @@ const backendWait = 2 * time.Second
 // arrived.
 func (s *services) lookupBackend(network, key string, wait time.Duration) (gossip.Entry, bool) {
 	find := func() (gossip.Entry, bool) {
-		if e, ok := s.c.g.Get(tableBackends, network, key); ok {
+		if e, ok := s.c.g.Get(catalog.TableBackends, network, key); ok {
 			return e, true
 		}
-		for _, e := range s.c.g.ListAll(tableBackends, network) {
+		for _, e := range s.c.g.ListAll(catalog.TableBackends, network) {
 			if e.Key == key {
 				return e, true
 			}
@@ -966,7 +919,7 @@ func (s *services) lookupBackend(network, key string, wait time.Duration) (gossi
 	if e, ok := find(); ok || wait <= 0 {
 		return e, ok
 	}
-	ch, cancel := s.c.g.Watch(tableBackends, network)
+	ch, cancel := s.c.g.Watch(catalog.TableBackends, network)
 	defer cancel()
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -984,9 +937,8 @@ func (s *services) lookupBackend(network, key string, wait time.Duration) (gossi
 	}
 }
 
-func (s *services) putBackend(network, key string, v backendValue) error {
-	b, _ := json.Marshal(v)
-	if err := s.c.g.Put(tableBackends, network, key, b); err != nil {
+func (s *services) putBackend(network, key string, v catalog.Backend) error {
+	if err := s.c.g.Put(catalog.TableBackends, network, key, v.Encode()); err != nil {
 		return s.writeErr(err, "backend", v.Addr)
 	}
 	return nil
@@ -1007,7 +959,7 @@ func (n *Node) RemoveBackend(_ context.Context, ref api.BackendRef, drain bool) 
 	if err != nil {
 		return api.ServiceInfo{}, fault.Invalid("backend %q: want IP:PORT as listed by 'overlayd service show %s'", ref.Addr, ref.Service)
 	}
-	key := backendKey(ref.Service, a)
+	key := catalog.BackendKey(ref.Service, a)
 	notFound := fault.NotFound("service %q on network %q has no backend %v", ref.Service, network, a)
 	if _, ok := s.lookupBackend(network, key, backendWait); !ok { // without opMu: other writes go on meanwhile
 		return api.ServiceInfo{}, notFound
@@ -1022,8 +974,8 @@ func (n *Node) RemoveBackend(_ context.Context, ref api.BackendRef, drain bool) 
 		return api.ServiceInfo{}, &fault.OwnerError{What: "backend " + a.String(), Verb: "added", Owner: e.Owner}
 	}
 	if drain {
-		var v backendValue
-		if err := json.Unmarshal(e.Value, &v); err != nil {
+		v, err := catalog.DecodeBackend(e.Value)
+		if err != nil {
 			return api.ServiceInfo{}, fmt.Errorf("node: backend %v: %w", a, err)
 		}
 		v.Weight = 0
@@ -1032,7 +984,7 @@ func (n *Node) RemoveBackend(_ context.Context, ref api.BackendRef, drain bool) 
 		}
 		s.log.Info("backend draining", zap.String("network", network), zap.String("service", ref.Service), zap.Stringer("backend", a))
 	} else {
-		if err := s.c.g.Delete(tableBackends, network, key); err != nil {
+		if err := s.c.g.Delete(catalog.TableBackends, network, key); err != nil {
 			return api.ServiceInfo{}, s.writeErr(err, "backend", a.String())
 		}
 		s.log.Info("backend removed", zap.String("network", network), zap.String("service", ref.Service), zap.Stringer("backend", a))
@@ -1105,7 +1057,7 @@ func (s *services) checkLoop() {
 
 type probeTarget struct {
 	network, key string
-	v            backendValue
+	v            catalog.Backend
 }
 
 func (s *services) checkAll() {
@@ -1113,12 +1065,12 @@ func (s *services) checkAll() {
 	self := s.c.g.Name()
 	var targets []probeTarget
 	for _, j := range s.c.joinedList() {
-		for _, e := range s.c.g.List(tableBackends, j.Name) {
+		for _, e := range s.c.g.List(catalog.TableBackends, j.Name) {
 			if e.Owner != self {
 				continue
 			}
-			var v backendValue
-			if json.Unmarshal(e.Value, &v) != nil || v.Check == "" {
+			v, err := catalog.DecodeBackend(e.Value)
+			if err != nil || v.Check == "" {
 				continue
 			}
 			targets = append(targets, probeTarget{j.Name, e.Key, v})
@@ -1161,9 +1113,9 @@ func (s *services) checkAll() {
 		}
 		s.opMu.Lock()
 		// Re-read: the entry may have changed while the probe ran.
-		e, ok := s.c.g.Get(tableBackends, pt.network, pt.key)
-		var cur backendValue
-		if ok && e.Owner == self && json.Unmarshal(e.Value, &cur) == nil && cur.Check == pt.v.Check && cur.Healthy != healthy {
+		e, ok := s.c.g.Get(catalog.TableBackends, pt.network, pt.key)
+		cur, err := catalog.DecodeBackend(e.Value) // no entry: an empty value, an error
+		if ok && e.Owner == self && err == nil && cur.Check == pt.v.Check && cur.Healthy != healthy {
 			cur.Healthy = healthy
 			if err := s.putBackend(pt.network, pt.key, cur); err != nil {
 				s.log.Warn("health", zap.String("backend", cur.Addr), zap.Error(err))
@@ -1183,7 +1135,7 @@ func (s *services) checkAll() {
 // probe checks one backend through this node's attachment: the netstack
 // in netstack mode, the host's sockets (which route the overlay to the
 // device) otherwise.
-func (s *services) probe(ctx context.Context, v backendValue) error {
+func (s *services) probe(ctx context.Context, v catalog.Backend) error {
 	dial := s.c.n.Dial
 	if s.c.n.ns == nil {
 		var d net.Dialer

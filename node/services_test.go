@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -13,22 +12,6 @@ import (
 	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/lb"
 )
-
-// The service tables' values are read by other packages (the DNS zone)
-// without importing node: their JSON must not change.
-func TestServiceSchema(t *testing.T) {
-	sv, _ := json.Marshal(serviceValue{Name: "web", Network: "default", VIP: "10.200.255.1", Ports: []portValue{{Port: 80, Proto: "tcp"}}})
-	if want := `{"name":"web","network":"default","vip":"10.200.255.1","ports":[{"port":80,"proto":"tcp"}]}`; string(sv) != want {
-		t.Errorf("services value %s, want %s", sv, want)
-	}
-	bv, _ := json.Marshal(backendValue{Service: "web", Addr: "10.200.1.1:8080", Weight: 1, Healthy: true})
-	if want := `{"service":"web","addr":"10.200.1.1:8080","weight":1,"healthy":true}`; string(bv) != want {
-		t.Errorf("backends value %s, want %s", bv, want)
-	}
-	if tableServices != "overlayd.services" || tableBackends != "overlayd.backends" {
-		t.Errorf("tables %q %q", tableServices, tableBackends)
-	}
-}
 
 func TestParsePort(t *testing.T) {
 	tests := []struct {
