@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/lb/maglev"
+	"github.com/overlayd/overlayd/packet"
 )
 
 // Options configures a Balancer. Zero fields take the defaults shown.
@@ -90,10 +91,10 @@ const (
 
 // TCP flags, as in the TCP header.
 const (
-	flagFIN = 0x01
-	flagSYN = 0x02
-	flagRST = 0x04
-	flagACK = 0x10
+	flagFIN = packet.FlagFIN
+	flagSYN = packet.FlagSYN
+	flagRST = packet.FlagRST
+	flagACK = packet.FlagACK
 )
 
 // tcpNext is the TCP state machine: the state after a packet with flags
@@ -137,12 +138,9 @@ func udpNext(s State, dir uint8) State {
 	return s
 }
 
-// key is a packed IPv4 5-tuple, in the direction a packet travels.
-type key struct {
-	src, dst     [4]byte
-	sport, dport uint16
-	proto        uint8
-}
+// key is the conntrack key: the 5-tuple of packet, in the direction a
+// packet travels.
+type key = packet.Tuple
 
 // entry is one tracked flow. All fields are guarded by the shard's mutex.
 type entry struct {
@@ -321,14 +319,14 @@ func (b *Balancer) shardFor(client [4]byte, port uint16, proto uint8) *shard {
 // flowHash is the keyed hash of a 5-tuple that selects a new flow's backend.
 func (b *Balancer) flowHash(k key) uint64 {
 	buf := [16]byte{
-		k.src[0], k.src[1], k.src[2], k.src[3], k.dst[0], k.dst[1], k.dst[2], k.dst[3],
-		byte(k.sport >> 8), byte(k.sport), byte(k.dport >> 8), byte(k.dport), k.proto,
+		k.Src[0], k.Src[1], k.Src[2], k.Src[3], k.Dst[0], k.Dst[1], k.Dst[2], k.Dst[3],
+		byte(k.SPort >> 8), byte(k.SPort), byte(k.DPort >> 8), byte(k.DPort), k.Proto,
 	}
 	return maphash.Bytes(b.seed, buf[:13])
 }
 
 func (b *Balancer) timeout(e *entry) int64 {
-	if e.orig.proto == uint8(UDP) {
+	if e.orig.Proto == uint8(UDP) {
 		return b.timeouts[1][e.state]
 	}
 	return b.timeouts[0][e.state]

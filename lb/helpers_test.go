@@ -10,6 +10,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/overlayd/overlayd/packet"
 )
 
 var (
@@ -164,9 +166,12 @@ func sumsErr(pkt []byte, quoted bool) string {
 		if checksum.Checksum(l4, 0) != 0xffff {
 			return "bad ICMP checksum"
 		}
-		if _, _, _, ok := icmpError(l4); ok && !quoted {
-			if e := sumsErr(l4[header.ICMPv4MinimumSize:], true); e != "" {
-				return "quoted packet: " + e
+		var p packet.IPv4
+		if !quoted && p.Parse(pkt) {
+			if _, _, _, ok := p.Quoted(); ok {
+				if e := sumsErr(l4[header.ICMPv4MinimumSize:], true); e != "" {
+					return "quoted packet: " + e
+				}
 			}
 		}
 	}
@@ -183,4 +188,30 @@ func addrs(pkt []byte) (src, dst netip.AddrPort) {
 		return netip.AddrPortFrom(s, 0), netip.AddrPortFrom(d, 0)
 	}
 	return netip.AddrPortFrom(s, binary.BigEndian.Uint16(l4)), netip.AddrPortFrom(d, binary.BigEndian.Uint16(l4[2:]))
+}
+
+// BuildTCPReset is packet.BuildTCPReset on raw bytes, for the tests of
+// the answers to Reset verdicts.
+func BuildTCPReset(pkt, out []byte) (int, error) {
+	var p packet.IPv4
+	if !p.Parse(pkt) {
+		return 0, packet.ErrNotTCP
+	}
+	return packet.BuildTCPReset(&p, netip.Prefix{}, out)
+}
+
+// BuildICMPPortUnreachable is packet.BuildICMPPortUnreachable on raw bytes.
+func BuildICMPPortUnreachable(pkt, out []byte) (int, error) {
+	var p packet.IPv4
+	if !p.Parse(pkt) {
+		return 0, packet.ErrNotUDP
+	}
+	return packet.BuildICMPPortUnreachable(&p, netip.Prefix{}, out)
+}
+
+// replyable reports whether packet's rule lets an error be sent to src
+// (MayAnswer on a datagram from src to a unicast host).
+func replyable(src [4]byte) bool {
+	var p packet.IPv4
+	return p.Parse(udpPkt(netip.AddrPortFrom(netip.AddrFrom4(src), 1), netip.AddrPortFrom(client, 2))) && packet.MayAnswer(&p, netip.Prefix{})
 }

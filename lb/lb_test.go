@@ -17,6 +17,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/overlayd/overlayd/internal/testutil"
+	"github.com/overlayd/overlayd/packet"
 )
 
 const (
@@ -808,7 +809,7 @@ func TestBuildICMPPortUnreachable(t *testing.T) {
 		if icmp.Type() != header.ICMPv4DstUnreachable || icmp.Code() != header.ICMPv4PortUnreachable {
 			t.Errorf("type %d code %d", icmp.Type(), icmp.Code())
 		}
-		if !bytes.Equal(icmp[8:], pkt[:min(len(pkt), MaxICMPQuote)]) {
+		if !bytes.Equal(icmp[8:], pkt[:min(len(pkt), packet.MaxICMPQuote)]) {
 			t.Error("quote differs from the packet")
 		}
 		if s, d := addrs(out[:n]); s.Addr() != vip || d.Addr() != client {
@@ -824,7 +825,7 @@ func TestBuildICMPPortUnreachable(t *testing.T) {
 // backend cannot be predicted from outside.
 func TestKeyedHash(t *testing.T) {
 	a, b := mustNew(t, Options{}), mustNew(t, Options{})
-	k := key{src: client.As4(), dst: vip.As4(), sport: 1, dport: 80, proto: 6}
+	k := key{Src: client.As4(), Dst: vip.As4(), SPort: 1, DPort: 80, Proto: 6}
 	if a.flowHash(k) == b.flowHash(k) {
 		t.Error("two Balancers hash a tuple the same way")
 	}

@@ -4,7 +4,8 @@ import (
 	"encoding/binary"
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/overlayd/overlayd/packet"
 )
 
 // Verdict tells the router what to do with a packet after Outbound or
@@ -17,7 +18,8 @@ const (
 	// NAT: the packet was rewritten in place; forward it.
 	NAT
 	// Reset: do not forward the packet; answer the client with
-	// BuildTCPReset (TCP) or BuildICMPPortUnreachable (UDP) built from it.
+	// packet.BuildTCPReset (TCP) or packet.BuildICMPPortUnreachable (UDP)
+	// built from it.
 	// Returned when the flow's backend was removed, and for new flows to a
 	// VIP port that has no service or no backend of positive weight.
 	Reset
@@ -113,84 +115,57 @@ func rewrite(ip, l4 []byte, proto uint8, src bool, addr [4]byte, port uint16) {
 	}
 }
 
-// packet is a validated IPv4 TCP, UDP or ICMP packet.
-type packet struct {
-	ip    []byte // IPv4 header
-	l4    []byte // transport header and payload, up to the IPv4 total length
-	proto uint8
-	key   key
-	flags uint8 // TCP flags
-}
-
-// parse validates pkt as an unfragmented IPv4 packet and, for TCP and UDP,
-// reads its 5-tuple. It returns false for anything malformed; frag reports
-// a fragment.
-func parse(pkt []byte) (p packet, ok, frag bool) {
-	h := header.IPv4(pkt)
-	if !h.IsValid(len(pkt)) {
-		return p, false, false
+// rewriteView is rewrite on a parsed packet, keeping its tuple in step
+// with the bytes.
+func rewriteView(p *packet.IPv4, src bool, addr [4]byte, port uint16) {
+	rewrite(p.Header(), p.Payload(), p.Proto, src, addr, port)
+	if src {
+		p.Src, p.SPort = addr, port
+	} else {
+		p.Dst, p.DPort = addr, port
 	}
-	if h.More() || h.FragmentOffset() != 0 {
-		return p, false, true
-	}
-	hl := int(h.HeaderLength())
-	p.ip = pkt[:hl]
-	p.l4 = pkt[hl:h.TotalLength()]
-	p.proto = h.Protocol()
-	p.key = key{src: [4]byte(pkt[ipSrc:]), dst: [4]byte(pkt[ipDst:]), proto: p.proto}
-	switch Proto(p.proto) {
-	case TCP:
-		t := header.TCP(p.l4)
-		if len(t) < header.TCPMinimumSize || int(t.DataOffset()) < header.TCPMinimumSize || int(t.DataOffset()) > len(t) {
-			return p, false, false
-		}
-		p.key.sport, p.key.dport = t.SourcePort(), t.DestinationPort()
-		p.flags = uint8(t.Flags())
-	case UDP:
-		u := header.UDP(p.l4)
-		if len(u) < header.UDPMinimumSize || int(u.Length()) < header.UDPMinimumSize || int(u.Length()) > len(u) {
-			return p, false, false
-		}
-		p.key.sport, p.key.dport = u.SourcePort(), u.DestinationPort()
-	case icmpProto:
-		if len(p.l4) < header.ICMPv4MinimumSize {
-			return p, false, false
-		}
-	}
-	return p, true, false
 }
 
 // Outbound handles an IPv4 packet sent by a local client, before the route
-// lookup. Packets to a VIP are NATed to the flow's backend in place (NAT),
-// or answered (Reset) or dropped (Drop); anything else is Pass. It
-// allocates nothing for established flows.
+// lookup: it parses pkt and calls OutboundIPv4. A packet that does not
+// parse is Pass.
 func (b *Balancer) Outbound(pkt []byte) Verdict {
-	if len(pkt) < header.IPv4MinimumSize || pkt[0]>>4 != 4 {
+	var p packet.IPv4
+	if !p.Parse(pkt) {
 		return Pass
 	}
+	return b.OutboundIPv4(&p)
+}
+
+// OutboundIPv4 handles a parsed IPv4 packet sent by a local client, before
+// the route lookup. Packets to a VIP are NATed to the flow's backend in
+// place, bytes and p.Tuple (NAT), or answered (Reset: build the answer
+// with packet.BuildTCPReset or packet.BuildICMPPortUnreachable from p, which is
+// left as it was) or dropped (Drop); anything else is Pass. It allocates
+// nothing for established flows.
+func (b *Balancer) OutboundIPv4(p *packet.IPv4) Verdict {
 	snap := b.snap.Load()
-	if _, ok := snap.vips[[4]byte(pkt[ipDst:])]; !ok {
+	if _, ok := snap.vips[p.Dst]; !ok {
 		return Pass
 	}
-	p, ok, frag := parse(pkt)
-	if !ok {
-		if frag {
-			b.fragments.Add(1)
-		} else {
-			b.malformed.Add(1)
-		}
+	if p.Fragment() {
+		b.fragments.Add(1)
 		return Drop
 	}
-	switch Proto(p.proto) {
-	case TCP, UDP:
-	case icmpProto:
-		return b.outboundICMP(snap, &p)
+	if !p.L4Valid() {
+		b.malformed.Add(1)
+		return Drop
+	}
+	switch p.Proto {
+	case packet.TCP, packet.UDP:
+	case packet.ICMP:
+		return b.outboundICMP(snap, p)
 	default:
 		return Pass
 	}
-	k := p.key
-	isTCP := p.proto == uint8(TCP)
-	s := b.shardFor(k.src, k.sport, k.proto)
+	k := p.Tuple
+	isTCP := p.Proto == packet.TCP
+	s := b.shardFor(k.Src, k.SPort, k.Proto)
 	now := b.nanos()
 	s.mu.Lock()
 	e := s.byOrig[k]
@@ -199,7 +174,7 @@ func (b *Balancer) Outbound(pkt []byte) Verdict {
 			s.removeLocked(e)
 			s.c.expired++
 			e = nil
-		} else if isTCP && p.flags&(flagSYN|flagACK|flagRST) == flagSYN && (e.state == StateClosing || e.state == StateClosed) {
+		} else if isTCP && p.TCPFlags&(flagSYN|flagACK|flagRST) == flagSYN && (e.state == StateClosing || e.state == StateClosed) {
 			// A new connection reusing the tuple of a closed one.
 			s.removeLocked(e)
 			e = nil
@@ -207,7 +182,7 @@ func (b *Balancer) Outbound(pkt []byte) Verdict {
 	}
 	if e != nil {
 		if e.be.removed.Load() {
-			if p.flags&flagRST != 0 {
+			if p.TCPFlags&flagRST != 0 {
 				s.removeLocked(e)
 				s.mu.Unlock()
 				return Drop
@@ -226,29 +201,29 @@ func (b *Balancer) Outbound(pkt []byte) Verdict {
 			return Reset
 		}
 		if isTCP {
-			e.state, e.fins = tcpNext(e.state, e.fins, dirOut, p.flags)
+			e.state, e.fins = tcpNext(e.state, e.fins, dirOut, p.TCPFlags)
 		}
 		s.touchLocked(e, now)
 		s.c.hits++
-		addr, port := e.reply.src, e.reply.sport
+		addr, port := e.reply.Src, e.reply.SPort
 		s.mu.Unlock()
-		rewrite(p.ip, p.l4, p.proto, false, addr, port)
+		rewriteView(p, false, addr, port)
 		return NAT
 	}
-	v := b.newFlowLocked(s, snap, &p, now)
+	v := b.newFlowLocked(s, snap, p, now)
 	s.mu.Unlock()
 	return v
 }
 
 // newFlowLocked creates the flow for p, which has no entry, and NATs p.
-func (b *Balancer) newFlowLocked(s *shard, snap *snapshot, p *packet, now int64) Verdict {
-	k := p.key
-	isTCP := k.proto == uint8(TCP)
-	if isTCP && p.flags&flagRST != 0 {
+func (b *Balancer) newFlowLocked(s *shard, snap *snapshot, p *packet.IPv4, now int64) Verdict {
+	k := p.Tuple
+	isTCP := k.Proto == packet.TCP
+	if isTCP && p.TCPFlags&flagRST != 0 {
 		s.c.invalid++
 		return Drop
 	}
-	pt := snap.frontends[fkey{k.dst, k.dport, k.proto}]
+	pt := snap.frontends[fkey{k.Dst, k.DPort, k.Proto}]
 	if pt == nil {
 		s.c.noService++
 		return Reset
@@ -261,9 +236,9 @@ func (b *Balancer) newFlowLocked(s *shard, snap *snapshot, p *packet, now int64)
 	be := pt.backends[idx]
 	port := be.port
 	if port == 0 {
-		port = k.dport
+		port = k.DPort
 	}
-	rk := key{src: be.addr, dst: k.src, sport: port, dport: k.sport, proto: k.proto}
+	rk := key{Src: be.addr, Dst: k.Src, SPort: port, DPort: k.SPort, Proto: k.Proto}
 	if other := s.byReply[rk]; other != nil {
 		if !b.expired(other, now) {
 			// Another VIP already maps this client port to the same
@@ -279,48 +254,54 @@ func (b *Balancer) newFlowLocked(s *shard, snap *snapshot, p *packet, now int64)
 		return Drop
 	}
 	st := StateUnreplied
-	if isTCP && p.flags&(flagSYN|flagACK) == flagSYN {
+	if isTCP && p.TCPFlags&(flagSYN|flagACK) == flagSYN {
 		st = StateSynSent
 	}
 	e := s.insertLocked(k, rk, be, st, now)
 	if isTCP {
-		e.state, e.fins = tcpNext(e.state, e.fins, dirOut, p.flags)
+		e.state, e.fins = tcpNext(e.state, e.fins, dirOut, p.TCPFlags)
 	}
 	s.c.newFlows++
 	be.selections.Add(1)
-	rewrite(p.ip, p.l4, p.proto, false, be.addr, port)
+	rewriteView(p, false, be.addr, port)
 	return NAT
 }
 
-// Inbound handles an IPv4 packet about to be delivered to a local client.
-// Replies from a backend of a tracked flow get their source rewritten back
-// to the VIP and port the client used (NAT); so do ICMP errors that quote
-// a packet of a tracked flow. Everything else is Pass. It allocates
-// nothing.
+// Inbound handles an IPv4 packet about to be delivered to a local client:
+// it parses pkt and calls InboundIPv4. A packet that does not parse is
+// Pass.
 func (b *Balancer) Inbound(pkt []byte) Verdict {
-	if len(pkt) < header.IPv4MinimumSize || pkt[0]>>4 != 4 {
+	var p packet.IPv4
+	if !p.Parse(pkt) {
 		return Pass
 	}
+	return b.InboundIPv4(&p)
+}
+
+// InboundIPv4 handles a parsed IPv4 packet about to be delivered to a
+// local client. Replies from a backend of a tracked flow get their source
+// rewritten back to the VIP and port the client used, bytes and p.Tuple
+// (NAT); so do ICMP errors that quote a packet of a tracked flow.
+// Everything else is Pass. It allocates nothing.
+func (b *Balancer) InboundIPv4(p *packet.IPv4) Verdict {
 	snap := b.snap.Load()
 	if len(snap.backendIPs) == 0 {
 		return Pass
 	}
-	proto := pkt[9]
-	if proto == uint8(icmpProto) {
-		return b.inboundICMP(snap, pkt)
+	if p.Proto == packet.ICMP {
+		return b.inboundICMP(snap, p)
 	}
-	if proto != uint8(TCP) && proto != uint8(UDP) {
+	if p.Proto != packet.TCP && p.Proto != packet.UDP {
 		return Pass
 	}
-	if _, ok := snap.backendIPs[[4]byte(pkt[ipSrc:])]; !ok {
+	if _, ok := snap.backendIPs[p.Src]; !ok {
 		return Pass
 	}
-	p, ok, _ := parse(pkt)
-	if !ok {
+	if p.Fragment() || !p.L4Valid() {
 		return Pass
 	}
-	k := p.key
-	s := b.shardFor(k.dst, k.dport, k.proto)
+	k := p.Tuple
+	s := b.shardFor(k.Dst, k.DPort, k.Proto)
 	now := b.nanos()
 	s.mu.Lock()
 	e := s.byReply[k]
@@ -334,47 +315,17 @@ func (b *Balancer) Inbound(pkt []byte) Verdict {
 		s.mu.Unlock()
 		return Pass
 	}
-	if p.proto == uint8(TCP) {
-		e.state, e.fins = tcpNext(e.state, e.fins, dirIn, p.flags)
+	if p.Proto == packet.TCP {
+		e.state, e.fins = tcpNext(e.state, e.fins, dirIn, p.TCPFlags)
 	} else {
 		e.state = udpNext(e.state, dirIn)
 	}
 	s.touchLocked(e, now)
 	s.c.replyHits++
-	addr, port := e.orig.dst, e.orig.dport
+	addr, port := e.orig.Dst, e.orig.DPort
 	s.mu.Unlock()
-	rewrite(p.ip, p.l4, p.proto, true, addr, port)
+	rewriteView(p, true, addr, port)
 	return NAT
-}
-
-// icmpError returns the quoted packet of an ICMP error message: its IPv4
-// header and at least the 8 bytes of transport header that hold the ports,
-// and the inner 5-tuple. ok is false for other ICMP messages and for
-// errors that do not quote a TCP or UDP packet.
-func icmpError(icmp []byte) (inner []byte, ihl int, k key, ok bool) {
-	switch header.ICMPv4Type(icmp[0]) {
-	case header.ICMPv4DstUnreachable, header.ICMPv4TimeExceeded, header.ICMPv4ParamProblem:
-	default:
-		return nil, 0, k, false
-	}
-	inner = icmp[header.ICMPv4MinimumSize:]
-	if len(inner) < header.IPv4MinimumSize || inner[0]>>4 != 4 {
-		return nil, 0, k, false
-	}
-	ihl = int(inner[0]&0xf) * 4
-	proto := inner[9]
-	if ihl < header.IPv4MinimumSize || len(inner) < ihl+8 || (proto != uint8(TCP) && proto != uint8(UDP)) {
-		return nil, 0, k, false
-	}
-	if binary.BigEndian.Uint16(inner[6:])&0x1fff != 0 { // a non-first fragment has no ports
-		return nil, 0, k, false
-	}
-	k = key{
-		src: [4]byte(inner[ipSrc:]), dst: [4]byte(inner[ipDst:]),
-		sport: binary.BigEndian.Uint16(inner[ihl:]), dport: binary.BigEndian.Uint16(inner[ihl+2:]),
-		proto: proto,
-	}
-	return inner, ihl, k, true
 }
 
 // rewriteQuoted rewrites the source (src true) or destination address and
@@ -419,17 +370,17 @@ func rewriteQuoted(inner []byte, ihl int, src bool, addr [4]byte, port uint16) d
 // outboundICMP handles an ICMP message from a client to a VIP: an error
 // about a reply the client received from the VIP (port unreachable, frag
 // needed, …) is translated to the backend.
-func (b *Balancer) outboundICMP(snap *snapshot, p *packet) Verdict {
-	inner, ihl, ik, ok := icmpError(p.l4)
+func (b *Balancer) outboundICMP(snap *snapshot, p *packet.IPv4) Verdict {
+	inner, ihl, ik, ok := p.Quoted()
 	if !ok {
 		return Pass
 	}
 	// The quoted packet went VIP → client; its flow is client → VIP.
-	k := key{src: ik.dst, dst: ik.src, sport: ik.dport, dport: ik.sport, proto: ik.proto}
-	if k.src != p.key.src || k.dst != p.key.dst {
+	k := key{Src: ik.Dst, Dst: ik.Src, SPort: ik.DPort, DPort: ik.SPort, Proto: ik.Proto}
+	if k.Src != p.Src || k.Dst != p.Dst {
 		return Pass
 	}
-	s := b.shardFor(k.src, k.sport, k.proto)
+	s := b.shardFor(k.Src, k.SPort, k.Proto)
 	now := b.nanos()
 	s.mu.Lock()
 	e := s.byOrig[k]
@@ -438,41 +389,38 @@ func (b *Balancer) outboundICMP(snap *snapshot, p *packet) Verdict {
 		return Pass
 	}
 	s.c.hits++
-	addr, port := e.reply.src, e.reply.sport
+	addr, port := e.reply.Src, e.reply.SPort
 	s.mu.Unlock()
 	icmp := rewriteQuoted(inner, ihl, true, addr, port)
-	icmp.apply(p.l4, icmpCsum)
+	icmp.apply(p.Payload(), icmpCsum)
 	var d delta
-	d.addAddr(p.key.dst, addr)
-	d.apply(p.ip, ipChecksum)
-	copy(p.ip[ipDst:ipDst+4], addr[:])
+	d.addAddr(p.Dst, addr)
+	d.apply(p.Header(), ipChecksum)
+	copy(p.Header()[ipDst:ipDst+4], addr[:])
+	p.Dst = addr
 	return NAT
 }
 
 // inboundICMP handles an ICMP message to a client: an error about a packet
 // the client sent to a backend (from the backend's host or a router on the
 // way) is translated back to the VIP.
-func (b *Balancer) inboundICMP(snap *snapshot, pkt []byte) Verdict {
-	if len(pkt) < header.IPv4MinimumSize+header.ICMPv4MinimumSize+header.IPv4MinimumSize+8 {
+func (b *Balancer) inboundICMP(snap *snapshot, p *packet.IPv4) Verdict {
+	if p.Fragment() || !p.L4Valid() {
 		return Pass
 	}
-	p, ok, _ := parse(pkt)
+	inner, ihl, ik, ok := p.Quoted()
 	if !ok {
 		return Pass
 	}
-	inner, ihl, ik, ok := icmpError(p.l4)
-	if !ok {
-		return Pass
-	}
-	if _, ok := snap.backendIPs[ik.dst]; !ok {
+	if _, ok := snap.backendIPs[ik.Dst]; !ok {
 		return Pass
 	}
 	// The quoted packet went client → backend; its reply key is reversed.
-	rk := key{src: ik.dst, dst: ik.src, sport: ik.dport, dport: ik.sport, proto: ik.proto}
-	if rk.dst != p.key.dst {
+	rk := key{Src: ik.Dst, Dst: ik.Src, SPort: ik.DPort, DPort: ik.SPort, Proto: ik.Proto}
+	if rk.Dst != p.Dst {
 		return Pass
 	}
-	s := b.shardFor(rk.dst, rk.dport, rk.proto)
+	s := b.shardFor(rk.Dst, rk.DPort, rk.Proto)
 	now := b.nanos()
 	s.mu.Lock()
 	e := s.byReply[rk]
@@ -481,15 +429,16 @@ func (b *Balancer) inboundICMP(snap *snapshot, pkt []byte) Verdict {
 		return Pass
 	}
 	s.c.replyHits++
-	addr, port := e.orig.dst, e.orig.dport
+	addr, port := e.orig.Dst, e.orig.DPort
 	s.mu.Unlock()
 	icmp := rewriteQuoted(inner, ihl, false, addr, port)
-	icmp.apply(p.l4, icmpCsum)
-	if p.key.src == rk.src { // sent by the backend's host itself
+	icmp.apply(p.Payload(), icmpCsum)
+	if p.Src == rk.Src { // sent by the backend's host itself
 		var d delta
-		d.addAddr(p.key.src, addr)
-		d.apply(p.ip, ipChecksum)
-		copy(p.ip[ipSrc:ipSrc+4], addr[:])
+		d.addAddr(p.Src, addr)
+		d.apply(p.Header(), ipChecksum)
+		copy(p.Header()[ipSrc:ipSrc+4], addr[:])
+		p.Src = addr
 	}
 	return NAT
 }

@@ -7,6 +7,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"pgregory.net/rapid"
+
+	"github.com/overlayd/overlayd/packet"
 )
 
 func genAddr(t *rapid.T, label string) netip.Addr {
@@ -38,8 +40,8 @@ func TestNATRoundTrip(t *testing.T) {
 		to := genAddrPort(t, "to")
 		pkt := genPacket(t, src, dst)
 		orig := bytes.Clone(pkt)
-		p, ok, _ := parse(pkt)
-		if !ok {
+		var p packet.IPv4
+		if !p.Parse(pkt) || !p.L4Valid() {
 			t.Fatalf("parse(%x) failed", pkt)
 		}
 		isSrc := rapid.Bool().Draw(t, "rewriteSource")
@@ -47,7 +49,7 @@ func TestNATRoundTrip(t *testing.T) {
 		if isSrc {
 			old = src
 		}
-		rewrite(p.ip, p.l4, p.proto, isSrc, to.Addr().As4(), to.Port())
+		rewrite(p.Header(), p.Payload(), p.Proto, isSrc, to.Addr().As4(), to.Port())
 		if e := sumsErr(pkt, false); e != "" {
 			t.Fatalf("after NAT: %s: %x", e, pkt)
 		}
@@ -55,7 +57,7 @@ func TestNATRoundTrip(t *testing.T) {
 		if got := map[bool]netip.AddrPort{false: d, true: s}[isSrc]; got != to {
 			t.Fatalf("rewritten address %v, want %v", got, to)
 		}
-		rewrite(p.ip, p.l4, p.proto, isSrc, old.Addr().As4(), old.Port())
+		rewrite(p.Header(), p.Payload(), p.Proto, isSrc, old.Addr().As4(), old.Port())
 		if !bytes.Equal(pkt, orig) {
 			t.Fatalf("round trip changed the packet:\n got %x\nwant %x", pkt, orig)
 		}
@@ -74,9 +76,13 @@ func TestICMPRoundTrip(t *testing.T) {
 		pkt := icmpErr(genAddr(t, "from"), src.Addr(), header.ICMPv4DstUnreachable, header.ICMPv4PortUnreachable, quoted)
 		orig := bytes.Clone(pkt)
 		l4 := pkt[20:]
-		inner, ihl2, _, ok := icmpError(l4)
+		var p packet.IPv4
+		if !p.Parse(pkt) {
+			t.Fatalf("Parse(%x) failed", pkt)
+		}
+		inner, ihl2, _, ok := p.Quoted()
 		if !ok || ihl2 != ihl {
-			t.Fatalf("icmpError(%x) failed", l4)
+			t.Fatalf("Quoted(%x) failed", pkt)
 		}
 		isSrc := rapid.Bool().Draw(t, "rewriteSource")
 		old := dst
@@ -175,7 +181,8 @@ func FuzzOutbound(f *testing.F) {
 	b := fuzzBalancer(f)
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		before := b.Stats().Flows
-		_, valid, _ := parse(pkt)
+		var p packet.IPv4
+		valid := p.Parse(pkt) && !p.Fragment() && p.L4Valid()
 		orig := bytes.Clone(pkt)
 		v := b.Outbound(pkt)
 		if !valid && b.Stats().Flows > before {
@@ -190,8 +197,10 @@ func FuzzOutbound(f *testing.F) {
 			}
 		}
 		out := make([]byte, 576)
-		BuildTCPReset(pkt, out)
-		BuildICMPPortUnreachable(pkt, out)
+		if p.Parse(pkt) {
+			packet.BuildTCPReset(&p, netip.Prefix{}, out)
+			packet.BuildICMPPortUnreachable(&p, netip.Prefix{}, out)
+		}
 	})
 }
 
@@ -231,14 +240,15 @@ func TestUDPChecksumFFFF(t *testing.T) {
 		t.Fatal("no payload gives checksum 0xffff")
 	}
 	orig := bytes.Clone(pkt)
-	p, _, _ := parse(pkt)
+	var p packet.IPv4
+	p.Parse(pkt)
 	for _, to := range []netip.AddrPort{be1, be2, netip.AddrPortFrom(client, 1234)} {
-		rewrite(p.ip, p.l4, p.proto, false, to.Addr().As4(), to.Port())
+		rewrite(p.Header(), p.Payload(), p.Proto, false, to.Addr().As4(), to.Port())
 		if c := header.UDP(pkt[20:]).Checksum(); c == 0 {
 			t.Fatalf("NAT to %v produced a zero UDP checksum", to)
 		}
 		checkSums(t, pkt)
-		rewrite(p.ip, p.l4, p.proto, false, dst.Addr().As4(), dst.Port())
+		rewrite(p.Header(), p.Payload(), p.Proto, false, dst.Addr().As4(), dst.Port())
 		if !bytes.Equal(pkt, orig) {
 			t.Fatalf("round trip via %v:\n got %x\nwant %x", to, pkt, orig)
 		}

@@ -8,6 +8,8 @@ import (
 	"github.com/overlayd/overlayd/stack/stacktest"
 	"github.com/overlayd/overlayd/udp/udptest"
 	"github.com/overlayd/overlayd/vxlan"
+
+	"github.com/overlayd/overlayd/packet"
 )
 
 var macB = vxlan.MAC{2, 0xbb, 0, 0, 0, 2}
@@ -105,7 +107,8 @@ func FuzzInbound(f *testing.F) {
 		}
 		for _, p := range b.deliver {
 			pkt := p[r.deliverOff():]
-			if _, ok := validIPv4(pkt); !ok || netip.AddrFrom4([4]byte(pkt[16:20])) != addrA.Addr() {
+			var v packet.IPv4
+			if !v.Parse(pkt) || netip.AddrFrom4(v.Dst) != addrA.Addr() {
 				t.Fatalf("delivered %x", pkt)
 			}
 		}
@@ -133,7 +136,8 @@ func FuzzOutbound(f *testing.F) {
 		if after == before && len(b.send) == 0 {
 			// A packet queued behind an existing ARP request is the one
 			// case that changes no counter.
-			if _, ok := validIPv4(pkt); !ok {
+			var v packet.IPv4
+			if !v.Parse(pkt) {
 				t.Fatalf("packet %x neither forwarded nor counted", pkt)
 			}
 		}

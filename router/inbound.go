@@ -6,8 +6,8 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/overlayd/overlayd/internal/flow"
 	"github.com/overlayd/overlayd/lb"
+	"github.com/overlayd/overlayd/packet"
 	"github.com/overlayd/overlayd/stack"
 	"github.com/overlayd/overlayd/vxlan"
 )
@@ -18,8 +18,9 @@ type inBatch struct {
 	rbufs   [][]byte // bufs[i][headroom:], what the underlay reads into
 	sizes   []int
 	srcs    []netip.AddrPort
-	deliver [][]byte  // packets for the attachment, at offset deliverOff
-	reply   *outBatch // ARP answers and released pending packets
+	deliver [][]byte    // packets for the attachment, at offset deliverOff
+	reply   *outBatch   // ARP answers and released pending packets
+	view    packet.IPv4 // the packet at hand, parsed once
 }
 
 func newInBatch(n int) *inBatch {
@@ -124,16 +125,17 @@ func (r *Router) inbound(b *inBatch, n int) {
 				r.drops.Add(DropNotForUs)
 				continue
 			}
-			pkt, ok := validIPv4(frame.Payload())
-			if !ok {
+			p := &b.view
+			if !p.Parse(frame.Payload()) {
 				r.drops.Add(DropMalformed)
 				continue
 			}
-			if netip.AddrFrom4([4]byte(pkt[16:20])) != nw.Addr.Addr() {
+			pkt := p.Bytes()
+			if netip.AddrFrom4(p.Dst) != nw.Addr.Addr() {
 				r.drops.Add(DropNotForUs)
 				continue
 			}
-			if s := netip.AddrFrom4([4]byte(pkt[12:16])); nw.Addr.Contains(s) &&
+			if s := netip.AddrFrom4(p.Src); nw.Addr.Contains(s) &&
 				(s != learned.ip || vni != learned.vni || frame.Src() != learnedMAC || src != learnedFrom) {
 				// Only the VTEP that owns an address speaks for it:
 				// anything else is a stray or forged frame, which
@@ -145,7 +147,7 @@ func (r *Router) inbound(b *inBatch, n int) {
 				learned, learnedMAC, learnedFrom = neighKey{vni: vni, ip: s}, frame.Src(), src
 				r.learn(b, learned, learnedMAC)
 			}
-			if r.lb != nil && r.lb.Inbound(pkt) == lb.Drop { // reverse NAT of a backend's reply, in place
+			if r.lb != nil && r.lb.InboundIPv4(p) == lb.Drop { // reverse NAT of a backend's reply, in place
 				r.drops.Add(DropLBRefused)
 				continue
 			}
@@ -223,7 +225,7 @@ func (r *Router) learn(b *inBatch, k neighKey, mac vxlan.MAC) {
 	}
 	for _, c := range p.pkts {
 		pkt := c[headroom:]
-		h := flow.Hash(pkt)
+		h := packet.Hash(pkt)
 		d := vxlan.Encap(c, headroom, len(pkt), k.vni, mac, r.mac, vxlan.EtherTypeIPv4)
 		b.reply.add(d, p.vtep, h)
 		r.out.packets.Add(1)

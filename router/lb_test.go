@@ -9,6 +9,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/overlayd/overlayd/lb"
+	"github.com/overlayd/overlayd/packet"
 )
 
 // ipv4TCP builds an IPv4/TCP segment with valid checksums.
@@ -97,7 +98,7 @@ func TestICMPErrorAboutVIPFlowIsReverseNATed(t *testing.T) {
 	if got.SourceAddress().As4() != vip.Addr().As4() || quoted.DestinationAddress().As4() != vip.Addr().As4() || qudp.DestinationPort() != 53 {
 		t.Errorf("ICMP from %v quoting a packet to %v:%d, want both the VIP %v", got.SourceAddress(), quoted.DestinationAddress(), qudp.DestinationPort(), vip)
 	}
-	if ic.Code() != icmpFragNeeded || ic.MTU() != 1400 || !quoted.IsChecksumValid() {
+	if uint8(ic.Code()) != packet.ICMPFragNeeded || ic.MTU() != 1400 || !quoted.IsChecksumValid() {
 		t.Errorf("ICMP code %d mtu %d, quoted header checksum valid %v", ic.Code(), ic.MTU(), quoted.IsChecksumValid())
 	}
 	if ^checksum.Checksum(ic, 0) != 0 {

@@ -7,8 +7,8 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/overlayd/overlayd/internal/flow"
 	"github.com/overlayd/overlayd/lb"
+	"github.com/overlayd/overlayd/packet"
 	"github.com/overlayd/overlayd/stack"
 	"github.com/overlayd/overlayd/vxlan"
 )
@@ -30,6 +30,8 @@ type outBatch struct {
 	icmp [][]byte // ICMP errors for the attachment, at offset headroom, slices of ctl
 
 	pkts, bytes uint64 // forwarded in this batch
+
+	view packet.IPv4 // the packet at hand, parsed once
 
 	hit lastHop // the previous packet's destination, valid for one batch
 	acc netAcc  // this batch's packets per network
@@ -143,39 +145,40 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) {
 		r.drops.Add(DropUnsupported)
 		return
 	}
-	pkt, ok := validIPv4(pkt)
-	if !ok {
+	p := &b.view
+	if !p.Parse(pkt) {
 		r.drops.Add(DropMalformed)
 		return
 	}
+	pkt = p.Bytes()
 	if r.lb != nil {
-		switch r.lb.Outbound(pkt) { // DNAT to a backend, in place
+		switch r.lb.OutboundIPv4(p) { // DNAT to a backend, in place
 		case lb.Reset:
 			r.drops.Add(DropLBReset)
-			r.queueReset(b, pkt)
+			r.queueReset(b, p)
 			return
 		case lb.Drop:
 			r.drops.Add(DropLBRefused)
 			return
 		}
 	}
-	dst := netip.AddrFrom4([4]byte(pkt[16:20]))
+	dst := netip.AddrFrom4(p.Dst)
 	if b.hit.ok && b.hit.dst == dst && len(pkt) <= r.pathMTU {
 		// Same destination as the packet before (a TSO burst split into
 		// segments): reuse its route and MAC.
-		r.encapOut(b, i, pkt, b.hit.rt, b.hit.mac)
+		r.encapOut(b, i, p, b.hit.rt, b.hit.mac)
 		return
 	}
 	rt, ok := t.lookup(dst)
 	if !ok {
 		r.drops.Add(DropNoRoute)
-		r.queueICMP(b, pkt, icmpDestUnreachable, icmpNetUnreachable, 0)
+		r.queueICMP(b, p, packet.ICMPDestUnreachable, packet.ICMPNetUnreachable, 0)
 		return
 	}
 	if len(pkt) > r.pathMTU {
 		r.drops.Add(DropTooBig)
-		if pkt[6]&0x40 != 0 { // DF
-			r.queueICMP(b, pkt, icmpDestUnreachable, icmpFragNeeded, uint16(r.pathMTU))
+		if p.DontFragment() {
+			r.queueICMP(b, p, packet.ICMPDestUnreachable, packet.ICMPFragNeeded, uint16(r.pathMTU))
 		}
 		return
 	}
@@ -192,17 +195,19 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) {
 		return
 	}
 	b.hit = lastHop{dst: dst, rt: rt, mac: mac, ok: true}
-	r.encapOut(b, i, pkt, rt, mac)
+	r.encapOut(b, i, p, rt, mac)
 }
 
-// encapOut encapsulates packet i in place and queues it for rt's VTEP.
-func (r *Router) encapOut(b *outBatch, i int, pkt []byte, rt *Route, mac vxlan.MAC) {
-	h := flow.Hash(pkt)
-	frame := vxlan.Encap(b.bufs[i], headroom, len(pkt), rt.VNI, mac, r.mac, vxlan.EtherTypeIPv4)
+// encapOut encapsulates packet i, parsed as p, in place and queues it for
+// rt's VTEP, with p's flow hash for the outer source port.
+func (r *Router) encapOut(b *outBatch, i int, p *packet.IPv4, rt *Route, mac vxlan.MAC) {
+	h := p.Hash()
+	n := p.Len()
+	frame := vxlan.Encap(b.bufs[i], headroom, n, rt.VNI, mac, r.mac, vxlan.EtherTypeIPv4)
 	b.add(frame, rt.VTEP, h)
 	b.pkts++
-	b.bytes += uint64(len(pkt))
-	b.acc.add(r, rt.VNI, len(pkt), true)
+	b.bytes += uint64(n)
+	b.acc.add(r, rt.VNI, n, true)
 }
 
 // outboundFrame handles an Ethernet frame from an L2 attachment: known
@@ -221,7 +226,7 @@ func (r *Router) outboundFrame(b *outBatch, t *table, i int, frame []byte) {
 	eth := vxlan.Ethernet(frame)
 	var h uint32
 	if eth.Type() == vxlan.EtherTypeIPv4 {
-		h = flow.Hash(frame[vxlan.EthernetLen:])
+		h = packet.Hash(frame[vxlan.EthernetLen:])
 	}
 	buf := b.bufs[i]
 	vxlan.Header(buf[headroom-vxlan.HeaderLen : headroom]).Encode(vni)

@@ -14,6 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/overlayd/overlayd/internal/testutil"
+	"github.com/overlayd/overlayd/packet"
 	"github.com/overlayd/overlayd/stack"
 	"github.com/overlayd/overlayd/stack/stacktest"
 	"github.com/overlayd/overlayd/udp/udptest"
@@ -169,8 +170,8 @@ func TestICMPErrors(t *testing.T) {
 		reason   DropReason
 		wantICMP bool
 	}{
-		{"no route", ipv4UDP(addrA.Addr(), netip.MustParseAddr("10.9.9.9"), 1, 2, []byte("x"), false), icmpNetUnreachable, 0, DropNoRoute, true},
-		{"too big with DF", ipv4UDP(addrA.Addr(), addrB.Addr(), 1, 2, make([]byte, 1450), true), icmpFragNeeded, 1400, DropTooBig, true},
+		{"no route", ipv4UDP(addrA.Addr(), netip.MustParseAddr("10.9.9.9"), 1, 2, []byte("x"), false), packet.ICMPNetUnreachable, 0, DropNoRoute, true},
+		{"too big with DF", ipv4UDP(addrA.Addr(), addrB.Addr(), 1, 2, make([]byte, 1450), true), packet.ICMPFragNeeded, 1400, DropTooBig, true},
 		{"too big without DF", ipv4UDP(addrA.Addr(), addrB.Addr(), 1, 2, make([]byte, 1450), false), 0, 0, DropTooBig, false},
 	}
 	for _, tt := range tests {
@@ -196,8 +197,8 @@ func TestICMPErrors(t *testing.T) {
 		if !bytes.Equal(ic.Payload(), tt.pkt[:len(ic.Payload())]) || len(ic.Payload()) < 28 {
 			t.Errorf("%s: ICMP quotes %x", tt.name, ic.Payload())
 		}
-		if len(got) > icmpMaxLen {
-			t.Errorf("%s: ICMP error is %d bytes, more than %d", tt.name, len(got), icmpMaxLen)
+		if len(got) > 576 {
+			t.Errorf("%s: ICMP error is %d bytes, more than 576 (RFC 1812 §4.3.2.3)", tt.name, len(got))
 		}
 	}
 	// No ICMP error about an ICMP error.
@@ -552,7 +553,7 @@ func TestICMPErrorsFollowTheNetworksPrefix(t *testing.T) {
 	must(t, p.devA.Inject(big))
 	got := next(t, p.devA)
 	if ic := header.ICMPv4(header.IPv4(got).Payload()); header.IPv4(got).Protocol() != uint8(header.ICMPv4ProtocolNumber) ||
-		ic.Code() != icmpFragNeeded || header.IPv4(got).SourceAddress() != tcpip.AddrFrom4(host255.As4()) {
+		uint8(ic.Code()) != packet.ICMPFragNeeded || header.IPv4(got).SourceAddress() != tcpip.AddrFrom4(host255.As4()) {
 		t.Fatalf("answer to a too-big packet for %v: %x, want fragmentation needed from it", host255, got)
 	}
 	// To the broadcast: dropped without an answer.
