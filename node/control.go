@@ -67,7 +67,7 @@ type control struct {
 
 	mu         sync.Mutex // guards joined, watches and recovering
 	joined     map[string]joinedNet
-	watches    map[string]func() // network → cancel of its routes watch
+	watches    map[string]func() // network → stop of its catalog.Watch of routes, ranges and leases
 	recovering []joinedNet       // joined networks whose IPAM state file was lost (checkRecovering)
 	redefined  map[string]string // joined network → the definition it was last reported lost to (checkDefinitions)
 
@@ -400,22 +400,12 @@ func (c *control) announce(j joinedNet) error {
 	// The routes, and the leases and ranges that say which of them to
 	// accept (learned): a lease arriving after its route must not wait
 	// for the next tick.
-	var cancels []func()
-	for _, table := range append([]string{catalog.TableRoutes}, ipam.WatchTables()...) {
-		ch, cancel := c.g.Watch(table, j.Name)
-		cancels = append(cancels, cancel)
-		c.wg.Add(1)
-		go func() { defer c.wg.Done(); forward(c, ch, func() {}) }()
-	}
+	stop := catalog.Watch(c.g, j.Name, c.kick, append([]string{catalog.TableRoutes}, ipam.WatchTables()...)...)
 	c.mu.Lock()
 	if old := c.watches[j.Name]; old != nil {
 		old()
 	}
-	c.watches[j.Name] = func() {
-		for _, cancel := range cancels {
-			cancel()
-		}
-	}
+	c.watches[j.Name] = stop
 	c.mu.Unlock()
 	return nil
 }
@@ -928,7 +918,7 @@ func (c *control) leaveNetwork(name string) error {
 		}
 		return fault.Conflict("this node has not joined network %q", name)
 	}
-	if err := c.g.Delete(catalog.TableRoutes, name, c.g.Name()); err != nil && !errors.Is(err, gossip.ErrNotFound) {
+	if err := c.g.Delete(catalog.TableRoutes, name, catalog.RouteKey(c.g.Name())); err != nil && !errors.Is(err, gossip.ErrNotFound) {
 		return fmt.Errorf("node: leave %q: %w", name, err)
 	}
 	c.mu.Lock()

@@ -74,7 +74,7 @@ type dnsService struct {
 	mu       sync.Mutex // guards serving, failing, watches, last, lastErr, stopped, closeErr
 	serving  map[netip.Addr]*dnsConns
 	failing  map[netip.Addr]string // DNS address → the last listen error logged
-	watches  map[string]func()     // network → cancel of its watches
+	watches  map[string]func()     // network → stop of its catalog.Watch of the zone tables
 	last     *dns.ZoneData
 	lastErr  string
 	stopped  bool
@@ -414,29 +414,7 @@ func (d *dnsService) rewatch(nets []dns.Network) {
 		if d.watches[name] != nil {
 			continue
 		}
-		rch, rcancel := g.Watch(catalog.TableRoutes, name)
-		sch, scancel := g.Watch(catalog.TableServices, name)
-		done := make(chan struct{})
-		d.watches[name] = func() { rcancel(); scancel(); close(done) }
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
-			for rch != nil || sch != nil {
-				select {
-				case <-done:
-					return
-				case _, ok := <-rch:
-					if !ok {
-						rch = nil
-					}
-				case _, ok := <-sch:
-					if !ok {
-						sch = nil
-					}
-				}
-				d.poke()
-			}
-		}()
+		d.watches[name] = catalog.Watch(g, name, d.kick, catalog.ZoneTables()...)
 	}
 }
 

@@ -66,8 +66,8 @@ type services struct {
 
 	kick chan struct{}
 
-	mu      sync.Mutex           // guards watches
-	watches map[string][2]func() // network → cancels of its two watches
+	mu      sync.Mutex        // guards watches
+	watches map[string]func() // network → stop of its catalog.Watch of the service tables
 
 	fpMu sync.Mutex  // guards fp
 	fp   fingerprint // at the last routesChanged
@@ -85,7 +85,7 @@ type services struct {
 // startServices starts watching the service tables of the joined networks
 // and checking this node's backends. It stops with the control plane.
 func (c *control) startServices() {
-	s := &services{c: c, log: c.log.Named("services"), kick: make(chan struct{}, 1), watches: map[string][2]func(){},
+	s := &services{c: c, log: c.log.Named("services"), kick: make(chan struct{}, 1), watches: map[string]func(){},
 		rejected: map[[2]string]string{}, fails: map[string]int{}}
 	s.restore()
 	c.n.svc.Store(s)
@@ -253,10 +253,9 @@ func (s *services) rewatch() {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for nw, cancels := range s.watches {
+	for nw, stop := range s.watches {
 		if !joined[nw] {
-			cancels[0]()
-			cancels[1]()
+			stop()
 			delete(s.watches, nw)
 		}
 	}
@@ -264,35 +263,15 @@ func (s *services) rewatch() {
 		if _, ok := s.watches[nw]; ok {
 			continue
 		}
-		sch, scancel := s.c.g.Watch(catalog.TableServices, nw)
-		bch, bcancel := s.c.g.Watch(catalog.TableBackends, nw)
-		s.watches[nw] = [2]func(){scancel, bcancel}
-		for _, ch := range []<-chan gossip.Event{sch, bch} {
-			s.c.wg.Add(1)
-			go func() {
-				defer s.c.wg.Done()
-				for {
-					select {
-					case <-s.c.stop:
-						return
-					case _, ok := <-ch:
-						if !ok {
-							return
-						}
-						s.poke()
-					}
-				}
-			}()
-		}
+		s.watches[nw] = catalog.Watch(s.c.g, nw, s.kick, catalog.ServiceTables()...)
 	}
 }
 
 func (s *services) unwatchAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for nw, cancels := range s.watches {
-		cancels[0]()
-		cancels[1]()
+	for nw, stop := range s.watches {
+		stop()
 		delete(s.watches, nw)
 	}
 }
