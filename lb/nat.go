@@ -279,7 +279,8 @@ func (b *Balancer) Inbound(pkt []byte) Verdict {
 }
 
 // InboundIPv4 handles a parsed IPv4 packet about to be delivered to a
-// local client. Replies from a backend of a tracked flow get their source
+// local client (parsed in full, or its header alone: InboundIPv4 completes
+// the view when it needs the ports). Replies from a backend of a tracked flow get their source
 // rewritten back to the VIP and port the client used, bytes and p.Tuple
 // (NAT); so do ICMP errors that quote a packet of a tracked flow.
 // Everything else is Pass. It allocates nothing.
@@ -288,6 +289,7 @@ func (b *Balancer) InboundIPv4(p *packet.IPv4) Verdict {
 	if len(snap.backendIPs) == 0 {
 		return Pass
 	}
+	p.ParseTransport() // the router parsed only the header, for delivery
 	if p.Proto == packet.ICMP {
 		return b.inboundICMP(snap, p)
 	}

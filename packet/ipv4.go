@@ -61,9 +61,11 @@ type IPv4 struct {
 	hl      uint8  // header length in bytes
 	frag    uint16 // flags and fragment offset, as on the wire
 	l4Valid bool
+	l4Done  bool // ParseTransport has run
 }
 
-// Parse fills p from pkt, an IPv4 packet starting at its header. It
+// Parse fills p from pkt, an IPv4 packet starting at its header: the
+// header (ParseHeader) and the transport fields (ParseTransport). It
 // reports false, leaving p unusable, for anything that is not a valid IPv4
 // header (gVisor's IsValid: version, header and total length within pkt);
 // bytes after the total length (Ethernet padding, TUN slack) are not part
@@ -71,65 +73,89 @@ type IPv4 struct {
 // SCTP, ICMP) is not an error of Parse: L4Valid reports it. Parse never
 // panics and allocates nothing.
 func (p *IPv4) Parse(pkt []byte) bool {
-	*p = IPv4{}
+	if !p.ParseHeader(pkt) {
+		return false
+	}
+	p.ParseTransport()
+	return true
+}
+
+// ParseHeader is the first half of Parse: it checks and reads the IPv4
+// header alone, leaving the ports, TCP flags and ICMP fields zero and
+// L4Valid false until ParseTransport. A path that may never need them
+// (delivery to the attachment, where only the balancer, when it tracks
+// flows, reads ports) parses the header and lets the one reader that
+// needs the rest complete the view: still one parse per packet.
+func (p *IPv4) ParseHeader(pkt []byte) bool {
+	// The checks of gVisor's IPv4.IsValid; the view is written field by
+	// field (a whole-struct store costs twice the parse).
 	if len(pkt) < header.IPv4MinimumSize || pkt[0]>>4 != header.IPv4Version {
+		p.b = nil
 		return false
 	}
-	ip := header.IPv4(pkt)
-	if !ip.IsValid(len(pkt)) {
+	hl, tl := int(pkt[0]&0xf)*4, int(binary.BigEndian.Uint16(pkt[2:4]))
+	if hl < header.IPv4MinimumSize || hl > tl || tl > len(pkt) {
+		p.b = nil
 		return false
 	}
-	hl, tl := int(ip.HeaderLength()), int(ip.TotalLength())
+	p.Src, p.Dst, p.Proto = [4]byte(pkt[OffSrc:]), [4]byte(pkt[OffDst:]), pkt[9]
+	p.SPort, p.DPort = 0, 0
+	p.TCPFlags, p.ICMPType, p.ICMPCode = 0, 0, 0
 	p.b = pkt[:tl]
 	p.hl = uint8(hl)
 	p.frag = binary.BigEndian.Uint16(pkt[6:8])
-	p.Src, p.Dst, p.Proto = [4]byte(pkt[OffSrc:]), [4]byte(pkt[OffDst:]), pkt[9]
-	if p.Fragment() {
-		p.l4Valid = true // no transport header to read: ports stay 0
-		return true
+	p.l4Valid, p.l4Done = false, false
+	return true
+}
+
+// ParseTransport completes a view filled by ParseHeader with the
+// transport fields; after Parse, or a second time, it does nothing.
+func (p *IPv4) ParseTransport() {
+	if p.l4Done || p.b == nil {
+		return
 	}
-	l4 := pkt[hl:tl]
+	p.l4Done = true
+	if p.frag&0x3fff != 0 {
+		p.l4Valid = true // a fragment: no transport header to read, ports stay 0
+		return
+	}
+	l4 := p.b[p.hl:]
 	switch p.Proto {
 	case TCP:
-		if len(l4) < header.TCPMinimumSize {
-			return true
+		if len(l4) >= header.TCPMinimumSize {
+			if off := int(l4[12]>>4) * 4; off >= header.TCPMinimumSize && off <= len(l4) {
+				p.SPort, p.DPort = binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])
+				p.TCPFlags = l4[13]
+				p.l4Valid = true
+			}
 		}
-		if off := int(header.TCP(l4).DataOffset()); off < header.TCPMinimumSize || off > len(l4) {
-			return true
-		}
-		p.TCPFlags = l4[13]
 	case UDP:
-		if len(l4) < header.UDPMinimumSize {
-			return true
-		}
-		if n := int(header.UDP(l4).Length()); n < header.UDPMinimumSize || n > len(l4) {
-			return true
+		if len(l4) >= header.UDPMinimumSize {
+			if n := int(binary.BigEndian.Uint16(l4[4:6])); n >= header.UDPMinimumSize && n <= len(l4) {
+				p.SPort, p.DPort = binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])
+				p.l4Valid = true
+			}
 		}
 	case SCTP:
-		if len(l4) < 12 { // RFC 9260 common header
-			return true
+		if len(l4) >= 12 { // RFC 9260 common header
+			p.SPort, p.DPort = binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])
+			p.l4Valid = true
 		}
 	case ICMP:
 		if len(l4) > 0 {
 			p.ICMPType = l4[0]
 		}
-		if len(l4) < header.ICMPv4MinimumSize {
-			return true
+		if len(l4) >= header.ICMPv4MinimumSize {
+			p.ICMPCode = l4[1]
+			if t := header.ICMPv4Type(l4[0]); t == header.ICMPv4Echo || t == header.ICMPv4EchoReply {
+				id := binary.BigEndian.Uint16(l4[4:6])
+				p.SPort, p.DPort = id, id
+			}
+			p.l4Valid = true
 		}
-		p.ICMPCode = l4[1]
-		if t := header.ICMPv4Type(l4[0]); t == header.ICMPv4Echo || t == header.ICMPv4EchoReply {
-			id := binary.BigEndian.Uint16(l4[4:6])
-			p.SPort, p.DPort = id, id
-		}
-		p.l4Valid = true
-		return true
 	default:
 		p.l4Valid = true
-		return true
 	}
-	p.SPort, p.DPort = binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])
-	p.l4Valid = true
-	return true
 }
 
 // Bytes returns the packet, trimmed to its total length.

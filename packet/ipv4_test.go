@@ -303,6 +303,16 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
+		var two IPv4
+		two.Parse([]byte{0x45}) // a stale view must not leak into the next
+		if !two.ParseHeader(pkt) || two.L4Valid() || two.SPort != 0 {
+			t.Fatalf("ParseHeader(%x) = %+v", pkt, two)
+		}
+		two.ParseTransport()
+		two.ParseTransport()
+		if two.Tuple != p.Tuple || two.L4Valid() != p.L4Valid() || two.TCPFlags != p.TCPFlags || two.ICMPType != p.ICMPType || two.Hash() != p.Hash() {
+			t.Fatalf("ParseHeader+ParseTransport(%x) = %+v, Parse = %+v", pkt, two, p)
+		}
 		if p.Len() > len(pkt) || p.HeaderLen() < 20 || p.HeaderLen() > p.Len() {
 			t.Fatalf("Parse(%x): Len %d HeaderLen %d", pkt, p.Len(), p.HeaderLen())
 		}

@@ -18,9 +18,8 @@ type inBatch struct {
 	rbufs   [][]byte // bufs[i][headroom:], what the underlay reads into
 	sizes   []int
 	srcs    []netip.AddrPort
-	deliver [][]byte    // packets for the attachment, at offset deliverOff
-	reply   *outBatch   // ARP answers and released pending packets
-	view    packet.IPv4 // the packet at hand, parsed once
+	deliver [][]byte  // packets for the attachment, at offset deliverOff
+	reply   *outBatch // ARP answers and released pending packets
 }
 
 func newInBatch(n int) *inBatch {
@@ -125,8 +124,11 @@ func (r *Router) inbound(b *inBatch, n int) {
 				r.drops.Add(DropNotForUs)
 				continue
 			}
-			p := &b.view
-			if !p.Parse(frame.Payload()) {
+			// The header alone: lb, when it tracks flows, completes the
+			// view with the ports; delivery needs no more.
+			var view packet.IPv4
+			p := &view
+			if !p.ParseHeader(frame.Payload()) {
 				r.drops.Add(DropMalformed)
 				continue
 			}

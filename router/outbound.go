@@ -31,8 +31,6 @@ type outBatch struct {
 
 	pkts, bytes uint64 // forwarded in this batch
 
-	view packet.IPv4 // the packet at hand, parsed once
-
 	hit lastHop // the previous packet's destination, valid for one batch
 	acc netAcc  // this batch's packets per network
 }
@@ -145,7 +143,8 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) {
 		r.drops.Add(DropUnsupported)
 		return
 	}
-	p := &b.view
+	var view packet.IPv4 // on the stack: parsed once, handed to lb, the hash and the ICMP decisions
+	p := &view
 	if !p.Parse(pkt) {
 		r.drops.Add(DropMalformed)
 		return
