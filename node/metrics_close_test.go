@@ -3,7 +3,9 @@ package node
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -41,6 +43,22 @@ func TestMetricsShutdownErrorReported(t *testing.T) {
 	// Half a request: the connection is not idle (new, or active once its
 	// first bytes are read), so Shutdown waits for it until its deadline.
 	fmt.Fprint(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n")
+	// The server tracks a connection in its accept loop, before it
+	// accepts the next one: a scrape on a second connection that gets
+	// its answer proves the first is tracked (else Shutdown would not
+	// know it and return at once).
+	cl := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := cl.Get("http://" + addr + "/metrics")
+	if err != nil {
+		n.Close()
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		n.Close()
+		t.Fatalf("GET /metrics: %s", resp.Status)
+	}
 	err = n.Close()
 	if err == nil || !strings.Contains(err.Error(), "node: metrics on "+addr+": shutdown: context deadline exceeded") {
 		t.Errorf("Close = %v, want the metrics server's shutdown error", err)
