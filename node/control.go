@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -70,6 +71,9 @@ type control struct {
 	watches    map[string]func() // network → stop of its catalog.Watch of routes, ranges and leases
 	recovering []joinedNet       // joined networks whose IPAM state file was lost (checkRecovering)
 	redefined  map[string]string // joined network → the definition it was last reported lost to (checkDefinitions)
+
+	savedMu sync.Mutex        // guards saved
+	saved   map[string][]byte // network → the IPAM export last written to its state file
 
 	kick      chan struct{}
 	stop      chan struct{}
@@ -383,7 +387,38 @@ func (c *control) loop() {
 		}
 		c.sync()
 		c.checkRecovering()
+		c.keepIPAM()
 		c.checkDefinitions()
+	}
+}
+
+// keepIPAM writes a joined network's IPAM state file again when the
+// node's ranges and leases there differ from what was last written and
+// the tables hold the node's lease of its address. ipam reports its own
+// changes (OnChange), not the node's lease or range coming back from the
+// peers after a restart, so a file written before they came back (an
+// export taken while they were not yet visible) would otherwise stay
+// without them. Networks still being recovered (checkRecovering) are left
+// to it.
+func (c *control) keepIPAM() {
+	if c.state == nil {
+		return
+	}
+	c.mu.Lock()
+	rec := map[string]bool{}
+	for _, j := range c.recovering {
+		rec[j.Name] = true
+	}
+	c.mu.Unlock()
+	self := c.g.Name()
+	for _, j := range c.joinedList() {
+		if rec[j.Name] {
+			continue
+		}
+		if ls, ok := c.ipam.Lookup(j.Name, j.Addr); !ok || ls.Node != self {
+			continue
+		}
+		c.saveIPAM(j.Name, true)
 	}
 }
 
@@ -950,14 +985,30 @@ func (c *control) saveJoined() error {
 }
 
 // persistIPAM is ipam's OnChange: keep the node's ranges and leases.
-func (c *control) persistIPAM(network string) {
+func (c *control) persistIPAM(network string) { c.saveIPAM(network, false) }
+
+// saveIPAM exports the network's IPAM state and writes it to its state
+// file (onlyChanged: unless it is what was written last). Export and write
+// happen under savedMu, so two writers never put an older export over a
+// newer one.
+func (c *control) saveIPAM(network string, onlyChanged bool) {
+	c.savedMu.Lock()
+	defer c.savedMu.Unlock()
 	b, err := c.ipam.Export(network)
+	if err == nil && onlyChanged && bytes.Equal(c.saved[network], b) {
+		return
+	}
 	if err == nil {
 		err = c.state.saveIPAM(network, b)
 	}
 	if err != nil {
 		c.log.Error("keep IPAM state", zap.String("network", network), zap.Error(err))
+		return
 	}
+	if c.saved == nil {
+		c.saved = map[string][]byte{}
+	}
+	c.saved[network] = b
 }
 
 func (c *control) peerList() []api.Peer {

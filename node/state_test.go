@@ -271,3 +271,57 @@ func TestStateServicesFileEmpty(t *testing.T) {
 	}
 	testutil.Eventually(t, 10*time.Second, "b has its service back", func() error { return has(b) })
 }
+
+// A state file last written from an export that did not hold the node's
+// lease (taken while its lease and range were not visible yet, as right
+// after a restart) is written again once the tables hold the lease: ipam
+// reports only its own changes, not a lease that comes back from the
+// peers. (TestKillDuringJoinKeepsAddresses found a file left without the
+// lease for good.)
+func TestStateIPAMFileRewrittenWhenLeaseShows(t *testing.T) {
+	ctx := context.Background()
+	a := clusterNode(t, "a", nil)
+	bcfg := clusterConfig(t, "b", a.gossip().Addr())
+	b := startNode(t, bcfg, nil)
+	waitMembers(t, a, b)
+	if _, err := a.CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDR: "10.30.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	// An export of the network before b took part: no lease of b's.
+	stale, err := a.ctl.ipam.Export("blue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := ipam.DecodeState(stale); err != nil || len(st.Leases) != 0 {
+		t.Fatalf("the stale export holds %+v, %v; want no leases", st, err)
+	}
+	if _, err := b.JoinNetwork(ctx, "blue"); err != nil {
+		t.Fatal(err)
+	}
+	addr := joinedAddr(t, b, "blue")
+	path := filepath.Join(bcfg.StateDir, "ipam-blue.state")
+	// The last write b made, as far as b knows, is that export.
+	b.ctl.savedMu.Lock()
+	if err := b.ctl.state.saveIPAM("blue", stale); err != nil {
+		b.ctl.savedMu.Unlock()
+		t.Fatal(err)
+	}
+	b.ctl.saved["blue"] = stale
+	b.ctl.savedMu.Unlock()
+	testutil.Eventually(t, 10*time.Second, "b's state file holds its lease again", func() error {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		st, err := ipam.DecodeState(raw)
+		if err != nil {
+			return err
+		}
+		for _, ls := range st.Leases {
+			if ls.Addr == addr.Addr() && ls.Owner == "b" {
+				return nil
+			}
+		}
+		return fmt.Errorf("leases in the file: %+v", st.Leases)
+	})
+}
