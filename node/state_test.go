@@ -101,20 +101,7 @@ func TestStateIPAMFileLost(t *testing.T) {
 				if ls, ok := b.ctl.ipam.Lookup("blue", addr.Addr()); !ok || ls.Node != "b" {
 					return fmt.Errorf("lease of %v: %+v, %v", addr, ls, ok)
 				}
-				raw, err := os.ReadFile(path)
-				if err != nil {
-					return err
-				}
-				st, err := ipam.DecodeState(raw)
-				if err != nil {
-					return err
-				}
-				for _, ls := range st.Leases {
-					if ls.Addr == addr.Addr() && ls.Owner == "b" {
-						return nil
-					}
-				}
-				return fmt.Errorf("%s holds %+v", path, st.Leases)
+				return fileHoldsLease(path, addr.Addr(), "b")
 			})
 			logged(t, logs, "IPAM state recovered from the peers", "")
 		})
@@ -309,19 +296,25 @@ func TestStateIPAMFileRewrittenWhenLeaseShows(t *testing.T) {
 	b.ctl.saved["blue"] = stale
 	b.ctl.savedMu.Unlock()
 	testutil.Eventually(t, 10*time.Second, "b's state file holds its lease again", func() error {
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		st, err := ipam.DecodeState(raw)
-		if err != nil {
-			return err
-		}
-		for _, ls := range st.Leases {
-			if ls.Addr == addr.Addr() && ls.Owner == "b" {
-				return nil
-			}
-		}
-		return fmt.Errorf("leases in the file: %+v", st.Leases)
+		return fileHoldsLease(path, addr.Addr(), "b")
 	})
+}
+
+// fileHoldsLease reports (nil) whether the ipam state file at path holds
+// a lease of addr for owner.
+func fileHoldsLease(path string, addr netip.Addr, owner string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	st, err := ipam.DecodeState(raw)
+	if err != nil {
+		return err
+	}
+	for _, ls := range st.Leases {
+		if ls.Addr == addr && ls.Owner == owner {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s holds %+v", path, st.Leases)
 }
