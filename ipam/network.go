@@ -170,3 +170,15 @@ func (p *IPAM) Participate(network string) error {
 	defer p.mu.Unlock()
 	return p.joinLocked(network)
 }
+
+// Describe returns the definition of a network as this package lays it
+// out (its DNS address filled in), for a network known from elsewhere
+// than the tables: a node's own record of a network it joined, before
+// the definition has reached it after a restart.
+func Describe(name string, cidr netip.Prefix, vni uint32) (Network, error) {
+	l, err := newLayout(Network{Name: name, CIDR: cidr, VNI: vni})
+	if err != nil {
+		return Network{}, err
+	}
+	return l.Network, nil
+}

@@ -828,10 +828,24 @@ func (c *control) info(nw ipam.Network) api.NetworkInfo {
 	return ni
 }
 
+// networks lists the networks the cluster defines and, beside them, the
+// joined networks whose definitions have not arrived yet (right after a
+// restart, before gossip brought them): a joined network is never missing
+// from the list.
 func (c *control) networks() []api.NetworkInfo {
 	out := []api.NetworkInfo{}
+	known := map[string]bool{}
 	for _, nw := range c.ipam.Networks() {
+		known[nw.Name] = true
 		out = append(out, c.info(nw))
+	}
+	for _, j := range c.joinedList() {
+		if known[j.Name] {
+			continue
+		}
+		if nw, err := ipam.Describe(j.Name, j.CIDR, j.VNI); err == nil {
+			out = append(out, c.info(nw))
+		}
 	}
 	return out
 }

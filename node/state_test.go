@@ -318,3 +318,31 @@ func fileHoldsLease(path string, addr netip.Addr, owner string) error {
 	}
 	return fmt.Errorf("%s holds %+v", path, st.Leases)
 }
+
+// A node restarted while the network's creator is away lists the network
+// it joined, with its address, before the definition arrives by gossip
+// (network ls used to show nothing until then).
+func TestJoinedNetworkListedBeforeDefinition(t *testing.T) {
+	ctx := context.Background()
+	a := clusterNode(t, "a", nil)
+	bcfg := clusterConfig(t, "b", a.gossip().Addr())
+	b := startNode(t, bcfg, nil)
+	waitMembers(t, a, b)
+	if _, err := a.CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDR: "10.30.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.JoinNetwork(ctx, "blue"); err != nil {
+		t.Fatal(err)
+	}
+	addr := joinedAddr(t, b, "blue")
+	b.crash()
+	a.crash()
+	b = startNode(t, bcfg, nil)
+	nets, err := b.Networks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nets) != 1 || nets[0].Name != "blue" || !nets[0].Joined || nets[0].Addr != addr.String() || nets[0].CIDR != "10.30.0.0/24" || nets[0].DNS != "10.30.0.1" {
+		t.Errorf("Networks() after a restart alone = %+v, want blue joined with %v (DNS 10.30.0.1)", nets, addr)
+	}
+}
