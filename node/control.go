@@ -754,6 +754,15 @@ func (c *control) writeNetwork(req api.CreateNetwork, cidr netip.Prefix) (uint32
 		h(req.Name)
 	}
 	if err := c.ipam.CreateNetwork(req.Name, cidr, vni); err != nil {
+		// A creation of the name elsewhere at once may have arrived since
+		// the checks above: alike, it fulfils the request; otherwise this
+		// one lost, as confirmCreated would say.
+		if nw, ok := c.ipam.Network(req.Name); ok {
+			if nw.CIDR == cidr.Masked() && (req.VNI == nil || *req.VNI == nw.VNI) {
+				return nw.VNI, nil
+			}
+			return 0, lostCreation(req.Name, nw, cidr, vni)
+		}
 		return 0, fault.Conflict("%v", err)
 	}
 	return vni, nil
@@ -793,9 +802,7 @@ func (c *control) confirmCreated(ctx context.Context, ch <-chan gossip.Event, re
 		case nw.Creator != self:
 			c.log.Warn("network creation lost to another node's", zap.String("network", req.Name), zap.Stringer("cidr", cidr),
 				zap.String("winner", nw.Creator), zap.Stringer("winner_cidr", nw.CIDR), zap.Uint32("winner_vni", nw.VNI))
-			return ipam.Network{}, fault.Conflict(
-				"network %q was created at the same moment on node %s with %v (VNI %d), and that definition won; this node's %v (VNI %d) was dropped. Use %q as it is, or create yours under another name",
-				req.Name, nw.Creator, nw.CIDR, nw.VNI, cidr, vni, req.Name)
+			return ipam.Network{}, lostCreation(req.Name, nw, cidr, vni)
 		case window == nil:
 			return nw, nil
 		}
@@ -1035,4 +1042,13 @@ func (c *control) peerList() []api.Peer {
 		out = append(out, p)
 	}
 	return out
+}
+
+// lostCreation is the error of a network creation that lost to another
+// node's creation of the same name with another definition, made at the
+// same moment.
+func lostCreation(name string, winner ipam.Network, cidr netip.Prefix, vni uint32) error {
+	return fault.Conflict(
+		"network %q was created at the same moment on node %s with %v (VNI %d), and that definition won; this node's %v (VNI %d) was dropped. Use %q as it is, or create yours under another name",
+		name, winner.Creator, winner.CIDR, winner.VNI, cidr, vni, name)
 }
