@@ -1,6 +1,7 @@
 // Package catalog is the replicated schema of overlayd: the names of the
 // gossip tables that node writes and reads, the typed records they hold
-// (routes, services, backends), their value encodings and keys, and one
+// (routes, services, backends), their value encodings and keys, one
+// Snapshot of a set of networks read at once, and one
 // coalesced change signal over a network's tables. Nothing else knows a
 // table name or a value format; ipam alone keeps its own private tables
 // (ipam.WatchTables, ipam.WatchNetworks).
