@@ -18,8 +18,8 @@ import (
 )
 
 // ResolveFunc resolves an overlay name (NODE.NETWORK.overlay,
-// SERVICE.NETWORK.overlay) to an address.
-type ResolveFunc func(ctx context.Context, host string) (netip.Addr, error)
+// SERVICE.NETWORK.overlay) to an address: the front doors' one Resolver.
+type ResolveFunc = door.Resolver
 
 // frontDoors are the node's host-side doors into the overlay (SOCKS5, HTTP
 // CONNECT, port forwards), the Prometheus endpoint, and the name resolver

@@ -14,9 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
-	"github.com/overlayd/overlayd/dns"
 	"github.com/overlayd/overlayd/gossip"
-	"github.com/overlayd/overlayd/lb"
 )
 
 // Metrics are read at scrape time from the counters the router, gossip,
@@ -193,7 +191,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 
-	if b := n.balancerOrNil(); b != nil {
+	if b := n.lb; b != nil {
 		ls := b.Stats()
 		gauge(descFlows, float64(ls.Flows))
 		gauge(descFlowsMax, float64(ls.MaxFlows))
@@ -214,7 +212,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 
-	if ds, ok := n.dnsStatsOrNil(); ok {
+	if n.dns != nil {
+		ds := n.dns.srv.Stats()
 		for t, v := range ds.Queries {
 			counter(descDNSQueries, v, t)
 		}
@@ -251,27 +250,6 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			counter(descDoorDropped, v, sd.kind, listen, r.String())
 		}
 	}
-}
-
-// balancerOrNil is the node's service load balancer, nil when it has
-// none. The services wiring owns the balancer; it is read through the
-// optional balancer method so that metrics do not depend on how.
-func (n *Node) balancerOrNil() *lb.Balancer {
-	if bs, ok := any(n).(interface{ balancer() *lb.Balancer }); ok {
-		return bs.balancer()
-	}
-	return nil
-}
-
-// dnsStatsOrNil returns the counters of the node's DNS server and true, or
-// false when it has none. The DNS wiring owns the server; it is read
-// through the optional dnsStats method so that metrics do not depend on
-// how.
-func (n *Node) dnsStatsOrNil() (dns.Stats, bool) {
-	if ds, ok := any(n).(interface{ dnsStats() (dns.Stats, bool) }); ok {
-		return ds.dnsStats()
-	}
-	return dns.Stats{}, false
 }
 
 // MetricsRegistry returns a registry holding the node's collector, for
