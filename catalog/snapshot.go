@@ -29,8 +29,10 @@ type Tables struct {
 	Routes []gossip.Entry // live owners only (List)
 	// Services includes the entries of a dead creator (ListAll): a
 	// service outlives a crash of its creator for the gossip's dead-owner
-	// grace; readers that must hide it (the DNS zone) check Live.
-	Services []gossip.Entry
+	// grace. VisibleServices are those whose creator is alive and on the
+	// network (List): the DNS zone names only these.
+	Services        []gossip.Entry
+	VisibleServices []gossip.Entry
 	Backends []gossip.Entry // live owners only: backends leave with their nodes
 }
 
@@ -40,8 +42,9 @@ func Read(r Reader, networks []string) Snapshot {
 	for _, nw := range networks {
 		s.Networks[nw] = Tables{
 			Routes:   r.List(TableRoutes, nw),
-			Services: r.ListAll(TableServices, nw),
-			Backends: r.List(TableBackends, nw),
+			Services:        r.ListAll(TableServices, nw),
+			VisibleServices: r.List(TableServices, nw),
+			Backends:        r.List(TableBackends, nw),
 		}
 	}
 	return s

@@ -62,6 +62,9 @@ func TestRead(t *testing.T) {
 	if len(blue.Services) != 1 || blue.Services[0].Owner != "b" {
 		t.Errorf("services %v, want the dead creator's kept", blue.Services)
 	}
+	if len(blue.VisibleServices) != 0 {
+		t.Errorf("visible services %v, want none (their creator is dead)", blue.VisibleServices)
+	}
 	if len(blue.Backends) != 1 || blue.Backends[0].Owner != "c" {
 		t.Errorf("backends %v, want c's only", blue.Backends)
 	}
