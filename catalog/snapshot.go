@@ -33,7 +33,7 @@ type Tables struct {
 	// network (List): the DNS zone names only these.
 	Services        []gossip.Entry
 	VisibleServices []gossip.Entry
-	Backends []gossip.Entry // live owners only: backends leave with their nodes
+	Backends        []gossip.Entry // live owners only: backends leave with their nodes
 }
 
 // Read takes a snapshot of networks' tables from r.
@@ -41,7 +41,7 @@ func Read(r Reader, networks []string) Snapshot {
 	s := Snapshot{Members: r.Members(), Networks: make(map[string]Tables, len(networks))}
 	for _, nw := range networks {
 		s.Networks[nw] = Tables{
-			Routes:   r.List(TableRoutes, nw),
+			Routes:          r.List(TableRoutes, nw),
 			Services:        r.ListAll(TableServices, nw),
 			VisibleServices: r.List(TableServices, nw),
 			Backends:        r.List(TableBackends, nw),
