@@ -300,7 +300,11 @@ func (d *dnsService) loop() {
 func (d *dnsService) sync() {
 	nets := d.n.dnsNetworks()
 	d.rewatch(nets)
-	zd, names := d.zoneData(nets)
+	var snap catalog.Snapshot
+	if d.n.ctl != nil {
+		snap = catalog.Read(d.n.ctl.g, joinedNames(d.n.ctl.joinedList()))
+	}
+	zd, names := buildZone(d.zoneInput(nets), snap)
 	var cidrs []netip.Prefix
 	for _, nw := range nets {
 		cidrs = append(cidrs, nw.CIDR)
@@ -326,66 +330,6 @@ func (d *dnsService) sync() {
 		d.last = &zd
 	}
 	d.serveLocked(nets)
-}
-
-// zoneData builds the zone description, and the name → address map that
-// resolves overlay names for Dial and the front doors.
-func (d *dnsService) zoneData(nets []dns.Network) (dns.ZoneData, map[string]netip.Addr) {
-	zd := dns.ZoneData{Domain: d.domain, Networks: nets, TTL: d.ttl}
-	names := map[string]netip.Addr{}
-	fqdn := func(name, network string) string {
-		return strings.ToLower(name + "." + network + "." + strings.TrimSuffix(d.domain, ".") + ".")
-	}
-	addNode := func(name, network string, a netip.Addr) {
-		k := fqdn(name, network)
-		if _, dup := names[k]; dup {
-			return
-		}
-		names[k] = a
-		zd.Nodes = append(zd.Nodes, dns.NodeRecord{Name: name, Network: network, Addr: a})
-	}
-	for _, nw := range nets {
-		if nw.Name == staticNetworkName && d.n.cfg.Addr.IsValid() && nw.CIDR == d.n.cfg.Addr.Masked() {
-			addNode(d.n.cfg.Name, nw.Name, d.n.cfg.Addr.Addr())
-			continue
-		}
-		if d.n.ctl == nil {
-			continue
-		}
-		g := d.n.ctl.g
-		for _, j := range d.n.ctl.joinedList() {
-			if j.Name == nw.Name {
-				addNode(g.Name(), nw.Name, j.Addr)
-			}
-		}
-		for _, e := range g.List(catalog.TableRoutes, nw.Name) {
-			if e.Key != e.Owner {
-				continue
-			}
-			rt, err := catalog.ParseRoute(e.Value)
-			if err != nil || !nw.CIDR.Contains(rt.Prefix.Addr()) {
-				continue
-			}
-			addNode(e.Owner, nw.Name, rt.Prefix.Addr())
-		}
-		for _, e := range g.List(catalog.TableServices, nw.Name) {
-			v, err := catalog.ServiceEntry(e, nw.Name)
-			if err != nil {
-				continue
-			}
-			vip, err := netip.ParseAddr(v.VIP)
-			if err != nil {
-				continue
-			}
-			sr := dns.ServiceRecord{Name: v.Name, Network: nw.Name, VIP: vip.Unmap()}
-			for _, p := range v.Ports {
-				sr.Ports = append(sr.Ports, dns.Port{Port: p.Port, Proto: p.Proto})
-			}
-			zd.Services = append(zd.Services, sr)
-			names[fqdn(v.Name, nw.Name)] = sr.VIP // a service wins over a node of the same name
-		}
-	}
-	return zd, names
 }
 
 // rewatch keeps a watch on the routes and services tables of each joined
