@@ -71,33 +71,14 @@ type dnsService struct {
 
 	unbound sync.Once // the warning that a TUN's DNS address is not bound to it
 
-	mu       sync.Mutex // guards serving, failing, watches, last, lastErr, stopped, closeErr
-	serving  map[netip.Addr]*dnsConns
-	failing  map[netip.Addr]string // DNS address → the last listen error logged
-	watches  map[string]func()     // network → stop of its catalog.Watch of the zone tables
+	addrs *dns.Addrs // the networks' DNS addresses served (nil in tap mode)
+
+	mu       sync.Mutex        // guards watches, last, lastErr, stopped, closeErr
+	watches  map[string]func() // network → stop of its catalog.Watch of the zone tables
 	last     *dns.ZoneData
 	lastErr  string
 	stopped  bool
 	closeErr error
-}
-
-// dnsConns are the sockets serving one DNS address: a UDP and a TCP
-// socket for each way in, each pair with its own access check.
-type dnsConns struct {
-	pairs []dnsPair
-}
-
-type dnsPair struct {
-	pc      net.PacketConn
-	ln      net.Listener
-	allowed func(netip.Addr) bool
-}
-
-func (c *dnsConns) close() {
-	for _, p := range c.pairs {
-		p.pc.Close()
-		p.ln.Close()
-	}
 }
 
 // newDNS builds the DNS server from the configuration; nil when DNS is off.
@@ -114,8 +95,6 @@ func newDNS(n *Node) (*dnsService, error) {
 		kick:      make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 		listening: make(chan struct{}),
-		serving:   map[netip.Addr]*dnsConns{},
-		failing:   map[netip.Addr]string{},
 		watches:   map[string]func(){},
 	}
 	none := []netip.Prefix{}
@@ -147,6 +126,9 @@ func newDNS(n *Node) (*dnsService, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
+	}
+	if n.mode != config.ModeTAP {
+		d.addrs = d.srv.ServeAddrs(dnsPort, d.listen, d.log.With(zap.String("mode", n.mode)))
 	}
 	return d, nil
 }
@@ -329,7 +311,13 @@ func (d *dnsService) sync() {
 		d.lastErr = msg
 		d.last = &zd
 	}
-	d.serveLocked(nets)
+	if d.addrs != nil {
+		addrs := make([]netip.Addr, len(nets))
+		for i, nw := range nets {
+			addrs[i] = nw.DNSAddr
+		}
+		d.addrs.Set(addrs)
+	}
 }
 
 // rewatch keeps a watch on the routes and services tables of each joined
@@ -362,53 +350,10 @@ func (d *dnsService) rewatch(nets []dns.Network) {
 	}
 }
 
-// serveLocked listens on the DNS address of each network (port 53, UDP
-// and TCP) and stops serving the addresses of networks left. A failed
-// listen is tried again at the next sync.
-func (d *dnsService) serveLocked(nets []dns.Network) {
-	if d.n.mode == config.ModeTAP {
-		return
-	}
-	want := map[netip.Addr]bool{}
-	for _, nw := range nets {
-		want[nw.DNSAddr] = true
-	}
-	for a, c := range d.serving {
-		if !want[a] {
-			c.close()
-			delete(d.serving, a)
-			d.log.Info("dns address no longer served", zap.Stringer("addr", a))
-		}
-	}
-	for a := range want {
-		if d.serving[a] != nil {
-			continue
-		}
-		c, err := d.listen(netip.AddrPortFrom(a, dnsPort))
-		if err != nil {
-			// Once per error: the address may just not be on the device
-			// yet, or port 53 needs CAP_NET_BIND_SERVICE.
-			if d.failing[a] != err.Error() {
-				d.failing[a] = err.Error()
-				d.log.Warn("dns address not served; trying again every second", zap.Stringer("addr", a), zap.Error(err))
-			}
-			continue
-		}
-		delete(d.failing, a)
-		d.serving[a] = c
-		for _, p := range c.pairs {
-			d.wg.Add(2)
-			go func() { defer d.wg.Done(); d.srv.ServePacketAllowed(p.pc, p.allowed) }()
-			go func() { defer d.wg.Done(); d.srv.ServeListenerAllowed(p.ln, p.allowed) }()
-		}
-		d.log.Info("dns address served", zap.Stringer("addr", a), zap.String("mode", d.n.mode))
-	}
-}
-
 // listen opens UDP and TCP on ap: through the netstack, or with host
 // sockets on the TUN's address, one pair bound to the TUN and one to the
 // loopback device (see the file comment).
-func (d *dnsService) listen(ap netip.AddrPort) (*dnsConns, error) {
+func (d *dnsService) listen(ap netip.AddrPort) ([]dns.Way, error) {
 	if ns := d.n.ns; ns != nil {
 		pc, err := ns.ListenPacket("udp", ap.String())
 		if err != nil {
@@ -419,36 +364,36 @@ func (d *dnsService) listen(ap netip.AddrPort) (*dnsConns, error) {
 			pc.Close()
 			return nil, err
 		}
-		return &dnsConns{pairs: []dnsPair{{pc: pc, ln: ln, allowed: d.fromOverlay}}}, nil
+		return []dns.Way{{Packet: pc, Stream: ln, Allowed: d.fromOverlay}}, nil
 	}
 	if !deviceBinding {
 		d.unbound.Do(func() {
 			d.log.Warn("this system cannot bind the DNS address's sockets to the TUN: a host on the underlay that routes the DNS address here can reach it (from a source in the overlay's CIDR, it is answered)")
 		})
-		pair, err := listenHost(ap, "", d.fromOverlayOrLoopback)
+		w, err := listenHost(ap, "", d.fromOverlayOrLoopback)
 		if err != nil {
 			return nil, err
 		}
-		return &dnsConns{pairs: []dnsPair{pair}}, nil
+		return []dns.Way{w}, nil
 	}
-	c := &dnsConns{}
+	var ways []dns.Way
 	for _, w := range []struct {
 		dev     string
 		allowed func(netip.Addr) bool
 	}{{d.n.dev.Name(), d.fromOverlay}, {loopbackDevice, fromAnywhere}} {
-		pair, err := listenHost(ap, w.dev, w.allowed)
+		way, err := listenHost(ap, w.dev, w.allowed)
 		if err != nil {
-			c.close()
+			dns.CloseWays(ways)
 			return nil, err
 		}
-		c.pairs = append(c.pairs, pair)
+		ways = append(ways, way)
 	}
-	return c, nil
+	return ways, nil
 }
 
 // listenHost opens a host UDP and TCP socket on ap, bound to the device
 // dev unless it is empty.
-func listenHost(ap netip.AddrPort, dev string, allowed func(netip.Addr) bool) (dnsPair, error) {
+func listenHost(ap netip.AddrPort, dev string, allowed func(netip.Addr) bool) (dns.Way, error) {
 	var lc net.ListenConfig
 	if dev != "" {
 		lc.Control = bindToDevice(dev)
@@ -456,14 +401,14 @@ func listenHost(ap netip.AddrPort, dev string, allowed func(netip.Addr) bool) (d
 	ctx := context.Background()
 	pc, err := lc.ListenPacket(ctx, "udp", ap.String())
 	if err != nil {
-		return dnsPair{}, err
+		return dns.Way{}, err
 	}
 	ln, err := lc.Listen(ctx, "tcp", ap.String())
 	if err != nil {
 		pc.Close()
-		return dnsPair{}, err
+		return dns.Way{}, err
 	}
-	return dnsPair{pc: pc, ln: ln, allowed: allowed}, nil
+	return dns.Way{Packet: pc, Stream: ln, Allowed: allowed}, nil
 }
 
 // resolve answers an overlay name from the zone (for Dial and the doors).
@@ -492,6 +437,9 @@ func (d *dnsService) close() error {
 	}
 	d.mu.Unlock()
 	err := d.srv.Close()
+	if d.addrs != nil {
+		d.addrs.Close()
+	}
 	d.wg.Wait()
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
@@ -522,12 +470,11 @@ func (d *dnsService) status() *api.DNSStatus {
 	for _, u := range d.upstreams {
 		out.Upstreams = append(out.Upstreams, u.String())
 	}
-	d.mu.Lock()
-	for a := range d.serving {
-		out.Addrs = append(out.Addrs, a.String())
+	if d.addrs != nil {
+		for _, a := range d.addrs.List() {
+			out.Addrs = append(out.Addrs, a.String())
+		}
 	}
-	d.mu.Unlock()
-	slices.Sort(out.Addrs)
 	return out
 }
 
