@@ -6,9 +6,7 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,10 +15,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/overlayd/overlayd/api"
-	"github.com/overlayd/overlayd/catalog"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/internal/fault"
-	"github.com/overlayd/overlayd/lb"
+	"github.com/overlayd/overlayd/service"
 )
 
 var _ api.Applier = (*Node)(nil)
@@ -107,141 +104,23 @@ func (n *Node) Apply(ctx context.Context, req api.Apply) (api.ApplyResult, error
 		changed("network %s: joined with address %s", nw.Name, info.Addr)
 	}
 	for _, sv := range req.Services {
-		what := "service " + sv.Name
-		network, err := s.pickNetwork(sv.Network, sv.Name)
-		if err != nil {
-			return fail(lineErr(sv.Line, what, err))
-		}
-		se, ok := s.find(network, sv.Name)
-		if !ok && len(sv.Ports) == 0 {
-			return fail(lineErr(sv.Line, what, fault.NotFound("no service %q on network %q (yet); give its ports to create it here", sv.Name, network)))
-		}
-		if !ok {
-			info, err := n.CreateService(ctx, api.CreateService{Name: sv.Name, Network: network, Ports: sv.Ports, VIP: sv.VIP})
-			if err != nil {
-				return fail(lineErr(sv.Line, what, err))
-			}
-			changed("service %s: created on network %s (VIP %s, ports %s)", sv.Name, network, info.VIP, strings.Join(info.Ports, " "))
-			if se, ok = s.find(network, sv.Name); !ok {
-				return fail(lineErr(sv.Line, what, errors.New("node: created but not found in the service table")))
-			}
-		} else if err := sameService(se, sv); err != nil {
-			return fail(lineErr(sv.Line, what, err))
-		}
-		if sv.Backends == nil {
-			continue
-		}
-		if err := n.applyBackends(ctx, s, network, se, sv, changed); err != nil {
+		if err := s.mgr.Declare(ctx, declared(sv), n.exp.has, changed); err != nil {
 			return fail(err)
 		}
 	}
 	return res, nil
 }
 
-// sameService checks that an existing service is the one the request
-// describes: a VIP or ports that differ are not changed by Apply.
-func sameService(se svcEntry, sv api.ApplyService) error {
-	hint := fmt.Sprintf("remove it with 'overlayd service rm %s' on node %s to change it", sv.Name, se.owner)
-	if sv.VIP != "" && se.vip.String() != sv.VIP {
-		return fault.Conflict("exists with VIP %v, not %s; %s", se.vip, sv.VIP, hint)
-	}
-	if len(sv.Ports) == 0 {
-		return nil // created elsewhere; its ports are its creator's
-	}
-	var want []lb.PortProto
-	for _, p := range sv.Ports {
-		pp, err := parsePort(p)
-		if err != nil {
-			return fault.Invalid("%v", err)
-		}
-		want = append(want, pp)
-	}
-	have := slices.Clone(se.ports)
-	cmp := func(a, b lb.PortProto) int { return strings.Compare(a.String(), b.String()) }
-	slices.SortFunc(want, cmp)
-	slices.SortFunc(have, cmp)
-	if !slices.Equal(slices.Compact(want), have) {
-		hs := make([]string, len(have))
-		for i, p := range have {
-			hs[i] = p.String()
-		}
-		return fault.Conflict("exists with ports %s, not %s; %s", strings.Join(hs, " "), strings.Join(sv.Ports, " "), hint)
-	}
-	return nil
-}
-
-// applyBackends makes this node's backends of se exactly sv.Backends.
-func (n *Node) applyBackends(ctx context.Context, s *services, network string, se svcEntry, sv api.ApplyService, changed func(string, ...any)) error {
-	var self netip.Addr
-	for _, j := range s.c.joinedList() {
-		if j.Name == network {
-			self = j.Addr
+// declared converts an Apply's service for package service.
+func declared(sv api.ApplyService) service.Declared {
+	d := service.Declared{Name: sv.Name, Network: sv.Network, VIP: sv.VIP, Ports: sv.Ports, Line: sv.Line}
+	if sv.Backends != nil {
+		d.Backends = make([]service.DeclaredBackend, len(sv.Backends))
+		for i, b := range sv.Backends {
+			d.Backends[i] = service.DeclaredBackend(b)
 		}
 	}
-	type want struct {
-		b    api.ApplyBackend
-		addr netip.AddrPort
-	}
-	var wants []want
-	for _, b := range sv.Backends {
-		addr := b.Addr
-		if port, ok := strings.CutPrefix(addr, ":"); ok && self.IsValid() {
-			addr = self.String() + ":" + port
-		}
-		a, err := netip.ParseAddrPort(addr)
-		if err != nil || !a.Addr().Is4() || a.Port() == 0 {
-			return lineErr(b.Line, "service "+sv.Name+": backend "+b.Addr, fault.Invalid("want an overlay IPv4 IP:PORT, or :PORT for this node's address"))
-		}
-		if b.Check == "none" {
-			b.Check = ""
-		}
-		wants = append(wants, want{b, a})
-	}
-	selfName := s.c.g.Name()
-	cur := map[netip.AddrPort]bkEntry{}
-	for _, b := range se.backends {
-		if b.owner == selfName {
-			cur[b.addr] = b
-		}
-	}
-	for _, w := range wants {
-		c, exists := cur[w.addr]
-		delete(cur, w.addr)
-		samePort := w.b.ServicePort == 0 || c.v.Port == w.b.ServicePort
-		if exists && c.v.Weight == w.b.Weight && c.v.Check == w.b.Check && samePort {
-			continue
-		}
-		if _, err := n.AddBackend(ctx, api.AddBackend{Service: sv.Name, Network: network, Addr: w.addr.String(), Weight: w.b.Weight, Check: w.b.Check, ServicePort: w.b.ServicePort}); err != nil {
-			return lineErr(w.b.Line, "service "+sv.Name+": backend "+w.addr.String(), err)
-		}
-		switch {
-		case !exists:
-			changed("service %s: backend %v added (weight %d, check %s)", sv.Name, w.addr, w.b.Weight, cmpOr(w.b.Check, "none"))
-		case !samePort:
-			changed("service %s: backend %v serves port %d (was %d)", sv.Name, w.addr, w.b.ServicePort, c.v.Port)
-		case c.v.Weight != w.b.Weight && c.v.Check != w.b.Check:
-			changed("service %s: backend %v weight %d → %d, check %s → %s", sv.Name, w.addr, c.v.Weight, w.b.Weight, cmpOr(c.v.Check, "none"), cmpOr(w.b.Check, "none"))
-		case c.v.Weight != w.b.Weight:
-			changed("service %s: backend %v weight %d → %d", sv.Name, w.addr, c.v.Weight, w.b.Weight)
-		default:
-			changed("service %s: backend %v check %s → %s", sv.Name, w.addr, cmpOr(c.v.Check, "none"), cmpOr(w.b.Check, "none"))
-		}
-	}
-	stale := make([]netip.AddrPort, 0, len(cur))
-	for a := range cur {
-		stale = append(stale, a)
-	}
-	slices.SortFunc(stale, netip.AddrPort.Compare)
-	for _, a := range stale {
-		if n.exp.has(network, catalog.BackendKey(sv.Name, a)) {
-			continue // an expose's backend, not the file's
-		}
-		if _, err := n.RemoveBackend(ctx, api.BackendRef{Service: sv.Name, Network: network, Addr: a.String()}, false); err != nil {
-			return lineErr(sv.Line, "service "+sv.Name+": backend "+a.String(), err)
-		}
-		changed("service %s: backend %v removed", sv.Name, a)
-	}
-	return nil
+	return d
 }
 
 // configApplyRetry is how often the configuration's networks and services

@@ -62,10 +62,10 @@ func (n *Node) expose(ctx context.Context, e config.Expose) (*door.Exposer, erro
 			}
 		}
 	}
-	if network, err = s.pickNetwork(network, name); err != nil {
+	if network, err = s.mgr.PickNetwork(network, name); err != nil {
 		return nil, err
 	}
-	if _, ok := s.find(network, name); !ok {
+	if !s.mgr.Has(network, name) {
 		return nil, fault.NotFound("no service %q on network %q (yet)", name, network)
 	}
 	var self netip.Addr

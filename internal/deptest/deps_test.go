@@ -107,7 +107,8 @@ var allowed = map[string][]string{
 	"lb/maglev":    {},
 	"gossip":       {},
 	"ipam":         {"gossip"},
-	"catalog":      {"gossip"}, // the replicated schema: table names, records, encodings
+	"catalog":      {"gossip"},                          // the replicated schema: table names, records, encodings
+	"service":      {"catalog", "gossip", "ipam", "lb"}, // services and backends; lb for its types and a setter, never router or node
 	"dns":          {},
 	"api":          {},
 	"config":       {},

@@ -1,0 +1,187 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/overlayd/overlayd/catalog"
+	"github.com/overlayd/overlayd/internal/fault"
+	"github.com/overlayd/overlayd/lb"
+)
+
+// Declared is a service as a declarative description gives it ('overlayd
+// apply -f FILE', the services section of the configuration). Line is its
+// line in the file (0: none); errors name it.
+type Declared struct {
+	Name    string
+	Network string
+	VIP     string
+	Ports   []string // none: a service created elsewhere, not created here
+	// Backends are this node's backends of the service; nil leaves them
+	// alone.
+	Backends []DeclaredBackend
+	Line     int
+}
+
+// DeclaredBackend is one backend of this node: Addr is IP:PORT, or :PORT
+// for the node's own address on the service's network.
+type DeclaredBackend struct {
+	Addr        string
+	Weight      uint32
+	Check       string // tcp, udp, none or ""
+	ServicePort uint16
+	Line        int
+}
+
+// lineErr puts "line N: what: " before err, keeping its kind.
+func lineErr(line int, what string, err error) error {
+	prefix := what + ": "
+	if line > 0 {
+		prefix = "line " + strconv.Itoa(line) + ": " + prefix
+	}
+	return fmt.Errorf("%s%w", prefix, err)
+}
+
+// Declare makes the service sv describes exist: it creates a missing one
+// (which needs ports), checks that an existing one has the VIP and ports
+// given, and, when sv lists backends, makes this node's backends of it
+// exactly those, but for the backends keep reports (an expose's, say).
+// changed is told each change, one line each.
+func (m *Manager) Declare(ctx context.Context, sv Declared, keep func(network, key string) bool, changed func(format string, args ...any)) error {
+	what := "service " + sv.Name
+	network, err := m.PickNetwork(sv.Network, sv.Name)
+	if err != nil {
+		return lineErr(sv.Line, what, err)
+	}
+	se, ok := m.find(network, sv.Name)
+	if !ok && len(sv.Ports) == 0 {
+		return lineErr(sv.Line, what, fault.NotFound("no service %q on network %q (yet); give its ports to create it here", sv.Name, network))
+	}
+	if !ok {
+		info, err := m.Create(ctx, Create{Name: sv.Name, Network: network, Ports: sv.Ports, VIP: sv.VIP})
+		if err != nil {
+			return lineErr(sv.Line, what, err)
+		}
+		changed("service %s: created on network %s (VIP %s, ports %s)", sv.Name, network, info.VIP, strings.Join(info.Ports, " "))
+		if se, ok = m.find(network, sv.Name); !ok {
+			return lineErr(sv.Line, what, errors.New("service: created but not found in the service table"))
+		}
+	} else if err := sameService(se, sv); err != nil {
+		return lineErr(sv.Line, what, err)
+	}
+	if sv.Backends == nil {
+		return nil
+	}
+	return m.declareBackends(network, se, sv, keep, changed)
+}
+
+// sameService checks that an existing service is the one the request
+// describes: a VIP or ports that differ are not changed by Declare.
+func sameService(se svcEntry, sv Declared) error {
+	hint := fmt.Sprintf("remove it with 'overlayd service rm %s' on node %s to change it", sv.Name, se.owner)
+	if sv.VIP != "" && se.vip.String() != sv.VIP {
+		return fault.Conflict("exists with VIP %v, not %s; %s", se.vip, sv.VIP, hint)
+	}
+	if len(sv.Ports) == 0 {
+		return nil // created elsewhere; its ports are its creator's
+	}
+	var want []lb.PortProto
+	for _, p := range sv.Ports {
+		pp, err := parsePort(p)
+		if err != nil {
+			return fault.Invalid("%v", err)
+		}
+		want = append(want, pp)
+	}
+	have := slices.Clone(se.ports)
+	cmp := func(a, b lb.PortProto) int { return strings.Compare(a.String(), b.String()) }
+	slices.SortFunc(want, cmp)
+	slices.SortFunc(have, cmp)
+	if !slices.Equal(slices.Compact(want), have) {
+		hs := make([]string, len(have))
+		for i, p := range have {
+			hs[i] = p.String()
+		}
+		return fault.Conflict("exists with ports %s, not %s; %s", strings.Join(hs, " "), strings.Join(sv.Ports, " "), hint)
+	}
+	return nil
+}
+
+// declareBackends makes this node's backends of se exactly sv.Backends.
+func (m *Manager) declareBackends(network string, se svcEntry, sv Declared, keep func(network, key string) bool, changed func(string, ...any)) error {
+	var self netip.Addr
+	for _, j := range m.o.Networks() {
+		if j.Name == network {
+			self = j.Addr
+		}
+	}
+	type want struct {
+		b    DeclaredBackend
+		addr netip.AddrPort
+	}
+	var wants []want
+	for _, b := range sv.Backends {
+		addr := b.Addr
+		if port, ok := strings.CutPrefix(addr, ":"); ok && self.IsValid() {
+			addr = self.String() + ":" + port
+		}
+		a, err := netip.ParseAddrPort(addr)
+		if err != nil || !a.Addr().Is4() || a.Port() == 0 {
+			return lineErr(b.Line, "service "+sv.Name+": backend "+b.Addr, fault.Invalid("want an overlay IPv4 IP:PORT, or :PORT for this node's address"))
+		}
+		if b.Check == "none" {
+			b.Check = ""
+		}
+		wants = append(wants, want{b, a})
+	}
+	selfName := m.o.Gossip.Name()
+	cur := map[netip.AddrPort]bkEntry{}
+	for _, b := range se.backends {
+		if b.owner == selfName {
+			cur[b.addr] = b
+		}
+	}
+	for _, w := range wants {
+		c, exists := cur[w.addr]
+		delete(cur, w.addr)
+		samePort := w.b.ServicePort == 0 || c.v.Port == w.b.ServicePort
+		if exists && c.v.Weight == w.b.Weight && c.v.Check == w.b.Check && samePort {
+			continue
+		}
+		if _, err := m.AddBackend(AddBackend{Service: sv.Name, Network: network, Addr: w.addr.String(), Weight: w.b.Weight, Check: w.b.Check, ServicePort: w.b.ServicePort}); err != nil {
+			return lineErr(w.b.Line, "service "+sv.Name+": backend "+w.addr.String(), err)
+		}
+		switch {
+		case !exists:
+			changed("service %s: backend %v added (weight %d, check %s)", sv.Name, w.addr, w.b.Weight, cmp0(w.b.Check, "none"))
+		case !samePort:
+			changed("service %s: backend %v serves port %d (was %d)", sv.Name, w.addr, w.b.ServicePort, c.v.Port)
+		case c.v.Weight != w.b.Weight && c.v.Check != w.b.Check:
+			changed("service %s: backend %v weight %d → %d, check %s → %s", sv.Name, w.addr, c.v.Weight, w.b.Weight, cmp0(c.v.Check, "none"), cmp0(w.b.Check, "none"))
+		case c.v.Weight != w.b.Weight:
+			changed("service %s: backend %v weight %d → %d", sv.Name, w.addr, c.v.Weight, w.b.Weight)
+		default:
+			changed("service %s: backend %v check %s → %s", sv.Name, w.addr, cmp0(c.v.Check, "none"), cmp0(w.b.Check, "none"))
+		}
+	}
+	stale := make([]netip.AddrPort, 0, len(cur))
+	for a := range cur {
+		stale = append(stale, a)
+	}
+	slices.SortFunc(stale, netip.AddrPort.Compare)
+	for _, a := range stale {
+		if keep != nil && keep(network, catalog.BackendKey(sv.Name, a)) {
+			continue
+		}
+		if _, err := m.RemoveBackend(BackendRef{Service: sv.Name, Network: network, Addr: a.String()}, false); err != nil {
+			return lineErr(sv.Line, "service "+sv.Name+": backend "+a.String(), err)
+		}
+		changed("service %s: backend %v removed", sv.Name, a)
+	}
+	return nil
+}
