@@ -164,6 +164,8 @@ func newControl(n *Node, cfg config.Config) (_ *control, err error) {
 		Keys:     keys,
 		Profile:  cfg.Gossip.Profile,
 		Logger:   n.log,
+
+		Transport: n.seams.Transport, // nil but in tests (nodetest.WithTransport)
 	})
 	if err != nil {
 		return nil, err

@@ -19,7 +19,6 @@ import (
 	"github.com/overlayd/overlayd/node/internal/seam"
 	"github.com/overlayd/overlayd/router"
 	"github.com/overlayd/overlayd/stack"
-	"github.com/overlayd/overlayd/udp"
 	"github.com/overlayd/overlayd/vxlan"
 )
 
@@ -36,7 +35,7 @@ type Node struct {
 	cfg     config.Config
 	log     *zap.Logger
 	mode    string
-	ul      *udp.Conn
+	ul      seam.Underlay // *udp.Conn, or a test's (nodetest.WithUnderlay)
 	dev     stack.Device
 	ns      *stack.Netstack // nil unless mode is netstack
 	rt      *router.Router
@@ -64,6 +63,8 @@ type Node struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	seams seam.Options // parts a test gave (node/nodetest, seams.go); zero: the real ones
 }
 
 // Option changes how New builds a node.
@@ -91,11 +92,7 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 		}
 	}()
 
-	n.ul, err = udp.Listen(cfg.Listen, udp.Options{
-		DisableOffload: cfg.Underlay.DisableOffload,
-		SourcePorts:    cfg.Underlay.SourcePorts,
-	})
-	if err != nil {
+	if err := n.listenUnderlay(cfg); err != nil {
 		return nil, err
 	}
 	underMTU := cfg.Underlay.MTU
@@ -114,6 +111,10 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 		if stack.CanCreateTUN() {
 			n.mode = config.ModeTUN
 		}
+	}
+	open := n.mode // the attachment to open: none when a test gave a device
+	if n.adoptDevice() {
+		open = ""
 	}
 	var nets []router.Network
 	var addrs []netip.Prefix
@@ -138,7 +139,7 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 	routes := extraRoutes(cfg)
 	// Assign the device only on success: a nil *TUN in the Device
 	// interface is not a nil interface.
-	switch n.mode {
+	switch open {
 	case config.ModeTUN:
 		var t *stack.TUN
 		if t, err = stack.OpenTUN(stack.TUNOptions{
@@ -390,14 +391,6 @@ func (n *Node) Close() error { return n.close(true) }
 // crash would: peers withdraw its routes when failure detection declares
 // it dead (nodetest.Crash).
 func (n *Node) crash() error { return n.close(false) }
-
-// The parts tests reach through node/nodetest, not through the public API.
-func init() {
-	seam.Of = func(x any) seam.Parts {
-		n := x.(*Node)
-		return seam.Parts{Crash: n.crash, Router: n.rt, Gossip: n.gossip(), Balancer: n.lb}
-	}
-}
 
 func (n *Node) close(leave bool) error {
 	n.closeOnce.Do(func() {

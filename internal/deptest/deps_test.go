@@ -116,9 +116,11 @@ var allowed = map[string][]string{
 	"e2e":          {"*"},
 	"examples":     {"node", "api", "config"}, // programs that embed a node, as users would
 
-	// node's parts for tests (router, gossip, balancer, crash), reached
+	// node's parts for tests (router, gossip, balancer, crash) and its
+	// unexported options (underlay, gossip transport, device), reached
 	// through node/internal/seam; no test hooks on node's public API.
-	"node/nodetest": {"node", "router", "gossip", "lb"},
+	// Memory builds on the fakes udp/udptest and gossip/gossiptest.
+	"node/nodetest": {"node", "router", "gossip", "lb", "stack", "config", "udp/udptest", "gossip/gossiptest"},
 }
 
 // forbiddenExternal lists outside modules a package must not import.
