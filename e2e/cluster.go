@@ -12,10 +12,12 @@ import (
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/node"
+	"github.com/overlayd/overlayd/node/nodetest"
 )
 
 // Cluster is a set of rootless nodes in this process: netstack
-// attachments, VXLAN over UDP on 127.0.0.1, a full mesh of static routes.
+// attachments, VXLAN over UDP on 127.0.0.1 (or over the in-memory
+// underlay: ClusterOptions.Net), a full mesh of static routes.
 type Cluster struct {
 	Nodes []*node.Node
 }
@@ -26,6 +28,8 @@ type ClusterOptions struct {
 	Edit func(i int, c *config.Config)
 	// Log gives nodes a test logger at this level; nil means no logs.
 	Log *zap.AtomicLevel
+	// Net is what the nodes talk over; default Loopback.
+	Net Net
 }
 
 // NodeAddr is node i's overlay address: 10.99.(i+1).1/16.
@@ -37,6 +41,10 @@ func NodeAddr(i int) netip.Prefix {
 func NewCluster(t testing.TB, n int, opts ClusterOptions) *Cluster {
 	t.Helper()
 	c := &Cluster{}
+	var mem *nodetest.Memory
+	if opts.Net == Memory {
+		mem = nodetest.NewMemory()
+	}
 	t.Cleanup(func() {
 		for _, nd := range c.Nodes {
 			if err := nd.Close(); err != nil {
@@ -58,6 +66,9 @@ func NewCluster(t testing.TB, n int, opts ClusterOptions) *Cluster {
 		var nopts []node.Option
 		if opts.Log != nil {
 			nopts = append(nopts, node.WithLogger(zaptest.NewLogger(t, zaptest.Level(opts.Log)).Named(cfg.Name)))
+		}
+		if mem != nil {
+			nopts = append(nopts, mem.Attach(&cfg)...)
 		}
 		nd, err := node.New(cfg, nopts...)
 		if err != nil {

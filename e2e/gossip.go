@@ -23,10 +23,12 @@ import (
 // GossipCluster is a set of rootless nodes in this process that find each
 // other by gossip (the test profile, real sockets on 127.0.0.1) and learn
 // their routes: no static routes. Node i is named "gnodeI" and keeps its
-// state in its own directory, so it can be crashed and restarted.
+// state in its own directory, so it can be crashed and restarted. With
+// GossipOptions.Net Memory, the sockets are the in-memory fakes instead.
 type GossipCluster struct {
 	t    testing.TB
 	opts GossipOptions
+	mem  *nodetest.Memory // nil on Loopback
 
 	mu    sync.Mutex   // guards Nodes and cfgs
 	Nodes []*node.Node // nil for a node that is down
@@ -39,6 +41,8 @@ type GossipOptions struct {
 	Edit func(i int, c *config.Config)
 	// Log gives nodes a test logger at this level; nil means no logs.
 	Log *zap.AtomicLevel
+	// Net is what the nodes talk over; default Loopback.
+	Net Net
 }
 
 // NewGossipCluster starts n nodes, each joining the cluster through node
@@ -46,6 +50,9 @@ type GossipOptions struct {
 func NewGossipCluster(t testing.TB, n int, opts GossipOptions) *GossipCluster {
 	t.Helper()
 	c := &GossipCluster{t: t, opts: opts, Nodes: make([]*node.Node, n), cfgs: make([]config.Config, n)}
+	if opts.Net == Memory {
+		c.mem = nodetest.NewMemory()
+	}
 	// Before the Cleanup below, so that it runs after it (cleanups run
 	// last first): the nodes stop before their state directories go.
 	dir := t.TempDir()
@@ -89,6 +96,9 @@ func (c *GossipCluster) start(i int) {
 	var nopts []node.Option
 	if c.opts.Log != nil {
 		nopts = append(nopts, node.WithLogger(zaptest.NewLogger(c.t, zaptest.Level(c.opts.Log)).Named(cfg.Name)))
+	}
+	if c.mem != nil {
+		nopts = append(nopts, c.mem.Attach(&cfg)...)
 	}
 	nd, err := node.New(cfg, nopts...)
 	if err != nil {

@@ -69,8 +69,12 @@ func echoOver(t *testing.T, c *GossipCluster, src, dst int, addr netip.Addr, por
 // routes on one network, carry traffic over them, withdraw a crashed node
 // everywhere and take it back, with the same address, when it restarts.
 func TestGossipClusterConvergesWithdrawsRestores(t *testing.T) {
+	OnEachNet(t, testGossipClusterConvergesWithdrawsRestores)
+}
+
+func testGossipClusterConvergesWithdrawsRestores(t *testing.T, over Net) {
 	const n = 10
-	c := NewGossipCluster(t, n, GossipOptions{})
+	c := NewGossipCluster(t, n, GossipOptions{Net: over})
 	if _, err := c.Node(0).CreateNetwork(context.Background(), api.CreateNetwork{Name: "blue", CIDR: "10.50.0.0/16"}); err != nil {
 		t.Fatal(err)
 	}

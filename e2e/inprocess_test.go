@@ -24,8 +24,10 @@ func TestMain(m *testing.M) {
 }
 
 // Every pair of three nodes exchanges TCP and UDP in both directions.
-func TestAllPairsTCPUDP(t *testing.T) {
-	c := NewCluster(t, 3, ClusterOptions{})
+func TestAllPairsTCPUDP(t *testing.T) { OnEachNet(t, testAllPairsTCPUDP) }
+
+func testAllPairsTCPUDP(t *testing.T, over Net) {
+	c := NewCluster(t, 3, ClusterOptions{Net: over})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 

@@ -152,9 +152,11 @@ func inTable(nd *node.Node, name, addr string) bool {
 // leaves the tables (kill-to-withdraw logged), others' flows are
 // untouched, new flows all go to live backends and the crashed backend's
 // client gets a reset.
-func TestServiceVIPBalancing(t *testing.T) {
+func TestServiceVIPBalancing(t *testing.T) { OnEachNet(t, testServiceVIPBalancing) }
+
+func testServiceVIPBalancing(t *testing.T, over Net) {
 	const nw = "svc"
-	c := NewGossipCluster(t, 5, GossipOptions{})
+	c := NewGossipCluster(t, 5, GossipOptions{Net: over})
 	ctx := context.Background()
 	if _, err := c.Node(0).CreateNetwork(ctx, api.CreateNetwork{Name: nw, CIDR: "10.60.0.0/16"}); err != nil {
 		t.Fatal(err)
