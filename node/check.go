@@ -1,20 +1,14 @@
 package node
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
-	"syscall"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/gossip"
-	"github.com/overlayd/overlayd/ipam"
+	"github.com/overlayd/overlayd/internal/statefile"
+	"github.com/overlayd/overlayd/network"
 )
 
 // Check reports every mistake that would stop a node with cfg from
@@ -49,7 +43,7 @@ func Check(cfg config.Config) (warnings []string, err error) {
 			errs = append(errs, err)
 		}
 		if cfg.StateDir != "" {
-			w, err := checkStateDir(cfg.StateDir)
+			w, err := network.CheckStateDir(cfg.StateDir)
 			warnings = append(warnings, w...)
 			if err != nil {
 				errs = append(errs, err)
@@ -57,88 +51,14 @@ func Check(cfg config.Config) (warnings []string, err error) {
 		}
 	}
 	if cfg.Control != "" {
-		if err := checkCreatableDir(filepath.Dir(cfg.Control)); err != nil {
+		if err := statefile.CheckCreatable(filepath.Dir(cfg.Control)); err != nil {
 			errs = append(errs, fmt.Errorf("api: control socket %s: %w", cfg.Control, err))
 		}
 	}
 	return warnings, errors.Join(errs...)
 }
 
-// checkStateDir checks that dir can hold the node's state, as
-// openStateDir takes it, and reads the state files in it without touching
-// them: one the start could not use is a warning.
-func checkStateDir(dir string) (warnings []string, err error) {
-	if err := checkCreatableDir(dir); err != nil {
-		return nil, fmt.Errorf("node: state directory %s: %w", dir, err)
-	}
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return nil, nil // the start creates it, 0700 and empty
-	}
-	switch mode := fi.Mode().Perm(); {
-	case mode&0o002 != 0:
-		return nil, fmt.Errorf("node: state directory %s is writable by every user (mode %04o), so any local user could change the addresses this node claims; make it private with 'chmod 700 %s'", dir, mode, dir)
-	case mode&0o020 != 0:
-		warnings = append(warnings, fmt.Sprintf("the state directory %s is writable by its group (mode %04o); members of the group can change the addresses this node claims", dir, mode))
-	}
-	unusable := func(path string, err error) {
-		warnings = append(warnings, fmt.Sprintf("state file %s cannot be used (%v): the start moves it aside to %s.corrupt and recovers what it held from the other state files and the node's peers", path, err, filepath.Base(path)))
-	}
-	path := filepath.Join(dir, joinedFile)
-	if b, err := os.ReadFile(path); err == nil {
-		var st joinedState
-		dec := json.NewDecoder(bytes.NewReader(b))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&st); err != nil {
-			unusable(path, err)
-		} else if st.Version != 1 {
-			unusable(path, fmt.Errorf("unknown version %d", st.Version))
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		unusable(path, err)
-	}
-	paths, _ := filepath.Glob(filepath.Join(dir, "ipam-*.state"))
-	for _, path := range paths {
-		b, err := os.ReadFile(path)
-		if err == nil {
-			_, err = ipam.DecodeState(b)
-		}
-		if err != nil {
-			unusable(path, err)
-		}
-	}
-	return warnings, nil
-}
-
-// checkCreatableDir checks that dir is a directory this process may create
-// files in, or that it does not exist and its nearest existing parent is
-// one (the start creates it with os.MkdirAll).
-func checkCreatableDir(dir string) error {
-	for p := dir; ; p = filepath.Dir(p) {
-		fi, err := os.Stat(p)
-		if (errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)) && filepath.Dir(p) != p {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if !fi.IsDir() {
-			if p == dir {
-				return errors.New("not a directory")
-			}
-			return fmt.Errorf("cannot be created: %s is not a directory", p)
-		}
-		if err := unix.Access(p, unix.W_OK|unix.X_OK); err != nil {
-			if p == dir {
-				return fmt.Errorf("not writable by this user (uid %d)", os.Geteuid())
-			}
-			return fmt.Errorf("cannot be created: %s is not writable by this user (uid %d)", p, os.Geteuid())
-		}
-		return nil
-	}
-}
-
 // ValidNetworkName reports whether s may name a network (1 to 63 letters,
 // digits, '-', '_' or '.', not starting with '.' or '-'), the rule the
 // control plane applies, for clients that check before they ask.
-func ValidNetworkName(s string) bool { return validNetworkName(s) }
+func ValidNetworkName(s string) bool { return network.ValidName(s) }

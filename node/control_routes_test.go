@@ -11,6 +11,7 @@ import (
 	"github.com/overlayd/overlayd/catalog"
 	"github.com/overlayd/overlayd/gossip"
 	"github.com/overlayd/overlayd/internal/testutil"
+	"github.com/overlayd/overlayd/network"
 	"github.com/overlayd/overlayd/router"
 	"github.com/prometheus/client_golang/prometheus"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
@@ -85,7 +86,7 @@ func TestRouteOnlyFromLeaseHolder(t *testing.T) {
 	// The refusal counted is the event that proves the observer has seen
 	// the forged entry.
 	testutil.Eventually(t, 10*time.Second, "forged route refused", func() error {
-		if got := a.ctl.refusedRoutes()[refuseLease]; got != 1 {
+		if got := a.ctl.refusedRoutes()[network.RefuseLease]; got != 1 {
 			return fmt.Errorf("refused %v", a.ctl.refusedRoutes())
 		}
 		return nil
@@ -100,7 +101,7 @@ func TestRouteOnlyFromLeaseHolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 15*time.Second, "unleased route refused", func() error {
-		if got := a.ctl.refusedRoutes()[refuseNoLease]; got != 1 {
+		if got := a.ctl.refusedRoutes()[network.RefuseNoLease]; got != 1 {
 			return fmt.Errorf("refused %v", a.ctl.refusedRoutes())
 		}
 		return nil
@@ -112,16 +113,16 @@ func TestRouteOnlyFromLeaseHolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.RoutesRefused[refuseLease] != 1 || st.RoutesRefused[refuseNoLease] != 1 {
-		t.Errorf("status routes_refused = %v, want %s 1 and %s 1", st.RoutesRefused, refuseLease, refuseNoLease)
+	if st.RoutesRefused[network.RefuseLease] != 1 || st.RoutesRefused[network.RefuseNoLease] != 1 {
+		t.Errorf("status routes_refused = %v, want %s 1 and %s 1", st.RoutesRefused, network.RefuseLease, network.RefuseNoLease)
 	}
-	if got := promtest.ToFloat64(refusedMetric{a, refuseLease}); got != 1 {
-		t.Errorf("overlayd_routes_refused_total{reason=%q} = %v, want 1", refuseLease, got)
+	if got := promtest.ToFloat64(refusedMetric{a, network.RefuseLease}); got != 1 {
+		t.Errorf("overlayd_routes_refused_total{reason=%q} = %v, want 1", network.RefuseLease, got)
 	}
 	// Repeated syncs do not count one entry again.
 	a.ctl.sync()
 	a.ctl.sync()
-	if got := a.ctl.refusedRoutes(); got[refuseLease] != 1 || got[refuseNoLease] != 1 {
+	if got := a.ctl.refusedRoutes(); got[network.RefuseLease] != 1 || got[network.RefuseNoLease] != 1 {
 		t.Errorf("after more syncs: refused %v", got)
 	}
 }

@@ -128,8 +128,8 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 			return nil, err
 		}
 		for _, j := range n.ctl.joinedList() {
-			nets = append(nets, router.Network{VNI: j.VNI, Addr: j.prefix()})
-			addrs = append(addrs, j.prefix())
+			nets = append(nets, router.Network{VNI: j.VNI, Addr: j.Prefix()})
+			addrs = append(addrs, j.Prefix())
 		}
 		if !cfg.Addr.IsValid() {
 			mac = nameMAC(cfg.Name)
@@ -373,7 +373,7 @@ func (n *Node) logStarted() {
 	if n.ctl != nil {
 		joined := []string{}
 		for _, j := range n.ctl.joinedList() {
-			joined = append(joined, j.Name+"="+j.prefix().String())
+			joined = append(joined, j.Name+"="+j.Prefix().String())
 		}
 		fields = append(fields, zap.Strings("networks", joined))
 	}
@@ -565,7 +565,7 @@ func (n *Node) networks() []api.Network {
 	}
 	if n.ctl != nil {
 		for _, j := range n.ctl.joinedList() {
-			out = append(out, api.Network{Name: j.Name, VNI: j.VNI, Addr: j.prefix().String()})
+			out = append(out, api.Network{Name: j.Name, VNI: j.VNI, Addr: j.Prefix().String()})
 		}
 	}
 	return out

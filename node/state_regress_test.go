@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/network"
 )
 
 // Issue 10 §1: symlinked state files are replaced safely. A state file
@@ -29,7 +30,7 @@ func TestStateSymlinkReplacedNotFollowed(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := n.cfg.StateDir
-	files := []string{joinedFile, "ipam-blue.state", servicesFile}
+	files := []string{network.JoinedFile, "ipam-blue.state", servicesFile}
 	waitUntil(t, 10*time.Second, "every state file written", func() error {
 		for _, f := range files {
 			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
@@ -93,12 +94,11 @@ func TestStateSymlinkReplacedNotFollowed(t *testing.T) {
 		}
 	}
 	// The regular files hold the node's state: a restart reads it back.
-	joined, fs := n.ctl.state.loadJoined()
-	if fs != stateOK || len(joined) != 2 {
-		t.Errorf("networks.json after the replacement: %+v (%v), want blue and red", joined, fs)
+	joined, ipams, err := readNetworkState(dir)
+	if err != nil || len(joined) != 2 {
+		t.Errorf("networks.json after the replacement: %+v (%v), want blue and red", joined, err)
 	}
-	ipams, err := n.ctl.state.loadIPAM()
-	if err != nil || ipams["blue"].state == nil || ipams["red"].state == nil {
+	if err != nil || ipams["blue"] == nil || ipams["red"] == nil {
 		t.Errorf("ipam state files after the replacement: %v, %v", ipams, err)
 	}
 }

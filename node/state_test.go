@@ -2,7 +2,7 @@ package node
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -18,6 +18,7 @@ import (
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/ipam"
+	"github.com/overlayd/overlayd/network"
 )
 
 // logged waits for a log entry with message msg whose "file" field is
@@ -38,7 +39,7 @@ func joinedAddr(t *testing.T, n *Node, network string) netip.Prefix {
 	t.Helper()
 	for _, j := range n.ctl.joinedList() {
 		if j.Name == network {
-			return j.prefix()
+			return j.Prefix()
 		}
 	}
 	t.Fatalf("%s has not joined %s: %+v", n.cfg.Name, network, n.ctl.joinedList())
@@ -123,7 +124,7 @@ func TestStateJoinedFileCorrupt(t *testing.T) {
 	}
 	addr := joinedAddr(t, n, "blue")
 	n.crash()
-	path := filepath.Join(cfg.StateDir, joinedFile)
+	path := filepath.Join(cfg.StateDir, network.JoinedFile)
 	if err := os.WriteFile(path, []byte(`{"version": 1, "joined": [`), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -136,54 +137,11 @@ func TestStateJoinedFileCorrupt(t *testing.T) {
 	if _, err := os.Stat(path + ".corrupt"); err != nil {
 		t.Errorf("the damaged file was not moved aside: %v", err)
 	}
-	js, fs := (&stateDir{dir: cfg.StateDir, log: zap.NewNop()}).loadJoined()
-	if fs != stateOK || len(js) != 1 || js[0].prefix() != addr {
-		t.Errorf("networks.json written again: %+v, %v", js, fs)
+	js, _, err := readNetworkState(cfg.StateDir)
+	if err != nil || len(js) != 1 || js[0].Prefix() != addr {
+		t.Errorf("networks.json written again: %+v, %v", js, err)
 	}
 }
-
-// readState: missing, sound, empty and garbage files.
-func TestReadState(t *testing.T) {
-	dir := t.TempDir()
-	core, logs := observer.New(zapcore.InfoLevel)
-	s := &stateDir{dir: dir, log: zap.New(core)}
-	decode := func(b []byte) error {
-		if string(b) != "ok" {
-			return errors.New("not ok")
-		}
-		return nil
-	}
-	for _, tc := range []struct {
-		content *string
-		want    fileState
-	}{
-		{nil, stateMissing},
-		{ptr("ok"), stateOK},
-		{ptr(""), stateBad},
-		{ptr("garbage"), stateBad},
-	} {
-		path := filepath.Join(dir, "f.json")
-		os.Remove(path)
-		os.Remove(path + ".corrupt")
-		if tc.content != nil {
-			os.WriteFile(path, []byte(*tc.content), 0o600)
-		}
-		logs.TakeAll()
-		if got := s.readState("f.json", "recover", decode); got != tc.want {
-			t.Errorf("readState(%v) = %v, want %v", tc.content, got, tc.want)
-		}
-		_, errAside := os.Stat(path + ".corrupt")
-		bad := logs.FilterMessage("state file unreadable").FilterField(zap.String("file", path)).Len()
-		if tc.want == stateBad && (bad != 1 || errAside != nil) {
-			t.Errorf("readState(%q): %d reports naming the file, moved aside: %v", *tc.content, bad, errAside)
-		}
-		if tc.want != stateBad && (bad != 0 || errAside == nil) {
-			t.Errorf("readState(%v): reported or moved aside", tc.content)
-		}
-	}
-}
-
-func ptr(s string) *string { return &s }
 
 // A state directory every user may write is refused, naming it; one its
 // group may write is accepted with a warning.
@@ -259,47 +217,6 @@ func TestStateServicesFileEmpty(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "b has its service back", func() error { return has(b) })
 }
 
-// A state file last written from an export that did not hold the node's
-// lease (taken while its lease and range were not visible yet, as right
-// after a restart) is written again once the tables hold the lease: ipam
-// reports only its own changes, not a lease that comes back from the
-// peers. (TestKillDuringJoinKeepsAddresses found a file left without the
-// lease for good.)
-func TestStateIPAMFileRewrittenWhenLeaseShows(t *testing.T) {
-	ctx := context.Background()
-	a := clusterNode(t, "a", nil)
-	bcfg := clusterConfig(t, "b", a.gossip().Addr())
-	b := startNode(t, bcfg, nil)
-	waitMembers(t, a, b)
-	if _, err := a.CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDR: "10.30.0.0/24"}); err != nil {
-		t.Fatal(err)
-	}
-	// An export of the network before b took part: no lease of b's.
-	stale, err := a.ctl.ipam.Export("blue")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st, err := ipam.DecodeState(stale); err != nil || len(st.Leases) != 0 {
-		t.Fatalf("the stale export holds %+v, %v; want no leases", st, err)
-	}
-	if _, err := b.JoinNetwork(ctx, "blue"); err != nil {
-		t.Fatal(err)
-	}
-	addr := joinedAddr(t, b, "blue")
-	path := filepath.Join(bcfg.StateDir, "ipam-blue.state")
-	// The last write b made, as far as b knows, is that export.
-	b.ctl.savedMu.Lock()
-	if err := b.ctl.state.saveIPAM("blue", stale); err != nil {
-		b.ctl.savedMu.Unlock()
-		t.Fatal(err)
-	}
-	b.ctl.saved["blue"] = stale
-	b.ctl.savedMu.Unlock()
-	testutil.Eventually(t, 10*time.Second, "b's state file holds its lease again", func() error {
-		return fileHoldsLease(path, addr.Addr(), "b")
-	})
-}
-
 // fileHoldsLease reports (nil) whether the ipam state file at path holds
 // a lease of addr for owner.
 func fileHoldsLease(path string, addr netip.Addr, owner string) error {
@@ -345,4 +262,36 @@ func TestJoinedNetworkListedBeforeDefinition(t *testing.T) {
 	if len(nets) != 1 || nets[0].Name != "blue" || !nets[0].Joined || nets[0].Addr != addr.String() || nets[0].CIDR != "10.30.0.0/24" || nets[0].DNS != "10.30.0.1" {
 		t.Errorf("Networks() after a restart alone = %+v, want blue joined with %v (DNS 10.30.0.1)", nets, addr)
 	}
+}
+
+// readNetworkState reads the networks' state files in dir as a restart
+// would take them (network.CheckStateDir finds none it could not use):
+// the joined networks of networks.json and the ipam-NET.state files, by
+// network.
+func readNetworkState(dir string) ([]network.Joined, map[string]*ipam.State, error) {
+	if w, err := network.CheckStateDir(dir); err != nil || len(w) > 0 {
+		return nil, nil, fmt.Errorf("state directory %s: %v %v", dir, w, err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, network.JoinedFile))
+	if err != nil {
+		return nil, nil, err
+	}
+	var st struct{ Joined []network.Joined }
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, nil, err
+	}
+	paths, _ := filepath.Glob(filepath.Join(dir, "ipam-*.state"))
+	ipams := map[string]*ipam.State{}
+	for _, path := range paths {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		is, err := ipam.DecodeState(raw)
+		if err != nil {
+			return nil, nil, err
+		}
+		ipams[is.Network.Name] = is
+	}
+	return st.Joined, ipams, nil
 }

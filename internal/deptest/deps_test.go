@@ -109,6 +109,7 @@ var allowed = map[string][]string{
 	"ipam":         {"gossip"},
 	"catalog":      {"gossip"},                          // the replicated schema: table names, records, encodings
 	"service":      {"catalog", "gossip", "ipam", "lb"}, // services and backends; lb for its types and a setter, never router or node
+	"network":      {"catalog", "gossip", "ipam"},       // the networks this node is attached to; never router, lb, dns or node
 	"dns":          {},
 	"api":          {},
 	"config":       {},
