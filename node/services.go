@@ -8,7 +8,6 @@ package node
 
 import (
 	"context"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -75,7 +74,7 @@ func (c *control) startServices() {
 		o.Own = append(o.Own, a.Addr())
 	}
 	if c.state != nil {
-		o.State = stateFiles{c.state}
+		o.State = c.state.Dir
 	}
 	if n.ns != nil { // probes go through the netstack; else the host's sockets
 		o.Dial = n.Dial
@@ -85,18 +84,6 @@ func (c *control) startServices() {
 	n.svc.Store(s)
 	c.wg.Add(1)
 	go func() { defer c.wg.Done(); defer s.mgr.Close(); s.loop() }()
-}
-
-// stateFiles gives package service the state directory's one rule for
-// its files.
-type stateFiles struct{ d *stateDir }
-
-func (f stateFiles) Read(name, recovery string, decode func([]byte) error) bool {
-	return f.d.readState(name, recovery, decode) == stateOK
-}
-
-func (f stateFiles) Write(name string, b []byte) error {
-	return writeFileAtomic(filepath.Join(f.d.dir, name), b)
 }
 
 func (s *services) poke() {

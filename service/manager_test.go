@@ -12,11 +12,13 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
 
 	"github.com/overlayd/overlayd/catalog"
 	"github.com/overlayd/overlayd/gossip"
 	"github.com/overlayd/overlayd/gossip/gossiptest"
 	"github.com/overlayd/overlayd/internal/fault"
+	"github.com/overlayd/overlayd/internal/statefile"
 	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/ipam"
 )
@@ -63,29 +65,6 @@ func (f *fakeIPAM) Release(_ string, a netip.Addr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.leases, a)
-	return nil
-}
-
-// memState is a State in memory.
-type memState struct {
-	mu    sync.Mutex
-	files map[string][]byte
-}
-
-func (s *memState) Read(name, _ string, decode func([]byte) error) bool {
-	s.mu.Lock()
-	b, ok := s.files[name]
-	s.mu.Unlock()
-	return ok && decode(b) == nil
-}
-
-func (s *memState) Write(name string, b []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.files == nil {
-		s.files = map[string][]byte{}
-	}
-	s.files[name] = append([]byte(nil), b...)
 	return nil
 }
 
@@ -275,7 +254,10 @@ func TestManagerOwnership(t *testing.T) {
 // This node's entries are kept in the state and come back after a
 // restart in a cluster that lost them.
 func TestManagerRestore(t *testing.T) {
-	st := &memState{}
+	st, err := statefile.Open(t.TempDir(), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
 	g := newGossip(t, gossiptest.NewNetwork(), "a")
 	m := newManager(t, g, "10.1.0.1", Options{State: st})
 	if _, err := m.Create(context.Background(), Create{Name: "web", Ports: []string{"80/tcp"}}); err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/overlayd/overlayd/catalog"
 	"github.com/overlayd/overlayd/gossip"
+	"github.com/overlayd/overlayd/internal/statefile"
 	"github.com/overlayd/overlayd/ipam"
 	"github.com/overlayd/overlayd/lb"
 )
@@ -55,17 +56,6 @@ var (
 	_ Figures = (*lb.Balancer)(nil)
 )
 
-// State keeps files under the node's state directory with its one rule
-// for them (written atomically; an unreadable one reported and moved aside).
-type State interface {
-	// Read reads the file name and decodes it; false when it is missing
-	// or bad (State reports a bad one, saying recovery is what happens
-	// instead).
-	Read(name, recovery string, decode func([]byte) error) bool
-	// Write replaces the file name with b, atomically.
-	Write(name string, b []byte) error
-}
-
 // Network is a network this node has joined, with its address there.
 type Network struct {
 	Name string
@@ -95,9 +85,10 @@ type View struct {
 type Options struct {
 	Gossip Gossip
 	IPAM   IPAM
-	// State keeps this node's entries of the service tables across a
-	// restart; nil keeps nothing.
-	State State
+	// State is the state directory, where this node's entries of the
+	// service tables are kept across a restart (StateFile); nil keeps
+	// nothing.
+	State *statefile.Dir
 	// Networks returns the joined networks, sorted by name; nil: none.
 	Networks func() []Network
 	// Routes returns the router's routes; nil: none.

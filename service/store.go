@@ -7,9 +7,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/overlayd/overlayd/catalog"
+	"github.com/overlayd/overlayd/internal/statefile"
 )
 
-// StateFile keeps, in the state, the entries of the service tables this
+// StateFile keeps, in the state directory, the entries of the service tables this
 // node owns, so that its services and backends come back after a restart
 // even when the whole cluster restarted.
 const StateFile = "services.json"
@@ -57,14 +58,13 @@ func (m *Manager) restore() {
 	if m.o.State == nil {
 		return
 	}
-	// The rule for every state file: an unreadable one is reported naming
-	// it and moved aside; the entries come back from the peers, which
-	// hold them.
+	// statefile's rule: an unreadable file is reported naming it and
+	// moved aside; the entries come back from the peers, which hold them.
 	var st savedServices
-	if !m.o.State.Read(StateFile, "this node's services and backends come back from its peers (they are replicated)", func(b []byte) error {
+	if m.o.State.Read(StateFile, "this node's services and backends come back from its peers (they are replicated)", func(b []byte) error {
 		st = savedServices{}
 		return json.Unmarshal(b, &st)
-	}) {
+	}) != statefile.OK {
 		return
 	}
 	g := m.o.Gossip
