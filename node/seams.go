@@ -20,6 +20,8 @@ func init() {
 	}
 }
 
+var _ seam.Underlay = (*udp.Conn)(nil)
+
 // listenUnderlay is the node's underlay socket: the one a test gave, or
 // a UDP socket bound to cfg.Listen. It sets n.ul only on success (a nil
 // *udp.Conn in the interface is not a nil interface).
