@@ -155,8 +155,10 @@ func testGossipClusterConvergesWithdrawsRestores(t *testing.T, over Net) {
 // TestGossipNetworksIsolated: node 0 is on red and green, node 1 on red
 // only, node 2 on green only. Nobody reaches a network it is not on, and
 // VXLAN carrying another network's VNI is dropped and counted.
-func TestGossipNetworksIsolated(t *testing.T) {
-	c := NewGossipCluster(t, 3, GossipOptions{})
+func TestGossipNetworksIsolated(t *testing.T) { OnEachNet(t, testGossipNetworksIsolated) }
+
+func testGossipNetworksIsolated(t *testing.T, over Net) {
+	c := NewGossipCluster(t, 3, GossipOptions{Net: over})
 	ctx := context.Background()
 	if _, err := c.Node(0).CreateNetwork(ctx, api.CreateNetwork{Name: "red", CIDR: "10.61.0.0/24"}); err != nil {
 		t.Fatal(err)
@@ -196,7 +198,7 @@ func TestGossipNetworksIsolated(t *testing.T) {
 	// Forged VXLAN from a peer's IP: green's VNI, inner destination node
 	// 1's red address. Node 1 has no green network: unknown_vni.
 	before := nodetest.Router(c.Node(1)).Stats().Drops["unknown_vni"]
-	sendVXLAN(t, c.Node(1).VTEP(), vniGreen, red1.Addr())
+	sendVXLAN(t, c, c.Node(1).VTEP(), vniGreen, red1.Addr())
 	testutil.Eventually(t, 5*time.Second, "node 1 counts the green packet as unknown_vni", func() error {
 		if got := nodetest.Router(c.Node(1)).Stats().Drops["unknown_vni"]; got <= before {
 			return fmt.Errorf("%d unknown_vni drops, was %d", got, before)
@@ -206,7 +208,7 @@ func TestGossipNetworksIsolated(t *testing.T) {
 	// Node 0 is on both: a green packet for its red address is not for us.
 	before = nodetest.Router(c.Node(0)).Stats().Drops["not_for_us"]
 	in := nodetest.Router(c.Node(0)).Stats().Inbound.Packets
-	sendVXLAN(t, c.Node(0).VTEP(), vniGreen, red0.Addr())
+	sendVXLAN(t, c, c.Node(0).VTEP(), vniGreen, red0.Addr())
 	testutil.Eventually(t, 5*time.Second, "node 0 counts the cross-VNI packet as not_for_us", func() error {
 		if got := nodetest.Router(c.Node(0)).Stats().Drops["not_for_us"]; got <= before {
 			return fmt.Errorf("%d not_for_us drops, was %d", got, before)
@@ -235,9 +237,10 @@ func TestGossipNetworksIsolated(t *testing.T) {
 	}
 }
 
-// sendVXLAN sends one VXLAN datagram from 127.0.0.1 to vtep: an ICMP echo
-// to dst inside, addressed to the router's broadcast MAC.
-func sendVXLAN(t *testing.T, vtep netip.AddrPort, vni uint32, dst netip.Addr) {
+// sendVXLAN sends one VXLAN datagram to vtep from a peer's underlay IP
+// (c.sendUnderlay): an ICMP echo to dst inside, addressed to the router's
+// broadcast MAC.
+func sendVXLAN(t *testing.T, c *GossipCluster, vtep netip.AddrPort, vni uint32, dst netip.Addr) {
 	t.Helper()
 	ip := make([]byte, 28)
 	ip[0], ip[3], ip[8], ip[9] = 0x45, 28, 64, 1
@@ -256,14 +259,7 @@ func sendVXLAN(t *testing.T, vtep netip.AddrPort, vni uint32, dst netip.Addr) {
 	buf := make([]byte, vxlan.EncapLen+len(ip))
 	copy(buf[vxlan.EncapLen:], ip)
 	d := vxlan.Encap(buf, vxlan.EncapLen, len(ip), vni, vxlan.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, vxlan.MAC{2, 0, 0, 0, 0, 1}, vxlan.EtherTypeIPv4)
-	conn, err := net.Dial("udp", vtep.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.Write(d); err != nil {
-		t.Fatal(err)
-	}
+	c.sendUnderlay(t, vtep, d)
 }
 
 // TestGossipWrongKeyRefused: a node with another key, or none, cannot join

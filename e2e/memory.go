@@ -1,6 +1,10 @@
 package e2e
 
-import "testing"
+import (
+	"net"
+	"net/netip"
+	"testing"
+)
 
 // Net is what an in-process cluster's nodes talk over.
 type Net int
@@ -28,5 +32,35 @@ func (n Net) String() string {
 func OnEachNet(t *testing.T, test func(t *testing.T, over Net)) {
 	for _, over := range Nets {
 		t.Run(over.String(), func(t *testing.T) { test(t, over) })
+	}
+}
+
+// sendUnderlay sends one datagram b to vtep from the underlay IP of a
+// live node other than vtep's, on a port of its own: from 127.0.0.1 on
+// Loopback, from a Conn of the in-memory underlay on Memory.
+func (c *GossipCluster) sendUnderlay(t testing.TB, vtep netip.AddrPort, b []byte) {
+	t.Helper()
+	if c.mem == nil {
+		conn, err := net.Dial("udp", vtep.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := conn.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	var from netip.Addr
+	for _, i := range c.Live() {
+		if v := c.Node(i).VTEP(); v != vtep {
+			from = v.Addr()
+			break
+		}
+	}
+	conn := c.mem.Underlay.Conn(netip.AddrPortFrom(from, 0))
+	defer conn.Close()
+	if _, err := conn.WriteBatch([][]byte{b}, []netip.AddrPort{vtep}, nil); err != nil {
+		t.Fatal(err)
 	}
 }
