@@ -1,50 +1,37 @@
 package gossip
 
-// This file holds deltas out and messages in: the queueing of own and
-// relayed deltas, gossipLoop, which sends them (own ones directly to every
-// peer, the rest epidemically), and handle, which takes every message a
-// peer sends.
+// This file holds deltas out and messages in: the queues the tables hand
+// their deltas to, gossipLoop, which sends the rounds the tables make (own
+// deltas directly to every peer, the rest epidemically), and handle, which
+// takes every message a peer sends.
 
 import (
-	"encoding/binary"
-	"math/rand/v2"
 	"slices"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/overlayd/overlayd/gossip/table"
 )
 
-// maxDirectPackets bounds the packets of own deltas sent to each peer of a
-// network per gossip round; the rest wait for the next round.
-const maxDirectPackets = 8
-
-// announceLocked queues one of this node's own entries: sent directly to
-// every peer of its network at once (gossipLoop), and to the epidemic
-// queue (which also reaches the nodes this one does not know of yet).
-// Epidemic broadcast alone misses a node now and then (each node passes a
-// delta on a bounded number of times, to random peers, and the nodes that
-// got it another way, by a bulk sync, pass it on to nobody), and what it
-// misses waited for push/pull, 30 s.
-func (g *Gossip) announceLocked(ns *netState, e *Entry) {
-	g.broadcastLocked(ns, e)
-	k := ekey{e.Table, e.Key}
-	if ns.isFresh == nil {
-		ns.isFresh = map[ekey]bool{}
-	}
-	if !ns.isFresh[k] {
-		ns.isFresh[k] = true
-		ns.fresh = append(ns.fresh, k)
-	}
-	g.kickDirect()
-}
-
-// kickDirect wakes gossipLoop to send the fresh own entries.
+// kickDirect wakes gossipLoop to send the fresh own entries (the Store's
+// Fresh hook).
 func (g *Gossip) kickDirect() {
 	select {
 	case g.directKick <- struct{}{}:
 	default:
 	}
 }
+
+// queue is a memberlist TransmitLimitedQueue as the Store's Queue.
+type queue struct {
+	*memberlist.TransmitLimitedQueue
+}
+
+var _ table.Queue = queue{}
+
+// Queue queues msg as a broadcast named name.
+func (q queue) Queue(name string, msg []byte) { q.QueueBroadcast(&broadcast{name: name, msg: msg}) }
 
 // broadcast is a delta in a TransmitLimitedQueue; a newer version of the
 // same key replaces it.
@@ -63,18 +50,6 @@ func (b *broadcast) Name() string    { return b.name }
 func (b *broadcast) Message() []byte { return b.msg }
 func (b *broadcast) Finished()       {}
 
-// broadcastLocked queues e for gossip: cluster-wide entries ride
-// memberlist's own broadcasts (to every node), a network's entries go to a
-// queue that gossipLoop sends to the network's participants only.
-func (g *Gossip) broadcastLocked(ns *netState, e *Entry) {
-	name := e.Table + "\x00" + e.Network + "\x00" + e.Key
-	if e.Network == "" {
-		g.globalQ.QueueBroadcast(&broadcast{name: name, msg: encodeDeltas([]Entry{*e})})
-		return
-	}
-	ns.q.QueueBroadcast(&broadcast{name: name, msg: appendEntry(nil, e)})
-}
-
 // gossipLoop sends the networks' queued deltas to random participants
 // every gossip interval.
 func (g *Gossip) gossipLoop() {
@@ -82,7 +57,7 @@ func (g *Gossip) gossipLoop() {
 	t := time.NewTicker(g.cfg.gossipInterval)
 	defer t.Stop()
 	limit := g.cfg.ml.UDPBufferSize - 128 // encryption, label, compression and framing
-	// Own writes go out at once (announceLocked kicks), batched over
+	// Own writes go out at once (the Store kicks), batched over
 	// minDirectGap, at most one round of them per gap.
 	minDirectGap := g.cfg.gossipInterval / 20
 	var lastDirect time.Time
@@ -101,16 +76,8 @@ func (g *Gossip) gossipLoop() {
 			case <-time.After(wait):
 			}
 		}
-		type job struct {
-			q       *memberlist.TransmitLimitedQueue
-			targets []string
-		}
-		var jobs []job
-		var directs []direct
 		g.mu.Lock()
-		if len(g.parked) > 0 {
-			g.unparkLocked(time.Now())
-		}
+		g.unparkLocked(time.Now())
 		if len(g.intros) > 0 {
 			if due := g.introsDueLocked(time.Now()); len(due) > 0 {
 				select {
@@ -124,48 +91,26 @@ func (g *Gossip) gossipLoop() {
 				}
 			}
 		}
-		for n, ns := range g.nets {
-			if len(ns.fresh) > 0 {
-				if d := g.directLocked(n, ns, limit); len(d.targets) > 0 {
-					directs = append(directs, d)
-				}
-				if len(ns.fresh) > 0 {
-					g.kickDirect() // more than one round's worth
-				}
-			}
-		}
+		g.mu.Unlock()
+		directs := g.store.TakeDirect(limit)
 		if len(directs) > 0 {
 			lastDirect = time.Now()
 		}
-		for n, ns := range g.nets {
-			if !epidemic {
-				break
-			}
-			if n == "" || ns.q.NumQueued() == 0 {
-				continue
-			}
-			ps := g.participantsLocked(n)
-			if len(ps) == 0 {
-				if !g.joined[n] {
-					ns.q.Reset()
-				}
-				continue
-			}
-			rand.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
-			jobs = append(jobs, job{ns.q, ps[:min(len(ps), g.cfg.gossipNodes)]})
+		var jobs []table.Epidemic
+		if epidemic {
+			jobs = g.store.Epidemic(g.cfg.gossipNodes)
 		}
-		g.mu.Unlock()
 		if len(jobs) == 0 && len(directs) == 0 {
 			continue
 		}
 		nodes := g.nodeMap()
 		for _, d := range directs {
-			for _, name := range d.targets {
+			for _, name := range d.Targets {
 				n := nodes[name]
 				if n == nil {
 					continue
 				}
-				for _, b := range d.packets {
+				for _, b := range d.Packets {
 					if err := g.ml.SendBestEffort(n, b); err != nil {
 						g.stats.drop("send_failed")
 						continue
@@ -176,20 +121,16 @@ func (g *Gossip) gossipLoop() {
 			}
 		}
 		for _, j := range jobs {
-			for _, name := range j.targets {
+			for _, name := range j.Targets {
 				n := nodes[name]
 				if n == nil {
 					continue // gone since: spend no transmit on it
 				}
-				msgs := j.q.GetBroadcasts(0, limit)
+				msgs := j.Queue.GetBroadcasts(0, limit)
 				if len(msgs) == 0 {
 					break
 				}
-				b := appendHeader(nil, msgDeltas)
-				b = binary.AppendUvarint(b, uint64(len(msgs)))
-				for _, m := range msgs {
-					b = append(b, m...)
-				}
+				b := table.PackDeltas(msgs)
 				if err := g.ml.SendBestEffort(n, b); err != nil {
 					g.stats.drop("send_failed")
 					continue
@@ -201,108 +142,22 @@ func (g *Gossip) gossipLoop() {
 	}
 }
 
-// direct is one round of a network's own deltas for all its peers.
-type direct struct {
-	packets [][]byte
-	targets []string
-}
-
-// directLocked takes the fresh own entries of a network (at most
-// maxDirectPackets packets of them, the rest wait) and returns them packed
-// for every peer: the network's participants, or every live node for "".
-func (g *Gossip) directLocked(network string, ns *netState, limit int) direct {
-	var d direct
-	if network == "" {
-		for p := range g.up {
-			if p != g.name {
-				d.targets = append(d.targets, p)
-			}
-		}
-	} else {
-		d.targets = g.participantsLocked(network)
-	}
-	var batch []Entry
-	size, taken := 3, 0
-	flush := func() {
-		if len(batch) > 0 {
-			d.packets = append(d.packets, encodeDeltas(batch))
-			batch, size = nil, 3
-		}
-	}
-	for _, k := range ns.fresh {
-		if len(d.packets) == maxDirectPackets {
-			break
-		}
-		taken++
-		delete(ns.isFresh, k)
-		r := ns.entries[k]
-		if r == nil || r.Owner != g.name {
-			continue // reaped, or taken over (an earlier run's, adopted back)
-		}
-		if l := entryLen(&r.Entry); size+l+binary.MaxVarintLen16 > limit {
-			flush()
-		}
-		batch = append(batch, r.Entry)
-		size += entryLen(&r.Entry)
-	}
-	flush()
-	ns.fresh = append(ns.fresh[:0], ns.fresh[taken:]...)
-	return d
-}
-
-// handle processes one received message (a copy the caller gave up).
+// handle processes one received message (a copy the caller gave up): the
+// tables take it, and give back a hello, which is membership's.
 func (g *Gossip) handle(b []byte) {
-	g.stats.bytesIn.Add(uint64(len(b)))
-	m, err := decodeMessage(b)
-	if err != nil {
-		g.stats.drop(dropReason(err))
+	h, ok := g.store.Receive(b)
+	if !ok {
 		return
 	}
-	g.stats.msgsIn.Add(1)
 	now := time.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
 		return
 	}
-	switch m.Type {
-	case msgDeltas:
-		for _, e := range m.Entries {
-			if g.mergeLocked(e, now) {
-				g.broadcastLocked(g.nets[e.Network], &e) // relay news
-			}
+	if _, known := g.mlNodes[h.Sender]; !known && h.Sender != g.name {
+		if _, ok := g.intros[h.Sender]; !ok && len(g.intros) < maxIntros && g.intros != nil {
+			g.intros[h.Sender] = intro{addr: h.Addr, since: now}
 		}
-	case msgHello:
-		if _, known := g.mlNodes[m.Sender]; !known && m.Sender != g.name {
-			if _, ok := g.intros[m.Sender]; !ok && len(g.intros) < maxIntros && g.intros != nil {
-				g.intros[m.Sender] = intro{addr: m.Addr, since: now}
-			}
-		}
-	case msgBulk:
-		// The participation entries a bulk sync of a network carries are
-		// cluster-wide: kept whether or not this node takes part, and
-		// relayed when new (their broadcast missed this node, and may have
-		// missed others).
-		rest := m.Entries[:0:0]
-		for _, e := range m.Entries {
-			if e.Network == m.Network {
-				rest = append(rest, e)
-			} else if g.mergeLocked(e, now) {
-				g.broadcastLocked(g.nets[""], &e)
-			}
-		}
-		m.Entries = rest
-		if m.Network != "" && !g.joined[m.Network] {
-			g.stats.drop("not_participating")
-			return
-		}
-		for _, e := range m.Entries {
-			g.mergeLocked(e, now)
-		}
-		if m.Flags&bulkReply != 0 && m.Sender != g.name {
-			g.queueSyncLocked(syncTask{node: m.Sender, network: m.Network})
-		}
-	default:
-		g.stats.drop("unexpected_type")
 	}
 }

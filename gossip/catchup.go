@@ -2,13 +2,16 @@ package gossip
 
 // This file holds what a node does once Join has found the cluster, so
 // that it and the others learn each other without waiting for push/pull:
-// introductions, hellos, and the sync of the networks it had joined.
+// introductions and hellos (the sync of the networks it had joined is
+// package table's SyncJoined).
 
 import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/overlayd/overlayd/gossip/table"
 )
 
 // introduce exchanges state (a memberlist push/pull) with a few random
@@ -57,7 +60,7 @@ func (g *Gossip) hello() {
 	if err != nil {
 		return
 	}
-	b := encodeHello(g.name, ap)
+	b := table.EncodeHello(g.name, ap)
 	for name, n := range g.nodeMap() {
 		if name == g.name {
 			continue
@@ -89,32 +92,3 @@ func (g *Gossip) introsDueLocked(now time.Time) []string {
 // introduceTo is how many members besides the seeds a joining node
 // exchanges state with.
 const introduceTo = 3
-
-// syncJoined fetches the state of every joined network from a few of its
-// participants, as JoinNetwork does: a node that joined its networks
-// before it found the cluster (a restart) would otherwise wait for
-// push/pull anti-entropy (30 s at the default profile) to learn them.
-//
-// It also queues this node's own cluster-wide entries (its network
-// participation among them) for broadcast again: written before the node
-// had found anyone, their first broadcasts reached nobody, and the nodes
-// that joined earlier would otherwise learn them only at the next
-// push/pull.
-func (g *Gossip) syncJoined() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if ns := g.nets[""]; ns != nil {
-		for _, r := range ns.entries {
-			if r.Owner == g.name {
-				g.announceLocked(ns, &r.Entry)
-			}
-		}
-	}
-	for network := range g.joined {
-		ps := g.participantsLocked(network)
-		rand.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
-		for _, p := range ps[:min(len(ps), 3)] {
-			g.queueSyncLocked(syncTask{node: p, network: network, reply: true})
-		}
-	}
-}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/overlayd/overlayd/gossip/table"
 	"github.com/overlayd/overlayd/internal/testutil"
 )
 
@@ -136,7 +137,7 @@ func TestKillRestart(t *testing.T) {
 	}
 	// A forged tombstone for a's k1, far ahead in Lamport time, reaches b.
 	forged := Entry{Table: "routes", Network: "blue", Key: "k1", Owner: "a", Time: 1 << 40, Deleted: true}
-	b.handle(encodeDeltas([]Entry{forged}))
+	b.handle(table.EncodeDeltas([]Entry{forged}))
 
 	// Restart a: a fresh run, clock at zero, that writes its routes again
 	// before joining (as a node re-supplying persisted state would).

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/overlayd/overlayd/gossip/table"
 	"github.com/overlayd/overlayd/internal/testutil"
 )
 
@@ -142,7 +143,7 @@ func TestHelloFromUnknownNode(t *testing.T) {
 	}
 	// c knows nobody: its hello reaches b only (as if memberlist's news
 	// of it had missed b, and b were the only one to hear from it).
-	b.handle(encodeHello("c", netip.MustParseAddrPort(cc.Addr())))
+	b.handle(table.EncodeHello("c", netip.MustParseAddrPort(cc.Addr())))
 	testutil.Eventually(t, 5*time.Second, "b and c know each other, c knows a, b holds c's route", func() error {
 		if n := aliveCount(b); n != 3 {
 			return fmt.Errorf("b sees %d alive", n)
@@ -156,65 +157,11 @@ func TestHelloFromUnknownNode(t *testing.T) {
 		return nil
 	})
 	// A hello from a node already known does nothing.
-	b.handle(encodeHello("a", netip.MustParseAddrPort(a.Addr())))
+	b.handle(table.EncodeHello("a", netip.MustParseAddrPort(a.Addr())))
 	b.mu.Lock()
 	n := len(b.intros)
 	b.mu.Unlock()
 	if n != 0 {
 		t.Errorf("b keeps %d hellos of known nodes", n)
 	}
-}
-
-// TestBulkCarriesParticipation: a bulk sync of a network may carry the
-// network's participation entries (and only those besides its own), and
-// the receiver learns from them that the sender takes part.
-func TestBulkCarriesParticipation(t *testing.T) {
-	part := Entry{Table: tableNet, Key: "blue\x00a", Value: []byte("blue"), Owner: "a", Time: 3}
-	route := Entry{Table: "routes", Network: "blue", Key: "a", Value: []byte("r"), Owner: "a", Time: 4}
-	m, err := decodeMessage(encodeBulk("a", "blue", 0, []Entry{part, route}))
-	if err != nil || len(m.Entries) != 2 {
-		t.Fatalf("decode = %+v, %v", m, err)
-	}
-	for _, bad := range []Entry{
-		{Table: tableNet, Key: "red\x00a", Value: []byte("red"), Owner: "a", Time: 3}, // another network's
-		{Table: "other", Key: "blue\x00a", Value: []byte("x"), Owner: "a", Time: 3},   // not participation
-	} {
-		if _, err := decodeMessage(encodeBulk("a", "blue", 0, []Entry{bad})); err == nil {
-			t.Errorf("bulk of blue carrying %+v decoded", bad)
-		}
-	}
-	g := newTestStore()
-	g.joined["blue"] = true
-	g.netLocked("blue")
-	g.handle(encodeBulk("a", "blue", 0, []Entry{part, route}))
-	if _, ok := g.Get("routes", "blue", "a"); !ok {
-		t.Error("the route of a bulk's sender is hidden: its participation was not taken")
-	}
-	for _, bad := range []string{"", "x", "nope:1", "0.0.0.0:7946", "10.0.0.1:0"} {
-		b := appendString(appendString(appendHeader(nil, msgHello), "c"), bad)
-		if _, err := decodeMessage(b); err == nil {
-			t.Errorf("hello with address %q decoded", bad)
-		}
-	}
-}
-
-// FuzzHello: a hello decodes to a name and a usable address, or is a
-// counted drop; never a panic.
-func FuzzHello(f *testing.F) {
-	f.Add(encodeHello("c", netip.MustParseAddrPort("198.18.0.3:7946")))
-	f.Add(encodeHello("n", netip.MustParseAddrPort("[2001:db8::1]:7946")))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := decodeMessage(b)
-		if err != nil || m.Type != msgHello {
-			return
-		}
-		if m.Sender == "" || !m.Addr.IsValid() || m.Addr.Port() == 0 {
-			t.Fatalf("hello %+v accepted", m)
-		}
-		if got, err := decodeMessage(encodeHello(m.Sender, m.Addr)); err != nil || got.Sender != m.Sender || got.Addr != m.Addr {
-			t.Fatalf("re-encoded hello = %+v, %v; want %+v", got, err, m)
-		}
-		g := newTestStore()
-		g.handle(b)
-	})
 }

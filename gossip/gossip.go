@@ -1,14 +1,14 @@
 package gossip
 
 // This file holds Gossip itself: its errors, its state, New, Leave, Close
-// and the copies of memberlist's nodes. The tables are in table.go (the
-// API) and merge.go (storing versions), network participation in
-// networks.go, deltas in broadcast.go, anti-entropy in sync.go (bulk syncs)
-// and pushpull.go, a joining node's catching up in join.go and catchup.go,
-// and reaping and rejoining in maint.go.
+// and the copies of memberlist's nodes. The tables are package table's
+// Store; tables.go holds the API over it and the types it shares,
+// members.go the membership and memberlist's callbacks, broadcast.go
+// the sending of deltas, sync.go the sending of bulk syncs, a joining
+// node's catching up is in join.go and catchup.go, and reaping and
+// rejoining in maint.go.
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -17,39 +17,27 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"go.uber.org/zap"
+
+	"github.com/overlayd/overlayd/gossip/table"
 )
 
-// Errors callers branch on.
+// Errors callers branch on (package table's, which keeps the tables).
 var (
 	// ErrNotOwner: the entry belongs to another node; only its owner may
 	// change or delete it.
-	ErrNotOwner = errors.New("gossip: entry is owned by another node")
+	ErrNotOwner = table.ErrNotOwner
 	// ErrNotFound: no live entry under that key.
-	ErrNotFound = errors.New("gossip: no such entry")
+	ErrNotFound = table.ErrNotFound
 	// ErrNotJoined: the node does not participate in the network.
-	ErrNotJoined = errors.New("gossip: not participating in the network")
+	ErrNotJoined = table.ErrNotJoined
 	// ErrClosed: the Gossip was closed.
-	ErrClosed = errors.New("gossip: closed")
+	ErrClosed = table.ErrClosed
 )
 
 // OwnerError is the error of a Put or Delete of another node's live
 // entry: Owner is the name of the node that holds it. It matches
 // ErrNotOwner (errors.Is).
-type OwnerError struct {
-	Table, Network, Key string
-	Owner               string
-}
-
-func (e *OwnerError) Error() string {
-	return fmt.Sprintf("%v: %s/%s/%s belongs to %s", ErrNotOwner, e.Table, e.Network, e.Key, e.Owner)
-}
-
-// Unwrap returns ErrNotOwner.
-func (e *OwnerError) Unwrap() error { return ErrNotOwner }
-
-// tableNet is the reserved cluster-wide table of network participation:
-// key network+"\x00"+node, owned by node, value the network name.
-const tableNet = "gossip.net"
+type OwnerError = table.OwnerError
 
 // Gossip is one node's membership and replicated tables. All methods are safe
 // for concurrent use. After Close, writes return ErrClosed and reads see the
@@ -60,58 +48,32 @@ type Gossip struct {
 	name  string
 	addr  string // own memberlist address, IP:port
 	ml    *memberlist.Memberlist
+	store *table.Store // the tables, behind their own lock
 	stats counters
+	syncs syncQueue // bulk syncs to send (sync.go)
 
 	globalQ *memberlist.TransmitLimitedQueue // deltas of network "", sent by memberlist
-	nUp     atomic.Int32                     // len(up), for globalQ.NumNodes
 	leaving atomic.Bool                      // sent in the metadata by Leave
-	overCap atomic.Bool                      // the last push/pull state left out the global entries
 
-	mu       sync.Mutex                 // guards the fields below
-	clock    uint64                     // Lamport clock
-	nets     map[string]*netState       // stored networks: "" and joined ones (and ones being left)
-	joined   map[string]bool            // networks this node participates in
-	up       map[string]bool            // nodes alive or suspect, self included
-	down     map[string]time.Time       // owners known down (or never seen up), since when
-	parts    map[string]map[string]bool // network → participating nodes (live gossip.net entries)
-	members  map[string]*Member         // every node seen, dead and left ones included
-	mlNodes  map[string]memberlist.Node // copies of the live nodes, taken in the event callbacks
-	watchers map[*watcher[Event]]watchKey
-	mwatch   map[*watcher[MemberEvent]]struct{}
-	seeds    []string
-	pending  map[syncTask]bool      // queued bulk syncs, to drop duplicates
-	parked   map[syncTask]time.Time // bulk syncs to nodes not yet known alive, since when
-	intros   map[string]intro       // nodes that said hello and memberlist has not reported, by name
-	closed   bool
-	left     bool // Leave was called: rejoin nothing
+	// mu guards the fields below. Locks are taken in the order mu, the
+	// Store's, syncs.mu, never the other way: the Store calls its hooks
+	// (queueSync, kickDirect, the queues) with its lock held, so they
+	// take no lock of the Gossip's but syncs.mu.
+	mu      sync.Mutex
+	members map[string]*Member         // every node seen, dead and left ones included
+	mlNodes map[string]memberlist.Node // copies of the live nodes, taken in the event callbacks
+	mwatch  map[*table.Watcher[MemberEvent]]struct{}
+	seeds   []string
+	intros  map[string]intro // nodes that said hello and memberlist has not reported, by name
+	closed  bool
+	left    bool // Leave was called: rejoin nothing
 
-	syncCh     chan syncTask
 	introCh    chan []string // addresses to exchange state with (maintLoop)
 	directKick chan struct{} // fresh own entries to send (gossipLoop)
 	stop       chan struct{}
 	wg         sync.WaitGroup
 	closeOnce  sync.Once
 }
-
-type netState struct {
-	entries map[ekey]*record
-	sum     uint64                           // XOR of entryHash over live (non-deleted) records: the sync digest
-	q       *memberlist.TransmitLimitedQueue // deltas for the network's participants (nil for "")
-	nparts  atomic.Int32                     // participants, for q.NumNodes
-	fresh   []ekey                           // own entries written since the last gossip round, in order
-	isFresh map[ekey]bool                    // the keys in fresh
-}
-
-type ekey struct{ table, key string }
-
-type record struct {
-	Entry
-	recv    time.Time // local receive or write time, for reaping
-	visible bool      // last visibility reported to watchers
-	adopted bool      // own entry learned from the cluster (an earlier run), not written by this run
-}
-
-type watchKey struct{ table, network string }
 
 // New creates the memberlist and starts gossiping; the node is alone until
 // Join. Close releases everything.
@@ -124,28 +86,34 @@ func New(opts Options) (*Gossip, error) {
 		cfg:        cfg,
 		log:        cfg.Logger.Named("gossip").With(zap.String("node", opts.Name)),
 		name:       opts.Name,
-		nets:       map[string]*netState{},
-		joined:     map[string]bool{},
-		up:         map[string]bool{opts.Name: true},
-		down:       map[string]time.Time{},
-		parts:      map[string]map[string]bool{},
 		members:    map[string]*Member{},
 		mlNodes:    map[string]memberlist.Node{},
-		watchers:   map[*watcher[Event]]watchKey{},
-		mwatch:     map[*watcher[MemberEvent]]struct{}{},
-		pending:    map[syncTask]bool{},
-		parked:     map[syncTask]time.Time{},
+		mwatch:     map[*table.Watcher[MemberEvent]]struct{}{},
 		intros:     map[string]intro{},
 		introCh:    make(chan []string, 1),
 		directKick: make(chan struct{}, 1),
-		syncCh:     make(chan syncTask, 256),
 		stop:       make(chan struct{}),
 	}
-	g.nUp.Store(1)
-	g.nets[""] = &netState{entries: map[ekey]*record{}}
+	g.syncs.init()
 	g.globalQ = &memberlist.TransmitLimitedQueue{
-		NumNodes:       func() int { return int(g.nUp.Load()) },
+		NumNodes:       func() int { return g.store.Nodes() },
 		RetransmitMult: cfg.ml.RetransmitMult,
+	}
+	g.store, err = table.New(table.Options{
+		Name:             opts.Name,
+		WatchBuffer:      cfg.WatchBuffer,
+		MaxPushPullBytes: cfg.MaxPushPullBytes,
+		TombstoneGrace:   cfg.TombstoneGrace,
+		DeadOwnerGrace:   cfg.DeadOwnerGrace,
+		Global:           queue{g.globalQ},
+		NewQueue: func(nodes func() int) table.Queue {
+			return queue{&memberlist.TransmitLimitedQueue{NumNodes: nodes, RetransmitMult: cfg.ml.RetransmitMult}}
+		},
+		Sync:  g.queueSync,
+		Fresh: g.kickDirect,
+	})
+	if err != nil {
+		return nil, err
 	}
 	d := &delegate{g: g}
 	cfg.ml.Delegate = d
@@ -195,17 +163,14 @@ func (g *Gossip) Close() error {
 		g.mu.Lock()
 		g.closed = true
 		g.mu.Unlock()
+		g.store.Close()    // writes fail, messages are dropped, watch channels close
 		err = g.shutdown() // lifecycle.go (hardening): sockets first, then the loops
 		close(g.stop)
 		g.wg.Wait()
 		g.mu.Lock()
-		for w := range g.watchers {
-			w.close()
-		}
 		for w := range g.mwatch {
-			w.close()
+			w.Close()
 		}
-		clear(g.watchers)
 		clear(g.mwatch)
 		g.mu.Unlock()
 	})

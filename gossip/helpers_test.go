@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/memberlist"
 	"github.com/overlayd/overlayd/gossip/gossiptest"
 	"github.com/overlayd/overlayd/internal/testutil"
 	"go.uber.org/goleak"
@@ -123,40 +123,10 @@ func (c *cluster) converged(networks ...string) error {
 }
 
 func (g *Gossip) isJoined(network string) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.joined[network]
+	return slices.Contains(g.Networks(), network)
 }
 
-// stored reports whether the node stores any entry of network.
+// stored reports how many versions of network's entries the node stores.
 func (g *Gossip) stored(network string) int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if ns := g.nets[network]; ns != nil {
-		return len(ns.entries)
-	}
-	return 0
-}
-
-var zeroTime time.Time
-
-// newTestStore returns a Gossip with tables but no memberlist, for merge
-// tests; every owner counts as up.
-func newTestStore() *Gossip {
-	g := &Gossip{
-		name:     "self",
-		cfg:      &config{Options: Options{WatchBuffer: 4, MaxPushPullBytes: 1 << 16}, ml: &memberlist.Config{RetransmitMult: 1}},
-		nets:     map[string]*netState{"": {entries: map[ekey]*record{}}},
-		joined:   map[string]bool{},
-		up:       map[string]bool{"self": true, "a": true, "b": true, "c": true},
-		down:     map[string]time.Time{},
-		parts:    map[string]map[string]bool{},
-		watchers: map[*watcher[Event]]watchKey{},
-		pending:  map[syncTask]bool{},
-		parked:   map[syncTask]time.Time{},
-		intros:   map[string]intro{},
-		syncCh:   make(chan syncTask, 16),
-	}
-	g.globalQ = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return 1 }, RetransmitMult: 1}
-	return g
+	return len(g.store.Versions(network))
 }

@@ -36,7 +36,7 @@ func (g *Gossip) Join(ctx context.Context, seeds []string) error {
 			g.joinSucceeded(seeds, n) // join.go (hardening)
 			g.introduce(seeds)
 			g.hello()
-			g.syncJoined()
+			g.store.SyncJoined()
 			return nil
 		}
 		err = g.joinFailed(seeds, err) // join.go (hardening): explained, kept in Stats, logged once per change

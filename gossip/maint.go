@@ -38,34 +38,18 @@ func (g *Gossip) maintLoop() {
 	}
 }
 
+// reap reaps the tables, and forgets the members the tables forgot:
+// down for longer than DeadOwnerGrace, unless back since.
 func (g *Gossip) reap(now time.Time) {
+	forgotten := g.store.Reap(now)
+	if len(forgotten) == 0 {
+		return
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for network, ns := range g.nets {
-		for k, r := range ns.entries {
-			since, dead := g.down[r.Owner]
-			if r.Deleted && now.Sub(r.recv) > g.cfg.TombstoneGrace ||
-				!g.up[r.Owner] && dead && now.Sub(since) > g.cfg.DeadOwnerGrace {
-				g.setVisibleLocked(r, false)
-				g.removeLocked(ns, k, r)
-				if r.Table == tableNet && network == "" && !r.Deleted {
-					tomb := r.Entry
-					tomb.Deleted = true
-					g.participationLocked(&tomb)
-				}
-				g.stats.reaped.Add(1)
-			}
-		}
-		if network != "" && !g.joined[network] && len(ns.entries) == 0 && ns.q.NumQueued() == 0 {
-			delete(g.nets, network)
-		}
-	}
-	for o, since := range g.down {
-		if now.Sub(since) > g.cfg.DeadOwnerGrace {
-			delete(g.down, o)
-			if m := g.members[o]; m != nil && m.State != StateAlive && m.State != StateSuspect {
-				delete(g.members, o)
-			}
+	for _, o := range forgotten {
+		if m := g.members[o]; m != nil && m.State != StateAlive && m.State != StateSuspect {
+			delete(g.members, o)
 		}
 	}
 }

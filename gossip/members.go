@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/overlayd/overlayd/gossip/table"
 )
 
 // MemberState is a node's state as this node sees it.
@@ -76,18 +78,18 @@ func (g *Gossip) Members() []Member {
 // WatchMembers returns a channel of membership changes and a cancel
 // function, with the same delivery rules as Watch (MemberResync on overflow).
 func (g *Gossip) WatchMembers() (<-chan MemberEvent, func()) {
-	w := newWatcher(g.cfg.WatchBuffer, MemberEvent{Type: MemberResync})
+	w := table.NewWatcher(g.cfg.WatchBuffer, MemberEvent{Type: MemberResync})
 	g.mu.Lock()
 	if g.closed {
-		w.close()
+		w.Close()
 	} else {
 		g.mwatch[w] = struct{}{}
 	}
 	g.mu.Unlock()
-	return w.ch, func() {
+	return w.C(), func() {
 		g.mu.Lock()
 		delete(g.mwatch, w)
-		w.close()
+		w.Close()
 		g.mu.Unlock()
 	}
 }
@@ -112,50 +114,9 @@ func (g *Gossip) member(n *memberlist.Node) Member {
 	return m
 }
 
-// watcher is a bounded, non-blocking event queue: send never blocks; on
-// overflow the queued events are discarded and replaced by one resync event.
-// Its methods are called with Gossip.mu held.
-type watcher[T any] struct {
-	ch     chan T
-	resync T
-	closed bool
-}
-
-func newWatcher[T any](n int, resync T) *watcher[T] {
-	return &watcher[T]{ch: make(chan T, n), resync: resync}
-}
-
-func (w *watcher[T]) send(v T) {
-	if w.closed {
-		return
-	}
-	select {
-	case w.ch <- v:
-		return
-	default:
-	}
-	for drained := false; !drained; {
-		select {
-		case <-w.ch:
-		default:
-			drained = true
-		}
-	}
-	select {
-	case w.ch <- w.resync:
-	default:
-	}
-}
-
-func (w *watcher[T]) close() {
-	if !w.closed {
-		w.closed = true
-		close(w.ch)
-	}
-}
-
 // delegate receives memberlist's callbacks. None of them blocks: they
-// update tables under Gossip.mu, queue work for the loops and return.
+// update membership under Gossip.mu and the tables under the Store's lock,
+// queue work for the loops and return.
 // NotifyJoin and NotifyLeave run under memberlist's node lock, so they must
 // not call back into memberlist.
 type delegate struct{ g *Gossip }
@@ -191,10 +152,16 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	return bs
 }
 
-func (d *delegate) LocalState(join bool) []byte { return d.g.localState() }
+// LocalState is the tables' push/pull state (package table's State).
+func (d *delegate) LocalState(join bool) []byte {
+	b := d.g.store.State()
+	d.g.stats.msgsOut.Add(1)
+	d.g.stats.bytesOut.Add(uint64(len(b)))
+	return b
+}
 
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {
-	d.g.mergeRemoteState(append([]byte(nil), buf...))
+	d.g.store.MergeState(append([]byte(nil), buf...))
 }
 
 func (d *delegate) NotifyJoin(n *memberlist.Node) { d.g.nodeEvent(n, MemberJoin) }
@@ -231,45 +198,12 @@ func (g *Gossip) nodeEvent(n *memberlist.Node, t MemberEventType) {
 		c.Meta = append([]byte(nil), n.Meta...)
 		g.mlNodes[m.Name] = c
 	}
-	if m.Name != g.name {
-		wasUp := g.up[m.Name]
-		switch t {
-		case MemberJoin:
-			g.up[m.Name] = true
-			delete(g.down, m.Name)
-		case MemberLeave:
-			delete(g.up, m.Name)
-			g.down[m.Name] = time.Now()
-		}
-		if wasUp != g.up[m.Name] {
-			g.nUp.Store(int32(len(g.up)))
-			for network, ns := range g.nets {
-				if network != "" {
-					n := 0
-					for q := range g.parts[network] {
-						if q != g.name && g.up[q] {
-							n++
-						}
-					}
-					ns.nparts.Store(int32(n))
-				}
-				g.revisitLocked(ns, m.Name)
-			}
-			if t == MemberJoin {
-				// A node (back) up: exchange the networks we share with
-				// it now. A restarted node's own push/pull at join time
-				// reached us while we still held it dead, so its sync
-				// had nowhere to go; without this it would wait for the
-				// next push/pull (30 s at the default profile).
-				for network := range g.joined {
-					if g.parts[network][m.Name] {
-						g.queueSyncLocked(syncTask{node: m.Name, network: network, reply: true})
-					}
-				}
-			}
-		}
+	if m.Name != g.name && t != MemberUpdate {
+		// Its entries are hidden, or shown again; a node (back) up is
+		// sent the networks both take part in.
+		g.store.SetUp(m.Name, t == MemberJoin, time.Now())
 	}
 	for w := range g.mwatch {
-		w.send(MemberEvent{Type: t, Member: m})
+		w.Send(MemberEvent{Type: t, Member: m})
 	}
 }

@@ -110,17 +110,15 @@ func randomRun(t *testing.T, rng *rand.Rand, n, steps int) {
 	})
 	t.Logf("converged %v after heal", time.Since(start).Round(time.Millisecond))
 	for name, g := range c.nodes {
-		g.mu.Lock()
-		for nw, ns := range g.nets {
-			if nw == "" || g.joined[nw] {
+		for _, nw := range networks {
+			if g.isJoined(nw) {
 				continue
 			}
-			for _, r := range ns.entries {
-				if r.Owner != name {
-					t.Errorf("%s stores %s's entry of %s, a network it left", name, r.Owner, nw)
+			for _, e := range g.store.Versions(nw) {
+				if e.Owner != name {
+					t.Errorf("%s stores %s's entry of %s, a network it left", name, e.Owner, nw)
 				}
 			}
 		}
-		g.mu.Unlock()
 	}
 }

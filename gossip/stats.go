@@ -28,9 +28,10 @@ type Stats struct {
 	JoinError string
 }
 
+// counters are what Gossip sends; what it takes in is counted by the
+// Store, which decodes it.
 type counters struct {
-	msgsIn, msgsOut, bytesIn, bytesOut, entriesIn atomic.Uint64
-	bulkSyncs, stateOverCap, reasserts, reaped    atomic.Uint64
+	msgsOut, bytesOut, bulkSyncs atomic.Uint64
 
 	mu    sync.Mutex        // guards drops
 	drops map[string]uint64 // by reason
@@ -47,11 +48,8 @@ func (c *counters) drop(reason string) {
 
 func (c *counters) snapshot() Stats {
 	s := Stats{
-		MsgsIn: c.msgsIn.Load(), MsgsOut: c.msgsOut.Load(),
-		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
-		EntriesIn: c.entriesIn.Load(), BulkSyncs: c.bulkSyncs.Load(),
-		StateOverCap: c.stateOverCap.Load(), Reasserts: c.reasserts.Load(),
-		Reaped: c.reaped.Load(), Drops: map[string]uint64{},
+		MsgsOut: c.msgsOut.Load(), BytesOut: c.bytesOut.Load(),
+		BulkSyncs: c.bulkSyncs.Load(), Drops: map[string]uint64{},
 	}
 	c.mu.Lock()
 	for k, v := range c.drops {
@@ -61,10 +59,16 @@ func (c *counters) snapshot() Stats {
 	return s
 }
 
-// snapshot is Stats: the counters, and the guard's refusals, suppressed
-// log lines and join error.
+// snapshot is Stats: the counters, the tables' (what came in), and the
+// guard's refusals, suppressed log lines and join error.
 func (g *Gossip) snapshot() Stats {
 	s := g.stats.snapshot()
+	ts := g.store.Stats()
+	s.MsgsIn, s.BytesIn, s.EntriesIn = ts.MsgsIn, ts.BytesIn, ts.EntriesIn
+	s.StateOverCap, s.Reasserts, s.Reaped = ts.StateOverCap, ts.Reasserts, ts.Reaped
+	for k, v := range ts.Drops {
+		s.Drops[k] += v
+	}
 	if g.cfg == nil || g.cfg.guard == nil {
 		return s
 	}

@@ -1,89 +1,93 @@
 package gossip
 
-// This file holds bulk syncs: a network's whole state (or a node's own
-// entries) sent to one node over TCP, queued, parked until the node is
-// known, and sent by syncLoop.
+// This file holds the sending of bulk syncs (package table's Bulk: a
+// network's whole state, or this node's own entries, to one node over
+// TCP): queued, parked until the node is known, and sent by syncLoop.
 
 import (
-	"strings"
+	"sync"
 	"time"
-)
 
-type syncTask struct {
-	node    string
-	network string
-	reply   bool // the receiver answers with its own versions of the network
-	own     bool // only this node's own entries: a new participant catching up
-}
+	"github.com/overlayd/overlayd/gossip/table"
+)
 
 // maxParked bounds the bulk syncs waiting for their node to be known.
 const maxParked = 1024
 
-// queueSyncLocked asks syncLoop to send a network's state to a node.
-func (g *Gossip) queueSyncLocked(t syncTask) {
-	if g.pending[t] {
+// syncQueue holds the bulk syncs to send. Its lock is taken last: the
+// Store asks for syncs with its own lock held, nodeEvent and gossipLoop
+// with Gossip.mu held.
+type syncQueue struct {
+	ch chan table.SyncTask
+
+	mu      sync.Mutex                   // guards the fields below
+	pending map[table.SyncTask]bool      // queued, to drop duplicates
+	parked  map[table.SyncTask]time.Time // to nodes not yet known alive, since when
+}
+
+func (q *syncQueue) init() {
+	q.ch = make(chan table.SyncTask, 256)
+	q.pending = map[table.SyncTask]bool{}
+	q.parked = map[table.SyncTask]time.Time{}
+}
+
+// queueSync asks syncLoop to send a network's state to a node (the
+// Store's Sync hook). It never blocks.
+func (g *Gossip) queueSync(t table.SyncTask) {
+	g.syncs.mu.Lock()
+	defer g.syncs.mu.Unlock()
+	g.queueSyncLocked(t)
+}
+
+// queueSyncLocked is queueSync with g.syncs.mu held.
+func (g *Gossip) queueSyncLocked(t table.SyncTask) {
+	q := &g.syncs
+	if q.pending[t] {
 		return
 	}
-	if t.own {
-		full := syncTask{node: t.node, network: t.network}
-		if g.pending[full] {
+	if t.Own {
+		full := table.SyncTask{Node: t.Node, Network: t.Network}
+		if q.pending[full] {
 			return // a full sync carries our own entries too
 		}
-		if full.reply = true; g.pending[full] {
+		if full.Reply = true; q.pending[full] {
 			return
 		}
 	}
 	select {
-	case g.syncCh <- t:
-		g.pending[t] = true
+	case q.ch <- t:
+		q.pending[t] = true
 	default:
 		g.stats.drop("sync_queue_full")
 	}
 }
 
-// syncLoop sends bulk syncs: all stored versions of a network (tombstones
-// and hidden entries included), or only this node's own ones, in messages
-// of at most MaxPushPullBytes. The first message carries the network's
-// participation entries (cluster-wide), so the receiver knows at once whom
-// the entries belong to and that the sender takes part. A sync to a node
-// not yet known alive here waits for it (parkLocked).
+// syncLoop sends bulk syncs, each in the messages the Store packs
+// (Bulk). A sync to a node not yet known alive here waits for it
+// (parkLocked).
 func (g *Gossip) syncLoop() {
 	defer g.wg.Done()
 	for {
-		var t syncTask
+		var t table.SyncTask
 		select {
 		case <-g.stop:
 			return
-		case t = <-g.syncCh:
+		case t = <-g.syncs.ch:
 		}
 		g.mu.Lock()
-		delete(g.pending, t)
-		mn, known := g.mlNodes[t.node]
+		g.syncs.mu.Lock()
+		delete(g.syncs.pending, t)
+		mn, known := g.mlNodes[t.Node]
 		if !known {
 			g.parkLocked(t, time.Now())
-			g.mu.Unlock()
+		}
+		g.syncs.mu.Unlock()
+		g.mu.Unlock()
+		if !known {
 			continue
 		}
-		es := g.syncEntriesLocked(t)
-		g.mu.Unlock()
 		n := &mn
-		var flags byte
-		if t.reply {
-			flags = bulkReply
-		}
-		maxBytes := max(g.cfg.MaxPushPullBytes, 4096) - 64 - 2*MaxNameLen
-		for first := true; first || len(es) > 0; first = false {
-			size, i := 0, 0
-			for ; i < len(es); i++ {
-				l := entryLen(&es[i])
-				if size+l > maxBytes && i > 0 {
-					break
-				}
-				size += l
-			}
-			b := encodeBulk(g.name, t.network, flags, es[:i])
-			es = es[i:]
-			flags = 0
+		for b := range g.store.Bulk(t) {
 			if err := g.ml.SendReliable(n, b); err != nil {
 				g.stats.drop("send_failed")
 				break
@@ -95,57 +99,36 @@ func (g *Gossip) syncLoop() {
 	}
 }
 
-// syncEntriesLocked returns what a bulk sync sends: the participation
-// entries of the network first (all of them, or only this node's for an
-// own-entries sync), then the network's stored versions.
-func (g *Gossip) syncEntriesLocked(t syncTask) []Entry {
-	var es []Entry
-	if t.network != "" && !g.joined[t.network] {
-		return nil
-	}
-	if t.network != "" {
-		prefix := t.network + "\x00"
-		for k, r := range g.nets[""].entries {
-			if k.table == tableNet && strings.HasPrefix(k.key, prefix) && (!t.own || r.Owner == g.name) {
-				es = append(es, r.Entry)
-			}
-		}
-	}
-	if ns := g.nets[t.network]; ns != nil {
-		for _, r := range ns.entries {
-			if !t.own || r.Owner == g.name {
-				es = append(es, r.Entry)
-			}
-		}
-	}
-	return es
-}
-
 // parkLocked keeps a bulk sync to a node that memberlist has not yet
 // reported alive here: a node that just joined the cluster asks its
 // network's participants for their state before all of them have heard of
 // it, and the answer would otherwise be lost. gossipLoop sends it as soon
 // as the node is known, or drops it after a push/pull interval (by then
-// anti-entropy has taken over).
-func (g *Gossip) parkLocked(t syncTask, now time.Time) {
-	if _, ok := g.parked[t]; ok {
+// anti-entropy has taken over). g.syncs.mu is held.
+func (g *Gossip) parkLocked(t table.SyncTask, now time.Time) {
+	q := &g.syncs
+	if _, ok := q.parked[t]; ok {
 		return
 	}
-	if len(g.parked) >= maxParked {
+	if len(q.parked) >= maxParked {
 		g.stats.drop("sync_parked_full")
 		return
 	}
-	g.parked[t] = now
+	q.parked[t] = now
 }
 
-// unparkLocked queues the parked syncs whose node is now known.
+// unparkLocked queues the parked syncs whose node is now known. g.mu is
+// held.
 func (g *Gossip) unparkLocked(now time.Time) {
-	for t, since := range g.parked {
-		if _, ok := g.mlNodes[t.node]; ok {
-			delete(g.parked, t)
+	q := &g.syncs
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for t, since := range q.parked {
+		if _, ok := g.mlNodes[t.Node]; ok {
+			delete(q.parked, t)
 			g.queueSyncLocked(t)
 		} else if now.Sub(since) > g.cfg.PushPullInterval {
-			delete(g.parked, t)
+			delete(q.parked, t)
 			g.stats.drop("sync_node_unknown")
 		}
 	}

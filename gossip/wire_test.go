@@ -1,64 +1,13 @@
 package gossip
 
 import (
-	"bytes"
-	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
 )
-
-func TestWireRoundTrip(t *testing.T) {
-	es := []Entry{
-		{Table: "routes", Network: "blue", Key: "10.1.0.2", Value: []byte("a"), Owner: "a", Time: 1},
-		{Table: "routes", Network: "blue", Key: "10.1.0.3", Owner: "b", Time: 1 << 60, Deleted: true},
-		{Table: strings.Repeat("t", MaxTableLen), Network: strings.Repeat("n", MaxNetworkLen), Key: strings.Repeat("k", MaxKeyLen),
-			Owner: strings.Repeat("o", MaxNameLen), Time: ^uint64(0), Value: bytes.Repeat([]byte{1}, MaxValueLen)},
-	}
-	for _, e := range es {
-		got, err := DecodeEntry(appendEntry(nil, &e))
-		if err != nil || !reflect.DeepEqual(got, e) {
-			t.Errorf("DecodeEntry(appendEntry(%+v)) = %+v, %v", e, got, err)
-		}
-	}
-	// The largest entry fits a UDP gossip packet with room for framing.
-	if n := len(encodeDeltas(es[2:])); n > 1400-128 {
-		t.Errorf("largest delta is %d bytes, more than a packet allows", n)
-	}
-	m, err := decodeMessage(encodeDeltas(es))
-	if err != nil || !reflect.DeepEqual(m.Entries, es) {
-		t.Errorf("deltas round trip = %+v, %v", m, err)
-	}
-	m, err = decodeMessage(encodeBulk("a", "blue", bulkReply, es[:2]))
-	if err != nil || m.Sender != "a" || m.Network != "blue" || m.Flags != bulkReply || len(m.Entries) != 2 {
-		t.Errorf("bulk round trip = %+v, %v", m, err)
-	}
-	ds := []digest{{"", 1}, {"blue", 2}}
-	glob := []Entry{{Table: "t", Key: "k", Owner: "a", Time: 3, Value: []byte{}}}
-	m, err = decodeMessage(encodeState("a", glob, true, ds))
-	if err != nil || !m.HasGlobal || !reflect.DeepEqual(m.Digests, ds) || len(m.Entries) != 1 {
-		t.Errorf("state round trip = %+v, %v", m, err)
-	}
-	for _, tc := range []struct {
-		in   []byte
-		want error
-	}{
-		{nil, errTruncated},
-		{[]byte{2, msgDeltas, 0}, errVersion},
-		{[]byte{1, 9}, errType},
-		{[]byte{1, msgDeltas, 0, 0}, errTrailing},
-		{[]byte{1, msgDeltas, 200}, errTruncated}, // count larger than the bytes left
-		{append([]byte{1, msgDeltas, 1}, appendEntry(nil, &Entry{Table: "", Owner: "a"})...), errInvalid},
-	} {
-		if _, err := decodeMessage(tc.in); !errors.Is(err, tc.want) {
-			t.Errorf("decodeMessage(%x) = %v, want %v", tc.in, err, tc.want)
-		}
-	}
-}
 
 func TestMetaRoundTrip(t *testing.T) {
 	for _, m := range []Meta{{}, {VTEP: netip.MustParseAddrPort("10.0.0.1:4789"), Version: "v0.1.0"}, {VTEP: netip.MustParseAddrPort("[fd00::1]:4789"), leaving: true}} {

@@ -105,7 +105,8 @@ var allowed = map[string][]string{
 	"lb":           {"lb/maglev", "packet"},
 	"packet":       {}, // the packet vocabulary: parsed view, 5-tuple, flow hash, ICMP/RST builders
 	"lb/maglev":    {},
-	"gossip":       {},
+	"gossip":       {"gossip/table"},
+	"gossip/table": {}, // the replicated tables' state: entries, merge, wire format, watches, participation
 	"ipam":         {"gossip"},
 	"catalog":      {"gossip"},                          // the replicated schema: table names, records, encodings
 	"service":      {"catalog", "gossip", "ipam", "lb"}, // services and backends; lb for its types and a setter, never router or node
@@ -152,6 +153,10 @@ var onlyImports = map[string][]string{
 // a *zap.Logger is passed in), nothing else.
 var onlyExternal = map[string][]string{
 	"door": {"go.uber.org/zap", "go.uber.org/multierr"},
+
+	// The replicated tables are pure state on the standard library
+	// alone: gossip drives them, and only gossip knows memberlist.
+	"gossip/table": {},
 }
 
 // standard reports whether an import path is the standard library's

@@ -1,4 +1,4 @@
-package gossip
+package table
 
 // This file holds network participation: joining and leaving a network,
 // who takes part, and applying a changed gossip.net entry.
@@ -18,27 +18,27 @@ func validName(s string, max int) bool {
 // participation is itself a cluster-wide entry, so peers learn whom to send
 // the network's deltas to. The current state is fetched from a few
 // participants at once and from every push/pull partner whose digest differs.
-func (g *Gossip) JoinNetwork(network string) error {
+func (s *Store) JoinNetwork(network string) error {
 	if !validName(network, MaxNetworkLen) {
 		return fmt.Errorf("gossip: network name %q must be 1 to %d bytes without NUL", network, MaxNetworkLen)
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
 		return ErrClosed
 	}
-	if g.joined[network] {
+	if s.joined[network] {
 		return nil
 	}
-	g.joined[network] = true
-	g.netLocked(network)
-	g.putLocked(tableNet, "", network+"\x00"+g.name, []byte(network), false)
+	s.joined[network] = true
+	s.netLocked(network)
+	s.putLocked(tableNet, "", network+"\x00"+s.name, []byte(network), false)
 	n := 0
-	for _, p := range g.participantsLocked(network) {
+	for _, p := range s.participantsLocked(network) {
 		if n == 3 {
 			break
 		}
-		g.queueSyncLocked(syncTask{node: p, network: network, reply: true})
+		s.queueSyncLocked(SyncTask{Node: p, Network: network, Reply: true})
 		n++
 	}
 	return nil
@@ -47,38 +47,38 @@ func (g *Gossip) JoinNetwork(network string) error {
 // LeaveNetwork stops participating in network: this node's entries in it
 // are deleted (tombstones are still sent to the participants), the others
 // are dropped locally, and watchers of the network see them deleted.
-func (g *Gossip) LeaveNetwork(network string) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
+func (s *Store) LeaveNetwork(network string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
 		return ErrClosed
 	}
-	if !g.joined[network] {
+	if !s.joined[network] {
 		return nil
 	}
-	ns := g.nets[network]
+	ns := s.nets[network]
 	for k, r := range ns.entries {
-		if r.Owner == g.name && !r.Deleted {
-			g.putLocked(k.table, network, k.key, nil, true)
+		if r.Owner == s.name && !r.Deleted {
+			s.putLocked(k.table, network, k.key, nil, true)
 		}
 	}
-	g.putLocked(tableNet, "", network+"\x00"+g.name, nil, true)
-	delete(g.joined, network)
+	s.putLocked(tableNet, "", network+"\x00"+s.name, nil, true)
+	delete(s.joined, network)
 	for k, r := range ns.entries {
-		if r.Owner != g.name {
-			g.setVisibleLocked(r, false)
-			g.removeLocked(ns, k, r)
+		if r.Owner != s.name {
+			s.setVisibleLocked(r, false)
+			s.removeLocked(ns, k, r)
 		}
 	}
 	return nil
 }
 
 // Networks returns the networks this node participates in, sorted.
-func (g *Gossip) Networks() []string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
+func (s *Store) Networks() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	var ns []string
-	for n := range g.joined {
+	for n := range s.joined {
 		ns = append(ns, n)
 	}
 	slices.Sort(ns)
@@ -86,22 +86,22 @@ func (g *Gossip) Networks() []string {
 }
 
 // Participants returns the live nodes participating in network, sorted.
-func (g *Gossip) Participants(network string) []string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	ps := g.participantsLocked(network)
-	if g.joined[network] {
-		ps = append(ps, g.name)
+func (s *Store) Participants(network string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ps := s.participantsLocked(network)
+	if s.joined[network] {
+		ps = append(ps, s.name)
 	}
 	slices.Sort(ps)
 	return ps
 }
 
 // participantsLocked returns the up participants of network other than self.
-func (g *Gossip) participantsLocked(network string) []string {
+func (s *Store) participantsLocked(network string) []string {
 	var ps []string
-	for p, ok := range g.parts[network] {
-		if ok && p != g.name && g.up[p] {
+	for p, ok := range s.parts[network] {
+		if ok && p != s.name && s.up[p] {
 			ps = append(ps, p)
 		}
 	}
@@ -110,15 +110,15 @@ func (g *Gossip) participantsLocked(network string) []string {
 
 // participationLocked applies a changed gossip.net entry: the owner's
 // entries in that network become visible or hidden.
-func (g *Gossip) participationLocked(e *Entry) {
+func (s *Store) participationLocked(e *Entry) {
 	network, node, ok := strings.Cut(e.Key, "\x00")
 	if !ok || node != e.Owner {
 		return
 	}
-	p := g.parts[network]
+	p := s.parts[network]
 	if p == nil {
 		p = map[string]bool{}
-		g.parts[network] = p
+		s.parts[network] = p
 	}
 	was := p[node]
 	if e.Deleted {
@@ -126,22 +126,22 @@ func (g *Gossip) participationLocked(e *Entry) {
 	} else {
 		p[node] = true
 	}
-	if !e.Deleted && !was && node != g.name && g.joined[network] {
+	if !e.Deleted && !was && node != s.name && s.joined[network] {
 		// A participant we did not know of. Every delta of ours sent
 		// before now went to the participants we knew then, and its
 		// epidemic may have died out before anyone knew of this one:
 		// send it our own entries of the network (every live owner
 		// does the same, so it gets each entry from its writer).
-		g.queueSyncLocked(syncTask{node: node, network: network, own: true})
+		s.queueSyncLocked(SyncTask{Node: node, Network: network, Own: true})
 	}
-	if ns := g.nets[network]; ns != nil {
+	if ns := s.nets[network]; ns != nil {
 		n := 0
 		for q := range p {
-			if q != g.name && g.up[q] {
+			if q != s.name && s.up[q] {
 				n++
 			}
 		}
 		ns.nparts.Store(int32(n))
-		g.revisitLocked(ns, node)
+		s.revisitLocked(ns, node)
 	}
 }

@@ -1,4 +1,4 @@
-package gossip
+package table
 
 import (
 	"encoding/binary"
@@ -8,8 +8,8 @@ import (
 	"strings"
 )
 
-// Wire format. Every message sent by this package, whether a memberlist user
-// message (deltas, bulk sync) or the push/pull state, starts with a version
+// Wire format. Every message package gossip sends, whether a memberlist user
+// message (deltas, bulk sync, hello) or the push/pull state, starts with a version
 // byte and a type byte. Integers are unsigned varints (uvarint), strings and
 // byte slices are a uvarint length followed by the bytes. Every length and
 // count is checked against the limits below and the bytes left before
@@ -293,7 +293,8 @@ type message struct {
 
 func appendHeader(b []byte, typ byte) []byte { return append(b, wireVersion, typ) }
 
-func encodeDeltas(es []Entry) []byte {
+// EncodeDeltas encodes a deltas message of es.
+func EncodeDeltas(es []Entry) []byte {
 	n := 3
 	for i := range es {
 		n += entryLen(&es[i])
@@ -302,6 +303,17 @@ func encodeDeltas(es []Entry) []byte {
 	b = binary.AppendUvarint(b, uint64(len(es)))
 	for i := range es {
 		b = appendEntry(b, &es[i])
+	}
+	return b
+}
+
+// PackDeltas frames entries taken from a network's Queue (each one
+// encoded entry) as one deltas message.
+func PackDeltas(entries [][]byte) []byte {
+	b := appendHeader(nil, msgDeltas)
+	b = binary.AppendUvarint(b, uint64(len(entries)))
+	for _, m := range entries {
+		b = append(b, m...)
 	}
 	return b
 }
@@ -321,7 +333,9 @@ func encodeBulk(sender, network string, flags byte, es []Entry) []byte {
 // maxAddrLen bounds the text of an address in a hello.
 const maxAddrLen = 64
 
-func encodeHello(sender string, addr netip.AddrPort) []byte {
+// EncodeHello encodes a hello message: sender's name and memberlist
+// address (see Hello).
+func EncodeHello(sender string, addr netip.AddrPort) []byte {
 	b := appendHeader(nil, msgHello)
 	b = appendString(b, sender)
 	return appendString(b, addr.String())

@@ -1,4 +1,4 @@
-package gossip
+package table
 
 // This file holds the stored versions: storing and merging them, the sync
 // digest, visibility, and the notification of watchers.
@@ -7,34 +7,29 @@ import (
 	"encoding/binary"
 	"hash/fnv"
 	"time"
-
-	"github.com/hashicorp/memberlist"
 )
 
 // netLocked returns the state of network, creating it.
-func (g *Gossip) netLocked(network string) *netState {
-	ns := g.nets[network]
+func (s *Store) netLocked(network string) *netState {
+	ns := s.nets[network]
 	if ns == nil {
 		ns = &netState{entries: map[ekey]*record{}}
-		ns.q = &memberlist.TransmitLimitedQueue{
-			NumNodes:       func() int { return int(ns.nparts.Load()) + 1 },
-			RetransmitMult: g.cfg.ml.RetransmitMult,
-		}
-		g.nets[network] = ns
+		ns.q = s.opts.NewQueue(func() int { return int(ns.nparts.Load()) + 1 })
+		s.nets[network] = ns
 	}
 	return ns
 }
 
 // visibleLocked: a live entry whose owner is up and takes part in the network.
-func (g *Gossip) visibleLocked(r *record) bool {
-	if r.Deleted || !g.up[r.Owner] {
+func (s *Store) visibleLocked(r *record) bool {
+	if r.Deleted || !s.up[r.Owner] {
 		return false
 	}
-	return r.Network == "" || g.parts[r.Network][r.Owner]
+	return r.Network == "" || s.parts[r.Network][r.Owner]
 }
 
 // setVisibleLocked reports a change of r's visibility to watchers.
-func (g *Gossip) setVisibleLocked(r *record, vis bool) {
+func (s *Store) setVisibleLocked(r *record, vis bool) {
 	if r.visible == vis {
 		return
 	}
@@ -43,13 +38,13 @@ func (g *Gossip) setVisibleLocked(r *record, vis bool) {
 	if vis {
 		t = EventPut
 	}
-	g.notifyLocked(Event{Type: t, Entry: r.Entry})
+	s.notifyLocked(Event{Type: t, Entry: r.Entry})
 }
 
-func (g *Gossip) notifyLocked(ev Event) {
+func (s *Store) notifyLocked(ev Event) {
 	k := watchKey{ev.Entry.Table, ev.Entry.Network}
 	first := true
-	for w, wk := range g.watchers {
+	for w, wk := range s.watchers {
 		if wk != k {
 			continue
 		}
@@ -57,7 +52,7 @@ func (g *Gossip) notifyLocked(ev Event) {
 			ev.Entry = ev.Entry.clone() // stored entries are never handed out
 			first = false
 		}
-		w.send(ev)
+		w.Send(ev)
 	}
 }
 
@@ -83,7 +78,7 @@ func entryHash(e *Entry) uint64 {
 
 // storeLocked replaces the stored version of e's key with e (the caller has
 // decided e wins) and reports the change to watchers.
-func (g *Gossip) storeLocked(ns *netState, e Entry, now time.Time, adopted bool) {
+func (s *Store) storeLocked(ns *netState, e Entry, now time.Time, adopted bool) {
 	k := ekey{e.Table, e.Key}
 	old := ns.entries[k]
 	wasVisible := false
@@ -98,25 +93,25 @@ func (g *Gossip) storeLocked(ns *netState, e Entry, now time.Time, adopted bool)
 	if !e.Deleted {
 		ns.sum ^= entryHash(&r.Entry)
 	}
-	if !g.up[e.Owner] {
-		if _, ok := g.down[e.Owner]; !ok {
-			g.down[e.Owner] = now
+	if !s.up[e.Owner] {
+		if _, ok := s.down[e.Owner]; !ok {
+			s.down[e.Owner] = now
 		}
 	}
-	vis := g.visibleLocked(r)
+	vis := s.visibleLocked(r)
 	r.visible = vis
 	switch {
 	case vis:
-		g.notifyLocked(Event{Type: EventPut, Entry: r.Entry})
+		s.notifyLocked(Event{Type: EventPut, Entry: r.Entry})
 	case wasVisible:
-		g.notifyLocked(Event{Type: EventDelete, Entry: old.Entry})
+		s.notifyLocked(Event{Type: EventDelete, Entry: old.Entry})
 	}
 	if e.Table == tableNet && e.Network == "" {
-		g.participationLocked(&r.Entry)
+		s.participationLocked(&r.Entry)
 	}
 }
 
-func (g *Gossip) removeLocked(ns *netState, k ekey, r *record) {
+func (s *Store) removeLocked(ns *netState, k ekey, r *record) {
 	if !r.Deleted {
 		ns.sum ^= entryHash(&r.Entry)
 	}
@@ -124,25 +119,25 @@ func (g *Gossip) removeLocked(ns *netState, k ekey, r *record) {
 }
 
 // revisitLocked recomputes the visibility of owner's entries in ns.
-func (g *Gossip) revisitLocked(ns *netState, owner string) {
+func (s *Store) revisitLocked(ns *netState, owner string) {
 	for _, r := range ns.entries {
 		if r.Owner == owner {
-			g.setVisibleLocked(r, g.visibleLocked(r))
+			s.setVisibleLocked(r, s.visibleLocked(r))
 		}
 	}
 }
 
 // mergeLocked merges a remote version into the table and reports whether
 // it changed anything (so that a delta is relayed).
-func (g *Gossip) mergeLocked(e Entry, now time.Time) bool {
-	if e.Network != "" && !g.joined[e.Network] {
-		g.stats.drop("not_participating")
+func (s *Store) mergeLocked(e Entry, now time.Time) bool {
+	if e.Network != "" && !s.joined[e.Network] {
+		s.stats.drop("not_participating")
 		return false
 	}
-	g.clock = max(g.clock, e.Time)
-	ns := g.netLocked(e.Network)
+	s.clock = max(s.clock, e.Time)
+	ns := s.netLocked(e.Network)
 	cur := ns.entries[ekey{e.Table, e.Key}]
-	if e.Owner == g.name && cur != nil && cur.Owner == g.name && !cur.adopted {
+	if e.Owner == s.name && cur != nil && cur.Owner == s.name && !cur.adopted {
 		// Our own key, written by this run. We are its only writer, so a
 		// different version at the same or a later time comes from an
 		// earlier run of this node (or is forged): re-assert ours above it,
@@ -151,18 +146,18 @@ func (g *Gossip) mergeLocked(e Entry, now time.Time) bool {
 		if c == 0 || e.Time < cur.Time {
 			return false
 		}
-		g.clock++
+		s.clock++
 		re := cur.Entry
-		re.Time = g.clock
-		g.storeLocked(ns, re, now, false)
-		g.announceLocked(ns, &re)
-		g.stats.reasserts.Add(1)
+		re.Time = s.clock
+		s.storeLocked(ns, re, now, false)
+		s.announceLocked(ns, &re)
+		s.stats.reasserts.Add(1)
 		return false
 	}
 	if cur != nil && compareEntries(&e, &cur.Entry) <= 0 {
 		return false
 	}
-	g.storeLocked(ns, e, now, e.Owner == g.name)
-	g.stats.entriesIn.Add(1)
+	s.storeLocked(ns, e, now, e.Owner == s.name)
+	s.stats.entriesIn.Add(1)
 	return true
 }

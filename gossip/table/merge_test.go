@@ -1,4 +1,4 @@
-package gossip
+package table
 
 import (
 	"bytes"
@@ -82,14 +82,14 @@ func TestStoreMergeOrderFree(t *testing.T) {
 			return e
 		}), 1, 12).Draw(t, "entries")
 		perm := rapid.Permutation(es).Draw(t, "perm")
-		g1, g2 := newTestStore(), newTestStore()
+		s1, s2 := newTestStore(), newTestStore()
 		for _, e := range es {
-			g1.mergeLocked(e, zeroTime)
+			s1.mergeLocked(e, zeroTime)
 		}
 		for _, e := range perm {
-			g2.mergeLocked(e, zeroTime)
+			s2.mergeLocked(e, zeroTime)
 		}
-		if g1.nets[""].sum != g2.nets[""].sum || g1.Digest("") != g2.Digest("") {
+		if s1.nets[""].sum != s2.nets[""].sum || s1.Digest("") != s2.Digest("") {
 			t.Fatalf("order changed the result")
 		}
 	})

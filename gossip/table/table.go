@@ -1,7 +1,7 @@
-package gossip
+package table
 
 // This file holds the tables' API: Put, Delete, Get, List, ListAll,
-// Digest and Watch, and the local write they share.
+// Versions, Digest and Watch, and the local write they share.
 
 import (
 	"crypto/sha256"
@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-func (g *Gossip) checkWrite(table, network, key string) error {
+func (s *Store) checkWrite(table, network, key string) error {
 	if !validName(table, MaxTableLen) || strings.HasPrefix(table, "gossip.") {
 		return fmt.Errorf("gossip: table name %q must be 1 to %d bytes, not starting with \"gossip.\"", table, MaxTableLen)
 	}
@@ -22,10 +22,10 @@ func (g *Gossip) checkWrite(table, network, key string) error {
 	if len(key) > MaxKeyLen {
 		return fmt.Errorf("gossip: key %q longer than %d bytes", key, MaxKeyLen)
 	}
-	if g.closed {
+	if s.closed {
 		return ErrClosed
 	}
-	if network != "" && !g.joined[network] {
+	if network != "" && !s.joined[network] {
 		return fmt.Errorf("%w %q", ErrNotJoined, network)
 	}
 	return nil
@@ -35,97 +35,113 @@ func (g *Gossip) checkWrite(table, network, key string) error {
 // fails with an *OwnerError (ErrNotOwner) if another node holds a live
 // entry under the key.
 // value is copied; at most MaxValueLen bytes.
-func (g *Gossip) Put(table, network, key string, value []byte) error {
+func (s *Store) Put(table, network, key string, value []byte) error {
 	if len(value) > MaxValueLen {
 		return fmt.Errorf("gossip: value of %d bytes, at most %d", len(value), MaxValueLen)
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if err := g.checkWrite(table, network, key); err != nil {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkWrite(table, network, key); err != nil {
 		return err
 	}
-	if r := g.nets[network].entries[ekey{table, key}]; r != nil && r.Owner != g.name && !r.Deleted {
+	if r := s.nets[network].entries[ekey{table, key}]; r != nil && r.Owner != s.name && !r.Deleted {
 		return &OwnerError{Table: table, Network: network, Key: key, Owner: r.Owner}
 	}
 	if value == nil {
 		value = []byte{}
 	}
-	g.putLocked(table, network, key, slices.Clone(value), false)
+	s.putLocked(table, network, key, slices.Clone(value), false)
 	return nil
 }
 
 // Delete deletes this node's entry under (table, network, key), leaving a
 // tombstone. ErrNotFound if there is no live entry, an *OwnerError
 // (ErrNotOwner) if it is another node's.
-func (g *Gossip) Delete(table, network, key string) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if err := g.checkWrite(table, network, key); err != nil {
+func (s *Store) Delete(table, network, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkWrite(table, network, key); err != nil {
 		return err
 	}
-	r := g.nets[network].entries[ekey{table, key}]
+	r := s.nets[network].entries[ekey{table, key}]
 	if r == nil || r.Deleted {
 		return fmt.Errorf("%w: %s/%s/%s", ErrNotFound, table, network, key)
 	}
-	if r.Owner != g.name {
+	if r.Owner != s.name {
 		return &OwnerError{Table: table, Network: network, Key: key, Owner: r.Owner}
 	}
-	g.putLocked(table, network, key, nil, true)
+	s.putLocked(table, network, key, nil, true)
 	return nil
 }
 
 // putLocked writes a local entry with the next Lamport time and queues its
 // broadcast.
-func (g *Gossip) putLocked(table, network, key string, value []byte, deleted bool) {
-	g.clock++
-	e := Entry{Table: table, Network: network, Key: key, Value: value, Owner: g.name, Time: g.clock, Deleted: deleted}
+func (s *Store) putLocked(table, network, key string, value []byte, deleted bool) {
+	s.clock++
+	e := Entry{Table: table, Network: network, Key: key, Value: value, Owner: s.name, Time: s.clock, Deleted: deleted}
 	if deleted {
 		e.Value = nil
 	}
-	ns := g.netLocked(network)
-	g.storeLocked(ns, e, time.Now(), false)
-	g.announceLocked(ns, &e)
+	ns := s.netLocked(network)
+	s.storeLocked(ns, e, time.Now(), false)
+	s.announceLocked(ns, &e)
 }
 
 // Get returns the visible entry under (table, network, key): not deleted,
 // and its owner alive and participating in the network.
-func (g *Gossip) Get(table, network, key string) (Entry, bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	ns := g.nets[network]
+func (s *Store) Get(table, network, key string) (Entry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ns := s.nets[network]
 	if ns == nil {
 		return Entry{}, false
 	}
 	r := ns.entries[ekey{table, key}]
-	if r == nil || !g.visibleLocked(r) {
+	if r == nil || !s.visibleLocked(r) {
 		return Entry{}, false
 	}
 	return r.Entry.clone(), true
 }
 
 // List returns the visible entries of table in network, sorted by key.
-func (g *Gossip) List(table, network string) []Entry {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.listLocked(table, network)
+func (s *Store) List(table, network string) []Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.listLocked(table, network)
 }
 
 // ListAll is List including the hidden live entries: those of dead nodes
 // (kept DeadOwnerGrace) and of nodes that left the network. Tombstones are
 // left out. For state that must stay reserved while its owner is away, such
 // as address ranges and leases.
-func (g *Gossip) ListAll(table, network string) []Entry {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.listFilterLocked(table, network, func(r *record) bool { return !r.Deleted })
+func (s *Store) ListAll(table, network string) []Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.listFilterLocked(table, network, func(r *record) bool { return !r.Deleted })
 }
 
-func (g *Gossip) listLocked(table, network string) []Entry {
-	return g.listFilterLocked(table, network, g.visibleLocked)
+// Versions returns every version stored of network, tombstones and
+// hidden entries included, in no order: all that this node holds of it.
+func (s *Store) Versions(network string) []Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ns := s.nets[network]
+	if ns == nil {
+		return nil
+	}
+	es := make([]Entry, 0, len(ns.entries))
+	for _, r := range ns.entries {
+		es = append(es, r.Entry.clone())
+	}
+	return es
 }
 
-func (g *Gossip) listFilterLocked(table, network string, keep func(*record) bool) []Entry {
-	ns := g.nets[network]
+func (s *Store) listLocked(table, network string) []Entry {
+	return s.listFilterLocked(table, network, s.visibleLocked)
+}
+
+func (s *Store) listFilterLocked(table, network string, keep func(*record) bool) []Entry {
+	ns := s.nets[network]
 	if ns == nil {
 		return nil
 	}
@@ -141,12 +157,12 @@ func (g *Gossip) listFilterLocked(table, network string, keep func(*record) bool
 
 // Digest returns a hash of every visible entry of network (all tables), in
 // hex. Nodes that have converged return the same digest.
-func (g *Gossip) Digest(network string) string {
-	g.mu.Lock()
+func (s *Store) Digest(network string) string {
+	s.mu.Lock()
 	var es []*Entry
-	if ns := g.nets[network]; ns != nil {
+	if ns := s.nets[network]; ns != nil {
 		for _, r := range ns.entries {
-			if g.visibleLocked(r) {
+			if s.visibleLocked(r) {
 				es = append(es, &r.Entry)
 			}
 		}
@@ -163,7 +179,7 @@ func (g *Gossip) Digest(network string) string {
 		buf = appendEntry(buf[:0], e)
 		h.Write(buf)
 	}
-	g.mu.Unlock()
+	s.mu.Unlock()
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
@@ -172,19 +188,19 @@ func (g *Gossip) Digest(network string) string {
 // blocks gossip: a watcher that falls more than WatchBuffer events behind
 // loses the queued events and receives one EventResync, after which it must
 // read the table again with List. The channel is closed by cancel or Close.
-func (g *Gossip) Watch(table, network string) (<-chan Event, func()) {
-	w := newWatcher(g.cfg.WatchBuffer, Event{Type: EventResync})
-	g.mu.Lock()
-	if g.closed {
-		w.close()
+func (s *Store) Watch(table, network string) (<-chan Event, func()) {
+	w := NewWatcher(s.opts.WatchBuffer, Event{Type: EventResync})
+	s.mu.Lock()
+	if s.closed {
+		w.Close()
 	} else {
-		g.watchers[w] = watchKey{table, network}
+		s.watchers[w] = watchKey{table, network}
 	}
-	g.mu.Unlock()
-	return w.ch, func() {
-		g.mu.Lock()
-		delete(g.watchers, w)
-		w.close()
-		g.mu.Unlock()
+	s.mu.Unlock()
+	return w.C(), func() {
+		s.mu.Lock()
+		delete(s.watchers, w)
+		w.Close()
+		s.mu.Unlock()
 	}
 }

@@ -1,4 +1,4 @@
-package gossip
+package table
 
 import (
 	"errors"
@@ -10,16 +10,16 @@ import (
 // *OwnerError naming the owner, which still matches ErrNotOwner, so a
 // caller learns the owner without reading the message.
 func TestOwnerError(t *testing.T) {
-	g := newTestStore()
-	g.mu.Lock()
-	g.mergeLocked(Entry{Table: "services", Key: "web", Owner: "a", Time: 3, Value: []byte("v")}, time.Now())
-	g.mu.Unlock()
-	if e, ok := g.Get("services", "", "web"); !ok || e.Owner != "a" {
+	s := newTestStore()
+	s.mu.Lock()
+	s.mergeLocked(Entry{Table: "services", Key: "web", Owner: "a", Time: 3, Value: []byte("v")}, time.Now())
+	s.mu.Unlock()
+	if e, ok := s.Get("services", "", "web"); !ok || e.Owner != "a" {
 		t.Fatalf("Get(services//web) = %+v, %v; want a's entry", e, ok)
 	}
 	for name, err := range map[string]error{
-		"Put":    g.Put("services", "", "web", []byte("w")),
-		"Delete": g.Delete("services", "", "web"),
+		"Put":    s.Put("services", "", "web", []byte("w")),
+		"Delete": s.Delete("services", "", "web"),
 	} {
 		var oe *OwnerError
 		if !errors.As(err, &oe) || oe.Owner != "a" || oe.Table != "services" || oe.Key != "web" {
