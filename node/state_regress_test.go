@@ -41,7 +41,9 @@ func TestStateSymlinkReplacedNotFollowed(t *testing.T) {
 	})
 
 	// Each state file becomes a link to a victim file outside the state
-	// directory.
+	// directory, put in place by a rename: the node may write a file
+	// meanwhile (its IPAM upkeep), and a remove before the link let such
+	// a write in between (symlink: file exists, about 1 run in 40).
 	outside := t.TempDir()
 	const victim = "not the node's: keep me\n"
 	for _, f := range files {
@@ -50,10 +52,10 @@ func TestStateSymlinkReplacedNotFollowed(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := filepath.Join(dir, f)
-		if err := os.Remove(p); err != nil {
+		if err := os.Symlink(v, p+".link"); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Symlink(v, p); err != nil {
+		if err := os.Rename(p+".link", p); err != nil {
 			t.Fatal(err)
 		}
 	}
