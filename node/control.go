@@ -41,7 +41,7 @@ type control struct {
 	nets  *network.Manager
 	ipam  *ipam.IPAM // nets' IPAM
 	log   *zap.Logger
-	state *stateDir // nil: nothing is kept
+	state *statefile.Dir // nil: nothing is kept (the networks and the services keep their files in it)
 	vtep  netip.AddrPort
 	seeds []string
 	hooks controlHooks
@@ -91,12 +91,10 @@ func newControl(n *Node, cfg config.Config) (_ *control, err error) {
 	if c.vtep, err = advertiseVTEP(cfg, n.ul.LocalAddr(), c.seeds); err != nil {
 		return nil, err
 	}
-	var sd *statefile.Dir
 	if cfg.StateDir != "" {
-		if sd, err = statefile.Open(cfg.StateDir, c.log); err != nil {
+		if c.state, err = statefile.Open(cfg.StateDir, c.log); err != nil {
 			return nil, err
 		}
-		c.state = &stateDir{Dir: sd, dir: cfg.StateDir}
 	}
 	c.g, err = gossip.New(gossip.Options{
 		Name:     cfg.Name,
@@ -123,7 +121,7 @@ func newControl(n *Node, cfg config.Config) (_ *control, err error) {
 	c.nets, err = network.New(network.Options{
 		Gossip:       c.g,
 		VTEP:         c.vtep,
-		State:        sd,
+		State:        c.state,
 		Static:       cfg.Addr,
 		StaticVNI:    cfg.VNI,
 		CreateWindow: window,

@@ -74,7 +74,7 @@ func (c *control) startServices() {
 		o.Own = append(o.Own, a.Addr())
 	}
 	if c.state != nil {
-		o.State = c.state.Dir
+		o.State = c.state
 	}
 	if n.ns != nil { // probes go through the netstack; else the host's sockets
 		o.Dial = n.Dial
