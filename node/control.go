@@ -125,7 +125,7 @@ func newControl(n *Node, cfg config.Config) (_ *control, err error) {
 		Static:       cfg.Addr,
 		StaticVNI:    cfg.VNI,
 		CreateWindow: window,
-		Kick:         c.kick,
+		Kick:         n.rec.kick,
 		Apply:        n.applyNetworks,
 		Log:          n.log,
 		Hooks: network.Hooks{
@@ -195,12 +195,6 @@ func (c *control) start(ctx context.Context) error {
 	}
 	// The seeds' join lives as long as the control plane: close cancels it.
 	ctx, c.cancel = context.WithCancel(context.Background())
-	mch, mcancel := c.g.WatchMembers()
-	nch, ncancel := ipam.WatchNetworks(c.g)
-	c.wg.Add(3)
-	go func() { defer c.wg.Done(); forward(c, mch, mcancel) }()
-	go func() { defer c.wg.Done(); forward(c, nch, ncancel) }()
-	go func() { defer c.wg.Done(); c.loop() }()
 	c.startServices()
 	if len(c.seeds) > 0 {
 		c.wg.Add(1)
@@ -211,61 +205,14 @@ func (c *control) start(ctx context.Context) error {
 			}
 		}()
 	}
-	c.poke()
 	return nil
 }
 
-// forward turns the events of a watch into kicks of the loop.
-func forward[T any](c *control, ch <-chan T, cancel func()) {
-	defer cancel()
-	for {
-		select {
-		case <-c.stop:
-			return
-		case _, ok := <-ch:
-			if !ok {
-				return
-			}
-			c.poke()
-		}
-	}
-}
-
-func (c *control) poke() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
-}
-
-// loop rebuilds the route table on every change, and once a second; each
-// pass ends with the networks' upkeep (network.Manager.Maintain).
-func (c *control) loop() {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.stop:
-			return
-		case <-c.kick:
-		case <-t.C:
-		}
-		c.sync()
-		c.nets.Maintain()
-	}
-}
-
-// learned returns the routes learned from the joined networks' tables
-// (network.Manager.Learned, on one catalog snapshot), skipping prefixes
-// already in taken and marking those it returns.
-func (c *control) learned(taken map[netip.Prefix]bool) []router.Route {
-	joined := c.joinedList()
-	names := make([]string, len(joined))
-	for i, j := range joined {
-		names[i] = j.Name
-	}
+// learned returns the routes learned from snap (network.Manager.Learned),
+// skipping prefixes already in taken and marking those it returns.
+func (c *control) learned(snap catalog.Snapshot, taken map[netip.Prefix]bool) []router.Route {
 	var out []router.Route
-	for _, r := range c.nets.Learned(catalog.Read(c.g, names)) {
+	for _, r := range c.nets.Learned(snap) {
 		if taken[r.Prefix] {
 			continue
 		}
@@ -290,13 +237,6 @@ func (c *control) peers() []netip.AddrPort {
 	return out
 }
 
-// sync swaps the router's route table for static + learned routes.
-func (c *control) sync() {
-	if err := c.n.syncRoutes(); err != nil {
-		c.log.Warn("route table", zap.Error(err))
-	}
-}
-
 // close stops the loop and the gossip: with leave, the cluster is told
 // (peers withdraw this node's routes at once); without, peers find out by
 // failure detection, as after a crash.
@@ -310,6 +250,9 @@ func (c *control) shutdown(leave bool) error {
 		c.cancel()
 	}
 	close(c.stop)
+	if s := c.n.svc.Load(); s != nil {
+		s.mgr.Close() // the health checker
+	}
 	c.nets.Close()
 	if leave {
 		if err := c.g.Leave(time.Second); err != nil {
@@ -342,9 +285,7 @@ func (n *Node) applyNetworks() error {
 	if err := n.rt.SetNetworks(nets); err != nil {
 		return err
 	}
-	if n.dns != nil {
-		defer n.dns.poke()
-	}
+	defer n.rec.poke() // the DNS addresses and the zone follow
 	if as, ok := n.dev.(stack.AddressSetter); ok {
 		return as.SetAddresses(addrs)
 	}

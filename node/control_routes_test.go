@@ -7,15 +7,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/catalog"
 	"github.com/overlayd/overlayd/gossip"
 	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/network"
 	"github.com/overlayd/overlayd/router"
-	"github.com/prometheus/client_golang/prometheus"
-	promtest "github.com/prometheus/client_golang/prometheus/testutil"
-	dto "github.com/prometheus/client_model/go"
 )
 
 // evilMember is a third cluster member that is not an overlayd node: a bare
@@ -120,8 +121,12 @@ func TestRouteOnlyFromLeaseHolder(t *testing.T) {
 		t.Errorf("overlayd_routes_refused_total{reason=%q} = %v, want 1", network.RefuseLease, got)
 	}
 	// Repeated syncs do not count one entry again.
-	a.ctl.sync()
-	a.ctl.sync()
+	if err := a.setRoutes(a.snapshot()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.setRoutes(a.snapshot()); err != nil {
+		t.Fatal(err)
+	}
 	if got := a.ctl.refusedRoutes(); got[network.RefuseLease] != 1 || got[network.RefuseNoLease] != 1 {
 		t.Errorf("after more syncs: refused %v", got)
 	}

@@ -65,16 +65,13 @@ type dnsService struct {
 	listening chan struct{}
 	names     atomic.Pointer[map[string]netip.Addr]
 
-	kick chan struct{}
-	stop chan struct{}
-	wg   sync.WaitGroup
+	wg sync.WaitGroup
 
 	unbound sync.Once // the warning that a TUN's DNS address is not bound to it
 
 	addrs *dns.Addrs // the networks' DNS addresses served (nil in tap mode)
 
-	mu       sync.Mutex        // guards watches, last, lastErr, stopped, closeErr
-	watches  map[string]func() // network → stop of its catalog.Watch of the zone tables
+	mu       sync.Mutex // guards last, lastErr, stopped, closeErr
 	last     *dns.ZoneData
 	lastErr  string
 	stopped  bool
@@ -92,10 +89,7 @@ func newDNS(n *Node) (*dnsService, error) {
 		log:       n.log.Named("dns"),
 		domain:    cfg.Domain,
 		ttl:       cfg.TTL,
-		kick:      make(chan struct{}, 1),
-		stop:      make(chan struct{}),
 		listening: make(chan struct{}),
-		watches:   map[string]func(){},
 	}
 	none := []netip.Prefix{}
 	d.cidrs.Store(&none)
@@ -224,7 +218,6 @@ func (d *dnsService) start(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	d.sync()
 	errc := make(chan error, 1)
 	d.wg.Add(1)
 	go func() {
@@ -250,42 +243,13 @@ func (d *dnsService) start(ctx context.Context) error {
 		return ctx.Err() // the listener goroutine ends at close
 	}
 	d.log.Info("dns listening", zap.Stringer("addr", *d.host.Load()), zap.Stringers("upstreams", d.upstreams))
-	d.wg.Add(1)
-	go func() { defer d.wg.Done(); d.loop() }()
 	return nil
-}
-
-func (d *dnsService) poke() {
-	select {
-	case d.kick <- struct{}{}:
-	default:
-	}
-}
-
-// loop rebuilds on every watched change, and once a second.
-func (d *dnsService) loop() {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.stop:
-			return
-		case <-d.kick:
-		case <-t.C:
-		}
-		d.sync()
-	}
 }
 
 // sync rebuilds the zone from the tables, swaps it in, and serves the DNS
 // address of every network the node is on.
-func (d *dnsService) sync() {
+func (d *dnsService) sync(snap catalog.Snapshot) {
 	nets := d.n.dnsNetworks()
-	d.rewatch(nets)
-	var snap catalog.Snapshot
-	if d.n.ctl != nil {
-		snap = catalog.Read(d.n.ctl.g, joinedNames(d.n.ctl.joinedList()))
-	}
 	zd, names := buildZone(d.zoneInput(nets), snap)
 	var cidrs []netip.Prefix
 	for _, nw := range nets {
@@ -317,36 +281,6 @@ func (d *dnsService) sync() {
 			addrs[i] = nw.DNSAddr
 		}
 		d.addrs.Set(addrs)
-	}
-}
-
-// rewatch keeps a watch on the routes and services tables of each joined
-// network; their events kick the loop.
-func (d *dnsService) rewatch(nets []dns.Network) {
-	if d.n.ctl == nil {
-		return
-	}
-	want := map[string]bool{}
-	for _, j := range d.n.ctl.joinedList() {
-		want[j.Name] = true
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.stopped {
-		return
-	}
-	for name, cancel := range d.watches {
-		if !want[name] {
-			cancel()
-			delete(d.watches, name)
-		}
-	}
-	g := d.n.ctl.g
-	for name := range want {
-		if d.watches[name] != nil {
-			continue
-		}
-		d.watches[name] = catalog.Watch(g, name, d.kick, catalog.ZoneTables()...)
 	}
 }
 
@@ -422,7 +356,7 @@ func (d *dnsService) resolve(_ context.Context, host string) (netip.Addr, error)
 	return netip.Addr{}, fmt.Errorf("node: no overlay name %q (names are NAME.NETWORK.%s)", host, d.domain)
 }
 
-// close stops the loop, the watches and every listener. Safe twice.
+// close stops every listener. Safe twice.
 func (d *dnsService) close() error {
 	d.mu.Lock()
 	if d.stopped {
@@ -430,11 +364,6 @@ func (d *dnsService) close() error {
 		return d.closeErr
 	}
 	d.stopped = true
-	close(d.stop)
-	for name, cancel := range d.watches {
-		cancel()
-		delete(d.watches, name)
-	}
 	d.mu.Unlock()
 	err := d.srv.Close()
 	if d.addrs != nil {

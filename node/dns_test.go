@@ -110,7 +110,7 @@ func TestDNSAccess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	n.dns.sync()
+	n.dns.sync(n.snapshot())
 	for _, tt := range []struct {
 		src               string
 		loopback, overlay bool

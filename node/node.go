@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/catalog"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/gossip"
 	"github.com/overlayd/overlayd/lb"
@@ -44,10 +45,12 @@ type Node struct {
 
 	lb  *lb.Balancer             // service VIPs; nil in static mode
 	svc atomic.Pointer[services] // set by the control plane's start; nil in static mode
+	rec *reconciler              // the one loop from the schema to the router, lb and DNS (reconcile.go)
 	fd  frontDoors               // SOCKS5, HTTP CONNECT, forwards, metrics (doors.go, metrics.go)
 	dns *dnsService              // overlay names and the forwarder (dns.go); nil when off
 
-	mu       sync.Mutex // guards static, api, starting, started
+	mu       sync.Mutex // guards api, starting, started (held through Start)
+	staticMu sync.Mutex // guards static; never held while taking another lock
 	static   []config.Peer
 	starting bool        // Start was called
 	syncMu   sync.Mutex  // serialises route table rebuilds
@@ -85,6 +88,7 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 		o(n)
 	}
 	n.log = n.log.With(zap.String("node", cfg.Name))
+	n.rec = newReconciler(n)
 	defer func() {
 		if err != nil {
 			n.endLife()
@@ -250,29 +254,38 @@ func (n *Node) SetStaticRoutes(peers []config.Peer) error {
 			return fmt.Errorf("node: peer %v covers this node's own address", p)
 		}
 	}
-	n.mu.Lock()
+	n.staticMu.Lock()
 	old := n.static
 	n.static = append([]config.Peer(nil), peers...)
-	n.mu.Unlock()
-	if err := n.syncRoutes(); err != nil {
-		n.mu.Lock()
+	n.staticMu.Unlock()
+	if err := n.setRoutes(n.snapshot()); err != nil {
+		n.staticMu.Lock()
 		n.static = old
-		n.mu.Unlock()
+		n.staticMu.Unlock()
 		return err
 	}
+	n.rec.poke() // the balancer follows the routes
 	return nil
 }
 
-// syncRoutes swaps the router's table for the static routes plus, with
-// gossip, the learned ones and the live members' VTEPs as peers. Static
-// routes win over learned ones for the same prefix.
-func (n *Node) syncRoutes() error {
+// snapshot reads the schema's tables of the joined networks (empty
+// without gossip).
+func (n *Node) snapshot() catalog.Snapshot {
+	if n.ctl == nil {
+		return catalog.Snapshot{}
+	}
+	return catalog.Read(n.ctl.g, joinedNames(n.ctl.joinedList()))
+}
+
+// setRoutes swaps the router's table for the static routes plus, with
+// gossip, the ones learned from snap and the live members' VTEPs as
+// peers. Static routes win over learned ones for the same prefix.
+func (n *Node) setRoutes(snap catalog.Snapshot) error {
 	n.syncMu.Lock()
 	defer n.syncMu.Unlock()
-	defer n.routesChanged() // the balancer follows the route table (node/services.go)
-	n.mu.Lock()
+	n.staticMu.Lock()
 	static := n.static
-	n.mu.Unlock()
+	n.staticMu.Unlock()
 	routes := make([]router.Route, 0, len(static))
 	taken := make(map[netip.Prefix]bool)
 	for _, p := range static {
@@ -287,7 +300,7 @@ func (n *Node) syncRoutes() error {
 		for _, nw := range n.rt.Networks() {
 			on[nw.VNI] = true
 		}
-		for _, r := range n.ctl.learned(taken) {
+		for _, r := range n.ctl.learned(snap, taken) {
 			if on[r.VNI] {
 				routes = append(routes, r)
 			}
@@ -344,6 +357,9 @@ func (n *Node) start(ctx context.Context) error {
 		if err := n.ctl.start(ctx); err != nil {
 			return err
 		}
+	}
+	n.rec.start() // the route table, the balancer's services and the DNS zone, built once now and kept
+	if n.ctl != nil {
 		n.startConfigApply() // the configuration's networks and services (apply.go)
 	}
 	if n.dns != nil {
@@ -398,6 +414,7 @@ func (n *Node) close(leave bool) error {
 		n.mu.Lock()
 		s := n.api
 		n.mu.Unlock()
+		n.rec.close() // first: a pass reads every part closed below
 		errs := []error{n.stopFrontDoors()}
 		if n.dns != nil {
 			errs = append(errs, n.dns.close())

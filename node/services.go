@@ -1,56 +1,49 @@
 package node
 
 // Service VIPs: package service keeps the services and backends (CRUD,
-// ownership rules, health checks, services.json); node watches their
-// tables, rebuilds the balancer's services on every change signal with
-// service.Balance and hands them over with Manager.Apply, and answers the
+// ownership rules, health checks, services.json); node's reconciler
+// builds the balancer's services with service.Balance on each pass and
+// hands them over with Manager.Apply when they changed; node answers the
 // API by converting its types to the service package's.
 
 import (
 	"context"
-	"slices"
-	"sync"
+	"reflect"
 	"sync/atomic"
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/catalog"
-	"github.com/overlayd/overlayd/gossip"
 	"github.com/overlayd/overlayd/internal/fault"
-	"github.com/overlayd/overlayd/router"
+	"github.com/overlayd/overlayd/lb"
 	"github.com/overlayd/overlayd/service"
 )
 
 // servicesFile is the services' state file (package service keeps it).
 const servicesFile = service.StateFile
 
-// services is the node's service state: the manager, and the watches of
-// the service tables that drive the balancer's rebuilds.
+// services is the node's service state: the manager, and the balancer's
+// services last handed over.
 type services struct {
 	c   *control
 	mgr *service.Manager
 
-	kick chan struct{}
-
-	mu      sync.Mutex        // guards watches
-	watches map[string]func() // network → stop of its catalog.Watch of the service tables
-
-	fpMu sync.Mutex  // guards fp
-	fp   fingerprint // at the last routesChanged
+	last    []lb.Service // the reconciler's alone
+	applied bool         // last is set
 
 	syncs  atomic.Uint64 // rebuilds of the balancer's services (for tests)
 	checks atomic.Uint64 // rounds of health checks (for tests)
 }
 
-// startServices starts watching the service tables of the joined networks
-// and checking this node's backends. It stops with the control plane.
+// startServices starts checking this node's backends; the manager stops
+// with the control plane.
 func (c *control) startServices() {
 	n := c.n
-	s := &services{c: c, kick: make(chan struct{}, 1), watches: map[string]func(){}}
+	s := &services{c: c}
 	o := service.Options{
 		Gossip:  c.g,
 		IPAM:    c.ipam,
 		Figures: n.lb,
-		Changed: s.poke,
+		Changed: n.rec.poke,
 		Checked: func() { s.checks.Add(1) },
 		Log:     c.log,
 		Networks: func() []service.Network {
@@ -82,116 +75,22 @@ func (c *control) startServices() {
 	s.mgr = service.New(o)
 	s.mgr.Start()
 	n.svc.Store(s)
-	c.wg.Add(1)
-	go func() { defer c.wg.Done(); defer s.mgr.Close(); s.loop() }()
 }
 
-func (s *services) poke() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
-}
-
-// loop rebuilds the balancer's services on every change signal, and only
-// then: a change of the service tables of a joined network (their
-// watches), a write through the API or a health change, and a new route
-// table (routesChanged: a joined or left network, a route or member that
-// came or went). Signals coalesce: one rebuild takes every change that
-// arrived while the previous one ran.
-func (s *services) loop() {
-	defer s.unwatchAll()
-	for {
-		s.rewatch()
-		s.sync()
-		select {
-		case <-s.c.stop:
-			return
-		case <-s.kick:
-		}
-	}
-}
-
-// sync hands the balancer the services of every joined network, as one
-// snapshot (a service it refuses is left out alone; see Manager.Apply).
-func (s *services) sync() {
-	s.syncs.Add(1)
-	v := s.mgr.View()
-	names := make([]string, len(v.Networks))
-	for i, nw := range v.Networks {
-		names[i] = nw.Name
-	}
-	s.mgr.Apply(s.c.n.lb, service.Balance(catalog.Read(s.c.g, names), v))
-}
-
-// routesChanged is called after every swap of the router's route table
-// (under syncMu); the balancer follows it when what it depends on
-// changed: the routes (a backend is usable only while its address is
-// routed to a live node), the live members and the joined networks.
-func (n *Node) routesChanged() {
-	s := n.svc.Load()
-	if s == nil {
+// sync hands the balancer the services of every joined network built
+// from snap, as one set, when they differ from the last set handed over
+// (a rebuild costs a Maglev table per service port; a service the
+// balancer refuses is left out alone, see Manager.Apply). It runs after
+// the route swap of the same pass: a backend counts only while the new
+// routes reach it.
+func (s *services) sync(snap catalog.Snapshot) {
+	all := service.Balance(snap, s.mgr.View())
+	if s.applied && reflect.DeepEqual(all, s.last) {
 		return
 	}
-	fp := fingerprint{set: true, routes: n.rt.Routes(), joined: s.c.joinedList()}
-	for _, m := range s.c.g.Members() {
-		if m.State == gossip.StateAlive || m.State == gossip.StateSuspect {
-			fp.live = append(fp.live, m.Name)
-		}
-	}
-	slices.Sort(fp.live)
-	s.fpMu.Lock()
-	same := s.fp.equal(fp)
-	s.fp = fp
-	s.fpMu.Unlock()
-	if !same {
-		s.poke()
-	}
-}
-
-// fingerprint is what the balancer's services depend on besides the
-// service tables.
-type fingerprint struct {
-	set    bool
-	routes []router.Route
-	joined []joinedNet
-	live   []string
-}
-
-func (a fingerprint) equal(b fingerprint) bool {
-	return a.set && b.set && slices.Equal(a.routes, b.routes) && slices.Equal(a.joined, b.joined) && slices.Equal(a.live, b.live)
-}
-
-// rewatch watches the tables of every joined network, and stops watching
-// the networks left.
-func (s *services) rewatch() {
-	joined := map[string]bool{}
-	for _, j := range s.c.joinedList() {
-		joined[j.Name] = true
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for nw, stop := range s.watches {
-		if !joined[nw] {
-			stop()
-			delete(s.watches, nw)
-		}
-	}
-	for nw := range joined {
-		if _, ok := s.watches[nw]; ok {
-			continue
-		}
-		s.watches[nw] = catalog.Watch(s.c.g, nw, s.kick, catalog.ServiceTables()...)
-	}
-}
-
-func (s *services) unwatchAll() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for nw, stop := range s.watches {
-		stop()
-		delete(s.watches, nw)
-	}
+	s.syncs.Add(1)
+	s.mgr.Apply(s.c.n.lb, all)
+	s.last, s.applied = all, true
 }
 
 // svcState returns the running service state, or the API error of a node
