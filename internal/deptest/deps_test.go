@@ -112,6 +112,7 @@ var allowed = map[string][]string{
 	"service":      {"catalog", "gossip", "ipam", "lb"}, // services and backends; lb for its types and a setter, never router or node
 	"network":      {"catalog", "gossip", "ipam"},       // the networks this node is attached to; never router, lb, dns or node
 	"dns":          {},
+	"metrics":      {"router", "gossip", "lb", "dns", "door"}, // the Prometheus names and the collector over the parts' Stats; only node imports it
 	"api":          {},
 	"config":       {},
 	"bench":        {"*"},
