@@ -15,6 +15,7 @@ import (
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/door"
+	"github.com/overlayd/overlayd/metrics"
 )
 
 // ResolveFunc resolves an overlay name (NODE.NETWORK.overlay,
@@ -31,7 +32,7 @@ type frontDoors struct {
 
 	mu      sync.Mutex // guards doors and metrics
 	doors   []startedDoor
-	metrics *metricsServer
+	metrics *metrics.Server
 }
 
 // startedDoor is a door with what it was configured as.
@@ -214,7 +215,7 @@ func (n *Node) stopFrontDoors() error {
 		errs = append(errs, sd.door.Close())
 	}
 	if m != nil {
-		errs = append(errs, m.close())
+		errs = append(errs, closeMetrics(m)...)
 	}
 	return errors.Join(errs...)
 }
@@ -247,7 +248,7 @@ func (n *Node) doorStatus() ([]api.Door, string) {
 	}
 	var maddr string
 	if m != nil {
-		maddr = m.addr()
+		maddr = m.Addr()
 	}
 	return out, maddr
 }

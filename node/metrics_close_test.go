@@ -64,3 +64,30 @@ func TestMetricsShutdownErrorReported(t *testing.T) {
 		t.Errorf("Close = %v, want the metrics server's shutdown error", err)
 	}
 }
+
+// A metrics address in use fails Start with the address named, as the
+// CLI shows it.
+func TestMetricsAddressTaken(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := config.Default()
+	cfg.Name = "m"
+	cfg.Mode = config.ModeNetstack
+	cfg.Listen = netip.MustParseAddrPort("127.0.0.1:0")
+	cfg.Addr = netip.MustParsePrefix("10.97.1.1/16")
+	cfg.Control = ""
+	cfg.DNS.Listen = config.DNSOff
+	cfg.Metrics = taken.Addr().String()
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	err = n.Start(context.Background())
+	if want := "node: metrics on " + cfg.Metrics + ": listen tcp " + cfg.Metrics + ": "; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("Start = %v, want %q...", err, want)
+	}
+}
