@@ -7,8 +7,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -16,7 +14,7 @@ import (
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
-	"github.com/overlayd/overlayd/internal/fault"
+	"github.com/overlayd/overlayd/network"
 	"github.com/overlayd/overlayd/service"
 )
 
@@ -46,15 +44,6 @@ func ApplyRequest(cfg config.Config) api.Apply {
 	return req
 }
 
-// lineErr puts "line N: what: " before err, keeping its kind.
-func lineErr(line int, what string, err error) error {
-	prefix := what + ": "
-	if line > 0 {
-		prefix = "line " + strconv.Itoa(line) + ": " + prefix
-	}
-	return fmt.Errorf("%s%w", prefix, err)
-}
-
 // Apply creates the missing networks (with a CIDR) and joins them, creates
 // the missing services (with ports) and makes this node's backends of each service
 // that lists backends exactly those; it leaves alone everything req does
@@ -78,30 +67,10 @@ func (n *Node) Apply(ctx context.Context, req api.Apply) (api.ApplyResult, error
 		}
 		return res, err
 	}
-	c := n.ctl
 	for _, nw := range req.Networks {
-		what := "network " + nw.Name
-		known, ok := c.ipam.Network(nw.Name)
-		switch {
-		case !ok && nw.CIDR != "":
-			info, err := c.createNetwork(ctx, api.CreateNetwork{Name: nw.Name, CIDR: nw.CIDR, VNI: nw.VNI})
-			if err != nil {
-				return fail(lineErr(nw.Line, what, err))
-			}
-			changed("network %s: created (%s, VNI %d)", nw.Name, info.CIDR, info.VNI)
-		case ok && nw.CIDR != "" && known.CIDR.String() != nw.CIDR:
-			return fail(lineErr(nw.Line, what, fault.Conflict("exists with CIDR %v, not %s", known.CIDR, nw.CIDR)))
-		case ok && nw.VNI != nil && known.VNI != *nw.VNI:
-			return fail(lineErr(nw.Line, what, fault.Conflict("exists with VNI %d, not %d", known.VNI, *nw.VNI)))
+		if err := n.ctl.nets.Declare(ctx, network.Declared{Name: nw.Name, CIDR: nw.CIDR, VNI: nw.VNI, Line: nw.Line}, changed); err != nil {
+			return fail(err)
 		}
-		if slices.ContainsFunc(c.joinedList(), func(j joinedNet) bool { return j.Name == nw.Name }) {
-			continue
-		}
-		info, err := c.joinNetwork(ctx, nw.Name)
-		if err != nil {
-			return fail(lineErr(nw.Line, what, err))
-		}
-		changed("network %s: joined with address %s", nw.Name, info.Addr)
 	}
 	for _, sv := range req.Services {
 		if err := s.mgr.Declare(ctx, declared(sv), n.exp.has, changed); err != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/overlayd/overlayd/catalog"
@@ -38,15 +37,6 @@ type DeclaredBackend struct {
 	Line        int
 }
 
-// lineErr puts "line N: what: " before err, keeping its kind.
-func lineErr(line int, what string, err error) error {
-	prefix := what + ": "
-	if line > 0 {
-		prefix = "line " + strconv.Itoa(line) + ": " + prefix
-	}
-	return fmt.Errorf("%s%w", prefix, err)
-}
-
 // Declare makes the service sv describes exist: it creates a missing one
 // (which needs ports), checks that an existing one has the VIP and ports
 // given, and, when sv lists backends, makes this node's backends of it
@@ -56,23 +46,23 @@ func (m *Manager) Declare(ctx context.Context, sv Declared, keep func(network, k
 	what := "service " + sv.Name
 	network, err := m.PickNetwork(sv.Network, sv.Name)
 	if err != nil {
-		return lineErr(sv.Line, what, err)
+		return fault.AtLine(sv.Line, what, err)
 	}
 	se, ok := m.find(network, sv.Name)
 	if !ok && len(sv.Ports) == 0 {
-		return lineErr(sv.Line, what, fault.NotFound("no service %q on network %q (yet); give its ports to create it here", sv.Name, network))
+		return fault.AtLine(sv.Line, what, fault.NotFound("no service %q on network %q (yet); give its ports to create it here", sv.Name, network))
 	}
 	if !ok {
 		info, err := m.Create(ctx, Create{Name: sv.Name, Network: network, Ports: sv.Ports, VIP: sv.VIP})
 		if err != nil {
-			return lineErr(sv.Line, what, err)
+			return fault.AtLine(sv.Line, what, err)
 		}
 		changed("service %s: created on network %s (VIP %s, ports %s)", sv.Name, network, info.VIP, strings.Join(info.Ports, " "))
 		if se, ok = m.find(network, sv.Name); !ok {
-			return lineErr(sv.Line, what, errors.New("service: created but not found in the service table"))
+			return fault.AtLine(sv.Line, what, errors.New("service: created but not found in the service table"))
 		}
 	} else if err := sameService(se, sv); err != nil {
-		return lineErr(sv.Line, what, err)
+		return fault.AtLine(sv.Line, what, err)
 	}
 	if sv.Backends == nil {
 		return nil
@@ -132,7 +122,7 @@ func (m *Manager) declareBackends(network string, se svcEntry, sv Declared, keep
 		}
 		a, err := netip.ParseAddrPort(addr)
 		if err != nil || !a.Addr().Is4() || a.Port() == 0 {
-			return lineErr(b.Line, "service "+sv.Name+": backend "+b.Addr, fault.Invalid("want an overlay IPv4 IP:PORT, or :PORT for this node's address"))
+			return fault.AtLine(b.Line, "service "+sv.Name+": backend "+b.Addr, fault.Invalid("want an overlay IPv4 IP:PORT, or :PORT for this node's address"))
 		}
 		if b.Check == "none" {
 			b.Check = ""
@@ -154,7 +144,7 @@ func (m *Manager) declareBackends(network string, se svcEntry, sv Declared, keep
 			continue
 		}
 		if _, err := m.AddBackend(AddBackend{Service: sv.Name, Network: network, Addr: w.addr.String(), Weight: w.b.Weight, Check: w.b.Check, ServicePort: w.b.ServicePort}); err != nil {
-			return lineErr(w.b.Line, "service "+sv.Name+": backend "+w.addr.String(), err)
+			return fault.AtLine(w.b.Line, "service "+sv.Name+": backend "+w.addr.String(), err)
 		}
 		switch {
 		case !exists:
@@ -179,7 +169,7 @@ func (m *Manager) declareBackends(network string, se svcEntry, sv Declared, keep
 			continue
 		}
 		if _, err := m.RemoveBackend(BackendRef{Service: sv.Name, Network: network, Addr: a.String()}, false); err != nil {
-			return lineErr(sv.Line, "service "+sv.Name+": backend "+a.String(), err)
+			return fault.AtLine(sv.Line, "service "+sv.Name+": backend "+a.String(), err)
 		}
 		changed("service %s: backend %v removed", sv.Name, a)
 	}

@@ -3,6 +3,7 @@ package fault
 import (
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // Kind is a kind of failure. The kinds are the Err values below; match
@@ -92,4 +93,14 @@ func KindOf(err error) *Kind {
 		return k
 	}
 	return nil
+}
+
+// AtLine puts "line N: what: " (or "what: " when line is 0) before err,
+// keeping its kind: the errors of a declarative file name where they are.
+func AtLine(line int, what string, err error) error {
+	prefix := what + ": "
+	if line > 0 {
+		prefix = "line " + strconv.Itoa(line) + ": " + prefix
+	}
+	return fmt.Errorf("%s%w", prefix, err)
 }

@@ -49,3 +49,13 @@ func TestKinds(t *testing.T) {
 		t.Errorf("the owner is not found in %v", err)
 	}
 }
+
+func TestAtLine(t *testing.T) {
+	err := AtLine(7, "network blue", Conflict("exists with VNI %d, not %d", 1, 2))
+	if err.Error() != "line 7: network blue: exists with VNI 1, not 2" || KindOf(err) != ErrConflict {
+		t.Errorf("AtLine: %q, kind %v", err, KindOf(err))
+	}
+	if err := AtLine(0, "service web", Invalid("bad")); err.Error() != "service web: bad" || KindOf(err) != ErrInvalid {
+		t.Errorf("AtLine without a line: %q, kind %v", err, KindOf(err))
+	}
+}
