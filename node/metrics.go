@@ -34,7 +34,7 @@ func (n *Node) metricsSources() metrics.Sources {
 		s.Balancer = n.lb
 	}
 	if n.dns != nil {
-		s.DNS = n.dns.srv
+		s.DNS = n.dns
 	}
 	return s
 }

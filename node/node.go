@@ -15,6 +15,7 @@ import (
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/lb"
+	"github.com/overlayd/overlayd/node/internal/nodedns"
 	"github.com/overlayd/overlayd/node/internal/seam"
 	"github.com/overlayd/overlayd/router"
 	"github.com/overlayd/overlayd/stack"
@@ -45,7 +46,7 @@ type Node struct {
 	svc atomic.Pointer[services] // set by the control plane's start; nil in static mode
 	rec *reconciler              // the one loop from the schema to the router, lb and DNS (reconcile.go)
 	fd  frontDoors               // SOCKS5, HTTP CONNECT, forwards, metrics (doors.go, metrics.go)
-	dns *dnsService              // overlay names and the forwarder (dns.go); nil when off
+	dns *nodedns.Service         // overlay names and the forwarder (node/internal/nodedns, dns.go); nil when off
 
 	mu       sync.Mutex // guards api, starting, started (held through Start)
 	staticMu sync.Mutex // guards static; never held while taking another lock
@@ -90,6 +91,9 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 	defer func() {
 		if err != nil {
 			n.endLife()
+			if n.dns != nil {
+				n.dns.Close()
+			}
 			n.closeParts()
 		}
 	}()
@@ -136,6 +140,9 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 		if !cfg.Addr.IsValid() {
 			mac = nameMAC(cfg.Name)
 		}
+	}
+	if n.dns, err = newDNS(n); err != nil {
+		return nil, err
 	}
 	addrs = append(addrs, n.dnsPrefixes()...)
 	routes := extraRoutes(cfg)
@@ -187,9 +194,6 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 		return nil, err
 	}
 	if err := n.SetStaticRoutes(cfg.Peers); err != nil {
-		return nil, err
-	}
-	if n.dns, err = newDNS(n); err != nil {
 		return nil, err
 	}
 	return n, nil
@@ -294,11 +298,11 @@ func (n *Node) start(ctx context.Context) error {
 		n.startConfigApply() // the configuration's networks and services (apply.go)
 	}
 	if n.dns != nil {
-		if err := n.dns.start(ctx); err != nil {
+		if err := n.dns.Start(ctx); err != nil {
 			return err
 		}
 		if n.fd.resolver.Load() == nil { // an embedder's own resolver wins
-			n.SetResolver(n.dns.resolve)
+			n.SetResolver(n.dns.Resolve)
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -348,7 +352,7 @@ func (n *Node) close(leave bool) error {
 		n.rec.close() // first: a pass reads every part closed below
 		errs := []error{n.stopFrontDoors()}
 		if n.dns != nil {
-			errs = append(errs, n.dns.close())
+			errs = append(errs, n.dns.Close())
 		}
 		if s != nil {
 			errs = append(errs, s.Close())

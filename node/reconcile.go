@@ -110,7 +110,7 @@ func (r *reconciler) pass() {
 		}
 	}
 	if n.dns != nil {
-		n.dns.sync(snap)
+		n.dns.Sync(snap)
 	}
 	if n.ctl != nil {
 		n.ctl.nets.Maintain()
@@ -149,4 +149,13 @@ func (r *reconciler) unwatchAll() {
 func (r *reconciler) close() {
 	r.once.Do(func() { close(r.stop) })
 	r.wg.Wait()
+}
+
+// joinedNames are the names of js.
+func joinedNames(js []joinedNet) []string {
+	out := make([]string, len(js))
+	for i, j := range js {
+		out[i] = j.Name
+	}
+	return out
 }

@@ -33,7 +33,9 @@ func (n *Node) Status(context.Context) (api.Status, error) {
 		st.VTEPAdvertised = n.ctl.vtep.String()
 	}
 	st.Services = n.servicesSummary()
-	st.DNS = n.dnsStatus()
+	if n.dns != nil {
+		st.DNS = n.dns.Status()
+	}
 	st.Doors, st.Metrics = n.doorStatus()
 	rs := n.rt.Stats()
 	st.Traffic = api.Traffic{

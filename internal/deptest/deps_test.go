@@ -119,6 +119,12 @@ var allowed = map[string][]string{
 	"e2e":          {"*"},
 	"examples":     {"node", "api", "config"}, // programs that embed a node, as users would
 
+	// node's overlay DNS wiring (upstreams, the server, the zone from a
+	// catalog snapshot, the networks' DNS addresses, who may ask); it
+	// reads the DNS part of config and says its status in api's words,
+	// and knows nothing of the router, the balancer, gossip or the stack.
+	"node/internal/nodedns": {"api", "catalog", "config", "dns"},
+
 	// node's parts for tests (router, gossip, balancer, crash) and its
 	// unexported options (underlay, gossip transport, device), reached
 	// through node/internal/seam; no test hooks on node's public API.
@@ -136,6 +142,10 @@ var forbiddenExternal = map[string][]string{
 	"lb/maglev": {"gvisor.dev/", "golang.zx2c4.com/wireguard", "github.com/"},
 	"router":    {"github.com/hashicorp/memberlist"}, // wireguard comes in through stack, as DESIGN allows
 	"lb":        {"golang.zx2c4.com/wireguard", "github.com/hashicorp/memberlist"},
+
+	// The DNS wiring serves through a netstack it is handed; it never
+	// pulls in the stack itself.
+	"node/internal/nodedns": {"gvisor.dev/", "golang.zx2c4.com/wireguard"},
 }
 
 // onlyImports lists, for a package held to a few outside packages, the

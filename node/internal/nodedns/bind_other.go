@@ -1,6 +1,6 @@
 //go:build !linux
 
-package node
+package nodedns
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 
 // deviceBinding: this system cannot bind a socket to one interface for
 // what it receives, so a TUN's DNS address is served on one unbound
-// socket (see dnsService.listen).
+// socket (see Service.listen).
 const deviceBinding = false
 
 const loopbackDevice = ""

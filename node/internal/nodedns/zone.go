@@ -1,4 +1,4 @@
-package node
+package nodedns
 
 import (
 	"net/netip"
@@ -19,17 +19,15 @@ type zoneInput struct {
 	own    map[string]netip.Addr // network → this node's address there
 }
 
-// zoneInput is the zone's input on this node now.
-func (d *dnsService) zoneInput(nets []dns.Network) zoneInput {
-	in := zoneInput{domain: d.domain, ttl: d.ttl, nets: nets, self: d.n.cfg.Name, own: map[string]netip.Addr{}}
-	if a := d.n.cfg.Addr; a.IsValid() {
-		in.own[staticNetworkName] = a.Addr()
+// zoneInput is the zone's input on this node now: nets served, of which
+// joined are the gossip ones.
+func (d *Service) zoneInput(nets []dns.Network, joined []Network) zoneInput {
+	in := zoneInput{domain: d.domain, ttl: d.ttl, nets: nets, self: d.opts.Self, own: map[string]netip.Addr{}}
+	if a := d.opts.Static; a.IsValid() {
+		in.own[StaticNetwork] = a.Addr()
 	}
-	if d.n.ctl != nil {
-		in.self = d.n.ctl.g.Name()
-		for _, j := range d.n.ctl.joinedList() {
-			in.own[j.Name] = j.Addr
-		}
+	for _, j := range joined {
+		in.own[j.Name] = j.Addr
 	}
 	return in
 }
@@ -87,13 +85,4 @@ func buildZone(in zoneInput, snap catalog.Snapshot) (dns.ZoneData, map[string]ne
 		}
 	}
 	return zd, names
-}
-
-// joinedNames are the names of js.
-func joinedNames(js []joinedNet) []string {
-	out := make([]string, len(js))
-	for i, j := range js {
-		out[i] = j.Name
-	}
-	return out
 }

@@ -1,0 +1,61 @@
+package nodedns
+
+import (
+	"net/netip"
+	"slices"
+
+	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/dns"
+)
+
+// StaticNetwork names the static network (--addr) in the zone:
+// NODE.static.overlay.
+const StaticNetwork = "static"
+
+// port is the port served on the networks' DNS addresses.
+const port = 53
+
+// dnsAddrOf is a gossip network's DNS address: its first usable address
+// (as ipam reserves it, so no node holds it as its own).
+func dnsAddrOf(cidr netip.Prefix) netip.Addr { return cidr.Masked().Addr().Next() }
+
+// joined is the gossip networks the node is on now.
+func (d *Service) joined() []Network {
+	if d.opts.Joined == nil {
+		return nil
+	}
+	return d.opts.Joined()
+}
+
+// networks lists the networks the node serves DNS on: the joined ones and
+// the static one (named StaticNetwork, unless a joined one has its name).
+// The static network (--addr, --peer) has no IPAM: any of its addresses,
+// the first one too, may be another host's, so its DNS address is the
+// node's own address.
+func (d *Service) networks(joined []Network) []dns.Network {
+	var out []dns.Network
+	for _, j := range joined {
+		out = append(out, dns.Network{Name: j.Name, CIDR: j.CIDR.Masked(), DNSAddr: dnsAddrOf(j.CIDR)})
+	}
+	if a := d.opts.Static; a.IsValid() && !slices.ContainsFunc(out, func(nw dns.Network) bool { return nw.Name == StaticNetwork }) {
+		out = append(out, dns.Network{Name: StaticNetwork, CIDR: a.Masked(), DNSAddr: a.Addr()})
+	}
+	return out
+}
+
+// Prefixes are the DNS addresses the attachment must hold besides the
+// node's own (host-length prefixes: never a connection's source); none in
+// tap mode. The node adds them to its device with its own addresses.
+func (d *Service) Prefixes() []netip.Prefix {
+	if d.opts.Mode == config.ModeTAP {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, nw := range d.networks(d.joined()) {
+		if nw.DNSAddr == d.opts.Static.Addr() {
+			continue // the static network's: the node's own address, there already
+		}
+		out = append(out, netip.PrefixFrom(nw.DNSAddr, nw.DNSAddr.BitLen()))
+	}
+	return out
+}
