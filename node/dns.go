@@ -3,12 +3,15 @@ package node
 import (
 	"net/netip"
 
+	"github.com/overlayd/overlayd/metrics"
 	"github.com/overlayd/overlayd/node/internal/nodedns"
 )
 
 // staticNetworkName names the static network (--addr) as DNS does:
 // NODE.static.overlay.
 const staticNetworkName = nodedns.StaticNetwork
+
+var _ metrics.DNS = (*nodedns.Service)(nil) // the collector reads its Stats
 
 // newDNS builds the node's overlay DNS (node/internal/nodedns) once the
 // mode and the control plane are known; nil when DNS is off. It serves
