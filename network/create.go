@@ -121,7 +121,7 @@ func (m *Manager) writeNetwork(req CreateRequest, cidr netip.Prefix) (uint32, er
 	if req.VNI != nil {
 		vni = *req.VNI
 	}
-	if h := m.opts.Hooks.BeforeCreate; h != nil {
+	if h := m.hooks.beforeCreate; h != nil {
 		h(req.Name)
 	}
 	if err := m.ipam.CreateNetwork(req.Name, cidr, vni); err != nil {

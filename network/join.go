@@ -108,7 +108,7 @@ func (m *Manager) waitNetwork(ctx context.Context, name string) {
 	defer cancel()
 	t := time.NewTimer(unknownWait)
 	defer t.Stop()
-	if h := m.opts.Hooks.WaitingNetwork; h != nil {
+	if h := m.hooks.waitingNetwork; h != nil {
 		h(name)
 	}
 	for {

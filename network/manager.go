@@ -59,18 +59,17 @@ type Options struct {
 	// Log is the node's logger: the Manager logs to Log.Named("network"),
 	// its IPAM to Log.Named("ipam"). Nil: no logs.
 	Log *zap.Logger
-	// Hooks let tests stop an operation at a chosen point.
-	Hooks Hooks
 }
 
-// Hooks are test seams; nil fields do nothing.
-type Hooks struct {
-	// BeforeCreate runs in Create after its checks, before it writes (the
+// hooks let the package's tests stop an operation at a chosen point; nil
+// fields do nothing. Tests set them before the operation starts.
+type hooks struct {
+	// beforeCreate runs in Create after its checks, before it writes (the
 	// operations lock held).
-	BeforeCreate func(name string)
-	// WaitingNetwork runs when Join starts waiting for a network it does
+	beforeCreate func(name string)
+	// waitingNetwork runs when Join starts waiting for a network it does
 	// not know yet (the operations lock not held).
-	WaitingNetwork func(name string)
+	waitingNetwork func(name string)
 }
 
 // Manager keeps the networks this node is attached to. Its methods may be
@@ -81,6 +80,8 @@ type Manager struct {
 	ipam *ipam.IPAM
 	log  *zap.Logger
 	self string
+
+	hooks hooks // tests only
 
 	opMu sync.Mutex // serialises create, join and leave (never held while waiting on gossip)
 

@@ -44,7 +44,6 @@ type control struct {
 	state *statefile.Dir // nil: nothing is kept (the networks and the services keep their files in it)
 	vtep  netip.AddrPort
 	seeds []string
-	hooks controlHooks
 
 	kick      chan struct{}
 	stop      chan struct{}
@@ -52,13 +51,6 @@ type control struct {
 	closeErr  error
 	wg        sync.WaitGroup
 	cancel    context.CancelFunc
-}
-
-// controlHooks let tests stop the control plane at a chosen point; nil
-// fields do nothing. They are network.Hooks, read when they run.
-type controlHooks struct {
-	beforeCreate   func(name string) // create, after its checks, before it writes (network.Hooks.BeforeCreate)
-	waitingNetwork func(name string) // join starts waiting for a network it does not know (network.Hooks.WaitingNetwork)
 }
 
 // Create windows by gossip profile: a few times the time a delta takes to
@@ -128,18 +120,6 @@ func newControl(n *Node, cfg config.Config) (_ *control, err error) {
 		Kick:         n.rec.kick,
 		Apply:        n.applyNetworks,
 		Log:          n.log,
-		Hooks: network.Hooks{
-			BeforeCreate: func(name string) {
-				if h := c.hooks.beforeCreate; h != nil {
-					h(name)
-				}
-			},
-			WaitingNetwork: func(name string) {
-				if h := c.hooks.waitingNetwork; h != nil {
-					h(name)
-				}
-			},
-		},
 	})
 	if err != nil {
 		return nil, err

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -38,7 +36,7 @@ func clusterConfig(t testing.TB, name string, seeds ...string) config.Config {
 }
 
 // clusterNode starts a node of clusterConfig. setup, if not nil, changes
-// the node before Start (hooks).
+// the node before Start.
 func clusterNode(t testing.TB, name string, setup func(*Node), seeds ...string) *Node {
 	t.Helper()
 	return startNode(t, clusterConfig(t, name, seeds...), setup)
@@ -86,129 +84,6 @@ func waitMembers(t testing.TB, nodes ...*Node) {
 		}
 		return nil
 	})
-}
-
-// racePair starts two clustered nodes whose network creations pass their
-// checks, then wait for each other before writing: each writes before the
-// other's definition can reach it, the race of issue 9 item 6.
-func racePair(t *testing.T) (a, b *Node) {
-	var barrier sync.WaitGroup
-	barrier.Add(2)
-	hook := func(n *Node) {
-		n.ctl.hooks.beforeCreate = func(string) {
-			barrier.Done()
-			barrier.Wait()
-		}
-	}
-	a = clusterNode(t, "a", hook)
-	b = clusterNode(t, "b", hook, a.gossip().Addr())
-	waitMembers(t, a, b)
-	return a, b
-}
-
-type createResult struct {
-	node string
-	info api.NetworkInfo
-	err  error
-}
-
-func createAtOnce(a, b *Node, name, cidrA, cidrB string) []createResult {
-	res := make([]createResult, 2)
-	var wg sync.WaitGroup
-	for i, c := range []struct {
-		n    *Node
-		cidr string
-	}{{a, cidrA}, {b, cidrB}} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			info, err := c.n.CreateNetwork(ctx, api.CreateNetwork{Name: name, CIDR: c.cidr})
-			res[i] = createResult{c.n.cfg.Name, info, err}
-		}()
-	}
-	wg.Wait()
-	return res
-}
-
-// Two nodes create one network name with different CIDRs at the same
-// moment: exactly one is told success, the other a conflict that names the
-// winner and its CIDR; both end with the winner's definition, and the
-// loser's join gets an address of it.
-func TestCreateNetworkRaceLoserIsTold(t *testing.T) {
-	a, b := racePair(t)
-	cidrs := map[string]string{"a": "10.81.0.0/16", "b": "10.82.0.0/16"}
-	res := createAtOnce(a, b, "race2", cidrs["a"], cidrs["b"])
-	var won, lost []createResult
-	for _, r := range res {
-		if r.err == nil {
-			won = append(won, r)
-		} else {
-			lost = append(lost, r)
-		}
-	}
-	if len(won) != 1 || len(lost) != 1 {
-		t.Fatalf("CreateNetwork on both at once = %+v; want one success and one conflict", res)
-	}
-	w, l := won[0], lost[0]
-	if w.info.CIDR != cidrs[w.node] || w.info.Creator != w.node {
-		t.Errorf("winner %s: %+v, want CIDR %s created by %s", w.node, w.info, cidrs[w.node], w.node)
-	}
-	if api.StatusOf(l.err) != 409 {
-		t.Fatalf("loser %s: %v, want a 409 conflict", l.node, l.err)
-	}
-	for _, want := range []string{"node " + w.node, cidrs[w.node], cidrs[l.node], "won"} {
-		if !strings.Contains(l.err.Error(), want) {
-			t.Errorf("loser %s: %q does not say %q", l.node, l.err.Error(), want)
-		}
-	}
-	loser := map[string]*Node{"a": a, "b": b}[l.node]
-	ni, err := loser.JoinNetwork(context.Background(), "race2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p := netip.MustParsePrefix(ni.Addr); !netip.MustParsePrefix(cidrs[w.node]).Contains(p.Addr()) {
-		t.Errorf("loser's join: address %v, want one of the winner's %s", p, cidrs[w.node])
-	}
-}
-
-// The same network created on two nodes at once (say, every node's
-// configuration lists it) is what both asked for: both succeed, and
-// agree on the creator.
-func TestCreateNetworkRaceAlike(t *testing.T) {
-	a, b := racePair(t)
-	res := createAtOnce(a, b, "same", "10.83.0.0/16", "10.83.0.0/16")
-	for _, r := range res {
-		if r.err != nil {
-			t.Fatalf("%s: %v", r.node, r.err)
-		}
-	}
-	if res[0].info.Creator != res[1].info.Creator || res[0].info.VNI != res[1].info.VNI {
-		t.Errorf("the two creations disagree: %+v / %+v", res[0].info, res[1].info)
-	}
-}
-
-// A join waiting for a network it does not know yet does not hold the
-// operations lock: a create on the same node goes ahead meanwhile (and
-// here brings the network the join waits for).
-func TestJoinWaitDoesNotBlockCreate(t *testing.T) {
-	waiting := make(chan struct{})
-	n := clusterNode(t, "solo", func(n *Node) {
-		n.ctl.hooks.waitingNetwork = func(string) { close(waiting) }
-	})
-	joined := make(chan error, 1)
-	go func() {
-		_, err := n.JoinNetwork(context.Background(), "later")
-		joined <- err
-	}()
-	<-waiting
-	if _, err := n.CreateNetwork(context.Background(), api.CreateNetwork{Name: "later", CIDR: "10.84.0.0/24"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-joined; err != nil {
-		t.Errorf("join of a network created while it waited: %v", err)
-	}
 }
 
 // Two nodes apart (a partition, or two clusters) each create and join one
