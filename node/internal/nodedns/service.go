@@ -41,7 +41,8 @@ type Options struct {
 	// to the device Device names (tun mode). Called when an address is
 	// first served, never before Sync.
 	Netstack func() Netstack
-	// Device returns the name of the TUN the host sockets are bound to.
+	// Device returns the name of the TUN the host sockets are bound to;
+	// required when Netstack serves nothing, except in tap mode.
 	Device func() string
 	// Log is the node's logger; the Service logs under "dns".
 	Log *zap.Logger
