@@ -37,9 +37,13 @@ func newLayout(n Network) (*layout, error) {
 		l.vipHi-- // broadcast
 	}
 	l.nodeLo = 2
-	l.DNS = l.addr(1)
+	l.DNS = DNSAddr(l.CIDR)
 	return l, nil
 }
+
+// DNSAddr is the DNS address of a network with CIDR cidr: its first
+// usable address, which ipam never hands out (offset 1; nodes start at 2).
+func DNSAddr(cidr netip.Prefix) netip.Addr { return cidr.Masked().Addr().Next() }
 
 func (l *layout) addr(off uint64) netip.Addr {
 	v := new(big.Int).Add(l.base, new(big.Int).SetUint64(off))

@@ -123,7 +123,7 @@ var allowed = map[string][]string{
 	// catalog snapshot, the networks' DNS addresses, who may ask); it
 	// reads the DNS part of config and says its status in api's words,
 	// and knows nothing of the router, the balancer, gossip or the stack.
-	"node/internal/nodedns": {"api", "catalog", "config", "dns"},
+	"node/internal/nodedns": {"api", "catalog", "config", "dns", "ipam"},
 
 	// node's parts for tests (router, gossip, balancer, crash) and its
 	// unexported options (underlay, gossip transport, device), reached

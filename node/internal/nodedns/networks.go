@@ -6,6 +6,7 @@ import (
 
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/dns"
+	"github.com/overlayd/overlayd/ipam"
 )
 
 // StaticNetwork names the static network (--addr) in the zone:
@@ -14,10 +15,6 @@ const StaticNetwork = "static"
 
 // port is the port served on the networks' DNS addresses.
 const port = 53
-
-// dnsAddrOf is a gossip network's DNS address: its first usable address
-// (as ipam reserves it, so no node holds it as its own).
-func dnsAddrOf(cidr netip.Prefix) netip.Addr { return cidr.Masked().Addr().Next() }
 
 // joined is the gossip networks the node is on now.
 func (d *Service) joined() []Network {
@@ -35,7 +32,7 @@ func (d *Service) joined() []Network {
 func (d *Service) networks(joined []Network) []dns.Network {
 	var out []dns.Network
 	for _, j := range joined {
-		out = append(out, dns.Network{Name: j.Name, CIDR: j.CIDR.Masked(), DNSAddr: dnsAddrOf(j.CIDR)})
+		out = append(out, dns.Network{Name: j.Name, CIDR: j.CIDR.Masked(), DNSAddr: ipam.DNSAddr(j.CIDR)})
 	}
 	if a := d.opts.Static; a.IsValid() && !slices.ContainsFunc(out, func(nw dns.Network) bool { return nw.Name == StaticNetwork }) {
 		out = append(out, dns.Network{Name: StaticNetwork, CIDR: a.Masked(), DNSAddr: a.Addr()})
