@@ -82,8 +82,13 @@ func (r *Router) inbound(b *inBatch, n int) {
 	defer acc.flush(false)
 	var lastPeer netip.Addr // checked already in this batch
 	var learned neighKey    // learned already in this batch
+	var learnedSrc [4]byte  // learned.ip as bytes (compared per packet)
 	var learnedMAC vxlan.MAC
 	var learnedFrom netip.AddrPort // the datagram source it was learned from
+	// The network of the previous datagram: a batch is mostly one.
+	var nw Network
+	var nwAddr [4]byte // nw's address as bytes (compared per packet)
+	haveNW := false
 	for i := range n {
 		d := b.rbufs[i][:b.sizes[i]]
 		src := b.srcs[i]
@@ -99,10 +104,14 @@ func (r *Router) inbound(b *inBatch, n int) {
 			r.drops.Add(decapDrop(err))
 			continue
 		}
-		nw, ok := nets[vni]
-		if !ok {
-			r.drops.Add(DropUnknownVNI)
-			continue
+		if !haveNW || vni != nw.VNI {
+			var ok bool
+			if nw, ok = nets[vni]; !ok {
+				haveNW = false
+				r.drops.Add(DropUnknownVNI)
+				continue
+			}
+			haveNW, nwAddr = true, nw.Addr.Addr().As4()
 		}
 		if r.layer == stack.L2 {
 			if vtep, ok := t.vtepOf(src); ok && !frame.Src().IsMulticast() {
@@ -133,12 +142,15 @@ func (r *Router) inbound(b *inBatch, n int) {
 				continue
 			}
 			pkt := p.Bytes()
-			if netip.AddrFrom4(p.Dst) != nw.Addr.Addr() {
+			if p.Dst != nwAddr {
 				r.drops.Add(DropNotForUs)
 				continue
 			}
-			if s := netip.AddrFrom4(p.Src); nw.Addr.Contains(s) &&
-				(s != learned.ip || vni != learned.vni || frame.Src() != learnedMAC || src != learnedFrom) {
+			// Learn once per batch per (address, MAC, source): the cheap
+			// comparisons first, the prefix check only on a change.
+			if (p.Src != learnedSrc || vni != learned.vni || frame.Src() != learnedMAC || src != learnedFrom) &&
+				nw.Addr.Contains(netip.AddrFrom4(p.Src)) {
+				s := netip.AddrFrom4(p.Src)
 				// Only the VTEP that owns an address speaks for it:
 				// anything else is a stray or forged frame, which
 				// would re-point the neighbour (and inject traffic).
@@ -146,7 +158,7 @@ func (r *Router) inbound(b *inBatch, n int) {
 					r.drops.Add(DropNotOwner)
 					continue
 				}
-				learned, learnedMAC, learnedFrom = neighKey{vni: vni, ip: s}, frame.Src(), src
+				learned, learnedSrc, learnedMAC, learnedFrom = neighKey{vni: vni, ip: s}, p.Src, frame.Src(), src
 				r.learn(b, learned, learnedMAC)
 			}
 			if r.lb != nil && r.lb.InboundIPv4(p) == lb.Drop { // reverse NAT of a backend's reply, in place
