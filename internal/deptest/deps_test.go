@@ -121,8 +121,9 @@ var allowed = map[string][]string{
 
 	// node's overlay DNS wiring (upstreams, the server, the zone from a
 	// catalog snapshot, the networks' DNS addresses, who may ask); it
-	// reads the DNS part of config and says its status in api's words,
-	// and knows nothing of the router, the balancer, gossip or the stack.
+	// reads the DNS part of config, takes ipam's one rule for a network's
+	// DNS address, says its status in api's words, and knows nothing of
+	// the router, the balancer or the stack.
 	"node/internal/nodedns": {"api", "catalog", "config", "dns", "ipam"},
 
 	// node's parts for tests (router, gossip, balancer, crash) and its
