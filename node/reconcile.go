@@ -2,7 +2,6 @@ package node
 
 import (
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -30,7 +29,6 @@ type reconciler struct {
 	once sync.Once
 
 	watches map[string]func() // joined network → stop of its watch of the service tables (the loop's alone)
-	passes  atomic.Uint64     // passes run (for tests)
 }
 
 func newReconciler(n *Node) *reconciler {
@@ -95,7 +93,6 @@ func (r *reconciler) loop() {
 // DNS zone from one snapshot, then lets the network manager keep its
 // state files and recoveries up to date.
 func (r *reconciler) pass() {
-	r.passes.Add(1)
 	n := r.n
 	var snap catalog.Snapshot
 	if n.ctl != nil {
