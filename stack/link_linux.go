@@ -13,12 +13,19 @@ import (
 // configureLink sets the interface's MTU (unless 0), adds its addresses,
 // brings it up and points routes at it, through netlink.
 func configureLink(name string, mtu int, addrs, routes []netip.Prefix) error {
-	link, err := netlink.LinkByName(name)
+	return configureLinkAt(&netlink.Handle{}, name, mtu, addrs, routes)
+}
+
+// configureLinkAt is configureLink through h, which may be a handle in
+// another network namespace (netlink.NewHandleAt). The zero Handle is
+// this thread's namespace.
+func configureLinkAt(h *netlink.Handle, name string, mtu int, addrs, routes []netip.Prefix) error {
+	link, err := h.LinkByName(name)
 	if err != nil {
 		return fmt.Errorf("find link: %w", err)
 	}
 	if mtu > 0 {
-		if err := netlink.LinkSetMTU(link, mtu); err != nil {
+		if err := h.LinkSetMTU(link, mtu); err != nil {
 			return fmt.Errorf("set MTU %d: %w", mtu, err)
 		}
 	}
@@ -29,16 +36,16 @@ func configureLink(name string, mtu int, addrs, routes []netip.Prefix) error {
 			// point-to-point overlay device.
 			a.Flags = unix.IFA_F_NODAD
 		}
-		if err := netlink.AddrReplace(link, a); err != nil {
+		if err := h.AddrReplace(link, a); err != nil {
 			return fmt.Errorf("add address %v: %w", p, err)
 		}
 	}
-	if err := netlink.LinkSetUp(link); err != nil {
+	if err := h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bring up: %w", err)
 	}
 	for _, p := range routes {
 		r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: prefixNet(p.Masked()), Scope: netlink.SCOPE_LINK}
-		if err := netlink.RouteReplace(r); err != nil && !errors.Is(err, unix.EEXIST) {
+		if err := h.RouteReplace(r); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("add route %v: %w", p, err)
 		}
 	}
