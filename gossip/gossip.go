@@ -132,6 +132,10 @@ func New(opts Options) (*Gossip, error) {
 	go g.gossipLoop()
 	go g.syncLoop()
 	go g.maintLoop()
+	if err := g.startDiscovery(); err != nil { // discover.go
+		g.Close()
+		return nil, fmt.Errorf("gossip: discover: %w", err)
+	}
 	return g, nil
 }
 
@@ -163,6 +167,9 @@ func (g *Gossip) Close() error {
 		g.mu.Lock()
 		g.closed = true
 		g.mu.Unlock()
+		if d := g.cfg.Discover; d != nil {
+			d.Close() // no more reports; its errors are its own to log
+		}
 		g.store.Close()    // writes fail, messages are dropped, watch channels close
 		err = g.shutdown() // lifecycle.go (hardening): sockets first, then the loops
 		close(g.stop)

@@ -84,6 +84,10 @@ type Options struct {
 	// Transport replaces the network transport (tests use
 	// gossiptest.Network). Default nil: real UDP and TCP sockets on BindAddr.
 	Transport memberlist.Transport
+	// Discover, when set, announces this node and joins the nodes it
+	// finds that are not members yet (discover.go; NewMDNS on a LAN,
+	// AnnounceOnly when seeds are given). Default nil: seeds only.
+	Discover Discoverer
 }
 
 // LoadKeyFile reads gossip keys from a file: one base64-encoded 32-byte key
