@@ -110,9 +110,17 @@ type Gossip struct {
 	// Profile is memberlist's timing profile: default (LAN, failure
 	// detection in about 5 s) or test (chatty, well under 1 s).
 	Profile string `yaml:"profile"`
+	// Discover finds the cluster without seeds: "mdns" announces this
+	// node on the LAN of the gossip address over multicast DNS and joins
+	// the nodes found there (with Join given, the seeds are joined and
+	// mDNS only announces). Empty: off.
+	Discover string `yaml:"discover"`
 
 	lines map[string]int
 }
+
+// DiscoverMDNS is Gossip.Discover's one method: multicast DNS on the LAN.
+const DiscoverMDNS = "mdns"
 
 // DefaultGossipPort is memberlist's usual port, used for join seeds given
 // without one.
@@ -283,6 +291,15 @@ func (c *Config) Validate() error {
 		if _, err := ParseAddrPort(s, DefaultGossipPort); err != nil {
 			bad("gossip.join", "gossip.join[%d]: %v", i, err)
 		}
+	}
+	switch c.Gossip.Discover {
+	case "":
+	case DiscoverMDNS:
+		if !c.Gossip.Enabled() {
+			bad("gossip.discover", "gossip.discover: mdns is asked for but gossip is off; set gossip.listen (--gossip IP:PORT)")
+		}
+	default:
+		bad("gossip.discover", "gossip.discover: %q is not mdns (or empty: off)", c.Gossip.Discover)
 	}
 	switch c.Gossip.Profile {
 	case "default", "test":

@@ -211,3 +211,26 @@ func FuzzDecode(f *testing.F) {
 		_ = c.Validate()
 	})
 }
+
+// TestDecodeDiscover: gossip.discover is mdns or empty, needs gossip, and
+// a bad value's error names its line.
+func TestDecodeDiscover(t *testing.T) {
+	const head = "name: beta\nlisten: 192.0.2.2:4789\n"
+	for _, tc := range []struct{ name, in, want, discover string }{
+		{"mdns", head + "gossip:\n  listen: 192.0.2.2:7946\n  discover: mdns\n", "", "mdns"},
+		{"off", head + "gossip:\n  listen: 192.0.2.2:7946\n  discover: \"\"\n", "", ""},
+		{"unknown", head + "gossip:\n  listen: 192.0.2.2:7946\n  discover: consul\n", `line 5: gossip.discover: "consul" is not mdns`, ""},
+		{"no gossip", head + "addr: 10.1.0.1/16\ngossip:\n  discover: mdns\n", "line 5: gossip.discover: mdns is asked for but gossip is off", ""},
+	} {
+		c, err := Decode(strings.NewReader(tc.in))
+		if err == nil {
+			err = c.Validate()
+		}
+		if tc.want == "" && (err != nil || c.Gossip.Discover != tc.discover) {
+			t.Errorf("%s: Decode+Validate = %v, Discover %q", tc.name, err, c.Gossip.Discover)
+		}
+		if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: Decode+Validate = %v, want an error with %q", tc.name, err, tc.want)
+		}
+	}
+}
