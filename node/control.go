@@ -97,6 +97,7 @@ func newControl(n *Node, cfg config.Config) (_ *control, err error) {
 		Logger:   n.log,
 
 		Transport: n.seams.Transport, // nil but in tests (nodetest.WithTransport)
+		Discover:  discoverer(cfg.Gossip, len(c.seeds) > 0, n.log),
 	})
 	if err != nil {
 		return nil, err
@@ -126,6 +127,19 @@ func newControl(n *Node, cfg config.Config) (_ *control, err error) {
 	}
 	c.ipam = c.nets.IPAM()
 	return c, nil
+}
+
+// discoverer is gossip's discovery for the configuration: with seeds
+// (they win), mDNS only announces this node.
+func discoverer(g config.Gossip, seeded bool, log *zap.Logger) gossip.Discoverer {
+	if g.Discover != config.DiscoverMDNS {
+		return nil
+	}
+	d := gossip.NewMDNS(gossip.MDNSOptions{Logger: log})
+	if seeded {
+		return gossip.AnnounceOnly(d)
+	}
+	return d
 }
 
 // advertiseVTEP is the VTEP peers send VXLAN to: the listen address, with

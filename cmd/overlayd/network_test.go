@@ -31,6 +31,8 @@ func TestNetworkUsage(t *testing.T) {
 		{[]string{"run", "--gossip", "nope"}, 2, "--gossip: bad address"},
 		{[]string{"run", "--join", "192.0.2.1:7946", "--addr", "10.1.1.1/16"}, 2, "seeds are given but gossip is off"},
 		{[]string{"run", "--gossip", "127.0.0.1:0", "--gossip-profile", "fast"}, 2, `gossip.profile: "fast"`},
+		{[]string{"run", "--gossip", "127.0.0.1:0", "--discover", "consul"}, 2, `gossip.discover: "consul" is not mdns`},
+		{[]string{"run", "--discover", "mdns", "--addr", "10.1.1.1/16"}, 2, "gossip.discover: mdns is asked for but gossip is off"},
 	}
 	for _, tt := range tests {
 		code, _, stderr := run(t, tt.args...)

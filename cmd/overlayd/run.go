@@ -24,7 +24,8 @@ overlay, and reaches the overlay prefixes named by --peer at their VTEPs.
 With --gossip the node joins a cluster (--join seeds) and learns routes by
 itself: create networks and attach to them with 'overlayd network'; --addr
 and --peer are then optional (static routes still work beside the learned
-ones, e.g. for kernel vxlan peers).
+ones, e.g. for kernel vxlan peers). On one LAN, --discover mdns finds the
+cluster with no seeds (--join, when given, wins: mdns then only announces).
 Modes: tun (an interface, needs CAP_NET_ADMIN or root), netstack (no
 interface and no privileges: programs use the Go API), tap (an Ethernet
 interface), auto (tun where permitted, else netstack).
@@ -47,6 +48,9 @@ Example, a gossip cluster:
   host B: overlayd run --listen 192.0.2.2:4789 --gossip 192.0.2.2:7946 --join 192.0.2.1:7946 --state-dir /var/lib/overlayd
   host A: overlayd network create blue 10.10.0.0/16 && overlayd network join blue
   host B: overlayd network join blue
+  host C, on the same LAN, with no seeds:
+          overlayd run --listen 192.0.2.3:4789 --gossip 192.0.2.3:7946 --discover mdns --state-dir /var/lib/overlayd
+          (A and B add --discover mdns to be found)
 
 Example, rootless on a laptop, with front doors:
   overlayd run --mode netstack --listen 0.0.0.0:4789 --addr 10.200.1.1/16 --peer 10.200.2.0/24@192.0.2.2:4789 \
@@ -112,7 +116,7 @@ var flagKeys = map[string]string{
 	"name": "name", "mode": "mode", "listen": "listen", "addr": "addr", "vni": "vni", "tun-name": "tun_name",
 	"mtu": "mtu", "control": "control", "log-level": "log.level", "log-format": "log.format",
 	"no-offload": "underlay.disable_offload", "source-ports": "underlay.source_ports", "underlay-mtu": "underlay.mtu",
-	"gossip": "gossip.listen", "gossip-key-file": "gossip.key_file", "gossip-profile": "gossip.profile",
+	"gossip": "gossip.listen", "gossip-key-file": "gossip.key_file", "gossip-profile": "gossip.profile", "discover": "gossip.discover",
 	"state-dir": "state_dir", "socks5": "doors.socks5", "http-proxy": "doors.http_proxy", "metrics": "metrics",
 	"dns": "dns.listen", "dns-domain": "dns.domain", "dns-ttl": "dns.ttl",
 }
@@ -142,6 +146,7 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 		join      seedList
 		keyFile   = fs.String("gossip-key-file", "", "AES-256-GCM gossip keys, one base64 line each (`file`); nodes without the key are refused")
 		profile   = fs.String("gossip-profile", d.Gossip.Profile, "gossip timings: default (LAN) or test (fast failure detection, chatty)")
+		discover  = fs.String("discover", "", "find the cluster without seeds: mdns announces this node over multicast DNS on the LAN of the --gossip IP (its interface only) and joins the nodes found there with the same gossip key; with --join, the seeds are joined and mdns only announces this node, so nodes with --discover alone find the cluster through it (default off)")
 		stateDir  = fs.String("state-dir", "", "keep addresses and joined networks across restarts in this `directory`")
 	)
 	fs.Var(&join, "join", "seeds to join, `IP:PORT[,IP:PORT]` (port 7946 if left out; repeatable, added to the file's gossip.join)")
@@ -207,6 +212,8 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 				c.Gossip.KeyFile = *keyFile
 			case "gossip-profile":
 				c.Gossip.Profile = *profile
+			case "discover":
+				c.Gossip.Discover = *discover
 			case "state-dir":
 				c.StateDir = *stateDir
 			default:
