@@ -349,6 +349,11 @@ func (m *Manager) AddBackend(req AddBackend) (Info, error) {
 	default:
 		return Info{}, fault.Invalid("check %q: want tcp, udp or none", req.Check)
 	}
+	// A service created on another node a moment ago may still be on
+	// its way here: wait for it without holding opMu.
+	if !m.Has(network, req.Service) {
+		m.waitService(network, req.Service)
+	}
 	m.opMu.Lock()
 	defer m.opMu.Unlock()
 	se, ok := m.find(network, req.Service)
@@ -481,4 +486,33 @@ func (m *Manager) RemoveBackend(ref BackendRef, drain bool) (Info, error) {
 	se, _ := m.find(network, ref.Service)
 	flows, st := m.figures()
 	return m.info(se, flows, st), nil
+}
+
+// unknownWait is how long adding a backend waits for a service this node
+// does not know yet (as a join waits for a network): one created on
+// another node a moment ago may still be on its way.
+const unknownWait = 2 * time.Second
+
+// waitService returns once network's tables hold the service name, or
+// after unknownWait, or when the manager closes.
+func (m *Manager) waitService(network, name string) {
+	ch, cancel := m.o.Gossip.Watch(catalog.TableServices, network)
+	defer cancel()
+	t := time.NewTimer(unknownWait)
+	defer t.Stop()
+	if m.waiting != nil {
+		m.waiting(network, name)
+	}
+	for !m.Has(network, name) {
+		select {
+		case _, open := <-ch:
+			if !open {
+				return // gossip closed
+			}
+		case <-t.C:
+			return
+		case <-m.stop:
+			return
+		}
+	}
 }

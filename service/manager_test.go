@@ -384,3 +384,41 @@ func TestDeclare(t *testing.T) {
 		}
 	}
 }
+
+// A backend added on one node for a service created on another a moment
+// ago waits for the service to arrive instead of answering "no service"
+// (as a join waits for a network).
+func TestAddBackendWaitsForService(t *testing.T) {
+	net := gossiptest.NewNetwork()
+	ga, gb := newGossip(t, net, "a"), newGossip(t, net, "b")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := gb.Join(ctx, []string{ga.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	a := newManager(t, ga, "10.1.0.1", Options{})
+	b := newManager(t, gb, "10.1.0.2", Options{})
+	waiting := make(chan struct{})
+	b.waiting = func(string, string) { close(waiting) }
+	type result struct {
+		si  Info
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		si, err := b.AddBackend(AddBackend{Service: "late", Addr: "10.1.0.2:8080", Weight: 1})
+		done <- result{si, err}
+	}()
+	select {
+	case <-waiting:
+	case r := <-done:
+		t.Fatalf("AddBackend for a service not here yet returned at once: %+v, %v", r.si, r.err)
+	}
+	if _, err := a.Create(ctx, Create{Name: "late", Ports: []string{"80/tcp"}}); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil || r.si.Name != "late" || len(r.si.Backends) != 1 {
+		t.Fatalf("AddBackend after the service arrived: %+v, %v; want the backend added", r.si, r.err)
+	}
+}

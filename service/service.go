@@ -139,6 +139,10 @@ type Manager struct {
 	closeOnce sync.Once
 	stop      chan struct{}
 	wg        sync.WaitGroup
+
+	// waiting, set by this package's tests before an operation, is
+	// called when AddBackend starts waiting for an unknown service.
+	waiting func(network, name string)
 }
 
 // New returns a manager; nothing runs until Start.
