@@ -104,6 +104,9 @@ func (g *Gossip) discoverLoop(ch <-chan Found) {
 		n, err := g.ml.Join([]string{addr})
 		if n == 0 {
 			err = explainJoin([]string{addr}, err)
+			g.mu.Lock()
+			g.discoverErr = err.Error() // Stats.JoinError while this node is alone
+			g.mu.Unlock()
 			if failed[f.Addr] != err.Error() {
 				failed[f.Addr] = err.Error()
 				g.log.Warn("not joining a node found by discovery (a node with another gossip key is another cluster)",

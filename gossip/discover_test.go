@@ -145,6 +145,12 @@ func TestDiscoverAnotherKey(t *testing.T) {
 	if n := aliveCount(x); n != 1 {
 		t.Fatalf("x sees %d alive, want 1 (itself)", n)
 	}
+	if je := x.Stats().JoinError; !strings.Contains(je, "another key") {
+		t.Errorf("x's Stats().JoinError = %q, want why it is alone (another key)", je)
+	}
+	if je := a.Stats().JoinError; je != "" {
+		t.Errorf("a's Stats().JoinError = %q, want none (it is in its cluster; x is another)", je)
+	}
 }
 
 // TestMDNSStartRefuses: the real mDNS refuses, before opening a socket, an

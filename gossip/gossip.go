@@ -67,6 +67,9 @@ type Gossip struct {
 	intros  map[string]intro // nodes that said hello and memberlist has not reported, by name
 	closed  bool
 	left    bool // Leave was called: rejoin nothing
+	// discoverErr is why the last node discovery found could not be
+	// joined; Stats shows it as JoinError while this node is alone.
+	discoverErr string
 
 	introCh    chan []string // addresses to exchange state with (maintLoop)
 	directKick chan struct{} // fresh own entries to send (gossipLoop)

@@ -24,7 +24,8 @@ type Stats struct {
 	LogSuppressed uint64
 	// JoinError is why the last Join attempt failed, one clause per seed
 	// ("join 192.0.2.1:7946: refused: ..."); "" before any attempt and
-	// once one succeeded.
+	// once one succeeded. A node with discovery and no seeds shows why
+	// it could not join the last node found, while it is alone.
 	JoinError string
 }
 
@@ -80,6 +81,13 @@ func (g *Gossip) snapshot() Stats {
 	}
 	s.JoinError = gd.joinErr
 	gd.mu.Unlock()
+	if s.JoinError == "" { // a node with discovery and no seeds: why it is alone
+		g.mu.Lock()
+		if len(g.mlNodes) <= 1 {
+			s.JoinError = g.discoverErr
+		}
+		g.mu.Unlock()
+	}
 	return s
 }
 
