@@ -32,11 +32,10 @@ const joinTimeout = network.JoinTimeout
 // joinedNet is a network this node is attached to, with its address.
 type joinedNet = network.Joined
 
-// control is the node's control plane: gossip membership, the networks
-// the node is attached to (network.Manager, with IPAM), and the loop that
-// turns table changes into route swaps.
+// control is the node's control plane: gossip membership and the
+// networks the node is attached to (network.Manager, with IPAM); the
+// reconciler turns their changes into swaps.
 type control struct {
-	n     *Node
 	g     *gossip.Gossip
 	nets  *network.Manager
 	ipam  *ipam.IPAM // nets' IPAM
@@ -45,7 +44,6 @@ type control struct {
 	vtep  netip.AddrPort
 	seeds []string
 
-	kick      chan struct{}
 	stop      chan struct{}
 	closeOnce sync.Once
 	closeErr  error
@@ -65,9 +63,7 @@ const (
 // start. It restores the state kept in the state directory.
 func newControl(n *Node, cfg config.Config) (_ *control, err error) {
 	c := &control{
-		n:    n,
 		log:  n.log.Named("control"),
-		kick: make(chan struct{}, 1),
 		stop: make(chan struct{}),
 	}
 	for _, s := range cfg.Gossip.Join {
@@ -189,7 +185,6 @@ func (c *control) start(ctx context.Context) error {
 	}
 	// The seeds' join lives as long as the control plane: close cancels it.
 	ctx, c.cancel = context.WithCancel(context.Background())
-	c.startServices()
 	if len(c.seeds) > 0 {
 		c.wg.Add(1)
 		go func() {
@@ -244,9 +239,6 @@ func (c *control) shutdown(leave bool) error {
 		c.cancel()
 	}
 	close(c.stop)
-	if s := c.n.svc.Load(); s != nil {
-		s.mgr.Close() // the health checker
-	}
 	c.nets.Close()
 	if leave {
 		if err := c.g.Leave(time.Second); err != nil {

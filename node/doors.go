@@ -126,18 +126,18 @@ func (h hostDialer) ListenPacket(network, address string) (net.PacketConn, error
 	if err != nil {
 		return nil, err
 	}
-	return overlayOnlyConn{pc.(*net.UDPConn), h.n}, nil
+	return overlayOnlyConn{pc.(*net.UDPConn), h.n.inOverlay}, nil
 }
 
 // overlayOnlyConn is a host UDP socket that sends only into the overlay.
 type overlayOnlyConn struct {
 	*net.UDPConn
-	n *Node
+	inOverlay func(netip.Addr) bool
 }
 
 func (c overlayOnlyConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	ua, ok := addr.(*net.UDPAddr)
-	if !ok || !c.n.inOverlay(ua.AddrPort().Addr()) {
+	if !ok || !c.inOverlay(ua.AddrPort().Addr()) {
 		return 0, fmt.Errorf("node: %v is not an overlay address: %w", addr, door.ErrNotAllowed)
 	}
 	return c.UDPConn.WriteTo(b, addr)

@@ -69,7 +69,7 @@ func (n *Node) expose(ctx context.Context, e config.Expose) (*door.Exposer, erro
 		return nil, fault.NotFound("no service %q on network %q (yet)", name, network)
 	}
 	var self netip.Addr
-	for _, j := range s.c.joinedList() {
+	for _, j := range n.ctl.joinedList() {
 		if j.Name == network {
 			self = j.Addr
 		}

@@ -292,6 +292,7 @@ func (n *Node) start(ctx context.Context) error {
 		if err := n.ctl.start(ctx); err != nil {
 			return err
 		}
+		n.startServices()
 	}
 	n.rec.start() // the route table, the balancer's services and the DNS zone, built once now and kept
 	if n.ctl != nil {
@@ -356,6 +357,9 @@ func (n *Node) close(leave bool) error {
 		}
 		if s != nil {
 			errs = append(errs, s.Close())
+		}
+		if s := n.svc.Load(); s != nil {
+			errs = append(errs, s.mgr.Close()) // the health checker, before the gossip it writes to
 		}
 		if n.ctl != nil {
 			errs = append(errs, n.ctl.close(leave))

@@ -24,8 +24,8 @@ const servicesFile = service.StateFile
 // services is the node's service state: the manager, and the balancer's
 // services last handed over.
 type services struct {
-	c   *control
 	mgr *service.Manager
+	lb  service.Setter
 
 	last    []lb.Service // the reconciler's alone
 	applied bool         // last is set
@@ -34,11 +34,11 @@ type services struct {
 	checks atomic.Uint64 // rounds of health checks (for tests)
 }
 
-// startServices starts checking this node's backends; the manager stops
-// with the control plane.
-func (c *control) startServices() {
-	n := c.n
-	s := &services{c: c}
+// startServices starts checking this node's backends; close stops the
+// manager before the control plane.
+func (n *Node) startServices() {
+	c := n.ctl
+	s := &services{lb: n.lb}
 	o := service.Options{
 		Gossip:  c.g,
 		IPAM:    c.ipam,
@@ -89,7 +89,7 @@ func (s *services) sync(snap catalog.Snapshot) {
 		return
 	}
 	s.syncs.Add(1)
-	s.mgr.Apply(s.c.n.lb, all)
+	s.mgr.Apply(s.lb, all)
 	s.last, s.applied = all, true
 }
 
