@@ -18,7 +18,7 @@ type Found struct {
 }
 
 // A Discoverer announces this node and finds others without seeds (zero
-// configuration on a LAN: NewMDNS). Gossip calls Start once, from New,
+// configuration on a LAN: package gossip/mdns). Gossip calls Start once, from New,
 // after memberlist listens, and Close once, from Close.
 type Discoverer interface {
 	// Start announces self (this node's name and gossip address) and

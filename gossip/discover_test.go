@@ -9,9 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/overlayd/overlayd/internal/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 // fakeLAN is an in-memory discovery medium: every Discoverer started on it
@@ -151,122 +152,4 @@ func TestDiscoverAnotherKey(t *testing.T) {
 	if je := a.Stats().JoinError; je != "" {
 		t.Errorf("a's Stats().JoinError = %q, want none (it is in its cluster; x is another)", je)
 	}
-}
-
-// TestMDNSStartRefuses: the real mDNS refuses, before opening a socket, an
-// address no interface can multicast from (loopback), one no interface
-// holds, and IPv6.
-func TestMDNSStartRefuses(t *testing.T) {
-	for _, tc := range []struct{ addr, want string }{
-		{"127.0.0.1:7946", "cannot multicast"},
-		{"192.0.2.77:7946", "no interface holds the gossip address 192.0.2.77"},
-		{"[2001:db8::1]:7946", "not IPv4"},
-	} {
-		d := NewMDNS(MDNSOptions{})
-		err := d.Start(Found{Name: "n", Addr: netip.MustParseAddrPort(tc.addr)}, func(Found) {})
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("Start(%s) = %v, want an error with %q", tc.addr, err, tc.want)
-		}
-		if err := d.Close(); err != nil {
-			t.Errorf("Close after a failed Start = %v", err)
-		}
-	}
-}
-
-func TestParseTXT(t *testing.T) {
-	for _, tc := range []struct {
-		txt  []string
-		want Found
-		err  string
-	}{
-		{[]string{"v=1", "name=h1", "addr=198.18.0.1:7946"}, Found{"h1", netip.MustParseAddrPort("198.18.0.1:7946")}, ""},
-		{[]string{"V=1", "Name=h1", "ADDR=198.18.0.1:7946", "later=x", "name=other"}, Found{"h1", netip.MustParseAddrPort("198.18.0.1:7946")}, ""},
-		{[]string{"v=2", "name=h1", "addr=198.18.0.1:7946"}, Found{}, "version"},
-		{[]string{"name=h1", "addr=198.18.0.1:7946"}, Found{}, "without a version"},
-		{[]string{"v=1", "addr=198.18.0.1:7946"}, Found{}, "without a name"},
-		{[]string{"v=1", "name=h1"}, Found{}, "without an addr"},
-		{[]string{"v=1", "name=", "addr=198.18.0.1:7946"}, Found{}, "name"},
-		{[]string{"v=1", "name=h1", "addr=198.18.0.1"}, Found{}, "addr"},
-		{[]string{"v=1", "name=h1", "addr=198.18.0.1:0"}, Found{}, "not a unicast"},
-		{[]string{"v=1", "name=h1", "addr=224.0.0.251:7946"}, Found{}, "not a unicast"},
-		{[]string{"v=1", "name=h1", "addr=0.0.0.0:7946"}, Found{}, "not a unicast"},
-		{[]string{"v=1", "name=h1", "addr=[2001:db8::1]:7946"}, Found{}, "not a unicast"},
-	} {
-		got, err := parseTXT(tc.txt)
-		if tc.err == "" && (err != nil || got != tc.want) || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
-			t.Errorf("parseTXT(%q) = %v, %v; want %v, error with %q", tc.txt, got, err, tc.want, tc.err)
-		}
-	}
-}
-
-// TestParseMDNS: what a node answers is what another reads, and a
-// goodbye reports no one.
-func TestParseMDNS(t *testing.T) {
-	self := Found{Name: "h1.example", Addr: netip.MustParseAddrPort("198.18.0.1:7946")}
-	m := &mdns{self: self, inst: instanceLabel(self.Name) + "." + MDNSService, host: instanceLabel(self.Name) + ".local."}
-	for _, tc := range []struct {
-		ttl  uint32
-		want int
-	}{{mdnsTTL, 1}, {0, 0}} {
-		b, err := m.response(tc.ttl, 0, nil).Pack()
-		if err != nil {
-			t.Fatal(err)
-		}
-		msg, found, err := parseMDNS(b)
-		if err != nil || !msg.Response || len(found) != tc.want || tc.want == 1 && found[0] != self {
-			t.Errorf("parseMDNS(response(ttl %d)) = %v, %v; want %d node %v", tc.ttl, found, err, tc.want, self)
-		}
-	}
-	b, _ := m.query().Pack()
-	if msg, found, err := parseMDNS(b); err != nil || msg.Response || len(found) != 0 {
-		t.Errorf("parseMDNS(query) = %v, %v, %v; want a query, no node", msg, found, err)
-	}
-}
-
-func TestInstanceLabel(t *testing.T) {
-	a, b := instanceLabel("h1.example"), instanceLabel("h1-example")
-	if !strings.HasPrefix(a, "h1-example-") || a == b {
-		t.Errorf("instanceLabel = %q, %q; want an h1-example- prefix and labels that differ", a, b)
-	}
-	if l := instanceLabel(strings.Repeat("é", 100)); len(l) > 63 {
-		t.Errorf("instanceLabel(long) = %q: %d bytes, more than a DNS label's 63", l, len(l))
-	}
-}
-
-// FuzzParseMDNS: any packet unpacks or fails without a panic, and every
-// node it reports has a TXT that reads back the same.
-func FuzzParseMDNS(f *testing.F) {
-	self := Found{Name: "h1", Addr: netip.MustParseAddrPort("198.18.0.1:7946")}
-	m := &mdns{self: self, inst: instanceLabel("h1") + "." + MDNSService, host: instanceLabel("h1") + ".local."}
-	b, _ := m.response(mdnsTTL, 0, nil).Pack()
-	f.Add(b)
-	q, _ := m.query().Pack()
-	f.Add(q)
-	f.Fuzz(func(t *testing.T, b []byte) {
-		_, found, err := parseMDNS(b)
-		if err != nil && len(found) > 0 {
-			t.Fatalf("parseMDNS: error %v with %d nodes", err, len(found))
-		}
-		for _, n := range found {
-			if back, err := parseTXT(formatTXT(n)); err != nil || back != n {
-				t.Fatalf("parseTXT(formatTXT(%v)) = %v, %v", n, back, err)
-			}
-		}
-	})
-}
-
-// FuzzParseTXT: TXT strings (split at newlines) parse or fail without a
-// panic; what parses reads back the same.
-func FuzzParseTXT(f *testing.F) {
-	f.Add("v=1\nname=h1\naddr=198.18.0.1:7946")
-	f.Add("v=1\nname=\xff\naddr=1.2.3.4:1")
-	f.Fuzz(func(t *testing.T, s string) {
-		got, err := parseTXT(strings.Split(s, "\n"))
-		if err != nil {
-			return
-		}
-		if back, err := parseTXT(formatTXT(got)); err != nil || back != got {
-			t.Fatalf("parseTXT(formatTXT(%v)) = %v, %v", got, back, err)
-		}
-	})
 }

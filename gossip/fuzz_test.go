@@ -43,7 +43,7 @@ func FuzzGuard(f *testing.F) {
 			return
 		}
 		m, err := decodeMeta(meta)
-		if checkName(name) != nil || err != nil || m.check() != nil || !nodeAddr(n).IsValid() || port == 0 || n.PCur != cfg.ml.ProtocolVersion {
+		if CheckName(name) != nil || err != nil || m.check() != nil || !nodeAddr(n).IsValid() || port == 0 || n.PCur != cfg.ml.ProtocolVersion {
 			t.Fatalf("accepted %+v", n)
 		}
 		gd.NotifyMerge([]*memberlist.Node{n})

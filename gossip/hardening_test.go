@@ -101,7 +101,7 @@ func forgedAlives(t *testing.T, i int) [][]byte {
 func badMembers(g *Gossip) []string {
 	var bad []string
 	for _, m := range g.Members() {
-		if err := checkName(m.Name); err != nil || !m.Addr.IsValid() || m.Meta.Version == "" {
+		if err := CheckName(m.Name); err != nil || !m.Addr.IsValid() || m.Meta.Version == "" {
 			bad = append(bad, fmt.Sprintf("%q (%v, meta %+v)", m.Name, m.Addr, m.Meta))
 		}
 	}

@@ -85,7 +85,7 @@ type Options struct {
 	// gossiptest.Network). Default nil: real UDP and TCP sockets on BindAddr.
 	Transport memberlist.Transport
 	// Discover, when set, announces this node and joins the nodes it
-	// finds that are not members yet (discover.go; NewMDNS on a LAN,
+	// finds that are not members yet (discover.go; gossip/mdns on a LAN,
 	// AnnounceOnly when seeds are given). Default nil: seeds only.
 	Discover Discoverer
 }
@@ -137,7 +137,7 @@ type config struct {
 
 func (o Options) config() (*config, error) {
 	c := &config{Options: o}
-	if err := checkName(o.Name); err != nil {
+	if err := CheckName(o.Name); err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	if c.Logger == nil {

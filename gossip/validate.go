@@ -127,7 +127,7 @@ func (gd *guard) refuse(reason string) {
 
 // check reports why n is not an overlayd node, or nil.
 func (gd *guard) check(n *memberlist.Node) *memberError {
-	if err := checkName(n.Name); err != nil {
+	if err := CheckName(n.Name); err != nil {
 		return &memberError{refuseName, err.Error()}
 	}
 	if a := nodeAddr(n); !a.IsValid() || a.Port() == 0 || a.Addr().IsUnspecified() || a.Addr().IsMulticast() {
@@ -151,9 +151,9 @@ func (gd *guard) check(n *memberlist.Node) *memberError {
 	return nil
 }
 
-// checkName: 1 to MaxNameLen bytes of printable UTF-8 (no control
+// CheckName says whether s may name a node: 1 to MaxNameLen bytes of printable UTF-8 (no control
 // characters, NUL included).
-func checkName(s string) error {
+func CheckName(s string) error {
 	if s == "" || len(s) > MaxNameLen {
 		return fmt.Errorf("node name %q must be 1 to %d bytes", s, MaxNameLen)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/overlayd/overlayd/catalog"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/gossip"
+	"github.com/overlayd/overlayd/gossip/mdns"
 	"github.com/overlayd/overlayd/internal/fault"
 	"github.com/overlayd/overlayd/internal/statefile"
 	"github.com/overlayd/overlayd/ipam"
@@ -131,7 +132,7 @@ func discoverer(g config.Gossip, seeded bool, log *zap.Logger) gossip.Discoverer
 	if g.Discover != config.DiscoverMDNS {
 		return nil
 	}
-	d := gossip.NewMDNS(gossip.MDNSOptions{Logger: log})
+	d := mdns.New(mdns.Options{Logger: log})
 	if seeded {
 		return gossip.AnnounceOnly(d)
 	}

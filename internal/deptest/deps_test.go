@@ -106,7 +106,8 @@ var allowed = map[string][]string{
 	"packet":       {}, // the packet vocabulary: parsed view, 5-tuple, flow hash, ICMP/RST builders
 	"lb/maglev":    {},
 	"gossip":       {"gossip/table"},
-	"gossip/table": {}, // the replicated tables' state: entries, merge, wire format, watches, participation
+	"gossip/table": {},         // the replicated tables' state: entries, merge, wire format, watches, participation
+	"gossip/mdns":  {"gossip"}, // the Discoverer of a LAN (multicast DNS); node hands it to gossip
 	"ipam":         {"gossip"},
 	"catalog":      {"gossip"},                          // the replicated schema: table names, records, encodings
 	"service":      {"catalog", "gossip", "ipam", "lb"}, // services and backends; lb for its types and a setter, never router or node

@@ -1,7 +1,4 @@
-package gossip
-
-// This file holds NewMDNS: the Discoverer of a LAN, on multicast DNS
-// (RFC 6762) with DNS-SD records (RFC 6763), as SocketPlane's ZeroConf.
+package mdns
 
 import (
 	"context"
@@ -17,13 +14,16 @@ import (
 
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
+
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
+
+	"github.com/overlayd/overlayd/gossip"
 )
 
-// MDNSService is the DNS-SD service overlayd nodes announce,
+// Service is the DNS-SD service overlayd nodes announce,
 // "_overlayd._udp" in the "local." domain.
-const MDNSService = "_overlayd._udp.local."
+const Service = "_overlayd._udp.local."
 
 // mDNS timings and limits.
 const (
@@ -36,29 +36,29 @@ const (
 
 var mdnsGroup = netip.MustParseAddr("224.0.0.251")
 
-// MDNSOptions configures NewMDNS.
-type MDNSOptions struct {
+// Options configures New.
+type Options struct {
 	// Logger receives its logs (named "mdns"). Default zap.NewNop().
 	Logger *zap.Logger
 }
 
-// NewMDNS returns the Discoverer of a LAN: multicast DNS on the interface
+// New returns the gossip.Discoverer of a LAN: multicast DNS on the interface
 // that holds the gossip address (IPv4 only), never on the others. It
-// answers queries for MDNSService with a PTR to this node's instance,
+// answers queries for Service with a PTR to this node's instance,
 // its SRV, A and a TXT record "v=1", "name=NODE", "addr=IP:PORT" (the
 // gossip address; never the key: nodes with another key are found, and
 // memberlist refuses them), announces itself twice at Start, queries at
 // Start and then every 1 s, 2 s, 4 s ... up to a minute, and says goodbye
 // (TTL 0) at Close. It shares port 5353 with other responders (avahi) by
 // SO_REUSEPORT.
-func NewMDNS(opts MDNSOptions) Discoverer {
+func New(opts Options) gossip.Discoverer {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
 	return &mdns{log: opts.Logger.Named("mdns"), stop: make(chan struct{})}
 }
 
-// mdns is NewMDNS's Discoverer.
+// mdns is New's gossip.Discoverer.
 type mdns struct {
 	log  *zap.Logger
 	stop chan struct{}
@@ -67,10 +67,10 @@ type mdns struct {
 	// Set by Start, read-only after.
 	ifi   *net.Interface
 	conn  *ipv4.PacketConn
-	self  Found
+	self  gossip.Found
 	inst  string // this node's instance name, LABEL._overlayd._udp.local.
 	host  string // its SRV target, LABEL.local.
-	found func(Found)
+	found func(gossip.Found)
 
 	mu      sync.Mutex // guards started, closed and sendErr
 	started bool
@@ -78,9 +78,9 @@ type mdns struct {
 	sendErr string // the last send error logged
 }
 
-var _ Discoverer = (*mdns)(nil)
+var _ gossip.Discoverer = (*mdns)(nil)
 
-func (m *mdns) Start(self Found, found func(Found)) error {
+func (m *mdns) Start(self gossip.Found, found func(gossip.Found)) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed || m.started {
@@ -118,13 +118,13 @@ func (m *mdns) Start(self Found, found func(Found)) error {
 	}
 	label := instanceLabel(self.Name)
 	m.ifi, m.conn, m.self, m.found = ifi, p, self, found
-	m.inst, m.host = label+"."+MDNSService, label+".local."
+	m.inst, m.host = label+"."+Service, label+".local."
 	m.started = true
 	m.wg.Add(2)
 	go m.readLoop()
 	go m.sendLoop()
 	m.log.Info("announcing and looking for nodes over mDNS",
-		zap.String("interface", ifi.Name), zap.String("service", MDNSService), zap.Stringer("addr", self.Addr))
+		zap.String("interface", ifi.Name), zap.String("service", Service), zap.Stringer("addr", self.Addr))
 	return nil
 }
 
@@ -291,7 +291,7 @@ func (m *mdns) answer(q *dns.Msg, src net.Addr) {
 		if qq.Qclass&^(1<<15) != dns.ClassINET && qq.Qclass&^(1<<15) != dns.ClassANY {
 			continue
 		}
-		if name == MDNSService && (qq.Qtype == dns.TypePTR || qq.Qtype == dns.TypeANY) ||
+		if name == Service && (qq.Qtype == dns.TypePTR || qq.Qtype == dns.TypeANY) ||
 			name == strings.ToLower(m.inst) {
 			asks = true
 		}
@@ -309,7 +309,7 @@ func (m *mdns) answer(q *dns.Msg, src net.Addr) {
 // query asks for every node of the service.
 func (m *mdns) query() *dns.Msg {
 	q := new(dns.Msg)
-	q.Question = []dns.Question{{Name: MDNSService, Qtype: dns.TypePTR, Qclass: dns.ClassINET}}
+	q.Question = []dns.Question{{Name: Service, Qtype: dns.TypePTR, Qclass: dns.ClassINET}}
 	return q
 }
 
@@ -323,7 +323,7 @@ func (m *mdns) response(ttl uint32, id uint16, question []dns.Question) *dns.Msg
 		return dns.RR_Header{Name: name, Rrtype: t, Class: class, Ttl: ttl}
 	}
 	r.Answer = []dns.RR{
-		&dns.PTR{Hdr: hdr(MDNSService, dns.TypePTR, dns.ClassINET), Ptr: m.inst},
+		&dns.PTR{Hdr: hdr(Service, dns.TypePTR, dns.ClassINET), Ptr: m.inst},
 		&dns.TXT{Hdr: hdr(m.inst, dns.TypeTXT, dns.ClassINET|flush), Txt: formatTXT(m.self)},
 		&dns.SRV{Hdr: hdr(m.inst, dns.TypeSRV, dns.ClassINET|flush), Port: m.self.Addr.Port(), Target: m.host},
 	}
@@ -356,7 +356,7 @@ func (m *mdns) send(msg *dns.Msg, dst *net.UDPAddr) {
 }
 
 // formatTXT is the TXT record of f (RFC 6763 §6: key=value strings).
-func formatTXT(f Found) []string {
+func formatTXT(f gossip.Found) []string {
 	return []string{"v=1", "name=" + f.Name, "addr=" + f.Addr.String()}
 }
 
@@ -364,8 +364,8 @@ func formatTXT(f Found) []string {
 // name and a unicast IPv4 address with a port. Keys are case-insensitive,
 // unknown keys are ignored (a later version may add some), and the first
 // of a repeated key wins (RFC 6763 §6.4).
-func parseTXT(txt []string) (Found, error) {
-	var f Found
+func parseTXT(txt []string) (gossip.Found, error) {
+	var f gossip.Found
 	var seen struct{ v, name, addr bool }
 	for _, s := range txt {
 		k, v, _ := strings.Cut(s, "=")
@@ -376,15 +376,15 @@ func parseTXT(txt []string) (Found, error) {
 			}
 			seen.v = true
 			if v != "1" {
-				return Found{}, fmt.Errorf("mdns: TXT version %q, want 1", v)
+				return gossip.Found{}, fmt.Errorf("mdns: TXT version %q, want 1", v)
 			}
 		case "name":
 			if seen.name {
 				continue
 			}
 			seen.name = true
-			if err := checkName(v); err != nil {
-				return Found{}, fmt.Errorf("mdns: TXT name: %w", err)
+			if err := gossip.CheckName(v); err != nil {
+				return gossip.Found{}, fmt.Errorf("mdns: TXT name: %w", err)
 			}
 			f.Name = v
 		case "addr":
@@ -394,30 +394,30 @@ func parseTXT(txt []string) (Found, error) {
 			seen.addr = true
 			ap, err := netip.ParseAddrPort(v)
 			if err != nil {
-				return Found{}, fmt.Errorf("mdns: TXT addr: %w", err)
+				return gossip.Found{}, fmt.Errorf("mdns: TXT addr: %w", err)
 			}
 			ip := ap.Addr()
 			if !ip.Is4() || ap.Port() == 0 || ip.IsUnspecified() || ip.IsMulticast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
-				return Found{}, fmt.Errorf("mdns: TXT addr %v is not a unicast IPv4 address with a port", ap)
+				return gossip.Found{}, fmt.Errorf("mdns: TXT addr %v is not a unicast IPv4 address with a port", ap)
 			}
 			f.Addr = ap
 		}
 	}
 	switch {
 	case !seen.v:
-		return Found{}, errors.New("mdns: TXT without a version")
+		return gossip.Found{}, errors.New("mdns: TXT without a version")
 	case !seen.name:
-		return Found{}, errors.New("mdns: TXT without a name")
+		return gossip.Found{}, errors.New("mdns: TXT without a name")
 	case !seen.addr:
-		return Found{}, errors.New("mdns: TXT without an addr")
+		return gossip.Found{}, errors.New("mdns: TXT without an addr")
 	}
 	return f, nil
 }
 
 // parseMDNS unpacks an mDNS message and, for a response, the nodes its
-// TXT records of MDNSService announce (goodbyes, TTL 0, are skipped; so
+// TXT records of Service announce (goodbyes, TTL 0, are skipped; so
 // are records that do not parse).
-func parseMDNS(b []byte) (*dns.Msg, []Found, error) {
+func parseMDNS(b []byte) (*dns.Msg, []gossip.Found, error) {
 	msg := new(dns.Msg)
 	if err := msg.Unpack(b); err != nil {
 		return nil, nil, err
@@ -425,11 +425,11 @@ func parseMDNS(b []byte) (*dns.Msg, []Found, error) {
 	if !msg.Response {
 		return msg, nil, nil
 	}
-	var out []Found
+	var out []gossip.Found
 	for _, rrs := range [][]dns.RR{msg.Answer, msg.Extra} {
 		for _, rr := range rrs {
 			t, ok := rr.(*dns.TXT)
-			if !ok || t.Hdr.Ttl == 0 || !strings.HasSuffix(strings.ToLower(t.Hdr.Name), "."+MDNSService) {
+			if !ok || t.Hdr.Ttl == 0 || !strings.HasSuffix(strings.ToLower(t.Hdr.Name), "."+Service) {
 				continue
 			}
 			if f, err := parseTXT(t.Txt); err == nil {
