@@ -75,6 +75,13 @@ const (
 	// reported beside the router's (a coalesced GRO batch dropped whole
 	// counts once).
 	DropKernelRcvbuf
+	// DropSpoofedSource: outbound, a packet from an endpoint's device
+	// whose source is not the endpoint's own address.
+	DropSpoofedSource
+	// DropOtherNetwork: outbound, a packet from an endpoint to an address
+	// on another network than the endpoint's (another VNI's endpoint,
+	// node address or route): networks are isolated per endpoint.
+	DropOtherNetwork
 
 	// NumDropReasons is the number of reasons, for arrays indexed by
 	// DropReason.
@@ -99,6 +106,8 @@ var dropNames = [NumDropReasons]string{
 	DropLBRefused:     "lb_refused",
 	DropNotOwner:      "not_owner",
 	DropKernelRcvbuf:  "kernel_rcvbuf",
+	DropSpoofedSource: "spoofed_source",
+	DropOtherNetwork:  "other_network",
 }
 
 // String returns the reason's snake_case name, or "drop_reason_N" for a

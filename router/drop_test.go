@@ -26,7 +26,8 @@ func TestDropReason(t *testing.T) {
 		DropUnsupported: "unsupported", DropNoRoute: "no_route", DropTooBig: "too_big",
 		DropARPUnresolved: "arp_unresolved", DropQueueFull: "queue_full", DropWriteError: "write_error",
 		DropLBReset: "lb_reset", DropLBRefused: "lb_refused", DropNotOwner: "not_owner",
-		DropKernelRcvbuf: "kernel_rcvbuf", DropReason(200): "drop_reason_200",
+		DropKernelRcvbuf: "kernel_rcvbuf", DropSpoofedSource: "spoofed_source", DropOtherNetwork: "other_network",
+		DropReason(200): "drop_reason_200",
 	}
 	if len(want) != int(NumDropReasons)+1 {
 		t.Errorf("the table pins %d reasons, there are %d: pin the new one's name", len(want)-1, NumDropReasons)

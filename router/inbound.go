@@ -18,8 +18,10 @@ type inBatch struct {
 	rbufs   [][]byte // bufs[i][headroom:], what the underlay reads into
 	sizes   []int
 	srcs    []netip.AddrPort
-	deliver [][]byte  // packets for the attachment, at offset deliverOff
-	reply   *outBatch // ARP answers and released pending packets
+	deliver [][]byte   // packets for the attachment, at offset deliverOff
+	local   []localPkt // packets for hosted endpoints, at offset headroom+vxlan.EncapLen
+	scratch [][]byte   // flushLocal's room
+	reply   *outBatch  // ARP answers and released pending packets
 }
 
 func newInBatch(n int) *inBatch {
@@ -29,6 +31,8 @@ func newInBatch(n int) *inBatch {
 		sizes:   make([]int, n),
 		srcs:    make([]netip.AddrPort, n),
 		deliver: make([][]byte, 0, n),
+		local:   make([]localPkt, 0, n),
+		scratch: make([][]byte, 0, n),
 		reply:   newOutBatch(0),
 	}
 	b.reply.ctl = make([][]byte, n)
@@ -57,9 +61,11 @@ func (r *Router) inboundLoop(ctx context.Context) {
 		cnt, err := r.ul.ReadBatch(b.rbufs, b.sizes, b.srcs)
 		if cnt > 0 {
 			b.deliver = b.deliver[:0]
+			b.local = b.local[:0]
 			b.reply.reset()
 			r.inbound(b, cnt)
 			r.flushDeliver(b)
+			r.flushLocal(b.local, b.scratch, headroom+vxlan.EncapLen)
 			r.flushUnderlay(b.reply)
 		}
 		if err != nil {
@@ -77,6 +83,7 @@ func (r *Router) inboundLoop(ctx context.Context) {
 func (r *Router) inbound(b *inBatch, n int) {
 	t := r.tab.Load()
 	nets := *r.nets.Load()
+	eps := r.eps.Load()
 	var pkts, bytes uint64
 	var acc netAcc
 	defer acc.flush(false)
@@ -127,7 +134,7 @@ func (r *Router) inbound(b *inBatch, n int) {
 		}
 		switch frame.Type() {
 		case vxlan.EtherTypeARP:
-			r.inboundARP(b, t, nw, frame, src)
+			r.inboundARP(b, t, eps, nw, frame, src)
 		case vxlan.EtherTypeIPv4:
 			if dm := frame.Dst(); dm != r.mac && !dm.IsBroadcast() {
 				r.drops.Add(DropNotForUs)
@@ -142,9 +149,12 @@ func (r *Router) inbound(b *inBatch, n int) {
 				continue
 			}
 			pkt := p.Bytes()
+			var to *endpoint // nil: the attachment
 			if p.Dst != nwAddr {
-				r.drops.Add(DropNotForUs)
-				continue
+				if to = eps.on(vni, netip.AddrFrom4(p.Dst)); to == nil {
+					r.drops.Add(DropNotForUs)
+					continue
+				}
 			}
 			// Learn once per batch per (address, MAC, source): the cheap
 			// comparisons first, the prefix check only on a change.
@@ -165,7 +175,11 @@ func (r *Router) inbound(b *inBatch, n int) {
 				r.drops.Add(DropLBRefused)
 				continue
 			}
-			b.deliver = append(b.deliver, b.bufs[i][:headroom+vxlan.EncapLen+len(pkt)])
+			if to != nil {
+				b.local = append(b.local, localPkt{ep: to, buf: b.bufs[i][:headroom+vxlan.EncapLen+len(pkt)]})
+			} else {
+				b.deliver = append(b.deliver, b.bufs[i][:headroom+vxlan.EncapLen+len(pkt)])
+			}
 			pkts++
 			bytes += uint64(len(pkt))
 			acc.add(r, vni, len(pkt), false)
@@ -177,15 +191,16 @@ func (r *Router) inbound(b *inBatch, n int) {
 	r.in.bytes.Add(bytes)
 }
 
-// inboundARP learns from an ARP packet and answers requests for our address.
-func (r *Router) inboundARP(b *inBatch, t *table, nw Network, frame vxlan.Ethernet, src netip.AddrPort) {
+// inboundARP learns from an ARP packet and answers requests for our
+// address and the hosted endpoints' on the network.
+func (r *Router) inboundARP(b *inBatch, t *table, eps *epTable, nw Network, frame vxlan.Ethernet, src netip.AddrPort) {
 	a := vxlan.ARP(frame.Payload())
 	if !a.IsValid() {
 		r.drops.Add(DropMalformed)
 		return
 	}
 	sender := a.SenderIP()
-	if !nw.Addr.Contains(sender) || sender == nw.Addr.Addr() {
+	if !nw.Addr.Contains(sender) || sender == nw.Addr.Addr() || eps.byAddr[sender] != nil {
 		r.drops.Add(DropNotForUs)
 		return
 	}
@@ -194,7 +209,8 @@ func (r *Router) inboundARP(b *inBatch, t *table, nw Network, frame vxlan.Ethern
 		return
 	}
 	r.learn(b, neighKey{vni: nw.VNI, ip: sender}, a.SenderMAC())
-	if a.Op() != vxlan.ARPRequest || a.TargetIP() != nw.Addr.Addr() {
+	target := a.TargetIP()
+	if a.Op() != vxlan.ARPRequest || (target != nw.Addr.Addr() && eps.on(nw.VNI, target) == nil) {
 		return
 	}
 	// Answer the VTEP that hosts the sender, which need not be the
@@ -215,7 +231,7 @@ func (r *Router) inboundARP(b *inBatch, t *table, nw Network, frame vxlan.Ethern
 		r.drops.Add(DropQueueFull)
 		return
 	}
-	vxlan.ARP(buf[headroom:headroom+vxlan.ARPLen]).EncodeReply(r.mac, nw.Addr.Addr(), a.SenderMAC(), sender)
+	vxlan.ARP(buf[headroom:headroom+vxlan.ARPLen]).EncodeReply(r.mac, target, a.SenderMAC(), sender)
 	d := vxlan.Encap(buf, headroom, vxlan.ARPLen, nw.VNI, a.SenderMAC(), r.mac, vxlan.EtherTypeARP)
 	b.reply.add(d, vtep, 0)
 	r.arpAnswers.Add(1)

@@ -29,7 +29,14 @@ type outBatch struct {
 
 	icmp [][]byte // ICMP errors for the attachment, at offset headroom, slices of ctl
 
-	pkts, bytes uint64 // forwarded in this batch
+	pkts, bytes uint64 // forwarded to the underlay in this batch
+
+	src     *endpoint  // the endpoint whose device this batch was read from; nil: the attachment
+	eps     *epTable   // the endpoints, fixed for a batch
+	local   []localPkt // packets for local devices (switched, never the underlay)
+	scratch [][]byte   // flushLocal's room
+	fwd     Counters   // forwarded anywhere in this batch (the source endpoint's count)
+	drops   uint64     // dropped in this batch (the source endpoint's count)
 
 	hit lastHop // the previous packet's destination, valid for one batch
 	acc netAcc  // this batch's packets per network
@@ -48,18 +55,23 @@ type lastHop struct {
 // frame, behind headroom.
 const ctlSize = headroom + 576
 
-func newOutBatch(n int) *outBatch {
+func newOutBatch(n int) *outBatch { return newOutBatchSized(n, bufSize) }
+
+// newOutBatchSized returns a batch of n packet buffers of size bytes.
+func newOutBatchSized(n, size int) *outBatch {
 	b := &outBatch{
-		bufs:  make([][]byte, n),
-		sizes: make([]int, n),
-		send:  make([][]byte, 0, n*2),
-		dsts:  make([]netip.AddrPort, 0, n*2),
-		flows: make([]uint32, 0, n*2),
-		ctl:   make([][]byte, n),
-		icmp:  make([][]byte, 0, n),
+		bufs:    make([][]byte, n),
+		sizes:   make([]int, n),
+		send:    make([][]byte, 0, n*2),
+		dsts:    make([]netip.AddrPort, 0, n*2),
+		flows:   make([]uint32, 0, n*2),
+		ctl:     make([][]byte, n),
+		icmp:    make([][]byte, 0, n),
+		local:   make([]localPkt, 0, n),
+		scratch: make([][]byte, 0, n),
 	}
 	for i := range b.bufs {
-		b.bufs[i] = make([]byte, bufSize)
+		b.bufs[i] = make([]byte, size)
 		b.ctl[i] = make([]byte, ctlSize)
 	}
 	return b
@@ -72,6 +84,8 @@ func (b *outBatch) reset() {
 	b.icmp = b.icmp[:0]
 	b.nctl = 0
 	b.pkts, b.bytes = 0, 0
+	b.local = b.local[:0]
+	b.fwd, b.drops = Counters{}, 0
 	b.hit = lastHop{}
 }
 
@@ -102,6 +116,7 @@ func (r *Router) outboundLoop(ctx context.Context) {
 			b.reset()
 			r.outbound(b, cnt)
 			r.flushUnderlay(b)
+			r.flushLocal(b.local, b.scratch, headroom)
 			r.flushICMP(b)
 		}
 		if err != nil {
@@ -115,50 +130,65 @@ func (r *Router) outboundLoop(ctx context.Context) {
 	}
 }
 
-// outbound decides the fate of n packets read from the attachment: each is
-// encapsulated in place and queued for the underlay, or answered, or
-// dropped and counted.
+// outbound decides the fate of n packets read from the attachment, or
+// from the endpoint b.src: each is encapsulated in place and queued for
+// the underlay, or queued for a local device, or answered, or dropped and
+// counted.
 func (r *Router) outbound(b *outBatch, n int) {
 	t := r.tab.Load()
+	b.eps = r.eps.Load()
 	for i := range n {
 		pkt := b.bufs[i][headroom : headroom+b.sizes[i]]
 		if r.layer == stack.L2 {
 			r.outboundFrame(b, t, i, pkt)
-		} else {
-			r.outboundPacket(b, t, i, pkt)
+		} else if why := r.outboundPacket(b, t, i, pkt); why != DropNone {
+			r.drops.Add(why)
+			b.drops++
 		}
 	}
 	r.out.packets.Add(b.pkts)
 	r.out.bytes.Add(b.bytes)
 	b.acc.flush(true)
+	if len(b.local) > 0 {
+		r.local.packets.Add(b.fwd.Packets - b.pkts)
+		r.local.bytes.Add(b.fwd.Bytes - b.bytes)
+	}
+	if ep := b.src; ep != nil {
+		ep.out.packets.Add(b.fwd.Packets)
+		ep.out.bytes.Add(b.fwd.Bytes)
+		if b.drops > 0 {
+			ep.outDrops.Add(b.drops)
+		}
+	}
 }
 
-// outboundPacket handles an IP packet from an L3 attachment.
-func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) {
+// outboundPacket handles an IP packet from an L3 attachment or an
+// endpoint, and returns why it dropped it (DropNone: forwarded, answered
+// or waiting for ARP).
+func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) DropReason {
 	if len(pkt) == 0 {
-		r.drops.Add(DropMalformed)
-		return
+		return DropMalformed
 	}
 	if pkt[0]>>4 != 4 {
-		r.drops.Add(DropUnsupported)
-		return
+		return DropUnsupported
 	}
 	var view packet.IPv4 // on the stack: parsed once, handed to lb, the hash and the ICMP decisions
 	p := &view
 	if !p.Parse(pkt) {
-		r.drops.Add(DropMalformed)
-		return
+		return DropMalformed
 	}
 	pkt = p.Bytes()
+	src := b.src
+	if src != nil && netip.AddrFrom4(p.Src) != src.cfg.Addr {
+		return DropSpoofedSource
+	}
 	if r.lb != nil {
 		switch r.lb.OutboundIPv4(p) { // DNAT to a backend, in place
 		case lb.Reset:
-			r.drops.Add(DropLBReset)
 			r.queueReset(b, p)
-			return
+			return DropLBReset
 		case lb.Drop:
-			r.drops.Add(DropLBRefused)
-			return
+			return DropLBRefused
 		}
 	}
 	dst := netip.AddrFrom4(p.Dst)
@@ -166,20 +196,26 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) {
 		// Same destination as the packet before (a TSO burst split into
 		// segments): reuse its route and MAC.
 		r.encapOut(b, i, p, b.hit.rt, b.hit.mac)
-		return
+		return DropNone
+	}
+	if src != nil || len(b.eps.byAddr) > 0 {
+		if why, done := r.outboundLocal(b, i, p, dst); done {
+			return why
+		}
 	}
 	rt, ok := t.lookup(dst)
+	if src != nil && (!ok || rt.VNI != src.cfg.VNI) && (ok || r.isNodeAddr(dst)) {
+		return DropOtherNetwork // a route, or this node's address, on another network
+	}
 	if !ok {
-		r.drops.Add(DropNoRoute)
 		r.queueICMP(b, p, packet.ICMPDestUnreachable, packet.ICMPNetUnreachable, 0)
-		return
+		return DropNoRoute
 	}
 	if len(pkt) > r.pathMTU {
-		r.drops.Add(DropTooBig)
 		if p.DontFragment() {
 			r.queueICMP(b, p, packet.ICMPDestUnreachable, packet.ICMPFragNeeded, uint16(r.pathMTU))
 		}
-		return
+		return DropTooBig
 	}
 	k := neighKey{vni: rt.VNI, ip: dst}
 	mac, ok := r.neigh.get(k)
@@ -189,12 +225,64 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) {
 			r.queueARPRequest(b, k, rt.VTEP)
 		}
 		if !kept {
-			r.drops.Add(DropQueueFull)
+			return DropQueueFull
 		}
-		return
+		return DropNone
 	}
 	b.hit = lastHop{dst: dst, rt: rt, mac: mac, ok: true}
 	r.encapOut(b, i, p, rt, mac)
+	return DropNone
+}
+
+// outboundLocal switches packet i, parsed as p, to a local device when
+// dst is one: a hosted endpoint (of the sender's network, when the sender
+// is an endpoint), or, for an endpoint's packet, this node's address on
+// its network (the attachment). It reports whether it decided, and why it
+// dropped the packet.
+func (r *Router) outboundLocal(b *outBatch, i int, p *packet.IPv4, dst netip.Addr) (DropReason, bool) {
+	src := b.src
+	to := b.eps.byAddr[dst]
+	mtu := 0
+	switch {
+	case to != nil:
+		if src != nil && to.cfg.VNI != src.cfg.VNI {
+			return DropOtherNetwork, true
+		}
+		mtu = to.mtu
+	case src == nil:
+		return DropNone, false
+	default:
+		nw, ok := (*r.nets.Load())[src.cfg.VNI]
+		if !ok || dst != nw.Addr.Addr() {
+			return DropNone, false
+		}
+		mtu = r.devMTU // to the attachment: to stays nil
+	}
+	n := p.Len()
+	if mtu > 0 && n > mtu {
+		if p.DontFragment() {
+			r.queueICMP(b, p, packet.ICMPDestUnreachable, packet.ICMPFragNeeded, uint16(min(mtu, 65535)))
+		}
+		return DropTooBig, true
+	}
+	if r.lb != nil && r.lb.InboundIPv4(p) == lb.Drop { // reverse NAT of a local backend's reply, in place
+		return DropLBRefused, true
+	}
+	b.local = append(b.local, localPkt{ep: to, buf: b.bufs[i][:headroom+n]})
+	b.fwd.Packets++
+	b.fwd.Bytes += uint64(n)
+	return DropNone, true
+}
+
+// isNodeAddr reports whether a is this node's address on one of its
+// networks.
+func (r *Router) isNodeAddr(a netip.Addr) bool {
+	for _, n := range *r.nets.Load() {
+		if n.Addr.Addr() == a {
+			return true
+		}
+	}
+	return false
 }
 
 // encapOut encapsulates packet i, parsed as p, in place and queues it for
@@ -206,6 +294,8 @@ func (r *Router) encapOut(b *outBatch, i int, p *packet.IPv4, rt *Route, mac vxl
 	b.add(frame, rt.VTEP, h)
 	b.pkts++
 	b.bytes += uint64(n)
+	b.fwd.Packets++
+	b.fwd.Bytes += uint64(n)
 	b.acc.add(r, rt.VNI, n, true)
 }
 
@@ -285,14 +375,19 @@ func (r *Router) flushUnderlay(b *outBatch) {
 	}
 }
 
-// flushICMP hands the batch's ICMP errors to the attachment.
+// flushICMP hands the batch's ICMP errors to the device the batch was
+// read from: the attachment, or b.src's.
 func (r *Router) flushICMP(b *outBatch) {
 	if len(b.icmp) == 0 {
 		return
 	}
-	r.devMu.Lock()
-	_, err := r.dev.Write(b.icmp, headroom)
-	r.devMu.Unlock()
+	dev, mu := r.dev, &r.devMu
+	if b.src != nil {
+		dev, mu = b.src.cfg.Device, &b.src.devMu
+	}
+	mu.Lock()
+	_, err := dev.Write(b.icmp, headroom)
+	mu.Unlock()
 	if err == nil {
 		r.icmpSent.Add(uint64(len(b.icmp)))
 	}

@@ -73,6 +73,12 @@ type Stats struct {
 	PendingARP int               `json:"pending_arp"` // neighbours being resolved
 	// PerNetwork counts forwarded packets by VNI, both ways.
 	PerNetwork map[uint32]NetworkCounters `json:"per_network"`
+	// Local counts packets switched between local devices (endpoint to
+	// endpoint, endpoint to attachment and back), which never touch the
+	// underlay and are not in Outbound or Inbound.
+	Local Counters `json:"local"`
+	// Endpoints are the hosted endpoints' counters, by ID.
+	Endpoints map[string]EndpointStats `json:"endpoints,omitempty"`
 }
 
 // NetworkCounters count one network's packets both ways.
@@ -130,9 +136,11 @@ func (d *dirCounters) load() Counters {
 	return Counters{Packets: d.packets.Load(), Bytes: d.bytes.Load()}
 }
 
-// Router moves packets between one attachment and the underlay.
+// Router moves packets between the attachment, the endpoints it hosts and
+// the underlay.
 type Router struct {
 	dev     stack.Device
+	devMTU  int // dev's MTU, read once; 0: no limit
 	ul      Underlay
 	log     *zap.Logger
 	mac     vxlan.MAC
@@ -151,11 +159,16 @@ type Router struct {
 	pending *pendingQueue
 
 	drops                DropCounters
-	out, in              dirCounters
+	out, in, local       dirCounters
 	arpAsked, arpAnswers atomic.Uint64
 	icmpSent             atomic.Uint64
 
-	devMu sync.Mutex // serialises writes to dev (inbound delivery, ICMP errors)
+	devMu sync.Mutex // serialises writes to dev (inbound delivery, ICMP errors, local switching)
+
+	eps    atomic.Pointer[epTable] // replaced whole by AddEndpoint and RemoveEndpoint
+	epMu   sync.Mutex              // serialises writers of eps; guards runCtx, closed and each endpoint's done
+	runCtx context.Context         // the loops' context once started; nil before
+	closed bool                    // Close was called: no new endpoints
 
 	startOnce sync.Once
 	closeOnce sync.Once
@@ -176,6 +189,7 @@ func New(dev stack.Device, ul Underlay, opts Options) (*Router, error) {
 	}
 	r := &Router{
 		dev:     dev,
+		devMTU:  max(dev.MTU(), 0),
 		ul:      ul,
 		log:     opts.Logger,
 		mac:     opts.MAC,
@@ -214,6 +228,7 @@ func New(dev stack.Device, ul Underlay, opts Options) (*Router, error) {
 	r.fdb = newShardedMap[macKey, netip.AddrPort](max)
 	t, _ := buildTable(nil, nil)
 	r.tab.Store(t)
+	r.eps.Store(noEndpoints)
 	return r, nil
 }
 
@@ -324,6 +339,8 @@ func (r *Router) Stats() Stats {
 		FDB:        r.fdb.len(),
 		PendingARP: r.pending.len(),
 		PerNetwork: make(map[uint32]NetworkCounters),
+		Local:      r.local.load(),
+		Endpoints:  r.endpointStats(),
 	}
 	if kd, ok := r.ul.(KernelDropper); ok {
 		if n, ok := kd.KernelDrops(); ok && n > 0 {
@@ -345,8 +362,9 @@ func (r *Router) Neighbors() map[netip.Addr]vxlan.MAC {
 	return out
 }
 
-// Start runs the outbound, inbound and housekeeping loops until ctx ends
-// or Close is called. It returns at once.
+// Start runs the outbound, inbound and housekeeping loops, and each
+// endpoint's read loop, until ctx ends or Close is called. It returns at
+// once.
 func (r *Router) Start(ctx context.Context) {
 	r.startOnce.Do(func() {
 		ctx, r.cancel = context.WithCancel(ctx)
@@ -354,18 +372,20 @@ func (r *Router) Start(ctx context.Context) {
 		go func() { defer r.wg.Done(); r.outboundLoop(ctx) }()
 		go func() { defer r.wg.Done(); r.inboundLoop(ctx) }()
 		go func() { defer r.wg.Done(); r.housekeeping(ctx) }()
+		r.startEndpoints(ctx)
 	})
 }
 
-// Close stops the loops and waits for them. It does not close the device
-// or the underlay, which the caller owns, but the loops only return once
-// both are closed or ctx is done; so close them first, then the router.
-// It is safe to call twice.
+// Close stops the loops and waits for them. It closes the endpoints'
+// devices, which it owns, but not the attachment or the underlay, which
+// the caller owns; the loops only return once both are closed or ctx is
+// done, so close them first, then the router. It is safe to call twice.
 func (r *Router) Close() error {
 	r.closeOnce.Do(func() {
 		if r.cancel != nil {
 			r.cancel()
 		}
+		r.closeEndpoints()
 	})
 	r.wg.Wait()
 	return nil

@@ -117,6 +117,8 @@ var dropMeaning = map[string]string{
 	"lb_refused":     "refused by the load balancer (a fragment to a VIP, a full connection table, a stray packet)",
 	"not_owner":      "from an overlay address whose route names another VTEP than the sender's (stray or forged)",
 	"kernel_rcvbuf":  "dropped by the kernel at the underlay socket before overlayd read them (receive buffer full)",
+	"spoofed_source": "from an endpoint, with a source address that is not the endpoint's own",
+	"other_network":  "from an endpoint, to an address on another network than the endpoint's (networks are isolated)",
 }
 
 // gossipLine sums up the membership: "3 members: 2 alive, 1 dead",
