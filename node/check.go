@@ -7,6 +7,7 @@ import (
 
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/gossip"
+	"github.com/overlayd/overlayd/gossip/mdns"
 	"github.com/overlayd/overlayd/internal/statefile"
 	"github.com/overlayd/overlayd/network"
 )
@@ -41,6 +42,11 @@ func Check(cfg config.Config) (warnings []string, err error) {
 		}
 		if _, err := advertiseVTEP(cfg, cfg.Listen, seeds); err != nil {
 			errs = append(errs, err)
+		}
+		if ip := cfg.Gossip.Listen.Addr(); cfg.Gossip.Discover == config.DiscoverMDNS && !ip.IsUnspecified() {
+			if err := mdns.CheckAddr(ip); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		if cfg.StateDir != "" {
 			w, err := network.CheckStateDir(cfg.StateDir)

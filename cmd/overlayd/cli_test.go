@@ -70,6 +70,8 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"run", "--check", "--config", write("unknown.yaml", "adr: 10.1.1.1/16\n")}, 2, `line 1: unknown key "adr"`, ""},
 		{[]string{"run", "--check", "--config", write("invalid.yaml", "addr: 10.1.1.1/16\nmode: kernel\n")}, 2, `line 2: mode: "kernel" is not one of`, ""},
 		{[]string{"run", "--check", "--config", filepath.Join(dir, "missing.yaml")}, 2, "no such file", ""},
+		// mDNS announces on the gossip address's interface: loopback cannot multicast.
+		{[]string{"run", "--check", "--gossip", "127.0.0.1:7946", "--listen", "127.0.0.1:4789", "--discover", "mdns"}, 2, "cannot multicast", ""},
 	}
 	for _, tt := range tests {
 		code, _, e := run(t, tt.args...)

@@ -86,9 +86,6 @@ func (m *mdns) Start(self gossip.Found, found func(gossip.Found)) error {
 	if m.closed || m.started {
 		return errors.New("mdns: started twice, or closed")
 	}
-	if !self.Addr.Addr().Unmap().Is4() {
-		return fmt.Errorf("mdns: the gossip address %v is not IPv4 (mDNS discovery speaks IPv4 only)", self.Addr)
-	}
 	self.Addr = netip.AddrPortFrom(self.Addr.Addr().Unmap(), self.Addr.Port())
 	ifi, err := interfaceOf(self.Addr.Addr())
 	if err != nil {
@@ -165,8 +162,19 @@ func reusePort(_, _ string, c syscall.RawConn) error {
 	return serr
 }
 
+// CheckAddr says why gossip address ip cannot announce on the LAN (not
+// IPv4, on no interface, or on one that is down or cannot multicast), or
+// nil; Start refuses the same, 'overlayd run --check' asks before.
+func CheckAddr(ip netip.Addr) error {
+	_, err := interfaceOf(ip.Unmap())
+	return err
+}
+
 // interfaceOf returns the multicast-capable interface that holds ip.
 func interfaceOf(ip netip.Addr) (*net.Interface, error) {
+	if !ip.Is4() {
+		return nil, fmt.Errorf("mdns: the gossip address %v is not IPv4 (mDNS discovery speaks IPv4 only)", ip)
+	}
 	ifs, err := net.Interfaces()
 	if err != nil {
 		return nil, fmt.Errorf("mdns: list interfaces: %w", err)
