@@ -54,8 +54,8 @@ func routeFor(n *Node, a netip.Addr) (router.Route, bool) {
 // the unleased one is not used, and both are counted in status.
 func TestRouteOnlyFromLeaseHolder(t *testing.T) {
 	ctx := context.Background()
-	a := clusterNode(t, "observer", nil)
-	b := clusterNode(t, "victim", nil, a.gossip().Addr())
+	a := clusterNode(t, "observer")
+	b := clusterNode(t, "victim", a.gossip().Addr())
 	waitMembers(t, a, b)
 	if _, err := a.CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDR: "10.20.0.0/16"}); err != nil {
 		t.Fatal(err)

@@ -14,8 +14,8 @@ import (
 // an *OwnerError that names the owner, taken from gossip, not from an
 // error's text.
 func TestErrorKinds(t *testing.T) {
-	a := clusterNode(t, "a", nil)
-	b := clusterNode(t, "b", nil, a.gossip().Addr())
+	a := clusterNode(t, "a")
+	b := clusterNode(t, "b", a.gossip().Addr())
 	waitMembers(t, a, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -19,7 +19,7 @@ import (
 // pointed to is left as it was, never written through.
 func TestStateSymlinkReplacedNotFollowed(t *testing.T) {
 	ctx := context.Background()
-	n := clusterNode(t, "sym", nil)
+	n := clusterNode(t, "sym")
 	if _, err := n.CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDR: "10.31.0.0/24"}); err != nil {
 		t.Fatal(err)
 	}

@@ -54,9 +54,9 @@ func TestStateIPAMFileLost(t *testing.T) {
 	for _, how := range []string{"deleted", "corrupt"} {
 		t.Run(how, func(t *testing.T) {
 			ctx := context.Background()
-			a := clusterNode(t, "a", nil)
+			a := clusterNode(t, "a")
 			bcfg := clusterConfig(t, "b", a.gossip().Addr())
-			b := startNode(t, bcfg, nil)
+			b := startNode(t, bcfg)
 			waitMembers(t, a, b)
 			if _, err := a.CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDR: "10.30.0.0/24"}); err != nil {
 				t.Fatal(err)
@@ -86,7 +86,7 @@ func TestStateIPAMFileLost(t *testing.T) {
 			}
 
 			core, logs := observer.New(zapcore.InfoLevel)
-			b = startNode(t, bcfg, nil, WithLogger(zap.New(core)))
+			b = startNode(t, bcfg, WithLogger(zap.New(core)))
 			if how == "deleted" {
 				logged(t, logs, "state file missing", path)
 			} else {
@@ -115,7 +115,7 @@ func TestStateIPAMFileLost(t *testing.T) {
 func TestStateJoinedFileCorrupt(t *testing.T) {
 	ctx := context.Background()
 	cfg := clusterConfig(t, "solo")
-	n := startNode(t, cfg, nil)
+	n := startNode(t, cfg)
 	if _, err := n.CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDR: "10.31.0.0/24"}); err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestStateJoinedFileCorrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	core, logs := observer.New(zapcore.InfoLevel)
-	n = startNode(t, cfg, nil, WithLogger(zap.New(core)))
+	n = startNode(t, cfg, WithLogger(zap.New(core)))
 	logged(t, logs, "state file unreadable", path)
 	if got := joinedAddr(t, n, "blue"); got != addr {
 		t.Errorf("after the restart: %v on blue, want %v", got, addr)
@@ -175,9 +175,9 @@ func TestStateDirPermissions(t *testing.T) {
 // naming it, moved aside, and the node's service comes back from its peer.
 func TestStateServicesFileEmpty(t *testing.T) {
 	ctx := context.Background()
-	a := clusterNode(t, "a", nil)
+	a := clusterNode(t, "a")
 	bcfg := clusterConfig(t, "b", a.gossip().Addr())
-	b := startNode(t, bcfg, nil)
+	b := startNode(t, bcfg)
 	waitMembers(t, a, b)
 	if _, err := a.CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDR: "10.32.0.0/24"}); err != nil {
 		t.Fatal(err)
@@ -209,7 +209,7 @@ func TestStateServicesFileEmpty(t *testing.T) {
 		t.Fatal(err)
 	}
 	core, logs := observer.New(zapcore.InfoLevel)
-	b = startNode(t, bcfg, nil, WithLogger(zap.New(core)))
+	b = startNode(t, bcfg, WithLogger(zap.New(core)))
 	logged(t, logs, "state file unreadable", path)
 	if _, err := os.Stat(path + ".corrupt"); err != nil {
 		t.Errorf("the empty file was not moved aside: %v", err)
@@ -241,9 +241,9 @@ func fileHoldsLease(path string, addr netip.Addr, owner string) error {
 // (network ls used to show nothing until then).
 func TestJoinedNetworkListedBeforeDefinition(t *testing.T) {
 	ctx := context.Background()
-	a := clusterNode(t, "a", nil)
+	a := clusterNode(t, "a")
 	bcfg := clusterConfig(t, "b", a.gossip().Addr())
-	b := startNode(t, bcfg, nil)
+	b := startNode(t, bcfg)
 	waitMembers(t, a, b)
 	if _, err := a.CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDR: "10.30.0.0/24"}); err != nil {
 		t.Fatal(err)
@@ -254,7 +254,7 @@ func TestJoinedNetworkListedBeforeDefinition(t *testing.T) {
 	addr := joinedAddr(t, b, "blue")
 	b.crash()
 	a.crash()
-	b = startNode(t, bcfg, nil)
+	b = startNode(t, bcfg)
 	nets, err := b.Networks(ctx)
 	if err != nil {
 		t.Fatal(err)

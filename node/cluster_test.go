@@ -35,22 +35,18 @@ func clusterConfig(t testing.TB, name string, seeds ...string) config.Config {
 	return cfg
 }
 
-// clusterNode starts a node of clusterConfig. setup, if not nil, changes
-// the node before Start.
-func clusterNode(t testing.TB, name string, setup func(*Node), seeds ...string) *Node {
+// clusterNode starts a node of clusterConfig.
+func clusterNode(t testing.TB, name string, seeds ...string) *Node {
 	t.Helper()
-	return startNode(t, clusterConfig(t, name, seeds...), setup)
+	return startNode(t, clusterConfig(t, name, seeds...))
 }
 
 // startNode builds and starts a node of cfg, crashed at the end of the test.
-func startNode(t testing.TB, cfg config.Config, setup func(*Node), opts ...Option) *Node {
+func startNode(t testing.TB, cfg config.Config, opts ...Option) *Node {
 	t.Helper()
 	n, err := New(cfg, opts...)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if setup != nil {
-		setup(n)
 	}
 	if err := n.Start(context.Background()); err != nil {
 		n.Close()
@@ -97,7 +93,7 @@ func TestJoinedNetworkRedefinedAfterMerge(t *testing.T) {
 	for _, name := range []string{"a", "b"} {
 		core, l := observer.New(zapcore.InfoLevel)
 		logs[name] = l
-		nodes[name] = startNode(t, clusterConfig(t, name), nil, WithLogger(zap.New(core)))
+		nodes[name] = startNode(t, clusterConfig(t, name), WithLogger(zap.New(core)))
 	}
 	cidrs := map[string]string{"a": "10.85.0.0/24", "b": "10.86.0.0/24"}
 	for name, n := range nodes {
