@@ -108,9 +108,11 @@ func waitAnswer(t *testing.T, c *GossipCluster, d time.Duration, name, want stri
 // node's name appears when it joins, goes when it dies and returns when it
 // restarts; a service's name appears on create and goes on delete; other
 // names are forwarded.
-func TestDNSGossip(t *testing.T) {
+func TestDNSGossip(t *testing.T) { OnEachNet(t, testDNSGossip) }
+
+func testDNSGossip(t *testing.T, over Net) {
 	up := fakeUpstream(t)
-	c := NewGossipCluster(t, 3, GossipOptions{Edit: withDNS(up)})
+	c := NewGossipCluster(t, 3, GossipOptions{Edit: withDNS(up), Net: over})
 	ctx := context.Background()
 	if _, err := c.Node(0).CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDR: "10.201.0.0/16"}); err != nil {
 		t.Fatal(err)
@@ -233,9 +235,11 @@ func TestDNSGossip(t *testing.T) {
 // network, and its DNS is served on its own address (on a static network
 // any other address, the first one too, may be another host's: issue 9
 // item 1): another node asks it there through the overlay.
-func TestDNSStatic(t *testing.T) {
+func TestDNSStatic(t *testing.T) { OnEachNet(t, testDNSStatic) }
+
+func testDNSStatic(t *testing.T, over Net) {
 	up := fakeUpstream(t)
-	c := NewCluster(t, 2, ClusterOptions{Edit: withDNS(up)})
+	c := NewCluster(t, 2, ClusterOptions{Edit: withDNS(up), Net: over})
 	self := NodeAddr(0).Addr().String()
 	if got := answerA(askHost(c.Nodes[0], "node0.static.overlay", mdns.TypeA)); got != self {
 		t.Errorf("node0.static.overlay on node 0 = %s, want %s", got, self)

@@ -19,8 +19,14 @@ import (
 // The promise, end to end: with overlay DNS on, a host program
 // reaches a node and a service by name through the SOCKS5 door
 // (curl --socks5-hostname), and a forward whose target is a name works.
+// The doors listen on host ports either way; only the underlay and
+// gossip change with the Net.
 func TestDoorsByName(t *testing.T) {
 	RequireTools(t, "curl")
+	OnEachNet(t, testDoorsByName)
+}
+
+func testDoorsByName(t *testing.T, over Net) {
 	const nw = "default"
 	dnsOn := withDNS(fakeUpstream(t))
 	c := NewGossipCluster(t, 2, GossipOptions{Edit: func(i int, cfg *config.Config) {
@@ -32,7 +38,7 @@ func TestDoorsByName(t *testing.T) {
 				Forwards:  []config.Forward{{Listen: "127.0.0.1:0", Target: "gnode1." + nw + ".overlay:80"}},
 			}
 		}
-	}})
+	}, Net: over})
 	ctx := context.Background()
 	if _, err := c.Node(0).CreateNetwork(ctx, api.CreateNetwork{Name: nw, CIDR: "10.62.0.0/16"}); err != nil {
 		t.Fatal(err)

@@ -24,7 +24,9 @@ import (
 // backend of service web (--expose web:80/tcp=127.0.0.1:PORT), is reached
 // by a client on node 1 through the VIP, byte-exact both ways. Networks,
 // service and expose all come from the nodes' configurations.
-func TestExpose(t *testing.T) {
+func TestExpose(t *testing.T) { OnEachNet(t, testExpose) }
+
+func testExpose(t *testing.T, over Net) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -56,7 +58,7 @@ services:
 			return
 		}
 		cfg.Networks = []config.Network{{Name: "blue"}}
-	}})
+	}, Net: over})
 	defer func() {
 		for _, i := range c.Live() {
 			c.Node(i).Close()

@@ -22,13 +22,15 @@ import (
 // A gossip cluster with a service: the client node's /metrics counts the
 // members, the gossip messages, the conntrack entries and each backend's
 // selections, and the selections add up to the connections made.
-func TestMetricsServiceCluster(t *testing.T) {
+func TestMetricsServiceCluster(t *testing.T) { OnEachNet(t, testMetricsServiceCluster) }
+
+func testMetricsServiceCluster(t *testing.T, over Net) {
 	const nw = "met"
 	c := NewGossipCluster(t, 3, GossipOptions{Edit: func(i int, cfg *config.Config) {
 		if i == 0 {
 			cfg.Metrics = "127.0.0.1:0"
 		}
-	}})
+	}, Net: over})
 	ctx := context.Background()
 	if _, err := c.Node(0).CreateNetwork(ctx, api.CreateNetwork{Name: nw, CIDR: "10.61.0.0/16"}); err != nil {
 		t.Fatal(err)
