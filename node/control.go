@@ -91,7 +91,7 @@ func newControl(n *Node, cfg config.Config) (_ *control, err error) {
 		Meta:     gossip.Meta{VTEP: c.vtep, Version: Version},
 		Keys:     keys,
 		Profile:  cfg.Gossip.Profile,
-		Logger:   n.log,
+		Logger:   n.gossipLog,
 
 		Transport: n.seams.Transport, // nil but in tests (nodetest.WithTransport)
 		Discover:  discoverer(cfg.Gossip, len(c.seeds) > 0, n.log),

@@ -32,15 +32,18 @@ var ErrNoNetstack = errors.New("node: Dial and Listen need the netstack attachme
 
 // Node is one overlayd node.
 type Node struct {
-	cfg     config.Config
-	log     *zap.Logger
-	mode    string
-	ul      seam.Underlay // *udp.Conn, or a test's (nodetest.WithUnderlay)
-	dev     stack.Device
-	ns      *stack.Netstack // nil unless mode is netstack
-	rt      *router.Router
-	ctl     *control // nil in static mode (no gossip)
-	pathMTU int
+	cfg config.Config
+	log *zap.Logger
+	// gossipLog is the embedder's logger without the node field, which
+	// gossip adds to its lines itself.
+	gossipLog *zap.Logger
+	mode      string
+	ul        seam.Underlay // *udp.Conn, or a test's (nodetest.WithUnderlay)
+	dev       stack.Device
+	ns        *stack.Netstack // nil unless mode is netstack
+	rt        *router.Router
+	ctl       *control // nil in static mode (no gossip)
+	pathMTU   int
 
 	lb  *lb.Balancer             // service VIPs; nil in static mode
 	svc atomic.Pointer[services] // set by the control plane's start; nil in static mode
@@ -86,6 +89,7 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 	for _, o := range opts {
 		o(n)
 	}
+	n.gossipLog = n.log // gossip names its lines with the node itself
 	n.log = n.log.With(zap.String("node", cfg.Name))
 	n.rec = newReconciler(n)
 	defer func() {
