@@ -264,7 +264,9 @@ func sendVXLAN(t *testing.T, c *GossipCluster, vtep netip.AddrPort, vni uint32, 
 
 // TestGossipWrongKeyRefused: a node with another key, or none, cannot join
 // a keyed cluster, and the cluster's membership is unchanged.
-func TestGossipWrongKeyRefused(t *testing.T) {
+func TestGossipWrongKeyRefused(t *testing.T) { OnEachNet(t, testGossipWrongKeyRefused) }
+
+func testGossipWrongKeyRefused(t *testing.T, over Net) {
 	dir := t.TempDir()
 	keyFile := func(name string, b byte) string {
 		p := filepath.Join(dir, name)
@@ -287,7 +289,7 @@ func TestGossipWrongKeyRefused(t *testing.T) {
 		default:
 			cfg.Gossip.KeyFile = good
 		}
-	}})
+	}, Net: over})
 	testutil.Eventually(t, 10*time.Second, "the keyed pair sees each other", func() error {
 		if ms := nodetest.Gossip(c.Node(0)).Members(); len(ms) != 2 {
 			return fmt.Errorf("node 0's members: %+v", ms)
@@ -334,8 +336,10 @@ func TestGossipWrongKeyRefused(t *testing.T) {
 
 // TestGossipStateCorrupt: a corrupt state file stops the node with an
 // error that names the file.
-func TestGossipStateCorrupt(t *testing.T) {
-	c := NewGossipCluster(t, 1, GossipOptions{})
+func TestGossipStateCorrupt(t *testing.T) { OnEachNet(t, testGossipStateCorrupt) }
+
+func testGossipStateCorrupt(t *testing.T, over Net) {
+	c := NewGossipCluster(t, 1, GossipOptions{Net: over})
 	if _, err := c.Node(0).CreateNetwork(context.Background(), api.CreateNetwork{Name: "blue", CIDR: "10.70.0.0/24"}); err != nil {
 		t.Fatal(err)
 	}
@@ -368,10 +372,12 @@ func TestGossipStateCorrupt(t *testing.T) {
 
 // TestGossipStaticBesideLearned: static routes (--peer, on the --addr
 // network) keep working beside learned ones on a gossip node.
-func TestGossipStaticBesideLearned(t *testing.T) {
+func TestGossipStaticBesideLearned(t *testing.T) { OnEachNet(t, testGossipStaticBesideLearned) }
+
+func testGossipStaticBesideLearned(t *testing.T, over Net) {
 	c := NewGossipCluster(t, 2, GossipOptions{Edit: func(i int, cfg *config.Config) {
 		cfg.Addr = NodeAddr(i) // 10.99.(i+1).1/16, VNI 42
-	}})
+	}, Net: over})
 	// The static routes need the other node's VTEP, known only now.
 	for i := range 2 {
 		other := c.Node(1 - i)

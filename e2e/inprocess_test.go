@@ -107,6 +107,8 @@ func testAllPairsTCPUDP(t *testing.T, over Net) {
 
 // 64 MiB cross the overlay byte-exact, and the counters add up: what one
 // node sent is what the other received, plus what the kernel dropped.
+// Loopback only: the books it balances are a real UDP socket's (the
+// kernel's drops at it, its GRO batches).
 func TestLargeTransferByteExact(t *testing.T) {
 	size := 64 << 20
 	if testing.Short() {
@@ -209,7 +211,9 @@ func TestLargeTransferByteExact(t *testing.T) {
 }
 
 // Garbage and truncated datagrams sprayed at a VTEP are dropped and
-// counted, and good traffic keeps flowing meanwhile.
+// counted, and good traffic keeps flowing meanwhile. Loopback only: the
+// spray comes from a host UDP socket, and what it overruns is counted in
+// the VTEP socket's kernel buffer (kernel_rcvbuf).
 func TestGarbageFloodKeepsTrafficFlowing(t *testing.T) {
 	c := NewCluster(t, 2, ClusterOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -334,7 +338,8 @@ func fill(b []byte, seed uint64) {
 
 // A flood faster than a node reads loses datagrams in the kernel's socket
 // buffer; they are counted all the same (kernel_rcvbuf, the socket's own
-// count), so every datagram sent is accounted for exactly.
+// count), so every datagram sent is accounted for exactly. Loopback only:
+// the kernel's socket buffer is what it tests.
 func TestFloodKernelDropsCounted(t *testing.T) {
 	c := NewCluster(t, 2, ClusterOptions{})
 	spray, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})

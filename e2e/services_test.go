@@ -360,8 +360,12 @@ func testServiceVIPBalancing(t *testing.T, over Net) {
 // node is balanced over the other backends only; a service is removed only
 // by its creator, after which its VIP refuses connections.
 func TestServiceHealthCheckLocalBackendRemove(t *testing.T) {
+	OnEachNet(t, testServiceHealthCheckLocalBackendRemove)
+}
+
+func testServiceHealthCheckLocalBackendRemove(t *testing.T, over Net) {
 	const nw = "hc"
-	c := NewGossipCluster(t, 3, GossipOptions{})
+	c := NewGossipCluster(t, 3, GossipOptions{Net: over})
 	ctx := context.Background()
 	if _, err := c.Node(0).CreateNetwork(ctx, api.CreateNetwork{Name: nw, CIDR: "10.61.0.0/16"}); err != nil {
 		t.Fatal(err)
@@ -483,8 +487,12 @@ func TestServiceHealthCheckLocalBackendRemove(t *testing.T) {
 // directories, so they come back after every node of the cluster
 // restarted.
 func TestServiceStateSurvivesClusterRestart(t *testing.T) {
+	OnEachNet(t, testServiceStateSurvivesClusterRestart)
+}
+
+func testServiceStateSurvivesClusterRestart(t *testing.T, over Net) {
 	const nw = "keep"
-	c := NewGossipCluster(t, 2, GossipOptions{})
+	c := NewGossipCluster(t, 2, GossipOptions{Net: over})
 	ctx := context.Background()
 	if _, err := c.Node(0).CreateNetwork(ctx, api.CreateNetwork{Name: nw, CIDR: "10.62.0.0/16"}); err != nil {
 		t.Fatal(err)
@@ -528,11 +536,12 @@ func TestServiceStateSurvivesClusterRestart(t *testing.T) {
 	t.Logf("service back %v after the restarts", took.Round(time.Millisecond))
 }
 
-// svcCluster starts n gossip nodes on network nw (cidr), each joined, with
-// routes converged, and returns the cluster and the nodes' addresses.
-func svcCluster(t *testing.T, n int, nw, cidr string) (*GossipCluster, []netip.Addr) {
+// svcCluster starts n gossip nodes over over on network nw (cidr), each
+// joined, with routes converged, and returns the cluster and the nodes'
+// addresses.
+func svcCluster(t *testing.T, over Net, n int, nw, cidr string) (*GossipCluster, []netip.Addr) {
 	t.Helper()
-	c := NewGossipCluster(t, n, GossipOptions{})
+	c := NewGossipCluster(t, n, GossipOptions{Net: over})
 	if _, err := c.Node(0).CreateNetwork(context.Background(), api.CreateNetwork{Name: nw, CIDR: cidr}); err != nil {
 		t.Fatal(err)
 	}
@@ -576,9 +585,11 @@ func waitService(t *testing.T, c *GossipCluster, nd *node.Node, network, name, w
 // and backends :5201 and :8002 on two nodes: a flow to VIP:PORT only ever
 // reaches a backend of that port (issue 9, item 4: 9 of 20 connections to
 // VIP:8002 went to a :5201 backend).
-func TestServiceMultiPort(t *testing.T) {
+func TestServiceMultiPort(t *testing.T) { OnEachNet(t, testServiceMultiPort) }
+
+func testServiceMultiPort(t *testing.T, over Net) {
 	const nw = "mp"
-	c, addrs := svcCluster(t, 3, nw, "10.64.0.0/16")
+	c, addrs := svcCluster(t, over, 3, nw, "10.64.0.0/16")
 	ctx := context.Background()
 	svc, err := c.Node(0).CreateService(ctx, api.CreateService{Name: "perf", Network: nw, Ports: []string{"5201/tcp", "8002/tcp"}})
 	if err != nil {
@@ -657,8 +668,12 @@ func TestServiceMultiPort(t *testing.T) {
 // resets (issue 9, item 3: the per-service fallback published partial
 // snapshots and reset every other service's flows on every sync).
 func TestServiceConflictLeavesOthersFlows(t *testing.T) {
+	OnEachNet(t, testServiceConflictLeavesOthersFlows)
+}
+
+func testServiceConflictLeavesOthersFlows(t *testing.T, over Net) {
 	const nw = "cf"
-	c, addrs := svcCluster(t, 3, nw, "10.63.0.0/16")
+	c, addrs := svcCluster(t, over, 3, nw, "10.63.0.0/16")
 	ctx := context.Background()
 	first, err := c.Node(0).CreateService(ctx, api.CreateService{Name: "first", Network: nw, Ports: []string{"80/tcp"}})
 	if err != nil {
@@ -747,8 +762,12 @@ func checkReported(t *testing.T, c *GossipCluster, nw string) {
 // node added a moment ago names that node (issue 10, §4: in its first
 // second it said "has no backend").
 func TestServiceRemoveBackendNamesOwner(t *testing.T) {
+	OnEachNet(t, testServiceRemoveBackendNamesOwner)
+}
+
+func testServiceRemoveBackendNamesOwner(t *testing.T, over Net) {
 	const nw = "rb"
-	c, addrs := svcCluster(t, 2, nw, "10.65.0.0/16")
+	c, addrs := svcCluster(t, over, 2, nw, "10.65.0.0/16")
 	ctx := context.Background()
 	if _, err := c.Node(0).CreateService(ctx, api.CreateService{Name: "web", Network: nw, Ports: []string{"80/tcp"}}); err != nil {
 		t.Fatal(err)
@@ -776,8 +795,12 @@ func TestServiceRemoveBackendNamesOwner(t *testing.T) {
 // entry (owned by gnode0) stays, and no new flow goes there (issue 9,
 // item 7: it stayed active and about 1 in 3 new connections failed).
 func TestServiceBackendOfDeadNodeAddedElsewhere(t *testing.T) {
+	OnEachNet(t, testServiceBackendOfDeadNodeAddedElsewhere)
+}
+
+func testServiceBackendOfDeadNodeAddedElsewhere(t *testing.T, over Net) {
 	const nw = "dn"
-	c, addrs := svcCluster(t, 5, nw, "10.66.0.0/16")
+	c, addrs := svcCluster(t, over, 5, nw, "10.66.0.0/16")
 	ctx := context.Background()
 	svc, err := c.Node(0).CreateService(ctx, api.CreateService{Name: "web", Network: nw, Ports: []string{"80/tcp"}})
 	if err != nil {
