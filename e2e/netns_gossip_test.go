@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -309,6 +310,14 @@ func TestNetnsGossip(t *testing.T) {
 			if st.Gossip.Alive != 1 {
 				t.Errorf("the refused host counts %d alive members, want 1 (itself)", st.Gossip.Alive)
 			}
+			// The log line comes through the process's stderr pipe,
+			// maybe after the status said it: wait for it to arrive.
+			testutil.Poll(5*time.Second, func() error {
+				if !strings.Contains(bad.Output(), "cannot join the cluster") {
+					return errors.New("no refusal logged yet")
+				}
+				return nil
+			})
 			if n := strings.Count(bad.Output(), "cannot join the cluster"); n != 1 || !strings.Contains(bad.Output(), tc.why) {
 				t.Errorf("the refused host logged the refusal %d times (want once, with %q):\n%s", n, tc.why, bad.Output())
 			}
