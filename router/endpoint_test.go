@@ -625,3 +625,45 @@ func BenchmarkLocalSwitch(b *testing.B) {
 		})
 	}
 }
+
+// One batch from an endpoint to several places: each packet goes where
+// its destination says (the per-batch caches follow the destination), one
+// Write per device, in order.
+func TestEndpointMixedBatch(t *testing.T) {
+	r := epRouter(t, Options{})
+	d2, d3 := stacktest.NewPipe(), stacktest.NewPipe()
+	e1 := addEP(t, r, "e1", testVNI, ep1Addr, newSink())
+	addEP(t, r, "e2", testVNI, ep2Addr, d2)
+	ep3Addr := netip.MustParseAddr("10.1.1.12")
+	addEP(t, r, "e3", testVNI, ep3Addr, d3)
+	var pkts [][]byte
+	for i, dst := range []netip.Addr{ep2Addr, ep2Addr, addrA.Addr(), ep3Addr, ep2Addr, addrB.Addr(), netip.MustParseAddr("10.2.5.7"), ep3Addr, addrB.Addr(), ep2Addr} {
+		pkts = append(pkts, udpTo(ep1Addr, dst, fmt.Sprint("packet ", i)))
+	}
+	b := sendFrom(r, e1, pkts...)
+	if len(b.send) != 2 {
+		t.Errorf("%d datagrams for the underlay, want 2", len(b.send))
+	}
+	for _, tt := range []struct {
+		dev  *stacktest.Fake
+		want []int
+	}{{d2, []int{0, 1, 4, 9}}, {d3, []int{3, 7}}} {
+		for _, i := range tt.want {
+			if got := next(t, tt.dev); !bytes.Equal(got, pkts[i]) {
+				t.Errorf("%v received %q, want packet %d", tt.dev.Name(), got[28:], i)
+			}
+		}
+		if tt.dev.Written() != uint64(len(tt.want)) {
+			t.Errorf("%d packets written, want %d", tt.dev.Written(), len(tt.want))
+		}
+	}
+	if got := r.dev.(*sinkDev).written.Load(); got != 1 {
+		t.Errorf("the attachment got %d packets, want 1", got)
+	}
+	if got := r.drops.Load(DropOtherNetwork); got != 1 {
+		t.Errorf("%d other_network drops, want 1", got)
+	}
+	if st := r.Stats(); st.Local.Packets != 7 || st.Outbound.Packets != 2 || st.Endpoints["e1"].Outbound.Packets != 9 || st.Endpoints["e1"].OutboundDrops != 1 {
+		t.Errorf("local %v, outbound %v, e1 %+v", st.Local, st.Outbound, st.Endpoints["e1"])
+	}
+}

@@ -38,8 +38,18 @@ type outBatch struct {
 	fwd     Counters   // forwarded anywhere in this batch (the source endpoint's count)
 	drops   uint64     // dropped in this batch (the source endpoint's count)
 
-	hit lastHop // the previous packet's destination, valid for one batch
-	acc netAcc  // this batch's packets per network
+	hit  lastHop  // the previous packet's destination, valid for one batch
+	lhit localHop // the previous packet switched locally, valid for one batch
+	acc  netAcc   // this batch's packets per network
+}
+
+// localHop remembers the local device the previous packet of a batch was
+// switched to. The endpoint table is fixed for a batch.
+type localHop struct {
+	dst netip.Addr
+	to  *endpoint // nil: the attachment
+	mtu int
+	ok  bool
 }
 
 // lastHop remembers where the previous packet of a batch went. The route
@@ -87,6 +97,7 @@ func (b *outBatch) reset() {
 	b.local = b.local[:0]
 	b.fwd, b.drops = Counters{}, 0
 	b.hit = lastHop{}
+	b.lhit = localHop{}
 }
 
 // add queues one datagram for the underlay.
@@ -241,22 +252,25 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) DropRe
 // dropped the packet.
 func (r *Router) outboundLocal(b *outBatch, i int, p *packet.IPv4, dst netip.Addr) (DropReason, bool) {
 	src := b.src
-	to := b.eps.byAddr[dst]
-	mtu := 0
-	switch {
-	case to != nil:
-		if src != nil && to.cfg.VNI != src.cfg.VNI {
-			return DropOtherNetwork, true
-		}
-		mtu = to.mtu
-	case src == nil:
-		return DropNone, false
-	default:
-		nw, ok := (*r.nets.Load())[src.cfg.VNI]
-		if !ok || dst != nw.Addr.Addr() {
+	to, mtu := b.lhit.to, b.lhit.mtu
+	if !b.lhit.ok || b.lhit.dst != dst {
+		to = b.eps.byAddr[dst]
+		switch {
+		case to != nil:
+			if src != nil && to.cfg.VNI != src.cfg.VNI {
+				return DropOtherNetwork, true
+			}
+			mtu = to.mtu
+		case src == nil:
 			return DropNone, false
+		default:
+			nw, ok := (*r.nets.Load())[src.cfg.VNI]
+			if !ok || dst != nw.Addr.Addr() {
+				return DropNone, false
+			}
+			mtu = r.devMTU // to the attachment: to stays nil
 		}
-		mtu = r.devMTU // to the attachment: to stays nil
+		b.lhit = localHop{dst: dst, to: to, mtu: mtu, ok: true}
 	}
 	n := p.Len()
 	if mtu > 0 && n > mtu {
