@@ -34,14 +34,14 @@ type EndpointConfig struct {
 // read from the endpoint's device and forwarded (to another endpoint, the
 // attachment or the underlay; packets that wait for an ARP answer are
 // counted by the router and the network, not here), Inbound what it wrote
-// to the device.
+// to its device (InboundDrops of those, the device refused).
 type EndpointStats struct {
 	VNI           uint32     `json:"vni"`
 	Addr          netip.Addr `json:"addr"`
 	Outbound      Counters   `json:"outbound"`
 	Inbound       Counters   `json:"inbound"`
 	OutboundDrops uint64     `json:"outbound_drops"` // read from its device, not forwarded (the reasons are in Stats.Drops)
-	InboundDrops  uint64     `json:"inbound_drops"`  // for it, and its device refused the write
+	InboundDrops  uint64     `json:"inbound_drops"`  // written to it, and its device refused the write
 }
 
 // endpoint is a hosted endpoint: its config and live counters.
@@ -282,11 +282,18 @@ func (r *Router) flushLocal(pkts []localPkt, scratch [][]byte, off int) {
 }
 
 // writeLocal writes bufs (at offset off) to ep's device, or the
-// attachment's when ep is nil, and counts them.
+// attachment's when ep is nil, and counts them (an endpoint's before the
+// write: once a packet is on its device, its count is in Stats).
 func (r *Router) writeLocal(ep *endpoint, bufs [][]byte, off int) {
 	dev, mu := r.dev, &r.devMu
 	if ep != nil {
 		dev, mu = ep.cfg.Device, &ep.devMu
+		var bytes uint64
+		for _, b := range bufs {
+			bytes += uint64(len(b) - off)
+		}
+		ep.in.packets.Add(uint64(len(bufs)))
+		ep.in.bytes.Add(bytes)
 	}
 	mu.Lock()
 	n, err := dev.Write(bufs, off)
@@ -297,20 +304,9 @@ func (r *Router) writeLocal(ep *endpoint, bufs [][]byte, off int) {
 		lost = max(len(bufs)-n, 1)
 		r.drops.AddN(DropWriteError, uint64(lost))
 	}
-	if ep == nil {
-		return
-	}
-	if lost > 0 {
+	if ep != nil && lost > 0 {
 		ep.inDrops.Add(uint64(lost))
-		ep.in.packets.Add(uint64(len(bufs) - lost)) // which ones went is unknown: no bytes
-		return
 	}
-	var bytes uint64
-	for _, b := range bufs {
-		bytes += uint64(len(b) - off)
-	}
-	ep.in.packets.Add(uint64(len(bufs)))
-	ep.in.bytes.Add(bytes)
 }
 
 // endpointStats returns each hosted endpoint's counters by ID.
