@@ -22,6 +22,44 @@ type inBatch struct {
 	local   []localPkt // packets for hosted endpoints, at offset headroom+vxlan.EncapLen
 	scratch [][]byte   // flushLocal's room
 	reply   *outBatch  // ARP answers and released pending packets
+
+	epLearned epLearned // what inboundEndpoint learned already in this batch
+}
+
+// epLearned is the neighbour inboundEndpoint learned last in a batch, from
+// which datagram source: a batch of one flow learns once.
+type epLearned struct {
+	k    neighKey
+	mac  vxlan.MAC
+	from netip.AddrPort
+}
+
+// inboundEndpoint handles datagram i, an IPv4 packet parsed as p (its
+// header) for an address on nw that is not the node's: for a hosted
+// endpoint of nw it is queued for the endpoint's device, after the source
+// checks and learning of the attachment's path, and its length returned;
+// else it is dropped, and why returned.
+func (r *Router) inboundEndpoint(b *inBatch, t *table, eps *epTable, nw Network, frame vxlan.Ethernet, p *packet.IPv4, src netip.AddrPort, i int) (int, DropReason) {
+	to := eps.on(nw.VNI, netip.AddrFrom4(p.Dst))
+	if to == nil {
+		return 0, DropNotForUs
+	}
+	if s := netip.AddrFrom4(p.Src); nw.Addr.Contains(s) {
+		l := epLearned{k: neighKey{vni: nw.VNI, ip: s}, mac: frame.Src(), from: src}
+		if l != b.epLearned {
+			if !t.owns(s, src) {
+				return 0, DropNotOwner
+			}
+			b.epLearned = l
+			r.learn(b, l.k, l.mac)
+		}
+	}
+	if r.lb != nil && r.lb.InboundIPv4(p) == lb.Drop {
+		return 0, DropLBRefused
+	}
+	n := p.Len()
+	b.local = append(b.local, localPkt{ep: to, buf: b.bufs[i][:headroom+vxlan.EncapLen+n]})
+	return n, DropNone
 }
 
 func newInBatch(n int) *inBatch {
@@ -84,6 +122,7 @@ func (r *Router) inbound(b *inBatch, n int) {
 	t := r.tab.Load()
 	nets := *r.nets.Load()
 	eps := r.eps.Load()
+	b.epLearned = epLearned{}
 	var pkts, bytes uint64
 	var acc netAcc
 	defer acc.flush(false)
@@ -149,12 +188,17 @@ func (r *Router) inbound(b *inBatch, n int) {
 				continue
 			}
 			pkt := p.Bytes()
-			var to *endpoint // nil: the attachment
 			if p.Dst != nwAddr {
-				if to = eps.on(vni, netip.AddrFrom4(p.Dst)); to == nil {
-					r.drops.Add(DropNotForUs)
-					continue
+				// Not the node's: a hosted endpoint's, or dropped
+				// (out of line, so the node's path stays as it was).
+				if n, why := r.inboundEndpoint(b, t, eps, nw, frame, p, src, i); why != DropNone {
+					r.drops.Add(why)
+				} else {
+					pkts++
+					bytes += uint64(n)
+					acc.add(r, vni, n, false)
 				}
+				continue
 			}
 			// Learn once per batch per (address, MAC, source): the cheap
 			// comparisons first, the prefix check only on a change.
@@ -175,11 +219,7 @@ func (r *Router) inbound(b *inBatch, n int) {
 				r.drops.Add(DropLBRefused)
 				continue
 			}
-			if to != nil {
-				b.local = append(b.local, localPkt{ep: to, buf: b.bufs[i][:headroom+vxlan.EncapLen+len(pkt)]})
-			} else {
-				b.deliver = append(b.deliver, b.bufs[i][:headroom+vxlan.EncapLen+len(pkt)])
-			}
+			b.deliver = append(b.deliver, b.bufs[i][:headroom+vxlan.EncapLen+len(pkt)])
 			pkts++
 			bytes += uint64(len(pkt))
 			acc.add(r, vni, len(pkt), false)

@@ -35,7 +35,7 @@ type outBatch struct {
 	eps     *epTable   // the endpoints, fixed for a batch
 	local   []localPkt // packets for local devices (switched, never the underlay)
 	scratch [][]byte   // flushLocal's room
-	fwd     Counters   // forwarded anywhere in this batch (the source endpoint's count)
+	lfwd    Counters   // switched to local devices in this batch
 	drops   uint64     // dropped in this batch (the source endpoint's count)
 
 	hit  lastHop  // the previous packet's destination, valid for one batch
@@ -95,7 +95,7 @@ func (b *outBatch) reset() {
 	b.nctl = 0
 	b.pkts, b.bytes = 0, 0
 	b.local = b.local[:0]
-	b.fwd, b.drops = Counters{}, 0
+	b.lfwd, b.drops = Counters{}, 0
 	b.hit = lastHop{}
 	b.lhit = localHop{}
 }
@@ -161,12 +161,12 @@ func (r *Router) outbound(b *outBatch, n int) {
 	r.out.bytes.Add(b.bytes)
 	b.acc.flush(true)
 	if len(b.local) > 0 {
-		r.local.packets.Add(b.fwd.Packets - b.pkts)
-		r.local.bytes.Add(b.fwd.Bytes - b.bytes)
+		r.local.packets.Add(b.lfwd.Packets)
+		r.local.bytes.Add(b.lfwd.Bytes)
 	}
 	if ep := b.src; ep != nil {
-		ep.out.packets.Add(b.fwd.Packets)
-		ep.out.bytes.Add(b.fwd.Bytes)
+		ep.out.packets.Add(b.pkts + b.lfwd.Packets)
+		ep.out.bytes.Add(b.bytes + b.lfwd.Bytes)
 		if b.drops > 0 {
 			ep.outDrops.Add(b.drops)
 		}
@@ -283,8 +283,8 @@ func (r *Router) outboundLocal(b *outBatch, i int, p *packet.IPv4, dst netip.Add
 		return DropLBRefused, true
 	}
 	b.local = append(b.local, localPkt{ep: to, buf: b.bufs[i][:headroom+n]})
-	b.fwd.Packets++
-	b.fwd.Bytes += uint64(n)
+	b.lfwd.Packets++
+	b.lfwd.Bytes += uint64(n)
 	return DropNone, true
 }
 
@@ -308,8 +308,6 @@ func (r *Router) encapOut(b *outBatch, i int, p *packet.IPv4, rt *Route, mac vxl
 	b.add(frame, rt.VTEP, h)
 	b.pkts++
 	b.bytes += uint64(n)
-	b.fwd.Packets++
-	b.fwd.Bytes += uint64(n)
 	b.acc.add(r, rt.VNI, n, true)
 }
 
