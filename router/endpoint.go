@@ -235,25 +235,7 @@ func (r *Router) endpointLoop(ctx context.Context, ep *endpoint) {
 	n := min(max(dev.BatchSize(), 1), maxBatch)
 	b := newOutBatchSized(n, endpointBufSize(ep.mtu))
 	b.src = ep
-	var errLog rateLog
-	for {
-		cnt, err := dev.Read(b.bufs, b.sizes, headroom)
-		if cnt > 0 {
-			b.reset()
-			r.outbound(b, cnt)
-			r.flushUnderlay(b)
-			r.flushLocal(b.local, b.scratch, headroom)
-			r.flushICMP(b)
-		}
-		if err != nil {
-			if isClosed(err) || ctx.Err() != nil {
-				return
-			}
-			if errLog.ok() {
-				r.log.Warn("read from endpoint", zap.String("endpoint", ep.cfg.ID), zap.String("device", dev.Name()), zap.Error(err))
-			}
-		}
-	}
+	r.readLoop(ctx, dev, b, "read from endpoint", zap.String("endpoint", ep.cfg.ID))
 }
 
 // localPkt is a packet for a local device: an endpoint's, or the

@@ -118,11 +118,16 @@ func (b *outBatch) ctlBuf() []byte {
 }
 
 func (r *Router) outboundLoop(ctx context.Context) {
-	n := min(max(r.dev.BatchSize(), 1), maxBatch)
-	b := newOutBatch(n)
+	b := newOutBatch(min(max(r.dev.BatchSize(), 1), maxBatch))
+	r.readLoop(ctx, r.dev, b, "read from attachment")
+}
+
+// readLoop forwards what dev reads, in batches of b, until dev is closed
+// or ctx is done; a read error is logged (rate-limited) as msg, with fields.
+func (r *Router) readLoop(ctx context.Context, dev stack.Device, b *outBatch, msg string, fields ...zap.Field) {
 	var errLog rateLog
 	for {
-		cnt, err := r.dev.Read(b.bufs, b.sizes, headroom)
+		cnt, err := dev.Read(b.bufs, b.sizes, headroom)
 		if cnt > 0 {
 			b.reset()
 			r.outbound(b, cnt)
@@ -135,7 +140,7 @@ func (r *Router) outboundLoop(ctx context.Context) {
 				return
 			}
 			if errLog.ok() {
-				r.log.Warn("read from attachment", zap.String("device", r.dev.Name()), zap.Error(err))
+				r.log.Warn(msg, append(fields, zap.String("device", dev.Name()), zap.Error(err))...)
 			}
 		}
 	}
