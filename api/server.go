@@ -204,6 +204,7 @@ func Handler(b Backend) http.Handler {
 		answer(w, rs, err)
 	}))
 	serviceRoutes(mux, b)
+	endpointRoutes(mux, b)
 	applyRoutes(mux, b)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, Error{Error: fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})

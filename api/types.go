@@ -31,6 +31,10 @@ type Status struct {
 	// Services sums up the service VIPs balanced here; nil when none.
 	Services *ServicesSummary `json:"services,omitempty"`
 
+	// Endpoints are the network namespaces attached on this node, with
+	// their counters; nil when none.
+	Endpoints []EndpointInfo `json:"endpoints,omitempty"`
+
 	// DNS is the DNS server's addresses and counters; nil when off.
 	DNS *DNSStatus `json:"dns,omitempty"`
 
