@@ -13,6 +13,7 @@ all: build
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/overlayd
+	$(GO) build -trimpath -ldflags "-X main.buildVersion=$(VERSION)" -o bin/overlayd-cni ./cmd/overlayd-cni
 
 ## demo: build overlayd and run its rootless three-node tour (bin/overlayd demo --keep stays up)
 demo: build
