@@ -55,7 +55,9 @@ type NetnsTUN struct {
 	netns   string
 	ns      *os.File // the namespace, held open; closed by Close
 	persist bool
-	log     *zap.Logger
+	// viaHelper: a NetnsHelper made or adopted the device (ViaHelper).
+	viaHelper bool
+	log       *zap.Logger
 
 	closeOnce sync.Once
 	closeErr  error

@@ -43,26 +43,9 @@ import (
 // fault.ErrInvalid and ErrPermission respectively. A device of that name
 // already in the namespace is refused (fault.ErrConflict).
 func OpenNetnsTUN(opts NetnsTUNOptions) (*NetnsTUN, error) {
-	if opts.Name == "" {
-		opts.Name = defaultNetnsTUNName
-	}
-	if opts.MTU == 0 {
-		opts.MTU = defaultMTU
-	}
-	if opts.Logger == nil {
-		opts.Logger = zap.NewNop()
-	}
-	if err := checkIfName(opts.Name); err != nil {
+	opts, routes, err := opts.prepare()
+	if err != nil {
 		return nil, err
-	}
-	routes := append([]netip.Prefix(nil), opts.Routes...)
-	for _, p := range append(append([]netip.Prefix(nil), opts.Addrs...), opts.Routes...) {
-		if !p.IsValid() {
-			return nil, fault.Invalid("stack: TUN %q in network namespace %q: invalid prefix %v", opts.Name, opts.Netns, p)
-		}
-	}
-	if opts.DefaultRoute {
-		routes = append(routes, defaultRoutes(opts.Addrs)...)
 	}
 	ns, err := openNetns(opts.Netns)
 	if err != nil {
@@ -87,6 +70,33 @@ func OpenNetnsTUN(opts NetnsTUNOptions) (*NetnsTUN, error) {
 	t.log.Info("netns tun up", zap.Stringers("addrs", opts.Addrs), zap.Stringers("routes", routes),
 		zap.Int("mtu", opts.MTU), zap.Bool("persist", opts.Persist), zap.Int("batch", t.BatchSize()))
 	return t, nil
+}
+
+// prepare fills in opts' defaults and checks them; it returns the
+// routes to point at the device (the default routes included).
+func (opts NetnsTUNOptions) prepare() (NetnsTUNOptions, []netip.Prefix, error) {
+	if opts.Name == "" {
+		opts.Name = defaultNetnsTUNName
+	}
+	if opts.MTU == 0 {
+		opts.MTU = defaultMTU
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if err := checkIfName(opts.Name); err != nil {
+		return opts, nil, err
+	}
+	routes := append([]netip.Prefix(nil), opts.Routes...)
+	for _, p := range append(append([]netip.Prefix(nil), opts.Addrs...), opts.Routes...) {
+		if !p.IsValid() {
+			return opts, nil, fault.Invalid("stack: TUN %q in network namespace %q: invalid prefix %v", opts.Name, opts.Netns, p)
+		}
+	}
+	if opts.DefaultRoute {
+		routes = append(routes, defaultRoutes(opts.Addrs)...)
+	}
+	return opts, routes, nil
 }
 
 // AdoptNetnsTUN re-opens the persistent TUN device name (default "eth0")
