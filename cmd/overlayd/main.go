@@ -71,6 +71,7 @@ func commands() []command {
 		{"services", "list services (service ls)", alias(serviceCmd, "ls")},
 		{"apply", "reconcile a running node to a file's networks and services", applyCmd},
 		{"version", "print the version", versionCmd},
+		{nshelperName, "the rootless helper (hidden)", nshelperCmd},
 	}
 }
 
