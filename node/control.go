@@ -264,7 +264,11 @@ func (n *Node) applyNetworks() error {
 	}
 	if n.ctl != nil {
 		for _, j := range n.ctl.joinedList() {
-			nets = append(nets, router.Network{VNI: j.VNI, Addr: j.Prefix()})
+			nw := router.Network{VNI: j.VNI, Addr: j.Prefix()}
+			if n.dns != nil && n.mode != config.ModeTAP { // the endpoints ask the attachment's DNS address
+				nw.Local = []netip.Addr{ipam.DNSAddr(j.CIDR)}
+			}
+			nets = append(nets, nw)
 			addrs = append(addrs, j.Prefix())
 		}
 	}

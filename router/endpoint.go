@@ -148,7 +148,7 @@ func (r *Router) checkEndpoint(cfg EndpointConfig) error {
 		return fault.Invalid("router: endpoint %q: %v is outside its network's prefix %v", cfg.ID, cfg.Addr, nw.Addr.Masked())
 	}
 	for _, n := range nets {
-		if n.Addr.Addr() == cfg.Addr {
+		if n.holds(cfg.Addr) {
 			return fault.Conflict("router: endpoint %q: %v is this node's own address (VNI %d)", cfg.ID, cfg.Addr, n.VNI)
 		}
 	}

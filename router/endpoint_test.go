@@ -187,6 +187,31 @@ func TestEndpointAndAttachment(t *testing.T) {
 	}
 }
 
+// An endpoint's packets to another of the attachment's addresses on its
+// network (the DNS address, Network.Local) go to the attachment; a Local
+// address outside the network is refused by SetNetworks.
+func TestEndpointToLocalAddress(t *testing.T) {
+	p := newPair(t, Options{})
+	dnsA := netip.MustParseAddr("10.1.0.1")
+	must(t, p.rtA.SetNetworks([]Network{{VNI: testVNI, Addr: addrA, Local: []netip.Addr{dnsA}}}))
+	d1 := stacktest.NewPipe()
+	must(t, p.rtA.AddEndpoint(EndpointConfig{ID: "e1", VNI: testVNI, Addr: ep1Addr, Device: d1}))
+	q := udpTo(ep1Addr, dnsA, "a DNS query")
+	must(t, d1.Inject(q))
+	if got := next(t, p.devA); !bytes.Equal(got, q) {
+		t.Fatalf("the attachment received %x, want %x", got, q)
+	}
+	if st := p.rtA.Stats(); st.Outbound.Packets != 0 || st.Local.Packets != 1 || len(st.Drops) != 0 {
+		t.Errorf("out %v, local %v, drops %v: want 0, 1, none", st.Outbound, st.Local, st.Drops)
+	}
+	if err := p.rtA.AddEndpoint(EndpointConfig{ID: "e2", VNI: testVNI, Addr: dnsA, Device: stacktest.NewPipe()}); !errors.Is(err, fault.ErrConflict) {
+		t.Errorf("an endpoint on the DNS address: %v, want a conflict", err)
+	}
+	if err := p.rtA.SetNetworks([]Network{{VNI: testVNI, Addr: addrA, Local: []netip.Addr{netip.MustParseAddr("10.9.0.1")}}}); err == nil {
+		t.Error("a Local address outside the network was accepted")
+	}
+}
+
 // An endpoint reaches a remote node over VXLAN and back; the remote node
 // resolves the endpoint's address by ARP first (A answers for it).
 func TestEndpointOverVXLAN(t *testing.T) {

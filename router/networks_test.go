@@ -2,6 +2,7 @@ package router
 
 import (
 	"net/netip"
+	"reflect"
 	"testing"
 
 	"github.com/overlayd/overlayd/stack/stacktest"
@@ -30,7 +31,7 @@ func TestSetNetworks(t *testing.T) {
 	if err := r.SetNetworks([]Network{green, red}); err != nil {
 		t.Fatal(err)
 	}
-	if got := r.Networks(); len(got) != 2 || got[0] != red || got[1] != green {
+	if got := r.Networks(); len(got) != 2 || !reflect.DeepEqual(got[0], red) || !reflect.DeepEqual(got[1], green) {
 		t.Errorf("Networks() = %v, want red then green", got)
 	}
 	if err := r.SetRoutes([]Route{rRed, rGreen}, nil); err != nil {
@@ -51,7 +52,7 @@ func TestSetNetworks(t *testing.T) {
 			t.Errorf("SetNetworks(%v) succeeded", bad)
 		}
 	}
-	if got := r.Networks(); len(got) != 1 || got[0] != red {
+	if got := r.Networks(); len(got) != 1 || !reflect.DeepEqual(got[0], red) {
 		t.Errorf("a failed SetNetworks changed the networks: %v", got)
 	}
 }

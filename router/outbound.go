@@ -270,7 +270,7 @@ func (r *Router) outboundLocal(b *outBatch, i int, p *packet.IPv4, dst netip.Add
 			return DropNone, false
 		default:
 			nw, ok := (*r.nets.Load())[src.cfg.VNI]
-			if !ok || dst != nw.Addr.Addr() {
+			if !ok || !nw.holds(dst) {
 				return DropNone, false
 			}
 			mtu = r.devMTU // to the attachment: to stays nil
@@ -297,7 +297,7 @@ func (r *Router) outboundLocal(b *outBatch, i int, p *packet.IPv4, dst netip.Add
 // networks.
 func (r *Router) isNodeAddr(a netip.Addr) bool {
 	for _, n := range *r.nets.Load() {
-		if n.Addr.Addr() == a {
+		if n.holds(a) {
 			return true
 		}
 	}

@@ -244,6 +244,12 @@ func checkNetworks(networks []Network) (map[uint32]Network, error) {
 		if _, dup := nets[n.VNI]; dup {
 			return nil, fmt.Errorf("router: VNI %d given twice", n.VNI)
 		}
+		for _, a := range n.Local {
+			if !n.Addr.Contains(a) || a == n.Addr.Addr() {
+				return nil, fmt.Errorf("router: network with VNI %d: local address %v is not another address of %v", n.VNI, a, n.Addr.Masked())
+			}
+		}
+		n.Local = append([]netip.Addr(nil), n.Local...)
 		nets[n.VNI] = n
 	}
 	return nets, nil

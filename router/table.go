@@ -23,6 +23,23 @@ func (r Route) String() string {
 type Network struct {
 	VNI  uint32
 	Addr netip.Prefix // this node's address on the network, with the network's prefix length
+	// Local are other addresses of the attachment on the network (its
+	// DNS address): an endpoint's packets to them are switched to the
+	// attachment, as to Addr.
+	Local []netip.Addr
+}
+
+// holds reports whether a is the attachment's address on n.
+func (n *Network) holds(a netip.Addr) bool {
+	if n.Addr.Addr() == a {
+		return true
+	}
+	for _, l := range n.Local {
+		if l == a {
+			return true
+		}
+	}
+	return false
 }
 
 // table is an immutable routing snapshot: built by SetRoutes, read per
