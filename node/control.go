@@ -264,11 +264,7 @@ func (n *Node) applyNetworks() error {
 	}
 	if n.ctl != nil {
 		for _, j := range n.ctl.joinedList() {
-			nw := router.Network{VNI: j.VNI, Addr: j.Prefix()}
-			if n.dns != nil && n.mode != config.ModeTAP { // the endpoints ask the attachment's DNS address
-				nw.Local = []netip.Addr{ipam.DNSAddr(j.CIDR)}
-			}
-			nets = append(nets, nw)
+			nets = append(nets, n.routerNetwork(j))
 			addrs = append(addrs, j.Prefix())
 		}
 	}
@@ -281,6 +277,17 @@ func (n *Node) applyNetworks() error {
 		return as.SetAddresses(addrs)
 	}
 	return nil
+}
+
+// routerNetwork is the router's view of joined network j: the node's
+// address and, with DNS, the network's DNS address, which the endpoints
+// ask (the attachment holds it).
+func (n *Node) routerNetwork(j joinedNet) router.Network {
+	nw := router.Network{VNI: j.VNI, Addr: j.Prefix()}
+	if n.dns != nil && n.mode != config.ModeTAP {
+		nw.Local = []netip.Addr{ipam.DNSAddr(j.CIDR)}
+	}
+	return nw
 }
 
 var errNoGossip = fault.Unavailable("this node runs without gossip (static mode); start it with --gossip IP:PORT to use networks and peers")

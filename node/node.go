@@ -138,7 +138,6 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 			return nil, err
 		}
 		for _, j := range n.ctl.joinedList() {
-			nets = append(nets, router.Network{VNI: j.VNI, Addr: j.Prefix()})
 			addrs = append(addrs, j.Prefix())
 		}
 		if !cfg.Addr.IsValid() {
@@ -149,6 +148,11 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 		return nil, err
 	}
 	addrs = append(addrs, n.dnsPrefixes()...)
+	if n.ctl != nil {
+		for _, j := range n.ctl.joinedList() {
+			nets = append(nets, n.routerNetwork(j))
+		}
+	}
 	routes := extraRoutes(cfg)
 	// Assign the device only on success: a nil *TUN in the Device
 	// interface is not a nil interface.
