@@ -13,7 +13,9 @@
 //   - table "overlayd.routes" (TableRoutes), network-scoped, key = the
 //     node's name (RouteKey), owner = that node, value = "ADDR/32 VTEP":
 //     the node's address on the network and the underlay address that
-//     hosts it.
+//     hosts it. An endpoint (a network namespace attached on the node)
+//     has an entry of the same value keyed "NODE/NAME"
+//     (EndpointRouteKey), owner = its node.
 //   - table "overlayd.services" (TableServices), network-scoped (network =
 //     the service's network), key = service name, owner = the node that
 //     created it, value = JSON {"name":"web","network":"default",

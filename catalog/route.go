@@ -19,6 +19,26 @@ type Route struct {
 // RouteKey is the key of node's routes entry: its name.
 func RouteKey(node string) string { return node }
 
+// EndpointRouteKey is the key of the routes entry of node's endpoint
+// name: "NODE/NAME". It is also the owner string of the endpoint's IPAM
+// lease, which is how a reader checks the entry (its writer holds the
+// lease for that very key).
+func EndpointRouteKey(node, name string) string { return node + "/" + name }
+
+// RouteName is what a routes entry written by owner names: the node
+// itself (endpoint empty) or one of its endpoints. ok is false for a key
+// that is neither (a forger's).
+func RouteName(owner, key string) (endpoint string, ok bool) {
+	if key == owner {
+		return "", true
+	}
+	ep, found := strings.CutPrefix(key, owner+"/")
+	if !found || ep == "" || strings.Contains(ep, "/") {
+		return "", false
+	}
+	return ep, true
+}
+
 // Encode returns the entry's value, "ADDR/32 VTEP".
 func (r Route) Encode() []byte {
 	return []byte(r.Prefix.String() + " " + r.VTEP.String())

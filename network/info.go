@@ -28,7 +28,11 @@ func (m *Manager) info(nw ipam.Network) Info {
 	if ok {
 		ni.Joined, ni.Addr = true, j.Prefix()
 		// The lists of a network this node does not take part in are empty.
-		ni.Members = len(m.g.List(catalog.TableRoutes, nw.Name))
+		for _, e := range m.g.List(catalog.TableRoutes, nw.Name) {
+			if e.Key == e.Owner { // a node's own entry, not one of its endpoints'
+				ni.Members++
+			}
+		}
 	}
 	return ni
 }

@@ -22,7 +22,7 @@ type Route struct {
 
 // Reasons a route entry is refused (the keys of Refused, shown in status).
 const (
-	RefuseKey       = "key_not_owner"   // the key is not its writer's name
+	RefuseKey       = "key_not_owner"   // the key is neither its writer's name nor one of its endpoints' (catalog.RouteName)
 	RefuseMalformed = "malformed"       // the value does not parse
 	RefuseOutside   = "outside_network" // not one address of the network's CIDR
 	RefuseLease     = "lease_elsewhere" // another node holds the address's lease
@@ -48,7 +48,9 @@ type refusal struct{ value, holder string }
 // Learned returns the routes learned from the joined networks' route
 // entries in snap (a joined network snap does not hold gives none). A
 // route is accepted only from the node that holds the IPAM lease of its
-// address (ipam is replicated, so every node checks the same), for that
+// address under the entry's key (the node's name for its own address,
+// "NODE/NAME" for an endpoint's; ipam is replicated, so every node checks
+// the same), for that
 // one address, at the VTEP its writer advertises (snap's members); every
 // other entry is refused and counted (Refused), once per entry version.
 // Two entries never compete for one prefix: only the lease holder's
@@ -77,8 +79,9 @@ func (m *Manager) Learned(snap catalog.Snapshot) []Route {
 			rt, err := catalog.ParseRoute(e.Value)
 			pfx, vtep, ok := rt.Prefix, rt.VTEP, err == nil
 			reason, holder := "", ""
+			_, named := catalog.RouteName(e.Owner, e.Key)
 			switch {
-			case e.Key != e.Owner:
+			case !named:
 				reason = RefuseKey
 			case !ok:
 				reason = RefuseMalformed
@@ -89,7 +92,7 @@ func (m *Manager) Learned(snap catalog.Snapshot) []Route {
 				switch {
 				case !held:
 					reason = RefuseNoLease
-				case ls.Node != e.Owner || ls.Owner != e.Owner:
+				case ls.Node != e.Owner || ls.Owner != e.Key:
 					reason, holder = RefuseLease, ls.Node
 				case vteps[e.Owner] != vtep:
 					reason = RefuseVTEP

@@ -58,14 +58,19 @@ func buildZone(in zoneInput, snap catalog.Snapshot) (dns.ZoneData, map[string]ne
 		}
 		tb := snap.Networks[nw.Name]
 		for _, e := range tb.Routes {
-			if e.Key != e.Owner {
+			ep, ok := catalog.RouteName(e.Owner, e.Key)
+			if !ok {
 				continue
 			}
 			rt, err := catalog.ParseRoute(e.Value)
 			if err != nil || !nw.CIDR.Contains(rt.Prefix.Addr()) {
 				continue
 			}
-			addNode(e.Owner, nw.Name, rt.Prefix.Addr())
+			name := e.Owner
+			if ep != "" { // an endpoint: NAME.NET.overlay (of two entries naming one name, the first wins)
+				name = ep
+			}
+			addNode(name, nw.Name, rt.Prefix.Addr())
 		}
 		for _, e := range tb.VisibleServices {
 			v, err := catalog.ServiceEntry(e, nw.Name)
