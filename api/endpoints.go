@@ -65,8 +65,8 @@ type EndpointInfo struct {
 	DNS    string `json:"dns"`
 	Search string `json:"search"`
 	FQDN   string `json:"fqdn"`
-	// Device says how the interface is made: tun (created by this
-	// process) or tun-helper (through the rootless helper).
+	// Device says how the interface is made: tun (by the daemon) or
+	// tun-helper (through the helper process, for a rootless namespace).
 	Device   string        `json:"device"`
 	Created  string        `json:"created"` // RFC 3339
 	Traffic  EndpointStats `json:"traffic"`
@@ -74,9 +74,10 @@ type EndpointInfo struct {
 	Error    string        `json:"error,omitempty"`
 }
 
-// EndpointStats count an endpoint's packets: Out is what it sent into the
-// overlay, In what the overlay delivered to it; Local of Out stayed on
-// this node (switched to another endpoint or to the node itself).
+// EndpointStats count an endpoint's packets: Out is what the router took
+// from its device (to the underlay or switched on this node), In what it
+// wrote to the device; the drops are those packets lost on the way (the
+// reasons are in the node's drop counters).
 type EndpointStats struct {
 	OutPackets uint64 `json:"out_packets"`
 	OutBytes   uint64 `json:"out_bytes"`
@@ -84,7 +85,6 @@ type EndpointStats struct {
 	InPackets  uint64 `json:"in_packets"`
 	InBytes    uint64 `json:"in_bytes"`
 	InDrops    uint64 `json:"in_drops"`
-	Local      uint64 `json:"local"`
 }
 
 // Reservation is an address leased ahead of an endpoint.

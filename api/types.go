@@ -130,9 +130,12 @@ type Counters struct {
 
 // Traffic is what the router has moved and dropped.
 type Traffic struct {
-	Outbound   Counters          `json:"outbound"` // attachment → underlay
-	Inbound    Counters          `json:"inbound"`  // underlay → attachment
-	Drops      map[string]uint64 `json:"drops"`    // by reason
+	Outbound Counters `json:"outbound"` // attachment → underlay
+	Inbound  Counters `json:"inbound"`  // underlay → attachment
+	// Local is what the router switched on this node, never touching the
+	// underlay: endpoint to endpoint, endpoint to attachment and back.
+	Local      Counters          `json:"local"`
+	Drops      map[string]uint64 `json:"drops"` // by reason
 	ARPAsked   uint64            `json:"arp_asked"`
 	ARPAnswers uint64            `json:"arp_answers"`
 	ICMPSent   uint64            `json:"icmp_sent"`

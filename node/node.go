@@ -14,6 +14,7 @@ import (
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/endpoint"
 	"github.com/overlayd/overlayd/lb"
 	"github.com/overlayd/overlayd/node/internal/nodedns"
 	"github.com/overlayd/overlayd/node/internal/seam"
@@ -50,6 +51,9 @@ type Node struct {
 	rec *reconciler              // the one loop from the schema to the router, lb and DNS (reconcile.go)
 	fd  frontDoors               // SOCKS5, HTTP CONNECT, forwards, metrics (doors.go, metrics.go)
 	dns *nodedns.Service         // overlay names and the forwarder (node/internal/nodedns, dns.go); nil when off
+	eps *endpoint.Manager        // the attached network namespaces (endpoints.go); nil without gossip or in tap mode
+
+	netnsHelper endpoint.Opener // WithNetnsHelper; nil: none
 
 	mu       sync.Mutex // guards api, starting, started (held through Start)
 	staticMu sync.Mutex // guards static; never held while taking another lock
@@ -204,6 +208,9 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 	if err := n.SetStaticRoutes(cfg.Peers); err != nil {
 		return nil, err
 	}
+	if err := n.newEndpoints(); err != nil {
+		return nil, err
+	}
 	return n, nil
 }
 
@@ -301,6 +308,9 @@ func (n *Node) start(ctx context.Context) error {
 			return err
 		}
 		n.startServices()
+		if n.eps != nil {
+			n.eps.Start() // re-adopts the kept endpoints: the router runs, the networks are joined
+		}
 	}
 	n.rec.start() // the route table, the balancer's services and the DNS zone, built once now and kept
 	if n.ctl != nil {
@@ -368,6 +378,9 @@ func (n *Node) close(leave bool) error {
 		}
 		if s := n.svc.Load(); s != nil {
 			errs = append(errs, s.mgr.Close()) // the health checker, before the gossip it writes to
+		}
+		if n.eps != nil {
+			errs = append(errs, n.eps.Close()) // the namespace checks; the router closes the devices
 		}
 		if n.ctl != nil {
 			errs = append(errs, n.ctl.close(leave))

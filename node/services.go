@@ -8,6 +8,8 @@ package node
 
 import (
 	"context"
+	"net"
+	"net/netip"
 	"reflect"
 	"sync/atomic"
 
@@ -65,6 +67,9 @@ func (n *Node) startServices() {
 	}
 	if a := n.cfg.Addr; a.IsValid() {
 		o.Own = append(o.Own, a.Addr())
+	}
+	if n.eps != nil {
+		o.Local = n.eps.Addrs
 	}
 	if c.state != nil {
 		o.State = c.state
@@ -173,7 +178,28 @@ func (n *Node) AddBackend(_ context.Context, req api.AddBackend) (api.ServiceInf
 	if err != nil {
 		return api.ServiceInfo{}, err
 	}
+	if req.Addr, err = n.backendAddr(req.Network, req.Addr); err != nil {
+		return api.ServiceInfo{}, err
+	}
 	return serviceInfo(s.mgr.AddBackend(service.AddBackend(req)))
+}
+
+// backendAddr resolves a backend "NAME:PORT" whose NAME is an endpoint on
+// this node to its address; an address, or anything else, is left to the
+// service manager's checks.
+func (n *Node) backendAddr(network, addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return addr, nil
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return addr, nil
+	}
+	a, err := n.endpointAddr(network, host)
+	if err != nil {
+		return "", err
+	}
+	return net.JoinHostPort(a.String(), port), nil
 }
 
 // RemoveBackend deletes a backend this node added or, with drain, sets

@@ -33,6 +33,7 @@ func (n *Node) Status(context.Context) (api.Status, error) {
 		st.VTEPAdvertised = n.ctl.vtep.String()
 	}
 	st.Services = n.servicesSummary()
+	st.Endpoints = n.endpointInfos()
 	if n.dns != nil {
 		st.DNS = n.dns.Status()
 	}
@@ -41,6 +42,7 @@ func (n *Node) Status(context.Context) (api.Status, error) {
 	st.Traffic = api.Traffic{
 		Outbound:   api.Counters(rs.Outbound),
 		Inbound:    api.Counters(rs.Inbound),
+		Local:      api.Counters(rs.Local),
 		Drops:      rs.Drops,
 		ARPAsked:   rs.ARPAsked,
 		ARPAnswers: rs.ARPAnswers,
@@ -136,6 +138,9 @@ func (n *Node) JoinNetwork(ctx context.Context, name string) (api.NetworkInfo, e
 func (n *Node) LeaveNetwork(_ context.Context, name string) error {
 	if n.ctl == nil {
 		return errNoGossip
+	}
+	if err := n.refuseLeaveWithEndpoints(name); err != nil {
+		return err
 	}
 	return n.ctl.leaveNetwork(name)
 }

@@ -129,12 +129,19 @@ const (
 type judge struct {
 	vni    map[string]uint32 // joined network → VNI
 	own    map[netip.Addr]bool
+	local  map[string]map[netip.Addr]bool // network → this node's endpoints there
 	routes []Route
 	live   func(name string) bool
 }
 
 func newJudge(v View, live func(string) bool) judge {
-	j := judge{vni: map[string]uint32{}, own: map[netip.Addr]bool{}, routes: v.Routes, live: live}
+	j := judge{vni: map[string]uint32{}, own: map[netip.Addr]bool{}, local: map[string]map[netip.Addr]bool{}, routes: v.Routes, live: live}
+	for nw, as := range v.Local {
+		j.local[nw] = map[netip.Addr]bool{}
+		for _, a := range as {
+			j.local[nw][a] = true
+		}
+	}
 	for _, n := range v.Networks {
 		j.vni[n.Name] = n.VNI
 		j.own[n.Addr] = true
@@ -156,10 +163,11 @@ func (m *Manager) judgeNow() judge {
 	return newJudge(m.View(), func(name string) bool { return live[name] })
 }
 
-// reachable: a is this node's, or the router's most specific route on
-// the network that holds it is static or leads to a live member.
+// reachable: a is this node's or one of its endpoints', or the router's
+// most specific route on the network that holds it is static or leads to
+// a live member.
 func (j judge) reachable(network string, a netip.Addr) bool {
-	if j.own[a] {
+	if j.own[a] || j.local[network][a] {
 		return true
 	}
 	best := -1

@@ -73,12 +73,17 @@ type Route struct {
 }
 
 // View is what the balancer's services depend on besides the service
-// tables: the joined networks, this node's other addresses and the
-// router's routes. The live members come with the snapshot.
+// tables: the joined networks, this node's other addresses, its
+// endpoints' addresses and the router's routes. The live members come
+// with the snapshot.
 type View struct {
 	Networks []Network
 	Own      []netip.Addr // this node's addresses besides those of Networks
-	Routes   []Route
+	// Local are the addresses of the endpoints this node carries, by
+	// network name: reachable, and balanced to (the router switches a
+	// DNATed packet to a local endpoint), unlike Own.
+	Local  map[string][]netip.Addr
+	Routes []Route
 }
 
 // Options configure a Manager. Gossip and IPAM are required.
@@ -96,6 +101,9 @@ type Options struct {
 	// Own are this node's addresses outside the joined networks (a
 	// static network's).
 	Own []netip.Addr
+	// Local returns the addresses of this node's endpoints by network
+	// (View.Local); nil: none.
+	Local func() map[string][]netip.Addr
 	// Figures gives the balancer's counters; nil shows none.
 	Figures Figures
 	// Dial opens a health check's connection to a backend; nil dials
@@ -184,7 +192,11 @@ func (m *Manager) Close() error {
 
 // View returns the view of now: the joined networks, own addresses and routes.
 func (m *Manager) View() View {
-	return View{Networks: m.o.Networks(), Own: m.o.Own, Routes: m.o.Routes()}
+	v := View{Networks: m.o.Networks(), Own: m.o.Own, Routes: m.o.Routes()}
+	if m.o.Local != nil {
+		v.Local = m.o.Local()
+	}
+	return v
 }
 
 // changed is called after every write of this node's entries.

@@ -40,6 +40,9 @@ Client (talk to a running daemon through its control socket):
   routes     show the routes in force with their owners
   service    create, list and show service VIPs; add, drain and remove backends
   conntrack  list the flows this node balances, with their backend and state
+  attach     attach a network namespace (a container) to a network as an endpoint
+  detach     detach an endpoint: its interface, route and address go
+  endpoints  list the endpoints attached on this node, with their counters
   networks   list the networks (the same as 'network ls')
   services   list the services (the same as 'service ls')
   apply      reconcile a running node to a file's networks and services: apply -f FILE
@@ -66,6 +69,9 @@ func commands() []command {
 		{"peers", "list the cluster's members", peersCmd},
 		{"routes", "show the routes in force", routesCmd},
 		{"service", "manage service VIPs and their backends", serviceCmd},
+		{"attach", "attach a network namespace (a container) as an endpoint", attachCmd},
+		{"detach", "detach an endpoint", detachCmd},
+		{"endpoints", "list the endpoints attached on this node", endpointsCmd},
 		{"conntrack", "list the balanced flows", conntrackCmd},
 		{"networks", "list networks (network ls)", alias(networkCmd, "ls")},
 		{"services", "list services (service ls)", alias(serviceCmd, "ls")},

@@ -1,0 +1,321 @@
+package endpoint
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/overlayd/overlayd/internal/fault"
+	"github.com/overlayd/overlayd/internal/statefile"
+	"github.com/overlayd/overlayd/ipam"
+	"github.com/overlayd/overlayd/router"
+	"github.com/overlayd/overlayd/stack"
+)
+
+// Net is a network this node is on, as the Manager needs it.
+type Net struct {
+	Name string
+	VNI  uint32
+	CIDR netip.Prefix
+	Addr netip.Addr // the node's own address there
+}
+
+// Gossip is the replicated store the routes entries go to.
+type Gossip interface {
+	Put(table, network, key string, value []byte) error
+	Delete(table, network, key string) error
+}
+
+// IPAM leases the endpoints' addresses (*ipam.IPAM).
+type IPAM interface {
+	Allocate(ctx context.Context, network, owner string) (netip.Addr, error)
+	Claim(network string, a netip.Addr, owner string) error
+	Release(network string, a netip.Addr) error
+	Lookup(network string, a netip.Addr) (ipam.Lease, bool)
+	Leases(network string) []ipam.Lease
+}
+
+// Router carries the endpoints' packets (*router.Router).
+type Router interface {
+	AddEndpoint(router.EndpointConfig) error
+	RemoveEndpoint(id string) error
+}
+
+// Opener makes, re-opens and deletes the TUN devices inside namespaces:
+// Direct (this process), or a helper process (stack.NetnsHelper).
+type Opener interface {
+	Open(stack.NetnsTUNOptions) (*stack.NetnsTUN, error)
+	Adopt(path, name string, log *zap.Logger) (*stack.NetnsTUN, error)
+	Delete(path, name string) error
+}
+
+// Direct is the Opener of this process: stack's own functions.
+type Direct struct{}
+
+// Open implements Opener.
+func (Direct) Open(o stack.NetnsTUNOptions) (*stack.NetnsTUN, error) { return stack.OpenNetnsTUN(o) }
+
+// Adopt implements Opener.
+func (Direct) Adopt(path, name string, log *zap.Logger) (*stack.NetnsTUN, error) {
+	return stack.AdoptNetnsTUN(path, name, log)
+}
+
+// Delete implements Opener.
+func (Direct) Delete(path, name string) error { return stack.DeleteNetnsTUN(path, name) }
+
+// Options configure a Manager. Self, Gossip, IPAM, Router and Networks
+// are required.
+type Options struct {
+	Self     string // this node's name
+	Gossip   Gossip
+	IPAM     IPAM
+	Router   Router
+	Networks func() []Net // the joined networks
+	VTEP     netip.AddrPort
+	// State keeps endpoints.json; nil keeps nothing, and the devices are
+	// not persistent (they go when the daemon stops).
+	State *statefile.Dir
+	// Opener makes the devices; nil: Direct. Helper, if not nil, is tried
+	// when Opener is refused for lack of privilege (stack.ErrPermission).
+	Opener Opener
+	Helper Opener
+	// MTU of the endpoints' devices (the attachment's); default 1450.
+	MTU int
+	// DNS: the networks' DNS addresses are served (EndpointInfo.DNS);
+	// Domain is the overlay's DNS domain (default "overlay").
+	DNS    bool
+	Domain string
+	// Changed, if not nil, is called after the endpoints changed.
+	Changed func()
+	// CheckEvery is how often the namespaces are checked for having gone
+	// (and failed re-adoptions retried); default 1 s.
+	CheckEvery time.Duration
+	Log        *zap.Logger
+}
+
+// Info is an endpoint as the Manager has it.
+type Info struct {
+	Name, Network string
+	VNI           uint32
+	Netns, IfName string
+	Addr          netip.Prefix // with the network's prefix length
+	MTU           int
+	Routes        []netip.Prefix
+	DNS           netip.Addr // zero when DNS is off
+	Search, FQDN  string
+	Helper        bool // made through the helper process
+	Created       time.Time
+	Attached      bool   // carried by the router now
+	Error         string // why not, when not
+}
+
+// Reservation is an address leased ahead of its endpoint.
+type Reservation struct {
+	Network string
+	Addr    netip.Prefix
+	DNS     netip.Addr // the network's DNS address (Docker's gateway)
+}
+
+// endpoint is one attached (or being re-adopted) endpoint.
+type endpoint struct {
+	rec Record
+	dev *stack.NetnsTUN // nil while not attached
+	err string          // why not attached, while not
+}
+
+// Manager attaches and detaches endpoints. Safe for concurrent use.
+type Manager struct {
+	o   Options
+	log *zap.Logger
+
+	opMu sync.Mutex // serialises attach, detach, reserve and the checks (each writes endpoints.json)
+	mu   sync.Mutex // guards eps and res (short reads and swaps)
+	eps  map[string]*endpoint
+	res  map[resKey]Reservation
+
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+// resKey names a reservation.
+type resKey struct {
+	network string
+	addr    netip.Addr
+}
+
+// New builds a Manager; Start restores the endpoints kept in the state
+// directory.
+func New(o Options) (*Manager, error) {
+	if o.Self == "" || o.Gossip == nil || o.IPAM == nil || o.Router == nil || o.Networks == nil {
+		return nil, fault.Invalid("endpoint: Self, Gossip, IPAM, Router and Networks are required")
+	}
+	if o.Opener == nil {
+		o.Opener = Direct{}
+	}
+	if o.MTU == 0 {
+		o.MTU = 1450
+	}
+	if o.Domain == "" {
+		o.Domain = "overlay"
+	}
+	o.Domain = strings.Trim(o.Domain, ".")
+	if o.CheckEvery <= 0 {
+		o.CheckEvery = time.Second
+	}
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	return &Manager{
+		o: o, log: o.Log.Named("endpoint"),
+		eps: map[string]*endpoint{}, res: map[resKey]Reservation{},
+		stop: make(chan struct{}), done: make(chan struct{}),
+	}, nil
+}
+
+// Start restores the endpoints of endpoints.json (re-adopting their
+// devices, finishing the undo of an attach or detach a crash cut short)
+// and releases this node's endpoint leases that no endpoint holds, then
+// checks the namespaces every CheckEvery until Close.
+func (m *Manager) Start() {
+	m.restore()
+	go m.loop()
+}
+
+// Close stops the checks. The devices belong to the router, which closes
+// them (a persistent one stays for the next start); the routes entries go
+// with the node's leaving the cluster. Safe twice.
+func (m *Manager) Close() error {
+	m.once.Do(func() {
+		close(m.stop)
+		select {
+		case <-m.done:
+		case <-time.After(10 * time.Second): // a check stuck in a helper: its own timeout ends it
+		}
+	})
+	return nil
+}
+
+func (m *Manager) loop() {
+	defer close(m.done)
+	t := time.NewTicker(m.o.CheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+			m.check()
+		}
+	}
+}
+
+// List returns the endpoints, sorted by name.
+func (m *Manager) List() []Info {
+	m.mu.Lock()
+	out := make([]Info, 0, len(m.eps))
+	for _, e := range m.eps {
+		out = append(out, m.info(e))
+	}
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b Info) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Get returns one endpoint; an unknown name is an ErrNotFound.
+func (m *Manager) Get(name string) (Info, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.eps[name]
+	if e == nil {
+		return Info{}, fault.NotFound("no endpoint %q on this node", name)
+	}
+	return m.info(e), nil
+}
+
+// Addrs are the addresses of the endpoints the router carries now, by
+// network name: this node's, for the balancer (a backend there is
+// switched locally).
+func (m *Manager) Addrs() map[string][]netip.Addr {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string][]netip.Addr{}
+	for _, e := range m.eps {
+		if e.dev != nil {
+			out[e.rec.Network] = append(out[e.rec.Network], e.rec.Addr)
+		}
+	}
+	return out
+}
+
+// OnNetwork names the endpoints (and reservations) on network, sorted: a
+// network with endpoints may not be left.
+func (m *Manager) OnNetwork(network string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for _, e := range m.eps {
+		if e.rec.Network == network {
+			out = append(out, e.rec.Name)
+		}
+	}
+	for k := range m.res {
+		if k.network == network {
+			out = append(out, "reserved "+k.addr.String())
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// info describes e; m.mu is held.
+func (m *Manager) info(e *endpoint) Info {
+	r := e.rec
+	in := Info{
+		Name: r.Name, Network: r.Network, VNI: r.VNI, Netns: r.Netns, IfName: r.IfName,
+		Addr: netip.PrefixFrom(r.Addr, r.CIDR.Bits()), MTU: m.o.MTU, Routes: r.routes(),
+		Search: r.Network + "." + m.o.Domain, FQDN: r.Name + "." + r.Network + "." + m.o.Domain + ".",
+		Helper: r.Helper, Created: r.Created, Attached: e.dev != nil, Error: e.err,
+	}
+	if m.o.DNS {
+		in.DNS = ipam.DNSAddr(r.CIDR)
+	}
+	return in
+}
+
+// network finds the joined network name (empty: the only one).
+func (m *Manager) network(name string) (Net, error) {
+	nets := m.o.Networks()
+	if name == "" {
+		switch len(nets) {
+		case 1:
+			return nets[0], nil
+		case 0:
+			return Net{}, fault.NotFound("this node is on no network; join one first (overlayd network join NAME)")
+		default:
+			names := make([]string, len(nets))
+			for i, n := range nets {
+				names[i] = n.Name
+			}
+			return Net{}, fault.Invalid("this node is on several networks (%s): say which with --network", strings.Join(names, ", "))
+		}
+	}
+	for _, n := range nets {
+		if n.Name == name {
+			return n, nil
+		}
+	}
+	return Net{}, fault.NotFound("this node is not on network %q; join it first (overlayd network join %s)", name, name)
+}
+
+// changed tells the owner.
+func (m *Manager) changed() {
+	if m.o.Changed != nil {
+		m.o.Changed()
+	}
+}
