@@ -138,9 +138,10 @@ type Manager struct {
 	eps  map[string]*endpoint
 	res  map[resKey]Reservation
 
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
+	stop    chan struct{}
+	done    chan struct{}
+	started bool // Start ran (under opMu)
+	once    sync.Once
 }
 
 // resKey names a reservation.
@@ -184,6 +185,9 @@ func New(o Options) (*Manager, error) {
 // checks the namespaces every CheckEvery until Close.
 func (m *Manager) Start() {
 	m.restore()
+	m.opMu.Lock()
+	m.started = true
+	m.opMu.Unlock()
 	go m.loop()
 }
 
@@ -193,6 +197,12 @@ func (m *Manager) Start() {
 func (m *Manager) Close() error {
 	m.once.Do(func() {
 		close(m.stop)
+		m.opMu.Lock()
+		started := m.started
+		m.opMu.Unlock()
+		if !started {
+			return
+		}
 		select {
 		case <-m.done:
 		case <-time.After(10 * time.Second): // a check stuck in a helper: its own timeout ends it

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/endpoint"
 	"github.com/overlayd/overlayd/gossip"
 	"github.com/overlayd/overlayd/gossip/mdns"
 	"github.com/overlayd/overlayd/internal/statefile"
@@ -68,3 +69,6 @@ func Check(cfg config.Config) (warnings []string, err error) {
 // digits, '-', '_' or '.', not starting with '.' or '-'), the rule the
 // control plane applies, for clients that check before they ask.
 func ValidNetworkName(s string) bool { return network.ValidName(s) }
+
+// ValidEndpointName reports whether s can name an endpoint (a DNS label).
+func ValidEndpointName(s string) bool { return endpoint.ValidName(s) }

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/api"
-	"github.com/overlayd/overlayd/endpoint"
+	"github.com/overlayd/overlayd/node"
 )
 
 const attachDesc = `
@@ -69,7 +69,7 @@ func attachCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	if len(pos) != 1 {
 		return usagef("want: overlayd attach NAME --netns PATH|PID")
 	}
-	if !endpoint.ValidName(pos[0]) {
+	if !node.ValidEndpointName(pos[0]) {
 		return usagef("endpoint name %q: want a DNS label (letters, digits and hyphens, at most 63)", pos[0])
 	}
 	path, err := netnsPath(*netns)
