@@ -234,6 +234,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	setUsage(fs, "run [flags]", runDesc)
 	apply, cfgPath, check := runFlags(fs)
+	docker := dockerFlags(fs) // --docker-plugin, --docker-host (docker.go)
 	pos, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return err
@@ -256,6 +257,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	warnings, err := node.Check(cfg)
 	if err != nil {
 		return usagef("invalid configuration:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+	}
+	if err := docker.check(cfg); err != nil {
+		return err
 	}
 	if *check {
 		for _, w := range warnings { // the start logs these itself
@@ -280,8 +284,14 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		n.Close()
 		return err
 	}
+	stopDocker, err := docker.start(n, cfg, log)
+	if err != nil {
+		n.Close()
+		return err
+	}
 	<-ctx.Done()
 	log.Info("stopping")
+	stopDocker()
 	return n.Close()
 }
 

@@ -95,7 +95,7 @@ func packageComment(t *testing.T, file string) string {
 // (DESIGN.md, "Packages"); internal/... is open to all. Packages not
 // listed may import only internal/....
 var allowed = map[string][]string{
-	"cmd/overlayd": {"node", "api", "config", "node/nodetest", "stack"}, // nodetest: the demo's kill -9, a stop without leaving; stack: the rootless helper's side (nshelper), run before any node
+	"cmd/overlayd": {"node", "api", "config", "node/nodetest", "stack", "dockerplugin"}, // nodetest: the demo's kill -9, a stop without leaving; stack: the rootless helper's side (nshelper), run before any node; dockerplugin: run --docker-plugin
 	"node":         {"*"},
 	"router":       {"stack", "vxlan", "lb", "lb/maglev", "packet"},
 	"stack":        {},
@@ -116,6 +116,7 @@ var allowed = map[string][]string{
 	"dns":          {},
 	"metrics":      {"router", "gossip", "lb", "dns", "door"}, // the Prometheus names and the collector over the parts' Stats; only node imports it
 	"api":          {},
+	"dockerplugin": {"api"}, // Docker's network and IPAM driver protocol over a node's networks and endpoints (an interface); never node
 	"config":       {},
 	"bench":        {"*"},
 	"e2e":          {"*"},
@@ -171,6 +172,10 @@ var onlyImports = map[string][]string{
 // a *zap.Logger is passed in), nothing else.
 var onlyExternal = map[string][]string{
 	"door": {"go.uber.org/zap", "go.uber.org/multierr"},
+
+	// The Docker plugin speaks HTTP/JSON with net/http, to dockerd and to
+	// the Docker API alike; no Docker client module.
+	"dockerplugin": {"go.uber.org/zap", "go.uber.org/multierr", "golang.org/x/sys"},
 
 	// The replicated tables are pure state on the standard library
 	// alone: gossip drives them, and only gossip knows memberlist.

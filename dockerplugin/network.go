@@ -1,0 +1,328 @@
+package dockerplugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/internal/fault"
+)
+
+// createNetwork takes a Docker network on: its subnet is the overlay
+// network's CIDR and its name (or -o overlayd.network=NAME) the overlay
+// network's name, created through gossip or joined if it exists. Docker
+// does not pass the network's name to the driver, and stores the network
+// only once this returns; so without the option the name is learned from
+// the Docker API just after, and the IPAM and endpoint calls that need
+// the overlay network wait for it.
+func (p *Plugin) createNetwork(ctx context.Context, req createNetworkRequest) (any, error) {
+	if err := checkID("NetworkID", req.NetworkID); err != nil {
+		return nil, err
+	}
+	if len(req.IPv6Data) > 0 {
+		return nil, fault.Invalid("overlayd: overlay networks are IPv4 only; create the Docker network without --ipv6")
+	}
+	if len(req.IPv4Data) != 1 {
+		return nil, fault.Invalid("overlayd: a network takes exactly one IPv4 subnet (it has %d); create it with --subnet CIDR --ipam-driver overlayd", len(req.IPv4Data))
+	}
+	cidr, err := parsePool(req.IPv4Data[0].Pool)
+	if err != nil {
+		return nil, err
+	}
+	opts, err := networkOptions(req.Options)
+	if err != nil {
+		return nil, err
+	}
+	name := opts[optNetwork]
+	if name != "" {
+		if name, err = overlayName(name); err != nil {
+			return nil, err
+		}
+	}
+	p.mu.Lock()
+	if n, ok := p.networks[req.NetworkID]; ok {
+		p.mu.Unlock()
+		if n.CIDR != cidr {
+			return nil, fault.Conflict("overlayd: network %s exists with subnet %s, not %s", short(req.NetworkID), n.CIDR, cidr)
+		}
+		return empty{}, nil
+	}
+	n := &network{ID: req.NetworkID, CIDR: cidr, IfName: opts[optIfName], ready: make(chan struct{})}
+	p.networks[req.NetworkID] = n
+	p.mu.Unlock()
+
+	if name != "" {
+		joined, err := p.ensure(ctx, name, cidr)
+		p.mu.Lock()
+		if err != nil {
+			delete(p.networks, req.NetworkID)
+			n.err = err
+			close(n.ready)
+			p.mu.Unlock()
+			return nil, err
+		}
+		n.Overlay, n.Joined = name, joined
+		close(n.ready)
+		p.saveLocked()
+		p.mu.Unlock()
+		p.log.Info("docker network on overlay network", zap.String("docker_network", short(n.ID)), zap.String("network", name), zap.Stringer("cidr", cidr))
+		return empty{}, nil
+	}
+	if p.names == nil {
+		p.mu.Lock()
+		delete(p.networks, req.NetworkID)
+		p.mu.Unlock()
+		return nil, fault.Invalid("overlayd: without the Docker API the plugin cannot learn the network's name; create it with -o %s=NAME", optNetwork)
+	}
+	p.mu.Lock()
+	p.resolveLocked(n)
+	p.saveLocked()
+	p.mu.Unlock()
+	return empty{}, nil
+}
+
+// resolveLocked starts learning n's name from the Docker API and taking
+// its overlay network on.
+func (p *Plugin) resolveLocked(n *network) {
+	ctx, cancel := context.WithTimeout(p.ctx, resolveTimeout)
+	n.cancel = cancel
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer cancel()
+		name, joined, err := p.resolve(ctx, n)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.networks[n.ID] != n {
+			return // deleted meanwhile
+		}
+		if err != nil {
+			n.err = err
+			p.log.Error("docker network has no overlay network", zap.String("docker_network", short(n.ID)), zap.Error(err))
+		} else {
+			n.Overlay, n.Joined = name, joined
+			p.saveLocked()
+			p.log.Info("docker network on overlay network", zap.String("docker_network", short(n.ID)), zap.String("network", name), zap.Stringer("cidr", n.CIDR))
+		}
+		close(n.ready)
+	}()
+}
+
+// resolve waits for Docker to store network n, then takes on the overlay
+// network of its name.
+func (p *Plugin) resolve(ctx context.Context, n *network) (name string, joined bool, err error) {
+	wait := 10 * time.Millisecond
+	for {
+		name, err = p.names.NetworkName(ctx, n.ID)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fault.ErrNotFound) || ctx.Err() != nil {
+			return "", false, fmt.Errorf("overlayd: the name of Docker network %s: %w; or create it with -o %s=NAME", short(n.ID), err, optNetwork)
+		}
+		select {
+		case <-ctx.Done():
+			return "", false, fmt.Errorf("overlayd: Docker did not show network %s within %v; create it with -o %s=NAME", short(n.ID), resolveTimeout, optNetwork)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+	}
+	if name, err = overlayName(name); err != nil {
+		return "", false, err
+	}
+	joined, err = p.ensure(ctx, name, n.CIDR)
+	return name, joined, err
+}
+
+// ensure creates the overlay network name with cidr, or finds it, and
+// joins it; joined says this call joined it (the node was not attached).
+func (p *Plugin) ensure(ctx context.Context, name string, cidr netip.Prefix) (joined bool, err error) {
+	nets, err := p.b.Networks(ctx)
+	if err != nil {
+		return false, err
+	}
+	found := false
+	for _, n := range nets {
+		if n.Name != name {
+			continue
+		}
+		if got, err := netip.ParsePrefix(n.CIDR); err != nil || got.Masked() != cidr {
+			return false, fault.Conflict("overlayd: overlay network %s has subnet %s, not %s; give the Docker network that subnet, or another name with -o %s=NAME", name, n.CIDR, cidr, optNetwork)
+		}
+		if n.Joined {
+			return false, nil
+		}
+		found = true
+	}
+	if !found {
+		_, err := p.b.CreateNetwork(ctx, api.CreateNetwork{Name: name, CIDR: cidr.String()})
+		// Another node may have created it a moment ago: join that one.
+		if err != nil && !errors.Is(err, fault.ErrConflict) {
+			return false, err
+		}
+	}
+	if _, err := p.b.JoinNetwork(ctx, name); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// deleteNetwork forgets a Docker network and leaves its overlay network
+// if the plugin joined it and no other Docker network uses it. The
+// overlay network itself stays: other hosts may be on it.
+func (p *Plugin) deleteNetwork(ctx context.Context, req networkRequest) (any, error) {
+	if err := checkID("NetworkID", req.NetworkID); err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	n, ok := p.networks[req.NetworkID]
+	if !ok {
+		p.mu.Unlock()
+		return empty{}, nil // deleting twice, or after a lost state: done
+	}
+	delete(p.networks, req.NetworkID)
+	if n.cancel != nil {
+		n.cancel()
+	}
+	leave := n.Joined && n.Overlay != ""
+	for _, o := range p.networks {
+		if o.Overlay == n.Overlay {
+			leave = false
+		}
+	}
+	p.saveLocked()
+	p.mu.Unlock()
+	if leave {
+		if err := p.b.LeaveNetwork(ctx, n.Overlay); err != nil && !errors.Is(err, fault.ErrNotFound) {
+			return nil, err
+		}
+		p.log.Info("left overlay network with its docker network", zap.String("network", n.Overlay), zap.String("docker_network", short(n.ID)))
+	}
+	return empty{}, nil
+}
+
+// overlay returns the overlay network of the Docker network id, waiting
+// for its name if it is being learned.
+func (p *Plugin) overlay(ctx context.Context, id string) (*network, error) {
+	p.mu.Lock()
+	n, ok := p.networks[id]
+	p.mu.Unlock()
+	if !ok {
+		return nil, fault.NotFound("overlayd: Docker network %s is not known to this overlayd (was it created while overlayd ran without its state?); remove it and create it again", short(id))
+	}
+	if err := waitReady(ctx, n); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// waitReady waits until n's overlay network is known.
+func waitReady(ctx context.Context, n *network) error {
+	ctx, cancel := context.WithTimeout(ctx, networkWait)
+	defer cancel()
+	select {
+	case <-n.ready:
+	case <-ctx.Done():
+		return fault.Unavailable("overlayd: the overlay network of Docker network %s is not known yet; try again", short(n.ID))
+	}
+	if n.err != nil {
+		return n.err
+	}
+	return nil
+}
+
+// networkOptions returns the overlayd.* -o options, refusing unknown ones.
+func networkOptions(opts map[string]any) (map[string]string, error) {
+	out := map[string]string{}
+	generic, _ := opts[genericOption].(map[string]any)
+	keys := make([]string, 0, len(generic))
+	for k := range generic {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "overlayd.") {
+			continue // another tool's label
+		}
+		v, ok := generic[k].(string)
+		if !ok {
+			return nil, fault.Invalid("overlayd: option %s is not a string", k)
+		}
+		switch k {
+		case optNetwork:
+		case optIfName:
+			if !validIfName(v) {
+				return nil, fault.Invalid("overlayd: -o %s=%q: want an interface name of 1 to 15 letters, digits, '-' or '_'", k, v)
+			}
+		default:
+			return nil, fault.Invalid("overlayd: unknown option -o %s; the options are %s and %s", k, optNetwork, optIfName)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// parsePool parses a Docker subnet: IPv4, at most /30.
+func parsePool(s string) (netip.Prefix, error) {
+	cidr, err := netip.ParsePrefix(s)
+	if err != nil || !cidr.Addr().Is4() {
+		return netip.Prefix{}, fault.Invalid("overlayd: subnet %q: want an IPv4 CIDR such as 10.30.0.0/16", s)
+	}
+	if cidr.Bits() > 30 {
+		return netip.Prefix{}, fault.Invalid("overlayd: subnet %s is too small; give a /30 or larger", cidr)
+	}
+	return cidr.Masked(), nil
+}
+
+// overlayName turns a Docker name into a DNS label (the overlay network's
+// name is the second label of NAME.NET.overlay): lower case, any other
+// character than a letter, digit or '-' becomes '-'.
+func overlayName(s string) (string, error) {
+	l := label(s)
+	if l == "" {
+		return "", fault.Invalid("overlayd: network name %q has no letter or digit; give -o %s=NAME", s, optNetwork)
+	}
+	return l, nil
+}
+
+// label makes s a DNS label ("" if nothing of it is left).
+func label(s string) string {
+	b := []byte(strings.ToLower(s))
+	for i, c := range b {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			b[i] = '-'
+		}
+	}
+	l := strings.Trim(string(b), "-")
+	if len(l) > 63 {
+		l = strings.TrimRight(l[:63], "-")
+	}
+	return l
+}
+
+func validIfName(s string) bool {
+	if s == "" || len(s) > 15 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// short is an ID's short form, as docker prints it.
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
