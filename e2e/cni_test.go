@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,21 +19,18 @@ import (
 )
 
 // cniTools builds overlayd-cni and the CNI project's cnitool (a tool of
-// go.mod, at the version of the CNI library the plugin is built on) once
-// per test binary, into one directory: it is CNI_PATH and holds cnitool.
-var cniTools = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "overlayd-cni-e2e-")
-	if err != nil {
-		return "", err
-	}
+// go.mod, at the version of the CNI library the plugin is built on) into
+// a directory of the test's: it is CNI_PATH and holds cnitool.
+func cniTools(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
 	for _, pkg := range []string{"github.com/overlayd/overlayd/cmd/overlayd-cni", "github.com/containernetworking/cni/cnitool"} {
-		out, err := exec.Command("go", "build", "-o", dir, pkg).CombinedOutput()
-		if err != nil {
-			return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		if out, err := exec.Command("go", "build", "-o", dir, pkg).CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 		}
 	}
-	return dir, nil
-})
+	return dir
+}
 
 // cniHost is a lab host's daemon with a CNI configuration for it.
 type cniHost struct {
@@ -48,12 +44,20 @@ type cniHost struct {
 
 func newCNIHost(t *testing.T, tools string, od *Overlayd, ver string) *cniHost {
 	dir := t.TempDir()
-	conf := fmt.Sprintf(`{"cniVersion":%q,"name":"blue","type":"overlayd-cni","network":"blue","control":%q,"dataDir":%q}`,
-		ver, od.Control, filepath.Join(dir, "data"))
-	if err := os.WriteFile(filepath.Join(dir, "10-blue.conf"), []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
+	c := &cniHost{t: t, tools: tools, confDir: dir, ver: ver}
+	c.setDaemon(od)
+	return c
+}
+
+// setDaemon points the configuration at od's control socket (a restarted
+// daemon has another); the records stay where they were.
+func (c *cniHost) setDaemon(od *Overlayd) {
+	c.od = od
+	c.conf = fmt.Sprintf(`{"cniVersion":%q,"name":"blue","type":"overlayd-cni","network":"blue","control":%q,"dataDir":%q}`,
+		c.ver, od.Control, filepath.Join(c.confDir, "data"))
+	if err := os.WriteFile(filepath.Join(c.confDir, "10-blue.conf"), []byte(c.conf), 0o600); err != nil {
+		c.t.Fatal(err)
 	}
-	return &cniHost{t: t, tools: tools, confDir: dir, conf: conf, ver: ver, od: od}
 }
 
 // cnitool runs `cnitool CMD blue NETNS` with the pod's name in CNI_ARGS;
@@ -136,14 +140,11 @@ func containerNetns(t *testing.T, c *cniHost, name string) string {
 // STATUS pass;
 // CHECK fails once the interface lost its address; DEL releases the
 // endpoint and succeeds again; with the daemon down ADD fails at once
-// with a CNI error code.
+// with a CNI error code, and DEL until the namespace is gone; the daemon,
+// restarted, detaches the endpoint whose namespace went meanwhile.
 func TestNetnsCNI(t *testing.T) {
 	RequireRoot(t, "ping", "dig")
-	tools, err := cniTools()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(tools) })
+	tools := cniTools(t)
 	// cnitool caches results under /var/lib/cni (libcni's default, no
 	// flag to move it); remove what it made there.
 	if _, err := os.Stat("/var/lib/cni"); os.IsNotExist(err) {
@@ -153,7 +154,7 @@ func TestNetnsCNI(t *testing.T) {
 		})
 	}
 	gl := newGossipLab(t, 2, "test")
-	for i := range 2 {
+	start := func(i int) *Overlayd {
 		// DNS on, so that the endpoints get the network's DNS address
 		// (nothing here is forwarded upstream).
 		h, seed := gl.lab.Hosts[i], gl.lab.Hosts[1-i]
@@ -164,10 +165,14 @@ func TestNetnsCNI(t *testing.T) {
 			"--gossip-profile", "test", "--gossip-key-file", gl.key,
 			"--state-dir", filepath.Join(gl.state, h.Name),
 			"--dns", "127.0.0.1:5353", "--dns-upstream", "127.0.0.1:5300")
+		return gl.ods[i]
+	}
+	for i := range 2 {
+		start(i)
 	}
 	gl.setup()
 	gl.waitRoutes(15*time.Second, "both hosts learn both routes", func(int, map[string]string) bool { return gl.converged("blue") })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	nets, err := gl.ods[0].Client().Networks(ctx)
 	if err != nil {
@@ -286,6 +291,9 @@ func TestNetnsCNI(t *testing.T) {
 
 	// With h2's daemon down, ADD fails at once with a CNI error: the
 	// plugin's own JSON carries code 11 (try again later).
+	web3 := gl.lab.prefix + "-web3"
+	path3 := containerNetns(t, hosts[1], web3)
+	hosts[1].mustCnitool("add", path3, web3)
 	gl.ods[1].Stop()
 	out, took, err := hosts[1].cnitool("add", paths[1], pods[1])
 	if err == nil || !strings.Contains(out, "no overlayd answers at "+hosts[1].od.Control) || took > 5*time.Second {
@@ -304,6 +312,30 @@ func TestNetnsCNI(t *testing.T) {
 	if err == nil || json.Unmarshal([]byte(out), &e) != nil || e.Code != 50 {
 		t.Errorf("overlayd-cni STATUS with the daemon down: %v: %s, want CNI error code 50", err, out)
 	}
+
+	// DEL with the daemon down is refused while the namespace is there
+	// (only the daemon can release the address) and done once it is
+	// gone; the daemon, back, detaches the endpoint whose namespace went.
+	out, _, err = hosts[1].cnitool("del", path3, web3)
+	if err == nil || !strings.Contains(out, "start overlayd and DEL again") {
+		t.Errorf("cnitool del with the daemon down and the namespace there: %v\n%s", err, out)
+	}
+	cniRun(t, "ip", "netns", "del", web3)
+	hosts[1].mustCnitool("del", path3, web3)
+	hosts[1].setDaemon(start(1))
+	took = testutil.Eventually(t, 20*time.Second, "h2, restarted, detaches "+web3+", whose namespace went while it was down", func() error {
+		if _, err := gl.ods[1].Client().Endpoint(ctx, web3); !cniNotFound(err) {
+			return fmt.Errorf("endpoint %s: %v", web3, err)
+		}
+		return nil
+	})
+	t.Logf("h2 restarted: %s detached within %v", web3, took.Round(time.Millisecond))
+	testutil.Eventually(t, 20*time.Second, "cnitool status on h2 after its restart", func() error {
+		if out, _, err := hosts[1].cnitool("status", paths[1], pods[1]); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
 
 	// DEL on h1 (daemon up) releases the last endpoint.
 	hosts[0].mustCnitool("del", paths[0], pods[0])
