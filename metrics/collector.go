@@ -123,6 +123,20 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			counter(descNetBytes, c.Outbound.Bytes, name, v, "outbound")
 			counter(descNetBytes, c.Inbound.Bytes, name, v, "inbound")
 		}
+		counter(descLocalPackets, rs.Local.Packets)
+		counter(descLocalBytes, rs.Local.Bytes)
+		for id, e := range rs.Endpoints {
+			name := names[e.VNI]
+			if name == "" {
+				name = "vni-" + strconv.FormatUint(uint64(e.VNI), 10)
+			}
+			counter(descEPPackets, e.Outbound.Packets, id, name, "outbound")
+			counter(descEPPackets, e.Inbound.Packets, id, name, "inbound")
+			counter(descEPBytes, e.Outbound.Bytes, id, name, "outbound")
+			counter(descEPBytes, e.Inbound.Bytes, id, name, "inbound")
+			counter(descEPDrops, e.OutboundDrops, id, name, "outbound")
+			counter(descEPDrops, e.InboundDrops, id, name, "inbound")
+		}
 		for r, v := range rs.Drops {
 			counter(descDrops, v, r)
 		}

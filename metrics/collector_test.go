@@ -69,6 +69,10 @@ func allSources() Sources {
 					42: {Outbound: router.Counters{Packets: 6, Bytes: 600}, Inbound: router.Counters{Packets: 5, Bytes: 500}},
 					43: {Outbound: router.Counters{Packets: 4, Bytes: 400}},
 				},
+				Local: router.Counters{Packets: 8, Bytes: 800},
+				Endpoints: map[string]router.EndpointStats{
+					"c1": {VNI: 42, Outbound: router.Counters{Packets: 3, Bytes: 300}, Inbound: router.Counters{Packets: 2, Bytes: 200}, InboundDrops: 1},
+				},
 			},
 			routes: make([]router.Route, 3),
 		},
@@ -148,11 +152,23 @@ overlayd_door_failures_total{door="socks5",listen="127.0.0.1:1080",reason="timeo
 # HELP overlayd_door_datagrams_dropped_total UDP datagrams a front door did not relay, by reason.
 # TYPE overlayd_door_datagrams_dropped_total counter
 overlayd_door_datagrams_dropped_total{door="forward",listen="127.0.0.1:5353",reason="send"} 2
+# HELP overlayd_local_packets_total Packets the router switched on this node without the underlay: endpoint to endpoint, endpoint to attachment and back.
+# TYPE overlayd_local_packets_total counter
+overlayd_local_packets_total 8
+# HELP overlayd_endpoint_packets_total Packets of each endpoint attached on this node; outbound is what the router read from its device, inbound what it wrote to it.
+# TYPE overlayd_endpoint_packets_total counter
+overlayd_endpoint_packets_total{direction="inbound",endpoint="c1",network="blue"} 2
+overlayd_endpoint_packets_total{direction="outbound",endpoint="c1",network="blue"} 3
+# HELP overlayd_endpoint_drops_total Packets of each endpoint lost on the way, by direction (the reasons are in overlayd_drops_total).
+# TYPE overlayd_endpoint_drops_total counter
+overlayd_endpoint_drops_total{direction="inbound",endpoint="c1",network="blue"} 1
+overlayd_endpoint_drops_total{direction="outbound",endpoint="c1",network="blue"} 0
 `
 	names := []string{
 		"overlayd_build_info", "overlayd_network_packets_total", "overlayd_routes", "overlayd_gossip_members",
 		"overlayd_routes_refused_total", "overlayd_lb_backend_selections_total", "overlayd_dns_tcp_connections_closed_total",
 		"overlayd_door_connections_total", "overlayd_door_failures_total", "overlayd_door_datagrams_dropped_total",
+		"overlayd_local_packets_total", "overlayd_endpoint_packets_total", "overlayd_endpoint_drops_total",
 	}
 	if err := promtest.GatherAndCompare(reg, strings.NewReader(want), names...); err != nil {
 		t.Error(err)

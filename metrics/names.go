@@ -18,6 +18,16 @@ var (
 		"Packets moved by the router per overlay network and direction.", []string{"network", "vni", "direction"}, nil)
 	descNetBytes = prometheus.NewDesc("overlayd_network_bytes_total",
 		"Bytes of inner packets moved by the router per overlay network and direction.", []string{"network", "vni", "direction"}, nil)
+	descLocalPackets = prometheus.NewDesc("overlayd_local_packets_total",
+		"Packets the router switched on this node without the underlay: endpoint to endpoint, endpoint to attachment and back.", nil, nil)
+	descLocalBytes = prometheus.NewDesc("overlayd_local_bytes_total",
+		"Bytes of the packets the router switched on this node without the underlay.", nil, nil)
+	descEPPackets = prometheus.NewDesc("overlayd_endpoint_packets_total",
+		"Packets of each endpoint attached on this node; outbound is what the router read from its device, inbound what it wrote to it.", []string{"endpoint", "network", "direction"}, nil)
+	descEPBytes = prometheus.NewDesc("overlayd_endpoint_bytes_total",
+		"Bytes of each endpoint's packets, by direction.", []string{"endpoint", "network", "direction"}, nil)
+	descEPDrops = prometheus.NewDesc("overlayd_endpoint_drops_total",
+		"Packets of each endpoint lost on the way, by direction (the reasons are in overlayd_drops_total).", []string{"endpoint", "network", "direction"}, nil)
 	descDrops = prometheus.NewDesc("overlayd_drops_total",
 		"Packets or frames the router dropped, by reason.", []string{"reason"}, nil)
 	descARPAsked = prometheus.NewDesc("overlayd_arp_requests_sent_total",
@@ -92,7 +102,7 @@ var (
 
 // descs are every metric's description, in the order Describe sends them.
 var descs = []*prometheus.Desc{
-	descInfo, descPackets, descBytes, descNetPackets, descNetBytes, descDrops, descARPAsked, descARPAnswers, descICMP, descNeighbors, descFDB, descRoutes,
+	descInfo, descPackets, descBytes, descNetPackets, descNetBytes, descLocalPackets, descLocalBytes, descEPPackets, descEPBytes, descEPDrops, descDrops, descARPAsked, descARPAnswers, descICMP, descNeighbors, descFDB, descRoutes,
 	descMembers, descGossipMsgs, descGossipBytes, descGossipEntries, descGossipDrops, descGossipLogSuppressed, descRoutesRefused,
 	descFlows, descFlowsMax, descFlowsNew, descEvictions, descExpired, descLBRejects, descSelections,
 	descDNSQueries, descDNSResponses, descDNSDropped, descDNSCache, descDNSCacheEntries, descDNSUpstreamErrors, descDNSTCPClosed,

@@ -75,6 +75,10 @@ func printStatus(w io.Writer, st api.Status) {
 		fmt.Fprintln(w)
 	}
 
+	if len(st.Endpoints) > 0 {
+		fmt.Fprintln(w)
+		printEndpoints(w, st.Endpoints) // cmd/overlayd/endpoint.go
+	}
 	printDoors(w, st)
 	printDNS(w, st)
 
@@ -84,6 +88,9 @@ func printStatus(w io.Writer, st api.Status) {
 	fmt.Fprintln(tw, "DIRECTION\tPACKETS\tBYTES\t")
 	fmt.Fprintf(tw, "outbound\t%d\t%d\t\n", t.Outbound.Packets, t.Outbound.Bytes)
 	fmt.Fprintf(tw, "inbound\t%d\t%d\t\n", t.Inbound.Packets, t.Inbound.Bytes)
+	if t.Local.Packets > 0 || len(st.Endpoints) > 0 {
+		fmt.Fprintf(tw, "local\t%d\t%d\t\n", t.Local.Packets, t.Local.Bytes) // switched on this node: endpoints and the attachment
+	}
 	tw.Flush()
 	fmt.Fprintf(w, "\narp: %d asked, %d answered, %d neighbours; icmp errors sent: %d\n", t.ARPAsked, t.ARPAnswers, t.Neighbors, t.ICMPSent)
 	if len(t.Drops) == 0 {
