@@ -22,6 +22,16 @@ type Applier interface {
 type Apply struct {
 	Networks []ApplyNetwork `json:"networks"`
 	Services []ApplyService `json:"services"`
+	// Endpoints are attached after the networks and before the services
+	// (whose backends may name them); one attached already with the
+	// same namespace and network is left as it is.
+	Endpoints []ApplyEndpoint `json:"endpoints,omitempty"`
+}
+
+// ApplyEndpoint is an endpoint to attach (Attach) when missing.
+type ApplyEndpoint struct {
+	Attach
+	Line int `json:"line,omitempty"`
 }
 
 // ApplyNetwork is a network to create (when CIDR is given and the cluster

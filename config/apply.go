@@ -180,22 +180,25 @@ func (c *Config) validateApply() []error {
 			}
 		}
 	}
-	return errs
+	return append(errs, c.validateEndpoints()...)
 }
 
 // validateApplyNeedsGossip: networks and services live in the gossip
 // tables.
 func (c *Config) validateApplyNeedsGossip() []error {
-	if c.Gossip.Enabled() || len(c.Networks)+len(c.Services) == 0 {
+	if c.Gossip.Enabled() || len(c.Networks)+len(c.Services)+len(c.Endpoints) == 0 {
 		return nil
 	}
 	line := 0
-	if len(c.Networks) > 0 {
+	switch {
+	case len(c.Networks) > 0:
 		line = c.Networks[0].line
-	} else {
+	case len(c.Services) > 0:
 		line = c.Services[0].line
+	default:
+		line = c.Endpoints[0].line
 	}
-	return []error{fmt.Errorf("%s", atLine(line, "networks and services need gossip: set gossip.listen (--gossip IP:PORT)"))}
+	return []error{fmt.Errorf("%s", atLine(line, "networks, services and endpoints need gossip: set gossip.listen (--gossip IP:PORT)"))}
 }
 
 // CheckPort checks a service port, PORT/PROTO such as 80/tcp or 53/udp
@@ -212,8 +215,9 @@ func CheckPort(s string) error {
 	return fmt.Errorf("port %q: the protocol must be tcp or udp", s)
 }
 
-// CheckBackendAddr checks a backend's address: an overlay IPv4 IP:PORT, or
-// :PORT for this node's own address.
+// CheckBackendAddr checks a backend's address: an overlay IPv4 IP:PORT,
+// :PORT for this node's own address, or NAME:PORT for one of its
+// endpoints.
 func CheckBackendAddr(s string) error {
 	if rest, ok := strings.CutPrefix(s, ":"); ok {
 		if p, err := strconv.ParseUint(rest, 10, 16); err == nil && p > 0 {
@@ -221,8 +225,12 @@ func CheckBackendAddr(s string) error {
 		}
 	} else if ap, err := netip.ParseAddrPort(s); err == nil && ap.Addr().Is4() && ap.Port() != 0 {
 		return nil
+	} else if name, port, ok := strings.Cut(s, ":"); ok && validLabel(name) && !strings.Contains(port, ":") {
+		if p, err := strconv.ParseUint(port, 10, 16); err == nil && p > 0 {
+			return nil
+		}
 	}
-	return fmt.Errorf("%q: want an overlay IPv4 IP:PORT such as 10.10.0.2:8080, or :PORT for this node's own address", s)
+	return fmt.Errorf("%q: want an overlay IPv4 IP:PORT such as 10.10.0.2:8080, :PORT for this node's own address, or ENDPOINT:PORT", s)
 }
 
 // validNetworkName: letters, digits, '-', '_' and '.', 1 to 63 bytes, not

@@ -77,6 +77,9 @@ type Config struct {
 	Services []Service `yaml:"services"`
 	// Exposes make programs on this host backends of overlay services.
 	Exposes []Expose `yaml:"exposes"`
+	// Endpoints are network namespaces attached to networks, at start
+	// and by 'overlayd apply' (gossip only).
+	Endpoints []Endpoint `yaml:"endpoints"`
 
 	lines     map[string]int // top-level key → line in the file; nil from flags
 	peerLines []int          // peers[i] → line

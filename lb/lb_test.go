@@ -545,6 +545,46 @@ func TestDistribution(t *testing.T) {
 	}
 }
 
+// A client that is itself a backend of the service (an endpoint asking
+// the VIP it serves) is never balanced to itself: its reply would come
+// from its own address. Every one of its flows goes to another backend,
+// and the other clients still reach it.
+func TestHairpinClientNotItsOwnBackend(t *testing.T) {
+	b := mustNew(t, Options{MaxFlows: 10000})
+	mustSet(t, b, web(bk(be1, 1), bk(be2, 1), bk(be3, 1)))
+	vp := netip.AddrPortFrom(vip, 80)
+	count := map[netip.AddrPort]int{}
+	for i := range 3000 {
+		cli := netip.AddrPortFrom(be1.Addr(), uint16(20000+i))
+		pkt := tcpPkt(cli, vp, fSYN)
+		if v := b.Outbound(pkt); v != NAT {
+			t.Fatalf("Outbound = %v", v)
+		}
+		_, dst := addrs(pkt)
+		count[dst]++
+	}
+	if count[be1] != 0 || count[be2] < 1000 || count[be3] < 1000 {
+		t.Errorf("flows of backend %v as a client: %v; want none to itself and about half to each other", be1.Addr(), count)
+	}
+	other := netip.AddrPortFrom(netip.MustParseAddr("10.0.9.9"), 40000)
+	seen := map[netip.AddrPort]bool{}
+	for i := range 300 {
+		pkt := tcpPkt(netip.AddrPortFrom(other.Addr(), uint16(40000+i)), vp, fSYN)
+		b.Outbound(pkt)
+		_, dst := addrs(pkt)
+		seen[dst] = true
+	}
+	if !seen[be1] {
+		t.Errorf("another client never reached %v", be1)
+	}
+	solo := mustNew(t, Options{})
+	mustSet(t, solo, web(bk(be1, 1)))
+	pkt := tcpPkt(netip.AddrPortFrom(be1.Addr(), 20000), vp, fSYN)
+	if v := solo.Outbound(pkt); v != NAT { // nothing else to pick: as before
+		t.Errorf("the only backend as a client: %v, want NAT", v)
+	}
+}
+
 func TestDrain(t *testing.T) {
 	b := mustNew(t, Options{})
 	mustSet(t, b, web(bk(be1, 1), bk(be2, 1)))

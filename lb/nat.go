@@ -215,6 +215,11 @@ func (b *Balancer) OutboundIPv4(p *packet.IPv4) Verdict {
 	return v
 }
 
+// hairpinTries bounds the picks for a client that is a backend of the
+// service (newFlowLocked): with two backends, 8 tries miss the other one
+// with a chance of 1/256.
+const hairpinTries = 8
+
 // newFlowLocked creates the flow for p, which has no entry, and NATs p.
 func (b *Balancer) newFlowLocked(s *shard, snap *snapshot, p *packet.IPv4, now int64) Verdict {
 	k := p.Tuple
@@ -228,12 +233,24 @@ func (b *Balancer) newFlowLocked(s *shard, snap *snapshot, p *packet.IPv4, now i
 		s.c.noService++
 		return Reset
 	}
-	idx, ok := pt.table.Lookup(b.flowHash(k))
+	h := b.flowHash(k)
+	idx, ok := pt.table.Lookup(h)
 	if !ok {
 		s.c.noBackend++
 		return Reset
 	}
 	be := pt.backends[idx]
+	// A client that is a backend itself (an endpoint serving the VIP it
+	// asks) cannot be its own backend: its reply would come back from
+	// its own address, which its kernel drops as a martian. Pick again,
+	// deterministically for the flow, among the others.
+	for try := uint64(1); be.addr == k.Src && try <= hairpinTries; try++ {
+		idx, _ = pt.table.Lookup(h ^ (try * 0x9e3779b97f4a7c15))
+		be = pt.backends[idx]
+	}
+	for i := 1; be.addr == k.Src && i < len(pt.backends); i++ { // unlucky (or few slots elsewhere): the next other one
+		be = pt.backends[(idx+i)%len(pt.backends)]
+	}
 	port := be.port
 	if port == 0 {
 		port = k.DPort

@@ -14,6 +14,7 @@ import (
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/internal/fault"
 	"github.com/overlayd/overlayd/network"
 	"github.com/overlayd/overlayd/service"
 )
@@ -40,6 +41,11 @@ func ApplyRequest(cfg config.Config) api.Apply {
 			}
 		}
 		req.Services = append(req.Services, as)
+	}
+	for _, e := range cfg.Endpoints {
+		req.Endpoints = append(req.Endpoints, api.ApplyEndpoint{Attach: api.Attach{
+			Name: e.Name, Network: e.Network, Netns: e.Netns, IP: e.IP, IfName: e.IfName, DefaultRoute: e.DefaultRoute,
+		}, Line: e.Line()})
 	}
 	return req
 }
@@ -72,12 +78,40 @@ func (n *Node) Apply(ctx context.Context, req api.Apply) (api.ApplyResult, error
 			return fail(err)
 		}
 	}
+	for _, e := range req.Endpoints {
+		if err := n.declareEndpoint(ctx, e, changed); err != nil {
+			return fail(err)
+		}
+	}
 	for _, sv := range req.Services {
+		for i, b := range sv.Backends { // ENDPOINT:PORT is the endpoint's address
+			a, err := n.backendAddr(sv.Network, b.Addr)
+			if err != nil {
+				return fail(fault.AtLine(b.Line, fmt.Sprintf("service %s: backend %s", sv.Name, b.Addr), err))
+			}
+			sv.Backends[i].Addr = a
+		}
 		if err := s.mgr.Declare(ctx, declared(sv), n.exp.has, changed); err != nil {
 			return fail(err)
 		}
 	}
 	return res, nil
+}
+
+// declareEndpoint attaches e unless it is attached already as asked.
+func (n *Node) declareEndpoint(ctx context.Context, e api.ApplyEndpoint, changed func(string, ...any)) error {
+	if n.eps == nil {
+		return fault.AtLine(e.Line, "endpoint "+e.Name, errNoEndpoints)
+	}
+	_, existed := n.eps.Get(e.Name)
+	in, err := n.Attach(ctx, e.Attach)
+	if err != nil {
+		return fault.AtLine(e.Line, "attach", err)
+	}
+	if existed != nil {
+		changed("endpoint %s: attached %s on %s", in.Name, in.Addr, in.Network)
+	}
+	return nil
 }
 
 // declared converts an Apply's service for package service.
@@ -101,7 +135,7 @@ const configApplyRetry = 2 * time.Second
 // the background, retrying until it succeeds or the node stops, then
 // registers its exposes (expose.go).
 func (n *Node) startConfigApply() {
-	if n.ctl == nil || len(n.cfg.Networks)+len(n.cfg.Services)+len(n.cfg.Exposes) == 0 {
+	if n.ctl == nil || len(n.cfg.Networks)+len(n.cfg.Services)+len(n.cfg.Exposes)+len(n.cfg.Endpoints) == 0 {
 		return
 	}
 	c := n.ctl

@@ -15,8 +15,9 @@ import (
 )
 
 const applyDesc = `
-Reconcile a running node (started with --gossip) to the networks and
-services sections of a configuration file (the same YAML as run --config):
+Reconcile a running node (started with --gossip) to the networks,
+services and endpoints sections of a configuration file (the same YAML as
+run --config):
 
   networks:
     - {name: blue, cidr: 10.10.0.0/16, vni: 5001}   # created if missing, joined
@@ -31,21 +32,26 @@ services sections of a configuration file (the same YAML as run --config):
         - {addr: 10.10.0.7:80}
     - name: api                                     # no ports: created elsewhere,
       network: red                                  # only this node's backends set
-      backends: [{addr: ":9000"}]
+      backends: [{addr: ":9000"}, {addr: "c1:9000"}]  # c1: an endpoint here
+  endpoints:                                        # attached if missing
+    - {name: c1, netns: /var/run/netns/c1, network: red, ip: 10.20.0.50}
 
 Missing networks are created (when a cidr is given) and joined, missing
-services created (when ports are given), and this node's own backends of each service that has a
-backends key added, reweighted or removed to match it (an empty list
-removes them all). It prints what it changed, one line each, or "no
-changes"; applying the same file twice changes nothing the second time.
+services created (when ports are given), this node's own backends of each
+service that has a backends key added, reweighted or removed to match it
+(an empty list removes them all), and missing endpoints attached as
+'overlayd attach' does (one attached already with the same namespace and
+network is left as it is; one of that name elsewhere is an error). It
+prints what it changed, one line each, or "no changes"; applying the same
+file twice changes nothing the second time.
 
 Things the file does not mention are left alone: networks it does not
-list are not left, services it does not list are not removed, another
-node's backends are never touched, and a service without a backends key
-keeps this node's backends as they are. An existing service whose VIP or
-ports differ from the file is an error, not changed. The node's own
-settings (name, mode, listen, gossip, doors, DNS, ...) take effect only at
-run and are not looked at here.`
+list are not left, services it does not list are not removed, endpoints
+it does not list are not detached, another node's backends are never
+touched, and a service without a backends key keeps this node's backends
+as they are. An existing service whose VIP or ports differ from the file
+is an error, not changed. The node's own settings (name, mode, listen,
+gossip, doors, DNS, ...) take effect only at run and are not looked at here.`
 
 func applyCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	fs := flag.NewFlagSet("apply", flag.ContinueOnError)
