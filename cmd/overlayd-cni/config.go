@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/utils"
 
 	"github.com/overlayd/overlayd/config"
 )
@@ -80,6 +81,11 @@ func parseConfig(stdin []byte) (*netConf, error) {
 	}
 	if c.Name == "" {
 		return nil, invalidConf("the network configuration has no \"name\"")
+	}
+	// The name is a directory of dataDir: the spec's rule for it keeps
+	// it one path element (skel checks it too, before any command).
+	if err := utils.ValidateNetworkName(c.Name); err != nil {
+		return nil, invalidConf("name %q: %s", c.Name, err.Msg)
 	}
 	if c.Network == "" {
 		c.Network = c.Name

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -29,6 +30,7 @@ func FuzzParseConfig(f *testing.F) {
 		`{"name":"n","network":"a/b"}`,
 		`{"name":"n","control":"rel"}`,
 		`{"name":"n","netwrok":"x"}`,
+		`{"name":"../etc","type":"overlayd-cni"}`,
 		`{"name":5}`,
 		`[]`, `null`, `{`, ``,
 	} {
@@ -43,7 +45,7 @@ func FuzzParseConfig(f *testing.F) {
 			}
 			return
 		}
-		if c.Name == "" || c.Network == "" || !filepath.IsAbs(c.Control) || !filepath.IsAbs(c.DataDir) {
+		if c.Name == "" || strings.ContainsAny(c.Name, "/\x00") || c.Name == "." || c.Name == ".." || c.Network == "" || !filepath.IsAbs(c.Control) || !filepath.IsAbs(c.DataDir) {
 			t.Fatalf("parseConfig(%q) = name %q network %q control %q dataDir %q", stdin, c.Name, c.Network, c.Control, c.DataDir)
 		}
 		a, err := parseArgs(cniArgsEnv)

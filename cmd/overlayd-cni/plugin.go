@@ -8,9 +8,11 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"syscall"
 	"time"
 
+	cnins "github.com/containernetworking/cni/pkg/ns"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
@@ -50,23 +52,23 @@ func (p *plugin) funcs() skel.CNIFuncs {
 	return skel.CNIFuncs{Add: p.add, Del: p.del, Check: p.check, Status: p.status, GC: p.gc}
 }
 
-// daemonDown is the error of a daemon that cannot be reached; msg says
-// so and what to do.
-type daemonDown struct{ msg string }
-
-func (d *daemonDown) Error() string { return d.msg }
-
 // connect returns a client of the daemon after checking that something
 // listens on its socket, so that a daemon that is down is told apart from
-// one that refuses a request (*daemonDown, code 11).
-func connect(ctx context.Context, conf *netConf) (*api.Client, error) {
+// one that refuses a request: down is then the sentence saying so and
+// what to do, c nil.
+func connect(ctx context.Context, conf *netConf) (c *api.Client, down string) {
 	d := net.Dialer{Timeout: dialTimeout}
-	c, err := d.DialContext(ctx, "unix", conf.Control)
+	conn, err := d.DialContext(ctx, "unix", conf.Control)
 	if err != nil {
-		return nil, &daemonDown{fmt.Sprintf("no overlayd answers at %s (%v); start it with 'overlayd run --gossip ...', or set \"control\" in the network configuration to its socket", conf.Control, unwrapOp(err))}
+		return nil, fmt.Sprintf("no overlayd answers at %s (%v); start it with 'overlayd run --gossip ...', or set \"control\" in the network configuration to its socket", conf.Control, unwrapOp(err))
 	}
-	c.Close()
-	return api.NewClient(conf.Control), nil
+	conn.Close()
+	return api.NewClient(conf.Control), ""
+}
+
+// downErr is the CNI error of a daemon that is down: try again later.
+func downErr(down string) *types.Error {
+	return types.NewError(types.ErrTryAgainLater, "overlayd-cni: "+down, "")
 }
 
 // unwrapOp keeps of a dial's error what went wrong ("no such file or
@@ -90,11 +92,7 @@ func unwrapOp(err error) error {
 // A request that got no answer in time is 11.
 func daemonErr(err error, what string) *types.Error {
 	var re *api.RemoteError
-	var dd *daemonDown
-	switch {
-	case errors.As(err, &dd):
-		return types.NewError(types.ErrTryAgainLater, "overlayd-cni: "+dd.msg, "")
-	case errors.As(err, &re):
+	if errors.As(err, &re) {
 		code := types.ErrInternal
 		switch re.Code {
 		case http.StatusBadRequest, http.StatusNotFound, http.StatusConflict:
@@ -141,11 +139,20 @@ func (p *plugin) add(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	// The plugin's own namespace (the host's) is never a container's;
+	// skel says so too, but only after ADD has attached it.
+	if o := strings.ToLower(args.NetnsOverride); o != "1" && o != "true" {
+		if same, e := cnins.CheckNetNS(args.Netns); e != nil {
+			return e
+		} else if same {
+			return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("overlayd-cni: CNI_NETNS %s is the plugin's own network namespace, not a container's", args.Netns), "")
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.attachTimeout)
 	defer cancel()
-	c, err := connect(ctx, conf)
-	if err != nil {
-		return daemonErr(err, "")
+	c, down := connect(ctx, conf)
+	if down != "" {
+		return downErr(down)
 	}
 	st, err := openStore(conf.DataDir, conf.Name)
 	if err != nil {
@@ -246,12 +253,12 @@ func (p *plugin) del(args *skel.CmdArgs) error {
 // an endpoint itself when it comes back.
 func (p *plugin) release(ctx context.Context, conf *netConf, rec record) error {
 	what := fmt.Sprintf("release endpoint %s of container %s", rec.Name, rec.ContainerID)
-	c, err := connect(ctx, conf)
-	if err != nil {
+	c, down := connect(ctx, conf)
+	if down != "" {
 		if p.netnsGone(rec.Netns) {
 			return nil
 		}
-		return types.NewError(types.ErrTryAgainLater, fmt.Sprintf("overlayd-cni: %v; endpoint %s in %s keeps its address until overlayd releases it: start overlayd and DEL again", err, rec.Name, rec.Netns), "")
+		return downErr(fmt.Sprintf("%s; endpoint %s in %s keeps its address until overlayd releases it: start overlayd and DEL again", down, rec.Name, rec.Netns))
 	}
 	e, err := c.Endpoint(ctx, rec.Name)
 	switch {
@@ -293,9 +300,9 @@ func (p *plugin) check(args *skel.CmdArgs) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.requestTimeout)
 	defer cancel()
-	c, err := connect(ctx, conf)
-	if err != nil {
-		return daemonErr(err, "")
+	c, down := connect(ctx, conf)
+	if down != "" {
+		return downErr(down)
 	}
 	e, err := c.Endpoint(ctx, rec.Name)
 	switch {
@@ -361,9 +368,9 @@ func (p *plugin) status(args *skel.CmdArgs) error {
 	unavailable := func(format string, args ...any) error {
 		return types.NewError(types.ErrPluginNotAvailable, "overlayd-cni: "+fmt.Sprintf(format, args...), "")
 	}
-	c, err := connect(ctx, conf)
-	if err != nil {
-		return unavailable("%v", err)
+	c, down := connect(ctx, conf)
+	if down != "" {
+		return unavailable("%s", down)
 	}
 	nets, err := c.Networks(ctx)
 	if err != nil {

@@ -337,6 +337,8 @@ func TestMalformed(t *testing.T) {
 		{"unknown CNI_COMMAND", call{cmd: "BOGUS"}, f.conf(t, "1.0.0"), types.ErrInvalidEnvironmentVariables},
 		{"no CNI_NETNS", call{cmd: "ADD", containerID: "c", ifname: "eth0"}, f.conf(t, "1.0.0"), types.ErrInvalidEnvironmentVariables},
 		{"bad CNI_CONTAINERID", call{cmd: "ADD", containerID: "../x", netns: "/n/c", ifname: "eth0"}, f.conf(t, "1.0.0"), types.ErrInvalidEnvironmentVariables},
+		{"the plugin's own namespace", call{cmd: "ADD", containerID: "c", netns: "/proc/self/ns/net", ifname: "eth0"}, f.conf(t, "1.0.0"), types.ErrInvalidNetNS},
+		{"a name that is a path", good, `{"cniVersion":"1.0.0","name":"../x","type":"overlayd-cni"}`, types.ErrInvalidNetworkConfig},
 		{"bad CNI_ARGS", call{cmd: "ADD", containerID: "c", netns: "/n/c", ifname: "eth0", args: "K8S_POD_NAME"}, f.conf(t, "1.0.0"), types.ErrInvalidEnvironmentVariables},
 		{"CHECK of a 0.3.1 config", call{cmd: "CHECK", containerID: "c", netns: "/n/c", ifname: "eth0"}, f.conf(t, "0.3.1"), types.ErrIncompatibleCNIVersion},
 		{"STATUS of a 1.0.0 config", call{cmd: "STATUS"}, f.conf(t, "1.0.0"), types.ErrIncompatibleCNIVersion},
