@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/overlayd/overlayd/internal/fault"
@@ -131,31 +130,29 @@ func (d *Docker) NetworkName(ctx context.Context, id string) (string, error) {
 	return n.Name, nil
 }
 
-// ContainerName returns the name of the container whose ID starts with
-// prefix, from the container list (GET /containers/json?all=1), which
-// does not wait for a container that is starting, as an inspect would.
-func (d *Docker) ContainerName(ctx context.Context, prefix string) (string, error) {
-	f, _ := json.Marshal(map[string][]string{"id": {prefix}})
-	var cs []struct {
-		ID    string `json:"Id"`
-		Names []string
+// EndpointName returns the name of endpoint endpointID of network
+// networkID: its container's name, since Docker names an endpoint after
+// its container. The network's inspect lists the endpoint from the moment
+// Docker created it (before Join), which the container's own record does
+// not (it gets the endpoint's ID after the start, and an inspect of a
+// starting container waits for the start, which waits for the Join).
+func (d *Docker) EndpointName(ctx context.Context, networkID, endpointID string) (string, error) {
+	var n struct {
+		ID         string `json:"Id"`
+		Containers map[string]struct {
+			Name       string
+			EndpointID string
+		}
 	}
-	if err := d.get(ctx, "/containers/json?all=1&filters="+url.QueryEscape(string(f)), &cs); err != nil {
+	if err := d.get(ctx, "/networks/"+url.PathEscape(networkID), &n); err != nil {
 		return "", err
 	}
-	for _, c := range cs {
-		if !strings.HasPrefix(c.ID, prefix) {
-			continue
-		}
-		// A linked container is also listed as /OTHER/ALIAS; its own name
-		// has one slash.
-		for _, n := range c.Names {
-			if n = strings.TrimPrefix(n, "/"); n != "" && !strings.Contains(n, "/") {
-				return n, nil
-			}
+	for _, c := range n.Containers {
+		if c.EndpointID == endpointID && c.Name != "" {
+			return c.Name, nil
 		}
 	}
-	return "", fault.NotFound("the Docker API at %s lists no container %s", d.host, prefix)
+	return "", fault.NotFound("the Docker API at %s shows no endpoint %s on network %s", d.host, short(endpointID), short(networkID))
 }
 
 // String names the client in logs.

@@ -30,26 +30,11 @@ func fakeDockerAPI(t *testing.T) string {
 			w.Write([]byte(`{"message":"network x not found"}`))
 			return
 		}
-		w.Write([]byte(`{"Name":"blue","Id":"` + netID + `","Driver":"overlayd","Scope":"local"}`))
-	})
-	mux.HandleFunc("GET /containers/json", func(w http.ResponseWriter, r *http.Request) {
-		var f map[string][]string
-		if r.URL.Query().Get("all") != "1" || json.Unmarshal([]byte(r.URL.Query().Get("filters")), &f) != nil || len(f["id"]) != 1 {
-			w.WriteHeader(http.StatusBadRequest)
-			w.Write([]byte(`{"message":"bad filters"}`))
-			return
-		}
-		all := []map[string]any{
-			{"Id": ctrID + strings.Repeat("0", 52), "Names": []string{"/db/web", "/web1"}},
-			{"Id": "fff" + ctrID + strings.Repeat("0", 49), "Names": []string{"/other"}},
-		}
-		var out []map[string]any
-		for _, c := range all {
-			if strings.Contains(c["Id"].(string), f["id"][0]) { // Docker's filter is not anchored
-				out = append(out, c)
-			}
-		}
-		json.NewEncoder(w).Encode(out)
+		// Docker's shape: containers by ID, or "ep-"+endpoint ID before
+		// the endpoint has a sandbox.
+		w.Write([]byte(`{"Name":"blue","Id":"` + netID + `","Driver":"overlayd","Scope":"local","Containers":{` +
+			`"ep-ffff":{"Name":"other","EndpointID":"ffff","IPv4Address":"10.30.0.3/16"},` +
+			`"` + ctrID + `":{"Name":"web1","EndpointID":"` + epID + `","MacAddress":"","IPv4Address":"10.30.0.2/16","IPv6Address":""}}}`))
 	})
 	mux.HandleFunc("GET /_ping", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("OK")) })
 	srv := &http.Server{Handler: mux}
@@ -74,11 +59,11 @@ func TestDockerAPI(t *testing.T) {
 	if _, err := d.NetworkName(ctx, "0000"); !errors.Is(err, fault.ErrNotFound) {
 		t.Errorf("NetworkName of a network Docker has not stored = %v, want ErrNotFound", err)
 	}
-	if n, err := d.ContainerName(ctx, ctrID); n != "web1" || err != nil {
-		t.Errorf("ContainerName(%s) = %q, %v, want web1 (its own name, not the link's alias)", ctrID, n, err)
+	if n, err := d.EndpointName(ctx, netID, epID); n != "web1" || err != nil {
+		t.Errorf("EndpointName(%s) = %q, %v, want web1", short(epID), n, err)
 	}
-	if _, err := d.ContainerName(ctx, "abcabcabcabc"); !errors.Is(err, fault.ErrNotFound) {
-		t.Errorf("ContainerName of no container = %v, want ErrNotFound", err)
+	if _, err := d.EndpointName(ctx, netID, "abcabcabcabc"); !errors.Is(err, fault.ErrNotFound) {
+		t.Errorf("EndpointName of no endpoint = %v, want ErrNotFound", err)
 	}
 }
 

@@ -81,7 +81,7 @@ func (p *Plugin) join(ctx context.Context, req joinRequest) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	name := p.endpointName(ctx, req.SandboxKey, e.ID)
+	name := p.endpointName(ctx, e.Network, e.ID)
 	at := api.Attach{Name: name, Network: n.Overlay, Netns: req.SandboxKey, IP: e.Addr.Addr().String(), IfName: n.IfName}
 	if at.IfName == "" {
 		at.IfName = "eth0"
@@ -266,38 +266,22 @@ func (p *Plugin) endpointInfo(_ context.Context, req endpointRequest) (any, erro
 	return endpointInfoResponse{Value: v}, nil
 }
 
-// endpointName names the endpoint after its container: the sandbox key's
-// last element is the container ID's first 12 hex digits, and the Docker
-// API lists containers without waiting for the one starting (inspecting
-// it would wait for the start, which waits for this Join). Without the
-// Docker API, or if the lookup fails, the name is "ep-" and the
-// endpoint ID's short form.
-func (p *Plugin) endpointName(ctx context.Context, sandboxKey, endpointID string) string {
+// endpointName names the endpoint after its container, from the Docker
+// API (see Docker.EndpointName). Without the Docker API, or if the
+// look-up fails, the name is "ep-" and the endpoint ID's short form.
+func (p *Plugin) endpointName(ctx context.Context, networkID, endpointID string) string {
 	fallback := "ep-" + label(short(endpointID))
-	id := filepath.Base(sandboxKey)
-	if p.names == nil || !isHex(id) {
+	if p.names == nil {
 		return fallback
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	name, err := p.names.ContainerName(ctx, id)
+	name, err := p.names.EndpointName(ctx, networkID, endpointID)
 	if err == nil {
 		if l := label(name); l != "" {
 			return l
 		}
 	}
-	p.log.Warn("endpoint named after its ID: no container name from the Docker API", zap.String("container", id), zap.String("endpoint", fallback), zap.Error(err))
+	p.log.Warn("endpoint named after its ID: no container name from the Docker API", zap.String("docker_endpoint", short(endpointID)), zap.String("endpoint", fallback), zap.Error(err))
 	return fallback
-}
-
-func isHex(s string) bool {
-	if len(s) < 12 || len(s) > 64 {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }

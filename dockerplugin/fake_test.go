@@ -143,11 +143,11 @@ func (f *fakeBackend) Unreserve(_ context.Context, network, addr string) error {
 // fakeNames is the Docker API's names: a network shows after notYet
 // look-ups (Docker stores it after CreateNetwork returns).
 type fakeNames struct {
-	mu         sync.Mutex
-	networks   map[string]string
-	containers map[string]string // by ID prefix
-	notYet     int
-	asked      int
+	mu        sync.Mutex
+	networks  map[string]string
+	endpoints map[string]string // container names by endpoint ID
+	notYet    int
+	asked     int
 }
 
 var _ Names = (*fakeNames)(nil)
@@ -165,11 +165,11 @@ func (f *fakeNames) NetworkName(_ context.Context, id string) (string, error) {
 	return "", fault.NotFound("no network %s", id)
 }
 
-func (f *fakeNames) ContainerName(_ context.Context, prefix string) (string, error) {
+func (f *fakeNames) EndpointName(_ context.Context, networkID, endpointID string) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if n, ok := f.containers[prefix]; ok {
+	if n, ok := f.endpoints[endpointID]; ok && f.networks[networkID] != "" {
 		return n, nil
 	}
-	return "", fault.NotFound("no container %s", prefix)
+	return "", fault.NotFound("no endpoint %s", endpointID)
 }

@@ -34,7 +34,7 @@ func FuzzHandlers(f *testing.F) {
 		f.Add(s.path, s.body)
 	}
 	b := newFakeBackend()
-	p, err := New(Options{Backend: b, Names: &fakeNames{networks: map[string]string{}, containers: map[string]string{}}})
+	p, err := New(Options{Backend: b, Names: &fakeNames{networks: map[string]string{}, endpoints: map[string]string{}}})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -38,9 +38,9 @@ type Names interface {
 	// NetworkName returns the name of the Docker network with ID id, or an
 	// ErrNotFound error while Docker has not stored it yet.
 	NetworkName(ctx context.Context, id string) (string, error)
-	// ContainerName returns the name of the container whose ID starts
-	// with prefix.
-	ContainerName(ctx context.Context, prefix string) (string, error)
+	// EndpointName returns the name Docker gave an endpoint of a
+	// network: its container's.
+	EndpointName(ctx context.Context, networkID, endpointID string) (string, error)
 }
 
 // Options configure a Plugin.

@@ -30,11 +30,11 @@ const (
 
 // newPlugin returns a plugin over a fake backend whose sandbox keys are
 // namespaces (ready says so) and whose Docker API knows network netID as
-// "blue" and container ctrID as "web_1".
+// "blue" and endpoint epID's container as "web_1".
 func newPlugin(t *testing.T, ready *atomic.Bool, statePath string) (*Plugin, *fakeBackend, *fakeNames) {
 	t.Helper()
 	b := newFakeBackend()
-	names := &fakeNames{networks: map[string]string{netID: "blue"}, containers: map[string]string{ctrID: "web_1"}, notYet: 2}
+	names := &fakeNames{networks: map[string]string{netID: "blue"}, endpoints: map[string]string{epID: "web_1"}, notYet: 2}
 	p, err := New(Options{Backend: b, Names: names, StatePath: statePath})
 	if err != nil {
 		t.Fatal(err)
@@ -311,24 +311,20 @@ func TestJoinAttachFails(t *testing.T) {
 	mustPost(t, p, "NetworkDriver.Join", join, nil)
 }
 
-// The container's name comes from the Docker API; without it (or for a
-// container it does not list) the endpoint is named after its ID.
+// The container's name comes from the Docker API; without it (or for an
+// endpoint it does not show) the endpoint is named after its ID.
 func TestEndpointNames(t *testing.T) {
 	p, b, names := newPlugin(t, nil, "")
 	createBlue(t, p, b)
-	names.containers["00000000000a"] = "My.App_2"
-	for i, tc := range []struct{ sandbox, want string }{
-		{"/var/run/docker/netns/00000000000a", "my-app-2"},
-		{"/var/run/docker/netns/fffffffffff0", "ep-e" + strings.Repeat("2", 11)},
-		{"/run/netns/custom", "ep-e" + strings.Repeat("3", 11)},
-	} {
+	names.endpoints["e"+strings.Repeat("1", 63)] = "My.App_2"
+	for i, want := range []string{"my-app-2", "ep-e" + strings.Repeat("2", 11)} {
 		ep := "e" + strings.Repeat(string(rune('1'+i)), 63)
 		mustPost(t, p, "NetworkDriver.CreateEndpoint", `{"NetworkID":"`+netID+`","EndpointID":"`+ep+`","Interface":{"Address":"10.30.1.`+string(rune('1'+i))+`/16"}}`, nil)
-		mustPost(t, p, "NetworkDriver.Join", `{"NetworkID":"`+netID+`","EndpointID":"`+ep+`","SandboxKey":"`+tc.sandbox+`"}`, nil)
+		mustPost(t, p, "NetworkDriver.Join", `{"NetworkID":"`+netID+`","EndpointID":"`+ep+`","SandboxKey":"/var/run/docker/netns/0000000000`+string(rune('a'+i))+`"}`, nil)
 		var info endpointInfoResponse
 		mustPost(t, p, "NetworkDriver.EndpointOperInfo", `{"NetworkID":"`+netID+`","EndpointID":"`+ep+`"}`, &info)
-		if info.Value["overlayd.endpoint"] != tc.want {
-			t.Errorf("sandbox %s: endpoint %v, want %s", tc.sandbox, info.Value["overlayd.endpoint"], tc.want)
+		if info.Value["overlayd.endpoint"] != want {
+			t.Errorf("endpoint %s: named %v, want %s", short(ep), info.Value["overlayd.endpoint"], want)
 		}
 	}
 }
