@@ -9,7 +9,7 @@
 //
 // The protocol gives a driver only Docker's IDs, so the plugin asks the
 // Docker API (Docker) for the names: the network's once Docker has stored
-// it (just after CreateNetwork returns), the container's through the ID in
-// its sandbox key at Join. The request and response shapes are those of
+// it (just after CreateNetwork returns), the container's at Join from the
+// network's endpoints. The request and response shapes are those of
 // libnetwork's docs/remote.md and docs/ipam.md.
 package dockerplugin

@@ -14,6 +14,8 @@ import (
 	"github.com/overlayd/overlayd/node"
 )
 
+var _ dockerplugin.Backend = (*node.Node)(nil)
+
 // dockerOptions are run's Docker flags. They are not in the YAML file:
 // the plugin is a front end of the daemon's process, as the control
 // socket's listener is, and node does not read them.
@@ -62,10 +64,6 @@ func (o *dockerOptions) start(n *node.Node, cfg config.Config, log *zap.Logger) 
 	if !*o.plugin {
 		return func() {}, nil
 	}
-	b, ok := any(n).(dockerplugin.Backend)
-	if !ok {
-		return nil, usagef("--docker-plugin: this build's node cannot attach endpoints")
-	}
 	docker, err := dockerplugin.NewDocker(o.dockerHost())
 	if err != nil {
 		return nil, usagef("--docker-host: %v", err)
@@ -79,7 +77,7 @@ func (o *dockerOptions) start(n *node.Node, cfg config.Config, log *zap.Logger) 
 	if cfg.StateDir != "" {
 		state = filepath.Join(cfg.StateDir, "docker-plugin.json")
 	}
-	p, err := dockerplugin.New(dockerplugin.Options{Backend: b, Names: docker, StatePath: state, Logger: log})
+	p, err := dockerplugin.New(dockerplugin.Options{Backend: n, Names: docker, StatePath: state, Logger: log})
 	if err != nil {
 		return nil, err
 	}
