@@ -43,6 +43,9 @@ func (o *dockerOptions) check(cfg config.Config) error {
 	if !cfg.Gossip.Listen.IsValid() {
 		return usagef("--docker-plugin needs the control plane (networks are created and joined through gossip): add --gossip IP:PORT")
 	}
+	if cfg.Mode == config.ModeTAP {
+		return usagef("--docker-plugin needs an L3 attachment for its endpoints: --mode tun or netstack, not tap")
+	}
 	if os.Geteuid() != 0 && *o.socket == dockerplugin.DefaultSocket {
 		return usagef("--docker-plugin needs root: dockerd looks for plugins in %s, which only root may write; run overlayd as root", filepath.Dir(dockerplugin.DefaultSocket))
 	}

@@ -15,6 +15,7 @@ func TestDockerPluginFlags(t *testing.T) {
 		{[]string{"--docker-plugin", "--addr", "10.200.1.1/16"}, 2, "--docker-plugin needs the control plane (networks are created and joined through gossip): add --gossip IP:PORT"},
 		{[]string{"--docker-plugin", "--gossip", "127.0.0.1:0", "--docker-plugin-socket", "/tmp/x.sock", "--docker-host", "https://192.0.2.1:2376"}, 2, "--docker-host: docker host \"https://192.0.2.1:2376\": TLS"},
 		{[]string{"--docker-plugin", "--gossip", "127.0.0.1:0", "--docker-plugin-socket", "/tmp/x.sock", "--docker-host", "unix:///run/docker.sock"}, 0, "configuration is valid"},
+		{[]string{"--docker-plugin", "--gossip", "127.0.0.1:0", "--mode", "tap", "--addr", "10.200.1.1/16"}, 2, "--docker-plugin needs an L3 attachment for its endpoints: --mode tun or netstack, not tap"},
 	} {
 		code, out, errOut := run(t, append([]string{"run", "--check", "--mode", "netstack", "--control", ""}, tc.args...)...)
 		if code != tc.code || !strings.Contains(out+errOut, tc.want) {
