@@ -333,11 +333,30 @@ func TestNetnsHelperRootless(t *testing.T) {
 	}
 	needTools(t, "ip", "ping", "unshare", "nsenter", "setpriv", "useradd", "userdel")
 	_, rootful := testNetns(t)
+	// A rootless container's namespace, but root's, bind-mounted where
+	// the user can open it.
+	_, rootsPath := rootlessNetns(t)
+	dir, err := os.MkdirTemp("", "ovlrootless")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	roots := filepath.Join(dir, "netns")
+	if err := os.WriteFile(roots, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(rootsPath, roots, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind-mount %s: %v", rootsPath, err)
+	}
+	t.Cleanup(func() { unix.Unmount(roots, unix.MNT_DETACH) })
 	_, uid, gid := unprivilegedUser(t)
 	// Before /dev/net/tun is open to the user: the helper says so.
 	runAsUser(t, uid, gid, "TestNetnsHelperRootless", "OVERLAYD_TEST_ROOTLESS=1", "OVERLAYD_TEST_DEVTUN=closed")
 	devTUNOpen(t)
-	runAsUser(t, uid, gid, "TestNetnsHelperRootless", "OVERLAYD_TEST_ROOTLESS=1", "OVERLAYD_TEST_ROOTFUL="+rootful)
+	runAsUser(t, uid, gid, "TestNetnsHelperRootless", "OVERLAYD_TEST_ROOTLESS=1", "OVERLAYD_TEST_ROOTFUL="+rootful, "OVERLAYD_TEST_ROOTS="+roots)
 }
 
 func rootlessInner(t *testing.T) {
@@ -460,6 +479,18 @@ func rootlessInner(t *testing.T) {
 		}
 		if err.Error() != want || !errors.Is(err, stack.ErrPermission) {
 			t.Errorf("Open of root's namespace = %q, want %q wrapping ErrPermission", err, want)
+		}
+	}
+	// Another user's rootless container: the helper may not enter it.
+	if roots := os.Getenv("OVERLAYD_TEST_ROOTS"); roots != "" {
+		want := fmt.Sprintf("stack: enter network namespace %q: operation not permitted: it belongs to user 0, not to this user (%d); run overlayd as root, or as the user whose container it is", roots, os.Geteuid())
+		d, err := h.Open(stack.NetnsTUNOptions{Netns: roots})
+		if err == nil {
+			d.Close()
+			t.Fatal("Open of another user's container as a user succeeded")
+		}
+		if err.Error() != want || !errors.Is(err, stack.ErrPermission) {
+			t.Errorf("Open of another user's container = %q, want %q wrapping ErrPermission", err, want)
 		}
 	}
 }
