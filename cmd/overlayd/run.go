@@ -276,7 +276,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer log.Sync()
 
-	n, err := node.New(cfg, node.WithLogger(log))
+	n, err := node.New(cfg, node.WithLogger(log), node.WithNetnsHelper(netnsHelper(log)))
 	if err != nil {
 		return err
 	}
