@@ -137,9 +137,8 @@ func containerNetns(t *testing.T, c *cniHost, name string) string {
 // network's CIDR, the route, the network's DNS server and search domain),
 // the two namespaces on two hosts ping each other and resolve each
 // other's names (the pods' names) through that DNS server, CHECK and
-// STATUS pass;
-// CHECK fails once the interface lost its address; DEL releases the
-// endpoint and succeeds again; with the daemon down ADD fails at once
+// STATUS pass; CHECK fails once the interface lost its address, and once
+// it is deleted; DEL releases the endpoint and succeeds again; with the daemon down ADD fails at once
 // with a CNI error code, and DEL until the namespace is gone; the daemon,
 // restarted, detaches the endpoint whose namespace went meanwhile.
 func TestNetnsCNI(t *testing.T) {
@@ -271,7 +270,15 @@ func TestNetnsCNI(t *testing.T) {
 	if err == nil || !strings.Contains(out, "no longer has its address "+netip.PrefixFrom(addrs[0], cidr.Bits()).String()) {
 		t.Errorf("cnitool check after the address was flushed: %v\n%s", err, out)
 	}
-	t.Logf("cnitool check after ip addr flush: %v: %s", err, strings.TrimSpace(out))
+	t.Logf("cnitool check after ip addr flush: %v: %s", err, firstLine(out))
+	// And once the interface is deleted: the plugin finds it gone (or the
+	// daemon has noticed first and detached the endpoint).
+	cniRun(t, "ip", "-n", pods[0], "link", "del", "eth0")
+	out, _, err = hosts[0].cnitool("check", paths[0], pods[0])
+	if err == nil || !strings.Contains(out, "interface eth0 is gone from "+paths[0]) && !strings.Contains(out, "is no longer attached") {
+		t.Errorf("cnitool check after the interface was deleted: %v\n%s", err, out)
+	}
+	t.Logf("cnitool check after ip link del: %v: %s", err, firstLine(out))
 
 	// DEL releases the endpoint, and succeeds again.
 	for k := range 2 {
@@ -299,7 +306,7 @@ func TestNetnsCNI(t *testing.T) {
 	if err == nil || !strings.Contains(out, "no overlayd answers at "+hosts[1].od.Control) || took > 5*time.Second {
 		t.Errorf("cnitool add with the daemon down: %v after %v\n%s", err, took, out)
 	}
-	t.Logf("cnitool add with the daemon down (%v): %s", took.Round(time.Millisecond), strings.TrimSpace(out))
+	t.Logf("cnitool add with the daemon down (%v): %s", took.Round(time.Millisecond), firstLine(out))
 	out, took, err = hosts[1].plugin("ADD", paths[1], "down")
 	var e struct {
 		Code uint   `json:"code"`
@@ -357,4 +364,10 @@ func cniRun(t *testing.T, name string, args ...string) string {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// firstLine is cnitool's error line, without the usage cobra prints after it.
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return l
 }
