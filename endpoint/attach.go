@@ -160,7 +160,7 @@ func (m *Manager) attach(ctx context.Context, rec Record, nw Net, ip netip.Addr)
 
 // carry hands dev to the router and writes rec's routes entry; on an
 // error the router has let dev go again (the caller deletes it).
-func (m *Manager) carry(rec Record, dev *stack.NetnsTUN) error {
+func (m *Manager) carry(rec Record, dev Device) error {
 	if err := m.o.Router.AddEndpoint(router.EndpointConfig{ID: rec.Name, VNI: rec.VNI, Addr: rec.Addr, Device: dev}); err != nil {
 		return err
 	}
@@ -173,7 +173,7 @@ func (m *Manager) carry(rec Record, dev *stack.NetnsTUN) error {
 }
 
 // open makes the device, through the helper when this process may not.
-func (m *Manager) open(o stack.NetnsTUNOptions) (*stack.NetnsTUN, bool, error) {
+func (m *Manager) open(o stack.NetnsTUNOptions) (Device, bool, error) {
 	dev, err := m.o.Opener.Open(o)
 	if err == nil || m.o.Helper == nil || !errors.Is(err, stack.ErrPermission) {
 		return dev, false, err
@@ -196,7 +196,7 @@ func (m *Manager) opener(rec Record) Opener {
 // deleteDevice closes dev (when held) and removes rec's device from its
 // namespace, persistent or not; a namespace or device already gone is
 // not an error.
-func (m *Manager) deleteDevice(rec Record, dev *stack.NetnsTUN) {
+func (m *Manager) deleteDevice(rec Record, dev Device) {
 	if dev != nil {
 		dev.Close()
 	}
@@ -309,7 +309,7 @@ func (m *Manager) detach(name, why string) error {
 
 // undo removes all there is of rec: routes entry, router, device, lease
 // (each step tolerates its part being gone already).
-func (m *Manager) undo(rec Record, dev *stack.NetnsTUN) {
+func (m *Manager) undo(rec Record, dev Device) {
 	if err := m.o.Gossip.Delete(catalog.TableRoutes, rec.Network, m.key(rec.Name)); err != nil && !errors.Is(err, table.ErrNotFound) {
 		m.log.Warn("withdraw route", zap.String("endpoint", rec.Name), zap.Error(err))
 	}

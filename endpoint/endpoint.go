@@ -46,27 +46,62 @@ type Router interface {
 	RemoveEndpoint(id string) error
 }
 
-// Opener makes, re-opens and deletes the TUN devices inside namespaces:
-// Direct (this process), or a helper process (stack.NetnsHelper).
+// Device is an endpoint's device as the Manager holds it: a TUN inside
+// the namespace (*stack.NetnsTUN) that tells when its namespace went away.
+type Device interface {
+	stack.Device
+	Gone() bool
+}
+
+// Opener makes, re-opens and deletes the devices inside namespaces, with
+// the errors of stack.OpenNetnsTUN, AdoptNetnsTUN and DeleteNetnsTUN.
 type Opener interface {
+	Open(stack.NetnsTUNOptions) (Device, error)
+	Adopt(path, name string, log *zap.Logger) (Device, error)
+	Delete(path, name string) error
+}
+
+// TUNMaker makes *stack.NetnsTUN devices: stack's own functions (this
+// process) or a helper process (stack.NetnsHelper).
+type TUNMaker interface {
 	Open(stack.NetnsTUNOptions) (*stack.NetnsTUN, error)
 	Adopt(path, name string, log *zap.Logger) (*stack.NetnsTUN, error)
 	Delete(path, name string) error
 }
 
-// Direct is the Opener of this process: stack's own functions.
-type Direct struct{}
+// TUNs is the Opener of t.
+func TUNs(t TUNMaker) Opener { return tuns{t} }
 
-// Open implements Opener.
-func (Direct) Open(o stack.NetnsTUNOptions) (*stack.NetnsTUN, error) { return stack.OpenNetnsTUN(o) }
+type tuns struct{ t TUNMaker }
 
-// Adopt implements Opener.
-func (Direct) Adopt(path, name string, log *zap.Logger) (*stack.NetnsTUN, error) {
-	return stack.AdoptNetnsTUN(path, name, log)
+func (o tuns) Open(opts stack.NetnsTUNOptions) (Device, error) {
+	d, err := o.t.Open(opts)
+	if err != nil {
+		return nil, err // never a nil *NetnsTUN in the interface
+	}
+	return d, nil
 }
 
-// Delete implements Opener.
-func (Direct) Delete(path, name string) error { return stack.DeleteNetnsTUN(path, name) }
+func (o tuns) Adopt(path, name string, log *zap.Logger) (Device, error) {
+	d, err := o.t.Adopt(path, name, log)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (o tuns) Delete(path, name string) error { return o.t.Delete(path, name) }
+
+// Direct is the Opener of this process: stack's own functions.
+var Direct = TUNs(direct{})
+
+type direct struct{}
+
+func (direct) Open(o stack.NetnsTUNOptions) (*stack.NetnsTUN, error) { return stack.OpenNetnsTUN(o) }
+func (direct) Adopt(path, name string, log *zap.Logger) (*stack.NetnsTUN, error) {
+	return stack.AdoptNetnsTUN(path, name, log)
+}
+func (direct) Delete(path, name string) error { return stack.DeleteNetnsTUN(path, name) }
 
 // Options configure a Manager. Self, Gossip, IPAM, Router and Networks
 // are required.
@@ -124,7 +159,7 @@ type Reservation struct {
 // endpoint is one attached (or being re-adopted) endpoint.
 type endpoint struct {
 	rec Record
-	dev *stack.NetnsTUN // nil while not attached
+	dev Device // nil while not attached
 	err string          // why not attached, while not
 }
 
@@ -157,7 +192,7 @@ func New(o Options) (*Manager, error) {
 		return nil, fault.Invalid("endpoint: Self, Gossip, IPAM, Router and Networks are required")
 	}
 	if o.Opener == nil {
-		o.Opener = Direct{}
+		o.Opener = Direct
 	}
 	if o.MTU == 0 {
 		o.MTU = 1450

@@ -17,7 +17,9 @@ import (
 // namespaces this process may not enter (a rootless container's: see
 // stack.NetnsHelper); it is tried when making one directly is refused
 // for lack of privilege.
-func WithNetnsHelper(h endpoint.Opener) Option { return func(n *Node) { n.netnsHelper = h } }
+func WithNetnsHelper(h endpoint.TUNMaker) Option {
+	return func(n *Node) { n.netnsHelper = endpoint.TUNs(h) }
+}
 
 // newEndpoints builds the endpoint manager over the control plane and the
 // router; nil without gossip (endpoints need networks and IPAM) or in tap
