@@ -160,7 +160,7 @@ type Reservation struct {
 type endpoint struct {
 	rec Record
 	dev Device // nil while not attached
-	err string          // why not attached, while not
+	err string // why not attached, while not
 }
 
 // Manager attaches and detaches endpoints. Safe for concurrent use.
