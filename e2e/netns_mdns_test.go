@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -98,6 +99,20 @@ func TestNetnsMDNS(t *testing.T) {
 	if err := gl.ping(0, addrs[2]); err != nil {
 		t.Error(err)
 	}
+	// h3's endpoints get addresses too, and reach the hosts it found.
+	ep := gl.lab.Hosts[2].NS + "-ep"
+	if out, err := exec.Command("ip", "netns", "add", ep).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v\n%s", ep, err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ep).Run() })
+	t.Log(gl.mustOverlayd(2, "attach", "c3", "--netns", "/var/run/netns/"+ep))
+	testutil.Eventually(t, 10*time.Second, "h3's endpoint pings h1", func() error {
+		out, err := exec.Command("ip", "netns", "exec", ep, "ping", "-c", "1", "-W", "1", addrs[0]).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v\n%s", err, out)
+		}
+		return nil
+	})
 
 	t.Run("another key", func(t *testing.T) {
 		bad := gl.startMDNS(3, -1, gl.writeKey("other.key", 9))
