@@ -83,14 +83,23 @@ func (p *Plugin) join(ctx context.Context, req joinRequest) (any, error) {
 	}
 	name := p.endpointName(ctx, e.Network, e.ID)
 	at := api.Attach{Name: name, Network: n.Overlay, Netns: req.SandboxKey, IP: e.Addr.Addr().String(), IfName: n.IfName}
-	if at.IfName == "" {
-		at.IfName = "eth0"
-	}
 
 	p.mu.Lock()
 	if e.Attached || e.waiting {
 		p.mu.Unlock()
 		return nil, fault.Conflict("overlayd: endpoint %s has joined a sandbox already", short(e.ID))
+	}
+	if at.IfName == "" {
+		at.IfName = p.ifNameLocked(req.SandboxKey)
+	}
+	// Endpoint names are the node's: a container on two networks of the
+	// driver is NAME on the first and NAME-NETWORK on the next.
+	for _, o := range p.endpoints {
+		if o != e && o.Name == at.Name && (o.Attached || o.waiting) {
+			at.Name = label(at.Name + "-" + n.Overlay)
+			name = at.Name
+			break
+		}
 	}
 	e.Name, e.Sandbox, e.err = name, req.SandboxKey, nil
 	if !p.isNetns(req.SandboxKey) {
@@ -114,6 +123,21 @@ func (p *Plugin) join(ctx context.Context, req joinRequest) (any, error) {
 	p.mu.Unlock()
 	p.log.Info("endpoint attached", zap.String("endpoint", name), zap.String("network", n.Overlay), zap.Stringer("addr", e.Addr))
 	return joinResponse{DisableGatewayService: true}, nil
+}
+
+// ifNameLocked names the interface of a new endpoint in sandbox: eth0,
+// or ethN for a container on N networks of this driver already (Docker
+// does not know the interfaces the node makes; its own drivers' are
+// named ethN too, so a container on networks of both may need -o
+// overlayd.ifname).
+func (p *Plugin) ifNameLocked(sandbox string) string {
+	n := 0
+	for _, o := range p.endpoints {
+		if o.Sandbox == sandbox && (o.Attached || o.waiting) {
+			n++
+		}
+	}
+	return fmt.Sprintf("eth%d", n)
 }
 
 // attachLater waits for the namespace at.Netns and attaches it.

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzHandlers: any path and body get a JSON answer, an error one with a
@@ -39,6 +40,7 @@ func FuzzHandlers(f *testing.F) {
 		f.Fatal(err)
 	}
 	p.isNetns = func(string) bool { return true }
+	p.networkWait, p.resolveTimeout = 20*time.Millisecond, 50*time.Millisecond
 	defer p.Close()
 	h := p.Handler()
 	f.Fuzz(func(t *testing.T, path, body string) {

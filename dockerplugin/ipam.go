@@ -136,7 +136,7 @@ func (p *Plugin) networkOfPool(ctx context.Context, cidr netip.Prefix) (string, 
 	}
 	var name string
 	for _, n := range match {
-		if err := waitReady(ctx, n); err != nil {
+		if err := p.waitReady(ctx, n); err != nil {
 			return "", err
 		}
 		if name != "" && n.Overlay != name {

@@ -91,7 +91,7 @@ func (p *Plugin) createNetwork(ctx context.Context, req createNetworkRequest) (a
 // resolveLocked starts learning n's name from the Docker API and taking
 // its overlay network on.
 func (p *Plugin) resolveLocked(n *network) {
-	ctx, cancel := context.WithTimeout(p.ctx, resolveTimeout)
+	ctx, cancel := context.WithTimeout(p.ctx, p.resolveTimeout)
 	n.cancel = cancel
 	p.wg.Add(1)
 	go func() {
@@ -100,8 +100,19 @@ func (p *Plugin) resolveLocked(n *network) {
 		name, joined, err := p.resolve(ctx, n)
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		if p.networks[n.ID] != n {
-			return // deleted meanwhile
+		if p.networks[n.ID] != n { // deleted meanwhile
+			n.err = fault.NotFound("overlayd: Docker network %s was deleted", short(n.ID))
+			close(n.ready)
+			if err == nil && joined {
+				p.wg.Add(1)
+				go func() { // not under p.mu: the node may take a while
+					defer p.wg.Done()
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					p.b.LeaveNetwork(ctx, name)
+				}()
+			}
+			return
 		}
 		if err != nil {
 			n.err = err
@@ -129,7 +140,7 @@ func (p *Plugin) resolve(ctx context.Context, n *network) (name string, joined b
 		}
 		select {
 		case <-ctx.Done():
-			return "", false, fmt.Errorf("overlayd: Docker did not show network %s within %v; create it with -o %s=NAME", short(n.ID), resolveTimeout, optNetwork)
+			return "", false, fmt.Errorf("overlayd: Docker did not show network %s within %v; create it with -o %s=NAME", short(n.ID), p.resolveTimeout, optNetwork)
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 500*time.Millisecond)
@@ -217,15 +228,15 @@ func (p *Plugin) overlay(ctx context.Context, id string) (*network, error) {
 	if !ok {
 		return nil, fault.NotFound("overlayd: Docker network %s is not known to this overlayd (was it created while overlayd ran without its state?); remove it and create it again", short(id))
 	}
-	if err := waitReady(ctx, n); err != nil {
+	if err := p.waitReady(ctx, n); err != nil {
 		return nil, err
 	}
 	return n, nil
 }
 
 // waitReady waits until n's overlay network is known.
-func waitReady(ctx context.Context, n *network) error {
-	ctx, cancel := context.WithTimeout(ctx, networkWait)
+func (p *Plugin) waitReady(ctx context.Context, n *network) error {
+	ctx, cancel := context.WithTimeout(ctx, p.networkWait)
 	defer cancel()
 	select {
 	case <-n.ready:

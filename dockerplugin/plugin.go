@@ -59,11 +59,11 @@ type Options struct {
 // maxBody bounds request bodies.
 const maxBody = 1 << 20
 
-// How long a call waits for the name of a network being resolved, and for
-// how long the resolution tries.
+// How long a call waits for the name of a network being learned, and for
+// how long the plugin tries to learn it.
 const (
-	networkWait    = 15 * time.Second
-	resolveTimeout = 30 * time.Second
+	defaultNetworkWait = 15 * time.Second
+	defaultResolve     = 30 * time.Second
 )
 
 // Plugin serves the protocol. Create it with New; Close stops what it
@@ -77,6 +77,9 @@ type Plugin struct {
 	isNetns func(path string) bool
 	// netnsPoll is the first interval of the wait for a namespace.
 	netnsPoll time.Duration
+	// networkWait and resolveTimeout: see defaultNetworkWait (short in
+	// the fuzz test, where a wait is a hang).
+	networkWait, resolveTimeout time.Duration
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -134,6 +137,7 @@ func New(opts Options) (*Plugin, error) {
 	p := &Plugin{
 		b: opts.Backend, names: opts.Names, state: opts.StatePath, log: log.Named("docker"),
 		isNetns: isNetns, netnsPoll: 5 * time.Millisecond,
+		networkWait: defaultNetworkWait, resolveTimeout: defaultResolve,
 		ctx: ctx, cancel: cancel,
 		networks: map[string]*network{}, endpoints: map[string]*endpoint{},
 	}

@@ -248,6 +248,56 @@ func TestNetworkOption(t *testing.T) {
 	}
 }
 
+// A container on two networks of the driver gets eth0 and eth1, and its
+// name on the second network has that network's name after it; an
+// address asked for (docker run --ip) is reserved as asked.
+func TestSecondNetwork(t *testing.T) {
+	p, b, names := newPlugin(t, nil, "")
+	createBlue(t, p, b)
+	mustPost(t, p, "NetworkDriver.CreateNetwork", `{"NetworkID":"n2","Options":{"com.docker.network.generic":{"overlayd.network":"red"}},"IPv4Data":[{"Pool":"10.31.0.0/16"}]}`, nil)
+	names.networks["n2"] = "red"
+	names.endpoints["e2"] = "web_1"
+	var addr requestAddressResponse
+	mustPost(t, p, "IpamDriver.RequestAddress", `{"PoolID":"10.31.0.0/16","Address":"10.31.0.77","Options":{}}`, &addr)
+	if addr.Address != "10.31.0.77/16" {
+		t.Errorf("RequestAddress of 10.31.0.77 = %q, want 10.31.0.77/16", addr.Address)
+	}
+	if !slices.Contains(b.Calls(), "reserve red 10.31.0.77") {
+		t.Errorf("calls %q, want a reservation of 10.31.0.77 on red", b.Calls())
+	}
+	sandbox := `"SandboxKey":"/var/run/docker/netns/` + ctrID + `"`
+	mustPost(t, p, "NetworkDriver.CreateEndpoint", `{"NetworkID":"`+netID+`","EndpointID":"`+epID+`","Interface":{"Address":"10.30.0.2/16"}}`, nil)
+	mustPost(t, p, "NetworkDriver.Join", `{"NetworkID":"`+netID+`","EndpointID":"`+epID+`",`+sandbox+`}`, nil)
+	mustPost(t, p, "NetworkDriver.CreateEndpoint", `{"NetworkID":"n2","EndpointID":"e2","Interface":{"Address":"10.31.0.77/16"}}`, nil)
+	mustPost(t, p, "NetworkDriver.Join", `{"NetworkID":"n2","EndpointID":"e2",`+sandbox+`}`, nil)
+	for _, want := range []string{
+		"attach web-1 blue /var/run/docker/netns/" + ctrID + " 10.30.0.2 eth0",
+		"attach web-1-red red /var/run/docker/netns/" + ctrID + " 10.31.0.77 eth1",
+	} {
+		if !slices.Contains(b.Calls(), want) {
+			t.Errorf("calls %q, want %q", b.Calls(), want)
+		}
+	}
+}
+
+// A Docker network deleted while its name is being learned leaves the
+// node on no network, and a request for its pool says it is gone.
+func TestDeleteWhileResolving(t *testing.T) {
+	p, b, names := newPlugin(t, nil, "")
+	names.notYet = 1 << 30
+	mustPost(t, p, "NetworkDriver.CreateNetwork", `{"NetworkID":"`+netID+`","IPv4Data":[{"Pool":"10.30.0.0/16"}]}`, nil)
+	mustPost(t, p, "NetworkDriver.DeleteNetwork", `{"NetworkID":"`+netID+`"}`, nil)
+	if code, msg := post(t, p, "IpamDriver.RequestAddress", `{"PoolID":"10.30.0.0/16"}`, nil); code != http.StatusNotFound {
+		t.Errorf("RequestAddress after the delete = %d %q, want 404", code, msg)
+	}
+	p.Close()
+	for _, n := range b.nets {
+		if n.Joined {
+			t.Errorf("the node is on %s after its Docker network was deleted", n.Name)
+		}
+	}
+}
+
 // Bad requests are answered with an error status and a message in Err,
 // never a panic.
 func TestBadRequests(t *testing.T) {

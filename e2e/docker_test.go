@@ -366,6 +366,25 @@ func TestDockerPlugin(t *testing.T) {
 		t.Logf("%s: overlay DNS queries %v, responses %v", d.Name, st.DNS.Queries, st.DNS.Responses)
 	}
 
+	// A restart of h1's overlayd: the endpoint is re-adopted, and the
+	// plugin remembers Docker's network and endpoint (Docker does not
+	// tell a restarted plugin again), so the removals below still work.
+	t0 := time.Now()
+	h1.od.Stop()
+	t.Logf("h1: overlayd stopped in %v", time.Since(t0).Round(time.Millisecond))
+	h1.startOverlayd(t, h2.Host)
+	t.Logf("h1: overlayd restarted in %v", time.Since(t0).Round(time.Millisecond))
+	testutil.Eventually(t, 15*time.Second, "h1: web1 attached after the restart", func() error {
+		if e, ok := h1.endpoints(t)["web1"]; !ok || !e.Attached {
+			return fmt.Errorf("endpoints: %v", h1.endpoints(t))
+		}
+		return nil
+	})
+	testutil.Eventually(t, 15*time.Second, "web1 pings web2 after h1's restart", func() error {
+		_, err := h1.tryDocker("exec", "web1", "ping", "-c", "1", "-W", "1", "web2")
+		return err
+	})
+
 	// docker rm, docker network rm: no endpoint left, the network left.
 	for i, d := range hosts {
 		d.docker(t, "rm", "-f", fmt.Sprintf("web%d", i+1))
