@@ -12,10 +12,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/overlayd/overlayd/catalog"
-	"github.com/overlayd/overlayd/gossip/table"
 	"github.com/overlayd/overlayd/internal/fault"
 	"github.com/overlayd/overlayd/ipam"
-	"github.com/overlayd/overlayd/router"
 	"github.com/overlayd/overlayd/stack"
 )
 
@@ -161,7 +159,7 @@ func (m *Manager) attach(ctx context.Context, rec Record, nw Net, ip netip.Addr)
 // carry hands dev to the router and writes rec's routes entry; on an
 // error the router has let dev go again (the caller deletes it).
 func (m *Manager) carry(rec Record, dev Device) error {
-	if err := m.o.Router.AddEndpoint(router.EndpointConfig{ID: rec.Name, VNI: rec.VNI, Addr: rec.Addr, Device: dev}); err != nil {
+	if err := m.o.Router.AddEndpoint(rec.Name, rec.VNI, rec.Addr, dev); err != nil {
 		return err
 	}
 	rt := catalog.Route{Prefix: netip.PrefixFrom(rec.Addr, 32), VTEP: m.o.VTEP}
@@ -310,7 +308,7 @@ func (m *Manager) detach(name, why string) error {
 // undo removes all there is of rec: routes entry, router, device, lease
 // (each step tolerates its part being gone already).
 func (m *Manager) undo(rec Record, dev Device) {
-	if err := m.o.Gossip.Delete(catalog.TableRoutes, rec.Network, m.key(rec.Name)); err != nil && !errors.Is(err, table.ErrNotFound) {
+	if err := m.o.Gossip.Delete(catalog.TableRoutes, rec.Network, m.key(rec.Name)); err != nil {
 		m.log.Warn("withdraw route", zap.String("endpoint", rec.Name), zap.Error(err))
 	}
 	if dev != nil {

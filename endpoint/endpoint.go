@@ -13,7 +13,6 @@ import (
 	"github.com/overlayd/overlayd/internal/fault"
 	"github.com/overlayd/overlayd/internal/statefile"
 	"github.com/overlayd/overlayd/ipam"
-	"github.com/overlayd/overlayd/router"
 	"github.com/overlayd/overlayd/stack"
 )
 
@@ -25,7 +24,8 @@ type Net struct {
 	Addr netip.Addr // the node's own address there
 }
 
-// Gossip is the replicated store the routes entries go to.
+// Gossip is the replicated store the routes entries go to. Deleting an
+// entry that is not there is not an error.
 type Gossip interface {
 	Put(table, network, key string, value []byte) error
 	Delete(table, network, key string) error
@@ -40,9 +40,11 @@ type IPAM interface {
 	Leases(network string) []ipam.Lease
 }
 
-// Router carries the endpoints' packets (*router.Router).
+// Router carries the endpoints' packets (the node adapts *router.Router):
+// from AddEndpoint on it owns dev and closes it on RemoveEndpoint; on an
+// error the caller keeps dev.
 type Router interface {
-	AddEndpoint(router.EndpointConfig) error
+	AddEndpoint(id string, vni uint32, addr netip.Addr, dev stack.Device) error
 	RemoveEndpoint(id string) error
 }
 

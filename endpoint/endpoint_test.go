@@ -16,12 +16,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/overlayd/overlayd/catalog"
-	"github.com/overlayd/overlayd/gossip/table"
 	"github.com/overlayd/overlayd/internal/fault"
 	"github.com/overlayd/overlayd/internal/statefile"
 	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/ipam"
-	"github.com/overlayd/overlayd/router"
 	"github.com/overlayd/overlayd/stack"
 	"github.com/overlayd/overlayd/stack/stacktest"
 )
@@ -49,9 +47,6 @@ func (g *fakeGossip) Put(tbl, network, key string, v []byte) error {
 func (g *fakeGossip) Delete(tbl, network, key string) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if _, ok := g.m[network+" "+key]; !ok {
-		return table.ErrNotFound
-	}
 	delete(g.m, network+" "+key)
 	return nil
 }
@@ -122,16 +117,22 @@ func (p *fakeIPAM) Leases(network string) []ipam.Lease {
 // the router does.
 type fakeRouter struct {
 	mu  sync.Mutex
-	eps map[string]router.EndpointConfig
+	eps map[string]fakeEP
 }
 
-func (r *fakeRouter) AddEndpoint(c router.EndpointConfig) error {
+type fakeEP struct {
+	vni  uint32
+	addr netip.Addr
+	dev  stack.Device
+}
+
+func (r *fakeRouter) AddEndpoint(id string, vni uint32, addr netip.Addr, dev stack.Device) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, dup := r.eps[c.ID]; dup {
-		return fault.Conflict("router: endpoint %q exists already", c.ID)
+	if _, dup := r.eps[id]; dup {
+		return fault.Conflict("router: endpoint %q exists already", id)
 	}
-	r.eps[c.ID] = c
+	r.eps[id] = fakeEP{vni, addr, dev}
 	return nil
 }
 
@@ -143,7 +144,7 @@ func (r *fakeRouter) RemoveEndpoint(id string) error {
 	if !ok {
 		return fault.NotFound("router: no endpoint %q", id)
 	}
-	return c.Device.Close()
+	return c.dev.Close()
 }
 
 func (r *fakeRouter) has(id string) bool {
@@ -240,7 +241,7 @@ func newWorld(t *testing.T, nss ...string) *world {
 	return &world{
 		g:   &fakeGossip{m: map[string]string{}},
 		ip:  &fakeIPAM{self: "n1", leases: map[netip.Addr]ipam.Lease{}, next: netip.MustParseAddr("10.30.0.3")},
-		rt:  &fakeRouter{eps: map[string]router.EndpointConfig{}},
+		rt:  &fakeRouter{eps: map[string]fakeEP{}},
 		op:  newOpener(nss...),
 		dir: t.TempDir(),
 	}
@@ -390,7 +391,7 @@ func TestRestoreAfterCrash(t *testing.T) {
 	other := netip.MustParseAddr("10.30.9.10")
 	w.ip.leases[other] = ipam.Lease{Addr: other, Owner: "n2", Node: "n2"}
 	w.g.m = map[string]string{} // the cluster forgot the entries of the dead node
-	w.rt.eps = map[string]router.EndpointConfig{}
+	w.rt.eps = map[string]fakeEP{}
 
 	m2 := w.manager(t)
 	got := m2.List()
@@ -418,7 +419,7 @@ func TestRestoreAfterCrash(t *testing.T) {
 
 	// A start on a node that left blue meanwhile detaches a.
 	m2.Close()
-	w.rt.eps = map[string]router.EndpointConfig{}
+	w.rt.eps = map[string]fakeEP{}
 	m3 := w.manager(t, func(o *Options) { o.Networks = func() []Net { return nil } })
 	if len(m3.List()) != 0 || w.op.has("/run/netns/a", "eth0") {
 		t.Errorf("an endpoint of a network left: %v, device %v", m3.List(), w.op.has("/run/netns/a", "eth0"))

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"strings"
 	"time"
@@ -9,8 +10,10 @@ import (
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/endpoint"
+	"github.com/overlayd/overlayd/gossip"
 	"github.com/overlayd/overlayd/internal/fault"
 	"github.com/overlayd/overlayd/router"
+	"github.com/overlayd/overlayd/stack"
 )
 
 // WithNetnsHelper gives the node a helper that makes endpoint devices in
@@ -31,9 +34,9 @@ func (n *Node) newEndpoints() error {
 	}
 	o := endpoint.Options{
 		Self:   c.g.Name(),
-		Gossip: c.g,
+		Gossip: endpointGossip{c.g},
 		IPAM:   c.ipam,
-		Router: n.rt,
+		Router: endpointRouter{n.rt},
 		Networks: func() []endpoint.Net {
 			js := c.joinedList()
 			out := make([]endpoint.Net, len(js))
@@ -56,6 +59,30 @@ func (n *Node) newEndpoints() error {
 		return err
 	}
 	n.eps = m
+	return nil
+}
+
+// endpointRouter adapts the router to the endpoint manager.
+type endpointRouter struct{ rt *router.Router }
+
+func (r endpointRouter) AddEndpoint(id string, vni uint32, addr netip.Addr, dev stack.Device) error {
+	return r.rt.AddEndpoint(router.EndpointConfig{ID: id, VNI: vni, Addr: addr, Device: dev})
+}
+
+func (r endpointRouter) RemoveEndpoint(id string) error { return r.rt.RemoveEndpoint(id) }
+
+// endpointGossip is gossip for the endpoint manager: a delete of an
+// entry that is gone already is done.
+type endpointGossip struct{ g *gossip.Gossip }
+
+func (g endpointGossip) Put(table, network, key string, v []byte) error {
+	return g.g.Put(table, network, key, v)
+}
+
+func (g endpointGossip) Delete(table, network, key string) error {
+	if err := g.g.Delete(table, network, key); err != nil && !errors.Is(err, gossip.ErrNotFound) {
+		return err
+	}
 	return nil
 }
 

@@ -109,10 +109,10 @@ var allowed = map[string][]string{
 	"gossip/table": {},         // the replicated tables' state: entries, merge, wire format, watches, participation
 	"gossip/mdns":  {"gossip"}, // the Discoverer of a LAN (multicast DNS); node hands it to gossip
 	"ipam":         {"gossip"},
-	"catalog":      {"gossip"},                                             // the replicated schema: table names, records, encodings
-	"service":      {"catalog", "gossip", "ipam", "lb"},                    // services and backends; lb for its types and a setter, never router or node
-	"network":      {"catalog", "gossip", "ipam"},                          // the networks this node is attached to; never router, lb, dns or node
-	"endpoint":     {"catalog", "gossip/table", "ipam", "router", "stack"}, // network namespaces attached as endpoints: leases, devices, the router, routes entries; never node
+	"catalog":      {"gossip"},                          // the replicated schema: table names, records, encodings
+	"service":      {"catalog", "gossip", "ipam", "lb"}, // services and backends; lb for its types and a setter, never router or node
+	"network":      {"catalog", "gossip", "ipam"},       // the networks this node is attached to; never router, lb, dns or node
+	"endpoint":     {"catalog", "ipam", "stack"},        // network namespaces attached as endpoints: leases, devices, the router, routes entries; never node
 	"dns":          {},
 	"metrics":      {"router", "gossip", "lb", "dns", "door"}, // the Prometheus names and the collector over the parts' Stats; only node imports it
 	"api":          {},
