@@ -43,7 +43,7 @@ func newDockerHost(t *testing.T, h *Host) *dockerHost {
 	}
 	d := &dockerHost{Host: h, dir: dir}
 	t.Cleanup(func() { os.RemoveAll(dir) }) // last: after dockerd and the holder are gone
-	for _, sub := range []string{"run-docker", "data", "exec"} {
+	for _, sub := range []string{"data", "exec"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -71,10 +71,18 @@ func newDockerHost(t *testing.T, h *Host) *dockerHost {
 		}
 		return nil
 	})
-	if err := os.MkdirAll("/run/docker", 0o755); err != nil {
-		t.Fatal(err)
+	// /run/docker is the host's own; so is /run/containerd, kept empty,
+	// so that dockerd starts a containerd of its own even where a system
+	// one runs.
+	for _, m := range [][2]string{{"run-docker", "/run/docker"}, {"run-containerd", "/run/containerd"}} {
+		if err := os.MkdirAll(filepath.Join(dir, m[0]), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(m[1], 0o755); err != nil {
+			t.Fatal(err)
+		}
+		d.run(t, "mount", "--bind", filepath.Join(dir, m[0]), m[1])
 	}
-	d.run(t, "mount", "--bind", filepath.Join(dir, "run-docker"), "/run/docker")
 	return d
 }
 
