@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -226,6 +227,9 @@ func FuzzNew(f *testing.F) {
 		}
 		if uint64(len(tb.slots)) != tb.Size() {
 			t.Fatalf("%d slots, want %d", len(tb.slots), tb.Size())
+		}
+		if want := populateRef(tb.Backends(), tb.Size()); !slices.Equal(tb.slots, want) {
+			t.Fatalf("slots differ from the reference build:\n got %v\nwant %v", tb.slots[:min(len(want), 64)], want[:min(len(want), 64)])
 		}
 		for s, b := range tb.slots {
 			if int(b) >= len(tb.Backends()) || tb.Backends()[b].Weight == 0 {
