@@ -1,0 +1,280 @@
+package maglev
+
+import (
+	"math/bits"
+	"slices"
+)
+
+// This file is the population loop. It fills exactly the slots of the loop
+// the package documentation describes (a heap of every backend's next turn,
+// each turn walking the backend's preference list to the first empty slot;
+// ref_test.go keeps that loop as the reference it is tested against), with
+// less work per slot:
+//
+//   - The order of turns does not depend on the slots, and it repeats:
+//     shifting every backend's turn t to t+w shifts its time t/w by exactly
+//     1, so the turns with times in (k, k+1] come in the same order for
+//     every k. One period is Σw/gcd(w) turns (the backends, with equal
+//     weights). populate schedules one period, or M turns if that is
+//     shorter, and then replays the schedule.
+//   - Backends of one weight take their turns at the same times, in index
+//     order, so the scheduling heap holds one entry per distinct weight
+//     rather than one per backend; turn times (turns+1)/weight are compared
+//     by cross-multiplying in 64 bits (turns+1 ≤ M < 2^26, weight < 2^32).
+//   - The walk tests a bitmap of filled slots (M/8 bytes, which stays in the
+//     L1 cache) rather than the slots, with add-and-subtract in place of a
+//     modulo.
+//   - Near the end, when few slots are empty and a walk would pass many
+//     filled ones, the slot a walk would stop at is found from the list of
+//     empty slots instead: slot s is (s-pos)·skip⁻¹ mod M steps ahead of
+//     pos, and the walk stops at the empty slot the fewest steps ahead.
+
+// cursor is one active backend's walk: its next candidate slot and step.
+type cursor struct {
+	pos, skip uint32
+	inv       uint32 // skip⁻¹ mod M, for the end game
+	idx       uint16 // index into the backends
+}
+
+// populate runs the weighted population loop. bs is sorted by ID and holds
+// at least one backend of positive weight.
+func populate(bs []Backend, m uint64) []uint16 {
+	cur := make([]cursor, 0, len(bs))
+	for i, b := range bs {
+		if b.Weight > 0 {
+			cur = append(cur, cursor{
+				pos:  uint32(hashID(offsetSeed, b.ID) % m),
+				skip: uint32(hashID(skipSeed, b.ID)%(m-1) + 1),
+				idx:  uint16(i),
+			})
+		}
+	}
+	sched := schedule(bs, cur, m)
+
+	slots := make([]uint16, m)
+	filled := make([]uint64, (m+63)/64) // bit s set: slots[s] is taken
+	left := m                           // empty slots
+	stop := min(endGame(m), m)
+	next := 0 // into sched
+	for left > stop {
+		c := &cur[sched[next]]
+		if next++; next == len(sched) {
+			next = 0
+		}
+		// Walk the preference list to the first empty slot. M is prime, so
+		// the list is a permutation of all slots and one is always found.
+		pos, skip := uint64(c.pos), uint64(c.skip)
+		for filled[pos>>6]&(1<<(pos&63)) != 0 {
+			if pos += skip; pos >= m {
+				pos -= m
+			}
+		}
+		filled[pos>>6] |= 1 << (pos & 63)
+		slots[pos] = c.idx
+		left--
+		// The slot just taken is filled: start the next walk after it.
+		if pos += skip; pos >= m {
+			pos -= m
+		}
+		c.pos = uint32(pos)
+	}
+	if left == 0 {
+		return slots
+	}
+
+	// The end game, over the list of the slots still empty.
+	empty := make([]uint32, 0, left)
+	for s := uint64(0); s < m; s++ {
+		if filled[s>>6]&(1<<(s&63)) == 0 {
+			empty = append(empty, uint32(s))
+		}
+	}
+	for k := range cur {
+		cur[k].inv = uint32(modInverse(uint64(cur[k].skip), m))
+	}
+	red := newReducer(m)
+	for len(empty) > 0 {
+		c := &cur[sched[next]]
+		if next++; next == len(sched) {
+			next = 0
+		}
+		pos, inv := uint64(c.pos), uint64(c.inv)
+		best, bestSteps := 0, m
+		for k, s := range empty {
+			d := uint64(s) + m - pos
+			if d >= m {
+				d -= m
+			}
+			if steps := red.mod(d * inv); steps < bestSteps {
+				best, bestSteps = k, steps
+			}
+		}
+		pos = uint64(empty[best])
+		empty[best] = empty[len(empty)-1]
+		empty = empty[:len(empty)-1]
+		slots[pos] = c.idx
+		if pos += uint64(c.skip); pos >= m {
+			pos -= m
+		}
+		c.pos = uint32(pos)
+	}
+	return slots
+}
+
+// endGame is the number of empty slots below which populate stops walking
+// and searches the empty slots instead. A walk passes about M/E filled
+// slots to find one of E empty ones, at a few cycles each; the search costs
+// a multiply and a reduction per empty slot. They meet near √M.
+func endGame(m uint64) uint64 {
+	e := uint64(1)
+	for e*e < m {
+		e++
+	}
+	return e
+}
+
+// group is the backends of one weight: members[first:end] of schedule's
+// members, sorted by index. Those before next have taken turns+1 turns,
+// the others turns; members[next] takes the next turn, at the virtual time
+// (turns+1)/weight.
+type group struct {
+	weight     uint64
+	turns      uint64
+	next       int
+	first, end int
+}
+
+// schedule returns the order in which the active backends cur (in the
+// order of bs) take their turns: indexes into cur, one period of the order
+// or the first M turns, whichever is shorter.
+func schedule(bs []Backend, cur []cursor, m uint64) []uint16 {
+	var g uint32 // gcd of the weights
+	for _, c := range cur {
+		g = gcd(g, bs[c.idx].Weight)
+	}
+	var period uint64
+	for _, c := range cur {
+		period += uint64(bs[c.idx].Weight / g)
+	}
+	sched := make([]uint16, 0, min(period, m))
+	if period == uint64(len(cur)) { // equal weights: a round robin
+		for k := range cur {
+			sched = append(sched, uint16(k))
+		}
+		return sched
+	}
+
+	// members are indexes into cur, ordered by weight and then index.
+	members := make([]uint16, len(cur))
+	for k := range members {
+		members[k] = uint16(k)
+	}
+	slices.SortStableFunc(members, func(a, b uint16) int {
+		wa, wb := bs[cur[a].idx].Weight, bs[cur[b].idx].Weight
+		switch {
+		case wa < wb:
+			return -1
+		case wa > wb:
+			return 1
+		}
+		return 0
+	})
+	var groups []group
+	for k, a := range members {
+		w := uint64(bs[cur[a].idx].Weight / g)
+		if n := len(groups); n > 0 && groups[n-1].weight == w {
+			groups[n-1].end++
+			continue
+		}
+		groups = append(groups, group{weight: w, next: k, first: k, end: k + 1})
+	}
+	// h is a binary min-heap of indexes into groups, by next turn.
+	h := make([]int, len(groups))
+	for i := range h {
+		h[i] = i
+	}
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		down(h, groups, members, i)
+	}
+	for len(sched) < cap(sched) {
+		gr := &groups[h[0]]
+		sched = append(sched, members[gr.next])
+		if gr.next++; gr.next == gr.end {
+			gr.next = gr.first
+			gr.turns++
+		}
+		down(h, groups, members, 0)
+	}
+	return sched
+}
+
+// before reports whether group a's next turn comes before group b's: the
+// earlier time, ties to the lower backend index (members index cur, which
+// is in the order of the backends).
+func before(a, b *group, members []uint16) bool {
+	ta, tb := (a.turns+1)*b.weight, (b.turns+1)*a.weight
+	if ta != tb {
+		return ta < tb
+	}
+	return members[a.next] < members[b.next]
+}
+
+// down restores the heap order of h below i.
+func down(h []int, groups []group, members []uint16, i int) {
+	n := len(h)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		c := l
+		if r := l + 1; r < n && before(&groups[h[r]], &groups[h[l]], members) {
+			c = r
+		}
+		if !before(&groups[h[c]], &groups[h[i]], members) {
+			return
+		}
+		h[i], h[c] = h[c], h[i]
+		i = c
+	}
+}
+
+func gcd(a, b uint32) uint32 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// modInverse returns a⁻¹ mod m for a prime m and 0 < a < m, by the
+// extended Euclidean algorithm.
+func modInverse(a, m uint64) uint64 {
+	t, newT := int64(0), int64(1)
+	r, newR := int64(m), int64(a)
+	for newR != 0 {
+		q := r / newR
+		t, newT = newT, t-q*newT
+		r, newR = newR, r-q*newR
+	}
+	if t < 0 {
+		t += int64(m)
+	}
+	return uint64(t)
+}
+
+// reducer computes x mod m for x < 2^52 without a division (Barrett
+// reduction): q = ⌊x·⌊2^64/m⌋ / 2^64⌋ is ⌊x/m⌋ or one less.
+type reducer struct {
+	m, r uint64
+}
+
+func newReducer(m uint64) reducer { return reducer{m: m, r: ^uint64(0) / m} }
+
+func (red reducer) mod(x uint64) uint64 {
+	q, _ := bits.Mul64(x, red.r)
+	x -= q * red.m
+	if x >= red.m {
+		x -= red.m
+	}
+	return x
+}
