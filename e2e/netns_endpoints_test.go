@@ -196,6 +196,7 @@ type pingCase struct {
 	from *Host
 	to   string
 	ok   bool
+	src  string // the source address to send from (ping -I); empty: the kernel's choice
 }
 
 // pings runs the pings at once; each that does not end as it should is
@@ -211,6 +212,9 @@ func pings(t *testing.T, cases []pingCase) {
 			args := []string{"ping", "-c", "2", "-i", "0.2", "-W", "2", c.to}
 			if !c.ok {
 				args = []string{"ping", "-c", "2", "-i", "0.2", "-W", "1", c.to}
+			}
+			if c.src != "" {
+				args = append(args[:len(args)-1], "-I", c.src, c.to)
 			}
 			out, err := c.from.Try(args...)
 			switch {
@@ -267,12 +271,14 @@ func transfers(t *testing.T, xs []xfer) {
 
 // TestNetnsEndpoints is issue 12's namespace e2e: two hosts in tun mode
 // with gossip, two namespaces attached to each with overlayd attach (and
-// one on another network). Every endpoint pair and endpoint↔node pair
+// one on another network); bad attaches are one clear line and leave
+// nothing. Every endpoint pair and endpoint↔node pair
 // pings; every endpoint pair moves 16 MiB byte-exact, the pairs on one
 // host without the underlay (the status counters show it); names resolve
 // from inside the namespaces; a VIP balances over endpoint backends for
 // clients in an endpoint and on the other host; the other network's
-// endpoint reaches none of them; a daemon killed with SIGKILL and
+// endpoint reaches none of them (nor their VIP), and an endpoint's
+// packets from an address not its own are dropped; a daemon killed with SIGKILL and
 // restarted keeps its endpoints' addresses and devices, and TCP streams
 // through it carry on byte-exact; a detach and a deleted namespace are
 // withdrawn from the other host within seconds and their leases released.
@@ -316,16 +322,54 @@ func TestNetnsEndpoints(t *testing.T) {
 		t.Errorf("a second attach of name c1 (another namespace) succeeded:\n%s", out)
 	}
 
+	t.Run("bad input", func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "not-a-netns")
+		if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		before := el.endpoints(t, 0)
+		for _, tc := range []struct {
+			args []string
+			want string // in the one-line error
+		}{
+			{[]string{"attach", "x1", "--netns", "/var/run/netns/no-such-ns-" + el.lab.prefix, "--network", "blue"}, "no-such-ns"},
+			{[]string{"attach", "x2", "--netns", file, "--network", "blue"}, "not-a-netns"},
+			{[]string{"attach", "x3", "--netns", "999999999", "--network", "blue"}, "999999999"},
+			{[]string{"attach", "x4", "--netns", c5.Path, "--ip", "10.99.0.5", "--network", "blue"}, "outside"},
+			{[]string{"attach", "x5", "--netns", c5.Path, "--network", "green"}, "green"},
+			{[]string{"attach", "Not_A_Label", "--netns", c5.Path, "--network", "blue"}, "DNS label"},
+			{[]string{"detach", "no-such-endpoint"}, "no-such-endpoint"},
+		} {
+			out, err := el.overlayd(0, tc.args...)
+			// One line, and for a usage error the pointer to --help.
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) == 2 && strings.HasPrefix(lines[1], "Run 'overlayd ") {
+				lines = lines[:1]
+			}
+			if err == nil || !strings.Contains(lines[0], tc.want) || len(lines) != 1 || strings.Contains(out, "goroutine ") {
+				t.Errorf("overlayd %s = %v\n%s\nwant one line of error naming %q", strings.Join(tc.args, " "), err, out, tc.want)
+			} else {
+				t.Logf("overlayd %s: %s", strings.Join(tc.args, " "), lines[0])
+			}
+		}
+		if after := el.endpoints(t, 0); len(after) != len(before) {
+			t.Errorf("endpoints after the refused attaches: %v, before: %v", after, before)
+		}
+		if out := c5.Run("ip", "-o", "link", "show"); strings.Count(strings.TrimSpace(out), "\n") != 0 {
+			t.Errorf("a refused attach left a device in c5:\n%s", out)
+		}
+	})
+
 	t.Run("ping all pairs", func(t *testing.T) {
 		var cs []pingCase
 		for _, a := range eps {
 			for _, b := range eps {
 				if a != b {
-					cs = append(cs, pingCase{a.Host, b.Addr, true})
+					cs = append(cs, pingCase{from: a.Host, to: b.Addr, ok: true})
 				}
 			}
 			for i, h := range el.lab.Hosts {
-				cs = append(cs, pingCase{a.Host, el.blue[i], true}, pingCase{h, a.Addr, true})
+				cs = append(cs, pingCase{from: a.Host, to: el.blue[i], ok: true}, pingCase{from: h, to: a.Addr, ok: true})
 			}
 		}
 		pings(t, cs)
@@ -381,13 +425,14 @@ func TestNetnsEndpoints(t *testing.T) {
 		digUntil(t, el.lab.Hosts[1], 10*time.Second, c2.Addr, "@"+epBlueDNS, "c2.blue.overlay")
 	})
 
+	// The backends serve until the end, so that the isolation checks
+	// below would see an answer if a packet got through.
+	var vip string
 	t.Run("VIP over endpoint backends", func(t *testing.T) {
-		vip := vipOf(t, el.cli(t, 0, "service", "create", "web", "--port", "80/tcp", "--network", "blue"))
-		var servers []*Proc
+		vip = vipOf(t, el.cli(t, 0, "service", "create", "web", "--port", "80/tcp", "--network", "blue"))
 		for _, b := range []*epNS{c1, c3} {
 			p := b.helper("backend", b.Addr+":8080", b.Name)
 			p.WaitOutput(t, 10*time.Second, "listening")
-			servers = append(servers, p)
 			// By the endpoint's name, on its own host (once gossip has
 			// brought the service there).
 			testutil.Eventually(t, 10*time.Second, b.Name+": add-backend by name", func() error {
@@ -398,11 +443,6 @@ func TestNetnsEndpoints(t *testing.T) {
 				return nil
 			})
 		}
-		defer func() {
-			for _, p := range servers {
-				p.Kill()
-			}
-		}()
 		for i := range 2 {
 			testutil.Eventually(t, 15*time.Second, el.lab.Hosts[i].Name+": both endpoint backends in the table", func() error {
 				s, err := el.ods[i].Client().Service(ctx, "blue", "web")
@@ -447,18 +487,46 @@ func TestNetnsEndpoints(t *testing.T) {
 		r1.Run("ip", "route", "add", epBlueCIDR, "dev", "eth0")
 		c1.Run("ip", "route", "add", epRedCIDR, "dev", "eth0")
 		dropsBefore := el.ods[0].Drops()
-		pings(t, []pingCase{
-			{r1.Host, c1.Addr, false}, {r1.Host, c2.Addr, false}, {r1.Host, c3.Addr, false},
-			{r1.Host, el.blue[0], false}, {r1.Host, el.blue[1], false},
-			{c1.Host, r1.Addr, false}, {c1.Host, el.red[0], false}, {c1.Host, el.red[1], false},
-		})
+		cases := []pingCase{
+			{from: r1.Host, to: c1.Addr}, {from: r1.Host, to: c2.Addr}, {from: r1.Host, to: c3.Addr},
+			{from: r1.Host, to: el.blue[0]}, {from: r1.Host, to: el.blue[1]},
+			{from: c1.Host, to: r1.Addr}, {from: c1.Host, to: el.red[0]}, {from: c1.Host, to: el.red[1]},
+		}
+		if vip != "" {
+			cases = append(cases, pingCase{from: r1.Host, to: vip})
+			if out, err := r1.Try("curl", "-sS", "--max-time", "2", "http://"+vip+"/"); err == nil {
+				t.Errorf("r1 (red) reached blue's VIP %s: %q", vip, out)
+			}
+		}
+		pings(t, cases)
 		// The positive event: r1 reaches its own network, both hosts.
-		pings(t, []pingCase{{r1.Host, el.red[0], true}, {r1.Host, el.red[1], true}})
+		pings(t, []pingCase{{from: r1.Host, to: el.red[0], ok: true}, {from: r1.Host, to: el.red[1], ok: true}})
 		st := el.status(t, 0)
 		t.Logf("h1 drops after the cross-network pings: %v", st.Traffic.Drops)
 		if after := el.ods[0].Drops(); after <= dropsBefore {
 			t.Errorf("h1 counted no drops for the cross-network packets (%d before, %d after)", dropsBefore, after)
 		}
+	})
+
+	t.Run("spoofed source", func(t *testing.T) {
+		// c2 sends from an address that is not its own (one no one
+		// holds, and c1's): the router drops it at the endpoint's door.
+		c2.Run("ip", "addr", "add", "10.30.0.77/32", "dev", "eth0")
+		c2.Run("ip", "addr", "add", c1.Addr+"/32", "dev", "eth0")
+		defer c2.Run("ip", "addr", "del", "10.30.0.77/32", "dev", "eth0")
+		defer c2.Run("ip", "addr", "del", c1.Addr+"/32", "dev", "eth0")
+		before := el.ods[0].Drops("spoofed_source")
+		var cs []pingCase
+		for _, src := range []string{"10.30.0.77", c1.Addr} {
+			for _, dst := range []string{c3.Addr, c4.Addr} {
+				cs = append(cs, pingCase{from: c2.Host, to: dst, src: src})
+			}
+		}
+		pings(t, cs)
+		if got := el.ods[0].Drops("spoofed_source") - before; got < 8 {
+			t.Errorf("h1 counted %d spoofed_source drops for c2's 8 echo requests from addresses not its own", got)
+		}
+		pings(t, []pingCase{{from: c2.Host, to: c3.Addr, ok: true}})
 	})
 
 	t.Run("kill -9 and restart keeps endpoints and connections", func(t *testing.T) {
@@ -550,7 +618,7 @@ func TestNetnsEndpoints(t *testing.T) {
 		}
 		c5.Addr = old
 		el.waitRouted(t, 0, old, true, 10*time.Second)
-		pings(t, []pingCase{{c1.Host, old, true}})
+		pings(t, []pingCase{{from: c1.Host, to: old, ok: true}})
 	})
 
 	t.Run("deleted namespace is detached", func(t *testing.T) {
