@@ -281,7 +281,8 @@ func transfers(t *testing.T, xs []xfer) {
 // packets from an address not its own are dropped; a daemon killed with SIGKILL and
 // restarted keeps its endpoints' addresses and devices, and TCP streams
 // through it carry on byte-exact; a detach and a deleted namespace are
-// withdrawn from the other host within seconds and their leases released.
+// withdrawn from the other host within seconds and their leases released,
+// also for a namespace that went while its daemon was down.
 func TestNetnsEndpoints(t *testing.T) {
 	RequireRoot(t, "ping", "dig", "curl")
 	began := time.Now()
@@ -292,6 +293,7 @@ func TestNetnsEndpoints(t *testing.T) {
 	c3, c4 := el.netns(t, "c3", 1), el.netns(t, "c4", 1)
 	r1 := el.netns(t, "r1", 0)
 	c5 := el.netns(t, "c5", 1) // attached later, when c4 detaches
+	c6 := el.netns(t, "c6", 1) // and when c4's namespace goes
 	eps := []*epNS{c1, c2, c3, c4}
 	for _, e := range eps {
 		in := el.attach(t, e, e.Name, "--network", "blue")
@@ -423,6 +425,7 @@ func TestNetnsEndpoints(t *testing.T) {
 		digUntil(t, c4.Host, 10*time.Second, c1.Addr, "+tcp", "@"+epBlueDNS, "c1.blue.overlay")
 		digUntil(t, c3.Host, 10*time.Second, el.blue[0], "@"+epBlueDNS, "h1.blue.overlay")
 		digUntil(t, el.lab.Hosts[1], 10*time.Second, c2.Addr, "@"+epBlueDNS, "c2.blue.overlay")
+		digUntil(t, c3.Host, 10*time.Second, "c2.blue.overlay.", "@"+epBlueDNS, "-x", c2.Addr)
 	})
 
 	// The backends serve until the end, so that the isolation checks
@@ -640,6 +643,43 @@ func TestNetnsEndpoints(t *testing.T) {
 		if in := el.attach(t, c4, "c4", "--network", "blue", "--ip", addr); in.Addr != addr+"/24" {
 			t.Errorf("attach c4 --ip %s after c5's namespace went: %s", addr, in.Addr)
 		}
+	})
+
+	t.Run("namespace gone while the daemon is down", func(t *testing.T) {
+		addr := c4.Addr
+		el.ods[1].Kill()
+		if out, err := exec.Command("ip", "netns", "del", c4.NS).CombinedOutput(); err != nil {
+			t.Fatalf("ip netns del %s: %v\n%s", c4.NS, err, out)
+		}
+		el.start(1)
+		// Until the network's leases are back from gossip, both wait.
+		took := testutil.Eventually(t, 15*time.Second, "h2 re-adopts c3 and forgets c4", func() error {
+			if es := el.endpoints(t, 1); !es["c3"].Attached || len(es) != 1 {
+				return fmt.Errorf("h2 lists %+v", es)
+			}
+			return nil
+		})
+		t.Logf("h2 restarted: c3 re-adopted and c4 (namespace gone) forgotten %v after it answered", took.Round(time.Millisecond))
+		testutil.Eventually(t, 15*time.Second, "h1 routes c3 again and not c4", func() error {
+			c3ok, err := el.routed(0, c3.Addr)
+			if err != nil {
+				return err
+			}
+			c4ok, err := el.routed(0, addr)
+			if err != nil {
+				return err
+			}
+			if !c3ok || c4ok {
+				return fmt.Errorf("c3 routed %v, c4 routed %v", c3ok, c4ok)
+			}
+			return nil
+		})
+		// c4's lease went with it: another namespace takes the address.
+		if in := el.attach(t, c6, "c6", "--network", "blue", "--ip", addr); in.Addr != addr+"/24" {
+			t.Errorf("attach c6 --ip %s: %s", addr, in.Addr)
+		}
+		el.waitRouted(t, 0, addr, true, 10*time.Second)
+		pings(t, []pingCase{{from: c1.Host, to: addr, ok: true}})
 	})
 
 	for i := range 2 {
