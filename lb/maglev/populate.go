@@ -22,8 +22,11 @@ import (
 //     rather than one per backend; turn times (turns+1)/weight are compared
 //     by cross-multiplying in 64 bits (turns+1 ≤ M < 2^26, weight < 2^32).
 //   - The walk tests a bitmap of filled slots (M/8 bytes, which stays in the
-//     L1 cache) rather than the slots, with add-and-subtract in place of a
-//     modulo.
+//     L1 cache) rather than the slots, four candidates at a time: their
+//     positions come from pos, skip and 2·skip by additions and branch-free
+//     conditional subtractions of M, and the first empty one is the lowest
+//     zero bit of their four bits, so most walks take one predictable branch
+//     rather than a mispredicted one per candidate.
 //   - Near the end, when few slots are empty and a walk would pass many
 //     filled ones, the slot a walk would stop at is found from the list of
 //     empty slots instead: slot s is (s-pos)·skip⁻¹ mod M steps ahead of
@@ -32,6 +35,7 @@ import (
 // cursor is one active backend's walk: its next candidate slot and step.
 type cursor struct {
 	pos, skip uint32
+	skip2     uint32 // 2·skip mod M
 	inv       uint32 // skip⁻¹ mod M, for the end game
 	idx       uint16 // index into the backends
 }
@@ -49,35 +53,16 @@ func populate(bs []Backend, m uint64) []uint16 {
 			})
 		}
 	}
+	for k := range cur {
+		cur[k].skip2 = uint32(wrap(2*uint64(cur[k].skip), m))
+	}
 	sched := schedule(bs, cur, m)
 
 	slots := make([]uint16, m)
 	filled := make([]uint64, (m+63)/64) // bit s set: slots[s] is taken
-	left := m                           // empty slots
-	stop := min(endGame(m), m)
-	next := 0 // into sched
-	for left > stop {
-		c := &cur[sched[next]]
-		if next++; next == len(sched) {
-			next = 0
-		}
-		// Walk the preference list to the first empty slot. M is prime, so
-		// the list is a permutation of all slots and one is always found.
-		pos, skip := uint64(c.pos), uint64(c.skip)
-		for filled[pos>>6]&(1<<(pos&63)) != 0 {
-			if pos += skip; pos >= m {
-				pos -= m
-			}
-		}
-		filled[pos>>6] |= 1 << (pos & 63)
-		slots[pos] = c.idx
-		left--
-		// The slot just taken is filled: start the next walk after it.
-		if pos += skip; pos >= m {
-			pos -= m
-		}
-		c.pos = uint32(pos)
-	}
+	stop := min(endGame(m), m)          // empty slots left to the end game
+	next := fill(slots, filled, cur, sched, m-stop)
+	left := stop
 	if left == 0 {
 		return slots
 	}
@@ -100,12 +85,9 @@ func populate(bs []Backend, m uint64) []uint16 {
 		}
 		pos, inv := uint64(c.pos), uint64(c.inv)
 		best, bestSteps := 0, m
+		base := m - pos // s+base is s-pos mod M, plus M when s ≥ pos
 		for k, s := range empty {
-			d := uint64(s) + m - pos
-			if d >= m {
-				d -= m
-			}
-			if steps := red.mod(d * inv); steps < bestSteps {
+			if steps := red.mod((uint64(s) + base) * inv); steps < bestSteps {
 				best, bestSteps = k, steps
 			}
 		}
@@ -119,6 +101,50 @@ func populate(bs []Backend, m uint64) []uint16 {
 		c.pos = uint32(pos)
 	}
 	return slots
+}
+
+// fill takes n turns in the order of sched from its start, each walking
+// the backend's preference list to the first empty slot, and returns where
+// in sched it stopped. It is a function of its own so that its loop keeps
+// its few variables in registers.
+func fill(slots []uint16, filled []uint64, cur []cursor, sched []uint16, n uint64) int {
+	m := uint64(len(slots))
+	for {
+		for i, k := range sched {
+			if n == 0 {
+				return i
+			}
+			n--
+			c := &cur[k]
+			// Walk the preference list to the first empty slot. M is prime,
+			// so the list is a permutation of all slots and one is always
+			// found.
+			pos, skip, skip2 := uint64(c.pos), uint64(c.skip), uint64(c.skip2)
+			for {
+				var p [4]uint64
+				p[0] = pos
+				p[1] = wrap(pos+skip, m)
+				p[2] = wrap(pos+skip2, m)
+				p[3] = wrap(p[1]+skip2, m)
+				f := filled[p[0]>>6]>>(p[0]&63)&1 |
+					filled[p[1]>>6]>>(p[1]&63)&1<<1 |
+					filled[p[2]>>6]>>(p[2]&63)&1<<2 |
+					filled[p[3]>>6]>>(p[3]&63)&1<<3
+				if f != 15 {
+					pos = p[bits.TrailingZeros64(^f)&3]
+					break
+				}
+				pos = wrap(p[2]+skip2, m)
+			}
+			filled[pos>>6] |= 1 << (pos & 63)
+			slots[pos] = c.idx
+			// The slot just taken is filled: start the next walk after it.
+			if pos += skip; pos >= m {
+				pos -= m
+			}
+			c.pos = uint32(pos)
+		}
+	}
 }
 
 // endGame is the number of empty slots below which populate stops walking
@@ -239,6 +265,11 @@ func down(h []int, groups []group, members []uint16, i int) {
 	}
 }
 
+// wrap returns x mod m for x < 2m.
+func wrap(x, m uint64) uint64 {
+	return x - m&uint64(int64(m-1-x)>>63) // branch-free: x ≥ m subtracts m
+}
+
 func gcd(a, b uint32) uint32 {
 	for b != 0 {
 		a, b = b, a%b
@@ -262,8 +293,9 @@ func modInverse(a, m uint64) uint64 {
 	return uint64(t)
 }
 
-// reducer computes x mod m for x < 2^52 without a division (Barrett
-// reduction): q = ⌊x·⌊2^64/m⌋ / 2^64⌋ is ⌊x/m⌋ or one less.
+// reducer computes x mod m for x < 2^63 without a division (Barrett
+// reduction): q = ⌊x·⌊(2^64-1)/m⌋ / 2^64⌋ is ⌊x/m⌋ or one less. populate's
+// x are below 2M·M < 2^53.
 type reducer struct {
 	m, r uint64
 }
