@@ -86,3 +86,26 @@ func TestMatchesReference(t *testing.T) {
 		}
 	}
 }
+
+// TestArithmetic checks the end game's helpers against the plain operators.
+func TestArithmetic(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, m := range append(randomPrimes, MaxSize) {
+		red := newReducer(m)
+		for range 2000 {
+			if m > 2 {
+				a := 1 + rng.Uint64N(m-1)
+				if inv := modInverse(a, m); a*inv%m != 1 {
+					t.Fatalf("modInverse(%d, %d) = %d: product mod M is %d, want 1", a, m, inv, a*inv%m)
+				}
+			}
+			x := rng.Uint64N(2 * m * m)
+			if got := red.mod(x); got != x%m {
+				t.Fatalf("reducer(%d).mod(%d) = %d, want %d", m, x, got, x%m)
+			}
+			if w := rng.Uint64N(2 * m); wrap(w, m) != w%m {
+				t.Fatalf("wrap(%d, %d) = %d, want %d", w, m, wrap(w, m), w%m)
+			}
+		}
+	}
+}

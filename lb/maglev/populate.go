@@ -36,7 +36,7 @@ import (
 type cursor struct {
 	pos, skip uint32
 	skip2     uint32 // 2·skip mod M
-	inv       uint32 // skip⁻¹ mod M, for the end game
+	inv       uint32 // skip⁻¹ mod M, for the end game; 0 until needed
 	idx       uint16 // index into the backends
 }
 
@@ -74,14 +74,14 @@ func populate(bs []Backend, m uint64) []uint16 {
 			empty = append(empty, uint32(s))
 		}
 	}
-	for k := range cur {
-		cur[k].inv = uint32(modInverse(uint64(cur[k].skip), m))
-	}
 	red := newReducer(m)
 	for len(empty) > 0 {
 		c := &cur[sched[next]]
 		if next++; next == len(sched) {
 			next = 0
+		}
+		if c.inv == 0 { // not needed before; with 1,000 backends most never are
+			c.inv = uint32(modInverse(uint64(c.skip), m))
 		}
 		pos, inv := uint64(c.pos), uint64(c.inv)
 		best, bestSteps := 0, m
