@@ -176,6 +176,7 @@ type Manager struct {
 	res  map[resKey]Reservation
 
 	stop    chan struct{}
+	kick    chan struct{} // Kick
 	done    chan struct{}
 	started bool // Start ran (under opMu)
 	once    sync.Once
@@ -212,7 +213,7 @@ func New(o Options) (*Manager, error) {
 	return &Manager{
 		o: o, log: o.Log.Named("endpoint"),
 		eps: map[string]*endpoint{}, res: map[resKey]Reservation{},
-		stop: make(chan struct{}), done: make(chan struct{}),
+		stop: make(chan struct{}), kick: make(chan struct{}, 1), done: make(chan struct{}),
 	}, nil
 }
 
@@ -258,8 +259,35 @@ func (m *Manager) loop() {
 			return
 		case <-t.C:
 			m.check()
+		case <-m.kick:
+			if m.waiting() {
+				m.check()
+			}
 		}
 	}
+}
+
+// Kick tells the Manager that the cluster's tables changed: an endpoint
+// whose re-adoption waits for its lease to come back from the peers
+// (after a restart) is retried now rather than at the next check. It
+// never blocks.
+func (m *Manager) Kick() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// waiting reports whether an endpoint waits to be re-adopted.
+func (m *Manager) waiting() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.eps {
+		if e.dev == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // List returns the endpoints, sorted by name.

@@ -3,6 +3,7 @@ package endpoint
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -60,10 +61,11 @@ func (g *fakeGossip) get(network, key string) (string, bool) {
 
 // fakeIPAM leases from one range of this node covering the network.
 type fakeIPAM struct {
-	mu     sync.Mutex
-	self   string
-	leases map[netip.Addr]ipam.Lease
-	next   netip.Addr
+	mu      sync.Mutex
+	self    string
+	leases  map[netip.Addr]ipam.Lease
+	next    netip.Addr
+	noRange bool // Claim fails as before the ranges came back from the peers
 }
 
 func (p *fakeIPAM) Allocate(_ context.Context, network, owner string) (netip.Addr, error) {
@@ -82,6 +84,9 @@ func (p *fakeIPAM) Allocate(_ context.Context, network, owner string) (netip.Add
 func (p *fakeIPAM) Claim(network string, a netip.Addr, owner string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.noRange {
+		return errors.New("ipam: unknown network " + network)
+	}
 	if ls, ok := p.leases[a]; ok && (ls.Owner != owner || ls.Node != p.self) {
 		return errors.New("ipam: leased to " + ls.Owner)
 	}
@@ -423,6 +428,40 @@ func TestRestoreAfterCrash(t *testing.T) {
 	m3 := w.manager(t, func(o *Options) { o.Networks = func() []Net { return nil } })
 	if len(m3.List()) != 0 || w.op.has("/run/netns/a", "eth0") {
 		t.Errorf("an endpoint of a network left: %v, device %v", m3.List(), w.op.has("/run/netns/a", "eth0"))
+	}
+}
+
+// After a restart on a node whose lease is not back from the peers yet,
+// the endpoint waits (listed, with why) and is re-adopted as soon as the
+// owner kicks, not at the next check.
+func TestReadoptOnKick(t *testing.T) {
+	w := newWorld(t, "/run/netns/c1")
+	m := w.manager(t)
+	in, err := m.Attach(context.Background(), Request{Name: "c1", Netns: "/run/netns/c1"})
+	must(t, err)
+	m.Close()
+	w.rt.eps = map[string]fakeEP{}
+	w.ip.mu.Lock()
+	w.ip.leases = map[netip.Addr]ipam.Lease{}
+	w.ip.noRange = true
+	w.ip.mu.Unlock()
+	m2 := w.manager(t, func(o *Options) { o.CheckEvery = time.Hour })
+	got := m2.List()
+	if len(got) != 1 || got[0].Attached || !strings.Contains(got[0].Error, "lease is not back yet") {
+		t.Fatalf("while the lease is away: %+v", got)
+	}
+	w.ip.mu.Lock()
+	w.ip.noRange = false
+	w.ip.mu.Unlock()
+	m2.Kick()
+	testutil.Eventually(t, 2*time.Second, "c1 re-adopted on the kick", func() error {
+		if l := m2.List(); len(l) != 1 || !l[0].Attached || l[0].Addr != in.Addr {
+			return fmt.Errorf("%+v", l)
+		}
+		return nil
+	})
+	if !w.rt.has("c1") {
+		t.Error("the router does not carry c1")
 	}
 }
 

@@ -112,6 +112,9 @@ func (r *reconciler) pass() {
 	if n.ctl != nil {
 		n.ctl.nets.Maintain()
 	}
+	if n.eps != nil {
+		n.eps.Kick() // a re-adoption waiting for its lease to come back tries again
+	}
 }
 
 // rewatch watches the service tables of every joined network, and stops
