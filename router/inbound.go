@@ -18,10 +18,12 @@ type inBatch struct {
 	rbufs   [][]byte // bufs[i][headroom:], what the underlay reads into
 	sizes   []int
 	srcs    []netip.AddrPort
-	deliver [][]byte   // packets for the attachment, at offset deliverOff
-	local   []localPkt // packets for hosted endpoints, at offset headroom+vxlan.EncapLen
-	scratch [][]byte   // flushLocal's room
-	reply   *outBatch  // ARP answers and released pending packets
+	deliver [][]byte            // packets for the attachment, at offset deliverOff
+	partial []bool              // per deliver: its TCP checksum is still to be done (pw takes it)
+	pw      stack.PartialWriter // the attachment's, or nil: partial packets are completed
+	local   []localPkt          // packets for hosted endpoints, at offset headroom+vxlan.EncapLen
+	scratch [][]byte            // flushLocal's room
+	reply   *outBatch           // ARP answers and released pending packets
 
 	epLearned epLearned // what inboundEndpoint learned already in this batch
 }
@@ -69,6 +71,7 @@ func newInBatch(n int) *inBatch {
 		sizes:   make([]int, n),
 		srcs:    make([]netip.AddrPort, n),
 		deliver: make([][]byte, 0, n),
+		partial: make([]bool, 0, n),
 		local:   make([]localPkt, 0, n),
 		scratch: make([][]byte, 0, n),
 		reply:   newOutBatch(0),
@@ -94,11 +97,13 @@ func (r *Router) deliverOff() int {
 func (r *Router) inboundLoop(ctx context.Context) {
 	n := min(max(r.ul.BatchSize(), 1), maxBatch)
 	b := newInBatch(n)
+	b.pw, _ = r.dev.(stack.PartialWriter)
 	var errLog rateLog
 	for {
 		cnt, err := r.ul.ReadBatch(b.rbufs, b.sizes, b.srcs)
 		if cnt > 0 {
 			b.deliver = b.deliver[:0]
+			b.partial = b.partial[:0]
 			b.local = b.local[:0]
 			b.reply.reset()
 			r.inbound(b, cnt)
@@ -159,13 +164,21 @@ func (r *Router) inbound(b *inBatch, n int) {
 			}
 			haveNW, nwAddr = true, nw.Addr.Addr().As4()
 		}
+		partial := vxlan.Header(d).Partial()
 		if r.layer == stack.L2 {
+			if partial {
+				// A TAP host gets complete frames.
+				if pl := frame.Payload(); frame.Type() == vxlan.EtherTypeIPv4 && stack.IsPartialCandidate(pl) {
+					completePartial(pl)
+				}
+			}
 			if vtep, ok := t.vtepOf(src); ok && !frame.Src().IsMulticast() {
 				if !r.fdb.set(macKey{vni: vni, mac: frame.Src()}, vtep) {
 					r.drops.Add(DropQueueFull)
 				}
 			}
 			b.deliver = append(b.deliver, b.bufs[i][:headroom+len(d)])
+			b.partial = append(b.partial, false)
 			pkts++
 			bytes += uint64(len(frame))
 			acc.add(r, vni, len(frame), false)
@@ -188,7 +201,14 @@ func (r *Router) inbound(b *inBatch, n int) {
 				continue
 			}
 			pkt := p.Bytes()
+			if partial && !stack.IsPartialCandidate(pkt) {
+				r.drops.Add(DropMalformed) // flagged, yet no TCP checksum to finish
+				continue
+			}
 			if p.Dst != nwAddr {
+				if partial {
+					completePartial(pkt) // hosted endpoints get complete packets
+				}
 				// Not the node's: a hosted endpoint's, or dropped
 				// (out of line, so the node's path stays as it was).
 				if n, why := r.inboundEndpoint(b, t, eps, nw, frame, p, src, i); why != DropNone {
@@ -215,11 +235,22 @@ func (r *Router) inbound(b *inBatch, n int) {
 				learned, learnedSrc, learnedMAC, learnedFrom = neighKey{vni: vni, ip: s}, p.Src, frame.Src(), src
 				r.learn(b, learned, learnedMAC)
 			}
-			if r.lb != nil && r.lb.InboundIPv4(p) == lb.Drop { // reverse NAT of a backend's reply, in place
-				r.drops.Add(DropLBRefused)
-				continue
+			if r.lb != nil {
+				v := r.lb.InboundIPv4(p) // reverse NAT of a backend's reply, in place
+				if partial {
+					resumPartial(pkt)
+				}
+				if v == lb.Drop {
+					r.drops.Add(DropLBRefused)
+					continue
+				}
+			}
+			if partial && b.pw == nil {
+				completePartial(pkt)
+				partial = false
 			}
 			b.deliver = append(b.deliver, b.bufs[i][:headroom+vxlan.EncapLen+len(pkt)])
+			b.partial = append(b.partial, partial)
 			pkts++
 			bytes += uint64(len(pkt))
 			acc.add(r, vni, len(pkt), false)
@@ -249,18 +280,22 @@ func (r *Router) inboundARP(b *inBatch, t *table, eps *epTable, nw Network, fram
 		return
 	}
 	r.learn(b, neighKey{vni: nw.VNI, ip: sender}, a.SenderMAC())
-	target := a.TargetIP()
-	if a.Op() != vxlan.ARPRequest || (target != nw.Addr.Addr() && eps.on(nw.VNI, target) == nil) {
-		return
-	}
-	// Answer the VTEP that hosts the sender, which need not be the
-	// datagram's source port.
+	// The VTEP that hosts the sender, which need not be the datagram's
+	// source port: it is answered, and it is what its trailer speaks for.
 	var vtep netip.AddrPort
 	rt, ok := t.lookup(sender)
 	if ok {
 		vtep = rt.VTEP
 	} else {
 		vtep, ok = t.vtepOf(src)
+	}
+	if ok {
+		caps, _ := a.Trailer()
+		r.caps.set(vtep, caps&vxlan.TrailerPartial != 0)
+	}
+	target := a.TargetIP()
+	if a.Op() != vxlan.ARPRequest || (target != nw.Addr.Addr() && eps.on(nw.VNI, target) == nil) {
+		return
 	}
 	if !ok {
 		r.drops.Add(DropNoRoute)
@@ -272,7 +307,8 @@ func (r *Router) inboundARP(b *inBatch, t *table, eps *epTable, nw Network, fram
 		return
 	}
 	vxlan.ARP(buf[headroom:headroom+vxlan.ARPLen]).EncodeReply(r.mac, target, a.SenderMAC(), sender)
-	d := vxlan.Encap(buf, headroom, vxlan.ARPLen, nw.VNI, a.SenderMAC(), r.mac, vxlan.EtherTypeARP)
+	vxlan.EncodeTrailer(buf[headroom+vxlan.ARPLen:], vxlan.TrailerPartial)
+	d := vxlan.Encap(buf, headroom, vxlan.ARPLen+vxlan.TrailerLen, nw.VNI, a.SenderMAC(), r.mac, vxlan.EtherTypeARP)
 	b.reply.add(d, vtep, 0)
 	r.arpAnswers.Add(1)
 }
@@ -311,8 +347,16 @@ func (r *Router) flushDeliver(b *inBatch) {
 	if len(b.deliver) == 0 {
 		return
 	}
+	var (
+		n   int
+		err error
+	)
 	r.devMu.Lock()
-	n, err := r.dev.Write(b.deliver, r.deliverOff())
+	if b.pw != nil {
+		n, err = b.pw.WritePartial(b.deliver, b.partial, r.deliverOff())
+	} else {
+		n, err = r.dev.Write(b.deliver, r.deliverOff())
+	}
 	r.devMu.Unlock()
 	if err != nil {
 		// Devices report packets or bytes written; count the packets

@@ -17,8 +17,10 @@ import (
 // datagrams to send and the ICMP errors to hand back to the attachment.
 // Nothing in it is allocated per packet.
 type outBatch struct {
-	bufs  [][]byte // packet buffers the attachment reads into
-	sizes []int
+	bufs    [][]byte // packet buffers the attachment reads into
+	sizes   []int
+	partial []bool              // per packet: its TCP checksum is still to be done (stack.PartialReader)
+	pr      stack.PartialReader // reads into partial; nil: dev.Read, partial stays false
 
 	send  [][]byte // datagrams for the underlay, slices of bufs or ctl
 	dsts  []netip.AddrPort
@@ -55,10 +57,11 @@ type localHop struct {
 // lastHop remembers where the previous packet of a batch went. The route
 // table snapshot is fixed for a batch, so it stays right within one.
 type lastHop struct {
-	dst netip.Addr
-	rt  *Route
-	mac vxlan.MAC
-	ok  bool
+	dst     netip.Addr
+	rt      *Route
+	mac     vxlan.MAC
+	partial bool // rt.VTEP takes partial TCP checksums
+	ok      bool
 }
 
 // ctlSize fits an ICMP error (576 bytes, RFC 1812 §4.3.2.3) or an ARP
@@ -72,6 +75,7 @@ func newOutBatchSized(n, size int) *outBatch {
 	b := &outBatch{
 		bufs:    make([][]byte, n),
 		sizes:   make([]int, n),
+		partial: make([]bool, n),
 		send:    make([][]byte, 0, n*2),
 		dsts:    make([]netip.AddrPort, 0, n*2),
 		flows:   make([]uint32, 0, n*2),
@@ -119,6 +123,7 @@ func (b *outBatch) ctlBuf() []byte {
 
 func (r *Router) outboundLoop(ctx context.Context) {
 	b := newOutBatch(min(max(r.dev.BatchSize(), 1), maxBatch))
+	b.pr, _ = r.dev.(stack.PartialReader)
 	r.readLoop(ctx, r.dev, b, "read from attachment")
 }
 
@@ -127,7 +132,13 @@ func (r *Router) outboundLoop(ctx context.Context) {
 func (r *Router) readLoop(ctx context.Context, dev stack.Device, b *outBatch, msg string, fields ...zap.Field) {
 	var errLog rateLog
 	for {
-		cnt, err := dev.Read(b.bufs, b.sizes, headroom)
+		var cnt int
+		var err error
+		if b.pr != nil {
+			cnt, err = b.pr.ReadPartial(b.bufs, b.sizes, b.partial, headroom)
+		} else {
+			cnt, err = dev.Read(b.bufs, b.sizes, headroom)
+		}
 		if cnt > 0 {
 			b.reset()
 			r.outbound(b, cnt)
@@ -198,8 +209,13 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) DropRe
 	if src != nil && netip.AddrFrom4(p.Src) != src.cfg.Addr {
 		return DropSpoofedSource
 	}
+	part := b.partial[i]
 	if r.lb != nil {
-		switch r.lb.OutboundIPv4(p) { // DNAT to a backend, in place
+		v := r.lb.OutboundIPv4(p) // DNAT to a backend, in place
+		if part {
+			resumPartial(pkt)
+		}
+		switch v {
 		case lb.Reset:
 			r.queueReset(b, p)
 			return DropLBReset
@@ -211,7 +227,7 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) DropRe
 	if b.hit.ok && b.hit.dst == dst && len(pkt) <= r.pathMTU {
 		// Same destination as the packet before (a TSO burst split into
 		// segments): reuse its route and MAC.
-		r.encapOut(b, i, p, b.hit.rt, b.hit.mac)
+		r.encapOut(b, i, p, b.hit.rt, b.hit.mac, part, b.hit.partial)
 		return DropNone
 	}
 	if src != nil || len(b.eps.byAddr) > 0 {
@@ -236,6 +252,9 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) DropRe
 	k := neighKey{vni: rt.VNI, ip: dst}
 	mac, ok := r.neigh.get(k)
 	if !ok {
+		if part {
+			completePartial(pkt) // it leaves the batch, and may go to any VTEP
+		}
 		ask, kept := r.pending.add(k, rt.VTEP, pkt, time.Now())
 		if ask {
 			r.queueARPRequest(b, k, rt.VTEP)
@@ -245,8 +264,8 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) DropRe
 		}
 		return DropNone
 	}
-	b.hit = lastHop{dst: dst, rt: rt, mac: mac, ok: true}
-	r.encapOut(b, i, p, rt, mac)
+	b.hit = lastHop{dst: dst, rt: rt, mac: mac, partial: r.caps.partial(rt.VTEP), ok: true}
+	r.encapOut(b, i, p, rt, mac, part, b.hit.partial)
 	return DropNone
 }
 
@@ -284,6 +303,9 @@ func (r *Router) outboundLocal(b *outBatch, i int, p *packet.IPv4, dst netip.Add
 		}
 		return DropTooBig, true
 	}
+	if b.partial[i] {
+		completePartial(p.Bytes()) // local devices get complete packets
+	}
 	if r.lb != nil && r.lb.InboundIPv4(p) == lb.Drop { // reverse NAT of a local backend's reply, in place
 		return DropLBRefused, true
 	}
@@ -305,11 +327,19 @@ func (r *Router) isNodeAddr(a netip.Addr) bool {
 }
 
 // encapOut encapsulates packet i, parsed as p, in place and queues it for
-// rt's VTEP, with p's flow hash for the outer source port.
-func (r *Router) encapOut(b *outBatch, i int, p *packet.IPv4, rt *Route, mac vxlan.MAC) {
+// rt's VTEP, with p's flow hash for the outer source port. A partial
+// packet (its TCP checksum still to be done) stays so and is flagged
+// when the VTEP takes that (peerPartial), and is completed otherwise.
+func (r *Router) encapOut(b *outBatch, i int, p *packet.IPv4, rt *Route, mac vxlan.MAC, partial, peerPartial bool) {
 	h := p.Hash()
 	n := p.Len()
+	if partial && !peerPartial {
+		completePartial(p.Bytes())
+	}
 	frame := vxlan.Encap(b.bufs[i], headroom, n, rt.VNI, mac, r.mac, vxlan.EtherTypeIPv4)
+	if partial && peerPartial {
+		vxlan.Header(frame).SetPartial()
+	}
 	b.add(frame, rt.VTEP, h)
 	b.pkts++
 	b.bytes += uint64(n)
@@ -371,7 +401,8 @@ func (r *Router) queueARPRequest(b *outBatch, k neighKey, vtep netip.AddrPort) {
 		return
 	}
 	vxlan.ARP(buf[headroom:headroom+vxlan.ARPLen]).EncodeRequest(r.mac, nw.Addr.Addr(), k.ip)
-	d := vxlan.Encap(buf, headroom, vxlan.ARPLen, k.vni, vxlan.Broadcast, r.mac, vxlan.EtherTypeARP)
+	vxlan.EncodeTrailer(buf[headroom+vxlan.ARPLen:], vxlan.TrailerPartial)
+	d := vxlan.Encap(buf, headroom, vxlan.ARPLen+vxlan.TrailerLen, k.vni, vxlan.Broadcast, r.mac, vxlan.EtherTypeARP)
 	b.add(d, vtep, 0)
 	r.arpAsked.Add(1)
 }

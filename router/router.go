@@ -164,6 +164,7 @@ type Router struct {
 	icmpSent             atomic.Uint64
 
 	devMu sync.Mutex // serialises writes to dev (inbound delivery, ICMP errors, local switching)
+	caps  vtepCaps   // the VTEPs that take partial TCP checksums (offload.go)
 
 	eps    atomic.Pointer[epTable] // replaced whole by AddEndpoint and RemoveEndpoint
 	epMu   sync.Mutex              // serialises writers of eps; guards runCtx, closed and each endpoint's done

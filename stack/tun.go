@@ -63,6 +63,7 @@ type TUN struct {
 	name string
 	mtu  int
 	log  *zap.Logger
+	part *partialIO // the offload path of ReadPartial and WritePartial; nil: none
 
 	addrMu sync.Mutex     // guards addrs and changes to the interface's addresses
 	addrs  []netip.Prefix // the interface's addresses
@@ -101,7 +102,7 @@ func OpenTUN(opts TUNOptions) (*TUN, error) {
 	if err != nil {
 		return nil, wrapCreate("TUN", opts.Name, err)
 	}
-	t := &TUN{dev: dev, name: opts.Name, mtu: opts.MTU, eventsDone: make(chan struct{})}
+	t := &TUN{dev: dev, name: opts.Name, mtu: opts.MTU, part: newPartialIO(dev), eventsDone: make(chan struct{})}
 	// wireguard's listeners block on a full events channel; consume it
 	// until Close makes them close it.
 	go func() {

@@ -8,6 +8,45 @@ import (
 // ARPLen is the length of an Ethernet/IPv4 ARP packet.
 const ARPLen = 28
 
+// TrailerLen is the length of overlayd's ARP trailer: bytes after the ARP
+// packet, inside the Ethernet frame, where other hosts only see padding
+// (a Linux host reads ARPLen bytes and no more):
+//
+//	 0                   1                   2                   3
+//	 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//	|                      "ovld" (0x6f766c64)                      |
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//	|  Version (1)  |  Capabilities |           Reserved            |
+//	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//
+// It is how two overlayd VTEPs find out what the other takes beyond RFC
+// 7348, with nothing that a kernel vxlan peer could misread.
+const TrailerLen = 8
+
+// TrailerPartial is the capability bit of a VTEP that takes datagrams
+// with FlagPartial.
+const TrailerPartial = 0x01
+
+var trailerMagic = [4]byte{'o', 'v', 'l', 'd'}
+
+// EncodeTrailer writes overlayd's trailer with caps into t, which must be
+// at least TrailerLen long (the bytes right after an ARP packet).
+func EncodeTrailer(t []byte, caps uint8) {
+	_ = t[TrailerLen-1]
+	copy(t, trailerMagic[:])
+	t[4], t[5], t[6], t[7] = 1, caps, 0, 0
+}
+
+// Trailer returns the capabilities in the trailer of a, a valid ARP packet
+// and whatever followed it in its frame, and whether there is one.
+func (a ARP) Trailer() (caps uint8, ok bool) {
+	if len(a) < ARPLen+TrailerLen || [4]byte(a[ARPLen:ARPLen+4]) != trailerMagic || a[ARPLen+4] != 1 {
+		return 0, false
+	}
+	return a[ARPLen+5], true
+}
+
 // ARP operations (RFC 826).
 const (
 	ARPRequest = 1

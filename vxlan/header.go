@@ -23,6 +23,13 @@ const (
 	MaxVNI = 1<<24 - 1
 	// FlagI is the I flag: set when the VNI is valid (RFC 7348 §5).
 	FlagI = 0x08
+	// FlagPartial, in the second byte (the first reserved one), is
+	// overlayd's own: the inner packet is an IPv4 TCP segment whose
+	// checksum field holds only its pseudo-header's sum, to be finished
+	// where it leaves the overlay. It goes only to VTEPs that said they
+	// take it (an ARP Trailer with TrailerPartial); a Linux vxlan device
+	// drops datagrams with reserved bits set, and never gets one.
+	FlagPartial = 0x01
 )
 
 // Header is a view of a VXLAN header (RFC 7348 §5):
@@ -45,6 +52,13 @@ func (h Header) Flags() uint8 { return h[0] }
 // Valid reports whether the I flag is set, that is whether the VNI is valid.
 // Reserved bits are ignored, as the RFC asks of receivers.
 func (h Header) Valid() bool { return h[0]&FlagI != 0 }
+
+// Partial reports whether FlagPartial is set: the inner TCP segment's
+// checksum is still to be done.
+func (h Header) Partial() bool { return h[1]&FlagPartial != 0 }
+
+// SetPartial sets FlagPartial.
+func (h Header) SetPartial() { h[1] |= FlagPartial }
 
 // VNI returns the VXLAN Network Identifier.
 func (h Header) VNI() uint32 { return binary.BigEndian.Uint32(h[4:8]) >> 8 }

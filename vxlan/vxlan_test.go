@@ -385,6 +385,9 @@ func FuzzARP(f *testing.F) {
 		if !a.IsValid() {
 			return
 		}
+		if caps, ok := a.Trailer(); ok != (len(b) >= ARPLen+TrailerLen && string(b[ARPLen:ARPLen+4]) == "ovld" && b[ARPLen+4] == 1) || (ok && caps != b[ARPLen+5]) {
+			t.Fatalf("ARP(%x).Trailer() = %#x, %v", b, caps, ok)
+		}
 		got := ARP(make([]byte, ARPLen))
 		got.encode(a.Op(), a.SenderMAC(), a.SenderIP(), a.TargetMAC(), a.TargetIP())
 		if !bytes.Equal(got, b[:ARPLen]) {
@@ -408,4 +411,35 @@ func FuzzARP(f *testing.F) {
 			t.Fatalf("re-encoding %x as op %d gave %x", b, a.Op(), []byte(got))
 		}
 	})
+}
+
+// The trailer reads back what was written, a frame's zero padding is no
+// trailer, and FlagPartial sits in the first reserved byte without
+// touching the I flag or the VNI.
+func TestTrailerAndPartialFlag(t *testing.T) {
+	a := ARP(make([]byte, ARPLen+TrailerLen))
+	a.EncodeRequest(MAC{2, 0, 0, 0, 0, 1}, netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"))
+	if _, ok := a.Trailer(); ok {
+		t.Error("zero padding read as a trailer")
+	}
+	EncodeTrailer(a[ARPLen:], TrailerPartial)
+	if caps, ok := a.Trailer(); !ok || caps != TrailerPartial {
+		t.Errorf("Trailer() = %#x, %v; want %#x, true", caps, ok, TrailerPartial)
+	}
+	if _, ok := a[:ARPLen+TrailerLen-1].Trailer(); ok {
+		t.Error("a cut trailer read as one")
+	}
+	h := Header(make([]byte, HeaderLen))
+	h.Encode(0xabcdef)
+	if h.Partial() {
+		t.Error("Encode sets FlagPartial")
+	}
+	h.SetPartial()
+	if !h.Partial() || !h.Valid() || h.VNI() != 0xabcdef {
+		t.Errorf("after SetPartial: partial %v, valid %v, VNI %#x", h.Partial(), h.Valid(), h.VNI())
+	}
+	vni, _, err := Decap(append(h, make([]byte, EthernetLen)...))
+	if err != nil || vni != 0xabcdef {
+		t.Errorf("Decap of a partial-flagged datagram = %#x, %v; want it read as any other", vni, err)
+	}
 }

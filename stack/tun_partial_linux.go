@@ -1,0 +1,383 @@
+//go:build linux
+
+package stack
+
+// This file holds the TUN's own offload path (PartialReader and
+// PartialWriter): it reads and writes the virtio-net header itself, so
+// that a TCP checksum the sending socket left undone stays undone through
+// overlayd, and a coalesced write (GRO) is a writev of the segments'
+// payloads, never a copy into one buffer. wireguard's Read and Write
+// (which complete every checksum, and check every checksum before they
+// coalesce) remain TUN.Read and TUN.Write.
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"os"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+)
+
+// vnetHdrLen is the length of struct virtio_net_hdr, which a TUN with
+// IFF_VNET_HDR puts in front of every packet it reads and expects in
+// front of every packet written to it.
+const vnetHdrLen = 10
+
+// virtio_net_hdr values (include/uapi/linux/virtio_net.h).
+const (
+	vnetNeedsCsum = 1 // flags: VIRTIO_NET_HDR_F_NEEDS_CSUM
+	vnetGSONone   = 0
+	vnetGSOTCPv4  = 1
+	vnetGSOUDPL4  = 5
+)
+
+const (
+	tcpFIN = 0x01
+	tcpPSH = 0x08
+	tcpACK = 0x10
+)
+
+// vnetHdr is a decoded virtio_net_hdr (host byte order on the wire).
+type vnetHdr struct {
+	flags, gsoType                         uint8
+	hdrLen, gsoSize, csumStart, csumOffset uint16
+}
+
+func (h *vnetHdr) decode(b []byte) {
+	h.flags, h.gsoType = b[0], b[1]
+	h.hdrLen = binary.NativeEndian.Uint16(b[2:])
+	h.gsoSize = binary.NativeEndian.Uint16(b[4:])
+	h.csumStart = binary.NativeEndian.Uint16(b[6:])
+	h.csumOffset = binary.NativeEndian.Uint16(b[8:])
+}
+
+func (h *vnetHdr) encode(b []byte) {
+	b[0], b[1] = h.flags, h.gsoType
+	binary.NativeEndian.PutUint16(b[2:], h.hdrLen)
+	binary.NativeEndian.PutUint16(b[4:], h.gsoSize)
+	binary.NativeEndian.PutUint16(b[6:], h.csumStart)
+	binary.NativeEndian.PutUint16(b[8:], h.csumOffset)
+}
+
+// partialIO is the state of the TUN's own offload path, allocated once.
+// Reads are serialized by the caller (Device: one reader) and so are
+// writes.
+type partialIO struct {
+	file *os.File
+	rc   syscall.RawConn
+	rbuf []byte // one read: the virtio-net header and a super-packet
+
+	rest [][]byte     // WritePartial's complete packets, for wireguard's Write
+	iovs []unix.Iovec // one coalesced write
+	wfn  func(fd uintptr) bool
+	werr syscall.Errno
+}
+
+// newPartialIO returns the offload path of dev, or nil when dev has no
+// virtio-net header to work with.
+func newPartialIO(dev tun.Device) *partialIO {
+	f, ok := dev.(interface{ File() *os.File })
+	if !ok || dev.BatchSize() <= 1 { // wireguard's sign that IFF_VNET_HDR offloads are on
+		return nil
+	}
+	rc, err := f.File().SyscallConn()
+	if err != nil {
+		return nil
+	}
+	p := &partialIO{file: f.File(), rc: rc, rbuf: make([]byte, vnetHdrLen+65535), iovs: make([]unix.Iovec, 0, 129)}
+	p.wfn = p.writev
+	return p
+}
+
+// ReadPartial implements PartialReader. A super-packet that would split
+// into more segments than len(bufs), or that is not IPv4, is dropped and
+// ReadPartial carries on.
+func (t *TUN) ReadPartial(bufs [][]byte, sizes []int, partial []bool, offset int) (int, error) {
+	p := t.part
+	if p == nil {
+		n, err := t.Read(bufs, sizes, offset)
+		clear(partial[:n])
+		return n, err
+	}
+	for {
+		n, err := p.file.Read(p.rbuf)
+		if err != nil {
+			if errors.Is(err, syscall.EBADFD) {
+				err = os.ErrClosed
+			}
+			return 0, err
+		}
+		if n < vnetHdrLen {
+			continue
+		}
+		if cnt := splitVirtio(p.rbuf[:n], bufs, sizes, partial, offset); cnt > 0 {
+			return cnt, nil
+		}
+	}
+}
+
+// splitVirtio turns what one TUN read returned (virtio-net header, then
+// the packet) into packets in bufs[i][offset:], and returns how many (0:
+// dropped). TCP checksums the kernel left undone stay undone (partial[i]);
+// every other checksum is completed.
+func splitVirtio(in []byte, bufs [][]byte, sizes []int, partial []bool, offset int) int {
+	var h vnetHdr
+	h.decode(in)
+	pkt := in[vnetHdrLen:]
+	if h.gsoType == vnetGSONone {
+		out := bufs[0][offset:]
+		if len(pkt) > len(out) {
+			return 0
+		}
+		out = out[:copy(out, pkt)]
+		sizes[0], partial[0] = len(out), false
+		if h.flags&vnetNeedsCsum == 0 {
+			return 1
+		}
+		if h.csumOffset == 16 && IsPartialCandidate(out) && int(h.csumStart) == int(out[0]&0xf)*4 {
+			partial[0] = true
+			return 1
+		}
+		at := int(h.csumStart) + int(h.csumOffset)
+		if at+2 > len(out) {
+			return 0
+		}
+		initial := binary.BigEndian.Uint16(out[at:])
+		out[at], out[at+1] = 0, 0
+		binary.BigEndian.PutUint16(out[at:], ^checksum.Checksum(out[h.csumStart:], initial))
+		return 1
+	}
+	if h.gsoSize == 0 || len(pkt) < 20 || pkt[0]>>4 != 4 {
+		return 0 // overlayd carries IPv4 only
+	}
+	ihl := int(pkt[0]&0xf) * 4
+	if ihl < 20 {
+		return 0
+	}
+	var l4 int // transport header length
+	switch {
+	case h.gsoType == vnetGSOTCPv4 && IsPartialCandidate(pkt):
+		l4 = int(pkt[ihl+12]>>4) * 4
+		if l4 < 20 {
+			return 0
+		}
+	case h.gsoType == vnetGSOUDPL4 && pkt[9] == 17:
+		l4 = 8
+	default:
+		return 0
+	}
+	hl := ihl + l4
+	if int(h.csumStart) != ihl || len(pkt) < hl {
+		return 0
+	}
+	tcp := pkt[9] == 6
+	seg := int(h.gsoSize)
+	n := (len(pkt) - hl + seg - 1) / seg
+	if n > len(bufs) || n == 0 {
+		return 0
+	}
+	id := binary.BigEndian.Uint16(pkt[4:6])
+	seq := binary.BigEndian.Uint32(pkt[ihl+4:])
+	for i := range n {
+		from := hl + i*seg
+		data := pkt[from:min(from+seg, len(pkt))]
+		total := hl + len(data)
+		out := bufs[i][offset:]
+		if len(out) < total {
+			return 0
+		}
+		out = out[:total]
+		copy(out, pkt[:hl])
+		copy(out[hl:], data)
+		binary.BigEndian.PutUint16(out[2:4], uint16(total))
+		binary.BigEndian.PutUint16(out[4:6], id+uint16(i))
+		ipv4HeaderChecksum(out[:ihl])
+		sizes[i] = total
+		if tcp {
+			binary.BigEndian.PutUint32(out[ihl+4:], seq+uint32(i*seg))
+			if i < n-1 {
+				out[ihl+13] &^= tcpFIN | tcpPSH
+			}
+			binary.BigEndian.PutUint16(out[ihl+16:], PseudoSum(out, total-ihl))
+			partial[i] = true
+			continue
+		}
+		u := out[ihl:]
+		binary.BigEndian.PutUint16(u[4:6], uint16(len(u)))
+		u[6], u[7] = 0, 0
+		s := checksum.Checksum(u, pseudoSum(out, 17, len(u)))
+		if s = ^s; s == 0 {
+			s = 0xffff
+		}
+		binary.BigEndian.PutUint16(u[6:8], s)
+		partial[i] = false
+	}
+	return n
+}
+
+// WritePartial implements PartialWriter. Runs of partial segments of one
+// flow (same addresses, ports, IP and TCP options, acknowledgment; in
+// sequence; all of one size but a shorter last; nothing but ACK, and PSH
+// on the last) go as one TSO write of their headers and payloads; a lone
+// partial segment goes as CHECKSUM_PARTIAL; complete packets go through
+// wireguard's Write, in order with the rest. It returns how many packets
+// it wrote.
+func (t *TUN) WritePartial(bufs [][]byte, partial []bool, offset int) (int, error) {
+	p := t.part
+	if p == nil {
+		for i, b := range bufs {
+			if partial[i] {
+				CompleteChecksum(b[offset:])
+			}
+		}
+		if _, err := t.dev.Write(bufs, offset); err != nil {
+			return 0, err
+		}
+		return len(bufs), nil
+	}
+	var (
+		n    int
+		errs error
+	)
+	flush := func() {
+		if len(p.rest) == 0 {
+			return
+		}
+		if _, err := t.dev.Write(p.rest, offset); err != nil {
+			errs = errors.Join(errs, err)
+		} else {
+			n += len(p.rest)
+		}
+		p.rest = p.rest[:0]
+	}
+	for i := 0; i < len(bufs); {
+		if !partial[i] {
+			p.rest = append(p.rest, bufs[i])
+			i++
+			continue
+		}
+		flush()
+		j := coalesceEnd(bufs, partial, offset, i)
+		if err := p.writeRun(bufs[i:j], offset); err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return n, err
+			}
+			errs = errors.Join(errs, err)
+		} else {
+			n += j - i
+		}
+		i = j
+	}
+	flush()
+	return n, errs
+}
+
+// coalesceEnd returns the end of the run of partial segments that
+// bufs[i] starts and later packets may join (see WritePartial).
+func coalesceEnd(bufs [][]byte, partial []bool, offset, i int) int {
+	a := bufs[i][offset:]
+	ihl := int(a[0]&0xf) * 4
+	hl := ihl + int(a[ihl+12]>>4)*4
+	size := len(a) - hl
+	if size <= 0 || a[ihl+13] != tcpACK || len(a) < hl {
+		return i + 1
+	}
+	next := binary.BigEndian.Uint32(a[ihl+4:]) + uint32(size)
+	total := len(a)
+	j := i + 1
+	for ; j < len(bufs) && partial[j]; j++ {
+		b := bufs[j][offset:]
+		l := len(b) - hl
+		if l <= 0 || l > size || total+l > 65535 ||
+			// version, IHL, TOS; flags, fragment, TTL, protocol;
+			// addresses and IP options; ports; data offset;
+			// acknowledgment; TCP options.
+			a[0] != b[0] || a[1] != b[1] || !bytes.Equal(a[6:10], b[6:10]) || !bytes.Equal(a[12:ihl], b[12:ihl]) ||
+			!bytes.Equal(a[ihl:ihl+4], b[ihl:ihl+4]) || a[ihl+12] != b[ihl+12] ||
+			!bytes.Equal(a[ihl+8:ihl+12], b[ihl+8:ihl+12]) || !bytes.Equal(a[ihl+20:hl], b[ihl+20:hl]) ||
+			binary.BigEndian.Uint32(b[ihl+4:]) != next || b[ihl+13]&^tcpPSH != tcpACK {
+			break
+		}
+		next += uint32(l)
+		total += l
+		if l < size || b[ihl+13]&tcpPSH != 0 {
+			return j + 1
+		}
+	}
+	return j
+}
+
+// writeRun writes the partial segments run (coalesceEnd's) as one packet:
+// the first's headers, adjusted, and every payload, from where they lie.
+func (p *partialIO) writeRun(run [][]byte, offset int) error {
+	a := run[0][offset:]
+	ihl := int(a[0]&0xf) * 4
+	hl := ihl + int(a[ihl+12]>>4)*4
+	h := vnetHdr{flags: vnetNeedsCsum, hdrLen: uint16(hl), csumStart: uint16(ihl), csumOffset: 16}
+	first := run[0][offset-vnetHdrLen:]
+	if len(run) == 1 {
+		h.encode(first)
+		_, err := p.file.Write(first)
+		return p.writeError(err)
+	}
+	total := len(a)
+	for _, b := range run[1:] {
+		total += len(b) - offset - hl
+	}
+	binary.BigEndian.PutUint16(a[2:4], uint16(total))
+	ipv4HeaderChecksum(a[:ihl])
+	a[ihl+13] |= run[len(run)-1][offset+ihl+13] & tcpPSH
+	binary.BigEndian.PutUint16(a[ihl+16:], PseudoSum(a, total-ihl))
+	h.gsoType, h.gsoSize = vnetGSOTCPv4, uint16(len(a)-hl)
+	h.encode(first)
+	p.iovs = append(p.iovs[:0], iovec(first))
+	for _, b := range run[1:] {
+		p.iovs = append(p.iovs, iovec(b[offset+hl:]))
+	}
+	p.werr = 0
+	if err := p.rc.Write(p.wfn); err != nil {
+		return p.writeError(err)
+	}
+	if p.werr != 0 {
+		return p.writeError(os.NewSyscallError("writev", p.werr))
+	}
+	return nil
+}
+
+// writev is the RawConn.Write callback for writeRun.
+func (p *partialIO) writev(fd uintptr) bool {
+	for {
+		_, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&p.iovs[0])), uintptr(len(p.iovs)))
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		p.werr = e
+		return true
+	}
+}
+
+func (p *partialIO) writeError(err error) error {
+	if err != nil && (errors.Is(err, syscall.EBADFD) || errors.Is(err, os.ErrClosed)) {
+		return os.ErrClosed
+	}
+	return err
+}
+
+func iovec(b []byte) unix.Iovec {
+	v := unix.Iovec{Base: unsafe.SliceData(b)}
+	v.SetLen(len(b))
+	return v
+}
+
+var (
+	_ PartialReader = (*TUN)(nil)
+	_ PartialWriter = (*TUN)(nil)
+)
