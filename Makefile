@@ -46,7 +46,7 @@ bench:
 
 ## bench-compare: (root) iperf3 over veth, kernel vxlan, overlayd tun and wireguard-go in one run; dnsperf vs dnsmasq
 bench-compare:
-	$(GO) test -run "^$$" -bench 'CompareTunnels|CompareDnsperf' -benchtime 1x -timeout 10m ./bench/
+	$(GO) test -run "^$$" -bench 'CompareTunnels|CompareRootlessPair|CompareDnsperf' -benchtime 1x -timeout 10m ./bench/
 
 ## fuzz: run each fuzz target for a while (FUZZTIME=30s)
 FUZZTIME ?= 20s
