@@ -6,16 +6,19 @@ import (
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 )
 
 // linkEndpoint is the gVisor link endpoint under the Netstack. Packets the
 // stack sends (outbound) are queued, by reference, on a buffered channel
 // that Netstack.Read drains; packets Netstack.Write injects (inbound) go
-// straight to the stack's dispatcher. It carries bare IP packets: no link
-// header, no link address, no offloads, so gVisor computes and checks every
-// checksum itself.
+// to the stack's dispatcher through gVisor's GRO, which coalesces the TCP
+// segments of one Write. It carries bare IP packets: no link header, no
+// link address; see netstack_gso.go for its segmentation offload and
+// Capabilities for the checksums.
 type linkEndpoint struct {
 	mtu uint32
 
@@ -33,6 +36,7 @@ type linkEndpoint struct {
 	closed     bool
 
 	stats *counters
+	gro   groPool // Write's coalescing engines
 }
 
 var _ gvstack.LinkEndpoint = (*linkEndpoint)(nil)
@@ -41,9 +45,11 @@ var _ gvstack.LinkEndpoint = (*linkEndpoint)(nil)
 type counters struct {
 	outPackets, outBytes atomic.Uint64
 	inPackets, inBytes   atomic.Uint64
+	outGSO               atomic.Uint64
 	dropQueueFull        atomic.Uint64
 	dropMalformed        atomic.Uint64
 	dropTooBig           atomic.Uint64
+	dropChecksum         atomic.Uint64
 }
 
 func newLinkEndpoint(mtu uint32, queueLen int, c *counters) *linkEndpoint {
@@ -83,10 +89,11 @@ func (e *linkEndpoint) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.E
 	return n, nil
 }
 
-// inject hands one inbound IP packet to the stack. It reports whether the
-// packet passed the header checks; gVisor copies it, so p is the caller's
-// again on return.
-func (e *linkEndpoint) inject(d gvstack.NetworkDispatcher, p []byte) bool {
+// inject hands one inbound IP packet to the stack through g, which may
+// hold it to coalesce it with the next ones until its Flush. It reports
+// whether the packet passed the header checks; gVisor copies it, so p is
+// the caller's again on return.
+func (e *linkEndpoint) inject(g *gro.GRO, p []byte) bool {
 	var proto tcpip.NetworkProtocolNumber
 	switch header.IPVersion(p) {
 	case header.IPv4Version:
@@ -102,12 +109,77 @@ func (e *linkEndpoint) inject(d gvstack.NetworkDispatcher, p []byte) bool {
 	default:
 		return false
 	}
+	if !checksumsValid(p, proto) {
+		e.stats.dropChecksum.Add(1)
+		return true
+	}
 	pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{
 		Payload: buffer.MakeWithData(p),
 	})
-	d.DeliverNetworkPacket(proto, pkt)
+	pkt.NetworkProtocolNumber = proto
+	pkt.RXChecksumValidated = true
+	g.Enqueue(pkt)
 	pkt.DecRef()
 	return true
+}
+
+// checksumsValid checks what a NIC with receive checksum offload checks,
+// since the endpoint says it has one (Capabilities): the IPv4 header
+// checksum and the TCP, UDP, ICMPv4 or ICMPv6 checksum of an unfragmented
+// packet (a UDP checksum of 0 over IPv4 means none). gVisor then checks
+// none of them again, and its GRO can coalesce TCP segments without
+// recomputing them. The transport checksum of a fragment (and of an IPv6
+// packet with extension headers) cannot be checked here and is not
+// checked: between overlayd nodes the underlay's UDP checksum covers the
+// whole inner packet.
+func checksumsValid(p []byte, proto tcpip.NetworkProtocolNumber) bool {
+	var src, dst tcpip.Address
+	var l4 []byte
+	var tp tcpip.TransportProtocolNumber
+	if proto == header.IPv4ProtocolNumber {
+		ip := header.IPv4(p)
+		if !ip.IsChecksumValid() {
+			return false
+		}
+		if ip.More() || ip.FragmentOffset() != 0 {
+			return true
+		}
+		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+		l4 = p[ip.HeaderLength():ip.TotalLength()]
+		tp = ip.TransportProtocol()
+	} else {
+		ip := header.IPv6(p)
+		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+		l4 = p[header.IPv6MinimumSize : header.IPv6MinimumSize+int(ip.PayloadLength())]
+		tp = tcpip.TransportProtocolNumber(ip.NextHeader())
+	}
+	var off int
+	switch tp {
+	case header.TCPProtocolNumber:
+		off = header.TCPChecksumOffset
+	case header.UDPProtocolNumber:
+		if proto == header.IPv4ProtocolNumber && len(l4) >= header.UDPMinimumSize && header.UDP(l4).Checksum() == 0 {
+			return true
+		}
+		off = 6 // the UDP checksum field
+	case header.ICMPv4ProtocolNumber:
+		if proto != header.IPv4ProtocolNumber {
+			return true
+		}
+		return len(l4) >= header.ICMPv4MinimumSize && checksum.Checksum(l4, 0) == 0xffff
+	case header.ICMPv6ProtocolNumber:
+		if proto != header.IPv6ProtocolNumber {
+			return true
+		}
+		off = header.ICMPv6ChecksumOffset
+	default:
+		return true // no checksum, or extension headers: gVisor parses them
+	}
+	if len(l4) < off+2 {
+		return false
+	}
+	xsum := header.PseudoHeaderChecksum(tp, src, dst, uint16(len(l4)))
+	return checksum.Checksum(l4, xsum) == 0xffff
 }
 
 // copyPacket copies pkt's bytes into dst and returns how many it copied,
@@ -175,9 +247,13 @@ func (*linkEndpoint) LinkAddress() tcpip.LinkAddress { return "" }
 // SetLinkAddress implements gvstack.NetworkLinkEndpoint; ignored.
 func (*linkEndpoint) SetLinkAddress(tcpip.LinkAddress) {}
 
-// Capabilities implements gvstack.NetworkLinkEndpoint: none, so the stack
-// checksums what it sends and verifies what it receives.
-func (*linkEndpoint) Capabilities() gvstack.LinkEndpointCapabilities { return 0 }
+// Capabilities implements gvstack.NetworkLinkEndpoint: receive checksum
+// offload, because inject checks the checksums (checksumsValid) before the
+// stack sees a packet. The stack checksums what it sends (Read completes
+// the checksums of GSO segments).
+func (*linkEndpoint) Capabilities() gvstack.LinkEndpointCapabilities {
+	return gvstack.CapabilityRXChecksumOffload
+}
 
 // Attach implements gvstack.NetworkLinkEndpoint.
 func (e *linkEndpoint) Attach(d gvstack.NetworkDispatcher) {

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"go.uber.org/zap"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -62,6 +61,9 @@ const (
 type NetstackStats struct {
 	OutPackets, OutBytes uint64
 	InPackets, InBytes   uint64
+	// OutGSO counts the TCP segments larger than the MTU that the stack
+	// handed over (GSO) and Read cut into OutPackets.
+	OutGSO uint64
 	// DropQueueFull counts outbound packets dropped because Read did not
 	// keep up and the queue was full.
 	DropQueueFull uint64
@@ -70,8 +72,11 @@ type NetstackStats struct {
 	DropMalformed uint64
 	// DropTooBig counts outbound packets larger than the Read buffer.
 	DropTooBig uint64
-	// StackMalformed counts packets that passed Write's header checks but
-	// gVisor then found malformed (bad checksums, bad transport headers).
+	// DropChecksum counts Write input with a bad IPv4 header, TCP, UDP
+	// or ICMP checksum.
+	DropChecksum uint64
+	// StackMalformed counts packets that passed Write's checks but
+	// gVisor then found malformed (bad transport headers).
 	StackMalformed uint64
 }
 
@@ -98,6 +103,7 @@ type Netstack struct {
 	// readMu is held by Read; Close takes it to know no Read is running
 	// before it releases the queued packets.
 	readMu sync.Mutex
+	gso    gsoState // guarded by readMu: the segment Read is cutting
 }
 
 var (
@@ -271,37 +277,62 @@ func (n *Netstack) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n.readMu.Lock()
 	defer n.readMu.Unlock()
 	e := n.ep
+	i := 0
+	var bytes uint64
+	defer func() {
+		n.cnt.outPackets.Add(uint64(i))
+		n.cnt.outBytes.Add(bytes)
+	}()
 	for {
-		var pkt *gvstack.PacketBuffer
-		select {
-		case pkt = <-e.queue:
-		case <-e.done:
-			return 0, ErrClosed
-		}
-		i := 0
-		for {
-			if c := copyPacket(bufs[i][offset:], pkt); c >= 0 {
+		// A TCP segment larger than the MTU, maybe begun by the last Read.
+		for n.gso.pkt != nil && i < len(bufs) {
+			c, done := n.gso.next(bufs[i][offset:])
+			if c >= 0 {
 				sizes[i] = c
-				n.cnt.outBytes.Add(uint64(c))
+				bytes += uint64(c)
 				i++
 			} else {
 				n.cnt.dropTooBig.Add(1)
 			}
-			pkt.DecRef()
-			if i == len(bufs) {
-				break
+			if done {
+				n.gso.release()
 			}
-			select {
-			case pkt = <-e.queue:
-				continue
-			default:
-			}
-			break
 		}
-		if i > 0 {
-			n.cnt.outPackets.Add(uint64(i))
+		if i == len(bufs) {
 			return i, nil
 		}
+		var pkt *gvstack.PacketBuffer
+		if i == 0 {
+			select {
+			case pkt = <-e.queue:
+			case <-e.done:
+				return 0, ErrClosed
+			}
+		} else {
+			select {
+			case pkt = <-e.queue:
+			default:
+				return i, nil
+			}
+		}
+		if pkt.GSOOptions.Type != gvstack.GSONone && pkt.GSOOptions.NeedsCsum {
+			// Cut into MSS-sized packets (or just completed: the
+			// checksum is partial), in the loop above.
+			segs := gsoSegments(pkt)
+			if segs > 1 {
+				n.cnt.outGSO.Add(1)
+			}
+			n.gso.start(pkt, segs)
+			continue
+		}
+		if c := copyPacket(bufs[i][offset:], pkt); c >= 0 {
+			sizes[i] = c
+			bytes += uint64(c)
+			i++
+		} else {
+			n.cnt.dropTooBig.Add(1)
+		}
+		pkt.DecRef()
 	}
 }
 
@@ -318,9 +349,11 @@ func (n *Netstack) Write(bufs [][]byte, offset int) (int, error) {
 	}
 	var bytes uint64
 	var ok, bad uint64
+	g := e.gro.get(d)
+	defer e.gro.put(g)
 	for _, b := range bufs {
 		p := b[offset:]
-		if e.inject(d, p) {
+		if e.inject(g, p) {
 			ok++
 			bytes += uint64(len(p))
 		} else {
@@ -354,9 +387,11 @@ func (n *Netstack) Stats() NetstackStats {
 		OutBytes:       n.cnt.outBytes.Load(),
 		InPackets:      n.cnt.inPackets.Load(),
 		InBytes:        n.cnt.inBytes.Load(),
+		OutGSO:         n.cnt.outGSO.Load(),
 		DropQueueFull:  n.cnt.dropQueueFull.Load(),
 		DropMalformed:  n.cnt.dropMalformed.Load(),
 		DropTooBig:     n.cnt.dropTooBig.Load(),
+		DropChecksum:   n.cnt.dropChecksum.Load(),
 		StackMalformed: n.s.Stats().IP.MalformedPacketsReceived.Value(),
 	}
 }
@@ -370,6 +405,7 @@ func (n *Netstack) Close() error {
 		n.ep.close()
 		n.s.Destroy()
 		n.readMu.Lock()
+		n.gso.release()
 		n.ep.drain()
 		n.readMu.Unlock()
 		n.log.Info("netstack closed")
@@ -516,57 +552,4 @@ func (n *Netstack) parseAddr(network, address string, listen bool) (tcpip.FullAd
 		fa.Addr = tcpip.Address{}
 	}
 	return fa, proto, nil
-}
-
-func parsePort(s string) (uint16, error) {
-	var p uint32
-	if s == "" || len(s) > 5 {
-		return 0, fmt.Errorf("invalid port %q", s)
-	}
-	for _, c := range []byte(s) {
-		if c < '0' || c > '9' {
-			return 0, fmt.Errorf("invalid port %q", s)
-		}
-		p = p*10 + uint32(c-'0')
-	}
-	if p > 65535 {
-		return 0, fmt.Errorf("invalid port %q", s)
-	}
-	return uint16(p), nil
-}
-
-// tcpipError maps gVisor's errors to the errno a kernel socket would give,
-// so that callers can errors.Is(err, syscall.ECONNREFUSED).
-func tcpipError(err tcpip.Error) error {
-	switch err.(type) {
-	case *tcpip.ErrConnectionRefused:
-		return syscall.ECONNREFUSED
-	case *tcpip.ErrConnectionReset:
-		return syscall.ECONNRESET
-	case *tcpip.ErrConnectionAborted, *tcpip.ErrAborted:
-		return syscall.ECONNABORTED
-	case *tcpip.ErrTimeout:
-		return syscall.ETIMEDOUT
-	case *tcpip.ErrNetworkUnreachable, *tcpip.ErrNoNet:
-		return syscall.ENETUNREACH
-	case *tcpip.ErrHostUnreachable, *tcpip.ErrHostDown:
-		return syscall.EHOSTUNREACH
-	case *tcpip.ErrPortInUse, *tcpip.ErrAlreadyBound:
-		return syscall.EADDRINUSE
-	case *tcpip.ErrBadLocalAddress:
-		return syscall.EADDRNOTAVAIL
-	case *tcpip.ErrNoPortAvailable:
-		return syscall.EAGAIN
-	}
-	return errors.New(err.String())
-}
-
-// unwrapOpError strips gonet's *net.OpError (our message names the op and
-// address already) down to its cause.
-func unwrapOpError(err error) error {
-	var oe *net.OpError
-	if errors.As(err, &oe) && oe.Err != nil {
-		return oe.Err
-	}
-	return err
 }
