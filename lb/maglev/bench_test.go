@@ -16,6 +16,9 @@ func BenchmarkBuild(b *testing.B) {
 		{"equal", func(int) uint32 { return 1 }},
 		// Four weights, as a service with mixed instance sizes has.
 		{"weighted", func(i int) uint32 { return uint32(i%4 + 1) }},
+		// Weights of 1 to 100 (the config allows 0 to 65535), from a fixed
+		// sequence.
+		{"mixed", func(i int) uint32 { return uint32(i*7919%100 + 1) }},
 		// Every backend a different weight: the scheduler's worst case.
 		{"distinct", func(i int) uint32 { return uint32(1000 + i) }},
 	} {

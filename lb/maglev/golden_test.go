@@ -70,6 +70,26 @@ func TestMatchesReference(t *testing.T) {
 		func() uint32 { return rng.Uint32() },
 		func() uint32 { return math.MaxUint32 - rng.Uint32N(2) },
 	}
+	// Near-equal weights falling with the index put many turns of
+	// different times into one bucket, in reverse order; weight-1 backends
+	// among large weights tie with everyone at time 1.
+	for _, tc := range []struct {
+		n int
+		m uint64
+		w func(i int) uint32
+	}{
+		{1000, DefaultSize, func(i int) uint32 { return 61000 - uint32(i) }},
+		{600, 4093, func(i int) uint32 { return []uint32{1, 3000 + uint32(i)}[i%2] }},
+		{300, DefaultSize, func(i int) uint32 { return uint32(i%7+1) * 9973 }},
+	} {
+		tb, err := New(backends(tc.n, tc.w), tc.m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := populateRef(tb.Backends(), tc.m); !slices.Equal(tb.slots, want) {
+			t.Fatalf("%d backends, M = %d: slots differ from the reference", tc.n, tc.m)
+		}
+	}
 	for iter := range 300 {
 		m := randomPrimes[rng.IntN(len(randomPrimes))]
 		n := 1 + rng.IntN(int(min(m, 1200)))

@@ -1,9 +1,6 @@
 package maglev
 
-import (
-	"math/bits"
-	"slices"
-)
+import "math/bits"
 
 // This file is the population loop. It fills exactly the slots of the loop
 // the package documentation describes (a heap of every backend's next turn,
@@ -17,10 +14,7 @@ import (
 //     every k. One period is Σw/gcd(w) turns (the backends, with equal
 //     weights). populate schedules one period, or M turns if that is
 //     shorter, and then replays the schedule.
-//   - Backends of one weight take their turns at the same times, in index
-//     order, so the scheduling heap holds one entry per distinct weight
-//     rather than one per backend; turn times (turns+1)/weight are compared
-//     by cross-multiplying in 64 bits (turns+1 ≤ M < 2^26, weight < 2^32).
+//   - The schedule is sorted rather than drawn from a heap (schedule.go).
 //   - The walk tests a bitmap of filled slots (M/8 bytes, which stays in the
 //     L1 cache) rather than the slots, four candidates at a time: their
 //     positions come from pos, skip and 2·skip by additions and branch-free
@@ -159,122 +153,9 @@ func endGame(m uint64) uint64 {
 	return e
 }
 
-// group is the backends of one weight: members[first:end] of schedule's
-// members, sorted by index. Those before next have taken turns+1 turns,
-// the others turns; members[next] takes the next turn, at the virtual time
-// (turns+1)/weight.
-type group struct {
-	weight     uint64
-	turns      uint64
-	next       int
-	first, end int
-}
-
-// schedule returns the order in which the active backends cur (in the
-// order of bs) take their turns: indexes into cur, one period of the order
-// or the first M turns, whichever is shorter.
-func schedule(bs []Backend, cur []cursor, m uint64) []uint16 {
-	var g uint32 // gcd of the weights
-	for _, c := range cur {
-		g = gcd(g, bs[c.idx].Weight)
-	}
-	var period uint64
-	for _, c := range cur {
-		period += uint64(bs[c.idx].Weight / g)
-	}
-	sched := make([]uint16, 0, min(period, m))
-	if period == uint64(len(cur)) { // equal weights: a round robin
-		for k := range cur {
-			sched = append(sched, uint16(k))
-		}
-		return sched
-	}
-
-	// members are indexes into cur, ordered by weight and then index.
-	members := make([]uint16, len(cur))
-	for k := range members {
-		members[k] = uint16(k)
-	}
-	slices.SortStableFunc(members, func(a, b uint16) int {
-		wa, wb := bs[cur[a].idx].Weight, bs[cur[b].idx].Weight
-		switch {
-		case wa < wb:
-			return -1
-		case wa > wb:
-			return 1
-		}
-		return 0
-	})
-	var groups []group
-	for k, a := range members {
-		w := uint64(bs[cur[a].idx].Weight / g)
-		if n := len(groups); n > 0 && groups[n-1].weight == w {
-			groups[n-1].end++
-			continue
-		}
-		groups = append(groups, group{weight: w, next: k, first: k, end: k + 1})
-	}
-	// h is a binary min-heap of indexes into groups, by next turn.
-	h := make([]int, len(groups))
-	for i := range h {
-		h[i] = i
-	}
-	for i := len(h)/2 - 1; i >= 0; i-- {
-		down(h, groups, members, i)
-	}
-	for len(sched) < cap(sched) {
-		gr := &groups[h[0]]
-		sched = append(sched, members[gr.next])
-		if gr.next++; gr.next == gr.end {
-			gr.next = gr.first
-			gr.turns++
-		}
-		down(h, groups, members, 0)
-	}
-	return sched
-}
-
-// before reports whether group a's next turn comes before group b's: the
-// earlier time, ties to the lower backend index (members index cur, which
-// is in the order of the backends).
-func before(a, b *group, members []uint16) bool {
-	ta, tb := (a.turns+1)*b.weight, (b.turns+1)*a.weight
-	if ta != tb {
-		return ta < tb
-	}
-	return members[a.next] < members[b.next]
-}
-
-// down restores the heap order of h below i.
-func down(h []int, groups []group, members []uint16, i int) {
-	n := len(h)
-	for {
-		l := 2*i + 1
-		if l >= n {
-			return
-		}
-		c := l
-		if r := l + 1; r < n && before(&groups[h[r]], &groups[h[l]], members) {
-			c = r
-		}
-		if !before(&groups[h[c]], &groups[h[i]], members) {
-			return
-		}
-		h[i], h[c] = h[c], h[i]
-		i = c
-	}
-}
-
 // wrap returns x mod m for x < 2m.
 func wrap(x, m uint64) uint64 {
 	return x - m&uint64(int64(m-1-x)>>63) // branch-free: x ≥ m subtracts m
-}
-
-func gcd(a, b uint32) uint32 {
-	for b != 0 {
-		a, b = b, a%b
-	}
-	return a
 }
 
 // modInverse returns a⁻¹ mod m for a prime m and 0 < a < m, by the
