@@ -90,10 +90,11 @@ func (e *linkEndpoint) WritePackets(pkts gvstack.PacketBufferList) (int, tcpip.E
 }
 
 // inject hands one inbound IP packet to the stack through g, which may
-// hold it to coalesce it with the next ones until its Flush. It reports
-// whether the packet passed the header checks; gVisor copies it, so p is
-// the caller's again on return.
-func (e *linkEndpoint) inject(g *gro.GRO, p []byte) bool {
+// hold it to coalesce it with the next ones until its Flush. partial says
+// p is an IPv4 TCP segment whose checksum is left undone: only its IP
+// header checksum is checked. It reports whether the packet passed the
+// header checks; gVisor copies it, so p is the caller's again on return.
+func (e *linkEndpoint) inject(g *gro.GRO, p []byte, partial bool) bool {
 	var proto tcpip.NetworkProtocolNumber
 	switch header.IPVersion(p) {
 	case header.IPv4Version:
@@ -109,7 +110,12 @@ func (e *linkEndpoint) inject(g *gro.GRO, p []byte) bool {
 	default:
 		return false
 	}
-	if !checksumsValid(p, proto) {
+	if partial && IsPartialCandidate(p) {
+		if !header.IPv4(p).IsChecksumValid() {
+			e.stats.dropChecksum.Add(1)
+			return true
+		}
+	} else if !checksumsValid(p, proto) {
 		e.stats.dropChecksum.Add(1)
 		return true
 	}

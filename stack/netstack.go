@@ -109,6 +109,8 @@ type Netstack struct {
 var (
 	_ Device        = (*Netstack)(nil)
 	_ AddressSetter = (*Netstack)(nil)
+	_ PartialReader = (*Netstack)(nil)
+	_ PartialWriter = (*Netstack)(nil)
 )
 
 // NewNetstack builds a stack with opts' addresses and routes.
@@ -274,6 +276,19 @@ func (n *Netstack) SetAddresses(addrs []netip.Prefix) error {
 // packet, then copies up to len(bufs) queued packets into bufs[i][offset:].
 // A packet larger than len(bufs[i])-offset is dropped and counted.
 func (n *Netstack) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	return n.read(bufs, sizes, nil, offset)
+}
+
+// ReadPartial implements PartialReader: Read, but the IPv4 TCP segments
+// the stack handed over for segmentation (GSO) keep their checksums
+// undone (partial[i] set); the router completes them unless the peer
+// takes them so.
+func (n *Netstack) ReadPartial(bufs [][]byte, sizes []int, partial []bool, offset int) (int, error) {
+	return n.read(bufs, sizes, partial, offset)
+}
+
+// read is Read, and ReadPartial when partial is not nil.
+func (n *Netstack) read(bufs [][]byte, sizes []int, partial []bool, offset int) (int, error) {
 	n.readMu.Lock()
 	defer n.readMu.Unlock()
 	e := n.ep
@@ -286,8 +301,11 @@ func (n *Netstack) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	for {
 		// A TCP segment larger than the MTU, maybe begun by the last Read.
 		for n.gso.pkt != nil && i < len(bufs) {
-			c, done := n.gso.next(bufs[i][offset:])
+			c, part, done := n.gso.next(bufs[i][offset:], partial != nil)
 			if c >= 0 {
+				if partial != nil {
+					partial[i] = part
+				}
 				sizes[i] = c
 				bytes += uint64(c)
 				i++
@@ -326,6 +344,9 @@ func (n *Netstack) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			continue
 		}
 		if c := copyPacket(bufs[i][offset:], pkt); c >= 0 {
+			if partial != nil {
+				partial[i] = false
+			}
 			sizes[i] = c
 			bytes += uint64(c)
 			i++
@@ -340,6 +361,19 @@ func (n *Netstack) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 // a received IP packet. Packets that are not well-formed IPv4 or IPv6 are
 // dropped and counted, not reported as errors; Write returns len(bufs).
 func (n *Netstack) Write(bufs [][]byte, offset int) (int, error) {
+	return n.write(bufs, nil, offset)
+}
+
+// WritePartial implements PartialWriter: Write, where partial[i] says
+// packet i is an IPv4 TCP segment whose checksum its sender left undone
+// (an overlayd peer's ReadPartial). Its TCP checksum is not checked: the
+// underlay's UDP checksum covered it on the way.
+func (n *Netstack) WritePartial(bufs [][]byte, partial []bool, offset int) (int, error) {
+	return n.write(bufs, partial, offset)
+}
+
+// write is Write, and WritePartial when partial is not nil.
+func (n *Netstack) write(bufs [][]byte, partial []bool, offset int) (int, error) {
 	e := n.ep
 	e.mu.RLock()
 	d, closed := e.dispatcher, e.closed
@@ -351,9 +385,9 @@ func (n *Netstack) Write(bufs [][]byte, offset int) (int, error) {
 	var ok, bad uint64
 	g := e.gro.get(d)
 	defer e.gro.put(g)
-	for _, b := range bufs {
+	for i, b := range bufs {
 		p := b[offset:]
-		if e.inject(g, p) {
+		if e.inject(g, p, partial != nil && partial[i]) {
 			ok++
 			bytes += uint64(len(p))
 		} else {

@@ -136,7 +136,10 @@ func (g *gsoState) start(pkt *gvstack.PacketBuffer, n int) {
 // next writes the next segment into dst and returns its size, or -1 if
 // dst is too short or the packet is not a TCP segment (the segment is
 // skipped: it counts as too big). done reports that it was the last.
-func (g *gsoState) next(dst []byte) (size int, done bool) {
+// With leave, an IPv4 segment's TCP checksum is left undone (its field
+// holds the pseudo-header's sum, as PartialReader says) and partial is
+// set.
+func (g *gsoState) next(dst []byte, leave bool) (size int, partial, done bool) {
 	seg := g.seg
 	g.seg++
 	done = g.seg == g.n
@@ -144,14 +147,14 @@ func (g *gsoState) next(dst []byte) (size int, done bool) {
 	size = g.hdrLen + pay
 	if size > len(dst) || g.hdrLen-g.netLen < header.TCPMinimumSize || pay < 0 {
 		g.r.discard(max(pay, 0))
-		return -1, done
+		return -1, false, done
 	}
 	d := dst[:size]
 	nh, th := g.pkt.NetworkHeader().Slice(), g.pkt.TransportHeader().Slice()
 	copy(d, nh)
 	copy(d[g.netLen:], th)
 	if !g.r.read(d[g.hdrLen:]) {
-		return -1, true
+		return -1, false, true
 	}
 	tcp := header.TCP(d[g.netLen:])
 	var xsum uint16
@@ -176,9 +179,13 @@ func (g *gsoState) next(dst []byte) (size int, done bool) {
 		flags &^= header.TCPFlagCwr
 	}
 	tcp.SetFlags(uint8(flags))
+	if leave && g.v4 {
+		tcp.SetChecksum(xsum)
+		return size, true, done
+	}
 	tcp.SetChecksum(0)
 	tcp.SetChecksum(^checksum.Checksum(tcp, xsum))
-	return size, done
+	return size, false, done
 }
 
 // release drops the segment's reference.

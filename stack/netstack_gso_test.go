@@ -52,17 +52,22 @@ func l4Valid(pkt []byte) (payload int, ok bool) {
 // larger than the MTU, each with valid checksums, carrying a segment over
 // to the next Read when the caller's batch is full (batches of 1 and 7
 // here); the receiver coalesces them again (GRO). 2 MiB go through
-// byte-exact over IPv4 and IPv6.
+// byte-exact over IPv4 and IPv6. Through ReadPartial and WritePartial the
+// IPv4 segments keep their TCP checksums undone (CompleteChecksum makes
+// them valid) and the receiver takes them so.
 func TestNetstackSegmentation(t *testing.T) {
 	for _, tt := range []struct {
-		name  string
-		dst   netip.Addr
-		batch int
+		name    string
+		dst     netip.Addr
+		batch   int
+		partial bool // ReadPartial and WritePartial
 	}{
-		{"ipv4 batch 1", addrB.Addr(), 1},
-		{"ipv4 batch 7", addrB.Addr(), 7},
-		{"ipv4 batch 128", addrB.Addr(), 128},
-		{"ipv6 batch 7", addrB6.Addr(), 7},
+		{"ipv4 batch 1", addrB.Addr(), 1, false},
+		{"ipv4 batch 7", addrB.Addr(), 7, false},
+		{"ipv4 batch 128", addrB.Addr(), 128, false},
+		{"ipv6 batch 7", addrB6.Addr(), 7, false},
+		{"ipv4 partial batch 7", addrB.Addr(), 7, true},
+		{"ipv6 partial batch 128", addrB6.Addr(), 128, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			const mtu = 1450
@@ -74,7 +79,7 @@ func TestNetstackSegmentation(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var bad, full atomic.Int64
+			var bad, full, partials atomic.Int64
 			var wg sync.WaitGroup
 			pump := func(src, dst *stack.Netstack) {
 				defer wg.Done()
@@ -83,8 +88,15 @@ func TestNetstackSegmentation(t *testing.T) {
 					bufs[i] = make([]byte, stack.Headroom+mtu)
 				}
 				sizes := make([]int, tt.batch)
+				partial := make([]bool, tt.batch)
 				for {
-					n, err := src.Read(bufs, sizes, stack.Headroom)
+					var n int
+					var err error
+					if tt.partial {
+						n, err = src.ReadPartial(bufs, sizes, partial, stack.Headroom)
+					} else {
+						n, err = src.Read(bufs, sizes, stack.Headroom)
+					}
 					if err != nil {
 						return
 					}
@@ -92,6 +104,15 @@ func TestNetstackSegmentation(t *testing.T) {
 					for i := range n {
 						out[i] = bufs[i][:stack.Headroom+sizes[i]]
 						p := out[i][stack.Headroom:]
+						if tt.partial && partial[i] {
+							// Left undone: completed, it is a valid segment.
+							partials.Add(1)
+							if !stack.IsPartialCandidate(p) {
+								bad.Add(1)
+							}
+							p = append([]byte(nil), p...)
+							stack.CompleteChecksum(p)
+						}
 						pay, ok := l4Valid(p)
 						if !ok || len(p) > mtu {
 							bad.Add(1)
@@ -100,7 +121,12 @@ func TestNetstackSegmentation(t *testing.T) {
 							full.Add(1)
 						}
 					}
-					if _, err := dst.Write(out, stack.Headroom); err != nil {
+					if tt.partial {
+						_, err = dst.WritePartial(out, partial, stack.Headroom)
+					} else {
+						_, err = dst.Write(out, stack.Headroom)
+					}
+					if err != nil {
 						return
 					}
 				}
@@ -158,6 +184,9 @@ func TestNetstackSegmentation(t *testing.T) {
 			// At MSS-sized packets 2 MiB is ~1,500 of them; mostly full.
 			if n := full.Load(); n < 1000 {
 				t.Errorf("%d packets near the MTU, want most of the ~1,500 a 2 MiB transfer takes", n)
+			}
+			if n, want := partials.Load(), tt.partial && tt.dst.Is4(); (n > 1000) != want {
+				t.Errorf("%d packets were left partial, want most (more than 1000) %v", n, want)
 			}
 			sa, sb := a.Stats(), b.Stats()
 			if sa.OutGSO == 0 || sa.OutPackets/sa.OutGSO < 4 {
