@@ -63,10 +63,65 @@ func splice(client net.Conn, clientR io.Reader, overlay net.Conn, to spliceTimeo
 	<-done
 }
 
+// Buffers of one direction of a splice: small while it trickles or waits
+// (an idle connection holds only that), large while a read fills the
+// small one, so that a bulk transfer takes few reads and writes (each a
+// syscall on the host side and a pass through gVisor's locks on the
+// overlay side).
+const (
+	spliceSmall = 32 << 10
+	spliceLarge = 256 << 10
+)
+
+var spliceBufs = sync.Pool{New: func() any { b := make([]byte, spliceLarge); return &b }}
+
+// copyBulk is io.Copy with the splice's buffers: it reads src into a
+// small buffer, takes a large one from spliceBufs once a read fills the
+// small one and gives it back once a read would have fitted in the small
+// one again. It returns nil at EOF, as io.Copy does.
+func copyBulk(dst io.Writer, src io.Reader) (int64, error) {
+	small := make([]byte, spliceSmall)
+	buf := small
+	var large *[]byte
+	defer func() {
+		if large != nil {
+			spliceBufs.Put(large)
+		}
+	}()
+	var total int64
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			w, werr := dst.Write(buf[:n])
+			total += int64(w)
+			if werr != nil {
+				return total, werr
+			}
+			if w != n {
+				return total, io.ErrShortWrite
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+		switch {
+		case large == nil && n == len(small):
+			large = spliceBufs.Get().(*[]byte)
+			buf = *large
+		case large != nil && n < len(small):
+			spliceBufs.Put(large)
+			large, buf = nil, small
+		}
+	}
+}
+
 // pipe copies r to dst, counting bytes, then half-closes dst, or aborts
 // both conns on error or when a write makes no progress for progress.
 func pipe(dst net.Conn, r *idleReader, n *atomic.Uint64, progress time.Duration, abort func()) {
-	_, err := io.Copy(&progressWriter{c: dst, n: n, progress: progress}, r)
+	_, err := copyBulk(&progressWriter{c: dst, n: n, progress: progress}, r)
 	if err != nil {
 		abort()
 		return

@@ -1,7 +1,11 @@
 package door
 
 import (
+	"bytes"
+	"crypto/rand"
+	"io"
 	"net"
+	"slices"
 	"testing"
 	"time"
 )
@@ -59,5 +63,45 @@ func TestSpliceProgressTimeout(t *testing.T) {
 	}
 	if n := cnt.outBytes.Load(); n < 20<<10 {
 		t.Errorf("counted %d bytes out, want at least the %d the peer read", n, 20<<10)
+	}
+}
+
+// sizedReader returns reads of the sizes given, in turn, then EOF; it
+// records the size of the buffer each read was given.
+type sizedReader struct {
+	data  []byte
+	sizes []int
+	bufs  []int
+}
+
+func (r *sizedReader) Read(p []byte) (int, error) {
+	r.bufs = append(r.bufs, len(p))
+	if len(r.sizes) == 0 || len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := min(r.sizes[0], len(p), len(r.data))
+	r.sizes = r.sizes[1:]
+	copy(p, r.data[:n])
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// copyBulk copies byte-exact, reads into the small buffer until a read
+// fills it, then into the large one, and back to the small one when a
+// read would have fitted there again.
+func TestCopyBulk(t *testing.T) {
+	data := make([]byte, 1<<20)
+	rand.Read(data)
+	sizes := []int{100, spliceSmall, spliceLarge, spliceLarge, 10, 100}
+	r := &sizedReader{data: data, sizes: sizes}
+	var out bytes.Buffer
+	n, err := copyBulk(&out, r)
+	want := 100 + spliceSmall + 2*spliceLarge + 10 + 100
+	if err != nil || n != int64(want) || !bytes.Equal(out.Bytes(), data[:want]) {
+		t.Fatalf("copyBulk = %d, %v (%d bytes equal: %v); want %d, nil, byte-exact", n, err, out.Len(), bytes.Equal(out.Bytes(), data[:out.Len()]), want)
+	}
+	wantBufs := []int{spliceSmall, spliceSmall, spliceLarge, spliceLarge, spliceLarge, spliceSmall, spliceSmall}
+	if !slices.Equal(r.bufs, wantBufs) {
+		t.Errorf("read buffer sizes %v, want %v", r.bufs, wantBufs)
 	}
 }
