@@ -57,7 +57,9 @@ type TUNOptions struct {
 
 // TUN is a kernel TUN device (wireguard-go's tun: IFF_VNET_HDR offloads on
 // Linux, so Read splits TSO super-packets and Write coalesces with GRO;
-// utun on macOS). Its Read and Write are wireguard's.
+// utun on macOS). Its Read and Write are wireguard's; on Linux it is
+// also a PartialReader and PartialWriter, which handle the virtio-net
+// header themselves (tun_partial_linux.go).
 type TUN struct {
 	dev  tun.Device
 	name string
