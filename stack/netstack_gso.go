@@ -29,7 +29,15 @@ func (e *linkEndpoint) GSOMaxSize() uint32 { return gsoMaxSize }
 
 // SupportedGSO implements gvstack.GSOEndpoint: "host" GSO, which gives the
 // endpoint the whole segment with a partial checksum; Read segments it.
-func (e *linkEndpoint) SupportedGSO() gvstack.SupportedGSO { return gvstack.HostGSOSupported }
+// Not above an MTU of half gsoMaxSize: a segment would be one packet and
+// a tail (gVisor fills segments to gsoMaxSize, not to a multiple of the
+// MSS), where without GSO it is one packet.
+func (e *linkEndpoint) SupportedGSO() gvstack.SupportedGSO {
+	if 2*e.mtu > gsoMaxSize {
+		return gvstack.GSONotSupported
+	}
+	return gvstack.HostGSOSupported
+}
 
 var _ gvstack.GSOEndpoint = (*linkEndpoint)(nil)
 
