@@ -67,8 +67,7 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 	fillIn(r, in, ipv4UDP(addrB.Addr(), addrA.Addr(), 2, 1, make([]byte, 1400), false), n)
 	r.inbound(in, n) // learns B once
 	if allocs := testing.AllocsPerRun(100, func() {
-		in.deliver = in.deliver[:0]
-		in.reply.reset()
+		in.reset()
 		r.inbound(in, n)
 	}); allocs != 0 || len(in.deliver) != n {
 		t.Errorf("inbound: %v allocs per batch of %d (delivered %d), want 0", allocs, n, len(in.deliver))
@@ -94,8 +93,7 @@ func FuzzInbound(f *testing.F) {
 		if len(d) > len(b.rbufs[0]) {
 			return
 		}
-		b.deliver = b.deliver[:0]
-		b.reply.reset()
+		b.reset()
 		copy(b.rbufs[0], d)
 		b.sizes[0], b.srcs[0] = len(d), vtepB
 		before := sum(r.drops.Snapshot()) + r.in.packets.Load() + r.arpAnswers.Load()
@@ -186,8 +184,7 @@ func BenchmarkInbound(b *testing.B) {
 			b.SetBytes(int64(size * n))
 			b.ResetTimer()
 			for range b.N {
-				in.deliver = in.deliver[:0]
-				in.reply.reset()
+				in.reset()
 				r.inbound(in, n)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/pkt")

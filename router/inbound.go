@@ -14,16 +14,17 @@ import (
 
 // inBatch is the reusable state of one batch from the underlay.
 type inBatch struct {
-	bufs    [][]byte // packet buffers; datagrams land at headroom
-	rbufs   [][]byte // bufs[i][headroom:], what the underlay reads into
-	sizes   []int
-	srcs    []netip.AddrPort
-	deliver [][]byte            // packets for the attachment, at offset deliverOff
-	partial []bool              // per deliver: its TCP checksum is still to be done (pw takes it)
-	pw      stack.PartialWriter // the attachment's, or nil: partial packets are completed
-	local   []localPkt          // packets for hosted endpoints, at offset headroom+vxlan.EncapLen
-	scratch [][]byte            // flushLocal's room
-	reply   *outBatch           // ARP answers and released pending packets
+	bufs       [][]byte // packet buffers; datagrams land at headroom
+	rbufs      [][]byte // bufs[i][headroom:], what the underlay reads into
+	sizes      []int
+	srcs       []netip.AddrPort
+	deliver    [][]byte            // packets for the attachment, at offset deliverOff
+	partial    []bool              // per deliver, while anyPartial: its TCP checksum is still to be done (pw takes it)
+	anyPartial bool                // a packet of this batch's deliver is partial
+	pw         stack.PartialWriter // the attachment's, or nil: partial packets are completed
+	local      []localPkt          // packets for hosted endpoints, at offset headroom+vxlan.EncapLen
+	scratch    [][]byte            // flushLocal's room
+	reply      *outBatch           // ARP answers and released pending packets
 
 	epLearned epLearned // what inboundEndpoint learned already in this batch
 }
@@ -71,7 +72,7 @@ func newInBatch(n int) *inBatch {
 		sizes:   make([]int, n),
 		srcs:    make([]netip.AddrPort, n),
 		deliver: make([][]byte, 0, n),
-		partial: make([]bool, 0, n),
+		partial: make([]bool, n),
 		local:   make([]localPkt, 0, n),
 		scratch: make([][]byte, 0, n),
 		reply:   newOutBatch(0),
@@ -94,6 +95,28 @@ func (r *Router) deliverOff() int {
 	return headroom + vxlan.EncapLen
 }
 
+// notePartial records whether the packet just added to deliver is
+// partial; the flags are kept only once a batch has a partial packet.
+func (b *inBatch) notePartial(partial bool) {
+	j := len(b.deliver) - 1
+	switch {
+	case partial && !b.anyPartial:
+		clear(b.partial[:j])
+		b.anyPartial = true
+		b.partial[j] = true
+	case b.anyPartial:
+		b.partial[j] = partial
+	}
+}
+
+// reset empties what a pass filled, keeping the room.
+func (b *inBatch) reset() {
+	b.deliver = b.deliver[:0]
+	b.anyPartial = false
+	b.local = b.local[:0]
+	b.reply.reset()
+}
+
 func (r *Router) inboundLoop(ctx context.Context) {
 	n := min(max(r.ul.BatchSize(), 1), maxBatch)
 	b := newInBatch(n)
@@ -102,10 +125,7 @@ func (r *Router) inboundLoop(ctx context.Context) {
 	for {
 		cnt, err := r.ul.ReadBatch(b.rbufs, b.sizes, b.srcs)
 		if cnt > 0 {
-			b.deliver = b.deliver[:0]
-			b.partial = b.partial[:0]
-			b.local = b.local[:0]
-			b.reply.reset()
+			b.reset()
 			r.inbound(b, cnt)
 			r.flushDeliver(b)
 			r.flushLocal(b.local, b.scratch, headroom+vxlan.EncapLen)
@@ -178,7 +198,7 @@ func (r *Router) inbound(b *inBatch, n int) {
 				}
 			}
 			b.deliver = append(b.deliver, b.bufs[i][:headroom+len(d)])
-			b.partial = append(b.partial, false)
+			b.notePartial(false)
 			pkts++
 			bytes += uint64(len(frame))
 			acc.add(r, vni, len(frame), false)
@@ -201,14 +221,20 @@ func (r *Router) inbound(b *inBatch, n int) {
 				continue
 			}
 			pkt := p.Bytes()
-			if partial && !stack.IsPartialCandidate(pkt) {
-				r.drops.Add(DropMalformed) // flagged, yet no TCP checksum to finish
-				continue
+			if partial { // between overlayd peers only: out of the common path
+				if !stack.IsPartialCandidate(pkt) {
+					r.drops.Add(DropMalformed) // flagged, yet no TCP checksum to finish
+					continue
+				}
+				if p.Dst != nwAddr || b.pw == nil {
+					// Hosted endpoints, and an attachment that cannot
+					// take them, get complete packets (lb's NAT below
+					// updates a complete checksum as it is).
+					completePartial(pkt)
+					partial = false
+				}
 			}
 			if p.Dst != nwAddr {
-				if partial {
-					completePartial(pkt) // hosted endpoints get complete packets
-				}
 				// Not the node's: a hosted endpoint's, or dropped
 				// (out of line, so the node's path stays as it was).
 				if n, why := r.inboundEndpoint(b, t, eps, nw, frame, p, src, i); why != DropNone {
@@ -245,12 +271,8 @@ func (r *Router) inbound(b *inBatch, n int) {
 					continue
 				}
 			}
-			if partial && b.pw == nil {
-				completePartial(pkt)
-				partial = false
-			}
 			b.deliver = append(b.deliver, b.bufs[i][:headroom+vxlan.EncapLen+len(pkt)])
-			b.partial = append(b.partial, partial)
+			b.notePartial(partial)
 			pkts++
 			bytes += uint64(len(pkt))
 			acc.add(r, vni, len(pkt), false)
@@ -352,8 +374,8 @@ func (r *Router) flushDeliver(b *inBatch) {
 		err error
 	)
 	r.devMu.Lock()
-	if b.pw != nil {
-		n, err = b.pw.WritePartial(b.deliver, b.partial, r.deliverOff())
+	if b.anyPartial { // only with pw: without it, inbound completed them
+		n, err = b.pw.WritePartial(b.deliver, b.partial[:len(b.deliver)], r.deliverOff())
 	} else {
 		n, err = r.dev.Write(b.deliver, r.deliverOff())
 	}

@@ -92,8 +92,7 @@ func churnFeed(r *Router, b *inBatch, ds [][]byte, src netip.AddrPort, from, to 
 			copy(b.rbufs[j], d)
 			b.sizes[j], b.srcs[j] = len(d), src
 		}
-		b.deliver = b.deliver[:0]
-		b.reply.reset()
+		b.reset()
 		r.inbound(b, n)
 		from += n
 	}
