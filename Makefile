@@ -41,12 +41,13 @@ lint:
 
 ## bench: go test -bench suites, then (as root) the comparisons with the kernel, wireguard-go and dnsmasq
 bench:
-	$(GO) test -run '^$$' -bench . -skip 'CompareTunnels|CompareDnsperf' -benchmem ./bench/ ./vxlan/ ./router/
+	$(GO) test -run '^$$' -bench . -skip 'Compare' -benchmem ./bench/ ./vxlan/ ./router/ ./lb/... ./endpoint/
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) bench-compare; else echo "bench-compare skipped: needs root for network namespaces"; fi
 
-## bench-compare: (root) iperf3 over veth, kernel vxlan, overlayd tun and wireguard-go in one run; dnsperf vs dnsmasq
+## bench-compare: (root) iperf3 over veth, kernel vxlan, overlayd tun and wireguard-go in one run; the rootless pair beside wireguard-go's netstack pair; two endpoints of one node beside a veth pair; dnsperf vs dnsmasq
+## (BenchmarkCompareRootless, beside slirp4netns and pasta, needs Debian's slirp4netns and passt: go test -run '^$' -bench CompareRootless -benchtime 1x ./bench/)
 bench-compare:
-	$(GO) test -run "^$$" -bench 'CompareTunnels|CompareRootlessPair|CompareDnsperf' -benchtime 1x -timeout 10m ./bench/
+	$(GO) test -run "^$$" -bench 'CompareTunnels|CompareRootlessPair|CompareEndpoints|CompareDnsperf' -benchtime 1x -timeout 15m ./bench/
 
 ## fuzz: run each fuzz target for a while (FUZZTIME=30s)
 FUZZTIME ?= 20s
