@@ -370,6 +370,18 @@ func (h *Host) KernelVXLAN(vni uint32, addr netip.Prefix, remote netip.Addr, mtu
 func (h *Host) Iperf(dst *Host, addr string, secs, streams int) (float64, error) {
 	srv := dst.Start("iperf3", "-s", "-1", "-B", addr)
 	defer srv.Stop()
+	g, out, err := iperfClient(h.Try, addr, secs, streams)
+	if err != nil {
+		return 0, fmt.Errorf("iperf3 %s → %s measured nothing: %v\n%s\nserver: %s", h.Name, addr, err, out, srv.Output())
+	}
+	return g, nil
+}
+
+// iperfClient runs an iperf3 client through try against a server at addr
+// and returns the received Gbit/s, or why it measured nothing with the
+// client's output. The server may not listen yet; iperf3 -J exits 0 even
+// then and says so in "error": it retries until the server answers.
+func iperfClient(try func(args ...string) (string, error), addr string, secs, streams int) (float64, string, error) {
 	var res struct {
 		Error string `json:"error"`
 		End   struct {
@@ -380,17 +392,20 @@ func (h *Host) Iperf(dst *Host, addr string, secs, streams int) (float64, error)
 	}
 	var out string
 	var err error
-	// The server may not listen yet; iperf3 -J exits 0 even then and says
-	// so in "error". Retry until it answers (the errors are reported below).
 	testutil.Poll(iperfStart, func() error {
-		out, err = h.Try("iperf3", "-c", addr, "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J")
+		out, err = try("iperf3", "-c", addr, "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J")
 		res.Error = ""
 		return iperfRan(out, err, &res, &res.Error)
 	})
-	if err != nil || res.Error != "" || res.End.SumReceived.BitsPerSecond <= 0 {
-		return 0, fmt.Errorf("iperf3 %s → %s measured nothing: %v\n%s\nserver: %s", h.Name, addr, err, out, srv.Output())
+	switch {
+	case err != nil:
+		return 0, out, err
+	case res.Error != "":
+		return 0, out, errors.New(res.Error)
+	case res.End.SumReceived.BitsPerSecond <= 0:
+		return 0, out, errors.New("no bytes received")
 	}
-	return res.End.SumReceived.BitsPerSecond / 1e9, nil
+	return res.End.SumReceived.BitsPerSecond / 1e9, out, nil
 }
 
 // iperfStart bounds how long an iperf3 client retries a server that does

@@ -497,23 +497,9 @@ func NewRootlessPair(t testing.TB, tools ...string) *RootlessPair {
 // returns the received Gbit/s. It retries while the server does not
 // answer yet.
 func (c *Container) Iperf(addr string, secs, streams int) (float64, error) {
-	var res struct {
-		Error string `json:"error"`
-		End   struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
+	g, out, err := iperfClient(c.Try, addr, secs, streams)
+	if err != nil {
+		return 0, fmt.Errorf("iperf3 → %s measured nothing: %v\n%s", addr, err, out)
 	}
-	var out string
-	var err error
-	testutil.Poll(iperfStart, func() error {
-		out, err = c.Try("iperf3", "-c", addr, "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J")
-		res.Error = ""
-		return iperfRan(out, err, &res, &res.Error)
-	})
-	if err != nil || res.Error != "" || res.End.SumReceived.BitsPerSecond <= 0 {
-		return 0, fmt.Errorf("iperf3 → %s measured nothing: %v %s\n%s", addr, err, res.Error, out)
-	}
-	return res.End.SumReceived.BitsPerSecond / 1e9, nil
+	return g, nil
 }

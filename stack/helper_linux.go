@@ -345,7 +345,7 @@ func helperSocketpair() (*net.UnixConn, *os.File, error) {
 func ownerUserns(ns *os.File, path string) (*os.File, error) {
 	fd, err := unix.IoctlRetInt(int(ns.Fd()), unix.NS_GET_USERNS)
 	if errors.Is(err, unix.EPERM) {
-		return nil, &helperPermError{path: path, why: "it belongs to a user namespace outside this process's", cause: err}
+		return nil, helperPermError(path, "it belongs to a user namespace outside this process's", err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("stack: network namespace %q: its user namespace: %w", path, err)
@@ -362,7 +362,7 @@ func ownerUserns(ns *os.File, path string) (*os.File, error) {
 	}
 	if own.Dev == owner.Dev && own.Ino == owner.Ino {
 		userns.Close()
-		return nil, &helperPermError{path: path, why: "it is not a rootless container's (its user namespace is this process's own)", cause: unix.EPERM}
+		return nil, helperPermError(path, "it is not a rootless container's (its user namespace is this process's own)", unix.EPERM)
 	}
 	uid, err := unix.IoctlGetUint32(fd, unix.NS_GET_OWNER_UID)
 	if err != nil {
@@ -371,36 +371,22 @@ func ownerUserns(ns *os.File, path string) (*os.File, error) {
 	}
 	if me := os.Geteuid(); me != 0 && uid != uint32(me) {
 		userns.Close()
-		return nil, &helperPermError{path: path, why: fmt.Sprintf("it belongs to user %d, not to this user (%d)", uid, me), cause: unix.EPERM}
+		return nil, helperPermError(path, fmt.Sprintf("it belongs to user %d, not to this user (%d)", uid, me), unix.EPERM)
 	}
 	return userns, nil
 }
 
 // helperPermError is a namespace the helper may not enter for this
-// process: one sentence that says why and what to do, wrapping
-// ErrPermission and the system's error.
-type helperPermError struct {
-	path, why string
-	cause     error
+// process, and why.
+func helperPermError(path, why string, cause error) error {
+	return &permError{fmt.Sprintf("stack: enter network namespace %q: operation not permitted: %s; run overlayd as root, or as the user whose container it is", path, why), []error{cause}}
 }
-
-func (e *helperPermError) Error() string {
-	return fmt.Sprintf("stack: enter network namespace %q: operation not permitted: %s; run overlayd as root, or as the user whose container it is", e.path, e.why)
-}
-
-func (e *helperPermError) Unwrap() []error { return []error{ErrPermission, e.cause} }
 
 // devTUNPermError: /dev/net/tun is not open to the user.
-type devTUNPermError struct {
-	name, path string
-	cause      error
+func devTUNPermError(name, path string, cause error) error {
+	return &permError{fmt.Sprintf("stack: create TUN %q in network namespace %q: /dev/net/tun is not open to this user; make it mode 0666 (chmod 0666 /dev/net/tun), as distributions ship it", name, path),
+		[]error{os.ErrPermission, cause}}
 }
-
-func (e *devTUNPermError) Error() string {
-	return fmt.Sprintf("stack: create TUN %q in network namespace %q: /dev/net/tun is not open to this user; make it mode 0666 (chmod 0666 /dev/net/tun), as distributions ship it", e.name, e.path)
-}
-
-func (e *devTUNPermError) Unwrap() []error { return []error{ErrPermission, os.ErrPermission, e.cause} }
 
 // helperError is the error a helper reported: its text, and its system
 // error number for errors.Is.
@@ -430,7 +416,7 @@ func (f *helperFailure) err(path string, req helperRequest) error {
 		}
 		return tunError(path, treq, cause)
 	case stepDevTUN:
-		return &devTUNPermError{name: req.Name, path: path, cause: cause}
+		return devTUNPermError(req.Name, path, cause)
 	case stepConfigure:
 		return fmt.Errorf("stack: configure TUN %q in network namespace %q: %w", req.Name, path, cause)
 	case stepMTU:

@@ -255,7 +255,7 @@ func openNetns(path string) (*os.File, error) {
 	case errors.Is(err, os.ErrNotExist):
 		return nil, fault.NotFound("stack: network namespace %q does not exist; %s", path, give)
 	case errors.Is(err, os.ErrPermission):
-		return nil, &nsPermError{op: "open", path: path, cause: err}
+		return nil, nsPermError("open", path, err)
 	case err != nil:
 		return nil, fmt.Errorf("stack: open network namespace %q: %w", path, err)
 	}
@@ -300,18 +300,20 @@ func nsKind(kind int) string {
 	return "another kind of"
 }
 
-// nsPermError is a missing privilege for a namespace: one sentence that
-// says what to do, wrapping ErrPermission and the system's error.
-type nsPermError struct {
-	op, path string
-	cause    error
+// permError is a missing privilege: one sentence that says what to do,
+// wrapping ErrPermission and the system's errors.
+type permError struct {
+	msg    string
+	causes []error
 }
 
-func (e *nsPermError) Error() string {
-	return fmt.Sprintf("stack: %s network namespace %q: operation not permitted; run as root (CAP_SYS_ADMIN and CAP_NET_ADMIN)", e.op, e.path)
-}
+func (e *permError) Error() string   { return e.msg }
+func (e *permError) Unwrap() []error { return append([]error{ErrPermission}, e.causes...) }
 
-func (e *nsPermError) Unwrap() []error { return []error{ErrPermission, e.cause} }
+// nsPermError is a namespace this process may not op.
+func nsPermError(op, path string, cause error) error {
+	return &permError{fmt.Sprintf("stack: %s network namespace %q: operation not permitted; run as root (CAP_SYS_ADMIN and CAP_NET_ADMIN)", op, path), []error{cause}}
+}
 
 // tunRequest says what openTUNIn asks the kernel for.
 type tunRequest struct {
@@ -383,14 +385,14 @@ func attachTUN(req tunRequest) (int, error) {
 
 // tunError turns an error from openTUNIn's steps into one sentence.
 func tunError(path string, req tunRequest, err error) error {
-	var perm *nsPermError
+	var perm *permError
 	switch {
 	case errors.As(err, &perm):
 		return err
 	case errors.Is(err, errNoPersistentTUN):
 		return fault.NotFound("stack: no persistent TUN %q in network namespace %q", req.name, path)
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
-		return &nsPermError{op: fmt.Sprintf("create TUN %q in", req.name), path: path, cause: err}
+		return nsPermError(fmt.Sprintf("create TUN %q in", req.name), path, err)
 	case errors.Is(err, unix.EBUSY) && req.adopt:
 		return fault.Conflict("stack: TUN %q in network namespace %q is held by another process; stop it first", req.name, path)
 	case errors.Is(err, unix.EBUSY):
@@ -419,7 +421,7 @@ func inNetns(ns *os.File, path string, f func() error) error {
 		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
 			if errors.Is(err, unix.EPERM) {
-				errc <- &nsPermError{op: "enter", path: path, cause: err}
+				errc <- nsPermError("enter", path, err)
 				return
 			}
 			errc <- fmt.Errorf("enter: %w", err)
