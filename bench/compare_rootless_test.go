@@ -273,20 +273,12 @@ func BenchmarkCompareRootlessPair(b *testing.B) {
 		for r := range rounds {
 			for si, streams := range streamCounts {
 				for pi, p := range paths {
-					var c0 time.Duration
-					for _, pr := range p.procs {
-						c0 += cpuTime(b, pr.Cmd.Process.Pid)
-					}
-					g, err := iperfTo(p.host, p.port, secs, streams)
+					g, cores, err := measured(b, pidsOf(p.procs), secs, func() (float64, error) { return iperfTo(p.host, p.port, secs, streams) })
 					if err != nil {
 						b.Fatalf("%s, %d stream(s): %v", p.name, streams, err)
 					}
-					var c1 time.Duration
-					for _, pr := range p.procs {
-						c1 += cpuTime(b, pr.Cmd.Process.Pid)
-					}
 					gbps[pi][si] = append(gbps[pi][si], g)
-					cpu[pi][si] = append(cpu[pi][si], (c1-c0).Seconds()/(g*float64(secs)))
+					cpu[pi][si] = append(cpu[pi][si], sum(cores))
 					if rounds > 1 {
 						fmt.Printf("compare-pair:   round %d, %d stream(s), %-28s %6.2f Gbit/s\n", r+1, streams, p.name, g)
 					}

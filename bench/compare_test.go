@@ -144,6 +144,43 @@ func reach(b *testing.B, h *e2e.Host, name, dst string) {
 	b.Fatalf("%s: %s: %s does not answer ping: %v\n%s", h.Name, name, dst, err, out)
 }
 
+// measured runs one iperf3 run and returns its Gbit/s and the CPU each of
+// the processes pids used over it, in cores per Gbit/s (user + system time
+// from /proc/PID/stat over the run / Gbit moved).
+func measured(b *testing.B, pids []int, secs int, run func() (float64, error)) (float64, []float64, error) {
+	c0 := make([]time.Duration, len(pids))
+	for i, pid := range pids {
+		c0[i] = cpuTime(b, pid)
+	}
+	g, err := run()
+	if err != nil {
+		return 0, nil, err
+	}
+	cores := make([]float64, len(pids))
+	for i, pid := range pids {
+		cores[i] = (cpuTime(b, pid) - c0[i]).Seconds() / (g * float64(secs))
+	}
+	return g, cores, nil
+}
+
+// pidsOf are the processes' IDs.
+func pidsOf(procs []*e2e.Proc) []int {
+	out := make([]int, len(procs))
+	for i, p := range procs {
+		out[i] = p.Cmd.Process.Pid
+	}
+	return out
+}
+
+// sum adds vs up.
+func sum(vs []float64) float64 {
+	t := 0.0
+	for _, v := range vs {
+		t += v
+	}
+	return t
+}
+
 func loadavg() string {
 	data, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
@@ -272,18 +309,13 @@ func BenchmarkCompareTunnels(b *testing.B) {
 		for r := range rounds {
 			for si, streams := range streamCounts {
 				for pi, p := range paths {
-					c0 := make([]time.Duration, len(p.procs))
-					for i, pr := range p.procs {
-						c0[i] = cpuTime(b, pr.Cmd.Process.Pid)
-					}
-					g, err := h1.Iperf(h2, p.dst, secs, streams)
+					g, cores, err := measured(b, pidsOf(p.procs), secs, func() (float64, error) { return h1.Iperf(h2, p.dst, secs, streams) })
 					if err != nil {
 						b.Fatalf("%s, %d stream(s): %v", p.name, streams, err)
 					}
 					gbps[pi][si] = append(gbps[pi][si], g)
-					for i, pr := range p.procs {
-						used := cpuTime(b, pr.Cmd.Process.Pid) - c0[i]
-						cpu[pi][si][i] = append(cpu[pi][si][i], used.Seconds()/(g*float64(secs)))
+					for i, c := range cores {
+						cpu[pi][si][i] = append(cpu[pi][si][i], c)
 					}
 					if rounds > 1 {
 						fmt.Printf("compare:   round %d, %d stream(s), %-16s %6.2f Gbit/s\n", r+1, streams, p.name, g)

@@ -109,19 +109,12 @@ func BenchmarkCompareEndpoints(b *testing.B) {
 		for r := range rounds {
 			for si, streams := range streamCounts {
 				for pi, p := range paths {
-					c0 := make([]time.Duration, len(p.procs))
-					for i, pr := range p.procs {
-						c0[i] = cpuTime(b, pr.Cmd.Process.Pid)
-					}
-					g, err := h2.Iperf(h3, p.dst, secs, streams)
+					g, cores, err := measured(b, pidsOf(p.procs), secs, func() (float64, error) { return h2.Iperf(h3, p.dst, secs, streams) })
 					if err != nil {
 						b.Fatalf("%s, %d stream(s): %v", p.name, streams, err)
 					}
 					gbps[pi][si] = append(gbps[pi][si], g)
-					for i, pr := range p.procs {
-						used := cpuTime(b, pr.Cmd.Process.Pid) - c0[i]
-						cpu[si] = append(cpu[si], used.Seconds()/(g*float64(secs)))
-					}
+					cpu[si] = append(cpu[si], cores...)
 					if rounds > 1 {
 						fmt.Printf("endpoints:   round %d, %d stream(s), %-18s %6.2f Gbit/s\n", r+1, streams, p.name, g)
 					}

@@ -113,20 +113,16 @@ func BenchmarkCompareRootless(b *testing.B) {
 		for r := range rounds {
 			for si, streams := range streamCounts {
 				for pi, path := range paths {
-					var c0 time.Duration
-					for _, pr := range path.procs {
-						c0 += cpuTime(b, pr.Cmd.Process.Pid)
+					pids := make([]int, len(path.procs))
+					for i, pr := range path.procs {
+						pids[i] = pr.Cmd.Process.Pid
 					}
-					g, err := path.from.Iperf(path.dst, secs, streams)
+					g, cores, err := measured(b, pids, secs, func() (float64, error) { return path.from.Iperf(path.dst, secs, streams) })
 					if err != nil {
 						b.Fatalf("%s, %d stream(s): %v", path.name, streams, err)
 					}
-					var c1 time.Duration
-					for _, pr := range path.procs {
-						c1 += cpuTime(b, pr.Cmd.Process.Pid)
-					}
 					gbps[pi][si] = append(gbps[pi][si], g)
-					cpu[pi][si] = append(cpu[pi][si], (c1-c0).Seconds()/(g*float64(secs)))
+					cpu[pi][si] = append(cpu[pi][si], sum(cores))
 					if rounds > 1 {
 						fmt.Printf("compare-rootless:   round %d, %d stream(s), %-32s %6.2f Gbit/s\n", r+1, streams, path.name, g)
 					}
