@@ -762,36 +762,9 @@ func lastCount(out, prefix string) int64 {
 	return 0
 }
 
-// TestEndpointHelperProcess is not a test: TestNetnsEndpoints runs the
-// test binary in a namespace as a paced TCP stream or its sink (see
-// epHelperMain).
-func TestEndpointHelperProcess(t *testing.T) {
-	if os.Getenv("OVERLAYD_E2E_EPHELPER") != "1" {
-		return
-	}
-	args := os.Args
-	for i, a := range args {
-		if a == "--" {
-			args = args[i+1:]
-			break
-		}
-	}
-	if err := epHelperMain(args); err != nil {
-		fmt.Fprintln(os.Stderr, "helper:", err)
-		os.Exit(1)
-	}
-	os.Exit(0)
-}
-
-// epHelper runs the test binary as an endpoint helper in h.
-func epHelper(h *Host, args ...string) *Proc {
-	h.lab.t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		h.lab.t.Fatal(err)
-	}
-	return h.Start(append([]string{"env", "OVERLAYD_E2E_EPHELPER=1", self, "-test.run=^TestEndpointHelperProcess$", "--"}, args...)...)
-}
+// epHelper runs the test binary as an endpoint helper in h (helperMain
+// hands "recv" and "stream" to epHelperMain).
+func epHelper(h *Host, args ...string) *Proc { return h.helper(args...) }
 
 // epHelperMain: "recv ADDR" accepts one TCP connection, prints "got N"
 // as bytes arrive (every 64 KiB) and the SHA-256 and length at the end;

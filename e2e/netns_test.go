@@ -18,7 +18,8 @@ import (
 
 // TestHelperProcess is not a test: the netns tests run the test binary in
 // a namespace as a small TCP source or sink, or a service backend or UDP
-// client (see helperMain and svcHelperMain).
+// client, or the endpoints' paced stream and its sink (see helperMain,
+// svcHelperMain and epHelperMain).
 func TestHelperProcess(t *testing.T) {
 	if os.Getenv("OVERLAYD_E2E_HELPER") != "1" {
 		return
@@ -45,6 +46,8 @@ func helperMain(args []string) error {
 		return fmt.Errorf("usage: sink ADDR | source ADDR SIZE")
 	}
 	switch args[0] {
+	case "recv", "stream": // for the endpoints' test
+		return epHelperMain(args)
 	case "sink":
 		ln, err := net.Listen("tcp", args[1])
 		if err != nil {
@@ -96,9 +99,7 @@ func (h *Host) helper(args ...string) *Proc {
 	if err != nil {
 		h.lab.t.Fatal(err)
 	}
-	os.Setenv("OVERLAYD_E2E_HELPER", "1")
-	defer os.Unsetenv("OVERLAYD_E2E_HELPER")
-	return h.Start(append([]string{self, "-test.run=^TestHelperProcess$", "--"}, args...)...)
+	return h.Start(append([]string{"env", "OVERLAYD_E2E_HELPER=1", self, "-test.run=^TestHelperProcess$", "--"}, args...)...)
 }
 
 // transfer sends size bytes over TCP from host src to addr (served in
