@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/overlayd/overlayd/internal/fault"
+	"github.com/overlayd/overlayd/internal/testutil"
 
 	"github.com/overlayd/overlayd/stack"
 )
@@ -196,37 +197,6 @@ func openFDs(t *testing.T) int {
 	return len(ents)
 }
 
-// devTUNOpen makes /dev/net/tun mode 0666, as distributions ship it
-// (rootless tools rely on it; these machines have 0600), until the test
-// ends, when the mode it had comes back, also if the test fails. Tests
-// that change the mode take a lock for it, so that one does not put the
-// mode back under another.
-func devTUNOpen(t *testing.T) {
-	t.Helper()
-	lock, err := os.OpenFile("/run/lock/overlayd-test-dev-net-tun.lock", os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatalf("lock for /dev/net/tun's mode: %v", err)
-	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		lock.Close()
-		t.Fatalf("lock for /dev/net/tun's mode: %v", err)
-	}
-	fi, err := os.Stat("/dev/net/tun")
-	if err != nil {
-		lock.Close()
-		t.Fatalf("/dev/net/tun: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := os.Chmod("/dev/net/tun", fi.Mode().Perm()); err != nil {
-			t.Errorf("put back /dev/net/tun's mode %v: %v", fi.Mode().Perm(), err)
-		}
-		lock.Close()
-	})
-	if err := os.Chmod("/dev/net/tun", 0o666); err != nil {
-		t.Fatalf("chmod 0666 /dev/net/tun: %v", err)
-	}
-}
-
 func TestNetnsHelper(t *testing.T) {
 	needTools(t, "ip", "ping", "unshare", "nsenter")
 	pid, path := rootlessNetns(t)
@@ -355,7 +325,7 @@ func TestNetnsHelperRootless(t *testing.T) {
 	_, uid, gid := unprivilegedUser(t)
 	// Before /dev/net/tun is open to the user: the helper says so.
 	runAsUser(t, uid, gid, "TestNetnsHelperRootless", "OVERLAYD_TEST_ROOTLESS=1", "OVERLAYD_TEST_DEVTUN=closed")
-	devTUNOpen(t)
+	testutil.OpenDevTUN(t)
 	runAsUser(t, uid, gid, "TestNetnsHelperRootless", "OVERLAYD_TEST_ROOTLESS=1", "OVERLAYD_TEST_ROOTFUL="+rootful, "OVERLAYD_TEST_ROOTS="+roots)
 }
 
