@@ -2,7 +2,6 @@ package bench_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -158,30 +157,11 @@ func buildWGNetstackPair(b *testing.B) (bin, version string) {
 // for secs seconds with streams streams and returns the received Gbit/s.
 // It retries while the path is not up yet (iperf3 says so in "error").
 func iperfTo(h *e2e.Host, port, secs, streams int) (float64, error) {
-	var res struct {
-		Error string `json:"error"`
-		End   struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	var out string
-	var err error
-	testutil.Poll(20*time.Second, func() error {
-		out, err = h.Try("iperf3", "-c", "127.0.0.1", "-p", strconv.Itoa(port), "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J")
-		if err == nil {
-			res.Error = ""
-			if err = json.Unmarshal([]byte(out), &res); err == nil && res.Error != "" {
-				err = fmt.Errorf("iperf3: %s", res.Error)
-			}
-		}
-		return err
-	})
-	if err != nil || res.End.SumReceived.BitsPerSecond <= 0 {
+	g, out, err := e2e.IperfClient(h.Try, secs, streams, "127.0.0.1", "-p", strconv.Itoa(port))
+	if err != nil {
 		return 0, fmt.Errorf("iperf3 → 127.0.0.1:%d measured nothing: %v\n%s", port, err, out)
 	}
-	return res.End.SumReceived.BitsPerSecond / 1e9, nil
+	return g, nil
 }
 
 // pairPath is one of BenchmarkCompareRootlessPair's two paths.

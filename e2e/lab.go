@@ -199,6 +199,14 @@ func (w *syncWriter) Write(b []byte) (int, error) {
 	return w.buf.Write(b)
 }
 
+// where names the process's host ("the user" for a rootless user's).
+func (p *Proc) where() string {
+	if p.Host == nil {
+		return "the user"
+	}
+	return p.Host.Name
+}
+
 // Output returns what the process has printed so far.
 func (p *Proc) Output() string {
 	p.out.mu.Lock()
@@ -210,14 +218,14 @@ func (p *Proc) Output() string {
 // test with what it printed if it does not, or if it exits first.
 func (p *Proc) WaitOutput(t testing.TB, d time.Duration, want string) {
 	t.Helper()
-	testutil.Eventually(t, d, fmt.Sprintf("%s: %q in the output of %s", p.Host.Name, want, strings.Join(p.Cmd.Args, " ")), func() error {
+	testutil.Eventually(t, d, fmt.Sprintf("%s: %q in the output of %s", p.where(), want, strings.Join(p.Cmd.Args, " ")), func() error {
 		out := p.Output()
 		if strings.Contains(out, want) {
 			return nil
 		}
 		select {
 		case <-p.done:
-			t.Fatalf("%s: %s exited (%v) before printing %q:\n%s", p.Host.Name, strings.Join(p.Cmd.Args, " "), p.err, want, out)
+			t.Fatalf("%s: %s exited (%v) before printing %q:\n%s", p.where(), strings.Join(p.Cmd.Args, " "), p.err, want, out)
 		default:
 		}
 		return fmt.Errorf("printed so far:\n%s", out)
@@ -252,7 +260,7 @@ func (p *Proc) Wait(d time.Duration) error {
 	case <-p.done:
 		return p.err
 	case <-time.After(d):
-		return fmt.Errorf("%s: still running after %v", p.Host.Name, d)
+		return fmt.Errorf("%s: still running after %v", p.where(), d)
 	}
 }
 
@@ -370,18 +378,20 @@ func (h *Host) KernelVXLAN(vni uint32, addr netip.Prefix, remote netip.Addr, mtu
 func (h *Host) Iperf(dst *Host, addr string, secs, streams int) (float64, error) {
 	srv := dst.Start("iperf3", "-s", "-1", "-B", addr)
 	defer srv.Stop()
-	g, out, err := iperfClient(h.Try, addr, secs, streams)
+	g, out, err := IperfClient(h.Try, secs, streams, addr)
 	if err != nil {
 		return 0, fmt.Errorf("iperf3 %s → %s measured nothing: %v\n%s\nserver: %s", h.Name, addr, err, out, srv.Output())
 	}
 	return g, nil
 }
 
-// iperfClient runs an iperf3 client through try against a server at addr
-// and returns the received Gbit/s, or why it measured nothing with the
-// client's output. The server may not listen yet; iperf3 -J exits 0 even
-// then and says so in "error": it retries until the server answers.
-func iperfClient(try func(args ...string) (string, error), addr string, secs, streams int) (float64, string, error) {
+// IperfClient runs an iperf3 client through try ("iperf3 -c" then
+// server, such as ADDR or ADDR -p PORT) for secs seconds with streams
+// streams, and returns the received Gbit/s, or why it measured nothing
+// with the client's output. The server may not listen (or its path not be
+// up) yet; iperf3 -J exits 0 even then and says so in "error": it retries
+// for up to iperfStart.
+func IperfClient(try func(args ...string) (string, error), secs, streams int, server ...string) (float64, string, error) {
 	var res struct {
 		Error string `json:"error"`
 		End   struct {
@@ -393,7 +403,8 @@ func iperfClient(try func(args ...string) (string, error), addr string, secs, st
 	var out string
 	var err error
 	testutil.Poll(iperfStart, func() error {
-		out, err = try("iperf3", "-c", addr, "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J")
+		args := append(append([]string{"iperf3", "-c"}, server...), "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J")
+		out, err = try(args...)
 		res.Error = ""
 		return iperfRan(out, err, &res, &res.Error)
 	})
@@ -410,7 +421,7 @@ func iperfClient(try func(args ...string) (string, error), addr string, secs, st
 
 // iperfStart bounds how long an iperf3 client retries a server that does
 // not listen yet.
-const iperfStart = 10 * time.Second
+const iperfStart = 20 * time.Second
 
 // iperfRan decodes iperf3 -J output into res and says why the run did
 // not measure, if it did not: the command failed, its output is not

@@ -164,13 +164,7 @@ func (r *Rootless) Run(args ...string) string {
 }
 
 // UserProc is a long-running process of the user's.
-type UserProc struct {
-	Cmd  *exec.Cmd
-	out  *syncWriter
-	done chan struct{}
-	err  error
-	once sync.Once
-}
+type UserProc struct{ *Proc } // a Proc of no lab host
 
 // Start starts args as the user; the test stops it at its end. It dies
 // with the test binary (Pdeathsig).
@@ -179,7 +173,7 @@ func (r *Rootless) Start(args ...string) *UserProc {
 	argv := r.asUser(args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = r.Dir
-	p := &UserProc{Cmd: cmd, out: &syncWriter{}, done: make(chan struct{})}
+	p := &UserProc{&Proc{Cmd: cmd, out: &syncWriter{}, done: make(chan struct{})}}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -192,13 +186,6 @@ func (r *Rootless) Start(args ...string) *UserProc {
 	return p
 }
 
-// Output returns what the process has printed so far.
-func (p *UserProc) Output() string {
-	p.out.mu.Lock()
-	defer p.out.mu.Unlock()
-	return p.out.buf.String()
-}
-
 // Exited reports whether the process has exited.
 func (p *UserProc) Exited() bool {
 	select {
@@ -207,20 +194,6 @@ func (p *UserProc) Exited() bool {
 	default:
 		return false
 	}
-}
-
-// Stop sends SIGTERM, waits up to five seconds, then kills. Safe twice.
-func (p *UserProc) Stop() error {
-	p.once.Do(func() {
-		p.Cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(5 * time.Second):
-			p.Cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p.err
 }
 
 func (r *Rootless) stopAll() {
@@ -466,7 +439,7 @@ func NewRootlessPair(t testing.TB, tools ...string) *RootlessPair {
 // returns the received Gbit/s. It retries while the server does not
 // answer yet.
 func (c *Container) Iperf(addr string, secs, streams int) (float64, error) {
-	g, out, err := iperfClient(c.Try, addr, secs, streams)
+	g, out, err := IperfClient(c.Try, secs, streams, addr)
 	if err != nil {
 		return 0, fmt.Errorf("iperf3 → %s measured nothing: %v\n%s", addr, err, out)
 	}

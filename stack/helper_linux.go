@@ -67,16 +67,10 @@ func (h *NetnsHelper) Open(opts NetnsTUNOptions) (*NetnsTUN, error) {
 // TUN device name (default "eth0") in the network namespace at path,
 // without touching its configuration.
 func (h *NetnsHelper) Adopt(path, name string, log *zap.Logger) (*NetnsTUN, error) {
-	if name == "" {
-		name = defaultNetnsTUNName
-	}
 	if log == nil {
 		log = zap.NewNop()
 	}
-	if err := checkIfName(name); err != nil {
-		return nil, err
-	}
-	ns, err := openNetns(path)
+	name, ns, err := openDevNetns(path, name)
 	if err != nil {
 		return nil, err
 	}
@@ -98,13 +92,7 @@ func (h *NetnsHelper) Adopt(path, name string, log *zap.Logger) (*NetnsTUN, erro
 // TUN device name (default "eth0") in the network namespace at path,
 // which no process may hold.
 func (h *NetnsHelper) Delete(path, name string) error {
-	if name == "" {
-		name = defaultNetnsTUNName
-	}
-	if err := checkIfName(name); err != nil {
-		return err
-	}
-	ns, err := openNetns(path)
+	name, ns, err := openDevNetns(path, name)
 	if err != nil {
 		return err
 	}

@@ -106,16 +106,10 @@ func (opts NetnsTUNOptions) prepare() (NetnsTUNOptions, []netip.Prefix, error) {
 // wraps fault.ErrNotFound (and nothing is created); one held by another
 // process, fault.ErrConflict.
 func AdoptNetnsTUN(path, name string, log *zap.Logger) (*NetnsTUN, error) {
-	if name == "" {
-		name = defaultNetnsTUNName
-	}
 	if log == nil {
 		log = zap.NewNop()
 	}
-	if err := checkIfName(name); err != nil {
-		return nil, err
-	}
-	ns, err := openNetns(path)
+	name, ns, err := openDevNetns(path, name)
 	if err != nil {
 		return nil, err
 	}
@@ -142,13 +136,7 @@ func AdoptNetnsTUN(path, name string, log *zap.Logger) (*NetnsTUN, error) {
 // in the network namespace at path, which no process may hold (close its Device first,
 // or use its Delete). A missing device wraps fault.ErrNotFound.
 func DeleteNetnsTUN(path, name string) error {
-	if name == "" {
-		name = defaultNetnsTUNName
-	}
-	if err := checkIfName(name); err != nil {
-		return err
-	}
-	ns, err := openNetns(path)
+	name, ns, err := openDevNetns(path, name)
 	if err != nil {
 		return err
 	}
@@ -242,6 +230,19 @@ func newNetnsTUN(fd int, ns *os.File, path string, mtu int, persist bool, log *z
 		}
 	}
 	return t, nil
+}
+
+// openDevNetns checks the device name (default "eth0") of an adopt or a
+// delete and opens the namespace at path for it.
+func openDevNetns(path, name string) (string, *os.File, error) {
+	if name == "" {
+		name = defaultNetnsTUNName
+	}
+	if err := checkIfName(name); err != nil {
+		return "", nil, err
+	}
+	ns, err := openNetns(path)
+	return name, ns, err
 }
 
 // openNetns opens and checks the namespace file at path.
