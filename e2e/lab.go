@@ -64,8 +64,8 @@ func debianPackage(tool string) string {
 
 // Lab is a set of hosts, each a network namespace, on one underlay: a
 // bridge in a namespace of its own, with a veth to every host. Underlay
-// addresses are 198.18.0.0/24 (RFC 2544 benchmarking space); nothing leaves
-// the namespaces. Close (run by t.Cleanup) kills the lab's processes and
+// addresses are 198.18.0.0/24 (RFC 2544 benchmarking space) and
+// 2001:2::/64 (RFC 5180's, for IPv6); nothing leaves the namespaces. Close (run by t.Cleanup) kills the lab's processes and
 // deletes its namespaces, also when the test fails.
 type Lab struct {
 	t      testing.TB
@@ -82,7 +82,10 @@ type Host struct {
 	lab      *Lab
 	Name     string     // e.g. "h1"
 	NS       string     // the namespace's name
-	Underlay netip.Addr // its address on the underlay bridge
+	Underlay netip.Addr // its IPv4 address on the underlay bridge
+	// Underlay6 is its IPv6 address on the same bridge (2001:2::N/64,
+	// without duplicate address detection, so it is usable at once).
+	Underlay6 netip.Addr
 }
 
 var labSeq atomic.Int32
@@ -98,10 +101,11 @@ func NewLab(t testing.TB, n, mtu int) *Lab {
 	l.mustRun("ip", "-n", l.sw, "link", "set", "br0", "mtu", fmt.Sprint(mtu), "up")
 	for i := range n {
 		h := &Host{
-			lab:      l,
-			Name:     fmt.Sprintf("h%d", i+1),
-			NS:       fmt.Sprintf("%s-h%d", l.prefix, i+1),
-			Underlay: netip.AddrFrom4([4]byte{198, 18, 0, byte(i + 1)}),
+			lab:       l,
+			Name:      fmt.Sprintf("h%d", i+1),
+			NS:        fmt.Sprintf("%s-h%d", l.prefix, i+1),
+			Underlay:  netip.AddrFrom4([4]byte{198, 18, 0, byte(i + 1)}),
+			Underlay6: netip.AddrFrom16([16]byte{0x20, 0x01, 0, 2, 15: byte(i + 1)}),
 		}
 		l.Hosts = append(l.Hosts, h)
 		port := fmt.Sprintf("v%d", i+1)
@@ -111,6 +115,7 @@ func NewLab(t testing.TB, n, mtu int) *Lab {
 		l.mustRun("ip", "-n", h.NS, "link", "set", "lo", "up")
 		l.mustRun("ip", "-n", h.NS, "link", "set", "eth0", "mtu", fmt.Sprint(mtu), "up")
 		l.mustRun("ip", "-n", h.NS, "addr", "add", h.Underlay.String()+"/24", "dev", "eth0")
+		l.mustRun("ip", "-n", h.NS, "addr", "add", h.Underlay6.String()+"/64", "dev", "eth0", "nodad")
 	}
 	return l
 }
@@ -359,8 +364,21 @@ func (o *Overlayd) Drops(reasons ...string) uint64 {
 // remote.
 func (h *Host) KernelVXLAN(vni uint32, addr netip.Prefix, remote netip.Addr, mtu int) {
 	h.lab.t.Helper()
+	h.KernelVXLAN6(vni, []netip.Prefix{addr}, remote, mtu)
+}
+
+// KernelVXLAN6 is KernelVXLAN with any inner addresses, of either family
+// (IPv6 ones without duplicate address detection), over the underlay of
+// remote's family: the host's Underlay6 is the local end when remote is
+// an IPv6 address.
+func (h *Host) KernelVXLAN6(vni uint32, addrs []netip.Prefix, remote netip.Addr, mtu int) {
+	h.lab.t.Helper()
+	local := h.Underlay
+	if remote.Is6() {
+		local = h.Underlay6
+	}
 	h.Run("ip", "link", "add", "vx0", "type", "vxlan", "id", fmt.Sprint(vni), "dstport", "4789",
-		"remote", remote.String(), "local", h.Underlay.String(), "dev", "eth0")
+		"remote", remote.String(), "local", local.String(), "dev", "eth0")
 	// A veth never completes a checksum left partial for offload, and the
 	// kernel leaves the inner TCP/UDP checksum of a vxlan packet to the
 	// lower device; a NIC would fill it in. So make the kernel do it in
@@ -368,7 +386,13 @@ func (h *Host) KernelVXLAN(vni uint32, addr netip.Prefix, remote netip.Addr, mtu
 	// checksums that the receiving host then drops.
 	h.Run("ethtool", "-K", "eth0", "tx", "off")
 	h.Run("ip", "link", "set", "vx0", "mtu", fmt.Sprint(mtu))
-	h.Run("ip", "addr", "add", addr.String(), "dev", "vx0")
+	for _, a := range addrs {
+		args := []string{"ip", "addr", "add", a.String(), "dev", "vx0"}
+		if a.Addr().Is6() {
+			args = append(args, "nodad")
+		}
+		h.Run(args...)
+	}
 	h.Run("ip", "link", "set", "vx0", "up")
 }
 
