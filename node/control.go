@@ -259,7 +259,7 @@ func (n *Node) applyNetworks() error {
 	var nets []router.Network
 	var addrs []netip.Prefix
 	if n.cfg.Addr.IsValid() {
-		nets = append(nets, router.Network{VNI: n.cfg.VNI, Addr: n.cfg.Addr})
+		nets = append(nets, router.Network{VNI: n.cfg.VNI, Addrs: []netip.Prefix{n.cfg.Addr}})
 		addrs = append(addrs, n.cfg.Addr)
 	}
 	if n.ctl != nil {
@@ -283,7 +283,7 @@ func (n *Node) applyNetworks() error {
 // address and, with DNS, the network's DNS address, which the endpoints
 // ask (the attachment holds it).
 func (n *Node) routerNetwork(j joinedNet) router.Network {
-	nw := router.Network{VNI: j.VNI, Addr: j.Prefix()}
+	nw := router.Network{VNI: j.VNI, Addrs: []netip.Prefix{j.Prefix()}}
 	if n.dns != nil && n.mode != config.ModeTAP {
 		nw.Local = []netip.Addr{ipam.DNSAddr(j.CIDR)}
 	}

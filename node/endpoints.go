@@ -66,7 +66,7 @@ func (n *Node) newEndpoints() error {
 type endpointRouter struct{ rt *router.Router }
 
 func (r endpointRouter) AddEndpoint(id string, vni uint32, addr netip.Addr, dev stack.Device) error {
-	return r.rt.AddEndpoint(router.EndpointConfig{ID: id, VNI: vni, Addr: addr, Device: dev})
+	return r.rt.AddEndpoint(router.EndpointConfig{ID: id, VNI: vni, Addrs: []netip.Addr{addr}, Device: dev})
 }
 
 func (r endpointRouter) RemoveEndpoint(id string) error { return r.rt.RemoveEndpoint(id) }

@@ -133,7 +133,7 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 	var nets []router.Network
 	var addrs []netip.Prefix
 	if cfg.Addr.IsValid() {
-		nets = append(nets, router.Network{VNI: cfg.VNI, Addr: cfg.Addr})
+		nets = append(nets, router.Network{VNI: cfg.VNI, Addrs: []netip.Prefix{cfg.Addr}})
 		addrs = append(addrs, cfg.Addr)
 	}
 	var mac vxlan.MAC

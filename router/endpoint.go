@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -14,16 +15,17 @@ import (
 )
 
 // EndpointConfig is an endpoint (a network namespace) the router carries:
-// its own L3 device, its own address on one of the router's networks.
+// its own L3 device, its own addresses on one of the router's networks.
 type EndpointConfig struct {
 	// ID names the endpoint; unique among the router's endpoints.
 	ID string
 	// VNI is the endpoint's network; the router must be on it.
 	VNI uint32
-	// Addr is the endpoint's address (its /32): inside the network's
-	// prefix, neither the node's own address nor another endpoint's. The
-	// endpoint may send from this address only.
-	Addr netip.Addr
+	// Addrs are the endpoint's addresses (each its /32 or /128), one per
+	// family, IPv4 first: each inside the network's prefix of its family,
+	// neither the node's own address nor another endpoint's. The
+	// endpoint may send from these addresses only.
+	Addrs []netip.Addr
 	// Device is the endpoint's L3 device (a TUN inside its namespace).
 	// From a successful AddEndpoint on the router owns it: it reads it in
 	// a loop of its own and closes it on RemoveEndpoint or Close.
@@ -36,18 +38,19 @@ type EndpointConfig struct {
 // counted by the router and the network, not here), Inbound what it wrote
 // to its device (InboundDrops of those, the device refused).
 type EndpointStats struct {
-	VNI           uint32     `json:"vni"`
-	Addr          netip.Addr `json:"addr"`
-	Outbound      Counters   `json:"outbound"`
-	Inbound       Counters   `json:"inbound"`
-	OutboundDrops uint64     `json:"outbound_drops"` // read from its device, not forwarded (the reasons are in Stats.Drops)
-	InboundDrops  uint64     `json:"inbound_drops"`  // written to it, and its device refused the write
+	VNI           uint32       `json:"vni"`
+	Addrs         []netip.Addr `json:"addrs"`
+	Outbound      Counters     `json:"outbound"`
+	Inbound       Counters     `json:"inbound"`
+	OutboundDrops uint64       `json:"outbound_drops"` // read from its device, not forwarded (the reasons are in Stats.Drops)
+	InboundDrops  uint64       `json:"inbound_drops"`  // written to it, and its device refused the write
 }
 
 // endpoint is a hosted endpoint: its config and live counters.
 type endpoint struct {
-	cfg EndpointConfig
-	mtu int // the device's MTU, read once; 0: no limit
+	cfg    EndpointConfig
+	a4, a6 netip.Addr // cfg.Addrs by family; the zero Addr: none
+	mtu    int        // the device's MTU, read once; 0: no limit
 
 	out, in           dirCounters
 	outDrops, inDrops atomic.Uint64
@@ -80,13 +83,20 @@ func (t *epTable) with(ep, drop *endpoint) *epTable {
 	n := &epTable{byAddr: make(map[netip.Addr]*endpoint, len(t.byID)+1), byID: make(map[string]*endpoint, len(t.byID)+1)}
 	for id, e := range t.byID {
 		if e != drop {
-			n.byID[id], n.byAddr[e.cfg.Addr] = e, e
+			n.add(id, e)
 		}
 	}
 	if ep != nil {
-		n.byID[ep.cfg.ID], n.byAddr[ep.cfg.Addr] = ep, ep
+		n.add(ep.cfg.ID, ep)
 	}
 	return n
+}
+
+func (t *epTable) add(id string, ep *endpoint) {
+	t.byID[id] = ep
+	for _, a := range ep.cfg.Addrs {
+		t.byAddr[a] = ep
+	}
 }
 
 // AddEndpoint makes the router carry an endpoint: packets read from its
@@ -105,7 +115,15 @@ func (r *Router) AddEndpoint(cfg EndpointConfig) error {
 	if err := r.checkEndpoint(cfg); err != nil {
 		return err
 	}
+	cfg.Addrs = slices.Clone(cfg.Addrs)
 	ep := &endpoint{cfg: cfg, mtu: max(cfg.Device.MTU(), 0)}
+	for _, a := range cfg.Addrs {
+		if a.Is4() {
+			ep.a4 = a
+		} else {
+			ep.a6 = a
+		}
+	}
 	r.epMu.Lock()
 	defer r.epMu.Unlock()
 	if r.closed {
@@ -115,8 +133,10 @@ func (r *Router) AddEndpoint(cfg EndpointConfig) error {
 	if _, dup := cur.byID[cfg.ID]; dup {
 		return fault.Conflict("router: endpoint %q exists already", cfg.ID)
 	}
-	if other := cur.byAddr[cfg.Addr]; other != nil {
-		return fault.Conflict("router: endpoint %q: address %v is endpoint %q's", cfg.ID, cfg.Addr, other.cfg.ID)
+	for _, a := range cfg.Addrs {
+		if other := cur.byAddr[a]; other != nil {
+			return fault.Conflict("router: endpoint %q: address %v is endpoint %q's", cfg.ID, a, other.cfg.ID)
+		}
 	}
 	r.eps.Store(cur.with(ep, nil))
 	if r.runCtx != nil {
@@ -136,20 +156,30 @@ func (r *Router) checkEndpoint(cfg EndpointConfig) error {
 		return fault.Invalid("router: endpoint %q: device %s carries Ethernet frames; an endpoint's device carries IP packets (L3)", cfg.ID, cfg.Device.Name())
 	case r.layer != stack.L3:
 		return fault.Invalid("router: endpoint %q: endpoints need an L3 attachment (tun or netstack), this one is L2 (tap)", cfg.ID)
-	case !cfg.Addr.IsValid() || !cfg.Addr.Is4():
-		return fault.Invalid("router: endpoint %q: %v is not an IPv4 address", cfg.ID, cfg.Addr)
+	case len(cfg.Addrs) == 0 || len(cfg.Addrs) > 2:
+		return fault.Invalid("router: endpoint %q: give its addresses, one per family (%d given)", cfg.ID, len(cfg.Addrs))
+	case len(cfg.Addrs) == 2 && (!cfg.Addrs[0].Is4() || !cfg.Addrs[1].Is6()):
+		return fault.Invalid("router: endpoint %q: two addresses must be an IPv4 one and then an IPv6 one (%v, %v given)", cfg.ID, cfg.Addrs[0], cfg.Addrs[1])
 	}
 	nets := *r.nets.Load()
 	nw, ok := nets[cfg.VNI]
 	if !ok {
 		return fault.NotFound("router: endpoint %q: this node is not on a network with VNI %d", cfg.ID, cfg.VNI)
 	}
-	if !nw.Addr.Contains(cfg.Addr) {
-		return fault.Invalid("router: endpoint %q: %v is outside its network's prefix %v", cfg.ID, cfg.Addr, nw.Addr.Masked())
-	}
-	for _, n := range nets {
-		if n.holds(cfg.Addr) {
-			return fault.Conflict("router: endpoint %q: %v is this node's own address (VNI %d)", cfg.ID, cfg.Addr, n.VNI)
+	for _, a := range cfg.Addrs {
+		if !a.IsValid() || a.Zone() != "" || a.Is4In6() {
+			return fault.Invalid("router: endpoint %q: %v is not an IPv4 or IPv6 address", cfg.ID, a)
+		}
+		if p := nw.prefix(a); !p.Contains(a) {
+			if !p.IsValid() {
+				return fault.Invalid("router: endpoint %q: %v is an %s address, and its network (VNI %d) has none of that family", cfg.ID, a, family(a), cfg.VNI)
+			}
+			return fault.Invalid("router: endpoint %q: %v is outside its network's prefix %v", cfg.ID, a, p.Masked())
+		}
+		for _, n := range nets {
+			if n.holds(a) {
+				return fault.Conflict("router: endpoint %q: %v is this node's own address (VNI %d)", cfg.ID, a, n.VNI)
+			}
 		}
 	}
 	return nil
@@ -297,10 +327,18 @@ func (r *Router) endpointStats() map[string]EndpointStats {
 	m := make(map[string]EndpointStats, len(eps.byID))
 	for id, ep := range eps.byID {
 		m[id] = EndpointStats{
-			VNI: ep.cfg.VNI, Addr: ep.cfg.Addr,
+			VNI: ep.cfg.VNI, Addrs: slices.Clone(ep.cfg.Addrs),
 			Outbound: ep.out.load(), Inbound: ep.in.load(),
 			OutboundDrops: ep.outDrops.Load(), InboundDrops: ep.inDrops.Load(),
 		}
 	}
 	return m
+}
+
+// family names a's family for messages: "IPv4" or "IPv6".
+func family(a netip.Addr) string {
+	if a.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -64,7 +65,7 @@ func (d *sinkDev) Close() error {
 // addEP adds an endpoint or fails the test.
 func addEP(t testing.TB, r *Router, id string, vni uint32, a netip.Addr, dev stack.Device) *endpoint {
 	t.Helper()
-	if err := r.AddEndpoint(EndpointConfig{ID: id, VNI: vni, Addr: a, Device: dev}); err != nil {
+	if err := r.AddEndpoint(EndpointConfig{ID: id, VNI: vni, Addrs: []netip.Addr{a}, Device: dev}); err != nil {
 		t.Fatal(err)
 	}
 	return r.eps.Load().byID[id]
@@ -75,7 +76,7 @@ func addEP(t testing.TB, r *Router, id string, vni uint32, a netip.Addr, dev sta
 // otherVNI, for driving the paths by hand.
 func epRouter(tb testing.TB, opts Options) *Router {
 	tb.Helper()
-	opts.Networks = []Network{{VNI: testVNI, Addr: addrA}, {VNI: otherVNI, Addr: addrG}}
+	opts.Networks = []Network{{VNI: testVNI, Addrs: []netip.Prefix{addrA}}, {VNI: otherVNI, Addrs: []netip.Prefix{addrG}}}
 	if opts.PathMTU == 0 {
 		opts.PathMTU = 9000
 	}
@@ -136,8 +137,8 @@ func udpTo(src, dst netip.Addr, payload string) []byte {
 func TestEndpointLocalSwitching(t *testing.T) {
 	p := newPair(t, Options{})
 	d1, d2 := stacktest.NewPipe(), stacktest.NewPipe()
-	must(t, p.rtA.AddEndpoint(EndpointConfig{ID: "e1", VNI: testVNI, Addr: ep1Addr, Device: d1}))
-	must(t, p.rtA.AddEndpoint(EndpointConfig{ID: "e2", VNI: testVNI, Addr: ep2Addr, Device: d2}))
+	must(t, p.rtA.AddEndpoint(EndpointConfig{ID: "e1", VNI: testVNI, Addrs: []netip.Addr{ep1Addr}, Device: d1}))
+	must(t, p.rtA.AddEndpoint(EndpointConfig{ID: "e2", VNI: testVNI, Addrs: []netip.Addr{ep2Addr}, Device: d2}))
 	there := udpTo(ep1Addr, ep2Addr, "over there")
 	back := udpTo(ep2Addr, ep1Addr, "and back")
 	must(t, d1.Inject(there))
@@ -156,7 +157,7 @@ func TestEndpointLocalSwitching(t *testing.T) {
 		t.Errorf("Stats().Local = %+v, want %+v", st.Local, want)
 	}
 	e1 := st.Endpoints["e1"]
-	if e1.VNI != testVNI || e1.Addr != ep1Addr ||
+	if e1.VNI != testVNI || !slices.Equal(e1.Addrs, []netip.Addr{ep1Addr}) ||
 		e1.Outbound != (Counters{1, uint64(len(there))}) || e1.Inbound != (Counters{1, uint64(len(back))}) ||
 		e1.OutboundDrops != 0 || e1.InboundDrops != 0 {
 		t.Errorf("Stats().Endpoints[e1] = %+v", e1)
@@ -171,7 +172,7 @@ func TestEndpointLocalSwitching(t *testing.T) {
 func TestEndpointAndAttachment(t *testing.T) {
 	p := newPair(t, Options{})
 	d1 := stacktest.NewPipe()
-	must(t, p.rtA.AddEndpoint(EndpointConfig{ID: "e1", VNI: testVNI, Addr: ep1Addr, Device: d1}))
+	must(t, p.rtA.AddEndpoint(EndpointConfig{ID: "e1", VNI: testVNI, Addrs: []netip.Addr{ep1Addr}, Device: d1}))
 	up := udpTo(ep1Addr, addrA.Addr(), "to the host")
 	must(t, d1.Inject(up))
 	if got := next(t, p.devA); !bytes.Equal(got, up) {
@@ -193,9 +194,9 @@ func TestEndpointAndAttachment(t *testing.T) {
 func TestEndpointToLocalAddress(t *testing.T) {
 	p := newPair(t, Options{})
 	dnsA := netip.MustParseAddr("10.1.0.1")
-	must(t, p.rtA.SetNetworks([]Network{{VNI: testVNI, Addr: addrA, Local: []netip.Addr{dnsA}}}))
+	must(t, p.rtA.SetNetworks([]Network{{VNI: testVNI, Addrs: []netip.Prefix{addrA}, Local: []netip.Addr{dnsA}}}))
 	d1 := stacktest.NewPipe()
-	must(t, p.rtA.AddEndpoint(EndpointConfig{ID: "e1", VNI: testVNI, Addr: ep1Addr, Device: d1}))
+	must(t, p.rtA.AddEndpoint(EndpointConfig{ID: "e1", VNI: testVNI, Addrs: []netip.Addr{ep1Addr}, Device: d1}))
 	q := udpTo(ep1Addr, dnsA, "a DNS query")
 	must(t, d1.Inject(q))
 	if got := next(t, p.devA); !bytes.Equal(got, q) {
@@ -204,10 +205,10 @@ func TestEndpointToLocalAddress(t *testing.T) {
 	if st := p.rtA.Stats(); st.Outbound.Packets != 0 || st.Local.Packets != 1 || len(st.Drops) != 0 {
 		t.Errorf("out %v, local %v, drops %v: want 0, 1, none", st.Outbound, st.Local, st.Drops)
 	}
-	if err := p.rtA.AddEndpoint(EndpointConfig{ID: "e2", VNI: testVNI, Addr: dnsA, Device: stacktest.NewPipe()}); !errors.Is(err, fault.ErrConflict) {
+	if err := p.rtA.AddEndpoint(EndpointConfig{ID: "e2", VNI: testVNI, Addrs: []netip.Addr{dnsA}, Device: stacktest.NewPipe()}); !errors.Is(err, fault.ErrConflict) {
 		t.Errorf("an endpoint on the DNS address: %v, want a conflict", err)
 	}
-	if err := p.rtA.SetNetworks([]Network{{VNI: testVNI, Addr: addrA, Local: []netip.Addr{netip.MustParseAddr("10.9.0.1")}}}); err == nil {
+	if err := p.rtA.SetNetworks([]Network{{VNI: testVNI, Addrs: []netip.Prefix{addrA}, Local: []netip.Addr{netip.MustParseAddr("10.9.0.1")}}}); err == nil {
 		t.Error("a Local address outside the network was accepted")
 	}
 }
@@ -217,7 +218,7 @@ func TestEndpointToLocalAddress(t *testing.T) {
 func TestEndpointOverVXLAN(t *testing.T) {
 	p := newPair(t, Options{})
 	d1 := stacktest.NewPipe()
-	must(t, p.rtA.AddEndpoint(EndpointConfig{ID: "e1", VNI: testVNI, Addr: ep1Addr, Device: d1}))
+	must(t, p.rtA.AddEndpoint(EndpointConfig{ID: "e1", VNI: testVNI, Addrs: []netip.Addr{ep1Addr}, Device: d1}))
 	first := udpTo(addrB.Addr(), ep1Addr, "B speaks first")
 	must(t, p.devB.Inject(first))
 	if got := next(t, d1); !bytes.Equal(got, first) {
@@ -287,7 +288,7 @@ func TestEndpointIsolation(t *testing.T) {
 		{green, addrA.Addr()},
 		{green, addrB.Addr()},
 	} {
-		b := sendFrom(r, tt.from, udpTo(tt.from.cfg.Addr, tt.dst, "across"))
+		b := sendFrom(r, tt.from, udpTo(tt.from.a4, tt.dst, "across"))
 		if len(b.send) != 0 || len(b.local) != 0 || len(b.icmp) != 0 {
 			t.Errorf("%s → %v crossed networks (send %d, local %d, icmp %d)", tt.from.cfg.ID, tt.dst, len(b.send), len(b.local), len(b.icmp))
 		}
@@ -350,7 +351,7 @@ func TestEndpointARP(t *testing.T) {
 func TestEndpointICMPErrors(t *testing.T) {
 	p := newPair(t, Options{PathMTU: 1000})
 	d1 := stacktest.New(stacktest.Options{MTU: 9000})
-	must(t, p.rtA.AddEndpoint(EndpointConfig{ID: "e1", VNI: testVNI, Addr: ep1Addr, Device: d1}))
+	must(t, p.rtA.AddEndpoint(EndpointConfig{ID: "e1", VNI: testVNI, Addrs: []netip.Addr{ep1Addr}, Device: d1}))
 	must(t, d1.Inject(ipv4UDP(ep1Addr, netip.MustParseAddr("10.1.9.9"), 1, 2, []byte("nowhere"), false)))
 	icmp := header.IPv4(next(t, d1))
 	if icmp.Protocol() != uint8(header.ICMPv4ProtocolNumber) || header.ICMPv4(icmp.Payload()).Code() != header.ICMPv4NetUnreachable ||
@@ -405,15 +406,15 @@ func TestAddEndpointErrors(t *testing.T) {
 		cfg  EndpointConfig
 		kind error
 	}{
-		{EndpointConfig{VNI: testVNI, Addr: ep2Addr, Device: newSink()}, fault.ErrInvalid},
-		{EndpointConfig{ID: "x", VNI: testVNI, Addr: ep2Addr}, fault.ErrInvalid},
-		{EndpointConfig{ID: "x", VNI: testVNI, Addr: ep2Addr, Device: stacktest.New(stacktest.Options{Layer: stack.L2})}, fault.ErrInvalid},
-		{EndpointConfig{ID: "x", VNI: testVNI, Addr: netip.MustParseAddr("fd00::1"), Device: newSink()}, fault.ErrInvalid},
-		{EndpointConfig{ID: "x", VNI: testVNI, Addr: netip.MustParseAddr("10.9.0.1"), Device: newSink()}, fault.ErrInvalid},
-		{EndpointConfig{ID: "x", VNI: 99, Addr: ep2Addr, Device: newSink()}, fault.ErrNotFound},
-		{EndpointConfig{ID: "x", VNI: testVNI, Addr: addrA.Addr(), Device: newSink()}, fault.ErrConflict},
-		{EndpointConfig{ID: "e1", VNI: testVNI, Addr: ep2Addr, Device: newSink()}, fault.ErrConflict},
-		{EndpointConfig{ID: "x", VNI: testVNI, Addr: ep1Addr, Device: newSink()}, fault.ErrConflict},
+		{EndpointConfig{VNI: testVNI, Addrs: []netip.Addr{ep2Addr}, Device: newSink()}, fault.ErrInvalid},
+		{EndpointConfig{ID: "x", VNI: testVNI, Addrs: []netip.Addr{ep2Addr}}, fault.ErrInvalid},
+		{EndpointConfig{ID: "x", VNI: testVNI, Addrs: []netip.Addr{ep2Addr}, Device: stacktest.New(stacktest.Options{Layer: stack.L2})}, fault.ErrInvalid},
+		{EndpointConfig{ID: "x", VNI: testVNI, Addrs: []netip.Addr{netip.MustParseAddr("fd00::1")}, Device: newSink()}, fault.ErrInvalid},
+		{EndpointConfig{ID: "x", VNI: testVNI, Addrs: []netip.Addr{netip.MustParseAddr("10.9.0.1")}, Device: newSink()}, fault.ErrInvalid},
+		{EndpointConfig{ID: "x", VNI: 99, Addrs: []netip.Addr{ep2Addr}, Device: newSink()}, fault.ErrNotFound},
+		{EndpointConfig{ID: "x", VNI: testVNI, Addrs: []netip.Addr{addrA.Addr()}, Device: newSink()}, fault.ErrConflict},
+		{EndpointConfig{ID: "e1", VNI: testVNI, Addrs: []netip.Addr{ep2Addr}, Device: newSink()}, fault.ErrConflict},
+		{EndpointConfig{ID: "x", VNI: testVNI, Addrs: []netip.Addr{ep1Addr}, Device: newSink()}, fault.ErrConflict},
 	} {
 		if err := r.AddEndpoint(tt.cfg); !errors.Is(err, tt.kind) {
 			t.Errorf("AddEndpoint(%+v) = %v, want a %v", tt.cfg, err, tt.kind)
@@ -425,13 +426,13 @@ func TestAddEndpointErrors(t *testing.T) {
 	if err := r.RemoveEndpoint("nope"); !errors.Is(err, fault.ErrNotFound) {
 		t.Errorf("RemoveEndpoint(nope) = %v, want not found", err)
 	}
-	tap, err := New(stacktest.New(stacktest.Options{Layer: stack.L2}), udptest.NewNetwork().Conn(vtepA), Options{Networks: []Network{{VNI: testVNI, Addr: addrA}}})
+	tap, err := New(stacktest.New(stacktest.Options{Layer: stack.L2}), udptest.NewNetwork().Conn(vtepA), Options{Networks: []Network{{VNI: testVNI, Addrs: []netip.Prefix{addrA}}}})
 	must(t, err)
-	if err := tap.AddEndpoint(EndpointConfig{ID: "x", VNI: testVNI, Addr: ep2Addr, Device: newSink()}); !errors.Is(err, fault.ErrInvalid) {
+	if err := tap.AddEndpoint(EndpointConfig{ID: "x", VNI: testVNI, Addrs: []netip.Addr{ep2Addr}, Device: newSink()}); !errors.Is(err, fault.ErrInvalid) {
 		t.Errorf("AddEndpoint on an L2 router = %v, want invalid", err)
 	}
 	r.Close()
-	if err := r.AddEndpoint(EndpointConfig{ID: "late", VNI: testVNI, Addr: ep2Addr, Device: newSink()}); !errors.Is(err, fault.ErrUnavailable) {
+	if err := r.AddEndpoint(EndpointConfig{ID: "late", VNI: testVNI, Addrs: []netip.Addr{ep2Addr}, Device: newSink()}); !errors.Is(err, fault.ErrUnavailable) {
 		t.Errorf("AddEndpoint after Close = %v, want unavailable", err)
 	}
 }
@@ -444,14 +445,14 @@ func TestEndpointLifecycle(t *testing.T) {
 	dev, ul := stacktest.NewPipe(), udptest.NewNetwork().Conn(vtepA)
 	defer dev.Close()
 	defer ul.Close()
-	r, err := New(dev, ul, Options{Networks: []Network{{VNI: testVNI, Addr: addrA}}})
+	r, err := New(dev, ul, Options{Networks: []Network{{VNI: testVNI, Addrs: []netip.Prefix{addrA}}}})
 	must(t, err)
 	d1, d2 := stacktest.NewPipe(), stacktest.NewPipe()
-	must(t, r.AddEndpoint(EndpointConfig{ID: "e1", VNI: testVNI, Addr: ep1Addr, Device: d1}))
+	must(t, r.AddEndpoint(EndpointConfig{ID: "e1", VNI: testVNI, Addrs: []netip.Addr{ep1Addr}, Device: d1}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	r.Start(ctx)
-	must(t, r.AddEndpoint(EndpointConfig{ID: "e2", VNI: testVNI, Addr: ep2Addr, Device: d2}))
+	must(t, r.AddEndpoint(EndpointConfig{ID: "e2", VNI: testVNI, Addrs: []netip.Addr{ep2Addr}, Device: d2}))
 	ping := udpTo(ep1Addr, ep2Addr, "ping")
 	must(t, d1.Inject(ping))
 	next(t, d2)
@@ -472,7 +473,7 @@ func TestEndpointLifecycle(t *testing.T) {
 	}
 	// The address is free again.
 	d3 := stacktest.NewPipe()
-	must(t, r.AddEndpoint(EndpointConfig{ID: "e3", VNI: testVNI, Addr: ep2Addr, Device: d3}))
+	must(t, r.AddEndpoint(EndpointConfig{ID: "e3", VNI: testVNI, Addrs: []netip.Addr{ep2Addr}, Device: d3}))
 	must(t, d1.Inject(ping))
 	next(t, d3)
 
@@ -491,7 +492,7 @@ func TestEndpointLifecycle(t *testing.T) {
 func TestEndpointChurnWhileForwarding(t *testing.T) {
 	p := newPair(t, Options{})
 	d1 := stacktest.NewPipe()
-	must(t, p.rtA.AddEndpoint(EndpointConfig{ID: "e1", VNI: testVNI, Addr: ep1Addr, Device: d1}))
+	must(t, p.rtA.AddEndpoint(EndpointConfig{ID: "e1", VNI: testVNI, Addrs: []netip.Addr{ep1Addr}, Device: d1}))
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -514,7 +515,7 @@ func TestEndpointChurnWhileForwarding(t *testing.T) {
 	}()
 	for i := range 50 {
 		d2 := stacktest.New(stacktest.Options{QueueLen: 4})
-		must(t, p.rtA.AddEndpoint(EndpointConfig{ID: "e2", VNI: testVNI, Addr: ep2Addr, Device: d2}))
+		must(t, p.rtA.AddEndpoint(EndpointConfig{ID: "e2", VNI: testVNI, Addrs: []netip.Addr{ep2Addr}, Device: d2}))
 		if i%10 == 0 {
 			next(t, d2)
 		}

@@ -19,7 +19,7 @@ var macB = vxlan.MAC{2, 0xbb, 0, 0, 0, 2}
 func hotRouter(tb testing.TB) *Router {
 	tb.Helper()
 	r, err := New(stacktest.NewPipe(), udptest.NewNetwork().Conn(vtepA), Options{
-		Networks: []Network{{VNI: testVNI, Addr: addrA}},
+		Networks: []Network{{VNI: testVNI, Addrs: []netip.Prefix{addrA}}},
 		PathMTU:  9000,
 	})
 	if err != nil {
@@ -199,7 +199,7 @@ func TestStatsReportKernelDrops(t *testing.T) {
 	nw.QueueLen = 4
 	ul := nw.Conn(vtepA)
 	defer ul.Close()
-	r, err := New(stacktest.NewPipe(), ul, Options{Networks: []Network{{VNI: testVNI, Addr: addrA}}})
+	r, err := New(stacktest.NewPipe(), ul, Options{Networks: []Network{{VNI: testVNI, Addrs: []netip.Prefix{addrA}}}})
 	if err != nil {
 		t.Fatal(err)
 	}

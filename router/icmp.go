@@ -34,8 +34,8 @@ func (r *Router) queueICMP(b *outBatch, p *packet.IPv4, typ, code uint8, mtu uin
 // the zero Prefix: what packet.MayAnswer needs to know a directed broadcast.
 func (r *Router) networkOf(a netip.Addr) netip.Prefix {
 	for _, n := range *r.nets.Load() {
-		if n.Addr.Contains(a) {
-			return n.Addr.Masked()
+		if p := n.prefix(a); p.Contains(a) {
+			return p.Masked()
 		}
 	}
 	return netip.Prefix{}

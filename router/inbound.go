@@ -42,12 +42,12 @@ type epLearned struct {
 // endpoint of nw it is queued for the endpoint's device, after the source
 // checks and learning of the attachment's path, and its length returned;
 // else it is dropped, and why returned.
-func (r *Router) inboundEndpoint(b *inBatch, t *table, eps *epTable, nw Network, frame vxlan.Ethernet, p *packet.IPv4, src netip.AddrPort, i int) (int, DropReason) {
+func (r *Router) inboundEndpoint(b *inBatch, t *table, eps *epTable, nw *network, frame vxlan.Ethernet, p *packet.IPv4, src netip.AddrPort, i int) (int, DropReason) {
 	to := eps.on(nw.VNI, netip.AddrFrom4(p.Dst))
 	if to == nil {
 		return 0, DropNotForUs
 	}
-	if s := netip.AddrFrom4(p.Src); nw.Addr.Contains(s) {
+	if s := netip.AddrFrom4(p.Src); nw.v4.Contains(s) {
 		l := epLearned{k: neighKey{vni: nw.VNI, ip: s}, mac: frame.Src(), from: src}
 		if l != b.epLearned {
 			if !t.owns(s, src) {
@@ -157,8 +157,9 @@ func (r *Router) inbound(b *inBatch, n int) {
 	var learnedMAC vxlan.MAC
 	var learnedFrom netip.AddrPort // the datagram source it was learned from
 	// The network of the previous datagram: a batch is mostly one.
-	var nw Network
-	var nwAddr [4]byte // nw's address as bytes (compared per packet)
+	var nw network
+	var nwAddr [4]byte // nw's IPv4 address as bytes (compared per packet)
+	has4 := false      // nw has an IPv4 address (else nwAddr is no address)
 	haveNW := false
 	for i := range n {
 		d := b.rbufs[i][:b.sizes[i]]
@@ -182,7 +183,10 @@ func (r *Router) inbound(b *inBatch, n int) {
 				r.drops.Add(DropUnknownVNI)
 				continue
 			}
-			haveNW, nwAddr = true, nw.Addr.Addr().As4()
+			haveNW, nwAddr, has4 = true, [4]byte{}, nw.v4.IsValid()
+			if has4 {
+				nwAddr = nw.v4.Addr().As4()
+			}
 		}
 		partial := vxlan.Header(d).Partial()
 		if r.layer == stack.L2 {
@@ -206,7 +210,7 @@ func (r *Router) inbound(b *inBatch, n int) {
 		}
 		switch frame.Type() {
 		case vxlan.EtherTypeARP:
-			r.inboundARP(b, t, eps, nw, frame, src)
+			r.inboundARP(b, t, eps, &nw, frame, src)
 		case vxlan.EtherTypeIPv4:
 			if dm := frame.Dst(); dm != r.mac && !dm.IsBroadcast() {
 				r.drops.Add(DropNotForUs)
@@ -226,7 +230,7 @@ func (r *Router) inbound(b *inBatch, n int) {
 					r.drops.Add(DropMalformed) // flagged, yet no TCP checksum to finish
 					continue
 				}
-				if p.Dst != nwAddr || b.pw == nil {
+				if p.Dst != nwAddr || !has4 || b.pw == nil {
 					// Hosted endpoints, and an attachment that cannot
 					// take them, get complete packets (lb's NAT below
 					// updates a complete checksum as it is).
@@ -234,10 +238,10 @@ func (r *Router) inbound(b *inBatch, n int) {
 					partial = false
 				}
 			}
-			if p.Dst != nwAddr {
+			if p.Dst != nwAddr || !has4 {
 				// Not the node's: a hosted endpoint's, or dropped
 				// (out of line, so the node's path stays as it was).
-				if n, why := r.inboundEndpoint(b, t, eps, nw, frame, p, src, i); why != DropNone {
+				if n, why := r.inboundEndpoint(b, t, eps, &nw, frame, p, src, i); why != DropNone {
 					r.drops.Add(why)
 				} else {
 					pkts++
@@ -249,7 +253,7 @@ func (r *Router) inbound(b *inBatch, n int) {
 			// Learn once per batch per (address, MAC, source): the cheap
 			// comparisons first, the prefix check only on a change.
 			if (p.Src != learnedSrc || vni != learned.vni || frame.Src() != learnedMAC || src != learnedFrom) &&
-				nw.Addr.Contains(netip.AddrFrom4(p.Src)) {
+				nw.v4.Contains(netip.AddrFrom4(p.Src)) {
 				s := netip.AddrFrom4(p.Src)
 				// Only the VTEP that owns an address speaks for it:
 				// anything else is a stray or forged frame, which
@@ -286,14 +290,14 @@ func (r *Router) inbound(b *inBatch, n int) {
 
 // inboundARP learns from an ARP packet and answers requests for our
 // address and the hosted endpoints' on the network.
-func (r *Router) inboundARP(b *inBatch, t *table, eps *epTable, nw Network, frame vxlan.Ethernet, src netip.AddrPort) {
+func (r *Router) inboundARP(b *inBatch, t *table, eps *epTable, nw *network, frame vxlan.Ethernet, src netip.AddrPort) {
 	a := vxlan.ARP(frame.Payload())
 	if !a.IsValid() {
 		r.drops.Add(DropMalformed)
 		return
 	}
 	sender := a.SenderIP()
-	if !nw.Addr.Contains(sender) || sender == nw.Addr.Addr() || eps.byAddr[sender] != nil {
+	if !nw.v4.Contains(sender) || sender == nw.v4.Addr() || eps.byAddr[sender] != nil {
 		r.drops.Add(DropNotForUs)
 		return
 	}
@@ -316,7 +320,7 @@ func (r *Router) inboundARP(b *inBatch, t *table, eps *epTable, nw Network, fram
 		r.caps.set(vtep, caps&vxlan.TrailerPartial != 0)
 	}
 	target := a.TargetIP()
-	if a.Op() != vxlan.ARPRequest || (target != nw.Addr.Addr() && eps.on(nw.VNI, target) == nil) {
+	if a.Op() != vxlan.ARPRequest || (target != nw.v4.Addr() && eps.on(nw.VNI, target) == nil) {
 		return
 	}
 	if !ok {

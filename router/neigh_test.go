@@ -45,7 +45,7 @@ func churnMAC(i, gen int) vxlan.MAC {
 func churnRouter(tb testing.TB, layer stack.Layer) *Router {
 	tb.Helper()
 	r, err := New(stacktest.New(stacktest.Options{Layer: layer}), udptest.NewNetwork().Conn(vtepA), Options{
-		Networks: []Network{{VNI: testVNI, Addr: addrA}},
+		Networks: []Network{{VNI: testVNI, Addrs: []netip.Prefix{addrA}}},
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -143,7 +143,7 @@ func TestNeighborTableLimit(t *testing.T) {
 	const max = 100
 	for _, layer := range []stack.Layer{stack.L3, stack.L2} {
 		r, err := New(stacktest.New(stacktest.Options{Layer: layer}), udptest.NewNetwork().Conn(vtepA), Options{
-			Networks:     []Network{{VNI: testVNI, Addr: addrA}},
+			Networks:     []Network{{VNI: testVNI, Addrs: []netip.Prefix{addrA}}},
 			MaxNeighbors: max,
 		})
 		must(t, err)

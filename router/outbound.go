@@ -206,7 +206,7 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) DropRe
 	}
 	pkt = p.Bytes()
 	src := b.src
-	if src != nil && netip.AddrFrom4(p.Src) != src.cfg.Addr {
+	if src != nil && netip.AddrFrom4(p.Src) != src.a4 {
 		return DropSpoofedSource
 	}
 	part := b.partial[i]
@@ -393,14 +393,14 @@ func (r *Router) outboundFrame(b *outBatch, t *table, i int, frame []byte) {
 // queueARPRequest asks vtep who has k.ip, inside the tunnel.
 func (r *Router) queueARPRequest(b *outBatch, k neighKey, vtep netip.AddrPort) {
 	nw, ok := (*r.nets.Load())[k.vni]
-	if !ok {
+	if !ok || !nw.v4.IsValid() {
 		return
 	}
 	buf := b.ctlBuf()
 	if buf == nil {
 		return
 	}
-	vxlan.ARP(buf[headroom:headroom+vxlan.ARPLen]).EncodeRequest(r.mac, nw.Addr.Addr(), k.ip)
+	vxlan.ARP(buf[headroom:headroom+vxlan.ARPLen]).EncodeRequest(r.mac, nw.v4.Addr(), k.ip)
 	vxlan.EncodeTrailer(buf[headroom+vxlan.ARPLen:], vxlan.TrailerPartial)
 	d := vxlan.Encap(buf, headroom, vxlan.ARPLen+vxlan.TrailerLen, k.vni, vxlan.Broadcast, r.mac, vxlan.EtherTypeARP)
 	b.add(d, vtep, 0)

@@ -33,11 +33,11 @@ const maxBatch = 128
 // Options configure a Router. Only Networks is required.
 type Options struct {
 	// Networks are the overlay networks this node is attached to, with its
-	// own address on each. In L2 mode exactly one. An L3 router may start
+	// own addresses on each. In L2 mode exactly one. An L3 router may start
 	// with none if MAC is given, and gain them later with SetNetworks.
 	Networks []Network
 	// MAC is the node's MAC inside the tunnel; zero means
-	// vxlan.NodeMAC(first network's address).
+	// vxlan.NodeMAC(first network's first address).
 	MAC vxlan.MAC
 	// PathMTU is the largest inner IP packet that fits the underlay
 	// (underlay MTU − vxlan.Overhead). Larger packets with DF set are
@@ -147,7 +147,7 @@ type Router struct {
 	pathMTU int
 	layer   stack.Layer
 	lb      *lb.Balancer                       // nil: no service VIPs
-	nets    atomic.Pointer[map[uint32]Network] // replaced whole by SetNetworks
+	nets    atomic.Pointer[map[uint32]network] // replaced whole by SetNetworks
 	l2VNI   uint32                             // the one network of an L2 attachment
 
 	setMu sync.Mutex // serialises SetNetworks and SetRoutes (readers use the snapshots)
@@ -212,7 +212,7 @@ func New(dev stack.Device, ul Underlay, opts Options) (*Router, error) {
 		r.l2VNI = opts.Networks[0].VNI
 	}
 	if r.mac == (vxlan.MAC{}) {
-		r.mac = vxlan.NodeMAC(opts.Networks[0].Addr.Addr())
+		r.mac = vxlan.NodeMAC(opts.Networks[0].Addrs[0].Addr())
 	}
 	if r.pathMTU == 0 {
 		r.pathMTU = 1500 - vxlan.Overhead
@@ -233,27 +233,56 @@ func New(dev stack.Device, ul Underlay, opts Options) (*Router, error) {
 	return r, nil
 }
 
-func checkNetworks(networks []Network) (map[uint32]Network, error) {
-	nets := make(map[uint32]Network, len(networks))
+func checkNetworks(networks []Network) (map[uint32]network, error) {
+	nets := make(map[uint32]network, len(networks))
 	for _, n := range networks {
 		if n.VNI > vxlan.MaxVNI {
 			return nil, fmt.Errorf("router: VNI %d is out of range (0-%d)", n.VNI, vxlan.MaxVNI)
 		}
-		if !n.Addr.IsValid() || !n.Addr.Addr().Is4() {
-			return nil, fmt.Errorf("router: network with VNI %d: %v is not an IPv4 address with prefix", n.VNI, n.Addr)
-		}
 		if _, dup := nets[n.VNI]; dup {
 			return nil, fmt.Errorf("router: VNI %d given twice", n.VNI)
 		}
-		for _, a := range n.Local {
-			if !n.Addr.Contains(a) || a == n.Addr.Addr() {
-				return nil, fmt.Errorf("router: network with VNI %d: local address %v is not another address of %v", n.VNI, a, n.Addr.Masked())
+		nw := network{Network: Network{VNI: n.VNI}}
+		if len(n.Addrs) == 0 || len(n.Addrs) > 2 {
+			return nil, fmt.Errorf("router: network with VNI %d: give the node's address on it, one per family (%d given)", n.VNI, len(n.Addrs))
+		}
+		for i, p := range n.Addrs {
+			a := p.Addr()
+			switch {
+			case !p.IsValid() || a.Zone() != "" || a.Is4In6():
+				return nil, fmt.Errorf("router: network with VNI %d: %v is not an IP address with prefix", n.VNI, p)
+			case a.Is4() && (i > 0 || nw.v4.IsValid()):
+				return nil, fmt.Errorf("router: network with VNI %d: the IPv4 address %v must come first, and only one", n.VNI, p)
+			case a.Is6() && nw.v6.IsValid():
+				return nil, fmt.Errorf("router: network with VNI %d: two IPv6 addresses (%v, %v); give one per family", n.VNI, nw.v6, p)
+			case a.Is4():
+				nw.v4 = p
+			default:
+				nw.v6 = p
 			}
 		}
-		n.Local = append([]netip.Addr(nil), n.Local...)
-		nets[n.VNI] = n
+		nw.Addrs = append([]netip.Prefix(nil), n.Addrs...)
+		for _, a := range n.Local {
+			if p := nw.prefix(a); !p.Contains(a) || a == p.Addr() {
+				return nil, fmt.Errorf("router: network with VNI %d: local address %v is not another address of the network (%v)", n.VNI, a, prefixes(n.Addrs))
+			}
+		}
+		nw.Local = append([]netip.Addr(nil), n.Local...)
+		nets[n.VNI] = nw
 	}
 	return nets, nil
+}
+
+// prefixes lists ps masked, for messages: "10.0.0.0/24, fd00::/64".
+func prefixes(ps []netip.Prefix) string {
+	var s string
+	for i, p := range ps {
+		if i > 0 {
+			s += ", "
+		}
+		s += p.Masked().String()
+	}
+	return s
 }
 
 // SetNetworks replaces the networks the router is attached to (its own
@@ -267,7 +296,7 @@ func (r *Router) SetNetworks(networks []Network) error {
 	if err != nil {
 		return err
 	}
-	if r.layer == stack.L2 && (len(nets) != 1 || nets[r.l2VNI].Addr != (*r.nets.Load())[r.l2VNI].Addr) {
+	if r.layer == stack.L2 && (len(nets) != 1 || !slices.Equal(nets[r.l2VNI].Addrs, (*r.nets.Load())[r.l2VNI].Addrs)) {
 		return errors.New("router: an L2 (tap) attachment keeps its one network")
 	}
 	r.setMu.Lock()
@@ -295,7 +324,8 @@ func (r *Router) Networks() []Network {
 	nets := *r.nets.Load()
 	out := make([]Network, 0, len(nets))
 	for _, n := range nets {
-		out = append(out, n)
+		n.Addrs, n.Local = slices.Clone(n.Addrs), slices.Clone(n.Local)
+		out = append(out, n.Network)
 	}
 	slices.SortFunc(out, func(a, b Network) int { return cmp.Compare(a.VNI, b.VNI) })
 	return out

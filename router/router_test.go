@@ -71,8 +71,8 @@ func newPair(t *testing.T, opts Options) *pair {
 	p.ulA, p.ulB = p.net.Conn(vtepA), p.net.Conn(vtepB)
 	var err error
 	oa, ob := opts, opts
-	oa.Networks = []Network{{VNI: testVNI, Addr: addrA}}
-	ob.Networks = []Network{{VNI: testVNI, Addr: addrB}}
+	oa.Networks = []Network{{VNI: testVNI, Addrs: []netip.Prefix{addrA}}}
+	ob.Networks = []Network{{VNI: testVNI, Addrs: []netip.Prefix{addrB}}}
 	if p.rtA, err = New(p.devA, p.ulA, oa); err != nil {
 		t.Fatal(err)
 	}
@@ -388,17 +388,18 @@ func TestNewErrors(t *testing.T) {
 	defer ul.Close()
 	tests := []Options{
 		{},
-		{Networks: []Network{{VNI: 1 << 24, Addr: addrA}}},
-		{Networks: []Network{{VNI: 1, Addr: netip.MustParsePrefix("fd00::1/64")}}},
-		{Networks: []Network{{VNI: 1, Addr: addrA}, {VNI: 1, Addr: addrB}}},
-		{Networks: []Network{{VNI: 1, Addr: addrA}}, PathMTU: 100},
+		{Networks: []Network{{VNI: 1 << 24, Addrs: []netip.Prefix{addrA}}}},
+		{Networks: []Network{{VNI: 1, Addrs: []netip.Prefix{netip.MustParsePrefix("fd00::1/64"), addrA}}}},
+		{Networks: []Network{{VNI: 1}}},
+		{Networks: []Network{{VNI: 1, Addrs: []netip.Prefix{addrA}}, {VNI: 1, Addrs: []netip.Prefix{addrB}}}},
+		{Networks: []Network{{VNI: 1, Addrs: []netip.Prefix{addrA}}}, PathMTU: 100},
 	}
 	for _, o := range tests {
 		if _, err := New(dev, ul, o); err == nil {
 			t.Errorf("New(%+v) succeeded", o)
 		}
 	}
-	r, err := New(dev, ul, Options{Networks: []Network{{VNI: 1, Addr: addrA}}})
+	r, err := New(dev, ul, Options{Networks: []Network{{VNI: 1, Addrs: []netip.Prefix{addrA}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +415,7 @@ func TestL2FloodAndLearn(t *testing.T) {
 	dev := stacktest.New(stacktest.Options{Layer: stack.L2})
 	ul := nw.Conn(vtepA)
 	peers := []*udptest.Conn{nw.Conn(vtepB), nw.Conn(netip.MustParseAddrPort("192.0.2.3:4789"))}
-	r, err := New(dev, ul, Options{Networks: []Network{{VNI: testVNI, Addr: addrA}}})
+	r, err := New(dev, ul, Options{Networks: []Network{{VNI: testVNI, Addrs: []netip.Prefix{addrA}}}})
 	must(t, err)
 	must(t, r.SetRoutes([]Route{
 		{Prefix: netip.MustParsePrefix("10.1.2.0/24"), VTEP: vtepB, VNI: testVNI},

@@ -21,25 +21,42 @@ func (r Route) String() string {
 
 // Network is an overlay network this router is attached to.
 type Network struct {
-	VNI  uint32
-	Addr netip.Prefix // this node's address on the network, with the network's prefix length
+	VNI uint32
+	// Addrs are this node's addresses on the network, each with the
+	// network's prefix length of its family: one per family, IPv4 first
+	// (an IPv4-only or IPv6-only network has one). IPv4 addresses are
+	// unmapped.
+	Addrs []netip.Prefix
 	// Local are other addresses of the attachment on the network (its
-	// DNS address): an endpoint's packets to them are switched to the
-	// attachment, as to Addr.
+	// DNS addresses): an endpoint's packets to them are switched to the
+	// attachment, as to Addrs.
 	Local []netip.Addr
 }
 
+// network is a Network as the data path reads it: the node's address of
+// each family apart.
+type network struct {
+	Network
+	v4, v6 netip.Prefix // the node's address and prefix per family; the zero Prefix: none
+}
+
+// prefix returns the node's address and prefix of a's family on n, or
+// the zero Prefix.
+func (n *network) prefix(a netip.Addr) netip.Prefix {
+	if a.Is4() {
+		return n.v4
+	}
+	return n.v6
+}
+
+// isNode reports whether a is one of the node's own addresses on n.
+func (n *network) isNode(a netip.Addr) bool {
+	return a.IsValid() && (a == n.v4.Addr() || a == n.v6.Addr())
+}
+
 // holds reports whether a is the attachment's address on n.
-func (n *Network) holds(a netip.Addr) bool {
-	if n.Addr.Addr() == a {
-		return true
-	}
-	for _, l := range n.Local {
-		if l == a {
-			return true
-		}
-	}
-	return false
+func (n *network) holds(a netip.Addr) bool {
+	return n.isNode(a) || slices.Contains(n.Local, a)
 }
 
 // table is an immutable routing snapshot: built by SetRoutes, read per
