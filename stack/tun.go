@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 	"golang.zx2c4.com/wireguard/tun"
@@ -67,6 +68,8 @@ type TUN struct {
 	log  *zap.Logger
 	part *partialIO // the offload path of ReadPartial and WritePartial; nil: none
 
+	cnt tunCounters
+
 	addrMu sync.Mutex     // guards addrs and changes to the interface's addresses
 	addrs  []netip.Prefix // the interface's addresses
 
@@ -75,6 +78,25 @@ type TUN struct {
 	// eventsDone is closed when the events drain ends, which is after
 	// wireguard's listener goroutines have stopped.
 	eventsDone chan struct{}
+}
+
+// TUNStats are a TUN's counters of what it read from the kernel.
+type TUNStats struct {
+	// OutGSO counts the super-packets (TSO over IPv4 or IPv6, UDP GSO)
+	// that Read or ReadPartial cut into segments.
+	OutGSO uint64
+	// DropRead counts what a read from the kernel returned and Read or
+	// ReadPartial dropped: a super-packet of more segments than the
+	// batch has buffers, of a kind not cut (an IPv6 one with extension
+	// headers), or a malformed one.
+	DropRead uint64
+}
+
+type tunCounters struct{ outGSO, dropRead atomic.Uint64 }
+
+// Stats returns a snapshot of the counters.
+func (t *TUN) Stats() TUNStats {
+	return TUNStats{OutGSO: t.cnt.outGSO.Load(), DropRead: t.cnt.dropRead.Load()}
 }
 
 var (
@@ -126,13 +148,17 @@ func OpenTUN(opts TUNOptions) (*TUN, error) {
 }
 
 // Read implements Device. A TSO super-packet that would split into more
-// segments than len(bufs) is dropped (wireguard reports it) and Read
-// carries on.
+// segments than len(bufs) is dropped (wireguard reports it), counted in
+// DropRead, and Read carries on.
 func (t *TUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	for {
 		n, err := t.dev.Read(bufs, sizes, offset)
 		if n == 0 && errors.Is(err, tun.ErrTooManySegments) {
+			t.cnt.dropRead.Add(1)
 			continue
+		}
+		if n > 1 {
+			t.cnt.outGSO.Add(1)
 		}
 		return n, err
 	}

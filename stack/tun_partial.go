@@ -75,6 +75,14 @@ func pseudoSum(ip []byte, proto uint8, l4Len int) uint16 {
 	return fold(s)
 }
 
+// pseudoSum6 is the folded sum of the pseudo-header of an IPv6 packet
+// (ip its fixed header) for proto and l4Len bytes of transport header
+// and payload (RFC 8200 §8.1).
+func pseudoSum6(ip []byte, proto uint8, l4Len int) uint16 {
+	s := uint32(proto) + uint32(l4Len>>16) + uint32(l4Len&0xffff) + sum16(ip[8:40])
+	return fold(s)
+}
+
 // ipv4HeaderChecksum sets the header checksum of the IPv4 header h. A
 // header is 20 to 60 bytes: the plain loop beats a general checksum's
 // setup.

@@ -33,13 +33,19 @@ const (
 	vnetNeedsCsum = 1 // flags: VIRTIO_NET_HDR_F_NEEDS_CSUM
 	vnetGSONone   = 0
 	vnetGSOTCPv4  = 1
+	vnetGSOTCPv6  = 4
 	vnetGSOUDPL4  = 5
+	vnetGSOECN    = 0x80 // gsoType: the TCP stream has ECN; CWR on the first segment only
 )
+
+// ipv6HeaderLen is the length of the IPv6 fixed header.
+const ipv6HeaderLen = 40
 
 const (
 	tcpFIN = 0x01
 	tcpPSH = 0x08
 	tcpACK = 0x10
+	tcpCWR = 0x80
 )
 
 // vnetHdr is a decoded virtio_net_hdr (host byte order on the wire).
@@ -95,8 +101,8 @@ func newPartialIO(dev tun.Device) *partialIO {
 }
 
 // ReadPartial implements PartialReader. A super-packet that would split
-// into more segments than len(bufs), or that is not IPv4, is dropped and
-// ReadPartial carries on.
+// into more segments than len(bufs), or that splitVirtio does not cut,
+// is dropped, counted in DropRead, and ReadPartial carries on.
 func (t *TUN) ReadPartial(bufs [][]byte, sizes []int, partial []bool, offset int) (int, error) {
 	p := t.part
 	if p == nil {
@@ -113,18 +119,31 @@ func (t *TUN) ReadPartial(bufs [][]byte, sizes []int, partial []bool, offset int
 			return 0, err
 		}
 		if n < vnetHdrLen {
+			t.cnt.dropRead.Add(1)
 			continue
 		}
-		if cnt := splitVirtio(p.rbuf[:n], bufs, sizes, partial, offset); cnt > 0 {
+		cnt := splitVirtio(p.rbuf[:n], bufs, sizes, partial, offset)
+		if cnt > 1 {
+			t.cnt.outGSO.Add(1)
+		}
+		if cnt > 0 {
 			return cnt, nil
 		}
+		t.cnt.dropRead.Add(1)
 	}
 }
 
 // splitVirtio turns what one TUN read returned (virtio-net header, then
 // the packet) into packets in bufs[i][offset:], and returns how many (0:
-// dropped). TCP checksums the kernel left undone stay undone (partial[i]);
-// every other checksum is completed.
+// dropped). IPv4 TCP checksums the kernel left undone stay undone
+// (partial[i]); every other checksum is completed, IPv6 TCP's included
+// (PartialReader's contract is IPv4's). A super-packet (TSO over IPv4
+// or IPv6, UDP GSO) is cut into its segments as the kernel's GSO would
+// (tcp_gso_segment, udp4/udp6 GSO): the same headers, IPv4 IDs counting
+// up, sequence numbers advancing, FIN and PSH on the last segment only,
+// CWR on the first only. An IPv6 one must carry TCP or UDP right after
+// its fixed header (no extension headers), as the kernel's TCP and UDP
+// sockets send it.
 func splitVirtio(in []byte, bufs [][]byte, sizes []int, partial []bool, offset int) int {
 	var h vnetHdr
 	h.decode(in)
@@ -152,37 +171,56 @@ func splitVirtio(in []byte, bufs [][]byte, sizes []int, partial []bool, offset i
 		binary.BigEndian.PutUint16(out[at:], ^checksum.Checksum(out[h.csumStart:], initial))
 		return 1
 	}
-	if h.gsoSize == 0 || len(pkt) < 20 || pkt[0]>>4 != 4 {
-		return 0 // overlayd carries IPv4 only
+	if h.gsoSize == 0 || len(pkt) < 20 {
+		return 0
 	}
-	ihl := int(pkt[0]&0xf) * 4
-	if ihl < 20 {
+	var (
+		l3    int   // network header length
+		proto uint8 // transport protocol
+		v6    bool
+	)
+	switch pkt[0] >> 4 {
+	case 4:
+		l3, proto = int(pkt[0]&0xf)*4, pkt[9]
+		if l3 < 20 {
+			return 0
+		}
+	case 6:
+		if len(pkt) < ipv6HeaderLen {
+			return 0
+		}
+		l3, proto, v6 = ipv6HeaderLen, pkt[6], true
+	default:
 		return 0
 	}
 	var l4 int // transport header length
-	switch {
-	case h.gsoType == vnetGSOTCPv4 && IsPartialCandidate(pkt):
-		l4 = int(pkt[ihl+12]>>4) * 4
+	switch gso := h.gsoType &^ vnetGSOECN; {
+	case proto == 6 && !v6 && gso == vnetGSOTCPv4 && IsPartialCandidate(pkt),
+		proto == 6 && v6 && gso == vnetGSOTCPv6 && len(pkt) >= l3+20:
+		l4 = int(pkt[l3+12]>>4) * 4
 		if l4 < 20 {
 			return 0
 		}
-	case h.gsoType == vnetGSOUDPL4 && pkt[9] == 17:
+	case proto == 17 && gso == vnetGSOUDPL4:
 		l4 = 8
 	default:
 		return 0
 	}
-	hl := ihl + l4
-	if int(h.csumStart) != ihl || len(pkt) < hl {
+	hl := l3 + l4
+	if int(h.csumStart) != l3 || len(pkt) < hl {
 		return 0
 	}
-	tcp := pkt[9] == 6
+	tcp := proto == 6
 	seg := int(h.gsoSize)
 	n := (len(pkt) - hl + seg - 1) / seg
 	if n > len(bufs) || n == 0 {
 		return 0
 	}
-	id := binary.BigEndian.Uint16(pkt[4:6])
-	seq := binary.BigEndian.Uint32(pkt[ihl+4:])
+	var id uint16
+	if !v6 {
+		id = binary.BigEndian.Uint16(pkt[4:6])
+	}
+	seq := binary.BigEndian.Uint32(pkt[l3+4:])
 	for i := range n {
 		from := hl + i*seg
 		data := pkt[from:min(from+seg, len(pkt))]
@@ -194,27 +232,46 @@ func splitVirtio(in []byte, bufs [][]byte, sizes []int, partial []bool, offset i
 		out = out[:total]
 		copy(out, pkt[:hl])
 		copy(out[hl:], data)
-		binary.BigEndian.PutUint16(out[2:4], uint16(total))
-		binary.BigEndian.PutUint16(out[4:6], id+uint16(i))
-		ipv4HeaderChecksum(out[:ihl])
+		if v6 {
+			binary.BigEndian.PutUint16(out[4:6], uint16(total-ipv6HeaderLen))
+		} else {
+			binary.BigEndian.PutUint16(out[2:4], uint16(total))
+			binary.BigEndian.PutUint16(out[4:6], id+uint16(i))
+			ipv4HeaderChecksum(out[:l3])
+		}
 		sizes[i] = total
+		l := out[l3:]
 		if tcp {
-			binary.BigEndian.PutUint32(out[ihl+4:], seq+uint32(i*seg))
+			binary.BigEndian.PutUint32(l[4:], seq+uint32(i*seg))
 			if i < n-1 {
-				out[ihl+13] &^= tcpFIN | tcpPSH
+				l[13] &^= tcpFIN | tcpPSH
 			}
-			binary.BigEndian.PutUint16(out[ihl+16:], PseudoSum(out, total-ihl))
-			partial[i] = true
+			if i > 0 {
+				l[13] &^= tcpCWR
+			}
+			if !v6 {
+				binary.BigEndian.PutUint16(l[16:], PseudoSum(out, len(l)))
+				partial[i] = true
+				continue
+			}
+			l[16], l[17] = 0, 0
+			binary.BigEndian.PutUint16(l[16:], ^checksum.Checksum(l, pseudoSum6(out, 6, len(l))))
+			partial[i] = false
 			continue
 		}
-		u := out[ihl:]
-		binary.BigEndian.PutUint16(u[4:6], uint16(len(u)))
-		u[6], u[7] = 0, 0
-		s := checksum.Checksum(u, pseudoSum(out, 17, len(u)))
-		if s = ^s; s == 0 {
+		binary.BigEndian.PutUint16(l[4:6], uint16(len(l)))
+		l[6], l[7] = 0, 0
+		var ps uint16
+		if v6 {
+			ps = pseudoSum6(out, 17, len(l))
+		} else {
+			ps = pseudoSum(out, 17, len(l))
+		}
+		s := ^checksum.Checksum(l, ps)
+		if s == 0 {
 			s = 0xffff
 		}
-		binary.BigEndian.PutUint16(u[6:8], s)
+		binary.BigEndian.PutUint16(l[6:8], s)
 		partial[i] = false
 	}
 	return n

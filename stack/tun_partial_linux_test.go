@@ -150,11 +150,12 @@ func TestSplitVirtioCompletesOthers(t *testing.T) {
 		}
 	}
 
-	// Refused: IPv6, and a super-packet of more segments than buffers.
-	v6 := superPacket(make([]byte, 3000), 1000, tcpACK)
-	v6[vnetHdrLen] = 0x60
-	if n := splitVirtio(v6, bufs, sizes, partial, testOff); n != 0 {
-		t.Errorf("splitVirtio(IPv6 TSO) = %d, want 0 (dropped)", n)
+	// Refused: an IPv4 header under an IPv6 TSO type, and a super-packet
+	// of more segments than buffers.
+	v4as6 := superPacket(make([]byte, 3000), 1000, tcpACK)
+	v4as6[1] = vnetGSOTCPv6
+	if n := splitVirtio(v4as6, bufs, sizes, partial, testOff); n != 0 {
+		t.Errorf("splitVirtio(IPv4 packet, IPv6 TSO type) = %d, want 0 (dropped)", n)
 	}
 	if n := splitVirtio(superPacket(make([]byte, 5000), 1000, tcpACK), bufs, sizes, partial, testOff); n != 0 {
 		t.Errorf("splitVirtio(5 segments into 4 buffers) = %d, want 0 (dropped)", n)
@@ -286,6 +287,8 @@ func TestPartialPathAllocatesNothing(t *testing.T) {
 func FuzzSplitVirtio(f *testing.F) {
 	f.Add(superPacket(make([]byte, 3000), 1000, tcpACK))
 	f.Add(make([]byte, vnetHdrLen+20))
+	f.Add(superPacket6(make([]byte, 3000), 1000, tcpACK, 6))
+	f.Add(superPacket6(make([]byte, 3000), 1000, 0, 17))
 	bufs, sizes, partial := testBufs(4)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) < vnetHdrLen || len(in) > vnetHdrLen+65535 {
