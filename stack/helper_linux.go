@@ -406,6 +406,9 @@ func (f *helperFailure) err(path string, req helperRequest) error {
 	case stepDevTUN:
 		return devTUNPermError(req.Name, path, cause)
 	case stepConfigure:
+		if f.IPv6Off {
+			return fmt.Errorf("stack: configure TUN %q in network namespace %q: %w", req.Name, path, &ipv6OffError{f.Msg})
+		}
 		return fmt.Errorf("stack: configure TUN %q in network namespace %q: %w", req.Name, path, cause)
 	case stepMTU:
 		return fmt.Errorf("stack: adopt TUN %q in network namespace %q: %w", req.Name, path, cause)

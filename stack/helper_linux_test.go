@@ -336,7 +336,11 @@ func rootlessInner(t *testing.T) {
 	pid, path := rootlessNetns(t)
 	h := testHelper()
 	self := netip.MustParsePrefix("10.83.0.2/24")
-	opts := stack.NetnsTUNOptions{Netns: path, Name: "ovlrl0", Addrs: []netip.Prefix{self}, DefaultRoute: true, Persist: true}
+	self6 := netip.MustParsePrefix("fd83::2/64")
+	opts := stack.NetnsTUNOptions{Netns: path, Name: "ovlrl0", Addrs: []netip.Prefix{self, self6}, DefaultRoute: true, Persist: true}
+	// A container given no IPv6 has it off for new links: the helper
+	// turns it on for its device.
+	inside(t, pid, "sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6")
 
 	// The direct path fails for lack of privilege: the sign to use the
 	// helper.
@@ -375,6 +379,10 @@ func rootlessInner(t *testing.T) {
 		t.Errorf("inside: ovlrl0 addrs %v up %v mtu %d, want [%v] true 1450", addrs, up, mtu, self)
 	}
 	wantContains(t, "routes inside", inside(t, pid, "ip", "-4", "route"), "default dev ovlrl0")
+	wantContains(t, "IPv6 routes inside", inside(t, pid, "ip", "-6", "route"), "default dev ovlrl0", "fd83::/64 dev ovlrl0")
+	if a6 := inside(t, pid, "ip", "-6", "addr", "show", "dev", "ovlrl0"); !strings.Contains(a6, "inet6 "+self6.String()) || strings.Contains(a6, "tentative") {
+		t.Errorf("inside: IPv6 addresses of ovlrl0:\n%s\nwant %v, not tentative", a6, self6)
+	}
 	pingInside(t, dev, pid, self.Addr(), netip.MustParseAddr("192.0.2.9"))
 	if err := dev.Close(); err != nil {
 		t.Fatalf("Close: %v", err)

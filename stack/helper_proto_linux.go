@@ -59,6 +59,8 @@ type helperFailure struct {
 	Errno uint32 `json:"errno,omitempty"`
 	// NoPersistent: adopting found no persistent TUN of the name.
 	NoPersistent bool `json:"no_persistent,omitempty"`
+	// IPv6Off: the device cannot have IPv6 addresses (ErrIPv6Disabled).
+	IPv6Off bool `json:"ipv6_off,omitempty"`
 	// Msg is the helper's text of the error.
 	Msg string `json:"msg"`
 }

@@ -122,7 +122,7 @@ func tunStep(err error) string {
 
 // failed is the reply for err in step.
 func failed(step string, err error) helperReply {
-	f := &helperFailure{Step: step, Msg: err.Error(), NoPersistent: errors.Is(err, errNoPersistentTUN)}
+	f := &helperFailure{Step: step, Msg: err.Error(), NoPersistent: errors.Is(err, errNoPersistentTUN), IPv6Off: errors.Is(err, ErrIPv6Disabled)}
 	var errno syscall.Errno
 	if errors.As(err, &errno) && errno <= 4095 {
 		f.Errno = uint32(errno)

@@ -13,13 +13,14 @@ import (
 // configureLink sets the interface's MTU (unless 0), adds its addresses,
 // brings it up and points routes at it, through netlink.
 func configureLink(name string, mtu int, addrs, routes []netip.Prefix) error {
-	return configureLinkAt(&netlink.Handle{}, name, mtu, addrs, routes)
+	return configureLinkAt(&netlink.Handle{}, func() error { return enableIPv6(name) }, name, mtu, addrs, routes)
 }
 
 // configureLinkAt is configureLink through h, which may be a handle in
 // another network namespace (netlink.NewHandleAt). The zero Handle is
-// this thread's namespace.
-func configureLinkAt(h *netlink.Handle, name string, mtu int, addrs, routes []netip.Prefix) error {
+// this thread's namespace. enable6 is enableIPv6 for the link, run in
+// h's namespace; it is called before the first IPv6 address is added.
+func configureLinkAt(h *netlink.Handle, enable6 func() error, name string, mtu int, addrs, routes []netip.Prefix) error {
 	link, err := h.LinkByName(name)
 	if err != nil {
 		return fmt.Errorf("find link: %w", err)
@@ -29,15 +30,14 @@ func configureLinkAt(h *netlink.Handle, name string, mtu int, addrs, routes []ne
 			return fmt.Errorf("set MTU %d: %w", mtu, err)
 		}
 	}
-	for _, p := range addrs {
-		a := &netlink.Addr{IPNet: prefixNet(p)}
-		if p.Addr().Is6() {
-			// Usable at once: no duplicate address detection on a
-			// point-to-point overlay device.
-			a.Flags = unix.IFA_F_NODAD
+	if hasIPv6(addrs) {
+		if err := enable6(); err != nil {
+			return err
 		}
-		if err := h.AddrReplace(link, a); err != nil {
-			return fmt.Errorf("add address %v: %w", p, err)
+	}
+	for _, p := range addrs {
+		if err := h.AddrReplace(link, linkAddr(p)); err != nil {
+			return addrError(name, p, err)
 		}
 	}
 	if err := h.LinkSetUp(link); err != nil {
@@ -72,14 +72,27 @@ func changeAddrs(name string, add, del []netip.Prefix) error {
 			return fmt.Errorf("remove address %v: %w", p, err)
 		}
 	}
-	for _, p := range add {
-		a := &netlink.Addr{IPNet: prefixNet(p)}
-		if p.Addr().Is6() {
-			a.Flags = unix.IFA_F_NODAD
+	if hasIPv6(add) {
+		if err := enableIPv6(name); err != nil {
+			return err
 		}
-		if err := netlink.AddrReplace(link, a); err != nil {
-			return fmt.Errorf("add address %v: %w", p, err)
+	}
+	for _, p := range add {
+		if err := netlink.AddrReplace(link, linkAddr(p)); err != nil {
+			return addrError(name, p, err)
 		}
 	}
 	return nil
+}
+
+// linkAddr is the netlink address for p. An IPv6 one is usable at once:
+// no duplicate address detection (IFA_F_NODAD) on an overlay device,
+// whose addresses IPAM hands out without conflicts; the kernel routes
+// its prefix to the link as for IPv4.
+func linkAddr(p netip.Prefix) *netlink.Addr {
+	a := &netlink.Addr{IPNet: prefixNet(p)}
+	if p.Addr().Is6() && !p.Addr().Is4In6() {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	return a
 }

@@ -58,7 +58,7 @@ func OpenNetnsTUN(opts NetnsTUNOptions) (*NetnsTUN, error) {
 	}
 	// Until newNetnsTUN has it, closing fd removes the device: it is not
 	// persistent yet.
-	if err := configureIn(ns, opts.Name, opts.MTU, opts.Addrs, routes); err != nil {
+	if err := configureIn(ns, opts.Netns, opts.Name, opts.MTU, opts.Addrs, routes); err != nil {
 		unix.Close(fd)
 		ns.Close()
 		return nil, fmt.Errorf("stack: configure TUN %q in network namespace %q: %w", opts.Name, opts.Netns, err)
@@ -441,13 +441,14 @@ func inNetns(ns *os.File, path string, f func() error) error {
 
 // configureIn is step 2 from this process: configureLinkAt through a
 // netlink handle in ns.
-func configureIn(ns *os.File, name string, mtu int, addrs, routes []netip.Prefix) error {
+func configureIn(ns *os.File, path, name string, mtu int, addrs, routes []netip.Prefix) error {
 	h, err := netlink.NewHandleAt(netns.NsHandle(int(ns.Fd())))
 	if err != nil {
 		return fmt.Errorf("netlink: %w", err)
 	}
 	defer h.Close()
-	return configureLinkAt(h, name, mtu, addrs, routes)
+	enable6 := func() error { return inNetns(ns, path, func() error { return enableIPv6(name) }) }
+	return configureLinkAt(h, enable6, name, mtu, addrs, routes)
 }
 
 // linkMTUIn reads the MTU of the interface name in ns.
