@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"net/netip"
 )
 
@@ -99,23 +98,20 @@ func unhex(c byte) (byte, bool) {
 }
 
 // NodeMAC returns the stable, locally administered unicast MAC that a node
-// uses on the overlay for its address addr: 0a:58:a:b:c:d for the IPv4
-// address a.b.c.d (an IPv4-mapped address counts as IPv4), the convention of
-// Kubernetes CNI plugins and OVN, so it is readable in tcpdump and the same
-// on every node and after every restart. For an IPv6 address the last four
-// octets are an FNV-1a hash of the 16 address bytes instead; the invalid
-// Addr gives 0a:58:00:00:00:00.
+// uses on the overlay for its address addr: 0a:58 and the address's last
+// four octets. For the IPv4 address a.b.c.d that is 0a:58:a:b:c:d (an
+// IPv4-mapped address counts as IPv4), the convention of Kubernetes CNI
+// plugins and OVN; for an IPv6 address it is the low 32 bits (fd00::a:5 →
+// 0a:58:00:0a:00:05), the part that tells apart the nodes of one network
+// (IPAM hands out addresses of a /64 from a bounded offset space, and
+// static ones differ there too), so it reads in tcpdump as the IPv4 one
+// does. It is the same on every node and after every restart; the
+// invalid Addr gives 0a:58:00:00:00:00.
 func NodeMAC(addr netip.Addr) MAC {
 	m := MAC{0x0a, 0x58}
-	switch {
-	case addr.Unmap().Is4():
-		a := addr.Unmap().As4()
-		copy(m[2:], a[:])
-	case addr.Is6():
+	if addr.IsValid() {
 		a := addr.As16()
-		h := fnv.New32a()
-		h.Write(a[:])
-		binary.BigEndian.PutUint32(m[2:], h.Sum32())
+		copy(m[2:], a[12:])
 	}
 	return m
 }

@@ -209,6 +209,9 @@ func TestNodeMAC(t *testing.T) {
 		{"10.0.0.1", "0a:58:0a:00:00:01"},
 		{"192.168.255.254", "0a:58:c0:a8:ff:fe"},
 		{"::ffff:10.0.0.1", "0a:58:0a:00:00:01"},
+		{"fd00::1", "0a:58:00:00:00:01"},
+		{"fd00:10::a:5", "0a:58:00:0a:00:05"},
+		{"2001:db8::c0a8:1fe", "0a:58:c0:a8:01:fe"},
 	} {
 		if got := NodeMAC(netip.MustParseAddr(tt.addr)); got.String() != tt.want {
 			t.Errorf("NodeMAC(%s) = %v, want %s", tt.addr, got, tt.want)
