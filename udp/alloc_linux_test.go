@@ -9,8 +9,15 @@ import (
 )
 
 // TestZeroAllocs: in the steady state WriteBatch and ReadBatch allocate
-// nothing, with and without offload and with several source ports.
+// nothing, with and without offload and with several source ports, over
+// IPv4 and IPv6.
 func TestZeroAllocs(t *testing.T) {
+	for _, lo := range loopbacks {
+		t.Run(lo.Addr().String(), func(t *testing.T) { testZeroAllocs(t, lo) })
+	}
+}
+
+func testZeroAllocs(t *testing.T, lo netip.AddrPort) {
 	const batch = 64
 	for _, tc := range []struct {
 		disable bool
@@ -19,8 +26,8 @@ func TestZeroAllocs(t *testing.T) {
 	}{{false, 1, 1400}, {true, 1, 1400}, {false, 4, 1400}, {true, 4, 1400}, {false, 1, 100}} {
 		t.Run(fmt.Sprintf("%s/ports=%d/size=%d", offloadName(tc.disable), tc.ports, tc.size), func(t *testing.T) {
 			opts := udp.Options{DisableOffload: tc.disable, SourcePorts: tc.ports}
-			rx := listen(t, lo4, opts)
-			tx := listen(t, lo4, opts)
+			rx := listen(t, lo, opts)
+			tx := listen(t, lo, opts)
 			out := make([][]byte, batch)
 			dsts := make([]netip.AddrPort, batch)
 			flows := make([]uint32, batch)

@@ -14,8 +14,14 @@ import (
 // that nobody reads are dropped by the kernel, and KernelDrops counts
 // them exactly: what was read plus what it reports is what was sent.
 func TestKernelDrops(t *testing.T) {
-	rx := listen(t, lo4, udp.Options{DisableOffload: true, ReadBuffer: 4096})
-	tx := listen(t, lo4, udp.Options{DisableOffload: true})
+	for _, lo := range loopbacks {
+		t.Run(lo.Addr().String(), func(t *testing.T) { testKernelDrops(t, lo) })
+	}
+}
+
+func testKernelDrops(t *testing.T, lo netip.AddrPort) {
+	rx := listen(t, lo, udp.Options{DisableOffload: true, ReadBuffer: 4096})
+	tx := listen(t, lo, udp.Options{DisableOffload: true})
 	if n, ok := rx.KernelDrops(); !ok || n != 0 {
 		t.Fatalf("KernelDrops of a new socket = %d, %v; want 0, true", n, ok)
 	}

@@ -73,7 +73,11 @@ func putBEUint16(p *uint16, v uint16) {
 }
 
 // putSockaddr writes dst as the socket's address family wants it and
-// returns its length, or 0 if dst cannot be reached from the socket.
+// returns its length, or 0 if dst cannot be reached from the socket: an
+// IPv4 socket reaches IPv4 destinations (v4-mapped ones unmapped), an
+// IPv6 socket, which is IPv6-only (Listen), only IPv6 ones, so an IPv4
+// destination, mapped or not, is refused here rather than by the kernel
+// (ENETUNREACH, a datagram at a time).
 func putSockaddr(sa *unix.RawSockaddrInet6, dst netip.AddrPort, is6 bool) uint32 {
 	ip := dst.Addr()
 	if !is6 {
@@ -86,7 +90,7 @@ func putSockaddr(sa *unix.RawSockaddrInet6, dst netip.AddrPort, is6 bool) uint32
 		putBEUint16(&sa4.Port, dst.Port())
 		return unix.SizeofSockaddrInet4
 	}
-	if !ip.IsValid() {
+	if !ip.Is6() || ip.Is4In6() {
 		return 0
 	}
 	*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: ip.As16()}

@@ -76,6 +76,13 @@ var errClosed = fmt.Errorf("udp: %w", net.ErrClosed)
 // port 0 picks a free port, which LocalAddr reports). With
 // opts.SourcePorts > 1 it also opens the send-only sockets.
 //
+// A socket carries one family, that of addr: an IPv6 one, [::] included,
+// is IPv6-only (IPV6_V6ONLY), so it neither receives IPv4 datagrams as
+// v4-mapped addresses nor sends to IPv4 peers (WriteBatch refuses them),
+// and an IPv4 node may listen on 0.0.0.0 at the same port beside it. A
+// v4-mapped addr (::ffff:192.0.2.1) is taken as the IPv4 address it maps.
+// LocalAddr and the sources ReadBatch reports are never v4-mapped.
+//
 // Errors a user can fix (the port is taken, a privileged port, an address
 // this host does not have) are one sentence that says what to do, and
 // wrap the errno: errors.Is(err, syscall.EADDRINUSE) holds.

@@ -27,6 +27,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 var (
 	lo4 = netip.MustParseAddrPort("127.0.0.1:0")
 	lo6 = netip.MustParseAddrPort("[::1]:0")
+	// loopbacks are the families every test runs over.
+	loopbacks = []netip.AddrPort{lo4, lo6}
 )
 
 func listen(t testing.TB, addr netip.AddrPort, opts udp.Options) *udp.Conn {
@@ -139,42 +141,54 @@ func TestGSOBatch(t *testing.T) {
 // TestMixedDestinations: one batch to two receivers, interleaved, with
 // runs that GSO can and cannot coalesce, and an empty datagram.
 func TestMixedDestinations(t *testing.T) {
-	for _, disable := range []bool{false, true} {
-		t.Run(offloadName(disable), func(t *testing.T) {
-			opts := udp.Options{DisableOffload: disable}
-			tx := listen(t, lo4, opts)
-			rxs := []*udp.Conn{listen(t, lo4, opts), listen(t, lo4, opts)}
-			pattern := []int{0, 0, 0, 1, 0, 1, 1, 1, 1, 0, 0, 1}
-			sizes := []int{100, 100, 100, 200, 50, 200, 200, 10, 0, 100, 100, 200}
-			var bufs [][]byte
-			var dsts []netip.AddrPort
-			want := make([][][]byte, 2)
-			for i, r := range pattern {
-				b := payload(i, sizes[i])
-				bufs = append(bufs, b)
-				dsts = append(dsts, rxs[r].LocalAddr())
-				want[r] = append(want[r], b)
+	for _, lo := range loopbacks {
+		for _, disable := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%v/%s", lo.Addr(), offloadName(disable)), func(t *testing.T) {
+				testMixedDestinations(t, lo, disable)
+			})
+		}
+	}
+}
+
+func testMixedDestinations(t *testing.T, lo netip.AddrPort, disable bool) {
+	opts := udp.Options{DisableOffload: disable}
+	tx := listen(t, lo, opts)
+	rxs := []*udp.Conn{listen(t, lo, opts), listen(t, lo, opts)}
+	pattern := []int{0, 0, 0, 1, 0, 1, 1, 1, 1, 0, 0, 1}
+	sizes := []int{100, 100, 100, 200, 50, 200, 200, 10, 0, 100, 100, 200}
+	var bufs [][]byte
+	var dsts []netip.AddrPort
+	want := make([][][]byte, 2)
+	for i, r := range pattern {
+		b := payload(i, sizes[i])
+		bufs = append(bufs, b)
+		dsts = append(dsts, rxs[r].LocalAddr())
+		want[r] = append(want[r], b)
+	}
+	if n, err := tx.WriteBatch(bufs, dsts, nil); n != len(bufs) || err != nil {
+		t.Fatalf("WriteBatch = %d, %v, want %d, nil", n, err, len(bufs))
+	}
+	for r, rx := range rxs {
+		got := collect(t, rx, len(want[r]), 65535, 128)
+		for i, d := range got {
+			if !bytes.Equal(d.data, want[r][i]) || d.src != tx.LocalAddr() {
+				t.Fatalf("receiver %d datagram %d = %x from %v, want %x from %v", r, i, d.data, d.src, want[r][i], tx.LocalAddr())
 			}
-			if n, err := tx.WriteBatch(bufs, dsts, nil); n != len(bufs) || err != nil {
-				t.Fatalf("WriteBatch = %d, %v, want %d, nil", n, err, len(bufs))
-			}
-			for r, rx := range rxs {
-				got := collect(t, rx, len(want[r]), 65535, 128)
-				for i, d := range got {
-					if !bytes.Equal(d.data, want[r][i]) || d.src != tx.LocalAddr() {
-						t.Fatalf("receiver %d datagram %d = %x from %v, want %x from %v", r, i, d.data, d.src, want[r][i], tx.LocalAddr())
-					}
-				}
-			}
-		})
+		}
 	}
 }
 
 // TestLargeBatch: a WriteBatch longer than BatchSize goes in several
 // system calls, and a ReadBatch returns at most BatchSize.
 func TestLargeBatch(t *testing.T) {
-	rx := listen(t, lo4, udp.Options{BatchSize: 8})
-	tx := listen(t, lo4, udp.Options{BatchSize: 8})
+	for _, lo := range loopbacks {
+		t.Run(lo.Addr().String(), func(t *testing.T) { testLargeBatch(t, lo) })
+	}
+}
+
+func testLargeBatch(t *testing.T, lo netip.AddrPort) {
+	rx := listen(t, lo, udp.Options{BatchSize: 8})
+	tx := listen(t, lo, udp.Options{BatchSize: 8})
 	if bs := rx.BatchSize(); bs < 1 || bs > 8 {
 		t.Fatalf("BatchSize() = %d, want 8 (1 without batched system calls)", bs)
 	}
@@ -198,9 +212,15 @@ func TestLargeBatch(t *testing.T) {
 // TestSourcePorts: one flow leaves from one port; several flows from
 // several ports, all on the listening IP.
 func TestSourcePorts(t *testing.T) {
+	for _, lo := range loopbacks {
+		t.Run(lo.Addr().String(), func(t *testing.T) { testSourcePorts(t, lo) })
+	}
+}
+
+func testSourcePorts(t *testing.T, lo netip.AddrPort) {
 	const ports = 4
-	rx := listen(t, lo4, udp.Options{})
-	tx := listen(t, lo4, udp.Options{SourcePorts: ports})
+	rx := listen(t, lo, udp.Options{})
+	tx := listen(t, lo, udp.Options{SourcePorts: ports})
 	send := func(flows []uint32) []dgram {
 		t.Helper()
 		bufs := make([][]byte, len(flows))
@@ -288,9 +308,15 @@ func TestListenErrors(t *testing.T) {
 		t.Errorf("error = %q\nwant    %q", err, want)
 	}
 
-	_, err = udp.Listen(netip.MustParseAddrPort("192.0.2.1:0"), udp.Options{})
-	if !errors.Is(err, syscall.EADDRNOTAVAIL) || !strings.Contains(err.Error(), "--listen") {
-		t.Errorf("Listen(192.0.2.1:0) = %v, want EADDRNOTAVAIL with advice", err)
+	c6 := listen(t, lo6, udp.Options{})
+	if _, err := udp.Listen(c6.LocalAddr(), udp.Options{}); !errors.Is(err, syscall.EADDRINUSE) || !strings.Contains(err.Error(), "--listen") {
+		t.Errorf("Listen(%v) twice: %v, want EADDRINUSE with advice", c6.LocalAddr(), err)
+	}
+	for _, a := range []string{"192.0.2.1:0", "[2001:db8::1]:0"} {
+		_, err = udp.Listen(netip.MustParseAddrPort(a), udp.Options{})
+		if !errors.Is(err, syscall.EADDRNOTAVAIL) || !strings.Contains(err.Error(), "--listen") {
+			t.Errorf("Listen(%s) = %v, want EADDRNOTAVAIL with advice", a, err)
+		}
 	}
 	if _, err := udp.Listen(netip.AddrPort{}, udp.Options{}); err == nil {
 		t.Errorf("Listen(invalid) succeeded")
@@ -317,9 +343,15 @@ func TestLocalAddr(t *testing.T) {
 
 // TestConcurrentWriters: WriteBatch from several goroutines at once.
 func TestConcurrentWriters(t *testing.T) {
+	for _, lo := range loopbacks {
+		t.Run(lo.Addr().String(), func(t *testing.T) { testConcurrentWriters(t, lo) })
+	}
+}
+
+func testConcurrentWriters(t *testing.T, lo netip.AddrPort) {
 	const writers, per = 4, 40
-	rx := listen(t, lo4, udp.Options{})
-	tx := listen(t, lo4, udp.Options{SourcePorts: 2})
+	rx := listen(t, lo, udp.Options{})
+	tx := listen(t, lo, udp.Options{SourcePorts: 2})
 	errs := make(chan error, writers)
 	for w := range writers {
 		go func() {
@@ -350,5 +382,84 @@ func TestConcurrentWriters(t *testing.T) {
 			t.Fatalf("writer %d: datagram %d arrived when %d was due", w, i, next[w])
 		}
 		next[w]++
+	}
+}
+
+// TestIPv6Only: a socket on [::] is IPv6-only. An IPv4 socket binds the
+// same port on 0.0.0.0 beside it (with a dual-stack socket that is
+// EADDRINUSE), the IPv6 one hears nothing sent to 127.0.0.1, and a
+// v4-mapped listen address means the IPv4 address.
+func TestIPv6Only(t *testing.T) {
+	any6 := listen(t, netip.MustParseAddrPort("[::]:0"), udp.Options{})
+	port := any6.LocalAddr().Port()
+	if got := any6.LocalAddr(); got.Addr() != netip.IPv6Unspecified() || port == 0 {
+		t.Fatalf("Listen([::]:0).LocalAddr() = %v, want [::]:PORT", got)
+	}
+	any4, err := udp.Listen(netip.AddrPortFrom(netip.IPv4Unspecified(), port), udp.Options{})
+	if err != nil {
+		t.Fatalf("Listen(0.0.0.0:%d) beside [::]:%d: %v (the IPv6 socket is not IPv6-only?)", port, port, err)
+	}
+	defer any4.Close()
+	tx4 := listen(t, lo4, udp.Options{})
+	tx6 := listen(t, lo6, udp.Options{})
+	dst4 := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
+	dst6 := netip.AddrPortFrom(netip.IPv6Loopback(), port)
+	if n, err := tx4.WriteBatch([][]byte{[]byte("four")}, []netip.AddrPort{dst4}, nil); n != 1 || err != nil {
+		t.Fatalf("WriteBatch to %v = %d, %v", dst4, n, err)
+	}
+	if n, err := tx6.WriteBatch([][]byte{[]byte("six")}, []netip.AddrPort{dst6}, nil); n != 1 || err != nil {
+		t.Fatalf("WriteBatch to %v = %d, %v", dst6, n, err)
+	}
+	// Each socket gets exactly its family's datagram: the IPv4 one would
+	// be the IPv6 socket's too if it were dual-stack (it binds first).
+	for _, c := range []struct {
+		conn *udp.Conn
+		want string
+		src  netip.AddrPort
+	}{{any6, "six", tx6.LocalAddr()}, {any4, "four", tx4.LocalAddr()}} {
+		got := collect(t, c.conn, 1, 2048, 8)
+		if string(got[0].data) != c.want || got[0].src != c.src {
+			t.Errorf("%v got %q from %v, want %q from %v", c.conn.LocalAddr(), got[0].data, got[0].src, c.want, c.src)
+		}
+	}
+
+	mapped := listen(t, netip.MustParseAddrPort("[::ffff:127.0.0.1]:0"), udp.Options{})
+	if a := mapped.LocalAddr().Addr(); a != netip.MustParseAddr("127.0.0.1") {
+		t.Errorf("Listen([::ffff:127.0.0.1]:0).LocalAddr() = %v, want 127.0.0.1:PORT", mapped.LocalAddr())
+	}
+}
+
+// TestOtherFamilyDestination: a datagram to the other family's address
+// is refused (one error for the batch, the rest still sent) on either
+// socket; a v4-mapped destination on an IPv4 socket is its IPv4 address.
+func TestOtherFamilyDestination(t *testing.T) {
+	for _, tc := range []struct {
+		lo    netip.AddrPort
+		other string
+	}{
+		{lo4, "[2001:db8::1]:4789"},
+		{lo6, "192.0.2.1:4789"},
+		{lo6, "[::ffff:192.0.2.1]:4789"},
+	} {
+		t.Run(tc.lo.Addr().String()+"->"+tc.other, func(t *testing.T) {
+			rx, tx := listen(t, tc.lo, udp.Options{}), listen(t, tc.lo, udp.Options{})
+			dsts := []netip.AddrPort{rx.LocalAddr(), netip.MustParseAddrPort(tc.other), rx.LocalAddr()}
+			n, err := tx.WriteBatch([][]byte{{1}, {2}, {3}}, dsts, nil)
+			if n != 2 || err == nil || !strings.Contains(err.Error(), "cannot reach") {
+				t.Fatalf("WriteBatch with a %s destination = %d, %v, want 2 and a \"cannot reach\" error", tc.other, n, err)
+			}
+			got := collect(t, rx, 2, 100, 8)
+			if got[0].data[0] != 1 || got[1].data[0] != 3 {
+				t.Fatalf("got %x %x, want 01 03", got[0].data, got[1].data)
+			}
+		})
+	}
+	rx, tx := listen(t, lo4, udp.Options{}), listen(t, lo4, udp.Options{})
+	mapped := netip.AddrPortFrom(netip.AddrFrom16(rx.LocalAddr().Addr().As16()), rx.LocalAddr().Port())
+	if n, err := tx.WriteBatch([][]byte{{7}}, []netip.AddrPort{mapped}, nil); n != 1 || err != nil {
+		t.Fatalf("WriteBatch to %v on IPv4 = %d, %v, want 1, nil", mapped, n, err)
+	}
+	if got := collect(t, rx, 1, 100, 8); got[0].data[0] != 7 || got[0].src != tx.LocalAddr() {
+		t.Fatalf("got %x from %v, want 07 from %v", got[0].data, got[0].src, tx.LocalAddr())
 	}
 }

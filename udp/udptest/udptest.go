@@ -146,12 +146,19 @@ func (c *Conn) ReadBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (int
 
 // WriteBatch copies bufs[i] into the queue of the Conn at dsts[i]. flows
 // is ignored. Like UDP, it reports every datagram as sent, whether or not
-// it was delivered.
+// it was delivered, except those to the other family's addresses, which
+// it refuses as udp.Conn does (a socket carries one family): they are
+// not counted in n, and an error says how many there were.
 func (c *Conn) WriteBatch(bufs [][]byte, dsts []netip.AddrPort, flows []uint32) (int, error) {
 	if c.isClosed() {
 		return 0, errClosed
 	}
+	bad := 0
 	for i, b := range bufs {
+		if dsts[i].Addr().Unmap().Is4() != c.addr.Addr().Is4() {
+			bad++
+			continue
+		}
 		dst := c.net.lookup(dsts[i])
 		if dst == nil || dst.isClosed() {
 			c.net.unroutable.Add(1)
@@ -172,6 +179,9 @@ func (c *Conn) WriteBatch(bufs [][]byte, dsts []netip.AddrPort, flows []uint32) 
 				dst.drops.Add(1)
 			}
 		}
+	}
+	if bad > 0 {
+		return len(bufs) - bad, fmt.Errorf("udptest: write: %d datagrams to addresses of the other family than %v", bad, c.addr)
 	}
 	return len(bufs), nil
 }

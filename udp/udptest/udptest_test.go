@@ -59,6 +59,30 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// TestIPv6: Conns on IPv6 addresses talk to each other, not to IPv4 ones
+// (refused with an error, as by udp.Conn); a v4-mapped address is the
+// IPv4 one.
+func TestIPv6(t *testing.T) {
+	nw := udptest.NewNetwork()
+	a := nw.Conn(netip.MustParseAddrPort("[2001:db8::1]:4789"))
+	b := nw.Conn(netip.MustParseAddrPort("[2001:db8::2]:0"))
+	c := nw.Conn(netip.MustParseAddrPort("[::ffff:10.0.0.3]:4789"))
+	defer a.Close()
+	defer b.Close()
+	defer c.Close()
+	if got := c.LocalAddr(); got != netip.MustParseAddrPort("10.0.0.3:4789") {
+		t.Errorf("LocalAddr() of a v4-mapped Conn = %v, want 10.0.0.3:4789", got)
+	}
+	n, err := a.WriteBatch([][]byte{[]byte("one"), []byte("four"), []byte("two")}, []netip.AddrPort{b.LocalAddr(), c.LocalAddr(), b.LocalAddr()}, nil)
+	if n != 2 || err == nil {
+		t.Fatalf("WriteBatch to IPv6, IPv4, IPv6 from IPv6 = %d, %v, want 2 and an error", n, err)
+	}
+	got, srcs := read(t, b, 8)
+	if len(got) != 2 || string(got[0]) != "one" || string(got[1]) != "two" || srcs[0] != a.LocalAddr() {
+		t.Fatalf("ReadBatch = %q from %v, want one, two from %v", got, srcs, a.LocalAddr())
+	}
+}
+
 func TestHookAndQueue(t *testing.T) {
 	nw := udptest.NewNetwork()
 	nw.QueueLen = 4
