@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -34,20 +35,30 @@ type Config struct {
 	// Mode is how local programs reach the overlay: auto, tun, netstack or tap.
 	Mode string `yaml:"mode"`
 	// Listen is the VTEP: the underlay UDP address this node receives
-	// VXLAN on. Port 0 picks a free port.
+	// VXLAN on, IPv4 or IPv6 ([2001:db8::1]:4789). Port 0 picks a free
+	// port. The underlay is of its one family: an IPv6 socket, [::]
+	// included, is IPv6-only, and every peer's VTEP must be of the same
+	// family.
 	Listen netip.AddrPort `yaml:"listen"`
 	// Addr is this node's overlay address with the network's prefix
-	// length, e.g. 10.200.1.1/16: a static network, without gossip.
-	// Required unless Gossip.Listen is set (then networks are created and
-	// joined with 'overlayd network', and Addr is optional).
+	// length, e.g. 10.200.1.1/16 or fd00::1/64: a static network, without
+	// gossip. Required unless Gossip.Listen is set (then networks are
+	// created and joined with 'overlayd network', and Addr is optional).
+	// On a dual-stack static network Addr is the IPv4 address and Addr6
+	// the IPv6 one (Addrs lists both).
 	Addr netip.Prefix `yaml:"addr"`
+	// Addr6 is the IPv6 address of a dual-stack static network, beside
+	// an IPv4 Addr, e.g. fd00::1/64 (--addr given twice). An IPv6-only
+	// node gives its address in Addr.
+	Addr6 netip.Prefix `yaml:"addr6"`
 	// VNI is the VXLAN network identifier of the overlay network (0-16777215).
 	VNI uint32 `yaml:"vni"`
 	// Peers are static routes: an overlay prefix that lives at a VTEP.
 	Peers []Peer `yaml:"peers"`
 	// TUNName is the interface name in tun and tap modes.
 	TUNName string `yaml:"tun_name"`
-	// MTU of the attachment; 0 means the underlay MTU minus 50.
+	// MTU of the attachment; 0 means the underlay MTU minus what VXLAN
+	// adds: 50 bytes over an IPv4 underlay, 70 over IPv6 (Overhead).
 	MTU int `yaml:"mtu"`
 	// Control is the path of the control API's unix socket; empty: none.
 	Control string `yaml:"control"`
@@ -142,18 +153,34 @@ type Log struct {
 	lines map[string]int
 }
 
-// Peer is a static route: Prefix lives at VTEP. Written PREFIX@IP:PORT.
+// Overhead is what VXLAN adds to an inner packet on an underlay of
+// listen's family: 50 bytes over IPv4 (outer IPv4 20, UDP 8, VXLAN 8,
+// inner Ethernet 14), 70 over IPv6 (its header is 40). The default
+// attachment MTU is the underlay's less this. (vxlan.Overhead and
+// Overhead6; config imports no lower package.)
+func Overhead(listen netip.Addr) int {
+	if listen.Is6() && !listen.Is4In6() {
+		return 70
+	}
+	return 50
+}
+
+// Peer is a static route: Prefix lives at VTEP. Written PREFIX@IP:PORT,
+// with an IPv6 VTEP in brackets: fd00::2/128@[2001:db8::2]:4789.
 type Peer struct {
 	Prefix netip.Prefix
 	VTEP   netip.AddrPort
 }
 
-// ParsePeer parses PREFIX@IP[:PORT]; a bare address is a /32 and a missing
-// port is 4789.
+// ParsePeer parses PREFIX@IP[:PORT] of either family: a bare address is
+// a /32 (IPv4) or a /128 (IPv6), a missing port is 4789, and an IPv6 VTEP
+// with a port is written in brackets ([2001:db8::2]:4789; a bare
+// 2001:db8::2 takes port 4789). A v4-mapped VTEP is its IPv4 address; a
+// v4-mapped prefix and a VTEP with a zone (fe80::1%eth0) are refused.
 func ParsePeer(s string) (Peer, error) {
 	pfx, vtep, ok := strings.Cut(s, "@")
 	if !ok {
-		return Peer{}, fmt.Errorf("peer %q: want PREFIX@IP:PORT, e.g. 10.200.2.0/24@192.0.2.2:4789", s)
+		return Peer{}, fmt.Errorf("peer %q: want PREFIX@IP:PORT, e.g. 10.200.2.0/24@192.0.2.2:4789 or fd00::2/128@[2001:db8::2]:4789", s)
 	}
 	var p Peer
 	var err error
@@ -162,10 +189,16 @@ func ParsePeer(s string) (Peer, error) {
 	} else {
 		var a netip.Addr
 		a, err = netip.ParseAddr(pfx)
+		if err == nil && a.Zone() != "" {
+			err = errors.New("zone")
+		}
 		p.Prefix = netip.PrefixFrom(a, a.BitLen())
 	}
 	if err != nil {
-		return Peer{}, fmt.Errorf("peer %q: bad overlay prefix %q", s, pfx)
+		return Peer{}, fmt.Errorf("peer %q: bad overlay prefix %q: want an address or a prefix, e.g. 10.200.2.0/24 or fd00::2", s, pfx)
+	}
+	if p.Prefix.Addr().Is4In6() {
+		return Peer{}, fmt.Errorf("peer %q: %v is a v4-mapped IPv6 prefix; write the IPv4 prefix itself", s, p.Prefix)
 	}
 	p.Prefix = p.Prefix.Masked()
 	p.VTEP, err = ParseAddrPort(vtep, DefaultPort)
@@ -175,18 +208,44 @@ func ParsePeer(s string) (Peer, error) {
 	if p.VTEP.Port() == 0 {
 		return Peer{}, fmt.Errorf("peer %q: the VTEP needs a port", s)
 	}
+	if a := p.VTEP.Addr(); a.Zone() != "" {
+		return Peer{}, fmt.Errorf("peer %q: the VTEP %v has a zone: link-local underlay addresses are not supported; give a global or unique local one", s, a)
+	} else if a.IsUnspecified() || a.IsMulticast() {
+		return Peer{}, fmt.Errorf("peer %q: the VTEP %v is not a unicast address", s, a)
+	}
 	return p, nil
 }
 
-// ParseAddrPort parses IP:PORT or a bare IP with defPort.
+// ParseAddrPort parses IP:PORT or a bare IP with defPort, of either
+// family: an IPv6 address with a port is written in brackets
+// ([2001:db8::1]:4789); a bare one, with or without brackets, takes
+// defPort. A v4-mapped address is the IPv4 one (::ffff:192.0.2.1 is
+// 192.0.2.1).
 func ParseAddrPort(s string, defPort uint16) (netip.AddrPort, error) {
 	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap, nil
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 	}
-	if a, err := netip.ParseAddr(strings.Trim(s, "[]")); err == nil {
-		return netip.AddrPortFrom(a, defPort), nil
+	h := s
+	if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+		h = h[1 : len(h)-1]
 	}
-	return netip.AddrPort{}, fmt.Errorf("bad address %q: want IP:PORT, e.g. 192.0.2.1:4789", s)
+	if a, err := netip.ParseAddr(h); err == nil {
+		return netip.AddrPortFrom(a.Unmap(), defPort), nil
+	}
+	return netip.AddrPort{}, fmt.Errorf("bad address %q: want IP:PORT, e.g. 192.0.2.1:4789 or [2001:db8::1]:4789", s)
+}
+
+// Addrs are the node's static overlay addresses: Addr, and Addr6 beside
+// it on a dual-stack static network; none when Addr is not set.
+func (c Config) Addrs() []netip.Prefix {
+	var out []netip.Prefix
+	if c.Addr.IsValid() {
+		out = append(out, c.Addr)
+		if c.Addr6.IsValid() {
+			out = append(out, c.Addr6)
+		}
+	}
+	return out
 }
 
 func (p Peer) String() string { return p.Prefix.String() + "@" + p.VTEP.String() }
@@ -257,31 +316,43 @@ func (c *Config) Validate() error {
 		bad("mode", "mode: %q is not one of auto, tun, netstack, tap", c.Mode)
 	}
 	if !c.Listen.IsValid() {
-		bad("listen", "listen: want IP:PORT, e.g. 0.0.0.0:4789")
+		bad("listen", "listen: want IP:PORT, e.g. 0.0.0.0:4789 or [::]:4789")
 	}
 	if !c.Addr.IsValid() {
 		if !c.Gossip.Enabled() {
-			bad("addr", "addr: this node's overlay address is required, e.g. 10.200.1.1/16 (or turn gossip on with gossip.listen / --gossip)")
+			bad("addr", "addr: this node's overlay address is required, e.g. 10.200.1.1/16 or fd00::1/64 (or turn gossip on with gossip.listen / --gossip)")
 		} else if c.Mode == ModeTAP {
 			bad("addr", "addr: tap mode carries exactly one network, so it needs addr even with gossip")
 		}
-	} else if !c.Addr.Addr().Is4() {
-		bad("addr", "addr: %v: only IPv4 overlay addresses are supported", c.Addr)
-	} else if c.Addr.Bits() > 30 {
-		bad("addr", "addr: %v: the prefix /%d leaves no room for peers; use /30 or shorter", c.Addr, c.Addr.Bits())
-	} else if c.Addr.Addr() == c.Addr.Masked().Addr() {
-		bad("addr", "addr: %v is the network address, not a host address", c.Addr)
+		if c.Addr6.IsValid() {
+			bad("addr6", "addr6: %v is given without addr; an IPv6-only node gives its address in addr", c.Addr6)
+		}
+	} else if msg := checkHostAddr(c.Addr); msg != "" {
+		bad("addr", "addr: %s", msg)
+	}
+	if c.Addr.IsValid() && c.Addr6.IsValid() {
+		if !c.Addr.Addr().Is4() || !c.Addr6.Addr().Is6() {
+			bad("addr6", "addr6: %v beside addr %v: a dual-stack node has an IPv4 addr and an IPv6 addr6 (--addr once per family)", c.Addr6, c.Addr)
+		} else if msg := checkHostAddr(c.Addr6); msg != "" {
+			bad("addr6", "addr6: %s", msg)
+		}
 	}
 	if c.VNI > 1<<24-1 {
 		bad("vni", "vni: %d is out of range (0-16777215)", c.VNI)
 	}
+	own := c.Addrs()
 	for i, p := range c.Peers {
 		key := fmt.Sprintf("peers[%d]", i)
-		if !p.Prefix.Addr().Is4() {
-			bad(key, "peers: %v: only IPv4 overlay prefixes are supported", p)
+		for _, a := range own {
+			if p.Prefix.Contains(a.Addr()) {
+				bad(key, "peers: %v covers this node's own address %v", p, a.Addr())
+			}
 		}
-		if c.Addr.IsValid() && p.Prefix.Contains(c.Addr.Addr()) {
-			bad(key, "peers: %v covers this node's own address %v", p, c.Addr.Addr())
+		if fam := family(p.Prefix.Addr()); !c.Gossip.Enabled() && !slices.ContainsFunc(own, func(a netip.Prefix) bool { return family(a.Addr()) == fam }) && len(own) > 0 {
+			bad(key, "peers: %v is an %s prefix, but this node has no %s address on the static network (give one with a second --addr, or addr6 in the file)", p, fam, fam)
+		}
+		if c.Listen.IsValid() && family(p.VTEP.Addr()) != family(c.Listen.Addr()) {
+			bad(key, "peers: %v: the VTEP is %s but this node listens on %v (%s): the underlay carries one family; give every VTEP, and --listen, addresses of one family", p, family(p.VTEP.Addr()), c.Listen, family(c.Listen.Addr()))
 		}
 	}
 	if !c.Gossip.Enabled() && len(c.Gossip.Join) > 0 {
@@ -312,11 +383,22 @@ func (c *Config) Validate() error {
 	if c.Gossip.Enabled() && c.Gossip.Listen.Port() != 0 && c.Gossip.Listen == c.Listen {
 		bad("gossip.listen", "gossip.listen: %v is also the VTEP (listen); give gossip another port", c.Gossip.Listen)
 	}
-	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
+	v6inside := slices.ContainsFunc(own, func(a netip.Prefix) bool { return a.Addr().Is6() })
+	switch {
+	case c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535):
 		bad("mtu", "mtu: %d is out of range (576-65535)", c.MTU)
+	case c.MTU != 0 && c.MTU < minMTU6 && v6inside:
+		bad("mtu", "mtu: %d is below %d, the least MTU an overlay carrying IPv6 may have (RFC 8200)", c.MTU, minMTU6)
 	}
-	if c.Underlay.MTU != 0 && (c.Underlay.MTU < 576+50 || c.Underlay.MTU > 65535) {
-		bad("underlay.mtu", "underlay.mtu: %d is out of range (626-65535)", c.Underlay.MTU)
+	overhead := Overhead(c.Listen.Addr())
+	switch {
+	case c.Underlay.MTU == 0:
+	case c.Listen.Addr().Is6() && (c.Underlay.MTU < minMTU6 || c.Underlay.MTU > 65535):
+		bad("underlay.mtu", "underlay.mtu: %d is out of range for an IPv6 underlay (%d-65535)", c.Underlay.MTU, minMTU6)
+	case c.Underlay.MTU < 576+overhead || c.Underlay.MTU > 65535:
+		bad("underlay.mtu", "underlay.mtu: %d is out of range (%d-65535)", c.Underlay.MTU, 576+overhead)
+	case c.MTU == 0 && v6inside && c.Underlay.MTU-overhead < minMTU6:
+		bad("underlay.mtu", "underlay.mtu: %d leaves the overlay an MTU of %d (%d less), below the %d IPv6 needs; raise it to %d or more", c.Underlay.MTU, c.Underlay.MTU-overhead, overhead, minMTU6, minMTU6+overhead)
 	}
 	if c.Underlay.SourcePorts < 0 || c.Underlay.SourcePorts > 64 {
 		bad("underlay.source_ports", "underlay.source_ports: %d is out of range (0-64)", c.Underlay.SourcePorts)
@@ -340,6 +422,38 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validateApplyNeedsGossip()...)
 	errs = append(errs, c.validateExposes()...)
 	return errors.Join(errs...)
+}
+
+// minMTU6 is the least MTU of a link that carries IPv6 (RFC 8200 §5).
+const minMTU6 = 1280
+
+// family names an address's family as the messages say it.
+func family(a netip.Addr) string {
+	if a.Is4() || a.Is4In6() {
+		return "IPv4"
+	}
+	return "IPv6"
+}
+
+// checkHostAddr says what is wrong with a node's static overlay address
+// of either family, or "".
+func checkHostAddr(p netip.Prefix) string {
+	a := p.Addr()
+	most := 30 // a /31 or /32 leaves no address for a peer
+	if a.Is6() {
+		most = 126
+	}
+	switch {
+	case a.Is4In6():
+		return fmt.Sprintf("%v is a v4-mapped IPv6 address; give the IPv4 address itself, e.g. %v/%d", p, a.Unmap(), max(0, p.Bits()-96))
+	case a.Is6() && !a.IsGlobalUnicast():
+		return fmt.Sprintf("%v is not a unicast address an overlay can use (link-local, loopback and multicast ones cannot); give a unique local one, e.g. fd00::1/64", p)
+	case p.Bits() > most:
+		return fmt.Sprintf("%v: the prefix /%d leaves no room for peers; use /%d or shorter", p, p.Bits(), most)
+	case a == p.Masked().Addr():
+		return fmt.Sprintf("%v is the network address, not a host address", p)
+	}
+	return ""
 }
 
 // line is the line in the file of a key, dotted ("log.level") or a peer

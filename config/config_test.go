@@ -80,7 +80,53 @@ func TestValidate(t *testing.T) {
 		want string
 	}{
 		{"no addr", func(c *Config) { c.Addr = netip.Prefix{} }, "addr: this node's overlay address is required"},
-		{"ipv6 addr", func(c *Config) { c.Addr = netip.MustParsePrefix("fd00::1/64") }, "only IPv4"},
+		{"ipv6 network addr", func(c *Config) { c.Addr = netip.MustParsePrefix("fd00::/64") }, "fd00::/64 is the network address"},
+		{"ipv6 host prefix", func(c *Config) { c.Addr = netip.MustParsePrefix("fd00::1/127") }, "use /126 or shorter"},
+		{"ipv6 link-local", func(c *Config) { c.Addr = netip.MustParsePrefix("fe80::1/64") }, "fe80::1/64 is not a unicast address an overlay can use"},
+		{"v4-mapped addr", func(c *Config) { c.Addr = netip.MustParsePrefix("::ffff:10.200.1.1/112") }, "give the IPv4 address itself, e.g. 10.200.1.1/16"},
+		{"addr6 alone", func(c *Config) {
+			c.Addr = netip.Prefix{}
+			c.Gossip.Listen = netip.MustParseAddrPort("192.0.2.1:7946")
+			c.Addr6 = netip.MustParsePrefix("fd00::1/64")
+		}, "addr6: fd00::1/64 is given without addr; an IPv6-only node gives its address in addr"},
+		{"addr6 of IPv4", func(c *Config) { c.Addr6 = netip.MustParsePrefix("10.201.0.1/16") }, "a dual-stack node has an IPv4 addr and an IPv6 addr6"},
+		{"two IPv6", func(c *Config) {
+			c.Addr = netip.MustParsePrefix("fd00::1/64")
+			c.Addr6 = netip.MustParsePrefix("fd01::1/64")
+		}, "a dual-stack node has an IPv4 addr and an IPv6 addr6"},
+		{"addr6 network addr", func(c *Config) { c.Addr6 = netip.MustParsePrefix("fd00::/64") }, "addr6: fd00::/64 is the network address"},
+		{"ipv6 peer covers addr6", func(c *Config) {
+			c.Addr6 = netip.MustParsePrefix("fd00::1/64")
+			c.Peers = []Peer{{netip.MustParsePrefix("fd00::/120"), netip.MustParseAddrPort("1.2.3.4:4789")}}
+		}, "covers this node's own address fd00::1"},
+		{"ipv6 peer without an ipv6 addr", func(c *Config) {
+			c.Peers = []Peer{{netip.MustParsePrefix("fd00::2/128"), netip.MustParseAddrPort("1.2.3.4:4789")}}
+		}, "peers: fd00::2/128@1.2.3.4:4789 is an IPv6 prefix, but this node has no IPv6 address on the static network"},
+		{"ipv4 peer on an ipv6-only node", func(c *Config) {
+			c.Addr = netip.MustParsePrefix("fd00::1/64")
+			c.Peers = []Peer{{netip.MustParsePrefix("10.200.2.0/24"), netip.MustParseAddrPort("1.2.3.4:4789")}}
+		}, "is an IPv4 prefix, but this node has no IPv4 address"},
+		{"ipv6 VTEP on ipv4 listen", func(c *Config) {
+			c.Peers = []Peer{{netip.MustParsePrefix("10.200.2.0/24"), netip.MustParseAddrPort("[2001:db8::2]:4789")}}
+		}, "the VTEP is IPv6 but this node listens on 0.0.0.0:4789 (IPv4)"},
+		{"ipv4 VTEP on ipv6 listen", func(c *Config) {
+			c.Listen = netip.MustParseAddrPort("[::]:4789")
+			c.Peers = []Peer{{netip.MustParsePrefix("10.200.2.0/24"), netip.MustParseAddrPort("192.0.2.2:4789")}}
+		}, "the VTEP is IPv4 but this node listens on [::]:4789 (IPv6)"},
+		{"ipv6 mtu", func(c *Config) {
+			c.Addr6 = netip.MustParsePrefix("fd00::1/64")
+			c.MTU = 1200
+		}, "mtu: 1200 is below 1280, the least MTU an overlay carrying IPv6 may have"},
+		{"ipv6 underlay mtu", func(c *Config) {
+			c.Listen = netip.MustParseAddrPort("[::]:4789")
+			c.Underlay.MTU = 1000
+		}, "underlay.mtu: 1000 is out of range for an IPv6 underlay (1280-65535)"},
+		{"ipv4 underlay mtu", func(c *Config) { c.Underlay.MTU = 600 }, "underlay.mtu: 600 is out of range (626-65535)"},
+		{"underlay mtu too small for ipv6 inside", func(c *Config) {
+			c.Listen = netip.MustParseAddrPort("[2001:db8::1]:4789")
+			c.Addr = netip.MustParsePrefix("fd00::1/64")
+			c.Underlay.MTU = 1300
+		}, "underlay.mtu: 1300 leaves the overlay an MTU of 1230 (70 less), below the 1280 IPv6 needs; raise it to 1350 or more"},
 		{"network addr", func(c *Config) { c.Addr = netip.MustParsePrefix("10.200.0.0/16") }, "is the network address"},
 		{"host prefix", func(c *Config) { c.Addr = netip.MustParsePrefix("10.200.0.1/32") }, "leaves no room"},
 		{"mode", func(c *Config) { c.Mode = "kernel" }, `mode: "kernel" is not one of`},
@@ -159,6 +205,21 @@ func TestParsePeer(t *testing.T) {
 		{"10.1.2.3/16@192.0.2.1:5000", "10.1.0.0/16@192.0.2.1:5000", false},
 		{"10.1.2.3@192.0.2.1", "10.1.2.3/32@192.0.2.1:4789", false},
 		{"10.1.0.0/16@[2001:db8::1]:4789", "10.1.0.0/16@[2001:db8::1]:4789", false},
+		{"fd00::2/128@[2001:db8::2]:4789", "fd00::2/128@[2001:db8::2]:4789", false},
+		{"fd00::2@[2001:db8::2]:5000", "fd00::2/128@[2001:db8::2]:5000", false},
+		{"fd00::2@2001:db8::2", "fd00::2/128@[2001:db8::2]:4789", false},
+		{"fd00::2@[2001:db8::2]", "fd00::2/128@[2001:db8::2]:4789", false},
+		{"fd00:0:0:1::5/64@[2001:DB8::2]:4789", "fd00:0:0:1::/64@[2001:db8::2]:4789", false},
+		{"10.1.2.3@[::ffff:192.0.2.1]:4789", "10.1.2.3/32@192.0.2.1:4789", false},
+		{"10.1.2.3@::ffff:192.0.2.1", "10.1.2.3/32@192.0.2.1:4789", false},
+		{"::ffff:10.1.0.0/112@192.0.2.1", "", true},
+		{"fd00::2%eth0@[2001:db8::2]:4789", "", true},
+		{"fd00::2@[fe80::1%eth0]:4789", "", true},
+		{"fd00::2@[::]:4789", "", true},
+		{"fd00::2@[ff02::1]:4789", "", true},
+		{"fd00::2@[2001:db8::2]:0", "", true},
+		{"fd00::2@[2001:db8::2]:99999", "", true},
+		{"fd00::2/129@[2001:db8::2]", "", true},
 		{"10.1.0.0/16", "", true},
 		{"bogus@192.0.2.1", "", true},
 		{"10.1.0.0/16@nowhere", "", true},
@@ -168,6 +229,88 @@ func TestParsePeer(t *testing.T) {
 		p, err := ParsePeer(tt.in)
 		if (err != nil) != tt.wantErr || (err == nil && p.String() != tt.want) {
 			t.Errorf("ParsePeer(%q) = %v, %v; want %q, error %v", tt.in, p, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+// TestDecodeIPv6: an IPv6 underlay, an IPv6-only static network, and a
+// dual-stack one (addr and addr6), as the flags take them; Addrs lists
+// the addresses IPv4 first.
+func TestDecodeIPv6(t *testing.T) {
+	for _, tc := range []struct {
+		in    string
+		addrs []string
+	}{
+		{"listen: '[2001:db8::1]:4789'\naddr: fd00::1/64\npeers:\n  - fd00::2/128@[2001:db8::2]:4789\n  - fd00::3@2001:db8::3\n", []string{"fd00::1/64"}},
+		{"listen: '[::]'\naddr: 10.200.1.1/16\naddr6: fd00::1/64\npeers: ['10.200.2.0/24@[2001:db8::2]', 'fd00::2@[2001:db8::2]']\n", []string{"10.200.1.1/16", "fd00::1/64"}},
+	} {
+		c, err := Decode(strings.NewReader(tc.in))
+		if err == nil {
+			err = c.Validate()
+		}
+		if err != nil {
+			t.Errorf("Decode+Validate(%q): %v", tc.in, err)
+			continue
+		}
+		if c.Listen.Port() != DefaultPort || !c.Listen.Addr().Is6() {
+			t.Errorf("Decode(%q).Listen = %v, want IPv6 port %d", tc.in, c.Listen, DefaultPort)
+		}
+		var got []string
+		for _, a := range c.Addrs() {
+			got = append(got, a.String())
+		}
+		if strings.Join(got, ",") != strings.Join(tc.addrs, ",") {
+			t.Errorf("Decode(%q).Addrs() = %v, want %v", tc.in, got, tc.addrs)
+		}
+		for _, p := range c.Peers {
+			if !p.VTEP.Addr().Is6() || p.VTEP.Port() != DefaultPort {
+				t.Errorf("Decode(%q): peer %v, want an IPv6 VTEP on port %d", tc.in, p, DefaultPort)
+			}
+		}
+	}
+	_, err := Decode(strings.NewReader("addr: 10.200.1.1/16\naddr6: fd00::1\n"))
+	if err == nil || !strings.Contains(err.Error(), `line 2: addr6: "fd00::1": want an address with prefix`) {
+		t.Errorf("addr6 without a prefix: %v", err)
+	}
+	c, err := Decode(strings.NewReader("addr: 10.200.1.1/16\naddr6: fd00::1/128\n"))
+	if err == nil {
+		err = c.Validate()
+	}
+	if err == nil || !strings.Contains(err.Error(), "line 2: addr6: fd00::1/128: the prefix /128 leaves no room for peers; use /126 or shorter") {
+		t.Errorf("addr6 /128: %v", err)
+	}
+}
+
+// TestParseAddrPort: either family, brackets for an IPv6 address with a
+// port, the default port for a bare address, v4-mapped addresses
+// unmapped.
+func TestParseAddrPort(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"192.0.2.1:5000", "192.0.2.1:5000"},
+		{"192.0.2.1", "192.0.2.1:4789"},
+		{"[2001:db8::1]:5000", "[2001:db8::1]:5000"},
+		{"[2001:db8::1]", "[2001:db8::1]:4789"},
+		{"2001:db8::1", "[2001:db8::1]:4789"},
+		{"::", "[::]:4789"},
+		{"[::]:0", "[::]:0"},
+		{"[::ffff:192.0.2.1]:5000", "192.0.2.1:5000"},
+		{"::ffff:192.0.2.1", "192.0.2.1:4789"},
+		{"[fe80::1%eth0]:5000", "[fe80::1%eth0]:5000"},
+		{"2001:db8::1]", ""},
+		{"[2001:db8::1", ""},
+		{"[2001:db8::1]:", ""},
+		{"[2001:db8::1]:x", ""},
+		{"host:4789", ""},
+		{"", ""},
+	} {
+		ap, err := ParseAddrPort(tc.in, DefaultPort)
+		switch {
+		case tc.want == "" && err == nil:
+			t.Errorf("ParseAddrPort(%q) = %v, want an error", tc.in, ap)
+		case tc.want != "" && (err != nil || ap.String() != tc.want):
+			t.Errorf("ParseAddrPort(%q) = %v, %v, want %s", tc.in, ap, err, tc.want)
+		case err != nil && !strings.Contains(err.Error(), "[2001:db8::1]:4789"):
+			t.Errorf("ParseAddrPort(%q) error %q gives no IPv6 example", tc.in, err)
 		}
 	}
 }

@@ -30,7 +30,7 @@ func TestSecondDocument(t *testing.T) {
 func TestAddressMessages(t *testing.T) {
 	for _, tt := range []struct{ in, want string }{
 		{"name: a\naddr: 10.200.1.1\n", `config: line 2: addr: "10.200.1.1": want an address with prefix, e.g. 10.200.1.1/16`},
-		{"listen: 1.2.3\n", `config: line 1: listen: bad address "1.2.3": want IP:PORT, e.g. 192.0.2.1:4789`},
+		{"listen: 1.2.3\n", `config: line 1: listen: bad address "1.2.3": want IP:PORT, e.g. 192.0.2.1:4789 or [2001:db8::1]:4789`},
 		{"gossip:\n  listen: x:y\n", `config: line 2: gossip.listen: bad address "x:y": want IP:PORT`},
 	} {
 		_, err := Decode(strings.NewReader(tt.in))

@@ -113,7 +113,7 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 	if underMTU == 0 {
 		underMTU = interfaceMTU(cfg.Listen.Addr())
 	}
-	n.pathMTU = min(underMTU-underlayOverhead(cfg.Listen.Addr()), maxPathMTU)
+	n.pathMTU = min(underMTU-underlayOverhead(cfg.Listen.Addr()), maxPathMTU(cfg.Listen.Addr()))
 	mtu := cfg.MTU
 	if mtu == 0 {
 		mtu = n.pathMTU
@@ -132,9 +132,9 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 	}
 	var nets []router.Network
 	var addrs []netip.Prefix
-	if cfg.Addr.IsValid() {
-		nets = append(nets, router.Network{VNI: cfg.VNI, Addrs: []netip.Prefix{cfg.Addr}})
-		addrs = append(addrs, cfg.Addr)
+	if cfg.Addr.IsValid() { // the static network: one address, or one per family (IPv4 first)
+		nets = append(nets, router.Network{VNI: cfg.VNI, Addrs: cfg.Addrs()})
+		addrs = append(addrs, cfg.Addrs()...)
 	}
 	var mac vxlan.MAC
 	if cfg.Gossip.Enabled() {
@@ -171,7 +171,7 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 	case config.ModeTAP:
 		var t *stack.TAP
 		if t, err = stack.OpenTAP(stack.TAPOptions{
-			Name: cfg.TUNName, MTU: mtu, Addrs: []netip.Prefix{cfg.Addr}, Logger: n.log,
+			Name: cfg.TUNName, MTU: mtu, Addrs: cfg.Addrs(), Logger: n.log,
 		}); err == nil {
 			n.dev = t
 		}
@@ -214,11 +214,19 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 	return n, nil
 }
 
-// maxPathMTU keeps an encapsulated packet within one UDP datagram over IPv4.
-const maxPathMTU = 65507 - vxlan.EncapLen
+// maxPathMTU keeps an encapsulated packet within one UDP datagram on the
+// underlay of listen's family: 65507 bytes of UDP payload over IPv4 (the
+// IPv4 total length counts its header), 65527 over IPv6 (the payload
+// length does not), less the VXLAN and inner Ethernet headers.
+func maxPathMTU(listen netip.Addr) int {
+	if listen.Is6() && !listen.Is4In6() {
+		return 65535 - 8 - vxlan.EncapLen
+	}
+	return 65535 - 20 - 8 - vxlan.EncapLen
+}
 
 // underlayOverhead is what VXLAN adds on the underlay the node listens on:
-// an IPv6 --listen (and an unspecified [::], which may carry IPv6) pays the
+// an IPv6 --listen ([::] included: its socket is IPv6-only) pays the
 // 40-byte IPv6 header, an IPv4 one the 20-byte IPv4 header.
 func underlayOverhead(listen netip.Addr) int {
 	if listen.Is6() && !listen.Is4In6() {
@@ -227,16 +235,20 @@ func underlayOverhead(listen netip.Addr) int {
 	return vxlan.Overhead
 }
 
-// extraRoutes are the static peers' prefixes that the node's own prefix
-// does not cover; the attachment routes them to itself.
+// extraRoutes are the static peers' prefixes that the node's own
+// prefixes (one per family) do not cover; the attachment routes them to
+// itself.
 func extraRoutes(cfg config.Config) []netip.Prefix {
 	var out []netip.Prefix
-	own := cfg.Addr.Masked()
 	for _, p := range cfg.Peers {
-		if own.IsValid() && own.Bits() <= p.Prefix.Bits() && own.Contains(p.Prefix.Addr()) {
-			continue
+		covered := false
+		for _, a := range cfg.Addrs() {
+			own := a.Masked()
+			covered = covered || own.Bits() <= p.Prefix.Bits() && own.Contains(p.Prefix.Addr())
 		}
-		out = append(out, p.Prefix)
+		if !covered {
+			out = append(out, p.Prefix)
+		}
 	}
 	return out
 }
@@ -338,7 +350,11 @@ func (n *Node) logStarted() {
 	gso, gro := n.ul.Offload()
 	fields := []zap.Field{zap.String("mode", n.mode), zap.String("device", n.dev.Name()), zap.Stringer("vtep", n.ul.LocalAddr())}
 	if n.cfg.Addr.IsValid() { // a gossip node may have no static network
-		fields = append(fields, zap.Stringer("addr", n.cfg.Addr), zap.Uint32("vni", n.cfg.VNI))
+		fields = append(fields, zap.Stringer("addr", n.cfg.Addr))
+		if n.cfg.Addr6.IsValid() {
+			fields = append(fields, zap.Stringer("addr6", n.cfg.Addr6))
+		}
+		fields = append(fields, zap.Uint32("vni", n.cfg.VNI))
 	}
 	if n.ctl != nil {
 		joined := []string{}

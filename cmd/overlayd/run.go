@@ -79,6 +79,44 @@ func (p *peerList) Set(v string) error {
 	return nil
 }
 
+// addrList is the --addr flag: given once, or twice for a dual-stack
+// static network (one address per family). apply checks the values.
+type addrList []string
+
+func (a *addrList) String() string { return strings.Join(*a, ",") }
+
+func (a *addrList) Set(v string) error {
+	*a = append(*a, strings.TrimSpace(v))
+	return nil
+}
+
+// set puts the addresses in the configuration: the IPv4 one in Addr and
+// the IPv6 one in Addr6 on a dual-stack node, the only one in Addr.
+func (a addrList) set(c *config.Config) error {
+	var ps []netip.Prefix
+	for _, s := range a {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return usagef("--addr %q: want an address with prefix, e.g. 10.200.1.1/16 or fd00::1/64", s)
+		}
+		for _, q := range ps {
+			if q.Addr().Is4() == p.Addr().Is4() {
+				return usagef("--addr %v and %v are of one family: give --addr once, or twice for a dual-stack node (an IPv4 and an IPv6 address)", q, p)
+			}
+		}
+		ps = append(ps, p)
+	}
+	c.Addr, c.Addr6 = netip.Prefix{}, netip.Prefix{}
+	for _, p := range ps {
+		if p.Addr().Is6() && len(ps) > 1 {
+			c.Addr6 = p
+		} else {
+			c.Addr = p
+		}
+	}
+	return nil
+}
+
 // seedList is the repeatable --join flag, comma-separated seeds each
 // (checked by Validate, which names a bad one).
 type seedList []string
@@ -130,12 +168,12 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 		chk       = fs.Bool("check", false, "validate the configuration and flags, print the result and exit")
 		name      = fs.String("name", d.Name, "the node's `name` in the cluster")
 		mode      = fs.String("mode", d.Mode, "attachment: auto, tun, netstack or tap")
-		listen    = fs.String("listen", d.Listen.String(), "the VTEP: underlay `IP:PORT` to receive VXLAN on (port 0 picks one)")
-		addr      = fs.String("addr", "", "this node's overlay address and prefix, e.g. 10.200.1.1/16 (`CIDR`)")
+		listen    = fs.String("listen", d.Listen.String(), "the VTEP: underlay `IP:PORT` to receive VXLAN on, IPv4 or IPv6 ([2001:db8::1]:4789; [::]:4789 is IPv6 only), the one family of every peer's VTEP (port 0 picks one)")
+		addrs     addrList
 		vni       = fs.Uint("vni", uint(d.VNI), "VXLAN network identifier (`0-16777215`)")
 		peers     peerList
 		tunName   = fs.String("tun-name", d.TUNName, "interface `name` in tun and tap modes")
-		mtu       = fs.Int("mtu", 0, "attachment `MTU` (default: the underlay MTU minus 50)")
+		mtu       = fs.Int("mtu", 0, "attachment `MTU` (default: the underlay MTU minus 50 over an IPv4 underlay, minus 70 over IPv6)")
 		control   = fs.String("control", d.Control, "`path` of the control socket, mode 0600 (env OVERLAYD_CONTROL; else /run/overlayd/overlayd.sock as root, $XDG_RUNTIME_DIR/overlayd.sock, or /tmp/overlayd-UID.sock); empty: none")
 		logLevel  = fs.String("log-level", d.Log.Level, "debug, info, warn or error")
 		logFormat = fs.String("log-format", d.Log.Format, "console or json")
@@ -149,8 +187,9 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 		discover  = fs.String("discover", "", "find the cluster without seeds: mdns announces this node over multicast DNS on the LAN of the --gossip IP (its interface only) and joins the nodes found there with the same gossip key; with --join, the seeds are joined and mdns only announces this node, so nodes with --discover alone find the cluster through it (default off)")
 		stateDir  = fs.String("state-dir", "", "keep addresses and joined networks across restarts in this `directory`")
 	)
-	fs.Var(&join, "join", "seeds to join, `IP:PORT[,IP:PORT]` (port 7946 if left out; repeatable, added to the file's gossip.join)")
-	fs.Var(&peers, "peer", "static route `PREFIX@IP:PORT`: that overlay prefix lives at that VTEP (repeatable; added to the file's peers)")
+	fs.Var(&addrs, "addr", "this node's overlay address and prefix, e.g. 10.200.1.1/16 or fd00::1/64 (`CIDR`); twice, once per family, for a dual-stack static network")
+	fs.Var(&join, "join", "seeds to join, `IP:PORT[,IP:PORT]`, an IPv6 one as [2001:db8::2]:7946 (port 7946 if left out; repeatable, added to the file's gossip.join)")
+	fs.Var(&peers, "peer", "static route `PREFIX@IP:PORT`: that overlay prefix lives at that VTEP, e.g. 10.200.2.0/24@192.0.2.2:4789 or fd00::2/128@[2001:db8::2]:4789 (a bare address is one host, the port 4789 if left out; repeatable, added to the file's peers)")
 	applyDoors := doorFlags(fs)    // --socks5, --http-proxy, --forward, --metrics (doors.go)
 	applyDNS := dnsFlags(fs)       // --dns, --dns-upstream, --dns-domain, --dns-ttl (dns.go)
 	applyExpose := exposeFlags(fs) // --expose (expose.go)
@@ -174,10 +213,8 @@ func runFlags(fs *flag.FlagSet) (apply func(*config.Config) error, configPath *s
 					err = usagef("--listen: %v", err)
 				}
 			case "addr":
-				c.Addr, err = netip.ParsePrefix(*addr)
-				if err != nil {
-					err = usagef("--addr %q: want an address with prefix, e.g. 10.200.1.1/16", *addr)
-				}
+				c.Forget("addr6") // --addr replaces the file's addr and addr6
+				err = addrs.set(c)
 			case "vni":
 				c.VNI = uint32(*vni)
 				if *vni > 1<<24-1 {
