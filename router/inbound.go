@@ -211,6 +211,12 @@ func (r *Router) inbound(b *inBatch, n int) {
 		switch frame.Type() {
 		case vxlan.EtherTypeARP:
 			r.inboundARP(b, t, eps, &nw, frame, src)
+		case vxlan.EtherTypeIPv6:
+			if vxlan.IsNDP(frame.Payload()) {
+				r.inboundNDP(b, t, eps, &nw, frame, src)
+				continue
+			}
+			r.drops.Add(DropUnsupported)
 		case vxlan.EtherTypeIPv4:
 			if dm := frame.Dst(); dm != r.mac && !dm.IsBroadcast() {
 				r.drops.Add(DropNotForUs)
@@ -358,7 +364,7 @@ func (r *Router) learn(b *inBatch, k neighKey, mac vxlan.MAC) {
 	for _, c := range p.pkts {
 		pkt := c[headroom:]
 		h := packet.Hash(pkt)
-		d := vxlan.Encap(c, headroom, len(pkt), k.vni, mac, r.mac, vxlan.EtherTypeIPv4)
+		d := vxlan.Encap(c, headroom, len(pkt), k.vni, mac, r.mac, etherType(k.ip))
 		b.reply.add(d, p.vtep, h)
 		r.out.packets.Add(1)
 		r.out.bytes.Add(uint64(len(pkt)))

@@ -257,7 +257,7 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) DropRe
 		}
 		ask, kept := r.pending.add(k, rt.VTEP, pkt, time.Now())
 		if ask {
-			r.queueARPRequest(b, k, rt.VTEP)
+			r.queueSolicit(b, k, rt.VTEP)
 		}
 		if !kept {
 			return DropQueueFull

@@ -450,7 +450,7 @@ func (r *Router) housekeeping(ctx context.Context) {
 			}
 			for _, a := range asks {
 				b.reset()
-				r.queueARPRequest(b, a.dst, a.vtep)
+				r.queueSolicit(b, a.dst, a.vtep)
 				r.flushUnderlay(b)
 			}
 		}
