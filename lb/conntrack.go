@@ -310,19 +310,21 @@ const clockTick = 100 * time.Millisecond
 
 // shardFor returns the shard of the flows of one client address, port and
 // protocol.
-func (b *Balancer) shardFor(client [4]byte, port uint16, proto uint8) *shard {
-	buf := [8]byte{client[0], client[1], client[2], client[3], byte(port >> 8), byte(port), proto}
-	h := maphash.Bytes(b.seed, buf[:7])
+func (b *Balancer) shardFor(client [16]byte, port uint16, proto uint8) *shard {
+	var buf [19]byte
+	copy(buf[:], client[:])
+	buf[16], buf[17], buf[18] = byte(port>>8), byte(port), proto
+	h := maphash.Bytes(b.seed, buf[:])
 	return &b.shards[h&b.shardMask]
 }
 
 // flowHash is the keyed hash of a 5-tuple that selects a new flow's backend.
 func (b *Balancer) flowHash(k key) uint64 {
-	buf := [16]byte{
-		k.Src[0], k.Src[1], k.Src[2], k.Src[3], k.Dst[0], k.Dst[1], k.Dst[2], k.Dst[3],
-		byte(k.SPort >> 8), byte(k.SPort), byte(k.DPort >> 8), byte(k.DPort), k.Proto,
-	}
-	return maphash.Bytes(b.seed, buf[:13])
+	var buf [37]byte
+	copy(buf[:16], k.Src[:])
+	copy(buf[16:32], k.Dst[:])
+	buf[32], buf[33], buf[34], buf[35], buf[36] = byte(k.SPort>>8), byte(k.SPort), byte(k.DPort>>8), byte(k.DPort), k.Proto
+	return maphash.Bytes(b.seed, buf[:])
 }
 
 func (b *Balancer) timeout(e *entry) int64 {
@@ -429,7 +431,7 @@ func (b *Balancer) pruneRetired(now int64) {
 	b.setMu.Lock()
 	defer b.setMu.Unlock()
 	old := b.snap.Load()
-	stale := func(m map[[4]byte]int64) bool {
+	stale := func(m map[[16]byte]int64) bool {
 		for _, t := range m {
 			if t >= 0 && now-t >= b.maxTimeout {
 				return true
@@ -440,8 +442,8 @@ func (b *Balancer) pruneRetired(now int64) {
 	if !stale(old.vips) && !stale(old.backendIPs) {
 		return
 	}
-	keep := func(m map[[4]byte]int64) map[[4]byte]int64 {
-		out := make(map[[4]byte]int64, len(m))
+	keep := func(m map[[16]byte]int64) map[[16]byte]int64 {
+		out := make(map[[16]byte]int64, len(m))
 		for a, t := range m {
 			if t < 0 || now-t < b.maxTimeout {
 				out[a] = t

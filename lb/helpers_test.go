@@ -166,7 +166,7 @@ func sumsErr(pkt []byte, quoted bool) string {
 		if checksum.Checksum(l4, 0) != 0xffff {
 			return "bad ICMP checksum"
 		}
-		var p packet.IPv4
+		var p packet.IP
 		if !quoted && p.Parse(pkt) {
 			if _, _, _, ok := p.Quoted(); ok {
 				if e := sumsErr(l4[header.ICMPv4MinimumSize:], true); e != "" {
@@ -193,7 +193,7 @@ func addrs(pkt []byte) (src, dst netip.AddrPort) {
 // BuildTCPReset is packet.BuildTCPReset on raw bytes, for the tests of
 // the answers to Reset verdicts.
 func BuildTCPReset(pkt, out []byte) (int, error) {
-	var p packet.IPv4
+	var p packet.IP
 	if !p.Parse(pkt) {
 		return 0, packet.ErrNotTCP
 	}
@@ -202,7 +202,7 @@ func BuildTCPReset(pkt, out []byte) (int, error) {
 
 // BuildICMPPortUnreachable is packet.BuildICMPPortUnreachable on raw bytes.
 func BuildICMPPortUnreachable(pkt, out []byte) (int, error) {
-	var p packet.IPv4
+	var p packet.IP
 	if !p.Parse(pkt) {
 		return 0, packet.ErrNotUDP
 	}
@@ -212,6 +212,6 @@ func BuildICMPPortUnreachable(pkt, out []byte) (int, error) {
 // replyable reports whether packet's rule lets an error be sent to src
 // (MayAnswer on a datagram from src to a unicast host).
 func replyable(src [4]byte) bool {
-	var p packet.IPv4
+	var p packet.IP
 	return p.Parse(udpPkt(netip.AddrPortFrom(netip.AddrFrom4(src), 1), netip.AddrPortFrom(client, 2))) && packet.MayAnswer(&p, netip.Prefix{})
 }

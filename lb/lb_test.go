@@ -865,7 +865,7 @@ func TestBuildICMPPortUnreachable(t *testing.T) {
 // backend cannot be predicted from outside.
 func TestKeyedHash(t *testing.T) {
 	a, b := mustNew(t, Options{}), mustNew(t, Options{})
-	k := key{Src: client.As4(), Dst: vip.As4(), SPort: 1, DPort: 80, Proto: 6}
+	k := key{Src: client.As16(), Dst: vip.As16(), SPort: 1, DPort: 80, Proto: 6}
 	if a.flowHash(k) == b.flowHash(k) {
 		t.Error("two Balancers hash a tuple the same way")
 	}

@@ -65,7 +65,7 @@ func (d *delta) add(old, new uint16) {
 	}
 }
 
-func (d *delta) addAddr(old, new [4]byte) {
+func (d *delta) addAddr(old, new []byte) {
 	d.add(uint16(old[0])<<8|uint16(old[1]), uint16(new[0])<<8|uint16(new[1]))
 	d.add(uint16(old[2])<<8|uint16(old[3]), uint16(new[2])<<8|uint16(new[3]))
 }
@@ -97,15 +97,15 @@ func (d delta) applyUDP(b []byte, off int) {
 // IPv4 TCP or UDP packet and updates the IPv4 and transport checksums
 // incrementally. ip is the IPv4 header and l4 the transport header, long
 // enough to hold its checksum field (checked by the caller).
-func rewrite(ip, l4 []byte, proto uint8, src bool, addr [4]byte, port uint16) {
+func rewrite(ip, l4 []byte, proto uint8, src bool, addr [16]byte, port uint16) {
 	aoff, poff := ipDst, 2
 	if src {
 		aoff, poff = ipSrc, 0
 	}
 	var d delta
-	d.addAddr([4]byte(ip[aoff:aoff+4]), addr)
+	d.addAddr(ip[aoff:aoff+4], addr[12:])
 	d.apply(ip, ipChecksum)
-	copy(ip[aoff:aoff+4], addr[:])
+	copy(ip[aoff:aoff+4], addr[12:])
 	d.add(binary.BigEndian.Uint16(l4[poff:]), port)
 	binary.BigEndian.PutUint16(l4[poff:], port)
 	if proto == uint8(UDP) {
@@ -117,7 +117,7 @@ func rewrite(ip, l4 []byte, proto uint8, src bool, addr [4]byte, port uint16) {
 
 // rewriteView is rewrite on a parsed packet, keeping its tuple in step
 // with the bytes.
-func rewriteView(p *packet.IPv4, src bool, addr [4]byte, port uint16) {
+func rewriteView(p *packet.IP, src bool, addr [16]byte, port uint16) {
 	rewrite(p.Header(), p.Payload(), p.Proto, src, addr, port)
 	if src {
 		p.Src, p.SPort = addr, port
@@ -130,7 +130,7 @@ func rewriteView(p *packet.IPv4, src bool, addr [4]byte, port uint16) {
 // lookup: it parses pkt and calls OutboundIPv4. A packet that does not
 // parse is Pass.
 func (b *Balancer) Outbound(pkt []byte) Verdict {
-	var p packet.IPv4
+	var p packet.IP
 	if !p.Parse(pkt) {
 		return Pass
 	}
@@ -143,7 +143,7 @@ func (b *Balancer) Outbound(pkt []byte) Verdict {
 // with packet.BuildTCPReset or packet.BuildICMPPortUnreachable from p, which is
 // left as it was) or dropped (Drop); anything else is Pass. It allocates
 // nothing for established flows.
-func (b *Balancer) OutboundIPv4(p *packet.IPv4) Verdict {
+func (b *Balancer) OutboundIPv4(p *packet.IP) Verdict {
 	snap := b.snap.Load()
 	if _, ok := snap.vips[p.Dst]; !ok {
 		return Pass
@@ -221,7 +221,7 @@ func (b *Balancer) OutboundIPv4(p *packet.IPv4) Verdict {
 const hairpinTries = 8
 
 // newFlowLocked creates the flow for p, which has no entry, and NATs p.
-func (b *Balancer) newFlowLocked(s *shard, snap *snapshot, p *packet.IPv4, now int64) Verdict {
+func (b *Balancer) newFlowLocked(s *shard, snap *snapshot, p *packet.IP, now int64) Verdict {
 	k := p.Tuple
 	isTCP := k.Proto == packet.TCP
 	if isTCP && p.TCPFlags&flagRST != 0 {
@@ -288,7 +288,7 @@ func (b *Balancer) newFlowLocked(s *shard, snap *snapshot, p *packet.IPv4, now i
 // it parses pkt and calls InboundIPv4. A packet that does not parse is
 // Pass.
 func (b *Balancer) Inbound(pkt []byte) Verdict {
-	var p packet.IPv4
+	var p packet.IP
 	if !p.Parse(pkt) {
 		return Pass
 	}
@@ -301,7 +301,7 @@ func (b *Balancer) Inbound(pkt []byte) Verdict {
 // rewritten back to the VIP and port the client used, bytes and p.Tuple
 // (NAT); so do ICMP errors that quote a packet of a tracked flow.
 // Everything else is Pass. It allocates nothing.
-func (b *Balancer) InboundIPv4(p *packet.IPv4) Verdict {
+func (b *Balancer) InboundIPv4(p *packet.IP) Verdict {
 	snap := b.snap.Load()
 	if len(snap.backendIPs) == 0 {
 		return Pass
@@ -351,7 +351,7 @@ func (b *Balancer) InboundIPv4(p *packet.IPv4) Verdict {
 // port of the packet quoted in an ICMP error, with its IPv4 checksum and,
 // when quoted in full, its transport checksum, and returns the change to
 // the ICMP checksum.
-func rewriteQuoted(inner []byte, ihl int, src bool, addr [4]byte, port uint16) delta {
+func rewriteQuoted(inner []byte, ihl int, src bool, addr [16]byte, port uint16) delta {
 	aoff, poff := ipDst, 2
 	if src {
 		aoff, poff = ipSrc, 0
@@ -361,10 +361,10 @@ func rewriteQuoted(inner []byte, ihl int, src bool, addr [4]byte, port uint16) d
 	// Inner address: changes the inner IPv4 checksum and the inner
 	// transport checksum (pseudo-header).
 	oldIPSum := binary.BigEndian.Uint16(inner[ipChecksum:])
-	d.addAddr([4]byte(inner[aoff:aoff+4]), addr)
-	icmp.addAddr([4]byte(inner[aoff:aoff+4]), addr)
+	d.addAddr(inner[aoff:aoff+4], addr[12:])
+	icmp.addAddr(inner[aoff:aoff+4], addr[12:])
 	d.apply(inner, ipChecksum)
-	copy(inner[aoff:aoff+4], addr[:])
+	copy(inner[aoff:aoff+4], addr[12:])
 	icmp.add(oldIPSum, binary.BigEndian.Uint16(inner[ipChecksum:]))
 	oldPort := binary.BigEndian.Uint16(l4[poff:])
 	d.add(oldPort, port)
@@ -389,7 +389,7 @@ func rewriteQuoted(inner []byte, ihl int, src bool, addr [4]byte, port uint16) d
 // outboundICMP handles an ICMP message from a client to a VIP: an error
 // about a reply the client received from the VIP (port unreachable, frag
 // needed, …) is translated to the backend.
-func (b *Balancer) outboundICMP(snap *snapshot, p *packet.IPv4) Verdict {
+func (b *Balancer) outboundICMP(snap *snapshot, p *packet.IP) Verdict {
 	inner, ihl, ik, ok := p.Quoted()
 	if !ok {
 		return Pass
@@ -413,9 +413,9 @@ func (b *Balancer) outboundICMP(snap *snapshot, p *packet.IPv4) Verdict {
 	icmp := rewriteQuoted(inner, ihl, true, addr, port)
 	icmp.apply(p.Payload(), icmpCsum)
 	var d delta
-	d.addAddr(p.Dst, addr)
+	d.addAddr(p.Dst[12:], addr[12:])
 	d.apply(p.Header(), ipChecksum)
-	copy(p.Header()[ipDst:ipDst+4], addr[:])
+	copy(p.Header()[ipDst:ipDst+4], addr[12:])
 	p.Dst = addr
 	return NAT
 }
@@ -423,7 +423,7 @@ func (b *Balancer) outboundICMP(snap *snapshot, p *packet.IPv4) Verdict {
 // inboundICMP handles an ICMP message to a client: an error about a packet
 // the client sent to a backend (from the backend's host or a router on the
 // way) is translated back to the VIP.
-func (b *Balancer) inboundICMP(snap *snapshot, p *packet.IPv4) Verdict {
+func (b *Balancer) inboundICMP(snap *snapshot, p *packet.IP) Verdict {
 	if p.Fragment() || !p.L4Valid() {
 		return Pass
 	}
@@ -454,9 +454,9 @@ func (b *Balancer) inboundICMP(snap *snapshot, p *packet.IPv4) Verdict {
 	icmp.apply(p.Payload(), icmpCsum)
 	if p.Src == rk.Src { // sent by the backend's host itself
 		var d delta
-		d.addAddr(p.Src, addr)
+		d.addAddr(p.Src[12:], addr[12:])
 		d.apply(p.Header(), ipChecksum)
-		copy(p.Header()[ipSrc:ipSrc+4], addr[:])
+		copy(p.Header()[ipSrc:ipSrc+4], addr[12:])
 		p.Src = addr
 	}
 	return NAT

@@ -40,7 +40,7 @@ func TestNATRoundTrip(t *testing.T) {
 		to := genAddrPort(t, "to")
 		pkt := genPacket(t, src, dst)
 		orig := bytes.Clone(pkt)
-		var p packet.IPv4
+		var p packet.IP
 		if !p.Parse(pkt) || !p.L4Valid() {
 			t.Fatalf("parse(%x) failed", pkt)
 		}
@@ -49,7 +49,7 @@ func TestNATRoundTrip(t *testing.T) {
 		if isSrc {
 			old = src
 		}
-		rewrite(p.Header(), p.Payload(), p.Proto, isSrc, to.Addr().As4(), to.Port())
+		rewrite(p.Header(), p.Payload(), p.Proto, isSrc, to.Addr().As16(), to.Port())
 		if e := sumsErr(pkt, false); e != "" {
 			t.Fatalf("after NAT: %s: %x", e, pkt)
 		}
@@ -57,7 +57,7 @@ func TestNATRoundTrip(t *testing.T) {
 		if got := map[bool]netip.AddrPort{false: d, true: s}[isSrc]; got != to {
 			t.Fatalf("rewritten address %v, want %v", got, to)
 		}
-		rewrite(p.Header(), p.Payload(), p.Proto, isSrc, old.Addr().As4(), old.Port())
+		rewrite(p.Header(), p.Payload(), p.Proto, isSrc, old.Addr().As16(), old.Port())
 		if !bytes.Equal(pkt, orig) {
 			t.Fatalf("round trip changed the packet:\n got %x\nwant %x", pkt, orig)
 		}
@@ -76,7 +76,7 @@ func TestICMPRoundTrip(t *testing.T) {
 		pkt := icmpErr(genAddr(t, "from"), src.Addr(), header.ICMPv4DstUnreachable, header.ICMPv4PortUnreachable, quoted)
 		orig := bytes.Clone(pkt)
 		l4 := pkt[20:]
-		var p packet.IPv4
+		var p packet.IP
 		if !p.Parse(pkt) {
 			t.Fatalf("Parse(%x) failed", pkt)
 		}
@@ -89,12 +89,12 @@ func TestICMPRoundTrip(t *testing.T) {
 		if isSrc {
 			old = src
 		}
-		d := rewriteQuoted(inner, ihl, isSrc, to.Addr().As4(), to.Port())
+		d := rewriteQuoted(inner, ihl, isSrc, to.Addr().As16(), to.Port())
 		d.apply(l4, icmpCsum)
 		if e := sumsErr(pkt, false); e != "" {
 			t.Fatalf("after NAT: %s: %x", e, pkt)
 		}
-		d = rewriteQuoted(inner, ihl, isSrc, old.Addr().As4(), old.Port())
+		d = rewriteQuoted(inner, ihl, isSrc, old.Addr().As16(), old.Port())
 		d.apply(l4, icmpCsum)
 		if !bytes.Equal(pkt, orig) {
 			t.Fatalf("round trip changed the packet:\n got %x\nwant %x", pkt, orig)
@@ -181,7 +181,7 @@ func FuzzOutbound(f *testing.F) {
 	b := fuzzBalancer(f)
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		before := b.Stats().Flows
-		var p packet.IPv4
+		var p packet.IP
 		valid := p.Parse(pkt) && !p.Fragment() && p.L4Valid()
 		orig := bytes.Clone(pkt)
 		v := b.Outbound(pkt)
@@ -240,15 +240,15 @@ func TestUDPChecksumFFFF(t *testing.T) {
 		t.Fatal("no payload gives checksum 0xffff")
 	}
 	orig := bytes.Clone(pkt)
-	var p packet.IPv4
+	var p packet.IP
 	p.Parse(pkt)
 	for _, to := range []netip.AddrPort{be1, be2, netip.AddrPortFrom(client, 1234)} {
-		rewrite(p.Header(), p.Payload(), p.Proto, false, to.Addr().As4(), to.Port())
+		rewrite(p.Header(), p.Payload(), p.Proto, false, to.Addr().As16(), to.Port())
 		if c := header.UDP(pkt[20:]).Checksum(); c == 0 {
 			t.Fatalf("NAT to %v produced a zero UDP checksum", to)
 		}
 		checkSums(t, pkt)
-		rewrite(p.Header(), p.Payload(), p.Proto, false, dst.Addr().As4(), dst.Port())
+		rewrite(p.Header(), p.Payload(), p.Proto, false, dst.Addr().As16(), dst.Port())
 		if !bytes.Equal(pkt, orig) {
 			t.Fatalf("round trip via %v:\n got %x\nwant %x", to, pkt, orig)
 		}

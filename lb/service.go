@@ -95,7 +95,7 @@ type svcID struct{ network, name string }
 
 // fkey is a frontend: VIP, port and protocol.
 type fkey struct {
-	vip   [4]byte
+	vip   [16]byte // IPv4-mapped for IPv4, as in packet.Tuple
 	port  uint16
 	proto uint8
 }
@@ -105,7 +105,7 @@ type fkey struct {
 // flows pinned to it.
 type backend struct {
 	network, service, id string
-	addr                 [4]byte
+	addr                 [16]byte    // IPv4-mapped for IPv4
 	port                 uint16      // 0: keep the client's destination port
 	ports                []PortProto // the service ports it serves, resolved (never empty)
 
@@ -124,7 +124,7 @@ type portTable struct {
 // service is one service in a snapshot.
 type service struct {
 	id       svcID
-	vip      [4]byte
+	vip      [16]byte
 	ports    []PortProto
 	tables   []*portTable // aligned with ports
 	backends []*backend   // every backend, ordered by ID
@@ -140,15 +140,15 @@ type snapshot struct {
 	// hold the current VIPs and backend addresses (value -1) and, for
 	// maxTimeout after their removal, former ones (value: removal time), so
 	// flows through a removed service still get a prompt Reset.
-	vips       map[[4]byte]int64
-	backendIPs map[[4]byte]int64
+	vips       map[[16]byte]int64
+	backendIPs map[[16]byte]int64
 }
 
 var emptySnapshot = &snapshot{
 	services:   map[svcID]*service{},
 	frontends:  map[fkey]*portTable{},
-	vips:       map[[4]byte]int64{},
-	backendIPs: map[[4]byte]int64{},
+	vips:       map[[16]byte]int64{},
+	backendIPs: map[[16]byte]int64{},
 }
 
 // Set replaces the whole service configuration with services, published
@@ -171,8 +171,8 @@ func (b *Balancer) Set(services []Service) error {
 	next := &snapshot{
 		services:   make(map[svcID]*service, len(services)),
 		frontends:  make(map[fkey]*portTable),
-		vips:       make(map[[4]byte]int64),
-		backendIPs: make(map[[4]byte]int64),
+		vips:       make(map[[16]byte]int64),
+		backendIPs: make(map[[16]byte]int64),
 	}
 	var serr SetError
 	kept := make(map[*backend]bool)
@@ -203,7 +203,7 @@ func (b *Balancer) Set(services []Service) error {
 	slices.SortFunc(next.order, func(a, b *service) int {
 		return cmp.Or(cmp.Compare(a.id.network, b.id.network), cmp.Compare(a.id.name, b.id.name))
 	})
-	retire := func(dst, prev map[[4]byte]int64) {
+	retire := func(dst, prev map[[16]byte]int64) {
 		for a, t := range prev {
 			if _, live := dst[a]; live {
 				continue
@@ -239,7 +239,7 @@ func (s *snapshot) conflict(svc *service) error {
 	}
 	for _, p := range svc.ports {
 		if other := s.frontends[fkey{svc.vip, p.Port, uint8(p.Proto)}]; other != nil {
-			return fmt.Errorf("%v %v is already served by %q", netip.AddrFrom4(svc.vip), p, other.svc.id.network+"/"+other.svc.id.name)
+			return fmt.Errorf("%v %v is already served by %q", netip.AddrFrom16(svc.vip).Unmap(), p, other.svc.id.network+"/"+other.svc.id.name)
 		}
 	}
 	return nil
@@ -267,7 +267,7 @@ func (b *Balancer) buildService(s *Service, old *snapshot) (*service, error) {
 			return nil, fmt.Errorf("port %v listed twice", p)
 		}
 	}
-	svc := &service{id: svcID{s.Network, s.Name}, vip: vip.As4(), ports: ports}
+	svc := &service{id: svcID{s.Network, s.Name}, vip: vip.As16(), ports: ports}
 	prev := old.services[svc.id]
 	var prevByID map[string]*backend
 	if prev != nil {
@@ -302,7 +302,7 @@ func (b *Balancer) buildService(s *Service, old *snapshot) (*service, error) {
 			// In the service's order, so that equal sets compare equal.
 			served = slices.DeleteFunc(slices.Clone(ports), func(p PortProto) bool { return !slices.Contains(served, p) })
 		}
-		nb := &backend{network: s.Network, service: s.Name, id: id, addr: a.Addr().As4(), port: a.Port(), ports: served}
+		nb := &backend{network: s.Network, service: s.Name, id: id, addr: a.Addr().As16(), port: a.Port(), ports: served}
 		if pb := prevByID[id]; pb != nil && pb.addr == nb.addr && pb.port == nb.port && slices.Equal(pb.ports, nb.ports) {
 			nb = pb
 		}

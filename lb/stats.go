@@ -35,9 +35,9 @@ func (b *Balancer) Flows() []FlowInfo {
 					Network:   e.be.network,
 					Service:   e.be.service,
 					Proto:     Proto(e.orig.Proto),
-					Client:    netip.AddrPortFrom(netip.AddrFrom4(e.orig.Src), e.orig.SPort),
-					VIP:       netip.AddrPortFrom(netip.AddrFrom4(e.orig.Dst), e.orig.DPort),
-					Backend:   netip.AddrPortFrom(netip.AddrFrom4(e.reply.Src), e.reply.SPort),
+					Client:    e.orig.SrcAddrPort(),
+					VIP:       e.orig.DstAddrPort(),
+					Backend:   e.reply.SrcAddrPort(),
 					BackendID: e.be.id,
 					State:     e.state,
 					Age:       time.Duration(max(0, now-e.created)),
@@ -113,11 +113,11 @@ func (b *Balancer) Stats() Stats {
 		st.Invalid += c.invalid
 	}
 	for _, svc := range b.snap.Load().order {
-		ss := ServiceStats{Network: svc.id.network, Name: svc.id.name, VIP: netip.AddrFrom4(svc.vip), Ports: slices.Clone(svc.ports)}
+		ss := ServiceStats{Network: svc.id.network, Name: svc.id.name, VIP: netip.AddrFrom16(svc.vip).Unmap(), Ports: slices.Clone(svc.ports)}
 		for i, be := range svc.backends {
 			ss.Backends = append(ss.Backends, BackendStats{
 				ID:         be.id,
-				Addr:       netip.AddrPortFrom(netip.AddrFrom4(be.addr), be.port),
+				Addr:       netip.AddrPortFrom(netip.AddrFrom16(be.addr).Unmap(), be.port),
 				Ports:      slices.Clone(be.ports),
 				Weight:     svc.weights[i],
 				Selections: be.selections.Load(),

@@ -14,45 +14,45 @@ import (
 //
 // Hash is not keyed, so a sender can choose flows that collide; the
 // balancer keys its own tables with a secret seed.
-func (p *IPv4) Hash() uint32 {
+func (p *IP) Hash() uint32 {
 	if !p.l4Valid {
 		return prefixHash(p.b)
 	}
 	return p.Tuple.hash()
 }
 
-// Hash is the unkeyed flow hash of t (see IPv4.Hash).
+// Hash is the unkeyed flow hash of t (see IP.Hash).
 func (t Tuple) Hash() uint32 { return t.hash() }
 
 // hash reads t through a pointer: a Tuple copied by value is written
 // byte by byte and then loaded as words, a store-forwarding stall that
-// doubled the cost of the hash.
+// doubled the cost of the hash. Addresses enter in their 16-byte form
+// (IPv4-mapped for IPv4: the values are those of the IPv6-ready layout
+// the hash was first written for), and the 4 in e is the layout's, for
+// both families: an IPv6 tuple never holds an IPv4-mapped address, so the
+// addresses tell the families apart.
 func (t *Tuple) hash() uint32 {
-	src := v4Mapped | uint64(binary.BigEndian.Uint32(t.Src[:]))
-	dst := v4Mapped | uint64(binary.BigEndian.Uint32(t.Dst[:]))
+	// The high words are 0 for IPv4, in any byte order: read without a swap.
+	srcHi, src := binary.LittleEndian.Uint64(t.Src[:8]), binary.BigEndian.Uint64(t.Src[8:])
+	dstHi, dst := binary.LittleEndian.Uint64(t.Dst[:8]), binary.BigEndian.Uint64(t.Dst[8:])
 	e := uint64(t.SPort) | uint64(t.DPort)<<16 | uint64(t.Proto)<<32 | 4<<40
-	h := mix(p0, src^p1) // the high words of v4-mapped addresses are 0
-	h = mix(h^p2, dst^p3)
+	h := mix(p0^srcHi, src^p1) // the high words of v4-mapped addresses are 0
+	h = mix(h^p2^dstHi, dst^p3)
 	h = mix(h^e^p4, p1^40)
 	return uint32(h ^ h>>32)
 }
 
-// Hash returns the flow hash of pkt, an IPv4 packet: IPv4.Hash after
-// Parse, or the hash of pkt's first 64 bytes and length when it does not
+// Hash returns the flow hash of pkt, an IPv4 or IPv6 packet: IP.Hash
+// after Parse, or the hash of pkt's first 64 bytes and length when it does not
 // parse. It is for packets the caller has not parsed already (a frame from
 // an L2 attachment, a packet that waited for ARP).
 func Hash(pkt []byte) uint32 {
-	var p IPv4
+	var p IP
 	if !p.Parse(pkt) {
 		return prefixHash(pkt)
 	}
 	return p.Hash()
 }
-
-// v4Mapped is the low word of ::ffff:0.0.0.0: addresses enter the hash in
-// their IPv4-mapped form, so the values stay those of the IPv6-ready
-// layout the hash was first written for.
-const v4Mapped = 0xffff << 32
 
 // wyhash constants.
 const (

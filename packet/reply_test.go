@@ -53,7 +53,7 @@ func TestMayAnswer(t *testing.T) {
 		{"an ICMP without a type", ipPkt("10.1.1.1", "10.1.2.1", icmp, 0), n16, false},
 		{"shorter than a header", ipPkt("10.1.1.1", "10.1.2.1", udp, 0)[:19], n16, false},
 	} {
-		var p IPv4
+		var p IP
 		if got := p.Parse(tt.pkt) && MayAnswer(&p, tt.network); got != tt.want {
 			t.Errorf("%s: MayAnswer(%x, %v) = %v, want %v", tt.name, tt.pkt, tt.network, got, tt.want)
 		}

@@ -600,12 +600,12 @@ func FuzzEndpointOutbound(f *testing.F) {
 		before := sum(r.drops.Snapshot()) + e1.out.packets.Load() + uint64(r.pending.len())
 		r.outbound(b, 1)
 		after := sum(r.drops.Snapshot()) + e1.out.packets.Load() + uint64(r.pending.len())
-		var v packet.IPv4
+		var v packet.IP
 		parsed := v.Parse(pkt)
 		if after == before && len(b.send) == 0 && !parsed {
 			t.Fatalf("packet %x neither forwarded nor counted", pkt)
 		}
-		if len(b.send)+len(b.local) > 0 && netip.AddrFrom4(v.Src) != ep1Addr {
+		if len(b.send)+len(b.local) > 0 && v.SrcAddr() != ep1Addr {
 			t.Fatalf("packet %x from another address forwarded", pkt)
 		}
 		for _, lp := range b.local {

@@ -108,8 +108,8 @@ func FuzzInbound(f *testing.F) {
 		}
 		for _, p := range b.deliver {
 			pkt := p[r.deliverOff():]
-			var v packet.IPv4
-			if !v.Parse(pkt) || netip.AddrFrom4(v.Dst) != addrA.Addr() {
+			var v packet.IP
+			if !v.Parse(pkt) || v.DstAddr() != addrA.Addr() {
 				t.Fatalf("delivered %x", pkt)
 			}
 		}
@@ -137,7 +137,7 @@ func FuzzOutbound(f *testing.F) {
 		if after == before && len(b.send) == 0 {
 			// A packet queued behind an existing ARP request is the one
 			// case that changes no counter.
-			var v packet.IPv4
+			var v packet.IP
 			if !v.Parse(pkt) {
 				t.Fatalf("packet %x neither forwarded nor counted", pkt)
 			}

@@ -9,8 +9,8 @@ import (
 // queueICMP builds an ICMPv4 error about p (packet's builder and rule)
 // and queues it for the attachment. mtu is the next-hop MTU of
 // "fragmentation needed".
-func (r *Router) queueICMP(b *outBatch, p *packet.IPv4, typ, code uint8, mtu uint16) {
-	network := r.networkOf(netip.AddrFrom4(p.Src))
+func (r *Router) queueICMP(b *outBatch, p *packet.IP, typ, code uint8, mtu uint16) {
+	network := r.networkOf(p.SrcAddr())
 	if !packet.MayAnswer(p, network) {
 		return
 	}
@@ -43,8 +43,8 @@ func (r *Router) networkOf(a netip.Addr) netip.Prefix {
 
 // queueReset answers a client whose service flow has no backend: a TCP
 // RST from the VIP for TCP, ICMP port unreachable for UDP.
-func (r *Router) queueReset(b *outBatch, p *packet.IPv4) {
-	network := r.networkOf(netip.AddrFrom4(p.Src))
+func (r *Router) queueReset(b *outBatch, p *packet.IP) {
+	network := r.networkOf(p.SrcAddr())
 	if !packet.MayAnswer(p, network) {
 		return
 	}

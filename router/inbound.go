@@ -42,12 +42,12 @@ type epLearned struct {
 // endpoint of nw it is queued for the endpoint's device, after the source
 // checks and learning of the attachment's path, and its length returned;
 // else it is dropped, and why returned.
-func (r *Router) inboundEndpoint(b *inBatch, t *table, eps *epTable, nw *network, frame vxlan.Ethernet, p *packet.IPv4, src netip.AddrPort, i int) (int, DropReason) {
-	to := eps.on(nw.VNI, netip.AddrFrom4(p.Dst))
+func (r *Router) inboundEndpoint(b *inBatch, t *table, eps *epTable, nw *network, frame vxlan.Ethernet, p *packet.IP, src netip.AddrPort, i int) (int, DropReason) {
+	to := eps.on(nw.VNI, p.DstAddr())
 	if to == nil {
 		return 0, DropNotForUs
 	}
-	if s := netip.AddrFrom4(p.Src); nw.v4.Contains(s) {
+	if s := p.SrcAddr(); nw.v4.Contains(s) {
 		l := epLearned{k: neighKey{vni: nw.VNI, ip: s}, mac: frame.Src(), from: src}
 		if l != b.epLearned {
 			if !t.owns(s, src) {
@@ -153,13 +153,13 @@ func (r *Router) inbound(b *inBatch, n int) {
 	defer acc.flush(false)
 	var lastPeer netip.Addr // checked already in this batch
 	var learned neighKey    // learned already in this batch
-	var learnedSrc [4]byte  // learned.ip as bytes (compared per packet)
+	var learnedSrc [16]byte // learned.ip as bytes, IPv4-mapped (compared per packet)
 	var learnedMAC vxlan.MAC
 	var learnedFrom netip.AddrPort // the datagram source it was learned from
 	// The network of the previous datagram: a batch is mostly one.
 	var nw network
-	var nwAddr [4]byte // nw's IPv4 address as bytes (compared per packet)
-	has4 := false      // nw has an IPv4 address (else nwAddr is no address)
+	var nwAddr [16]byte // nw's IPv4 address as bytes, IPv4-mapped (compared per packet)
+	has4 := false       // nw has an IPv4 address (else nwAddr is no address)
 	haveNW := false
 	for i := range n {
 		d := b.rbufs[i][:b.sizes[i]]
@@ -183,9 +183,9 @@ func (r *Router) inbound(b *inBatch, n int) {
 				r.drops.Add(DropUnknownVNI)
 				continue
 			}
-			haveNW, nwAddr, has4 = true, [4]byte{}, nw.v4.IsValid()
+			haveNW, nwAddr, has4 = true, [16]byte{}, nw.v4.IsValid()
 			if has4 {
-				nwAddr = nw.v4.Addr().As4()
+				nwAddr = nw.v4.Addr().As16()
 			}
 		}
 		partial := vxlan.Header(d).Partial()
@@ -224,9 +224,9 @@ func (r *Router) inbound(b *inBatch, n int) {
 			}
 			// The header alone: lb, when it tracks flows, completes the
 			// view with the ports; delivery needs no more.
-			var view packet.IPv4
+			var view packet.IP
 			p := &view
-			if !p.ParseHeader(frame.Payload()) {
+			if !p.ParseHeader(frame.Payload()) || p.Is6() { // an IPv6 packet in an IPv4 frame is malformed
 				r.drops.Add(DropMalformed)
 				continue
 			}
@@ -259,8 +259,8 @@ func (r *Router) inbound(b *inBatch, n int) {
 			// Learn once per batch per (address, MAC, source): the cheap
 			// comparisons first, the prefix check only on a change.
 			if (p.Src != learnedSrc || vni != learned.vni || frame.Src() != learnedMAC || src != learnedFrom) &&
-				nw.v4.Contains(netip.AddrFrom4(p.Src)) {
-				s := netip.AddrFrom4(p.Src)
+				nw.v4.Contains(p.SrcAddr()) {
+				s := p.SrcAddr()
 				// Only the VTEP that owns an address speaks for it:
 				// anything else is a stray or forged frame, which
 				// would re-point the neighbour (and inject traffic).

@@ -199,14 +199,14 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) DropRe
 	if pkt[0]>>4 != 4 {
 		return DropUnsupported
 	}
-	var view packet.IPv4 // on the stack: parsed once, handed to lb, the hash and the ICMP decisions
+	var view packet.IP // on the stack: parsed once, handed to lb, the hash and the ICMP decisions
 	p := &view
 	if !p.Parse(pkt) {
 		return DropMalformed
 	}
 	pkt = p.Bytes()
 	src := b.src
-	if src != nil && netip.AddrFrom4(p.Src) != src.a4 {
+	if src != nil && p.SrcAddr() != src.a4 {
 		return DropSpoofedSource
 	}
 	part := b.partial[i]
@@ -223,7 +223,7 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) DropRe
 			return DropLBRefused
 		}
 	}
-	dst := netip.AddrFrom4(p.Dst)
+	dst := p.DstAddr()
 	if b.hit.ok && b.hit.dst == dst && len(pkt) <= r.pathMTU {
 		// Same destination as the packet before (a TSO burst split into
 		// segments): reuse its route and MAC.
@@ -274,7 +274,7 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) DropRe
 // is an endpoint), or, for an endpoint's packet, this node's address on
 // its network (the attachment). It reports whether it decided, and why it
 // dropped the packet.
-func (r *Router) outboundLocal(b *outBatch, i int, p *packet.IPv4, dst netip.Addr) (DropReason, bool) {
+func (r *Router) outboundLocal(b *outBatch, i int, p *packet.IP, dst netip.Addr) (DropReason, bool) {
 	src := b.src
 	to, mtu := b.lhit.to, b.lhit.mtu
 	if !b.lhit.ok || b.lhit.dst != dst {
@@ -330,7 +330,7 @@ func (r *Router) isNodeAddr(a netip.Addr) bool {
 // rt's VTEP, with p's flow hash for the outer source port. A partial
 // packet (its TCP checksum still to be done) stays so and is flagged
 // when the VTEP takes that (peerPartial), and is completed otherwise.
-func (r *Router) encapOut(b *outBatch, i int, p *packet.IPv4, rt *Route, mac vxlan.MAC, partial, peerPartial bool) {
+func (r *Router) encapOut(b *outBatch, i int, p *packet.IP, rt *Route, mac vxlan.MAC, partial, peerPartial bool) {
 	h := p.Hash()
 	n := p.Len()
 	if partial && !peerPartial {

@@ -58,7 +58,7 @@ func with(p []byte, f func([]byte)) []byte {
 
 func tuple(proto uint8, src, dst string) Tuple {
 	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
-	return Tuple{Src: s.Addr().As4(), Dst: d.Addr().As4(), SPort: s.Port(), DPort: d.Port(), Proto: proto}
+	return TupleFrom(s, d, proto)
 }
 
 // parse outcomes
@@ -106,7 +106,7 @@ var parseTests = []struct {
 
 func TestParse(t *testing.T) {
 	for _, tt := range parseTests {
-		var p IPv4
+		var p IP
 		ok := p.Parse(tt.pkt)
 		got := bad
 		if ok {
@@ -130,7 +130,7 @@ func TestParse(t *testing.T) {
 }
 
 func TestParseFields(t *testing.T) {
-	var p IPv4
+	var p IP
 	if !p.Parse(with(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1, 2)), func(b []byte) { b[6], b[7] = 0x20|0x01, 0x02 })) {
 		t.Fatal("fragment did not parse")
 	}
@@ -185,8 +185,8 @@ func TestParseProperty(t *testing.T) {
 			l4 = udp(sp, dp, rapid.SliceOfN(rapid.Byte(), 0, 64).Draw(t, "data")...)
 		}
 		pkt := ipv4(netip.AddrFrom4(src).String(), netip.AddrFrom4(dst).String(), proto, l4)
-		want := Tuple{Src: src, Dst: dst, SPort: sp, DPort: dp, Proto: proto}
-		var p IPv4
+		want := Tuple{Src: netip.AddrFrom4(src).As16(), Dst: netip.AddrFrom4(dst).As16(), SPort: sp, DPort: dp, Proto: proto}
+		var p IP
 		if !p.Parse(pkt) || !p.L4Valid() || p.Tuple != want {
 			t.Fatalf("Parse(%x) = %+v, want %+v", pkt, p.Tuple, want)
 		}
@@ -269,7 +269,7 @@ func TestAllocs(t *testing.T) {
 	bad := []byte{0x45, 1, 2}
 	out := make([]byte, 576)
 	var sink uint64
-	var p IPv4
+	var p IP
 	for name, f := range map[string]func(){
 		"Parse": func() { p.Parse(v4); sink += uint64(p.SPort) },
 		"Hash":  func() { sink += uint64(Hash(v4) + Hash(bad) + p.Hash()) },
@@ -293,17 +293,17 @@ func FuzzParse(f *testing.F) {
 	for _, tt := range parseTests {
 		f.Add(tt.pkt)
 	}
-	out := make([]byte, 576)
+	out := make([]byte, MaxAnswerLen)
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		h := Hash(pkt)
-		var p IPv4
+		var p IP
 		if !p.Parse(pkt) {
 			if h != prefixHash(pkt) {
 				t.Fatalf("Hash(%x) of an unparsed packet is not its prefix hash", pkt)
 			}
 			return
 		}
-		var two IPv4
+		var two IP
 		two.Parse([]byte{0x45}) // a stale view must not leak into the next
 		if !two.ParseHeader(pkt) || two.L4Valid() || two.SPort != 0 {
 			t.Fatalf("ParseHeader(%x) = %+v", pkt, two)
@@ -316,7 +316,12 @@ func FuzzParse(f *testing.F) {
 		if p.Len() > len(pkt) || p.HeaderLen() < 20 || p.HeaderLen() > p.Len() {
 			t.Fatalf("Parse(%x): Len %d HeaderLen %d", pkt, p.Len(), p.HeaderLen())
 		}
-		if p.Src != [4]byte(pkt[12:16]) || p.Dst != [4]byte(pkt[16:20]) || p.Proto != pkt[9] {
+		if p.Is6() {
+			if pkt[0]>>4 != 6 || p.HeaderLen() < 40 || p.SrcAddr() != netip.AddrFrom16([16]byte(pkt[8:24])) || p.DstAddr() != netip.AddrFrom16([16]byte(pkt[24:40])) ||
+				p.Tuple.Is4() || !p.DontFragment() {
+				t.Fatalf("Parse(%x): IPv6 view %+v, HeaderLen %d", pkt, p.Tuple, p.HeaderLen())
+			}
+		} else if pkt[0]>>4 != 4 || !p.Tuple.Is4() || p.SrcAddr() != netip.AddrFrom4([4]byte(pkt[12:16])) || p.DstAddr() != netip.AddrFrom4([4]byte(pkt[16:20])) || p.Proto != pkt[9] {
 			t.Fatalf("Parse(%x): tuple %+v", pkt, p.Tuple)
 		}
 		if p.Hash() != h {
@@ -328,14 +333,23 @@ func FuzzParse(f *testing.F) {
 		if p.Fragment() && (p.SPort != 0 || p.DPort != 0) {
 			t.Fatalf("fragment %x has ports %+v", pkt, p.Tuple)
 		}
+		limit := 576
+		if p.Is6() {
+			limit = MaxAnswerLen
+		}
 		for _, b := range []func() (int, error){
 			func() (int, error) { return BuildTCPReset(&p, netip.Prefix{}, out) },
 			func() (int, error) { return BuildICMPPortUnreachable(&p, netip.Prefix{}, out) },
 			func() (int, error) {
 				return BuildICMPError(&p, netip.Prefix{}, ICMPDestUnreachable, ICMPFragNeeded, 1400, out)
 			},
+			func() (int, error) {
+				return BuildICMPv6Error(&p, netip.Prefix{}, ICMPv6PacketTooBig, 0, 1280, out)
+			},
+			func() (int, error) { return BuildAnswer(&p, netip.Prefix{}, AnswerTooBig, 1280, out) },
+			func() (int, error) { return BuildAnswer(&p, netip.Prefix{}, AnswerReset, 0, out) },
 		} {
-			if n, err := b(); err == nil && (n < 28 || n > 576) {
+			if n, err := b(); err == nil && (n < 28 || n > limit) {
 				t.Fatalf("builder wrote %d bytes about %x", n, pkt)
 			}
 		}
@@ -345,7 +359,7 @@ func FuzzParse(f *testing.F) {
 func BenchmarkParse(b *testing.B) {
 	pkt := ipv4("10.0.0.1", "10.0.0.2", 6, tcp(40000, 80))
 	b.ReportAllocs()
-	var p IPv4
+	var p IP
 	for b.Loop() {
 		p.Parse(pkt)
 	}
@@ -369,7 +383,7 @@ func BenchmarkHash(b *testing.B) {
 		})
 	}
 	b.Run("parsed", func(b *testing.B) {
-		var p IPv4
+		var p IP
 		p.Parse(ipv4("10.0.0.1", "10.0.0.2", 6, tcp(40000, 80)))
 		b.ReportAllocs()
 		var h uint32
@@ -385,7 +399,7 @@ func TestQuoted(t *testing.T) {
 	errPkt := func(typ uint8, q []byte) []byte {
 		return ipv4("10.0.0.9", "10.0.0.2", ICMP, append(icmp(typ, 0), q...))
 	}
-	var p IPv4
+	var p IP
 	p.Parse(errPkt(3, inner))
 	q, ihl, tup, ok := p.Quoted()
 	if !ok || ihl != 20 || len(q) != len(inner) || tup != tuple(UDP, "10.0.0.2:53", "10.0.0.9:4000") {
