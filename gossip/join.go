@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -13,11 +14,15 @@ import (
 	"go.uber.org/zap"
 )
 
-// Join contacts seeds (IP:port) until at least one answers or ctx ends,
-// retrying with exponential backoff. The seeds are remembered: until Close,
-// any seed that is not a live member is joined again every RejoinInterval,
-// so a node that lost its seeds (partition, restart) finds the cluster again.
+// Join contacts seeds (IP:port, an IPv6 one as [2001:db8::2]:7946) until
+// at least one answers or ctx ends, retrying with exponential backoff.
+// The seeds are remembered: until Close, any seed that is not a live
+// member is joined again every RejoinInterval, so a node that lost its
+// seeds (partition, restart) finds the cluster again. An IP:port seed is
+// taken in its canonical form (v4-mapped addresses unmapped, IPv6
+// compressed), the form members' addresses are compared in.
 func (g *Gossip) Join(ctx context.Context, seeds []string) error {
+	seeds = canonicalSeeds(seeds)
 	g.mu.Lock()
 	if g.closed || g.left {
 		g.mu.Unlock()
@@ -49,6 +54,20 @@ func (g *Gossip) Join(ctx context.Context, seeds []string) error {
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
+}
+
+// canonicalSeeds returns seeds with every IP:port in netip's form, the
+// form of memberlist's node addresses ("[2001:db8::2]:7946"), so that
+// rejoin finds a live seed among the members; others are left as given.
+func canonicalSeeds(seeds []string) []string {
+	out := make([]string, len(seeds))
+	for i, s := range seeds {
+		out[i] = s
+		if ap, err := netip.ParseAddrPort(s); err == nil {
+			out[i] = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+		}
+	}
+	return out
 }
 
 // Why a join failed, from memberlist's error for a seed. memberlist says

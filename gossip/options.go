@@ -41,11 +41,16 @@ type Options struct {
 	// Name is the node name, unique in the cluster and stable across
 	// restarts (entries are owned by name). Required; 1 to MaxNameLen bytes of printable UTF-8.
 	Name string
-	// BindAddr is the IP:port memberlist listens on (UDP and TCP);
-	// port 0 picks one. Default "0.0.0.0:7946". Ignored when Transport is set.
+	// BindAddr is the IP:port memberlist listens on (UDP and TCP), IPv4
+	// or IPv6 ("[2001:db8::1]:7946"); port 0 picks one. Default
+	// "0.0.0.0:7946". Ignored when Transport is set.
 	BindAddr string
 	// AdvertiseAddr is the IP:port peers should use to reach this node.
-	// Default: derived from BindAddr (or the transport).
+	// Default: derived from BindAddr (or the transport): BindAddr itself
+	// when its IP is specified; for 0.0.0.0 a private IPv4 address of
+	// this host (memberlist's choice); for [::] a unique local IPv6
+	// address of this host (fc00::/7), else a global one, from the first
+	// interface that is up and has one.
 	AdvertiseAddr string
 	// Meta is this node's VTEP and version, sent in its node metadata.
 	// A VTEP, when set, is a unicast address with a port; the version is
@@ -190,18 +195,26 @@ func (o Options) config() (*config, error) {
 		}
 		ap, err := netip.ParseAddrPort(bind)
 		if err != nil {
-			return nil, fmt.Errorf("gossip: bind address %q: want IP:port", bind)
+			return nil, fmt.Errorf("gossip: bind address %q: want IP:port, e.g. 192.0.2.1:7946 or [2001:db8::1]:7946", bind)
 		}
-		ml.BindAddr = ap.Addr().String()
+		ml.BindAddr = ap.Addr().Unmap().String()
 		ml.BindPort = int(ap.Port())
 		ml.AdvertisePort = int(ap.Port())
+		if ap.Addr() == netip.IPv6Unspecified() && o.AdvertiseAddr == "" {
+			// memberlist would advertise "::" itself.
+			ip, err := advertiseIPv6()
+			if err != nil {
+				return nil, fmt.Errorf("gossip: bind address %v: %w", ap, err)
+			}
+			ml.AdvertiseAddr = ip.String()
+		}
 	}
 	if o.AdvertiseAddr != "" {
 		ap, err := netip.ParseAddrPort(o.AdvertiseAddr)
 		if err != nil {
-			return nil, fmt.Errorf("gossip: advertise address %q: want IP:port", o.AdvertiseAddr)
+			return nil, fmt.Errorf("gossip: advertise address %q: want IP:port, e.g. 192.0.2.1:7946 or [2001:db8::1]:7946", o.AdvertiseAddr)
 		}
-		ml.AdvertiseAddr = ap.Addr().String()
+		ml.AdvertiseAddr = ap.Addr().Unmap().String()
 		ml.AdvertisePort = int(ap.Port())
 	}
 	if len(o.Keys) > 0 {
