@@ -141,14 +141,23 @@ func discoverer(g config.Gossip, seeded bool, log *zap.Logger) gossip.Discoverer
 
 // advertiseVTEP is the VTEP peers send VXLAN to: the listen address, with
 // the gossip address's IP (or the IP that routes to the first seed) when
-// the listen IP is unspecified.
+// the listen IP is unspecified. That IP must be of the listen socket's
+// family (an IPv6 one, [::] included, is IPv6-only: package udp).
 func advertiseVTEP(cfg config.Config, local netip.AddrPort, seeds []string) (netip.AddrPort, error) {
 	if !local.Addr().IsUnspecified() {
 		return local, nil
 	}
-	ip := cfg.Gossip.Listen.Addr()
-	if ip.IsUnspecified() && len(seeds) > 0 {
-		if c, err := net.Dial("udp", seeds[0]); err == nil {
+	is6 := local.Addr().Is6()
+	ip := cfg.Gossip.Listen.Addr().Unmap()
+	if ip.Is6() != is6 {
+		ip = netip.Addr{} // the other family's: the seed's route may still say
+	}
+	if (!ip.IsValid() || ip.IsUnspecified()) && len(seeds) > 0 {
+		network := "udp4"
+		if is6 {
+			network = "udp6"
+		}
+		if c, err := net.Dial(network, seeds[0]); err == nil {
 			if ua, ok := c.LocalAddr().(*net.UDPAddr); ok {
 				ip, _ = netip.AddrFromSlice(ua.IP)
 				ip = ip.Unmap()
@@ -156,7 +165,10 @@ func advertiseVTEP(cfg config.Config, local netip.AddrPort, seeds []string) (net
 			c.Close()
 		}
 	}
-	if !ip.IsValid() || ip.IsUnspecified() {
+	if !ip.IsValid() || ip.IsUnspecified() || ip.Is6() != is6 {
+		if is6 {
+			return netip.AddrPort{}, fmt.Errorf("node: the VTEP %v has no IP peers could send to; give --listen IP:PORT (or --gossip IP:PORT) with this host's underlay IPv6 address (a [::] VTEP takes IPv6 only)", local)
+		}
 		return netip.AddrPort{}, fmt.Errorf("node: the VTEP %v has no IP peers could send to; give --listen IP:PORT (or --gossip IP:PORT) with this host's underlay IP", local)
 	}
 	return netip.AddrPortFrom(ip, local.Port()), nil

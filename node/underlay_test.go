@@ -3,6 +3,7 @@ package node
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/overlayd/overlayd/config"
@@ -52,5 +53,37 @@ func TestExtraRoutes(t *testing.T) {
 	want := []netip.Prefix{netip.MustParsePrefix("10.201.0.0/16"), netip.MustParsePrefix("fd01::/64")}
 	if got := extraRoutes(cfg); !slices.Equal(got, want) {
 		t.Errorf("extraRoutes = %v, want %v", got, want)
+	}
+}
+
+// TestAdvertiseVTEP: a VTEP listening on an unspecified address is told
+// to peers with an IP of its own family: the gossip address's, else the
+// one that routes to the first seed; never the other family's.
+func TestAdvertiseVTEP(t *testing.T) {
+	for _, tc := range []struct {
+		listen, gossip string
+		seeds          []string
+		want           string // "" for an error
+	}{
+		{"[::]:4789", "[::1]:7946", nil, "[::1]:4789"},
+		{"[::]:4789", "[::]:7946", []string{"[::1]:7946"}, "[::1]:4789"},
+		{"[::]:4789", "127.0.0.1:7946", nil, ""},
+		{"[::]:4789", "127.0.0.1:7946", []string{"127.0.0.1:7946"}, ""},
+		{"[::]:4789", "127.0.0.1:7946", []string{"[::1]:7946"}, "[::1]:4789"},
+		{"0.0.0.0:4789", "[::1]:7946", []string{"127.0.0.1:7946"}, "127.0.0.1:4789"},
+		{"0.0.0.0:4789", "127.0.0.1:7946", nil, "127.0.0.1:4789"},
+		{"[2001:db8::1]:4789", "127.0.0.1:7946", nil, "[2001:db8::1]:4789"},
+	} {
+		cfg := config.Default()
+		cfg.Gossip.Listen = netip.MustParseAddrPort(tc.gossip)
+		got, err := advertiseVTEP(cfg, netip.MustParseAddrPort(tc.listen), tc.seeds)
+		switch {
+		case tc.want == "" && err == nil:
+			t.Errorf("advertiseVTEP(%s, gossip %s, seeds %v) = %v, want an error", tc.listen, tc.gossip, tc.seeds, got)
+		case tc.want == "" && !strings.Contains(err.Error(), "has no IP peers could send to"):
+			t.Errorf("advertiseVTEP(%s, gossip %s) error %q", tc.listen, tc.gossip, err)
+		case tc.want != "" && (err != nil || got.String() != tc.want):
+			t.Errorf("advertiseVTEP(%s, gossip %s, seeds %v) = %v, %v, want %s", tc.listen, tc.gossip, tc.seeds, got, err, tc.want)
+		}
 	}
 }
