@@ -6,8 +6,8 @@
 // by [Balancer.Set], which leaves out a bad or conflicting service alone
 // and publishes the rest) and a sharded connection-tracking table. The router
 // parses each IPv4 packet once into a [packet.IPv4] view and calls
-// [Balancer.OutboundIPv4] for every packet a local client sends, before
-// the route lookup, and [Balancer.InboundIPv4] for every packet it is about
+// [Balancer.OutboundIP] for every packet a local client sends, before
+// the route lookup, and [Balancer.InboundIP] for every packet it is about
 // to deliver to a local client ([Balancer.Outbound] and [Balancer.Inbound]
 // parse raw bytes first, for callers that hold no view); conntrack is keyed
 // by [packet.Tuple]. Both rewrite the packet in place

@@ -127,23 +127,23 @@ func rewriteView(p *packet.IP, src bool, addr [16]byte, port uint16) {
 }
 
 // Outbound handles an IPv4 packet sent by a local client, before the route
-// lookup: it parses pkt and calls OutboundIPv4. A packet that does not
+// lookup: it parses pkt and calls OutboundIP. A packet that does not
 // parse is Pass.
 func (b *Balancer) Outbound(pkt []byte) Verdict {
 	var p packet.IP
 	if !p.Parse(pkt) {
 		return Pass
 	}
-	return b.OutboundIPv4(&p)
+	return b.OutboundIP(&p)
 }
 
-// OutboundIPv4 handles a parsed IPv4 packet sent by a local client, before
+// OutboundIP handles a parsed IPv4 packet sent by a local client, before
 // the route lookup. Packets to a VIP are NATed to the flow's backend in
 // place, bytes and p.Tuple (NAT), or answered (Reset: build the answer
 // with packet.BuildTCPReset or packet.BuildICMPPortUnreachable from p, which is
 // left as it was) or dropped (Drop); anything else is Pass. It allocates
 // nothing for established flows.
-func (b *Balancer) OutboundIPv4(p *packet.IP) Verdict {
+func (b *Balancer) OutboundIP(p *packet.IP) Verdict {
 	snap := b.snap.Load()
 	if _, ok := snap.vips[p.Dst]; !ok {
 		return Pass
@@ -285,23 +285,23 @@ func (b *Balancer) newFlowLocked(s *shard, snap *snapshot, p *packet.IP, now int
 }
 
 // Inbound handles an IPv4 packet about to be delivered to a local client:
-// it parses pkt and calls InboundIPv4. A packet that does not parse is
+// it parses pkt and calls InboundIP. A packet that does not parse is
 // Pass.
 func (b *Balancer) Inbound(pkt []byte) Verdict {
 	var p packet.IP
 	if !p.Parse(pkt) {
 		return Pass
 	}
-	return b.InboundIPv4(&p)
+	return b.InboundIP(&p)
 }
 
-// InboundIPv4 handles a parsed IPv4 packet about to be delivered to a
-// local client (parsed in full, or its header alone: InboundIPv4 completes
+// InboundIP handles a parsed IPv4 packet about to be delivered to a
+// local client (parsed in full, or its header alone: InboundIP completes
 // the view when it needs the ports). Replies from a backend of a tracked flow get their source
 // rewritten back to the VIP and port the client used, bytes and p.Tuple
 // (NAT); so do ICMP errors that quote a packet of a tracked flow.
 // Everything else is Pass. It allocates nothing.
-func (b *Balancer) InboundIPv4(p *packet.IP) Verdict {
+func (b *Balancer) InboundIP(p *packet.IP) Verdict {
 	snap := b.snap.Load()
 	if len(snap.backendIPs) == 0 {
 		return Pass

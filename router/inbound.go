@@ -57,7 +57,7 @@ func (r *Router) inboundEndpoint(b *inBatch, t *table, eps *epTable, nw *network
 			r.learn(b, l.k, l.mac)
 		}
 	}
-	if r.lb != nil && r.lb.InboundIPv4(p) == lb.Drop {
+	if r.lb != nil && r.lb.InboundIP(p) == lb.Drop {
 		return 0, DropLBRefused
 	}
 	n := p.Len()
@@ -272,7 +272,7 @@ func (r *Router) inbound(b *inBatch, n int) {
 				r.learn(b, learned, learnedMAC)
 			}
 			if r.lb != nil {
-				v := r.lb.InboundIPv4(p) // reverse NAT of a backend's reply, in place
+				v := r.lb.InboundIP(p) // reverse NAT of a backend's reply, in place
 				if partial {
 					resumPartial(pkt)
 				}

@@ -211,7 +211,7 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) DropRe
 	}
 	part := b.partial[i]
 	if r.lb != nil {
-		v := r.lb.OutboundIPv4(p) // DNAT to a backend, in place
+		v := r.lb.OutboundIP(p) // DNAT to a backend, in place
 		if part {
 			resumPartial(pkt)
 		}
@@ -306,7 +306,7 @@ func (r *Router) outboundLocal(b *outBatch, i int, p *packet.IP, dst netip.Addr)
 	if b.partial[i] {
 		completePartial(p.Bytes()) // local devices get complete packets
 	}
-	if r.lb != nil && r.lb.InboundIPv4(p) == lb.Drop { // reverse NAT of a local backend's reply, in place
+	if r.lb != nil && r.lb.InboundIP(p) == lb.Drop { // reverse NAT of a local backend's reply, in place
 		return DropLBRefused, true
 	}
 	b.local = append(b.local, localPkt{ep: to, buf: b.bufs[i][:headroom+n]})
