@@ -16,7 +16,7 @@ import (
 )
 
 // Cluster is a set of rootless nodes in this process: netstack
-// attachments, VXLAN over UDP on 127.0.0.1 (or over the in-memory
+// attachments, VXLAN over UDP on 127.0.0.1 or ::1 (or over the in-memory
 // underlay: ClusterOptions.Net), a full mesh of static routes.
 type Cluster struct {
 	Nodes []*node.Node
@@ -56,7 +56,7 @@ func NewCluster(t testing.TB, n int, opts ClusterOptions) *Cluster {
 		cfg := config.Default()
 		cfg.Name = fmt.Sprintf("node%d", i)
 		cfg.Mode = config.ModeNetstack
-		cfg.Listen = netip.MustParseAddrPort("127.0.0.1:0")
+		cfg.Listen = opts.Net.any()
 		cfg.Addr = NodeAddr(i)
 		cfg.Control = ""
 		cfg.DNS.Listen = config.DNSOff // tests that want DNS turn it on with their own upstream

@@ -21,7 +21,7 @@ import (
 )
 
 // GossipCluster is a set of rootless nodes in this process that find each
-// other by gossip (the test profile, real sockets on 127.0.0.1) and learn
+// other by gossip (the test profile, real sockets on 127.0.0.1 or ::1) and learn
 // their routes: no static routes. Node i is named "gnodeI" and keeps its
 // state in its own directory, so it can be crashed and restarted. With
 // GossipOptions.Net Memory, the sockets are the in-memory fakes instead.
@@ -70,9 +70,9 @@ func NewGossipCluster(t testing.TB, n int, opts GossipOptions) *GossipCluster {
 		cfg := config.Default()
 		cfg.Name = fmt.Sprintf("gnode%d", i)
 		cfg.Mode = config.ModeNetstack
-		cfg.Listen = netip.MustParseAddrPort("127.0.0.1:0")
+		cfg.Listen = opts.Net.any()
 		cfg.Control = ""
-		cfg.Gossip.Listen = netip.MustParseAddrPort("127.0.0.1:0")
+		cfg.Gossip.Listen = opts.Net.any()
 		cfg.Gossip.Profile = "test"
 		cfg.StateDir = filepath.Join(dir, cfg.Name)
 		cfg.DNS.Listen = config.DNSOff // tests that want DNS turn it on with their own upstream

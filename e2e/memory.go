@@ -16,16 +16,30 @@ const (
 	// Memory is the in-memory fakes (nodetest.Memory: udptest for the
 	// underlay, gossiptest for gossip): no socket for either.
 	Memory
+	// Loopback6 is Loopback on [::1]: an IPv6 underlay, gossip over IPv6.
+	Loopback6
 )
 
 // Nets are the networks an in-process test runs on (OnEachNet).
-var Nets = []Net{Loopback, Memory}
+var Nets = []Net{Loopback, Memory, Loopback6}
 
 func (n Net) String() string {
-	if n == Memory {
+	switch n {
+	case Memory:
 		return "memory"
+	case Loopback6:
+		return "loopback6"
 	}
 	return "loopback"
+}
+
+// any is the address, port 0, that a node binds its sockets to on n:
+// 127.0.0.1, or ::1 on Loopback6 (the in-memory fakes attach their own).
+func (n Net) any() netip.AddrPort {
+	if n == Loopback6 {
+		return netip.AddrPortFrom(netip.IPv6Loopback(), 0)
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 0)
 }
 
 // OnEachNet runs test once on each of Nets, as subtests named after them.
