@@ -89,9 +89,9 @@ func (el *epLab) start(i int) *Overlayd {
 	el.t.Helper()
 	h, seed := el.lab.Hosts[i], el.lab.Hosts[1-i]
 	el.ods[i] = h.StartOverlayd("--mode", "tun",
-		"--listen", fmt.Sprintf("%s:%d", h.Underlay, labVXLANPort),
-		"--gossip", fmt.Sprintf("%s:%d", h.Underlay, labGossipPort),
-		"--join", fmt.Sprintf("%s:%d", seed.Underlay, labGossipPort),
+		"--listen", el.underlay(h, labVXLANPort),
+		"--gossip", el.underlay(h, labGossipPort),
+		"--join", el.underlay(seed, labGossipPort),
 		"--gossip-profile", "test", "--gossip-key-file", el.key,
 		"--state-dir", filepath.Join(el.state, h.Name),
 		"--dns", "127.0.0.1:5353", "--dns-upstream", "127.0.0.1:5300")
@@ -150,8 +150,13 @@ func (el *epLab) cli(t *testing.T, i int, args ...string) string {
 	return out
 }
 
-// routed reports whether host i routes addr/32 (to the other host's VTEP).
+// routed reports whether host i routes addr as a host route (/32 or
+// /128, to the other host's VTEP).
 func (el *epLab) routed(i int, addr string) (bool, error) {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return false, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	rs, err := el.ods[i].Client().Routes(ctx)
@@ -159,7 +164,7 @@ func (el *epLab) routed(i int, addr string) (bool, error) {
 		return false, err
 	}
 	for _, r := range rs.Routes {
-		if r.Prefix == addr+"/32" {
+		if r.Prefix == netip.PrefixFrom(a, a.BitLen()).String() {
 			return true, nil
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,7 +30,10 @@ type gossipLab struct {
 	key     string
 	profile string
 	state   string
-	ods     []*Overlayd // nil for a host whose daemon is down
+	// v6 puts the daemons' VXLAN and gossip on the hosts' IPv6 underlay
+	// addresses.
+	v6  bool
+	ods []*Overlayd // nil for a host whose daemon is down
 }
 
 func newGossipLab(t *testing.T, hosts int, profile string) *gossipLab {
@@ -61,9 +65,9 @@ func (gl *gossipLab) start(i int, key string) *Overlayd {
 		seed = gl.lab.Hosts[1]
 	}
 	flags := []string{"--mode", "tun",
-		"--listen", fmt.Sprintf("%s:%d", h.Underlay, labVXLANPort),
-		"--gossip", fmt.Sprintf("%s:%d", h.Underlay, labGossipPort),
-		"--join", fmt.Sprintf("%s:%d", seed.Underlay, labGossipPort),
+		"--listen", gl.underlay(h, labVXLANPort),
+		"--gossip", gl.underlay(h, labGossipPort),
+		"--join", gl.underlay(seed, labGossipPort),
 		"--gossip-profile", gl.profile,
 		"--state-dir", filepath.Join(gl.state, h.Name),
 	}
@@ -73,6 +77,15 @@ func (gl *gossipLab) start(i int, key string) *Overlayd {
 	o := h.StartOverlayd(flags...)
 	gl.ods[i] = o
 	return o
+}
+
+// underlay is host h's address and port on the lab's underlay of the
+// daemons' family: "198.18.0.N:PORT", or "[2001:2::N]:PORT" when v6.
+func (gl *gossipLab) underlay(h *Host, port uint16) string {
+	if gl.v6 {
+		return netip.AddrPortFrom(h.Underlay6, port).String()
+	}
+	return netip.AddrPortFrom(h.Underlay, port).String()
 }
 
 // routes returns host i's learned routes by owner and its digests.
