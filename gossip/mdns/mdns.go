@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 
 	"github.com/overlayd/overlayd/gossip"
@@ -34,7 +35,11 @@ const (
 	mdnsMaxPacket   = 9000             // RFC 6762 §17
 )
 
-var mdnsGroup = netip.MustParseAddr("224.0.0.251")
+// The mDNS groups of the two families (RFC 6762 §3).
+var (
+	mdnsGroup4 = netip.MustParseAddr("224.0.0.251")
+	mdnsGroup6 = netip.MustParseAddr("ff02::fb")
+)
 
 // Options configures New.
 type Options struct {
@@ -43,9 +48,12 @@ type Options struct {
 }
 
 // New returns the gossip.Discoverer of a LAN: multicast DNS on the interface
-// that holds the gossip address (IPv4 only), never on the others. It
+// that holds the gossip address, never on the others, in that address's
+// family: the group 224.0.0.251 for an IPv4 one, ff02::fb for an IPv6 one
+// (unique local or global; so nodes gossiping over IPv6 find only each
+// other, as they can gossip only with each other). It
 // answers queries for Service with a PTR to this node's instance,
-// its SRV, A and a TXT record "v=1", "name=NODE", "addr=IP:PORT" (the
+// its SRV, A (or AAAA) and a TXT record "v=1", "name=NODE", "addr=IP:PORT" (the
 // gossip address; never the key: nodes with another key are found, and
 // memberlist refuses them), announces itself twice at Start, queries at
 // Start and then every 1 s, 2 s, 4 s ... up to a minute, and says goodbye
@@ -66,7 +74,9 @@ type mdns struct {
 
 	// Set by Start, read-only after.
 	ifi   *net.Interface
-	conn  *ipv4.PacketConn
+	own   map[netip.Addr]bool // ifi's addresses: a query from one is this host's
+	conn  groupConn
+	group *net.UDPAddr // the mDNS group of self's family, port 5353
 	self  gossip.Found
 	inst  string // this node's instance name, LABEL._overlayd._udp.local.
 	host  string // its SRV target, LABEL.local.
@@ -91,30 +101,23 @@ func (m *mdns) Start(self gossip.Found, found func(gossip.Found)) error {
 	if err != nil {
 		return err
 	}
-	lc := net.ListenConfig{Control: reusePort}
-	c, err := lc.ListenPacket(context.Background(), "udp4", fmt.Sprintf("0.0.0.0:%d", mdnsPort))
+	conn, group, err := listenGroup(ifi, self.Addr.Addr().Is6())
 	if err != nil {
-		return fmt.Errorf("mdns: listen on port %d: %w", mdnsPort, err)
+		return err
 	}
-	p := ipv4.NewPacketConn(c)
-	group := &net.UDPAddr{IP: mdnsGroup.AsSlice()}
-	for _, step := range []struct {
-		what string
-		err  error
-	}{
-		{"join 224.0.0.251", p.JoinGroup(ifi, group)},
-		{"set the multicast interface", p.SetMulticastInterface(ifi)},
-		{"set the multicast TTL", p.SetMulticastTTL(255)},
-		{"loop multicast back", p.SetMulticastLoopback(true)}, // two nodes on one host find each other
-		{"ask for the arrival interface", p.SetControlMessage(ipv4.FlagInterface, true)},
-	} {
-		if step.err != nil {
-			c.Close()
-			return fmt.Errorf("mdns: on %s: %s: %w", ifi.Name, step.what, step.err)
+	own := map[netip.Addr]bool{}
+	if addrs, err := ifi.Addrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok {
+					own[ip.Unmap()] = true
+				}
+			}
 		}
 	}
+	own[self.Addr.Addr()] = true
 	label := instanceLabel(self.Name)
-	m.ifi, m.conn, m.self, m.found = ifi, p, self, found
+	m.ifi, m.own, m.conn, m.group, m.self, m.found = ifi, own, conn, group, self, found
 	m.inst, m.host = label+"."+Service, label+".local."
 	m.started = true
 	m.wg.Add(2)
@@ -147,6 +150,92 @@ func (m *mdns) Close() error {
 	return nil
 }
 
+// groupConn is the mDNS socket of one family: ipv4's or ipv6's
+// PacketConn, with the arrival interface of what it reads (ok false when
+// the system did not say).
+type groupConn interface {
+	ReadFrom(b []byte) (n, ifIndex int, ok bool, src net.Addr, err error)
+	WriteTo(b []byte, dst net.Addr) (int, error)
+	Close() error
+}
+
+type conn4 struct{ p *ipv4.PacketConn }
+
+func (c conn4) ReadFrom(b []byte) (int, int, bool, net.Addr, error) {
+	n, cm, src, err := c.p.ReadFrom(b)
+	if cm == nil {
+		return n, 0, false, src, err
+	}
+	return n, cm.IfIndex, true, src, err
+}
+func (c conn4) WriteTo(b []byte, dst net.Addr) (int, error) { return c.p.WriteTo(b, nil, dst) }
+func (c conn4) Close() error                                { return c.p.Close() }
+
+type conn6 struct{ p *ipv6.PacketConn }
+
+func (c conn6) ReadFrom(b []byte) (int, int, bool, net.Addr, error) {
+	n, cm, src, err := c.p.ReadFrom(b)
+	if cm == nil {
+		return n, 0, false, src, err
+	}
+	return n, cm.IfIndex, true, src, err
+}
+func (c conn6) WriteTo(b []byte, dst net.Addr) (int, error) { return c.p.WriteTo(b, nil, dst) }
+func (c conn6) Close() error                                { return c.p.Close() }
+
+// listenGroup opens port 5353 of the family (shared with other
+// responders), joins its mDNS group on ifi only and sends there, with
+// the TTL (hop limit) RFC 6762 asks and multicast looped back, so that
+// two nodes on one host find each other.
+func listenGroup(ifi *net.Interface, is6 bool) (groupConn, *net.UDPAddr, error) {
+	network, bind, group := "udp4", fmt.Sprintf("0.0.0.0:%d", mdnsPort), mdnsGroup4
+	if is6 {
+		network, bind, group = "udp6", fmt.Sprintf("[::]:%d", mdnsPort), mdnsGroup6
+	}
+	lc := net.ListenConfig{Control: reusePort}
+	c, err := lc.ListenPacket(context.Background(), network, bind)
+	if err != nil {
+		return nil, nil, fmt.Errorf("mdns: listen on port %d: %w", mdnsPort, err)
+	}
+	ga := &net.UDPAddr{IP: group.AsSlice()}
+	type step struct {
+		what string
+		err  error
+	}
+	var steps []step
+	var gc groupConn
+	if is6 {
+		p := ipv6.NewPacketConn(c)
+		steps = []step{
+			{"join " + group.String(), p.JoinGroup(ifi, ga)},
+			{"set the multicast interface", p.SetMulticastInterface(ifi)},
+			{"set the multicast hop limit", p.SetMulticastHopLimit(255)},
+			{"loop multicast back", p.SetMulticastLoopback(true)},
+			{"ask for the arrival interface", p.SetControlMessage(ipv6.FlagInterface, true)},
+		}
+		gc = conn6{p}
+	} else {
+		p := ipv4.NewPacketConn(c)
+		steps = []step{
+			{"join " + group.String(), p.JoinGroup(ifi, ga)},
+			{"set the multicast interface", p.SetMulticastInterface(ifi)},
+			{"set the multicast TTL", p.SetMulticastTTL(255)},
+			{"loop multicast back", p.SetMulticastLoopback(true)},
+			{"ask for the arrival interface", p.SetControlMessage(ipv4.FlagInterface, true)},
+		}
+		gc = conn4{p}
+	}
+	for _, st := range steps {
+		if st.err != nil {
+			c.Close()
+			return nil, nil, fmt.Errorf("mdns: on %s: %s: %w", ifi.Name, st.what, st.err)
+		}
+	}
+	// No zone on the IPv6 group: the multicast interface set above says
+	// where it goes.
+	return gc, &net.UDPAddr{IP: group.AsSlice(), Port: mdnsPort}, nil
+}
+
 // reusePort lets the socket share port 5353 with other mDNS responders.
 func reusePort(_, _ string, c syscall.RawConn) error {
 	var serr error
@@ -162,9 +251,10 @@ func reusePort(_, _ string, c syscall.RawConn) error {
 	return serr
 }
 
-// CheckAddr says why gossip address ip cannot announce on the LAN (not
-// IPv4, on no interface, or on one that is down or cannot multicast), or
-// nil; Start refuses the same, 'overlayd run --check' asks before.
+// CheckAddr says why gossip address ip cannot announce on the LAN (an
+// IPv6 link-local one, on no interface, or on one that is down or cannot
+// multicast), or nil; Start refuses the same, 'overlayd run --check' asks
+// before.
 func CheckAddr(ip netip.Addr) error {
 	_, err := interfaceOf(ip.Unmap())
 	return err
@@ -172,8 +262,8 @@ func CheckAddr(ip netip.Addr) error {
 
 // interfaceOf returns the multicast-capable interface that holds ip.
 func interfaceOf(ip netip.Addr) (*net.Interface, error) {
-	if !ip.Is4() {
-		return nil, fmt.Errorf("mdns: the gossip address %v is not IPv4 (mDNS discovery speaks IPv4 only)", ip)
+	if ip.Is6() && (ip.IsLinkLocalUnicast() || ip.IsMulticast() || ip.IsUnspecified() || ip.Zone() != "") {
+		return nil, fmt.Errorf("mdns: the gossip address %v is not a unicast address of the LAN that peers can join; give --gossip a unique local or global IPv6 address (or an IPv4 one)", ip)
 	}
 	ifs, err := net.Interfaces()
 	if err != nil {
@@ -249,7 +339,7 @@ func (m *mdns) readLoop() {
 	defer m.wg.Done()
 	buf := make([]byte, mdnsMaxPacket)
 	for {
-		n, cm, src, err := m.conn.ReadFrom(buf)
+		n, ifIndex, known, src, err := m.conn.ReadFrom(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -262,7 +352,7 @@ func (m *mdns) readLoop() {
 			m.log.Debug("read", zap.Error(err))
 			continue
 		}
-		if cm != nil && cm.IfIndex != m.ifi.Index {
+		if known && ifIndex != m.ifi.Index {
 			continue
 		}
 		msg, found, err := parseMDNS(buf[:n])
@@ -283,10 +373,13 @@ func (m *mdns) readLoop() {
 	}
 }
 
-// isSelf reports whether src is this node's own mDNS socket.
+// isSelf reports whether src is this node's own mDNS socket: port 5353
+// at an address of its interface (over IPv6 the kernel sends to the
+// link-local group from the interface's link-local address, not the
+// gossip one).
 func (m *mdns) isSelf(src *net.UDPAddr) bool {
 	ip, _ := netip.AddrFromSlice(src.IP)
-	return src.Port == mdnsPort && ip.Unmap() == m.self.Addr.Addr()
+	return src.Port == mdnsPort && m.own[ip.Unmap()]
 }
 
 // answer replies to a query that asks for this node's records: by
@@ -335,7 +428,11 @@ func (m *mdns) response(ttl uint32, id uint16, question []dns.Question) *dns.Msg
 		&dns.TXT{Hdr: hdr(m.inst, dns.TypeTXT, dns.ClassINET|flush), Txt: formatTXT(m.self)},
 		&dns.SRV{Hdr: hdr(m.inst, dns.TypeSRV, dns.ClassINET|flush), Port: m.self.Addr.Port(), Target: m.host},
 	}
-	r.Extra = []dns.RR{&dns.A{Hdr: hdr(m.host, dns.TypeA, dns.ClassINET|flush), A: m.self.Addr.Addr().AsSlice()}}
+	if ip := m.self.Addr.Addr(); ip.Is6() {
+		r.Extra = []dns.RR{&dns.AAAA{Hdr: hdr(m.host, dns.TypeAAAA, dns.ClassINET|flush), AAAA: ip.AsSlice()}}
+	} else {
+		r.Extra = []dns.RR{&dns.A{Hdr: hdr(m.host, dns.TypeA, dns.ClassINET|flush), A: ip.AsSlice()}}
+	}
 	return r
 }
 
@@ -345,9 +442,9 @@ func (m *mdns) send(msg *dns.Msg, dst *net.UDPAddr) {
 	b, err := msg.Pack()
 	if err == nil {
 		if dst == nil {
-			dst = &net.UDPAddr{IP: mdnsGroup.AsSlice(), Port: mdnsPort}
+			dst = m.group
 		}
-		_, err = m.conn.WriteTo(b, nil, dst)
+		_, err = m.conn.WriteTo(b, dst)
 	}
 	if err == nil || errors.Is(err, net.ErrClosed) {
 		return
@@ -369,7 +466,9 @@ func formatTXT(f gossip.Found) []string {
 }
 
 // parseTXT reads a TXT record formatTXT wrote: version 1, a valid node
-// name and a unicast IPv4 address with a port. Keys are case-insensitive,
+// name and a unicast address with a port: IPv4, or IPv6 unique local or
+// global (no link-local one, which would need a zone; no v4-mapped one).
+// Keys are case-insensitive,
 // unknown keys are ignored (a later version may add some), and the first
 // of a repeated key wins (RFC 6763 §6.4).
 func parseTXT(txt []string) (gossip.Found, error) {
@@ -405,8 +504,10 @@ func parseTXT(txt []string) (gossip.Found, error) {
 				return gossip.Found{}, fmt.Errorf("mdns: TXT addr: %w", err)
 			}
 			ip := ap.Addr()
-			if !ip.Is4() || ap.Port() == 0 || ip.IsUnspecified() || ip.IsMulticast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
-				return gossip.Found{}, fmt.Errorf("mdns: TXT addr %v is not a unicast IPv4 address with a port", ap)
+			ok4 := ip.Is4() && !ip.IsUnspecified() && !ip.IsMulticast() && ip != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+			ok6 := ip.Is6() && !ip.Is4In6() && ip.Zone() == "" && ip.IsGlobalUnicast()
+			if ap.Port() == 0 || !ok4 && !ok6 {
+				return gossip.Found{}, fmt.Errorf("mdns: TXT addr %v is not a unicast address with a port (IPv4, or IPv6 unique local or global)", ap)
 			}
 			f.Addr = ap
 		}

@@ -5,17 +5,20 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/miekg/dns"
+
 	"github.com/overlayd/overlayd/gossip"
 )
 
 // TestMDNSStartRefuses: the real mDNS refuses, before opening a socket, an
 // address no interface can multicast from (loopback), one no interface
-// holds, and IPv6.
+// holds, of either family, and an IPv6 link-local one.
 func TestMDNSStartRefuses(t *testing.T) {
 	for _, tc := range []struct{ addr, want string }{
 		{"127.0.0.1:7946", "cannot multicast"},
 		{"192.0.2.77:7946", "no interface holds the gossip address 192.0.2.77"},
-		{"[2001:db8::1]:7946", "not IPv4"},
+		{"[2001:db8::77]:7946", "no interface holds the gossip address 2001:db8::77"},
+		{"[fe80::1]:7946", "give --gossip a unique local or global IPv6 address"},
 	} {
 		d := New(Options{})
 		err := d.Start(gossip.Found{Name: "n", Addr: netip.MustParseAddrPort(tc.addr)}, func(gossip.Found) {})
@@ -45,7 +48,14 @@ func TestParseTXT(t *testing.T) {
 		{[]string{"v=1", "name=h1", "addr=198.18.0.1:0"}, gossip.Found{}, "not a unicast"},
 		{[]string{"v=1", "name=h1", "addr=224.0.0.251:7946"}, gossip.Found{}, "not a unicast"},
 		{[]string{"v=1", "name=h1", "addr=0.0.0.0:7946"}, gossip.Found{}, "not a unicast"},
-		{[]string{"v=1", "name=h1", "addr=[2001:db8::1]:7946"}, gossip.Found{}, "not a unicast"},
+		{[]string{"v=1", "name=h1", "addr=[2001:db8::1]:7946"}, gossip.Found{Name: "h1", Addr: netip.MustParseAddrPort("[2001:db8::1]:7946")}, ""},
+		{[]string{"v=1", "name=h1", "addr=[fd99::2]:7946"}, gossip.Found{Name: "h1", Addr: netip.MustParseAddrPort("[fd99::2]:7946")}, ""},
+		{[]string{"v=1", "name=h1", "addr=[fe80::1]:7946"}, gossip.Found{}, "not a unicast"},
+		{[]string{"v=1", "name=h1", "addr=[fe80::1%eth0]:7946"}, gossip.Found{}, "not a unicast"},
+		{[]string{"v=1", "name=h1", "addr=[::ffff:198.18.0.1]:7946"}, gossip.Found{}, "not a unicast"},
+		{[]string{"v=1", "name=h1", "addr=[ff02::fb]:7946"}, gossip.Found{}, "not a unicast"},
+		{[]string{"v=1", "name=h1", "addr=[::]:7946"}, gossip.Found{}, "not a unicast"},
+		{[]string{"v=1", "name=h1", "addr=[2001:db8::1]:0"}, gossip.Found{}, "not a unicast"},
 	} {
 		got, err := parseTXT(tc.txt)
 		if tc.err == "" && (err != nil || got != tc.want) || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
@@ -54,11 +64,34 @@ func TestParseTXT(t *testing.T) {
 	}
 }
 
-// TestParseMDNS: what a node answers is what another reads, and a
-// goodbye reports no one.
+// TestParseMDNS: what a node answers is what another reads, with an A
+// record for an IPv4 node and an AAAA for an IPv6 one, and a goodbye
+// reports no one.
 func TestParseMDNS(t *testing.T) {
-	self := gossip.Found{Name: "h1.example", Addr: netip.MustParseAddrPort("198.18.0.1:7946")}
+	for _, addr := range []string{"198.18.0.1:7946", "[2001:2::1]:7946"} {
+		testParseMDNS(t, netip.MustParseAddrPort(addr))
+	}
+}
+
+func testParseMDNS(t *testing.T, addr netip.AddrPort) {
+	self := gossip.Found{Name: "h1.example", Addr: addr}
 	m := &mdns{self: self, inst: instanceLabel(self.Name) + "." + Service, host: instanceLabel(self.Name) + ".local."}
+	msg, _, _ := parseMDNS(mustPack(t, m.response(mdnsTTL, 0, nil)))
+	if len(msg.Extra) != 1 {
+		t.Fatalf("response of %v: extra %v, want one address record", addr, msg.Extra)
+	}
+	switch rr := msg.Extra[0].(type) {
+	case *dns.A:
+		if !addr.Addr().Is4() || rr.A.String() != addr.Addr().String() {
+			t.Errorf("response of %v: %v", addr, rr)
+		}
+	case *dns.AAAA:
+		if !addr.Addr().Is6() || rr.AAAA.String() != addr.Addr().String() {
+			t.Errorf("response of %v: %v", addr, rr)
+		}
+	default:
+		t.Errorf("response of %v: extra %v, want A or AAAA", addr, rr)
+	}
 	for _, tc := range []struct {
 		ttl  uint32
 		want int
@@ -76,6 +109,15 @@ func TestParseMDNS(t *testing.T) {
 	if msg, found, err := parseMDNS(b); err != nil || msg.Response || len(found) != 0 {
 		t.Errorf("parseMDNS(query) = %v, %v, %v; want a query, no node", msg, found, err)
 	}
+}
+
+func mustPack(t *testing.T, m *dns.Msg) []byte {
+	t.Helper()
+	b, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestInstanceLabel(t *testing.T) {
