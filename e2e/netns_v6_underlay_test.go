@@ -177,3 +177,29 @@ func TestNetnsV6UnderlayGossip(t *testing.T) {
 	}
 	transfer(t, h1, h2, netip.AddrPortFrom(a2, 5003), 16<<20)
 }
+
+// TestNetnsV6UnderlayMDNS: ZeroConf over IPv6: two hosts gossiping on
+// their IPv6 underlay addresses with --discover mdns and no seed find
+// each other over ff02::fb and become members of one cluster.
+func TestNetnsV6UnderlayMDNS(t *testing.T) {
+	RequireRoot(t)
+	lab := NewLab(t, 2, 1500)
+	var ods []*Overlayd
+	for _, h := range lab.Hosts {
+		ods = append(ods, h.StartOverlayd("--mode", "netstack", "--listen", fmt.Sprintf("[%s]:4789", h.Underlay6),
+			"--gossip", fmt.Sprintf("[%s]:7946", h.Underlay6), "--gossip-profile", "test", "--discover", "mdns"))
+	}
+	took := testutil.Eventually(t, 15*time.Second, "the two hosts members of one cluster through mDNS over IPv6", func() error {
+		for i, o := range ods {
+			names, err := peerNames(o)
+			if err != nil {
+				return err
+			}
+			if strings.Join(names, ",") != "h1,h2" {
+				return fmt.Errorf("h%d sees %v", i+1, names)
+			}
+		}
+		return nil
+	})
+	t.Logf("one cluster %v after both daemons answered", took)
+}
