@@ -132,12 +132,14 @@ func (e *linkEndpoint) inject(g *gro.GRO, p []byte, partial bool) bool {
 // checksumsValid checks what a NIC with receive checksum offload checks,
 // since the endpoint says it has one (Capabilities): the IPv4 header
 // checksum and the TCP, UDP, ICMPv4 or ICMPv6 checksum of an unfragmented
-// packet (a UDP checksum of 0 over IPv4 means none). gVisor then checks
-// none of them again, and its GRO can coalesce TCP segments without
-// recomputing them. The transport checksum of a fragment (and of an IPv6
-// packet with extension headers) cannot be checked here and is not
-// checked: between overlayd nodes the underlay's UDP checksum covers the
-// whole inner packet.
+// packet (a UDP checksum of 0 over IPv4 means none; over IPv6 it is
+// wrong), behind an IPv6 packet's extension headers too (ipv6Transport).
+// gVisor then checks none of them again, and its GRO can coalesce TCP
+// segments without recomputing them. The transport checksum of a
+// fragment cannot be checked here and is not checked: between overlayd
+// nodes the underlay's UDP checksum covers the whole inner packet. An
+// IPv6 packet whose extension headers cannot be walked to the end is not
+// valid.
 func checksumsValid(p []byte, proto tcpip.NetworkProtocolNumber) bool {
 	var src, dst tcpip.Address
 	var l4 []byte
@@ -155,9 +157,17 @@ func checksumsValid(p []byte, proto tcpip.NetworkProtocolNumber) bool {
 		tp = ip.TransportProtocol()
 	} else {
 		ip := header.IPv6(p)
+		end := header.IPv6MinimumSize + int(ip.PayloadLength())
+		next, off, ok := ipv6Transport(p[:end])
+		if !ok {
+			return false
+		}
+		if next == uint8(header.IPv6FragmentHeader) {
+			return true // as an IPv4 fragment
+		}
 		src, dst = ip.SourceAddress(), ip.DestinationAddress()
-		l4 = p[header.IPv6MinimumSize : header.IPv6MinimumSize+int(ip.PayloadLength())]
-		tp = tcpip.TransportProtocolNumber(ip.NextHeader())
+		l4 = p[off:end]
+		tp = tcpip.TransportProtocolNumber(next)
 	}
 	var off int
 	switch tp {
@@ -179,13 +189,47 @@ func checksumsValid(p []byte, proto tcpip.NetworkProtocolNumber) bool {
 		}
 		off = header.ICMPv6ChecksumOffset
 	default:
-		return true // no checksum, or extension headers: gVisor parses them
+		return true // no checksum to check
 	}
 	if len(l4) < off+2 {
 		return false
 	}
 	xsum := header.PseudoHeaderChecksum(tp, src, dst, uint16(len(l4)))
 	return checksum.Checksum(l4, xsum) == 0xffff
+}
+
+// maxExtHeaders bounds the IPv6 extension headers walked in front of a
+// transport header.
+const maxExtHeaders = 8
+
+// ipv6Transport walks the extension headers of the IPv6 packet p (cut at
+// its payload length) to the transport header: it returns that header's
+// protocol number and offset, or the fragment header's (44) for a
+// fragment. ok is false for a chain of more than maxExtHeaders headers
+// or one that runs past p.
+func ipv6Transport(p []byte) (next uint8, off int, ok bool) {
+	next, off = p[6], header.IPv6MinimumSize
+	for range maxExtHeaders + 1 {
+		switch next {
+		case uint8(header.IPv6HopByHopOptionsExtHdrIdentifier), uint8(header.IPv6RoutingExtHdrIdentifier),
+			uint8(header.IPv6DestinationOptionsExtHdrIdentifier):
+			if off+8 > len(p) {
+				return 0, 0, false
+			}
+			next, off = p[off], off+(int(p[off+1])+1)*8
+		case 51: // authentication header (RFC 4302): its length is in 4-byte units, less 2
+			if off+8 > len(p) {
+				return 0, 0, false
+			}
+			next, off = p[off], off+(int(p[off+1])+2)*4
+		default: // a transport header, the fragment header, or no next header (59)
+			if off > len(p) {
+				return 0, 0, false
+			}
+			return next, off, true
+		}
+	}
+	return 0, 0, false
 }
 
 // copyPacket copies pkt's bytes into dst and returns how many it copied,

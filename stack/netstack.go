@@ -73,7 +73,8 @@ type NetstackStats struct {
 	// DropTooBig counts outbound packets larger than the Read buffer.
 	DropTooBig uint64
 	// DropChecksum counts Write input with a bad IPv4 header, TCP, UDP
-	// or ICMP checksum.
+	// or ICMP checksum, or an IPv6 packet whose extension headers do not
+	// lead to its transport header within 8 headers and the packet.
 	DropChecksum uint64
 	// StackMalformed counts packets that passed Write's checks but
 	// gVisor then found malformed (bad transport headers).
@@ -133,7 +134,7 @@ func NewNetstack(opts NetstackOptions) (*Netstack, error) {
 	n := &Netstack{mtu: opts.MTU, log: opts.Logger.Named("netstack")}
 	n.ep = newLinkEndpoint(uint32(opts.MTU), opts.QueueLen, &n.cnt)
 	n.s = gvstack.New(gvstack.Options{
-		NetworkProtocols:   []gvstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		NetworkProtocols:   []gvstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocolWithOptions(ipv6Options)},
 		TransportProtocols: []gvstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		// Connections from the stack to its own addresses stay inside it.
 		HandleLocal: true,
@@ -146,6 +147,21 @@ func NewNetstack(opts NetstackOptions) (*Netstack, error) {
 	}
 	n.log.Info("netstack up", zap.Stringers("addrs", opts.Addrs), zap.Int("mtu", opts.MTU))
 	return n, nil
+}
+
+// ipv6Options are the netstack's IPv6: an address is usable as soon as
+// it is added, and the stack sends nothing of its own accord. The link
+// is point-to-point with no link addresses, and every address on it
+// comes from IPAM, conflict-free: no duplicate address detection (what a
+// kernel device gets with IFA_F_NODAD), no router solicitations or
+// SLAAC, no MLD reports, no link-local address. Echo requests are
+// answered and errors (packet too big, unreachable) handled as gVisor
+// does by default.
+var ipv6Options = ipv6.Options{
+	DADConfigs:       gvstack.DADConfigurations{DupAddrDetectTransmits: 0},
+	NDPConfigs:       ipv6.NDPConfigurations{MaxRtrSolicitations: 0, HandleRAs: ipv6.HandlingRAsDisabled},
+	MLD:              ipv6.MLDOptions{Enabled: false},
+	AutoGenLinkLocal: false,
 }
 
 func hasV6(ps []netip.Prefix) bool {
@@ -271,6 +287,12 @@ func (n *Netstack) SetAddresses(addrs []netip.Prefix) error {
 	n.s.SetRouteTable(routes)
 	return nil
 }
+
+// Families reports whether the stack has an address of each family now:
+// the families it can open connections in. The doors ask it (an optional
+// capability of their Dialer) to try a name's addresses of a family the
+// stack has first.
+func (n *Netstack) Families() (ipv4, ipv6 bool) { return n.has4.Load(), n.has6.Load() }
 
 // Read implements Device: it blocks until the stack has sent at least one
 // packet, then copies up to len(bufs) queued packets into bufs[i][offset:].
@@ -505,9 +527,12 @@ func (n *Netstack) dialTCP(ctx context.Context, fa tcpip.FullAddress, proto tcpi
 	return gonet.NewTCPConn(&wq, ep), nil
 }
 
-// Listen listens for TCP connections on address ("IP:port"; an empty IP
-// means all of the stack's addresses of that family). network is "tcp",
-// "tcp4" or "tcp6".
+// Listen listens for TCP connections on address ("IP:port" or
+// "[IPv6]:port"). network is "tcp", "tcp4" or "tcp6", as for net.Listen:
+// with "tcp", an empty host or "::" listens on every address of both
+// families (one dual-stack socket: IPv4 peers are seen as IPv4
+// addresses) — of IPv4 only while the stack has only IPv4 — and
+// "0.0.0.0" on the IPv4 ones; with "tcp6" the socket is IPv6 only.
 func (n *Netstack) Listen(network, address string) (net.Listener, error) {
 	if network != "tcp" && network != "tcp4" && network != "tcp6" {
 		return nil, fmt.Errorf("stack: listen %s %s: network not supported", network, address)
@@ -516,16 +541,30 @@ func (n *Netstack) Listen(network, address string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stack: listen %s %s: %w", network, address, err)
 	}
-	l, err := gonet.ListenTCP(n.s, fa, proto)
-	if err != nil {
-		return nil, fmt.Errorf("stack: listen %s %s: %w", network, address, unwrapOpError(err))
+	var wq waiter.Queue
+	ep, terr := n.s.NewEndpoint(tcp.ProtocolNumber, proto, &wq)
+	if terr == nil {
+		terr = n.bind(ep, network, fa, proto)
 	}
-	return l, nil
+	if terr == nil {
+		terr = ep.Listen(listenBacklog)
+	}
+	if terr != nil {
+		if ep != nil {
+			ep.Close()
+		}
+		return nil, fmt.Errorf("stack: listen %s %s: %w", network, address, tcpipError(terr))
+	}
+	return gonet.NewTCPListener(n.s, &wq, ep), nil
 }
 
-// ListenPacket opens a UDP socket bound to address ("IP:port"; an empty IP
-// means all of the stack's addresses of that family). network is "udp",
-// "udp4" or "udp6".
+// listenBacklog is a listener's backlog, gonet's.
+const listenBacklog = 4096
+
+// ListenPacket opens a UDP socket bound to address ("IP:port" or
+// "[IPv6]:port"). network is "udp", "udp4" or "udp6"; an empty host is
+// as for Listen: with "udp", one socket that sends to and receives from
+// both families.
 func (n *Netstack) ListenPacket(network, address string) (net.PacketConn, error) {
 	if network != "udp" && network != "udp4" && network != "udp6" {
 		return nil, fmt.Errorf("stack: listen %s %s: network not supported", network, address)
@@ -534,15 +573,33 @@ func (n *Netstack) ListenPacket(network, address string) (net.PacketConn, error)
 	if err != nil {
 		return nil, fmt.Errorf("stack: listen %s %s: %w", network, address, err)
 	}
-	c, err := gonet.DialUDP(n.s, &fa, nil, proto)
-	if err != nil {
-		return nil, fmt.Errorf("stack: listen %s %s: %w", network, address, unwrapOpError(err))
+	var wq waiter.Queue
+	ep, terr := n.s.NewEndpoint(udp.ProtocolNumber, proto, &wq)
+	if terr == nil {
+		terr = n.bind(ep, network, fa, proto)
 	}
-	return c, nil
+	if terr != nil {
+		if ep != nil {
+			ep.Close()
+		}
+		return nil, fmt.Errorf("stack: listen %s %s: %w", network, address, tcpipError(terr))
+	}
+	return gonet.NewUDPConn(&wq, ep), nil
+}
+
+// bind binds ep to fa; an IPv6 socket of network "tcp6" or "udp6" takes
+// IPv6 only (IPV6_V6ONLY, as Go's net sets it).
+func (n *Netstack) bind(ep tcpip.Endpoint, network string, fa tcpip.FullAddress, proto tcpip.NetworkProtocolNumber) tcpip.Error {
+	if proto == ipv6.ProtocolNumber && (network == "tcp6" || network == "udp6") {
+		ep.SocketOptions().SetV6Only(true)
+	}
+	return ep.Bind(fa)
 }
 
 // parseAddr turns "IP:port" into a gVisor address for network. With
-// listen, the IP may be empty.
+// listen, the IP may be empty: all addresses of the family network
+// names, or of both for "tcp" and "udp" (an IPv6 socket that takes IPv4
+// too) unless the stack has IPv4 addresses only.
 func (n *Netstack) parseAddr(network, address string, listen bool) (tcpip.FullAddress, tcpip.NetworkProtocolNumber, error) {
 	var want byte // 0: any, 4 or 6
 	switch network {
@@ -563,7 +620,7 @@ func (n *Netstack) parseAddr(network, address string, listen bool) (tcpip.FullAd
 		return tcpip.FullAddress{}, 0, err
 	}
 	if host == "" && listen {
-		v6 := want == 6 || want == 0 && !n.has4.Load()
+		v6 := want == 6 || want == 0 && (n.has6.Load() || !n.has4.Load())
 		if v6 {
 			return tcpip.FullAddress{NIC: nicID, Port: port}, ipv6.ProtocolNumber, nil
 		}
@@ -573,7 +630,10 @@ func (n *Netstack) parseAddr(network, address string, listen bool) (tcpip.FullAd
 	if err != nil {
 		return tcpip.FullAddress{}, 0, fmt.Errorf("address %q is not an IP address (no name resolution here)", host)
 	}
-	ip = ip.Unmap().WithZone("")
+	if ip.Zone() != "" {
+		return tcpip.FullAddress{}, 0, fmt.Errorf("address %q has a zone; overlay addresses have none", host)
+	}
+	ip = ip.Unmap()
 	if ip.Is4() && want == 6 || ip.Is6() && want == 4 {
 		return tcpip.FullAddress{}, 0, errors.New("address family does not match network")
 	}
@@ -583,6 +643,9 @@ func (n *Netstack) parseAddr(network, address string, listen bool) (tcpip.FullAd
 	}
 	fa := tcpip.FullAddress{Addr: tcpip.AddrFromSlice(ip.AsSlice()), Port: port}
 	if ip.IsUnspecified() {
+		if listen && ip.Is6() && want == 0 && !n.has6.Load() && n.has4.Load() {
+			proto = ipv4.ProtocolNumber // "::" on a stack of IPv4 only: as an empty host
+		}
 		fa.Addr = tcpip.Address{}
 	}
 	return fa, proto, nil

@@ -459,6 +459,8 @@ func FuzzNetstackWrite(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0x60, 0, 0, 0, 0, 8, 17, 64})
 	f.Add(good[:20])
+	f.Add(echoRequest6(addrB6.Addr(), addrA6.Addr(), 1))
+	f.Add(echoRequest6(addrB6.Addr(), addrA6.Addr(), 1, destOpts(), destOpts()))
 	ns, err := stack.NewNetstack(stack.NetstackOptions{Addrs: []netip.Prefix{addrA, addrA6}, QueueLen: 16})
 	if err != nil {
 		f.Fatal(err)
