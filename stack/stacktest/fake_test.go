@@ -93,3 +93,22 @@ func TestFakeClose(t *testing.T) {
 		t.Errorf("Inject after Close = %v, want ErrClosed", err)
 	}
 }
+
+func TestWire(t *testing.T) {
+	a, b := stacktest.NewPipe(), stacktest.NewPipe()
+	stop := stacktest.Wire(a, b)
+	if err := a.Inject([]byte{0x45, 1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got, err := b.Next(ctx)
+	if err != nil || !bytes.Equal(got, []byte{0x45, 1, 2}) {
+		t.Errorf("b.Next = %x, %v; want what a read, 450102", got, err)
+	}
+	stop()
+	stop()
+	if err := a.Inject([]byte{1}); err == nil {
+		t.Error("Inject after stop succeeded: a is not closed")
+	}
+}
