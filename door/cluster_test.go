@@ -55,11 +55,11 @@ func newOverlay(t *testing.T) *overlay {
 	o.opts = door.Options{
 		Dialer:         door.DialerFunc(c.Nodes[0].Dial),
 		PacketListener: c.Nodes[0],
-		Resolver: func(ctx context.Context, host string) (netip.Addr, error) {
+		Resolver: func(ctx context.Context, host string) ([]netip.Addr, error) {
 			if a, ok := o.names[host]; ok {
-				return a, nil
+				return []netip.Addr{a}, nil
 			}
-			return netip.Addr{}, fmt.Errorf("%s: no such host", host)
+			return nil, fmt.Errorf("%s: no such host", host)
 		},
 		DialTimeout: 5 * time.Second,
 	}

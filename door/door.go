@@ -16,8 +16,9 @@ import (
 	"go.uber.org/zap"
 )
 
-// Dialer connects into the overlay. address is "IP:port" (the doors
-// resolve names with the Resolver first). network is "tcp" or "udp".
+// Dialer connects into the overlay. address is "IP:port" or
+// "[IPv6]:port" (the doors resolve names with the Resolver first).
+// network is "tcp" or "udp".
 // It must honour ctx's deadline and cancellation, and should wrap a
 // syscall.Errno (ECONNREFUSED, ENETUNREACH, EHOSTUNREACH, ETIMEDOUT) where
 // one fits, so that the doors report the right error to their clients.
@@ -42,9 +43,23 @@ type PacketListener interface {
 	ListenPacket(network, address string) (net.PacketConn, error)
 }
 
-// Resolver resolves an overlay DNS name to an address. A nil Resolver
-// means IP literals only: names are refused.
-type Resolver func(ctx context.Context, host string) (netip.Addr, error)
+// Resolver resolves an overlay DNS name to its addresses, of either
+// family or both (A and AAAA), in the order the node prefers them. A nil
+// Resolver means IP literals only: names are refused.
+//
+// The doors try a name's addresses in that order, except that those of a
+// family the Dialer has no address of (AddressFamilies) go last, since it
+// could not reach them; a failed dial moves on to the next address, each
+// attempt given an equal share of what is left of DialTimeout (as
+// net.Dialer does). A UDP datagram goes to the first address.
+type Resolver func(ctx context.Context, host string) ([]netip.Addr, error)
+
+// AddressFamilies is an optional capability of a Dialer (found by type
+// assertion): it reports which address families it has a source address
+// of, and so can open connections in. *stack.Netstack has it.
+type AddressFamilies interface {
+	Families() (ipv4, ipv6 bool)
+}
 
 // ErrNotAllowed may be returned (wrapped) by a Dialer or Resolver to
 // refuse a destination by policy: SOCKS5 replies 0x02, HTTP 403.
@@ -469,55 +484,6 @@ func (d *door) serveListener(ln net.Listener, handle func(net.Conn), tell func(n
 			}
 		}
 	})
-}
-
-// resolve turns host (an IP literal or a name) and port into an address
-// to dial, within ctx.
-func (d *door) resolve(ctx context.Context, host string, port uint16) (netip.AddrPort, error) {
-	if ip, err := netip.ParseAddr(host); err == nil {
-		if ip.Zone() != "" {
-			return netip.AddrPort{}, &resolveError{host: host, err: errors.New("zoned addresses are not supported")}
-		}
-		return netip.AddrPortFrom(ip.Unmap(), port), nil
-	}
-	if d.opts.Resolver == nil {
-		return netip.AddrPort{}, &resolveError{host: host, err: errNoResolver}
-	}
-	ip, err := d.opts.Resolver(ctx, host)
-	if err != nil {
-		return netip.AddrPort{}, &resolveError{host: host, err: err}
-	}
-	if !ip.IsValid() {
-		return netip.AddrPort{}, &resolveError{host: host, err: errors.New("no address")}
-	}
-	return netip.AddrPortFrom(ip.Unmap(), port), nil
-}
-
-// resolveError marks a failure to resolve a name.
-type resolveError struct {
-	host string
-	err  error
-}
-
-func (e *resolveError) Error() string { return "resolve " + e.host + ": " + e.err.Error() }
-func (e *resolveError) Unwrap() error { return e.err }
-
-// dial resolves host and dials it over network within DialTimeout.
-func (d *door) dial(network, host string, port uint16) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(d.ctx, d.opts.DialTimeout)
-	defer cancel()
-	ap, err := d.resolve(ctx, host, port)
-	if err != nil {
-		return nil, err
-	}
-	c, err := d.opts.Dialer.DialContext(ctx, network, ap.String())
-	if err != nil {
-		if ctx.Err() == context.DeadlineExceeded && !errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
-		}
-		return nil, err
-	}
-	return c, nil
 }
 
 // classify says why a dial (or resolve) failed.

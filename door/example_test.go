@@ -44,11 +44,11 @@ func Example() {
 	socks, err := door.NewSOCKS5("127.0.0.1:0", door.Options{
 		Dialer:         ns,
 		PacketListener: ns,
-		Resolver: func(ctx context.Context, host string) (netip.Addr, error) {
+		Resolver: func(ctx context.Context, host string) ([]netip.Addr, error) {
 			if a, ok := names[host]; ok {
-				return a, nil
+				return []netip.Addr{a}, nil
 			}
-			return netip.Addr{}, fmt.Errorf("%s: no such host", host)
+			return nil, fmt.Errorf("%s: no such host", host)
 		},
 	})
 	if err != nil {

@@ -26,8 +26,11 @@ type Exposer struct {
 // closes it).
 func NewExpose(ln net.Listener, target string, opts Options) (*Exposer, error) {
 	ap, err := netip.ParseAddrPort(target)
-	if err != nil || ap.Port() == 0 {
-		return nil, fmt.Errorf("door: expose: target %q: want IP:PORT, e.g. 127.0.0.1:3000", target)
+	if err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" {
+		if herr := bracketHint(target); herr != nil {
+			return nil, fmt.Errorf("door: expose: target %w", herr)
+		}
+		return nil, fmt.Errorf("door: expose: target %q: want IP:PORT, e.g. 127.0.0.1:3000 or [::1]:3000", target)
 	}
 	e := &Exposer{given: ln, target: ap}
 	if err := e.init("expose", opts); err != nil {

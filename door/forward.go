@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,20 +64,16 @@ func NewForward(f Forward, opts Options) (*Forwarder, error) {
 		return nil, fmt.Errorf("door: forward %s: protocol %q is not tcp or udp", f, f.Proto)
 	}
 	if _, _, err := net.SplitHostPort(f.Listen); err != nil {
+		if herr := bracketHint(f.Listen); herr != nil {
+			err = herr
+		}
 		return nil, fmt.Errorf("door: forward %s: listen address: %w", f, err)
 	}
-	host, port, err := net.SplitHostPort(f.Target)
+	host, port, err := splitHostPort(f.Target)
 	if err != nil {
-		return nil, fmt.Errorf("door: forward %s: target: %w", f, err)
+		return nil, fmt.Errorf("door: forward %s: target %w", f, err)
 	}
-	p, err := strconv.ParseUint(port, 10, 16)
-	if err != nil || p == 0 {
-		return nil, fmt.Errorf("door: forward %s: target port %q is not 1-65535", f, port)
-	}
-	if err := checkName(host); err != nil {
-		return nil, fmt.Errorf("door: forward %s: target host: %w", f, err)
-	}
-	fw.host, fw.port = host, uint16(p)
+	fw.host, fw.port = host, port
 	if err := fw.init("forward", opts); err != nil {
 		return nil, err
 	}

@@ -36,7 +36,9 @@ func TestNewForwardErrors(t *testing.T) {
 		{Forward{Listen: "127.0.0.1:0", Target: "10.0.0.1:80", Proto: "sctp"}, opts, "protocol"},
 		{Forward{Listen: "127.0.0.1", Target: "10.0.0.1:80"}, opts, "listen address"},
 		{Forward{Listen: "127.0.0.1:0", Target: "10.0.0.1"}, opts, "target"},
-		{Forward{Listen: "127.0.0.1:0", Target: "10.0.0.1:0"}, opts, "target port"},
+		{Forward{Listen: "127.0.0.1:0", Target: "10.0.0.1:0"}, opts, `target "10.0.0.1:0": port "0" is not 1-65535`},
+		{Forward{Listen: "127.0.0.1:0", Target: "fd00::1:80"}, opts, `target "fd00::1:80": an IPv6 address takes brackets before its port: [fd00::1]:80`},
+		{Forward{Listen: "::1:8080", Target: "[fd00::1]:80"}, opts, `listen address: "::1:8080": an IPv6 address takes brackets before its port: [::1]:8080`},
 		{Forward{Listen: "127.0.0.1:0", Target: "web.default.overlay:80"}, opts, "no resolver"},
 		{Forward{Listen: "127.0.0.1:0", Target: "10.0.0.1:80"}, Options{}, "needs a Dialer"},
 	} {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -75,13 +76,19 @@ func (d *fakeDialer) lastDial() string {
 	return d.dials[len(d.dials)-1]
 }
 
-// mapResolver resolves the names in m; others fail.
+// mapResolver resolves the names in m (to a comma-separated list of
+// addresses); others fail.
 func mapResolver(m map[string]string) Resolver {
-	return func(ctx context.Context, host string) (netip.Addr, error) {
-		if a, ok := m[host]; ok {
-			return netip.MustParseAddr(a), nil
+	return func(ctx context.Context, host string) ([]netip.Addr, error) {
+		a, ok := m[host]
+		if !ok {
+			return nil, fmt.Errorf("no such host %q", host)
 		}
-		return netip.Addr{}, fmt.Errorf("no such host %q", host)
+		var out []netip.Addr
+		for _, s := range strings.Split(a, ",") {
+			out = append(out, netip.MustParseAddr(s))
+		}
+		return out, nil
 	}
 }
 

@@ -2,6 +2,7 @@ package door
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -98,8 +99,12 @@ func badRequest(format string, args ...any) error {
 // readProxyRequest reads one request head. Its errors are *httpError, or
 // I/O errors (no answer is possible).
 func readProxyRequest(br *bufio.Reader) (*proxyRequest, error) {
+	hint := connectHint(br)
 	req, err := http.ReadRequest(br)
 	if err != nil {
+		if hint != nil {
+			return nil, badRequest("CONNECT %w", hint)
+		}
 		if errors.Is(err, errHeaderTooLarge) {
 			return nil, &httpError{status: http.StatusRequestHeaderFieldsTooLarge, reason: ReasonMalformed, err: fmt.Errorf("http-proxy: %w", err)}
 		}
@@ -122,19 +127,32 @@ func readProxyRequest(br *bufio.Reader) (*proxyRequest, error) {
 			hostport = net.JoinHostPort(req.URL.Hostname(), "80")
 		}
 	}
-	h, p, err := net.SplitHostPort(hostport)
+	h, p, err := splitHostPort(hostport)
 	if err != nil {
-		return nil, badRequest("%s %q: %w", req.Method, hostport, err)
+		return nil, badRequest("%s %w", req.Method, err)
 	}
-	n, err := strconv.ParseUint(p, 10, 16)
-	if err != nil || n == 0 {
-		return nil, badRequest("%s %q: bad port", req.Method, hostport)
-	}
-	if err := checkName(h); err != nil {
-		return nil, badRequest("%s %q: host: %w", req.Method, hostport, err)
-	}
-	pr.host, pr.port = h, uint16(n)
+	pr.host, pr.port = h, p
 	return pr, nil
+}
+
+// connectHint looks at the request line waiting in br: for "CONNECT T"
+// with T an IPv6 address and port without brackets, which Go's parser
+// refuses as "invalid port", it returns the error that shows the
+// bracketed form (bracketHint); nil otherwise. It consumes nothing.
+func connectHint(br *bufio.Reader) error {
+	if _, err := br.Peek(1); err != nil {
+		return nil
+	}
+	b, _ := br.Peek(br.Buffered())
+	rest, ok := bytes.CutPrefix(b, []byte("CONNECT "))
+	if !ok {
+		return nil
+	}
+	target, _, _ := bytes.Cut(rest, []byte(" "))
+	if bytes.Count(target, []byte(":")) < 2 || bytes.IndexByte(target, '[') >= 0 {
+		return nil
+	}
+	return bracketHint(string(target))
 }
 
 // proxyAuth returns the credentials of a Proxy-Authorization: Basic header.

@@ -177,6 +177,9 @@ func FuzzHTTPProxyRequest(f *testing.F) {
 	f.Add([]byte("GET http://web.default.overlay/x?y HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"))
 	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 	f.Add([]byte("CONNECT :80 HTTP/1.0\r\n\r\n"))
+	f.Add([]byte("CONNECT fd00::1:443 HTTP/1.1\r\n\r\n"))
+	f.Add([]byte("GET http://[fd00::1]:8080/x HTTP/1.1\r\nHost: [fd00::1]:8080\r\n\r\n"))
+	f.Add([]byte("GET http://[fe80::1%25eth0]/ HTTP/1.1\r\nHost: x\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		br := bufio.NewReader(&limitedReader{r: bytes.NewReader(b), n: maxRequestHeader})
 		pr, err := readProxyRequest(br)

@@ -141,7 +141,13 @@ func readAddr(r io.Reader, buf []byte) (socksAddr, error) {
 		if err := checkName(name); err != nil {
 			return a, malformed("domain %q: %v", name, err)
 		}
-		if ip, err := netip.ParseAddr(name); err == nil && ip.Zone() == "" {
+		// An IP literal sent as a name, bracketed or not ("[fd00::1]",
+		// as some clients send an IPv6 URL's host), is that address.
+		lit := name
+		if len(lit) > 2 && lit[0] == '[' && lit[len(lit)-1] == ']' {
+			lit = lit[1 : len(lit)-1]
+		}
+		if ip, err := netip.ParseAddr(lit); err == nil && ip.Zone() == "" {
 			a.IP = ip.Unmap()
 		} else {
 			a.Name = name

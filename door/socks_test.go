@@ -308,6 +308,11 @@ func TestSOCKSRequestRoundTrip(t *testing.T) {
 func FuzzSOCKSRequest(f *testing.F) {
 	f.Add(connectReq(atypIPv4, ip4, 80))
 	f.Add(connectReq(atypIPv6, make([]byte, 16), 443))
+	f.Add(connectReq(atypIPv6, netip.MustParseAddr("fd00::1").AsSlice(), 1))
+	f.Add(connectReq(atypIPv6, netip.MustParseAddr("::ffff:10.1.2.3").AsSlice(), 80))
+	f.Add(connectReq(atypIPv6, make([]byte, 7), 443)[:12])
+	f.Add(connectReq(atypDomain, domain("fd00::1"), 80))
+	f.Add(connectReq(atypDomain, domain("[fd00::1]"), 80))
 	f.Add(connectReq(atypDomain, domain("web.default.overlay"), 80))
 	f.Add([]byte{5, 3, 0, 1, 0, 0, 0, 0, 0, 0})
 	f.Add([]byte{5, 2, 0, 9})

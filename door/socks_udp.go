@@ -203,10 +203,11 @@ func (a *association) resolve(dst socksAddr) (netip.AddrPort, error) {
 	}
 	ctx, cancel := context.WithTimeout(a.s.ctx, a.s.opts.DialTimeout)
 	defer cancel()
-	ap, err := a.s.resolve(ctx, dst.Name, dst.Port)
+	aps, err := a.s.resolve(ctx, dst.Name, dst.Port)
 	if err != nil {
-		return ap, err
+		return netip.AddrPort{}, err
 	}
+	ap := aps[0]
 	a.namesMu.Lock()
 	if len(a.names) >= maxCachedNames {
 		clear(a.names)

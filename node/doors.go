@@ -19,8 +19,9 @@ import (
 )
 
 // ResolveFunc resolves an overlay name (NODE.NETWORK.overlay,
-// SERVICE.NETWORK.overlay) to an address: the front doors' one Resolver.
-type ResolveFunc = door.Resolver
+// SERVICE.NETWORK.overlay) to an address: behind the front doors' one
+// Resolver.
+type ResolveFunc func(ctx context.Context, host string) (netip.Addr, error)
 
 // frontDoors are the node's host-side doors into the overlay (SOCKS5, HTTP
 // CONNECT, port forwards), the Prometheus endpoint, and the name resolver
@@ -151,8 +152,14 @@ var (
 // doorOptions are the proxy options every door of this node shares.
 func (n *Node) doorOptions() door.Options {
 	o := door.Options{
-		Resolver: n.resolveOverlay,
-		Logger:   n.log,
+		Resolver: func(ctx context.Context, host string) ([]netip.Addr, error) {
+			a, err := n.resolveOverlay(ctx, host)
+			if err != nil {
+				return nil, err
+			}
+			return []netip.Addr{a}, nil
+		},
+		Logger: n.log,
 	}
 	if n.ns != nil {
 		o.Dialer, o.PacketListener = n.ns, n.ns
