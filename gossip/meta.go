@@ -17,7 +17,7 @@ import (
 // peers can tell a graceful leave from a death).
 //
 // VTEP is netip.AddrPort.MarshalBinary (4 or 16 address bytes, zone, then
-// the port little endian).
+// the port little endian); a v4-mapped one is read as its IPv4 address.
 type Meta struct {
 	VTEP    netip.AddrPort // underlay address and port of the node's VXLAN endpoint
 	Version string         // overlayd version string of the node
@@ -62,6 +62,8 @@ func decodeMeta(b []byte) (Meta, error) {
 	if err := m.VTEP.UnmarshalBinary(b[:n]); err != nil {
 		return Meta{}, errMeta
 	}
+	// A v4-mapped VTEP is its IPv4 address: VTEPs are compared unmapped.
+	m.VTEP = netip.AddrPortFrom(m.VTEP.Addr().Unmap(), m.VTEP.Port())
 	b = b[n:]
 	n = int(b[0])
 	b = b[1:]

@@ -16,6 +16,10 @@ func TestMetaRoundTrip(t *testing.T) {
 			t.Errorf("decodeMeta(encode(%+v)) = %+v, %v", m, got, err)
 		}
 	}
+	mapped := Meta{VTEP: netip.MustParseAddrPort("[::ffff:10.0.0.1]:4789"), Version: "v"}
+	if got, err := decodeMeta(mapped.encode()); err != nil || got.VTEP != netip.MustParseAddrPort("10.0.0.1:4789") {
+		t.Errorf("decodeMeta of a v4-mapped VTEP = %+v, %v, want 10.0.0.1:4789", got, err)
+	}
 	for _, b := range [][]byte{{2}, {1, 0, 9}, {1, 2, 0, 0}} {
 		if _, err := decodeMeta(b); err == nil {
 			t.Errorf("decodeMeta(%x) succeeded", b)
