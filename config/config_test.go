@@ -243,6 +243,7 @@ func TestDecodeIPv6(t *testing.T) {
 	}{
 		{"listen: '[2001:db8::1]:4789'\naddr: fd00::1/64\npeers:\n  - fd00::2/128@[2001:db8::2]:4789\n  - fd00::3@2001:db8::3\n", []string{"fd00::1/64"}},
 		{"listen: '[::]'\naddr: 10.200.1.1/16\naddr6: fd00::1/64\npeers: ['10.200.2.0/24@[2001:db8::2]', 'fd00::2@[2001:db8::2]']\n", []string{"10.200.1.1/16", "fd00::1/64"}},
+		{"listen: '[2001:db8::1]:4789'\ngossip:\n  listen: '[2001:db8::1]'\n  join: ['[2001:db8::2]:7946', '2001:db8::3', '[2001:db8::4]']\n", nil},
 	} {
 		c, err := Decode(strings.NewReader(tc.in))
 		if err == nil {
@@ -261,6 +262,9 @@ func TestDecodeIPv6(t *testing.T) {
 		}
 		if strings.Join(got, ",") != strings.Join(tc.addrs, ",") {
 			t.Errorf("Decode(%q).Addrs() = %v, want %v", tc.in, got, tc.addrs)
+		}
+		if c.Gossip.Enabled() && (c.Gossip.Listen.Port() != DefaultGossipPort || len(c.Gossip.Join) != 3) {
+			t.Errorf("Decode(%q).Gossip = %+v, want port %d and three seeds", tc.in, c.Gossip, DefaultGossipPort)
 		}
 		for _, p := range c.Peers {
 			if !p.VTEP.Addr().Is6() || p.VTEP.Port() != DefaultPort {

@@ -43,11 +43,20 @@ Example, two hosts:
   host A: overlayd run --mode tun --listen 192.0.2.1:4789 --addr 10.200.1.1/16 --peer 10.200.2.0/24@192.0.2.2:4789
   host B: overlayd run --mode tun --listen 192.0.2.2:4789 --addr 10.200.2.1/16 --peer 10.200.1.0/24@192.0.2.1:4789
 
+Example, the same over an IPv6 underlay, with both families inside
+(--addr once per family; VTEPs of the --listen family, IPv6 ones in
+brackets; VXLAN then adds 70 bytes, so the default MTU is 1430 on 1500):
+  host A: overlayd run --mode tun --listen [2001:db8::1]:4789 --addr 10.200.1.1/16 --addr fd00:200::1/64 \
+      --peer 10.200.2.0/24@[2001:db8::2]:4789 --peer fd00:200::2/128@[2001:db8::2]:4789
+  host B: overlayd run --mode tun --listen [2001:db8::2]:4789 --addr 10.200.2.1/16 --addr fd00:200::2/64 \
+      --peer 10.200.1.0/24@[2001:db8::1]:4789 --peer fd00:200::1/128@[2001:db8::1]:4789
+
 Example, a gossip cluster:
   host A: overlayd run --listen 192.0.2.1:4789 --gossip 192.0.2.1:7946 --state-dir /var/lib/overlayd
   host B: overlayd run --listen 192.0.2.2:4789 --gossip 192.0.2.2:7946 --join 192.0.2.1:7946 --state-dir /var/lib/overlayd
   host A: overlayd network create blue 10.10.0.0/16 && overlayd network join blue
   host B: overlayd network join blue
+  over IPv6: --gossip [2001:db8::1]:7946, --join [2001:db8::1]:7946 (or --join 2001:db8::1)
   host C, on the same LAN, with no seeds:
           overlayd run --listen 192.0.2.3:4789 --gossip 192.0.2.3:7946 --discover mdns --state-dir /var/lib/overlayd
           (A and B add --discover mdns to be found)
