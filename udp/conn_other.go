@@ -95,7 +95,8 @@ func (c *Conn) ReadBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (int
 
 // WriteBatch sends bufs[i] to dsts[i], from socket flows[i] % SourcePorts
 // when flows is not nil. It returns how many datagrams were sent; a
-// datagram the system refuses is skipped and the first error returned.
+// datagram the system refuses, or one to the other family's address, is
+// skipped and the first error returned.
 func (c *Conn) WriteBatch(bufs [][]byte, dsts []netip.AddrPort, flows []uint32) (int, error) {
 	if c.closed.Load() {
 		return 0, errClosed
@@ -104,7 +105,12 @@ func (c *Conn) WriteBatch(bufs [][]byte, dsts []netip.AddrPort, flows []uint32) 
 		n        int
 		firstErr error
 	)
+	bad := 0
 	for i, b := range bufs {
+		if dsts[i].Addr().Unmap().Is4() != c.laddr.Addr().Is4() {
+			bad++ // the other family's: the socket carries one (Listen)
+			continue
+		}
 		s := c.socks[0]
 		if flows != nil {
 			s = c.socks[flows[i]%uint32(len(c.socks))]
@@ -120,6 +126,13 @@ func (c *Conn) WriteBatch(bufs [][]byte, dsts []netip.AddrPort, flows []uint32) 
 			continue
 		}
 		n++
+	}
+	if bad > 0 && firstErr == nil {
+		fam := "IPv4"
+		if !c.laddr.Addr().Is4() {
+			fam = "IPv6"
+		}
+		firstErr = fmt.Errorf("udp: write: %d datagrams to addresses a %s socket cannot reach", bad, fam)
 	}
 	return n, firstErr
 }
