@@ -34,13 +34,22 @@ type ApplyEndpoint struct {
 	Line int `json:"line,omitempty"`
 }
 
-// ApplyNetwork is a network to create (when CIDR is given and the cluster
-// does not know it) and join.
+// ApplyNetwork is a network to create (when CIDRs are given and the
+// cluster does not know it) and join.
 type ApplyNetwork struct {
-	Name string  `json:"name"`
-	CIDR string  `json:"cidr,omitempty"`
-	VNI  *uint32 `json:"vni,omitempty"`
-	Line int     `json:"line,omitempty"`
+	Name  string   `json:"name"`
+	CIDR  string   `json:"cidr,omitempty"`  // one prefix, as a client without IPv6 sends it
+	CIDRs []string `json:"cidrs,omitempty"` // after CIDR: at most two in all, one per family
+	VNI   *uint32  `json:"vni,omitempty"`
+	Line  int      `json:"line,omitempty"`
+}
+
+// Prefixes are the CIDRs given: CIDR, then CIDRs.
+func (n ApplyNetwork) Prefixes() []string {
+	if n.CIDR == "" {
+		return n.CIDRs
+	}
+	return append([]string{n.CIDR}, n.CIDRs...)
 }
 
 // ApplyService is a service to create when missing (with Ports; without,

@@ -66,27 +66,45 @@ type GossipStatus struct {
 type Network struct {
 	Name string `json:"name,omitempty"` // empty for the static network (--addr)
 	VNI  uint32 `json:"vni"`
-	Addr string `json:"addr"` // the node's address, with prefix
+	Addr string `json:"addr"` // the node's address, with prefix (its IPv4 one on a dual-stack network)
+	// Addrs are the node's addresses, one per family, IPv4 first (Addr
+	// is the first).
+	Addrs []string `json:"addrs,omitempty"`
 }
 
-// NetworkInfo is a cluster-wide network as this node knows it.
+// NetworkInfo is a cluster-wide network as this node knows it. Of a
+// dual-stack network, CIDR, DNS and Addr are the IPv4 ones and CIDRs,
+// DNSAddrs and Addrs list both families, IPv4 first.
 type NetworkInfo struct {
-	Name    string `json:"name"`
-	CIDR    string `json:"cidr"`
-	VNI     uint32 `json:"vni"`
-	Creator string `json:"creator"`        // node that created it
-	DNS     string `json:"dns"`            // the network's DNS address (never handed out)
-	Joined  bool   `json:"joined"`         // this node is attached to it
-	Addr    string `json:"addr,omitempty"` // this node's address, with prefix, when joined
-	Members int    `json:"members"`        // nodes attached to it (live ones announcing a route)
+	Name     string   `json:"name"`
+	CIDR     string   `json:"cidr"`
+	CIDRs    []string `json:"cidrs"`
+	VNI      uint32   `json:"vni"`
+	Creator  string   `json:"creator"`         // node that created it
+	DNS      string   `json:"dns"`             // the network's DNS address (never handed out)
+	DNSAddrs []string `json:"dns_addrs"`       // per CIDR
+	Joined   bool     `json:"joined"`          // this node is attached to it
+	Addr     string   `json:"addr,omitempty"`  // this node's address, with prefix, when joined
+	Addrs    []string `json:"addrs,omitempty"` // per CIDR, when joined
+	Members  int      `json:"members"`         // nodes attached to it (live ones announcing a route)
 }
 
-// CreateNetwork is the body of POST /v1/networks.
+// CreateNetwork is the body of POST /v1/networks: CIDR, CIDRs or both
+// give the network's prefixes, at most one IPv4 and one IPv6.
 type CreateNetwork struct {
-	Name string `json:"name"`
-	CIDR string `json:"cidr"`
+	Name  string   `json:"name"`
+	CIDR  string   `json:"cidr,omitempty"`
+	CIDRs []string `json:"cidrs,omitempty"`
 	// VNI, when nil, is picked by the node (one no known network uses).
 	VNI *uint32 `json:"vni,omitempty"`
+}
+
+// Prefixes are the CIDRs asked for: CIDR, then CIDRs.
+func (c CreateNetwork) Prefixes() []string {
+	if c.CIDR == "" {
+		return c.CIDRs
+	}
+	return append([]string{c.CIDR}, c.CIDRs...)
 }
 
 // Peer is a member of the gossip cluster.

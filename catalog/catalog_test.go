@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/overlayd/overlayd/gossip"
@@ -22,9 +23,13 @@ func TestWireFormat(t *testing.T) {
 	if want := `{"service":"dns","addr":"10.200.1.2:53","weight":2,"healthy":false,"check":"udp","port":53}`; string(bv) != want {
 		t.Errorf("backends value %s, want %s", bv, want)
 	}
-	rv := Route{Prefix: netip.MustParsePrefix("10.20.120.1/32"), VTEP: netip.MustParseAddrPort("127.0.0.1:4789")}.Encode()
+	rv := Route{Prefixes: []netip.Prefix{netip.MustParsePrefix("10.20.120.1/32")}, VTEP: netip.MustParseAddrPort("127.0.0.1:4789")}.Encode()
 	if want := "10.20.120.1/32 127.0.0.1:4789"; string(rv) != want {
 		t.Errorf("routes value %q, want %q", rv, want)
+	}
+	rv = Route{Prefixes: []netip.Prefix{netip.MustParsePrefix("10.20.120.1/32"), netip.MustParsePrefix("fd00:10::2/128")}, VTEP: netip.MustParseAddrPort("[2001:db8::1]:4789")}.Encode()
+	if want := "10.20.120.1/32 fd00:10::2/128 [2001:db8::1]:4789"; string(rv) != want {
+		t.Errorf("dual-stack routes value %q, want %q", rv, want)
 	}
 	if TableServices != "overlayd.services" || TableBackends != "overlayd.backends" || TableRoutes != "overlayd.routes" {
 		t.Errorf("tables %q %q %q", TableServices, TableBackends, TableRoutes)
@@ -36,9 +41,20 @@ func TestWireFormat(t *testing.T) {
 
 // Every encoder's value reads back as itself.
 func TestRoundTrip(t *testing.T) {
-	r := Route{Prefix: netip.MustParsePrefix("10.20.0.7/32"), VTEP: netip.MustParseAddrPort("[::1]:4789")}
-	if got, err := ParseRoute(r.Encode()); err != nil || got != r {
-		t.Errorf("ParseRoute(%q) = %+v, %v", r.Encode(), got, err)
+	for _, r := range []Route{
+		{Prefixes: []netip.Prefix{netip.MustParsePrefix("10.20.0.7/32")}, VTEP: netip.MustParseAddrPort("[::1]:4789")},
+		{Prefixes: []netip.Prefix{netip.MustParsePrefix("10.20.0.7/32"), netip.MustParsePrefix("fd00::7/128")}, VTEP: netip.MustParseAddrPort("127.0.0.1:4789")},
+		{Prefixes: []netip.Prefix{netip.MustParsePrefix("fd00::7/128")}, VTEP: netip.MustParseAddrPort("127.0.0.1:4789")},
+	} {
+		if got, err := ParseRoute(r.Encode()); err != nil || !slices.Equal(got.Prefixes, r.Prefixes) || got.VTEP != r.VTEP {
+			t.Errorf("ParseRoute(%q) = %+v, %v", r.Encode(), got, err)
+		}
+	}
+	for _, bad := range []string{"fd00::7/128 10.0.0.1/32 127.0.0.1:1", "10.0.0.1/32 10.0.0.2/32 127.0.0.1:1", "fd00::1/128 fd00::2/128 127.0.0.1:1",
+		"::ffff:10.0.0.1/128 127.0.0.1:1", "fe80::1%eth0/128 127.0.0.1:1", "10.0.0.1/32 fd00::1/128 fd00::2/128 127.0.0.1:1", "10.0.0.1/32"} {
+		if r, err := ParseRoute([]byte(bad)); err == nil {
+			t.Errorf("ParseRoute(%q) = %+v, want an error", bad, r)
+		}
 	}
 	s := Service{Name: "web", Network: "blue", VIP: "10.20.255.1", Ports: []Port{{80, "tcp"}, {53, "udp"}}}
 	got, err := ServiceEntry(gossip.Entry{Key: "web", Value: s.Encode()}, "blue")
@@ -67,15 +83,28 @@ func TestRoundTrip(t *testing.T) {
 }
 
 // FuzzParseRoute: any route value, as a forger may write it, is refused
-// or read as one masked IPv4 prefix and a VTEP with a port; never a panic.
+// or read as one or two masked prefixes (IPv4 first, one per family) and
+// a VTEP with a port, and encodes back to what it reads as; never a panic.
 func FuzzParseRoute(f *testing.F) {
 	f.Add([]byte("10.20.120.1/32 127.0.0.1:4789"))
 	f.Add([]byte("10.20.0.0/16 [::1]:4789"))
+	f.Add([]byte("10.20.120.1/32 fd00:10::2/128 [2001:db8::1]:4789"))
+	f.Add([]byte("fd00:10::2/128 127.0.0.1:4789"))
 	f.Add([]byte(" "))
 	f.Fuzz(func(t *testing.T, v []byte) {
 		r, err := ParseRoute(v)
-		if err == nil && (!r.Prefix.Addr().Is4() || r.Prefix != r.Prefix.Masked() || !r.VTEP.IsValid() || r.VTEP.Port() == 0) {
+		if err != nil {
+			return
+		}
+		ok := len(r.Prefixes) >= 1 && len(r.Prefixes) <= 2 && r.VTEP.IsValid() && r.VTEP.Port() != 0
+		for i, p := range r.Prefixes {
+			ok = ok && p == p.Masked() && !p.Addr().Is4In6() && p.Addr().Zone() == "" && (i == 0 || p.Addr().Is6() && r.Prefixes[0].Addr().Is4())
+		}
+		if !ok {
 			t.Fatalf("ParseRoute(%q) = %+v: accepted", v, r)
+		}
+		if again, err := ParseRoute(r.Encode()); err != nil || !slices.Equal(again.Prefixes, r.Prefixes) || again.VTEP != r.VTEP {
+			t.Fatalf("ParseRoute(Encode(%+v)) = %+v, %v", r, again, err)
 		}
 	})
 }

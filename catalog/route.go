@@ -9,11 +9,12 @@ import (
 // TableRoutes is the network-scoped table of learned routes.
 const TableRoutes = "overlayd.routes"
 
-// Route is a routes entry's value: a node's address on a network (a /32)
-// and the underlay address that hosts it.
+// Route is a routes entry's value: a node's (or endpoint's) addresses on
+// a network, one host prefix per family of the network (a /32, a /128,
+// IPv4 first), and the underlay address that hosts them.
 type Route struct {
-	Prefix netip.Prefix
-	VTEP   netip.AddrPort
+	Prefixes []netip.Prefix
+	VTEP     netip.AddrPort
 }
 
 // RouteKey is the key of node's routes entry: its name.
@@ -39,32 +40,46 @@ func RouteName(owner, key string) (endpoint string, ok bool) {
 	return ep, true
 }
 
-// Encode returns the entry's value, "ADDR/32 VTEP".
+// Encode returns the entry's value, "ADDR/32 VTEP", or "ADDR/32
+// ADDR6/128 VTEP" on a dual-stack network ("ADDR6/128 VTEP" on an IPv6
+// one). An IPv4 route's value is what nodes without IPv6 wrote; they
+// refuse the others as malformed.
 func (r Route) Encode() []byte {
-	return []byte(r.Prefix.String() + " " + r.VTEP.String())
+	var b []byte
+	for _, p := range r.Prefixes {
+		b = append(append(b, p.String()...), ' ')
+	}
+	return append(b, r.VTEP.String()...)
 }
 
-// ParseRoute reads a routes entry's value: one IPv4 prefix (returned
-// masked) and a VTEP with a port. Anything else, as a forger may write
-// it, is an error.
+// ParseRoute reads a routes entry's value: one or two prefixes, at most
+// one per family, IPv4 first (returned masked), and a VTEP with a port.
+// Anything else, as a forger may write it, is an error.
 func ParseRoute(v []byte) (Route, error) {
-	p, vt, ok := strings.Cut(string(v), " ")
-	if !ok {
-		return Route{}, fmt.Errorf("catalog: route value: want \"PREFIX VTEP\"")
+	f := strings.Split(string(v), " ")
+	if len(f) < 2 || len(f) > 3 {
+		return Route{}, fmt.Errorf("catalog: route value: want \"PREFIX [PREFIX6] VTEP\"")
 	}
-	pfx, err := netip.ParsePrefix(p)
+	var r Route
+	for i, p := range f[:len(f)-1] {
+		pfx, err := netip.ParsePrefix(p)
+		switch {
+		case err != nil:
+			return Route{}, fmt.Errorf("catalog: route value: %w", err)
+		case pfx.Addr().Zone() != "" || pfx.Addr().Is4In6():
+			return Route{}, fmt.Errorf("catalog: route value: prefix %s is not a plain IPv4 or IPv6 prefix", pfx)
+		case i == 1 && (pfx.Addr().Is4() || r.Prefixes[0].Addr().Is6()):
+			return Route{}, fmt.Errorf("catalog: route value: two prefixes must be an IPv4 one and an IPv6 one, in that order")
+		}
+		r.Prefixes = append(r.Prefixes, pfx.Masked())
+	}
+	vtep, err := netip.ParseAddrPort(f[len(f)-1])
 	if err != nil {
 		return Route{}, fmt.Errorf("catalog: route value: %w", err)
-	}
-	vtep, err := netip.ParseAddrPort(vt)
-	if err != nil {
-		return Route{}, fmt.Errorf("catalog: route value: %w", err)
-	}
-	if !pfx.Addr().Is4() {
-		return Route{}, fmt.Errorf("catalog: route value: prefix %s is not IPv4", pfx)
 	}
 	if vtep.Port() == 0 {
 		return Route{}, fmt.Errorf("catalog: route value: VTEP %s has no port", vtep)
 	}
-	return Route{Prefix: pfx.Masked(), VTEP: vtep}, nil
+	r.VTEP = vtep
+	return r, nil
 }

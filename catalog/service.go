@@ -19,8 +19,26 @@ const (
 type Service struct {
 	Name    string `json:"name"`
 	Network string `json:"network"`
-	VIP     string `json:"vip"`
-	Ports   []Port `json:"ports"`
+	// VIP is the service's VIP: its IPv4 one (its IPv6 one on an IPv6
+	// network).
+	VIP   string `json:"vip"`
+	Ports []Port `json:"ports"`
+	// VIP6 is the IPv6 VIP of a service on a dual-stack network; nodes
+	// without IPv6 ignore it.
+	VIP6 string `json:"vip6,omitempty"`
+}
+
+// VIPs are the service's VIPs that parse, unmapped, VIP first; a VIP6
+// that is not IPv6, or VIP6 beside an IPv6 VIP, is left out.
+func (s Service) VIPs() []netip.Addr {
+	var out []netip.Addr
+	if a, err := netip.ParseAddr(s.VIP); err == nil && a.Zone() == "" {
+		out = append(out, a.Unmap())
+	}
+	if a, err := netip.ParseAddr(s.VIP6); err == nil && a.Zone() == "" && a.Is6() && !a.Is4In6() && (len(out) == 0 || out[0].Is4()) {
+		out = append(out, a)
+	}
+	return out
 }
 
 // Port is one port of a service.

@@ -16,15 +16,20 @@ import (
 type Network struct {
 	// Name of the network, e.g. blue.
 	Name string `yaml:"name"`
-	// CIDR of the network, e.g. 10.10.0.0/16; empty: join only (the
-	// network is created elsewhere).
-	CIDR string `yaml:"cidr"`
+	// CIDR of the network: one prefix (10.10.0.0/16, fd00:10::/64) or a
+	// list of one IPv4 and one IPv6 prefix for a dual-stack network
+	// ([10.10.0.0/16, fd00:10::/64]); empty: join only (the network is
+	// created elsewhere).
+	CIDR CIDRs `yaml:"cidr"`
 	// VNI of the network; nil: picked when it is created.
 	VNI *uint32 `yaml:"vni"`
 
 	line  int            // of the entry; 0 from flags
 	lines map[string]int // key → line
 }
+
+// CIDRs are a network's prefixes; in YAML one prefix or a list.
+type CIDRs []string
 
 // Service is a service VIP: created (with Ports) when its network does
 // not have it, and this node's backends of it set to Backends.
@@ -100,6 +105,39 @@ func at(line int, lines map[string]int, key string) int {
 	return line
 }
 
+// checkCIDRs says what is wrong with a network's CIDRs, "" when nothing:
+// one or two prefixes, at most one per family, IPv4 from /8 to /26, IPv6
+// from /48 to /122 (the network package's rule, which config does not
+// import).
+func checkCIDRs(cidrs CIDRs) string {
+	if len(cidrs) > 2 {
+		return fmt.Sprintf("%d prefixes: a network has at most two, one IPv4 and one IPv6", len(cidrs))
+	}
+	var fams [2]bool
+	for _, c := range cidrs {
+		p, err := netip.ParsePrefix(c)
+		switch {
+		case err != nil || p.Addr().Zone() != "" || p.Addr().Is4In6():
+			return fmt.Sprintf("%q is not a prefix such as 10.10.0.0/16 or fd00:10::/64", c)
+		case p != p.Masked():
+			return fmt.Sprintf("%v has host bits set; did you mean %v?", p, p.Masked())
+		case p.Addr().Is4() && (p.Bits() < 8 || p.Bits() > 26):
+			return fmt.Sprintf("%v must be between /8 and /26", p)
+		case p.Addr().Is6() && (p.Bits() < 48 || p.Bits() > 122):
+			return fmt.Sprintf("IPv6 prefix %v must be between /48 and /122 (a /64 is usual)", p)
+		}
+		f := 0
+		if p.Addr().Is6() {
+			f = 1
+		}
+		if fams[f] {
+			return fmt.Sprintf("%v: two prefixes of one family; give at most one IPv4 and one IPv6 prefix", p)
+		}
+		fams[f] = true
+	}
+	return ""
+}
+
 // validateApply returns the mistakes in the networks and services, each
 // naming its line when the configuration came from a file.
 func (c *Config) validateApply() []error {
@@ -116,15 +154,9 @@ func (c *Config) validateApply() []error {
 			bad(at(nw.line, nw.lines, "name"), "%s.name: network %q is given twice", what, nw.Name)
 		}
 		names[nw.Name] = true
-		if nw.CIDR != "" {
-			p, err := netip.ParsePrefix(nw.CIDR)
-			switch {
-			case err != nil || !p.Addr().Is4():
-				bad(at(nw.line, nw.lines, "cidr"), "%s.cidr: %q is not an IPv4 prefix such as 10.10.0.0/16", what, nw.CIDR)
-			case p != p.Masked():
-				bad(at(nw.line, nw.lines, "cidr"), "%s.cidr: %v has host bits set; did you mean %v?", what, p, p.Masked())
-			case p.Bits() < 8 || p.Bits() > 26:
-				bad(at(nw.line, nw.lines, "cidr"), "%s.cidr: %v must be between /8 and /26", what, p)
+		if len(nw.CIDR) > 0 {
+			if msg := checkCIDRs(nw.CIDR); msg != "" {
+				bad(at(nw.line, nw.lines, "cidr"), "%s.cidr: %s", what, msg)
 			}
 		} else if nw.VNI != nil {
 			bad(at(nw.line, nw.lines, "vni"), "%s.vni: a VNI is only used to create the network; give cidr too", what)

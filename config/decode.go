@@ -81,6 +81,8 @@ func decodeNode(n *yaml.Node, out reflect.Value, path string) error {
 // other types.
 func decodeAddress(n *yaml.Node, out reflect.Value, path string) (done bool, err error) {
 	switch p := out.Interface().(type) {
+	case *CIDRs:
+		*p = CIDRs{n.Value} // one prefix; a list is a sequence
 	case *netip.Prefix:
 		v, err := netip.ParsePrefix(n.Value)
 		if err != nil {

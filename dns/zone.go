@@ -35,7 +35,9 @@ type ZoneData struct {
 	TTL time.Duration
 }
 
-// Network is one overlay network.
+// Network is one overlay network, of one family: a dual-stack network is
+// listed twice, once with its IPv4 CIDR and DNS address and once with its
+// IPv6 ones.
 type Network struct {
 	Name string
 	// CIDR is the network's prefix; reverse (PTR) names of addresses in it
@@ -54,7 +56,9 @@ type NodeRecord struct {
 	Addr    netip.Addr
 }
 
-// ServiceRecord is a service's VIP and ports on a network.
+// ServiceRecord is a service's VIP and ports on a network. A dual-stack
+// service has two records, one per VIP (A and AAAA at one name, its SRV
+// records once).
 type ServiceRecord struct {
 	Name    string
 	Network string
@@ -140,7 +144,8 @@ func NewZone(d ZoneData) (*Zone, error) {
 	z.soaRRs = []mdns.RR{z.soa}
 	z.names[domain] = &entry{}
 
-	networks := make(map[string]Network)
+	networks := make(map[string]bool)
+	listed := make(map[string]bool) // name and family
 	for _, n := range d.Networks {
 		name := strings.ToLower(n.Name)
 		switch {
@@ -153,14 +158,22 @@ func NewZone(d ZoneData) (*Zone, error) {
 		case n.DNSAddr.IsValid() && !n.CIDR.Contains(n.DNSAddr):
 			bad("network %q: DNS address %v is outside %v", n.Name, n.DNSAddr, n.CIDR)
 		}
-		if _, dup := networks[name]; dup {
-			bad("network %q: listed twice", n.Name)
+		fam := name + "/4"
+		if n.CIDR.Addr().Is6() {
+			fam = name + "/6"
+		}
+		if listed[fam] {
+			bad("network %q: listed twice with a CIDR of one family", n.Name)
 			continue
 		}
-		networks[name] = n
+		listed[fam] = true
+		first := !networks[name]
+		networks[name] = true
 		p := n.CIDR.Masked()
 		z.reverse = append(z.reverse, reverseZone{prefix: p, soaRRs: []mdns.RR{z.newSOA(reverseApex(p))}})
-		z.addENTs(name + "." + domain)
+		if first {
+			z.addENTs(name + "." + domain)
+		}
 	}
 
 	services := make(map[string]bool) // "name.network" taken by a service
@@ -170,7 +183,7 @@ func NewZone(d ZoneData) (*Zone, error) {
 			bad("service %q on network %q: name is not a DNS label", s.Name, s.Network)
 			continue
 		}
-		if _, ok := networks[netName]; !ok {
+		if !networks[netName] {
 			bad("service %q: unknown network %q", s.Name, s.Network)
 			continue
 		}
@@ -202,7 +215,7 @@ func NewZone(d ZoneData) (*Zone, error) {
 			bad("node %q on network %q: name is not a DNS label", n.Name, n.Network)
 			continue
 		}
-		if _, ok := networks[netName]; !ok {
+		if !networks[netName] {
 			bad("node %q: unknown network %q", n.Name, n.Network)
 			continue
 		}

@@ -162,7 +162,7 @@ func (m *Manager) carry(rec Record, dev Device) error {
 	if err := m.o.Router.AddEndpoint(rec.Name, rec.VNI, rec.Addr, dev); err != nil {
 		return err
 	}
-	rt := catalog.Route{Prefix: netip.PrefixFrom(rec.Addr, 32), VTEP: m.o.VTEP}
+	rt := catalog.Route{Prefixes: []netip.Prefix{netip.PrefixFrom(rec.Addr, rec.Addr.BitLen())}, VTEP: m.o.VTEP}
 	if err := m.o.Gossip.Put(catalog.TableRoutes, rec.Network, m.key(rec.Name), rt.Encode()); err != nil {
 		m.o.Router.RemoveEndpoint(rec.Name) // closes dev; a persistent one stays for deleteDevice
 		return fmt.Errorf("announce route: %w", err)
@@ -209,7 +209,7 @@ func (m *Manager) deleteDevice(rec Record, dev Device) {
 // is refused, naming the holder.
 func (m *Manager) lease(ctx context.Context, nw Net, ip netip.Addr, owner string) (netip.Addr, error) {
 	if !ip.IsValid() {
-		a, err := m.o.IPAM.Allocate(ctx, nw.Name, owner)
+		a, err := m.o.IPAM.Allocate(ctx, nw.Name, owner, ipam.FamilyOf(nw.CIDR.Addr()))
 		if err != nil {
 			return netip.Addr{}, fmt.Errorf("no address on network %s: %w", nw.Name, err)
 		}

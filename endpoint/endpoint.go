@@ -33,7 +33,7 @@ type Gossip interface {
 
 // IPAM leases the endpoints' addresses (*ipam.IPAM).
 type IPAM interface {
-	Allocate(ctx context.Context, network, owner string) (netip.Addr, error)
+	Allocate(ctx context.Context, network, owner string, f ipam.Family) (netip.Addr, error)
 	Claim(network string, a netip.Addr, owner string) error
 	Release(network string, a netip.Addr) error
 	Lookup(network string, a netip.Addr) (ipam.Lease, bool)

@@ -68,7 +68,7 @@ type fakeIPAM struct {
 	noRange bool // Claim fails as before the ranges came back from the peers
 }
 
-func (p *fakeIPAM) Allocate(_ context.Context, network, owner string) (netip.Addr, error) {
+func (p *fakeIPAM) Allocate(_ context.Context, network, owner string, _ ipam.Family) (netip.Addr, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for {

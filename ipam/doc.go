@@ -4,19 +4,32 @@
 //
 // # Networks and pools
 //
-// A network (name, CIDR, VNI) is a cluster-wide entry (table
-// "ipam.networks", network "", key the name) owned by the node that created
-// it. Offsets below are from the CIDR's first address: offset 0 is the
-// network address, offset 1 the network's DNS address (never allocated),
-// the top 1/16 of the CIDR (at least 16 addresses, the broadcast address of
-// an IPv4 CIDR excluded) is the VIP pool for services (AllocateVIP), and the
-// rest is the node pool (Allocate). CIDRs have at most 32 host bits and at
-// least 64 addresses.
+// A network (name, CIDRs, VNI) is a cluster-wide entry (table
+// "ipam.networks", network "", key the name, value "CIDR[,CIDR6]\x00" and
+// the VNI as a uvarint) owned by the node that created it. It has one CIDR
+// per family: IPv4, IPv6, or one of each (dual-stack), IPv4 first. Each
+// family is laid out alone, with its own pools, ranges and leases, by the
+// same construction; a caller that wants an address of each family
+// allocates once per family (Allocate's Family).
+//
+// Offsets below are from a CIDR's first address: offset 0 is the network
+// address, offset 1 the network's DNS address of that family (never
+// allocated), the top 1/16 of the offset space (at least 16 addresses, the
+// broadcast address of an IPv4 CIDR excluded) is the VIP pool for services
+// (AllocateVIP), and the rest is the node pool (Allocate). The offset
+// space is the CIDR's host part, bounded to its low 32 bits: an IPv4 CIDR
+// has 6 to 32 host bits; an IPv6 CIDR is a /48 to a /122, and of a /64's 64
+// host bits only the low 32 are handed out (fd00:10::2 to
+// fd00:10::efff:ffff to nodes and endpoints, fd00:10::f000:0 and up to
+// services), so offsets stay uint64 arithmetic and a range split is as
+// cheap as for IPv4. Addresses of the CIDR beyond the offset space are
+// never leased (Lookup knows none of them).
 //
 // # Ranges
 //
-// Each pool is split into ranges [start, end) of offsets, each owned by
-// exactly one node. A node allocates only from ranges it owns, so two nodes
+// Each pool (a node and a VIP pool per family: 'n', 'v' for IPv4, 'N',
+// 'V' for IPv6) is split into ranges [start, end) of offsets, each owned
+// by exactly one node. A node allocates only from ranges it owns, so two nodes
 // can never hand out the same address. Ranges are entries of the network's
 // table "ipam.ranges", key pool/start/writer, value (start, end, owner,
 // version), written by the node that last changed the range. For one pool

@@ -68,7 +68,7 @@ func (p *IPAM) tick(network string) bool {
 	leases := p.leasesLocked(l)
 	now := time.Now()
 	for _, e := range p.t.ListAll(tableRequests, network) {
-		if e.Owner == p.name {
+		if e.Owner == p.name || e.Key == "" {
 			continue
 		}
 		seq, _ := binary.Uvarint(e.Value)
@@ -112,7 +112,7 @@ func (p *IPAM) tick(network string) bool {
 
 // grantLocked splits one of this node's ranges of pool and gives the upper
 // part, above every lease in it, to node.
-func (p *IPAM) grantLocked(l *layout, ring []rng, leases map[uint64]Lease, pool byte, node string) bool {
+func (p *IPAM) grantLocked(l *layout, ring []rng, leases map[slot]Lease, pool byte, node string) bool {
 	var pick *rng
 	var pickMid uint64
 	for i := range ring {
@@ -121,9 +121,9 @@ func (p *IPAM) grantLocked(l *layout, ring []rng, leases map[uint64]Lease, pool 
 			continue
 		}
 		top := r.Start // first offset above every lease
-		for off := range leases {
-			if r.Start <= off && off < r.End && off+1 > top {
-				top = off + 1
+		for s := range leases {
+			if r.holds(s) && s.off+1 > top {
+				top = s.off + 1
 			}
 		}
 		mid := max(top, r.Start+(r.End-r.Start)/2)

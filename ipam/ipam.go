@@ -8,6 +8,7 @@ package ipam
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,10 +36,12 @@ const (
 	tableRequests = "ipam.requests"
 )
 
-// Pools.
+// Pools: a node pool and a VIP pool per family.
 const (
-	poolNode byte = 'n'
-	poolVIP  byte = 'v'
+	poolNode  byte = 'n'
+	poolVIP   byte = 'v'
+	poolNode6 byte = 'N'
+	poolVIP6  byte = 'V'
 )
 
 // ErrExhausted is wrapped by the error of an allocation from a full pool.
@@ -62,11 +65,53 @@ type Options struct {
 
 // Network is an overlay network's addressing.
 type Network struct {
-	Name    string
-	CIDR    netip.Prefix
+	Name string
+	// CIDRs are its prefixes, one per family, IPv4 first: an IPv4, an
+	// IPv6 or a dual-stack network.
+	CIDRs   []netip.Prefix
 	VNI     uint32
-	Creator string     // node that created it and owned its pools first
-	DNS     netip.Addr // first usable address, never allocated
+	Creator string       // node that created it and owned its pools first
+	DNS     []netip.Addr // per CIDR, its first usable address, never allocated
+}
+
+// CIDR is the network's CIDR of family f, if it has one.
+func (n Network) CIDR(f Family) (netip.Prefix, bool) {
+	for _, c := range n.CIDRs {
+		if FamilyOf(c.Addr()) == f {
+			return c, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// Equal reports whether n and o are the same definition.
+func (n Network) Equal(o Network) bool {
+	return n.Name == o.Name && n.VNI == o.VNI && n.Creator == o.Creator && slices.Equal(n.CIDRs, o.CIDRs) && slices.Equal(n.DNS, o.DNS)
+}
+
+// Contains reports whether a lies in one of the network's CIDRs.
+func (n Network) Contains(a netip.Addr) bool { return Contains(n.CIDRs, a.Unmap()) }
+
+// Contains reports whether a lies in one of cidrs.
+func Contains(cidrs []netip.Prefix, a netip.Addr) bool {
+	for _, c := range cidrs {
+		if c.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Overlaps reports whether a prefix of a overlaps one of b.
+func Overlaps(a, b []netip.Prefix) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if x.Overlaps(y) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Lease is an allocated address.

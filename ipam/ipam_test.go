@@ -78,21 +78,115 @@ func TestLayout(t *testing.T) {
 		{"10.1.0.0/24", "10.1.0.1", "10.1.0.2", "10.1.0.240", "10.1.0.254"},
 		{"10.2.0.0/16", "10.2.0.1", "10.2.0.2", "10.2.240.0", "10.2.255.254"},
 		{"fd00::/120", "fd00::1", "fd00::2", "fd00::f0", "fd00::ff"},
+		// Of a /64's 64 host bits, the low 32 are the offsets.
+		{"fd00:10::/64", "fd00:10::1", "fd00:10::2", "fd00:10::f000:0", "fd00:10::ffff:ffff"},
+		{"fd00:20::/48", "fd00:20::1", "fd00:20::2", "fd00:20::f000:0", "fd00:20::ffff:ffff"},
 	} {
-		l, err := newLayout(Network{Name: "x", CIDR: netip.MustParsePrefix(tc.cidr)})
+		l, err := newLayout(Network{Name: "x", CIDRs: []netip.Prefix{netip.MustParsePrefix(tc.cidr)}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := fmt.Sprintln(l.DNS, l.addr(l.nodeLo), l.addr(l.vipLo), l.addr(l.vipHi-1))
+		f := l.fams[0]
+		v6 := f.cidr.Addr().Is6()
+		got := fmt.Sprintln(l.DNS[0], l.addr(v6, f.nodeLo), l.addr(v6, f.vipLo), l.addr(v6, f.vipHi-1))
 		want := fmt.Sprintln(tc.dns, tc.nodeLo, tc.vipLo, tc.top)
 		if got != want {
 			t.Errorf("layout(%s) = %s, want %s", tc.cidr, got, want)
 		}
-	}
-	for _, bad := range []string{"10.0.0.0/28", "fd00::/64"} {
-		if _, err := newLayout(Network{Name: "x", CIDR: netip.MustParsePrefix(bad)}); err == nil {
-			t.Errorf("layout(%s) succeeded", bad)
+		if s, ok := l.slot(netip.MustParseAddr(tc.top)); !ok || s.off != f.vipHi-1 || s.v6 != v6 {
+			t.Errorf("layout(%s).slot(%s) = %v, %v; want offset %d", tc.cidr, tc.top, s, ok, f.vipHi-1)
 		}
+	}
+	l, err := newLayout(Network{Name: "x", CIDRs: []netip.Prefix{netip.MustParsePrefix("fd00:10::/64"), netip.MustParsePrefix("10.1.0.0/24")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(l.CIDRs, l.DNS); got != "[10.1.0.0/24 fd00:10::/64] [10.1.0.1 fd00:10::1]" {
+		t.Errorf("dual-stack layout = %s, want IPv4 first and a DNS address per family", got)
+	}
+	// Beyond the low 32 bits of a /64: outside the offset space.
+	if s, ok := l.slot(netip.MustParseAddr("fd00:10::1:0:0")); ok {
+		t.Errorf("slot(fd00:10::1:0:0) = %v, want none (beyond the offsets)", s)
+	}
+	if s, ok := l.slot(netip.MustParseAddr("10.1.0.9")); !ok || s != (slot{false, 9}) {
+		t.Errorf("slot(10.1.0.9) = %v, %v", s, ok)
+	}
+	for _, bad := range [][]string{{"10.0.0.0/28"}, {"fd00::/124"}, {"fd00::/32"}, {"10.0.0.0/24", "10.1.0.0/24"}, {"fd00::/64", "fd01::/64"}, {"::ffff:10.0.0.0/120"}, {}} {
+		var cidrs []netip.Prefix
+		for _, c := range bad {
+			cidrs = append(cidrs, netip.MustParsePrefix(c))
+		}
+		if _, err := newLayout(Network{Name: "x", CIDRs: cidrs}); err == nil {
+			t.Errorf("layout(%v) succeeded", bad)
+		}
+	}
+}
+
+// TestDualStack: a dual-stack network's families have their own pools,
+// ranges and leases, handed out by the same construction, and a lease of
+// one family never hides one of the other at the same offset.
+func TestDualStack(t *testing.T) {
+	c := newCluster(t)
+	a := c.start("a", "")
+	b := c.start("b", "a")
+	cidrs := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24"), netip.MustParsePrefix("fd00:10::/64")}
+	if err := a.p.CreateNetwork("blue", cidrs, 7); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "b knows blue", func() error {
+		if _, ok := b.p.Network("blue"); !ok {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	want := map[string]string{}
+	for _, n := range []*node{a, b} {
+		for _, f := range []Family{IPv4, IPv6} {
+			addr, err := n.p.Allocate(ctx, "blue", n.g.Name(), f)
+			if err != nil {
+				t.Fatalf("%s: Allocate(%v): %v", n.g.Name(), f, err)
+			}
+			if FamilyOf(addr) != f || !Contains(cidrs, addr) {
+				t.Fatalf("%s: Allocate(%v) = %v", n.g.Name(), f, addr)
+			}
+			if _, dup := want[addr.String()]; dup {
+				t.Fatalf("%v allocated twice", addr)
+			}
+			want[addr.String()] = n.g.Name()
+		}
+	}
+	if vip, err := a.p.AllocateVIP(ctx, "blue", "svc", IPv6); err != nil || vip != netip.MustParseAddr("fd00:10::f000:0") {
+		t.Errorf("AllocateVIP(IPv6) = %v, %v; want fd00:10::f000:0", vip, err)
+	}
+	testutil.Eventually(t, 10*time.Second, "b sees every lease of both families held by its allocator", func() error {
+		h := b.p.Holders("blue")
+		for addr, owner := range want {
+			if ls, ok := h[netip.MustParseAddr(addr)]; !ok || ls.Node != owner {
+				return fmt.Errorf("%s: %+v, want held by %s", addr, ls, owner)
+			}
+		}
+		return nil
+	})
+	nw, ok := b.p.Network("blue")
+	if !ok || fmt.Sprint(nw.CIDRs, nw.DNS) != "[10.1.0.0/24 fd00:10::/64] [10.1.0.1 fd00:10::1]" {
+		t.Errorf("b's Network(blue) = %+v, %v", nw, ok)
+	}
+	v4only := []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24")}
+	if err := a.p.CreateNetwork("red", v4only, 8); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.p.Allocate(ctx, "red", "x", IPv6); err == nil || !strings.Contains(err.Error(), "no IPv6 CIDR") {
+		t.Errorf("Allocate(IPv6) in an IPv4 network = %v, want an error naming the missing family", err)
+	}
+	st, err := a.p.Export("blue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := DecodeState(st)
+	if err != nil || len(ds.Network.CIDRs) != 2 {
+		t.Fatalf("DecodeState(Export(dual-stack)) = %+v, %v", ds, err)
 	}
 }
 
@@ -100,16 +194,16 @@ func TestExhaustion(t *testing.T) {
 	c := newCluster(t)
 	a := c.start("a", "")
 	cidr := netip.MustParsePrefix("10.1.0.0/26") // 46 node addresses, 15 VIPs
-	if err := a.p.CreateNetwork("blue", cidr, 42); err != nil {
+	if err := a.p.CreateNetwork("blue", []netip.Prefix{cidr}, 42); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.p.CreateNetwork("blue", cidr, 42); err == nil {
+	if err := a.p.CreateNetwork("blue", []netip.Prefix{cidr}, 42); err == nil {
 		t.Error("creating blue twice succeeded")
 	}
 	ctx := context.Background()
 	seen := map[netip.Addr]bool{}
 	for i := range 46 {
-		addr, err := a.p.Allocate(ctx, "blue", fmt.Sprint("c", i))
+		addr, err := a.p.Allocate(ctx, "blue", fmt.Sprint("c", i), IPv4)
 		if err != nil {
 			t.Fatalf("Allocate #%d: %v", i, err)
 		}
@@ -118,12 +212,12 @@ func TestExhaustion(t *testing.T) {
 		}
 		seen[addr] = true
 	}
-	_, err := a.p.Allocate(ctx, "blue", "one-too-many")
+	_, err := a.p.Allocate(ctx, "blue", "one-too-many", IPv4)
 	want := `ipam: network "blue" (10.1.0.0/26) has no free address`
 	if err == nil || !strings.HasPrefix(err.Error(), want) || !errors.Is(err, ErrExhausted) {
 		t.Errorf("Allocate on a full pool = %v, want %q", err, want)
 	}
-	vip, err := a.p.AllocateVIP(ctx, "blue", "svc")
+	vip, err := a.p.AllocateVIP(ctx, "blue", "svc", IPv4)
 	if err != nil || vip != netip.MustParseAddr("10.1.0.48") {
 		t.Errorf("AllocateVIP = %v, %v; want 10.1.0.48", vip, err)
 	}
@@ -131,13 +225,13 @@ func TestExhaustion(t *testing.T) {
 	if err := a.p.Release("blue", netip.MustParseAddr("10.1.0.7")); err != nil {
 		t.Fatal(err)
 	}
-	if addr, err := a.p.Allocate(ctx, "blue", "again"); err != nil || addr != netip.MustParseAddr("10.1.0.7") {
+	if addr, err := a.p.Allocate(ctx, "blue", "again", IPv4); err != nil || addr != netip.MustParseAddr("10.1.0.7") {
 		t.Errorf("Allocate after Release = %v, %v; want 10.1.0.7", addr, err)
 	}
 	if ls, ok := a.p.Lookup("blue", netip.MustParseAddr("10.1.0.7")); !ok || ls.Owner != "again" || ls.Node != "a" {
 		t.Errorf("Lookup = %+v, %v", ls, ok)
 	}
-	if _, err := a.p.Allocate(ctx, "nosuch", "x"); err == nil {
+	if _, err := a.p.Allocate(ctx, "nosuch", "x", IPv4); err == nil {
 		t.Error("Allocate in an unknown network succeeded")
 	}
 }
@@ -159,7 +253,7 @@ func TestManyNodesAtOnce(t *testing.T) {
 		}
 		c.start(names[i], seed)
 	}
-	if err := c.nodes["n00"].p.CreateNetwork("blue", netip.MustParsePrefix("10.1.0.0/24"), 7); err != nil {
+	if err := c.nodes["n00"].p.CreateNetwork("blue", []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, 7); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 10*time.Second, "network known everywhere", func() error {
@@ -214,7 +308,7 @@ func TestManyNodesAtOnce(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 			defer cancel()
 			for i := range perNode {
-				a, err := n.p.Allocate(ctx, "blue", fmt.Sprintf("%s-%d", name, i))
+				a, err := n.p.Allocate(ctx, "blue", fmt.Sprintf("%s-%d", name, i), IPv4)
 				results <- result{name, a, err}
 			}
 		}(c.nodes[name])
@@ -259,7 +353,7 @@ func TestRestartKeepsLeases(t *testing.T) {
 	c := newCluster(t)
 	a := c.start("a", "")
 	b := c.start("b", "a")
-	if err := a.p.CreateNetwork("blue", netip.MustParsePrefix("10.1.0.0/24"), 7); err != nil {
+	if err := a.p.CreateNetwork("blue", []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, 7); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 5*time.Second, "b knows blue", func() error {
@@ -272,7 +366,7 @@ func TestRestartKeepsLeases(t *testing.T) {
 	defer cancel()
 	var mine []netip.Addr
 	for i := range 3 {
-		addr, err := b.p.Allocate(ctx, "blue", fmt.Sprint("b", i))
+		addr, err := b.p.Allocate(ctx, "blue", fmt.Sprint("b", i), IPv4)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -295,7 +389,7 @@ func TestRestartKeepsLeases(t *testing.T) {
 			t.Errorf("after restart, Lookup(%v) = %+v, %v", addr, ls, ok)
 		}
 	}
-	addr, err := b.p.Allocate(ctx, "blue", "b-new")
+	addr, err := b.p.Allocate(ctx, "blue", "b-new", IPv4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,12 +419,16 @@ func TestRestartKeepsLeases(t *testing.T) {
 
 func FuzzDecodeState(f *testing.F) {
 	s := &State{
-		Network: Network{Name: "blue", CIDR: netip.MustParsePrefix("10.1.0.0/24"), VNI: 7, Creator: "a"},
+		Network: Network{Name: "blue", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, VNI: 7, Creator: "a"},
 		Ranges:  []rng{{Pool: poolNode, Start: 2, End: 100, Owner: "a", Version: 3, Creator: "a"}},
 		Leases:  []Lease{{Addr: netip.MustParseAddr("10.1.0.2"), Owner: "c1"}},
 	}
 	f.Add(encodeState(s))
 	f.Add([]byte("ovipam"))
+	s.Network.CIDRs = append(s.Network.CIDRs, netip.MustParsePrefix("fd00:10::/64"))
+	s.Ranges = append(s.Ranges, rng{Pool: poolNode6, Start: 2, End: 1 << 31, Owner: "a", Version: 1, Creator: "a"})
+	s.Leases = append(s.Leases, Lease{Addr: netip.MustParseAddr("fd00:10::2"), Owner: "c1"})
+	f.Add(encodeState(s))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		st, err := DecodeState(b)
 		if err != nil {

@@ -12,24 +12,27 @@ import (
 	"time"
 )
 
-// Allocate returns a free address of network's node pool, leased to owner
-// (a free-form id such as a container name). If this node owns no free
-// address it asks the cluster for a range and waits, until ctx ends. It
-// fails with an error wrapping ErrExhausted when no node has a free address.
-func (p *IPAM) Allocate(ctx context.Context, network, owner string) (netip.Addr, error) {
-	return p.allocate(ctx, network, owner, poolNode)
+// Allocate returns a free address of family f in network's node pool,
+// leased to owner (a free-form id such as a container name). If this node
+// owns no free address it asks the cluster for a range and waits, until
+// ctx ends. It fails with an error wrapping ErrExhausted when no node has
+// a free address. A dual-stack network's callers allocate once per
+// family, with the same owner.
+func (p *IPAM) Allocate(ctx context.Context, network, owner string, f Family) (netip.Addr, error) {
+	return p.allocate(ctx, network, owner, f, false)
 }
 
-// AllocateVIP is Allocate from the network's VIP pool, for services.
-func (p *IPAM) AllocateVIP(ctx context.Context, network, owner string) (netip.Addr, error) {
-	return p.allocate(ctx, network, owner, poolVIP)
+// AllocateVIP is Allocate from the network's VIP pool of family f, for
+// services.
+func (p *IPAM) AllocateVIP(ctx context.Context, network, owner string, f Family) (netip.Addr, error) {
+	return p.allocate(ctx, network, owner, f, true)
 }
 
-func (p *IPAM) allocate(ctx context.Context, network, owner string, pool byte) (netip.Addr, error) {
+func (p *IPAM) allocate(ctx context.Context, network, owner string, f Family, vip bool) (netip.Addr, error) {
 	t := time.NewTicker(p.opts.Interval)
 	defer t.Stop()
 	for {
-		a, err := p.tryAllocate(network, owner, pool)
+		a, err := p.tryAllocate(network, owner, f, vip)
 		if err != nil || a.IsValid() {
 			if a.IsValid() {
 				p.changed(network)
@@ -46,11 +49,16 @@ func (p *IPAM) allocate(ctx context.Context, network, owner string, pool byte) (
 
 // tryAllocate allocates from an own range, or files a request and returns
 // the zero address.
-func (p *IPAM) tryAllocate(network, owner string, pool byte) (netip.Addr, error) {
+func (p *IPAM) tryAllocate(network, owner string, fam Family, vip bool) (netip.Addr, error) {
 	l, err := p.layout(network)
 	if err != nil {
 		return netip.Addr{}, err
 	}
+	pool, err := l.poolOf(fam, vip)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	v6 := fam == IPv6
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := p.joinLocked(network); err != nil {
@@ -70,10 +78,10 @@ func (p *IPAM) tryAllocate(network, owner string, pool byte) (netip.Addr, error)
 			continue
 		}
 		for off := r.Start; off < r.End; off++ {
-			if _, used := leases[off]; used {
+			if _, used := leases[slot{v6, off}]; used {
 				continue
 			}
-			a := l.addr(off)
+			a := l.addr(v6, off)
 			if err := p.t.Put(tableLeases, network, a.String(), []byte(owner)); err != nil {
 				return netip.Addr{}, fmt.Errorf("ipam: network %q: lease %v: %w", network, a, err)
 			}
@@ -85,11 +93,18 @@ func (p *IPAM) tryAllocate(network, owner string, pool byte) (netip.Addr, error)
 			return a, nil
 		}
 	}
-	if lo, hi := l.pool(pool); free == 0 && covered == hi-lo {
+	if lo, hi, _ := l.pool(pool); free == 0 && covered == hi-lo {
 		// The whole pool is known (no range missing, as while syncing
 		// or while a dead node's ranges are reaped) and full.
-		if pool == poolVIP {
-			return netip.Addr{}, fmt.Errorf("ipam: network %s has %w in its VIP range", l, ErrExhausted)
+		what := ""
+		if len(l.fams) > 1 {
+			what = " " + fam.String()
+		}
+		if vip {
+			return netip.Addr{}, fmt.Errorf("ipam: network %s has %w in its%s VIP range", l, ErrExhausted, what)
+		}
+		if what != "" {
+			return netip.Addr{}, fmt.Errorf("ipam: network %s has %w of family%s", l, ErrExhausted, what)
 		}
 		return netip.Addr{}, fmt.Errorf("ipam: network %s has %w", l, ErrExhausted)
 	}
@@ -122,19 +137,19 @@ func (p *IPAM) Lookup(network string, a netip.Addr) (Lease, bool) {
 	if err != nil {
 		return Lease{}, false
 	}
-	off, ok := l.offset(a)
+	s, ok := l.slot(a)
 	if !ok {
 		return Lease{}, false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	leases := p.leasesLocked(l)
-	ls, ok := leases[off]
+	ls, ok := leases[s]
 	if !ok {
 		return Lease{}, false
 	}
 	for _, r := range p.ringLocked(l) {
-		if r.Start <= off && off < r.End {
+		if r.holds(s) {
 			if r.Owner != ls.Node {
 				return Lease{}, false
 			}
@@ -156,9 +171,9 @@ func (p *IPAM) Holders(network string) map[netip.Addr]Lease {
 	defer p.mu.Unlock()
 	ring := p.ringLocked(l)
 	out := map[netip.Addr]Lease{}
-	for off, ls := range p.leasesLocked(l) {
-		for _, r := range ring { // the first range holding off, as in Lookup
-			if r.Start <= off && off < r.End {
+	for s, ls := range p.leasesLocked(l) {
+		for _, r := range ring { // the first range holding s, as in Lookup
+			if r.holds(s) {
 				if r.Owner == ls.Node {
 					out[ls.Addr] = ls
 				}
@@ -180,12 +195,12 @@ func (p *IPAM) Claim(network string, a netip.Addr, owner string) error {
 	if err != nil {
 		return err
 	}
-	off, ok := l.offset(a)
+	s, ok := l.slot(a)
 	if !ok {
 		return fmt.Errorf("ipam: %v is not in network %s", a, l)
 	}
 	p.mu.Lock()
-	err = p.claimLocked(l, a, off, owner)
+	err = p.claimLocked(l, a, s, owner)
 	p.mu.Unlock()
 	if err != nil {
 		return err
@@ -194,16 +209,16 @@ func (p *IPAM) Claim(network string, a netip.Addr, owner string) error {
 	return nil
 }
 
-func (p *IPAM) claimLocked(l *layout, a netip.Addr, off uint64, owner string) error {
-	if ls, ok := p.leasesLocked(l)[off]; ok {
+func (p *IPAM) claimLocked(l *layout, a netip.Addr, s slot, owner string) error {
+	if ls, ok := p.leasesLocked(l)[s]; ok {
 		if ls.Node == p.name && ls.Owner == owner {
 			return nil
 		}
 		return fmt.Errorf("ipam: %v in %s is leased to %q on node %s", a, l, ls.Owner, ls.Node)
 	}
 	for _, r := range p.ringLocked(l) {
-		if r.Start <= off && off < r.End {
-			if r.Owner != p.name || r.Pool != poolNode {
+		if r.holds(s) {
+			if r.Owner != p.name || r.Pool != poolNode && r.Pool != poolNode6 {
 				return fmt.Errorf("ipam: %v in %s is in a range of node %s", a, l, r.Owner)
 			}
 			if err := p.t.Put(tableLeases, l.Name, a.String(), []byte(owner)); err != nil {
@@ -231,15 +246,15 @@ func (p *IPAM) Leases(network string) []Lease {
 	return ls
 }
 
-func (p *IPAM) leasesLocked(l *layout) map[uint64]Lease {
-	m := map[uint64]Lease{}
+func (p *IPAM) leasesLocked(l *layout) map[slot]Lease {
+	m := map[slot]Lease{}
 	for _, e := range p.t.ListAll(tableLeases, l.Name) {
 		a, err := netip.ParseAddr(e.Key)
-		if err != nil {
+		if err != nil || a.Is4In6() || a.Zone() != "" {
 			continue
 		}
-		if off, ok := l.offset(a); ok {
-			m[off] = Lease{Addr: a, Owner: string(e.Value), Node: e.Owner}
+		if s, ok := l.slot(a); ok {
+			m[s] = Lease{Addr: a, Owner: string(e.Value), Node: e.Owner}
 		}
 	}
 	return m

@@ -1,7 +1,7 @@
 package ipam
 
 // This file holds networks: their definition, cluster-wide, and their
-// address layout (pools, offsets), and taking part in one.
+// address layout (families, pools, offsets), and taking part in one.
 
 import (
 	"encoding/binary"
@@ -13,66 +13,249 @@ import (
 	"github.com/overlayd/overlayd/gossip"
 )
 
-// layout is a network's address arithmetic, in offsets from the CIDR base.
+// Family is an address family of a network: IPv4 or IPv6.
+type Family uint8
+
+// The families.
+const (
+	IPv4 Family = 4
+	IPv6 Family = 6
+)
+
+func (f Family) String() string {
+	if f == IPv6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// FamilyOf is a's family (an IPv4-mapped IPv6 address is IPv4).
+func FamilyOf(a netip.Addr) Family {
+	if a.Unmap().Is4() {
+		return IPv4
+	}
+	return IPv6
+}
+
+// Families are the families of cidrs, in their order.
+func Families(cidrs []netip.Prefix) []Family {
+	out := make([]Family, len(cidrs))
+	for i, c := range cidrs {
+		out[i] = FamilyOf(c.Addr())
+	}
+	return out
+}
+
+// maxOffsetBits bounds a family's offset space: an IPv6 /64 has 64 host
+// bits, of which only the low 32 are handed out (the offsets).
+const maxOffsetBits = 32
+
+// The prefix lengths an IPv6 CIDR may have: at least 64 addresses, as
+// for IPv4; of a prefix of more than 32 host bits (a /64) only the low 32
+// are handed out.
+const (
+	MinBits6 = 48
+	MaxBits6 = 122
+)
+
+// fam is one family's address arithmetic, in offsets from its CIDR's
+// first address.
+type fam struct {
+	cidr      netip.Prefix
+	node, vip byte   // its pools
+	size      uint64 // offsets [0, size)
+	nodeLo    uint64 // node pool [nodeLo, vipLo)
+	vipLo     uint64 // VIP pool [vipLo, vipHi)
+	vipHi     uint64
+	base      *big.Int
+}
+
+// layout is a network's address arithmetic: one fam per CIDR.
 type layout struct {
 	Network
-	size   uint64 // addresses in the CIDR
-	nodeLo uint64 // node pool [nodeLo, vipLo)
-	vipLo  uint64 // VIP pool [vipLo, vipHi)
-	vipHi  uint64
-	base   *big.Int
+	fams []fam
+}
+
+// slot is an address as an offset of its family.
+type slot struct {
+	v6  bool
+	off uint64
+}
+
+// Pools by family.
+func poolFamily(p byte) Family {
+	if p == poolNode6 || p == poolVIP6 {
+		return IPv6
+	}
+	return IPv4
+}
+
+// CheckCIDRs checks a network's CIDRs as ipam lays them out: one or two,
+// at most one per family, each with 6 or more host bits (IPv4 at most 32,
+// IPv6 from /48 to /122, of which the low 32 host bits are used). It
+// returns them masked, IPv4 first.
+func CheckCIDRs(cidrs []netip.Prefix) ([]netip.Prefix, error) {
+	var v4, v6 netip.Prefix
+	for _, c := range cidrs {
+		switch {
+		case !c.IsValid():
+			return nil, fmt.Errorf("ipam: CIDR %v is not a prefix", c)
+		case c.Addr().Is4() && v4.IsValid(), c.Addr().Is6() && v6.IsValid():
+			return nil, fmt.Errorf("ipam: CIDRs %v: at most one of each family", cidrs)
+		case c.Addr().Is4() && c.Bits() > 32-6:
+			return nil, fmt.Errorf("ipam: CIDR %v must have 6 to 32 host bits", c)
+		case c.Addr().Is6() && (c.Addr().Is4In6() || c.Bits() < MinBits6 || c.Bits() > MaxBits6):
+			return nil, fmt.Errorf("ipam: IPv6 CIDR %v must be between /%d and /%d", c, MinBits6, MaxBits6)
+		case c.Addr().Is4():
+			v4 = c.Masked()
+		default:
+			v6 = c.Masked()
+		}
+	}
+	var out []netip.Prefix
+	for _, c := range []netip.Prefix{v4, v6} {
+		if c.IsValid() {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("ipam: a network needs a CIDR")
+	}
+	return out, nil
 }
 
 func newLayout(n Network) (*layout, error) {
-	hostBits := n.CIDR.Addr().BitLen() - n.CIDR.Bits()
-	if !n.CIDR.IsValid() || hostBits > 32 || hostBits < 6 {
-		return nil, fmt.Errorf("ipam: network %q: CIDR %v must have 6 to 32 host bits", n.Name, n.CIDR)
+	cidrs, err := CheckCIDRs(n.CIDRs)
+	if err != nil {
+		return nil, fmt.Errorf("ipam: network %q: %s", n.Name, unprefix(err))
 	}
-	l := &layout{Network: n, size: 1 << hostBits}
-	l.CIDR = n.CIDR.Masked()
-	l.base = new(big.Int).SetBytes(l.CIDR.Addr().AsSlice())
-	l.vipLo = l.size - max(l.size/16, 16)
-	l.vipHi = l.size
-	if l.CIDR.Addr().Is4() {
-		l.vipHi-- // broadcast
+	l := &layout{Network: n}
+	l.CIDRs, l.DNS = cidrs, nil
+	for _, c := range cidrs {
+		hostBits := c.Addr().BitLen() - c.Bits()
+		f := fam{cidr: c, size: 1 << min(hostBits, maxOffsetBits), node: poolNode, vip: poolVIP}
+		f.base = new(big.Int).SetBytes(c.Addr().AsSlice())
+		f.vipLo = f.size - max(f.size/16, 16)
+		f.vipHi = f.size
+		if c.Addr().Is4() {
+			f.vipHi-- // broadcast
+		} else {
+			f.node, f.vip = poolNode6, poolVIP6
+		}
+		f.nodeLo = 2
+		l.fams = append(l.fams, f)
+		l.DNS = append(l.DNS, DNSAddr(c))
 	}
-	l.nodeLo = 2
-	l.DNS = DNSAddr(l.CIDR)
 	return l, nil
 }
 
+func unprefix(err error) string { return strings.TrimPrefix(err.Error(), "ipam: ") }
+
 // DNSAddr is the DNS address of a network with CIDR cidr: its first
 // usable address, which ipam never hands out (offset 1; nodes start at 2).
+// A dual-stack network has one per family.
 func DNSAddr(cidr netip.Prefix) netip.Addr { return cidr.Masked().Addr().Next() }
 
-func (l *layout) addr(off uint64) netip.Addr {
-	v := new(big.Int).Add(l.base, new(big.Int).SetUint64(off))
-	b := v.FillBytes(make([]byte, l.CIDR.Addr().BitLen()/8))
+// family returns the layout of family f, if the network has it.
+func (l *layout) family(f Family) (*fam, bool) {
+	for i := range l.fams {
+		if FamilyOf(l.fams[i].cidr.Addr()) == f {
+			return &l.fams[i], true
+		}
+	}
+	return nil, false
+}
+
+// addr is the address at offset off of family v6.
+func (l *layout) addr(v6 bool, off uint64) netip.Addr {
+	x := IPv4
+	if v6 {
+		x = IPv6
+	}
+	f, _ := l.family(x)
+	v := new(big.Int).Add(f.base, new(big.Int).SetUint64(off))
+	b := v.FillBytes(make([]byte, f.cidr.Addr().BitLen()/8))
 	a, _ := netip.AddrFromSlice(b)
 	return a
 }
 
-func (l *layout) offset(a netip.Addr) (uint64, bool) {
-	if !l.CIDR.Contains(a) {
-		return 0, false
+// slot is a's offset in its family; false when a is outside the network
+// or beyond its family's offset space.
+func (l *layout) slot(a netip.Addr) (slot, bool) {
+	a = a.Unmap()
+	f, ok := l.family(FamilyOf(a))
+	if !ok || !f.cidr.Contains(a) {
+		return slot{}, false
 	}
-	v := new(big.Int).Sub(new(big.Int).SetBytes(a.AsSlice()), l.base)
-	return v.Uint64(), true
+	v := new(big.Int).Sub(new(big.Int).SetBytes(a.AsSlice()), f.base)
+	if !v.IsUint64() || v.Uint64() >= f.size {
+		return slot{}, false
+	}
+	return slot{v6: a.Is6(), off: v.Uint64()}, true
 }
 
-func (l *layout) pool(p byte) (lo, hi uint64) {
-	if p == poolVIP {
-		return l.vipLo, l.vipHi
+// pool returns the offsets of pool p; ok is false for a pool of a family
+// the network does not have.
+func (l *layout) pool(p byte) (lo, hi uint64, ok bool) {
+	f, ok := l.family(poolFamily(p))
+	switch {
+	case !ok:
+		return 0, 0, false
+	case p == f.vip:
+		return f.vipLo, f.vipHi, true
 	}
-	return l.nodeLo, l.vipLo
+	return f.nodeLo, f.vipLo, true
 }
 
-func (l *layout) String() string { return fmt.Sprintf("%q (%v)", l.Name, l.CIDR) }
+// poolOf is the node or VIP pool of family f.
+func (l *layout) poolOf(f Family, vip bool) (byte, error) {
+	x, ok := l.family(f)
+	if !ok {
+		return 0, fmt.Errorf("ipam: network %s has no %v CIDR", l, f)
+	}
+	if vip {
+		return x.vip, nil
+	}
+	return x.node, nil
+}
 
-// CreateNetwork defines a network cluster-wide; this node owns its pools
-// until it hands ranges out. Fails if the name exists.
-func (p *IPAM) CreateNetwork(name string, cidr netip.Prefix, vni uint32) error {
-	l, err := newLayout(Network{Name: name, CIDR: cidr, VNI: vni, Creator: p.name})
+func (l *layout) String() string { return fmt.Sprintf("%q (%s)", l.Name, JoinCIDRs(l.CIDRs)) }
+
+// JoinCIDRs is cidrs as one string, "10.10.0.0/16,fd00:10::/64": the form
+// of the networks entry and of the state file.
+func JoinCIDRs(cidrs []netip.Prefix) string {
+	s := make([]string, len(cidrs))
+	for i, c := range cidrs {
+		s[i] = c.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// parseCIDRs reads JoinCIDRs' form.
+func parseCIDRs(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// networkValue is the networks entry's value: "CIDR[,CIDR]\x00" and the
+// VNI as a uvarint. An IPv4 network's is what older nodes wrote; older
+// nodes cannot read a dual-stack or IPv6 network's ("bad definition").
+func networkValue(cidrs []netip.Prefix, vni uint32) []byte {
+	return binary.AppendUvarint([]byte(JoinCIDRs(cidrs)+"\x00"), uint64(vni))
+}
+
+// CreateNetwork defines a network cluster-wide with one CIDR per family
+// (CheckCIDRs); this node owns its pools until it hands ranges out. Fails
+// if the name exists.
+func (p *IPAM) CreateNetwork(name string, cidrs []netip.Prefix, vni uint32) error {
+	l, err := newLayout(Network{Name: name, CIDRs: cidrs, VNI: vni, Creator: p.name})
 	if err != nil {
 		return err
 	}
@@ -94,14 +277,15 @@ func (p *IPAM) createLocked(l *layout, name string, vni uint32) error {
 		return fmt.Errorf("ipam: network %q: %w", name, err)
 	}
 	p.nets[name] = true
-	for _, pool := range []byte{poolNode, poolVIP} {
-		lo, hi := l.pool(pool)
-		if err := p.putRangeLocked(name, rng{Pool: pool, Start: lo, End: hi, Owner: p.name, Version: 1, Creator: p.name}); err != nil {
-			return err
+	for _, f := range l.fams {
+		for _, pool := range []byte{f.node, f.vip} {
+			lo, hi, _ := l.pool(pool)
+			if err := p.putRangeLocked(name, rng{Pool: pool, Start: lo, End: hi, Owner: p.name, Version: 1, Creator: p.name}); err != nil {
+				return err
+			}
 		}
 	}
-	v := binary.AppendUvarint([]byte(l.CIDR.String()+"\x00"), uint64(vni))
-	if err := p.t.Put(tableNetworks, "", name, v); err != nil {
+	if err := p.t.Put(tableNetworks, "", name, networkValue(l.CIDRs, vni)); err != nil {
 		return fmt.Errorf("ipam: create network %q: %w", name, err)
 	}
 	return nil
@@ -146,11 +330,11 @@ func (p *IPAM) layout(name string) (*layout, error) {
 	}
 	c, rest, ok := strings.Cut(string(e.Value), "\x00")
 	vni, n := binary.Uvarint([]byte(rest))
-	pfx, err := netip.ParsePrefix(c)
+	cidrs, err := parseCIDRs(c)
 	if !ok || n <= 0 || n != len(rest) || err != nil || vni > 1<<24 {
-		return nil, fmt.Errorf("ipam: network %q: bad definition", name)
+		return nil, fmt.Errorf("ipam: network %q: bad definition (from a node of another version?)", name)
 	}
-	return newLayout(Network{Name: name, CIDR: pfx, VNI: uint32(vni), Creator: e.Owner})
+	return newLayout(Network{Name: name, CIDRs: cidrs, VNI: uint32(vni), Creator: e.Owner})
 }
 
 // join makes this node a participant of network (to see its ranges).
@@ -179,8 +363,8 @@ func (p *IPAM) Participate(network string) error {
 // out (its DNS address filled in), for a network known from elsewhere
 // than the tables: a node's own record of a network it joined, before
 // the definition has reached it after a restart.
-func Describe(name string, cidr netip.Prefix, vni uint32) (Network, error) {
-	l, err := newLayout(Network{Name: name, CIDR: cidr, VNI: vni})
+func Describe(name string, cidrs []netip.Prefix, vni uint32) (Network, error) {
+	l, err := newLayout(Network{Name: name, CIDRs: cidrs, VNI: vni})
 	if err != nil {
 		return Network{}, err
 	}

@@ -21,10 +21,10 @@ func TestLostCreationWithdrawn(t *testing.T) {
 	a := c.start("a", "")
 	b := c.start("b", "a")
 	c.net.Partition([]string{"a"}, []string{"b"})
-	if err := a.p.CreateNetwork("race", netip.MustParsePrefix("10.81.0.0/24"), 81); err != nil {
+	if err := a.p.CreateNetwork("race", []netip.Prefix{netip.MustParsePrefix("10.81.0.0/24")}, 81); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.p.CreateNetwork("race", netip.MustParsePrefix("10.82.0.0/24"), 82); err != nil {
+	if err := b.p.CreateNetwork("race", []netip.Prefix{netip.MustParsePrefix("10.82.0.0/24")}, 82); err != nil {
 		t.Fatal(err)
 	}
 	c.net.Heal()
@@ -32,7 +32,7 @@ func TestLostCreationWithdrawn(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "one definition everywhere", func() error {
 		na, _ := a.p.Network("race")
 		nb, _ := b.p.Network("race")
-		if na != nb {
+		if !na.Equal(nb) {
 			return fmt.Errorf("a has %+v, b has %+v", na, nb)
 		}
 		winner = na
@@ -51,12 +51,12 @@ func TestLostCreationWithdrawn(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	addr, err := loser.p.Allocate(ctx, "race", "x")
+	addr, err := loser.p.Allocate(ctx, "race", "x", IPv4)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !winner.CIDR.Contains(addr) {
-		t.Errorf("loser allocated %v, want an address of the winner's %v", addr, winner.CIDR)
+	if !winner.Contains(addr) {
+		t.Errorf("loser allocated %v, want an address of the winner's %v", addr, winner.CIDRs)
 	}
 	testutil.Eventually(t, 10*time.Second, "Holders agrees with Lookup", func() error {
 		for _, n := range []*node{a, b} {
@@ -68,7 +68,7 @@ func TestLostCreationWithdrawn(t *testing.T) {
 		}
 		return nil
 	})
-	if _, err := a.p.Allocate(ctx, "nosuch", "x"); err == nil || errors.Is(err, ErrExhausted) {
+	if _, err := a.p.Allocate(ctx, "nosuch", "x", IPv4); err == nil || errors.Is(err, ErrExhausted) {
 		t.Errorf("Allocate(nosuch) = %v", err)
 	}
 }
@@ -79,12 +79,12 @@ func TestClaim(t *testing.T) {
 	c := newCluster(t)
 	a := c.start("a", "")
 	b := c.start("b", "a")
-	if err := a.p.CreateNetwork("blue", netip.MustParsePrefix("10.1.0.0/24"), 7); err != nil {
+	if err := a.p.CreateNetwork("blue", []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, 7); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	x, err := a.p.Allocate(ctx, "blue", "x")
+	x, err := a.p.Allocate(ctx, "blue", "x", IPv4)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,10 +59,16 @@ func decodeRange(b []byte) (rng, bool) {
 	return r, len(b) == 0 && r.Start < r.End && r.Owner != ""
 }
 
-func (r rng) free(leases map[uint64]Lease) uint64 {
+// v6 reports whether the range is of an IPv6 pool.
+func (r rng) v6() bool { return poolFamily(r.Pool) == IPv6 }
+
+// holds reports whether s lies in the range.
+func (r rng) holds(s slot) bool { return s.v6 == r.v6() && r.Start <= s.off && s.off < r.End }
+
+func (r rng) free(leases map[slot]Lease) uint64 {
 	n := r.End - r.Start
-	for off := range leases {
-		if r.Start <= off && off < r.End {
+	for s := range leases {
+		if r.holds(s) {
 			n--
 		}
 	}
@@ -79,7 +85,7 @@ func (p *IPAM) ringLocked(l *layout) []rng {
 		if !ok || r.Creator != l.Creator {
 			continue
 		}
-		if lo, hi := l.pool(r.Pool); r.Start < lo || r.End > hi {
+		if lo, hi, ok := l.pool(r.Pool); !ok || r.Start < lo || r.End > hi {
 			continue
 		}
 		r.writer = e.Owner

@@ -16,7 +16,7 @@ import (
 //	| 6 bytes| 1 byte  |                                      | IEEE,BE|
 //	+--------+---------+--------------------------------------+--------+
 //
-//	body: network, CIDR, creator (strings: uvarint length + bytes),
+//	body: network, CIDRs (JoinCIDRs), creator (strings: uvarint length + bytes),
 //	      VNI (uvarint), nranges, range*, nleases, (addr, owner)*
 //	range: uvarint length + the range's table value
 const exportMagic = "ovipam"
@@ -62,7 +62,7 @@ func appendStr(b []byte, s string) []byte {
 func encodeState(s *State) []byte {
 	b := append([]byte(exportMagic), 1)
 	b = appendStr(b, s.Network.Name)
-	b = appendStr(b, s.Network.CIDR.String())
+	b = appendStr(b, JoinCIDRs(s.Network.CIDRs))
 	b = appendStr(b, s.Network.Creator)
 	b = binary.AppendUvarint(b, uint64(s.Network.VNI))
 	b = binary.AppendUvarint(b, uint64(len(s.Ranges)))
@@ -116,7 +116,7 @@ func DecodeState(b []byte) (*State, error) {
 	s.Network.Creator = str()
 	vni := uv()
 	var err error
-	if s.Network.CIDR, err = netip.ParsePrefix(cidr); err != nil && !bad || vni >= 1<<24 {
+	if s.Network.CIDRs, err = parseCIDRs(cidr); err != nil && !bad || vni >= 1<<24 {
 		bad = true
 	}
 	s.Network.VNI = uint32(vni)
@@ -136,7 +136,7 @@ func DecodeState(b []byte) (*State, error) {
 		for range n {
 			a, err := netip.ParseAddr(str())
 			owner := str()
-			if err != nil || bad {
+			if err != nil || bad || a.Zone() != "" {
 				bad = true
 				break
 			}
@@ -148,9 +148,11 @@ func DecodeState(b []byte) (*State, error) {
 	if bad || len(d) != 0 {
 		return nil, fmt.Errorf("ipam: state: malformed body: %w", errCorrupt)
 	}
-	if _, err := newLayout(s.Network); err != nil {
+	l, err := newLayout(s.Network)
+	if err != nil {
 		return nil, fmt.Errorf("ipam: state: %w", err)
 	}
+	s.Network = l.Network
 	return s, nil
 }
 
@@ -169,8 +171,7 @@ func (p *IPAM) Import(b []byte) error {
 		return err
 	}
 	if _, ok := p.networkEntry(l.Name); !ok && l.Creator == p.name {
-		v := binary.AppendUvarint([]byte(l.CIDR.String()+"\x00"), uint64(l.VNI))
-		if err := p.t.Put(tableNetworks, "", l.Name, v); err != nil {
+		if err := p.t.Put(tableNetworks, "", l.Name, networkValue(l.CIDRs, l.VNI)); err != nil {
 			return fmt.Errorf("ipam: import %q: %w", l.Name, err)
 		}
 	}

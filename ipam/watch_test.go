@@ -16,7 +16,7 @@ func TestWatchNetworks(t *testing.T) {
 	b := c.start("b", "a")
 	ch, cancel := WatchNetworks(b.g)
 	defer cancel()
-	if err := a.p.CreateNetwork("blue", netip.MustParsePrefix("10.1.0.0/24"), 7); err != nil {
+	if err := a.p.CreateNetwork("blue", []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, 7); err != nil {
 		t.Fatal(err)
 	}
 	timeout := time.After(10 * time.Second)

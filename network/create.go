@@ -4,6 +4,8 @@ import (
 	"context"
 	"hash/fnv"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -20,8 +22,49 @@ const maxVNI = 1<<24 - 1
 // CreateRequest asks for a network.
 type CreateRequest struct {
 	Name string
-	CIDR string  // an IPv4 prefix, /8 to /26
-	VNI  *uint32 // nil: one no known network uses, derived from the name
+	// CIDRs are one or two prefixes, at most one per family: an IPv4
+	// prefix (/8 to /26), an IPv6 one (/48 to /122), or one of each for a
+	// dual-stack network.
+	CIDRs []string
+	VNI   *uint32 // nil: one no known network uses, derived from the name
+}
+
+// ParseCIDRs checks a network's CIDRs as given by a user: one or two
+// prefixes, at most one per family, IPv4 from /8 to /26 and IPv6 from /48
+// to /122, without host bits. It returns them IPv4 first.
+func ParseCIDRs(ss []string) ([]netip.Prefix, error) {
+	if len(ss) == 0 {
+		return nil, fault.Invalid("a network needs a CIDR, such as 10.10.0.0/16 or fd00:10::/64 (or one of each)")
+	}
+	if len(ss) > 2 {
+		return nil, fault.Invalid("a network has at most two CIDRs, one IPv4 and one IPv6; got %d", len(ss))
+	}
+	var out []netip.Prefix
+	for _, s := range ss {
+		cidr, err := netip.ParsePrefix(strings.TrimSpace(s))
+		switch {
+		case err != nil || cidr.Addr().Zone() != "":
+			return nil, fault.Invalid("CIDR %q is not a prefix such as 10.10.0.0/16 or fd00:10::/64", s)
+		case cidr.Addr().Is4In6():
+			return nil, fault.Invalid("CIDR %v is an IPv4-mapped IPv6 prefix; give it as IPv4, such as %v", cidr, netip.PrefixFrom(cidr.Addr().Unmap(), max(cidr.Bits()-96, 0)))
+		case cidr != cidr.Masked():
+			return nil, fault.Invalid("CIDR %v has host bits set; did you mean %v?", cidr, cidr.Masked())
+		case cidr.Addr().Is4() && (cidr.Bits() > 26 || cidr.Bits() < 8):
+			return nil, fault.Invalid("CIDR %v must be between /8 and /26 (at least 64 addresses)", cidr)
+		case cidr.Addr().Is6() && (cidr.Bits() > ipam.MaxBits6 || cidr.Bits() < ipam.MinBits6):
+			return nil, fault.Invalid("IPv6 CIDR %v must be between /%d and /%d (a /64 is usual)", cidr, ipam.MinBits6, ipam.MaxBits6)
+		}
+		for _, o := range out {
+			if o.Addr().Is4() == cidr.Addr().Is4() {
+				return nil, fault.Invalid("CIDRs %v and %v are of one family; a network has at most one IPv4 and one IPv6 CIDR", o, cidr)
+			}
+		}
+		out = append(out, cidr)
+	}
+	if len(out) == 2 && out[0].Addr().Is6() {
+		out[0], out[1] = out[1], out[0]
+	}
+	return out, nil
 }
 
 // ValidName reports whether s may name a network: letters, digits, '-',
@@ -62,15 +105,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	if !ValidName(req.Name) {
 		return Info{}, fault.Invalid("network name %q is not valid: use 1 to 63 letters, digits, '-', '_' or '.'", req.Name)
 	}
-	cidr, err := netip.ParsePrefix(req.CIDR)
-	if err != nil || !cidr.Addr().Is4() {
-		return Info{}, fault.Invalid("CIDR %q is not an IPv4 prefix such as 10.10.0.0/16", req.CIDR)
-	}
-	if cidr != cidr.Masked() {
-		return Info{}, fault.Invalid("CIDR %v has host bits set; did you mean %v?", cidr, cidr.Masked())
-	}
-	if cidr.Bits() > 26 || cidr.Bits() < 8 {
-		return Info{}, fault.Invalid("CIDR %v must be between /8 and /26 (at least 64 addresses)", cidr)
+	cidr, err := ParseCIDRs(req.CIDRs)
+	if err != nil {
+		return Info{}, err
 	}
 	if req.VNI != nil && *req.VNI > maxVNI {
 		return Info{}, fault.Invalid("VNI %d is out of range (0-%d)", *req.VNI, maxVNI)
@@ -87,20 +124,24 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	m.log.Info("network created", zap.String("network", req.Name), zap.Stringer("cidr", cidr), zap.Uint32("vni", vni))
+	m.log.Info("network created", zap.String("network", req.Name), zap.String("cidr", ipam.JoinCIDRs(cidr)), zap.Uint32("vni", vni))
 	return m.info(nw), nil
 }
 
 // writeNetwork checks req against the networks known here and writes it;
 // it returns the VNI.
-func (m *Manager) writeNetwork(req CreateRequest, cidr netip.Prefix) (uint32, error) {
+func (m *Manager) writeNetwork(req CreateRequest, cidr []netip.Prefix) (uint32, error) {
 	m.opMu.Lock()
 	defer m.opMu.Unlock()
 	taken := map[uint32]bool{}
-	if static := m.opts.Static; static.IsValid() {
+	if len(m.opts.Static) > 0 {
 		taken[m.opts.StaticVNI] = true
-		if static.Masked().Overlaps(cidr) {
-			return 0, fault.Conflict("CIDR %v overlaps this node's static network %v", cidr, static.Masked())
+		for _, static := range m.opts.Static {
+			for _, c := range cidr {
+				if static.Masked().Overlaps(c) {
+					return 0, fault.Conflict("CIDR %v overlaps this node's static network %v", c, static.Masked())
+				}
+			}
 		}
 		if req.VNI != nil && *req.VNI == m.opts.StaticVNI {
 			return 0, fault.Conflict("VNI %d is taken by this node's static network (--vni)", m.opts.StaticVNI)
@@ -109,9 +150,9 @@ func (m *Manager) writeNetwork(req CreateRequest, cidr netip.Prefix) (uint32, er
 	for _, nw := range m.ipam.Networks() {
 		switch {
 		case nw.Name == req.Name:
-			return 0, fault.Conflict("network %q exists already (%v, VNI %d, created by node %s)", nw.Name, nw.CIDR, nw.VNI, nw.Creator)
-		case nw.CIDR.Overlaps(cidr):
-			return 0, fault.Conflict("CIDR %v overlaps network %q (%v)", cidr, nw.Name, nw.CIDR)
+			return 0, fault.Conflict("network %q exists already (%s, VNI %d, created by node %s)", nw.Name, ipam.JoinCIDRs(nw.CIDRs), nw.VNI, nw.Creator)
+		case ipam.Overlaps(nw.CIDRs, cidr):
+			return 0, fault.Conflict("CIDR %s overlaps network %q (%s)", overlapping(cidr, nw.CIDRs), nw.Name, ipam.JoinCIDRs(nw.CIDRs))
 		case req.VNI != nil && *req.VNI == nw.VNI:
 			return 0, fault.Conflict("VNI %d is taken by network %q", nw.VNI, nw.Name)
 		}
@@ -129,7 +170,7 @@ func (m *Manager) writeNetwork(req CreateRequest, cidr netip.Prefix) (uint32, er
 		// the checks above: alike, it fulfils the request; otherwise this
 		// one lost, as confirmCreated would say.
 		if nw, ok := m.ipam.Network(req.Name); ok {
-			if nw.CIDR == cidr.Masked() && (req.VNI == nil || *req.VNI == nw.VNI) {
+			if slices.Equal(nw.CIDRs, cidr) && (req.VNI == nil || *req.VNI == nw.VNI) {
 				return nw.VNI, nil
 			}
 			return 0, lostCreation(req.Name, nw, cidr, vni)
@@ -147,7 +188,7 @@ func (m *Manager) writeNetwork(req CreateRequest, cidr netip.Prefix) (uint32, er
 // gone (ipam withdraws its ranges) and the caller is told so, naming the
 // winner; if it defines the same network, the request is fulfilled. Alone
 // in the cluster there is no one to race with, and no wait.
-func (m *Manager) confirmCreated(ctx context.Context, ch <-chan gossip.Event, req CreateRequest, cidr netip.Prefix, vni uint32) (ipam.Network, error) {
+func (m *Manager) confirmCreated(ctx context.Context, ch <-chan gossip.Event, req CreateRequest, cidr []netip.Prefix, vni uint32) (ipam.Network, error) {
 	alone := true
 	for _, mb := range m.g.Members() {
 		if mb.Name != m.self && (mb.State == gossip.StateAlive || mb.State == gossip.StateSuspect) {
@@ -166,12 +207,12 @@ func (m *Manager) confirmCreated(ctx context.Context, ch <-chan gossip.Event, re
 		case !ok:
 			// Only a malformed competing write hides the name.
 			return ipam.Network{}, fault.Conflict("network %q: its definition was replaced by an unreadable one while it was being created; try again", req.Name)
-		case nw.Creator != m.self && nw.CIDR == cidr && (req.VNI == nil || nw.VNI == vni):
+		case nw.Creator != m.self && slices.Equal(nw.CIDRs, cidr) && (req.VNI == nil || nw.VNI == vni):
 			m.log.Info("network created at the same time elsewhere, alike", zap.String("network", req.Name), zap.String("creator", nw.Creator))
 			return nw, nil
 		case nw.Creator != m.self:
-			m.log.Warn("network creation lost to another node's", zap.String("network", req.Name), zap.Stringer("cidr", cidr),
-				zap.String("winner", nw.Creator), zap.Stringer("winner_cidr", nw.CIDR), zap.Uint32("winner_vni", nw.VNI))
+			m.log.Warn("network creation lost to another node's", zap.String("network", req.Name), zap.String("cidr", ipam.JoinCIDRs(cidr)),
+				zap.String("winner", nw.Creator), zap.String("winner_cidr", ipam.JoinCIDRs(nw.CIDRs)), zap.Uint32("winner_vni", nw.VNI))
 			return ipam.Network{}, lostCreation(req.Name, nw, cidr, vni)
 		case window == nil:
 			return nw, nil
@@ -194,8 +235,18 @@ func (m *Manager) confirmCreated(ctx context.Context, ch <-chan gossip.Event, re
 // lostCreation is the error of a network creation that lost to another
 // node's creation of the same name with another definition, made at the
 // same moment.
-func lostCreation(name string, winner ipam.Network, cidr netip.Prefix, vni uint32) error {
+func lostCreation(name string, winner ipam.Network, cidr []netip.Prefix, vni uint32) error {
 	return fault.Conflict(
-		"network %q was created at the same moment on node %s with %v (VNI %d), and that definition won; this node's %v (VNI %d) was dropped. Use %q as it is, or create yours under another name",
-		name, winner.Creator, winner.CIDR, winner.VNI, cidr, vni, name)
+		"network %q was created at the same moment on node %s with %s (VNI %d), and that definition won; this node's %s (VNI %d) was dropped. Use %q as it is, or create yours under another name",
+		name, winner.Creator, ipam.JoinCIDRs(winner.CIDRs), winner.VNI, ipam.JoinCIDRs(cidr), vni, name)
+}
+
+// overlapping is the prefix of a that overlaps one of b.
+func overlapping(a, b []netip.Prefix) netip.Prefix {
+	for _, x := range a {
+		if ipam.Overlaps([]netip.Prefix{x}, b) {
+			return x
+		}
+	}
+	return netip.Prefix{}
 }

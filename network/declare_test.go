@@ -18,7 +18,7 @@ func TestDeclare(t *testing.T) {
 	var changes []string
 	changed := func(format string, args ...any) { changes = append(changes, fmt.Sprintf(format, args...)) }
 	vni := uint32(12)
-	if err := n.m.Declare(ctx, Declared{Name: "blue", CIDR: "10.12.0.0/24", VNI: &vni, Line: 3}, changed); err != nil {
+	if err := n.m.Declare(ctx, Declared{Name: "blue", CIDRs: []string{"10.12.0.0/24"}, VNI: &vni, Line: 3}, changed); err != nil {
 		t.Fatal(err)
 	}
 	addr := joinedAddr(t, n, "blue")
@@ -27,7 +27,7 @@ func TestDeclare(t *testing.T) {
 		t.Errorf("changes %q, want %q", changes, want)
 	}
 	changes = nil
-	if err := n.m.Declare(ctx, Declared{Name: "blue", CIDR: "10.12.0.0/24"}, changed); err != nil || len(changes) != 0 {
+	if err := n.m.Declare(ctx, Declared{Name: "blue", CIDRs: []string{"10.12.0.0/24"}}, changed); err != nil || len(changes) != 0 {
 		t.Errorf("declaring it again: %v, changes %q; want nothing done", err, changes)
 	}
 	other := uint32(13)
@@ -35,7 +35,7 @@ func TestDeclare(t *testing.T) {
 		d   Declared
 		msg string
 	}{
-		{Declared{Name: "blue", CIDR: "10.13.0.0/24", Line: 5}, "line 5: network blue: exists with CIDR 10.12.0.0/24, not 10.13.0.0/24"},
+		{Declared{Name: "blue", CIDRs: []string{"10.13.0.0/24"}, Line: 5}, "line 5: network blue: exists with CIDR 10.12.0.0/24, not 10.13.0.0/24"},
 		{Declared{Name: "blue", VNI: &other, Line: 6}, "line 6: network blue: exists with VNI 12, not 13"},
 	} {
 		err := n.m.Declare(ctx, tc.d, changed)

@@ -10,23 +10,23 @@ import (
 // Info describes a network as this node sees it.
 type Info struct {
 	Name    string
-	CIDR    netip.Prefix
+	CIDRs   []netip.Prefix // one per family, IPv4 first
 	VNI     uint32
-	Creator string       // the node that created it
-	DNS     netip.Addr   // the network's DNS address (never handed out)
-	Joined  bool         // this node is attached to it
-	Addr    netip.Prefix // this node's address, with prefix, when joined
-	Members int          // nodes attached to it (live ones announcing a route); 0 unless joined
+	Creator string         // the node that created it
+	DNS     []netip.Addr   // the network's DNS address per CIDR (never handed out)
+	Joined  bool           // this node is attached to it
+	Addrs   []netip.Prefix // this node's address per CIDR, with prefix, when joined
+	Members int            // nodes attached to it (live ones announcing a route); 0 unless joined
 }
 
 // info describes a network.
 func (m *Manager) info(nw ipam.Network) Info {
-	ni := Info{Name: nw.Name, CIDR: nw.CIDR, VNI: nw.VNI, Creator: nw.Creator, DNS: nw.DNS}
+	ni := Info{Name: nw.Name, CIDRs: nw.CIDRs, VNI: nw.VNI, Creator: nw.Creator, DNS: nw.DNS}
 	m.mu.Lock()
 	j, ok := m.joined[nw.Name]
 	m.mu.Unlock()
 	if ok {
-		ni.Joined, ni.Addr = true, j.Prefix()
+		ni.Joined, ni.Addrs = true, j.Prefixes()
 		// The lists of a network this node does not take part in are empty.
 		for _, e := range m.g.List(catalog.TableRoutes, nw.Name) {
 			if e.Key == e.Owner { // a node's own entry, not one of its endpoints'
@@ -52,7 +52,7 @@ func (m *Manager) List() []Info {
 		if known[j.Name] {
 			continue
 		}
-		if nw, err := ipam.Describe(j.Name, j.CIDR, j.VNI); err == nil {
+		if nw, err := ipam.Describe(j.Name, j.CIDRs, j.VNI); err == nil {
 			out = append(out, m.info(nw))
 		}
 	}

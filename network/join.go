@@ -43,34 +43,19 @@ func (m *Manager) Join(ctx context.Context, name string) (Info, error) {
 	if already {
 		return m.info(nw), nil
 	}
-	if m.opts.Static.IsValid() && nw.VNI == m.opts.StaticVNI {
+	if len(m.opts.Static) > 0 && nw.VNI == m.opts.StaticVNI {
 		return Info{}, fault.Conflict("network %q has VNI %d, which this node's static network (--vni) uses", name, nw.VNI)
 	}
 	for _, j := range m.Joined() {
-		if j.VNI == nw.VNI || j.CIDR.Overlaps(nw.CIDR) {
+		if j.VNI == nw.VNI || ipam.Overlaps(j.CIDRs, nw.CIDRs) {
 			return Info{}, fault.Conflict("network %q clashes with joined network %q (same VNI or overlapping CIDR)", name, j.Name)
 		}
 	}
-	var addr netip.Addr
-	for _, l := range m.ipam.Leases(name) {
-		if l.Node == m.self && l.Owner == m.self {
-			addr = l.Addr
-			break
-		}
+	addrs, err := m.allocate(ctx, nw)
+	if err != nil {
+		return Info{}, err
 	}
-	if !addr.IsValid() {
-		actx, cancel := context.WithTimeout(ctx, JoinTimeout)
-		a, err := m.ipam.Allocate(actx, name, m.self)
-		cancel()
-		switch {
-		case errors.Is(err, ipam.ErrExhausted):
-			return Info{}, fault.Conflict("network %q has no free address left", name)
-		case err != nil:
-			return Info{}, fault.Unavailable("network %q: no address yet (%v); is the node that owns its free addresses up?", name, err)
-		}
-		addr = a
-	}
-	j := Joined{Name: name, CIDR: nw.CIDR, VNI: nw.VNI, Addr: addr}
+	j := Joined{Name: name, CIDRs: nw.CIDRs, VNI: nw.VNI, Addrs: addrs}
 	m.mu.Lock()
 	m.joined[name] = j
 	m.mu.Unlock()
@@ -79,6 +64,7 @@ func (m *Manager) Join(ctx context.Context, name string) (Info, error) {
 		delete(m.joined, name)
 		m.mu.Unlock()
 		m.apply()
+		m.release(j)
 		return Info{}, fmt.Errorf("node: join %q: %w", name, err)
 	}
 	if err := m.saveJoined(); err != nil {
@@ -87,9 +73,58 @@ func (m *Manager) Join(ctx context.Context, name string) (Info, error) {
 	if err := m.announce(j); err != nil {
 		return Info{}, err
 	}
-	m.log.Info("joined network", zap.String("network", name), zap.Uint32("vni", j.VNI), zap.Stringer("addr", j.Prefix()))
+	m.log.Info("joined network", zap.String("network", name), zap.Uint32("vni", j.VNI), zap.Stringer("addr", j))
 	m.kick()
 	return m.info(nw), nil
+}
+
+// allocate returns the node's addresses on nw, one per family: the ones
+// it holds already (after a restart), or new ones. On an error it
+// releases what it allocated.
+func (m *Manager) allocate(ctx context.Context, nw ipam.Network) ([]netip.Addr, error) {
+	held := map[ipam.Family]netip.Addr{}
+	for _, l := range m.ipam.Leases(nw.Name) {
+		if f := ipam.FamilyOf(l.Addr); l.Node == m.self && l.Owner == m.self && !held[f].IsValid() {
+			held[f] = l.Addr
+		}
+	}
+	var addrs, fresh []netip.Addr
+	for _, f := range ipam.Families(nw.CIDRs) {
+		a := held[f]
+		if !a.IsValid() {
+			actx, cancel := context.WithTimeout(ctx, JoinTimeout)
+			var err error
+			a, err = m.ipam.Allocate(actx, nw.Name, m.self, f)
+			cancel()
+			if err != nil {
+				for _, a := range fresh {
+					m.ipam.Release(nw.Name, a)
+				}
+			}
+			what := ""
+			if len(nw.CIDRs) > 1 {
+				what = " " + f.String()
+			}
+			switch {
+			case errors.Is(err, ipam.ErrExhausted):
+				return nil, fault.Conflict("network %q has no free%s address left", nw.Name, what)
+			case err != nil:
+				return nil, fault.Unavailable("network %q: no%s address yet (%v); is the node that owns its free addresses up?", nw.Name, what, err)
+			}
+			fresh = append(fresh, a)
+		}
+		addrs = append(addrs, a)
+	}
+	return addrs, nil
+}
+
+// release releases j's addresses.
+func (m *Manager) release(j Joined) {
+	for _, a := range j.Addrs {
+		if err := m.ipam.Release(j.Name, a); err != nil {
+			m.log.Warn("release address", zap.String("network", j.Name), zap.Stringer("addr", a), zap.Error(err))
+		}
+	}
 }
 
 // apply is Options.Apply.
@@ -158,9 +193,7 @@ func (m *Manager) Leave(name string) error {
 	if err := m.apply(); err != nil {
 		return fmt.Errorf("node: leave %q: %w", name, err)
 	}
-	if err := m.ipam.Release(name, j.Addr); err != nil {
-		m.log.Warn("release address", zap.String("network", name), zap.Error(err))
-	}
+	m.release(j)
 	if err := m.saveJoined(); err != nil {
 		return err
 	}
@@ -175,7 +208,7 @@ func (m *Manager) announce(j Joined) error {
 	if err := m.g.JoinNetwork(j.Name); err != nil {
 		return fmt.Errorf("node: network %q: %w", j.Name, err)
 	}
-	rt := catalog.Route{Prefix: netip.PrefixFrom(j.Addr, 32), VTEP: m.opts.VTEP}
+	rt := catalog.Route{Prefixes: j.Host(), VTEP: m.opts.VTEP}
 	if err := m.g.Put(catalog.TableRoutes, j.Name, catalog.RouteKey(m.self), rt.Encode()); err != nil {
 		return fmt.Errorf("node: network %q: announce route: %w", j.Name, err)
 	}

@@ -1,7 +1,9 @@
 package network
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -16,17 +18,90 @@ import (
 	"github.com/overlayd/overlayd/ipam"
 )
 
-// Joined is a network this node is attached to, with its address; it is
-// also the entry of networks.json.
+// Joined is a network this node is attached to, with its addresses (one
+// per family of the network, in the order of its CIDRs: IPv4 first); it
+// is also the entry of networks.json.
 type Joined struct {
-	Name string       `json:"name"`
-	CIDR netip.Prefix `json:"cidr"`
-	VNI  uint32       `json:"vni"`
-	Addr netip.Addr   `json:"addr"`
+	Name  string
+	CIDRs []netip.Prefix
+	VNI   uint32
+	Addrs []netip.Addr
 }
 
-// Prefix is the node's address with the network's prefix length.
-func (j Joined) Prefix() netip.Prefix { return netip.PrefixFrom(j.Addr, j.CIDR.Bits()) }
+// Prefixes are the node's addresses with the network's prefix lengths.
+func (j Joined) Prefixes() []netip.Prefix {
+	out := make([]netip.Prefix, len(j.Addrs))
+	for i, a := range j.Addrs {
+		out[i] = netip.PrefixFrom(a, j.CIDRs[i].Bits())
+	}
+	return out
+}
+
+// Host are the node's addresses as host prefixes (/32, /128): what its
+// route entry says.
+func (j Joined) Host() []netip.Prefix {
+	out := make([]netip.Prefix, len(j.Addrs))
+	for i, a := range j.Addrs {
+		out[i] = netip.PrefixFrom(a, a.BitLen())
+	}
+	return out
+}
+
+// String is the addresses with prefixes, "10.1.0.2/24,fd00:10::2/64".
+func (j Joined) String() string { return ipam.JoinCIDRs(j.Prefixes()) }
+
+// joinedJSON is networks.json's form of a Joined: "cidr" and "addr" are
+// the network's first family (IPv4, or IPv6 on an IPv6 network), as a
+// node without IPv6 wrote them; "cidr6" and "addr6" the IPv6 of a
+// dual-stack network.
+type joinedJSON struct {
+	Name  string        `json:"name"`
+	CIDR  netip.Prefix  `json:"cidr"`
+	VNI   uint32        `json:"vni"`
+	Addr  netip.Addr    `json:"addr"`
+	CIDR6 *netip.Prefix `json:"cidr6,omitempty"`
+	Addr6 *netip.Addr   `json:"addr6,omitempty"`
+}
+
+// MarshalJSON writes j in networks.json's form.
+func (j Joined) MarshalJSON() ([]byte, error) {
+	if len(j.CIDRs) == 0 || len(j.CIDRs) != len(j.Addrs) || len(j.CIDRs) > 2 {
+		return nil, fmt.Errorf("network %q: %d CIDRs and %d addresses", j.Name, len(j.CIDRs), len(j.Addrs))
+	}
+	v := joinedJSON{Name: j.Name, CIDR: j.CIDRs[0], VNI: j.VNI, Addr: j.Addrs[0]}
+	if len(j.CIDRs) == 2 {
+		v.CIDR6, v.Addr6 = &j.CIDRs[1], &j.Addrs[1]
+	}
+	return json.Marshal(v)
+}
+
+// UnmarshalJSON reads networks.json's form strictly; the addresses must
+// lie in their CIDRs, IPv4 first.
+func (j *Joined) UnmarshalJSON(b []byte) error {
+	var v joinedJSON
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		return err
+	}
+	*j = Joined{Name: v.Name, CIDRs: []netip.Prefix{v.CIDR}, VNI: v.VNI, Addrs: []netip.Addr{v.Addr}}
+	if (v.CIDR6 == nil) != (v.Addr6 == nil) {
+		return fmt.Errorf("network %q: cidr6 and addr6 go together", v.Name)
+	}
+	if v.CIDR6 != nil {
+		j.CIDRs, j.Addrs = append(j.CIDRs, *v.CIDR6), append(j.Addrs, *v.Addr6)
+	}
+	cidrs, err := ipam.CheckCIDRs(j.CIDRs)
+	if err != nil || !slices.Equal(cidrs, j.CIDRs) {
+		return fmt.Errorf("network %q: bad CIDRs %v", v.Name, j.CIDRs)
+	}
+	for i, a := range j.Addrs {
+		if !j.CIDRs[i].Contains(a) {
+			return fmt.Errorf("network %q: %v is outside %v", v.Name, a, j.CIDRs[i])
+		}
+	}
+	return nil
+}
 
 // Options configure a Manager.
 type Options struct {
@@ -40,7 +115,7 @@ type Options struct {
 	State *statefile.Dir
 	// Static is the node's static network (--addr, --vni), if any: no
 	// network may overlap it or take its VNI.
-	Static    netip.Prefix
+	Static    []netip.Prefix
 	StaticVNI uint32
 	// CreateWindow is how long a create waits, after writing the network,
 	// for a creation of the same name made at the same moment on another
@@ -131,7 +206,7 @@ func New(opts Options) (_ *Manager, err error) {
 			joined = joinedFromIPAM(m.self, files)
 			names := make([]string, len(joined))
 			for i, j := range joined {
-				names[i] = j.Name + "=" + j.Prefix().String()
+				names[i] = j.Name + "=" + j.String()
 			}
 			m.log.Warn("joined networks recovered from the ipam state files", zap.Strings("networks", names))
 			if err := m.writeJoined(joined); err != nil {
@@ -163,7 +238,7 @@ func New(opts Options) (_ *Manager, err error) {
 		// IPAM again; gossip brings this node's ranges and leases back
 		// from the peers (checkRecovering says when).
 		opts.State.ReportMissing(ipamFileName(j.Name), "networks.json lists network "+j.Name,
-			"this node's ranges and leases come back from its peers (they are replicated); it keeps "+j.Prefix().String())
+			"this node's ranges and leases come back from its peers (they are replicated); it keeps "+j.String())
 		if err := m.ipam.Participate(j.Name); err != nil {
 			m.ipam.Close()
 			return nil, err

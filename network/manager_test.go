@@ -155,7 +155,7 @@ func joinedAddr(t testing.TB, mb *member, network string) netip.Prefix {
 	t.Helper()
 	for _, j := range mb.m.Joined() {
 		if j.Name == network {
-			return j.Prefix()
+			return j.Prefixes()[0]
 		}
 	}
 	t.Fatalf("%s has not joined %s: %+v", mb.name, network, mb.m.Joined())

@@ -3,6 +3,7 @@ package network
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
@@ -56,7 +57,7 @@ func createAtOnce(a, b *member, name, cidrA, cidrB string) []createResult {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			info, err := c.mb.m.Create(ctx, CreateRequest{Name: name, CIDR: c.cidr})
+			info, err := c.mb.m.Create(ctx, CreateRequest{Name: name, CIDRs: []string{c.cidr}})
 			res[i] = createResult{c.mb.name, info, err}
 		}()
 	}
@@ -84,7 +85,7 @@ func TestCreateRaceLoserIsTold(t *testing.T) {
 		t.Fatalf("Create on both at once = %+v; want one success and one conflict", res)
 	}
 	w, l := won[0], lost[0]
-	if w.info.CIDR != netip.MustParsePrefix(cidrs[w.node]) || w.info.Creator != w.node {
+	if fmt.Sprint(w.info.CIDRs) != "["+cidrs[w.node]+"]" || w.info.Creator != w.node {
 		t.Errorf("winner %s: %+v, want CIDR %s created by %s", w.node, w.info, cidrs[w.node], w.node)
 	}
 	if !errors.Is(l.err, fault.ErrConflict) {
@@ -100,8 +101,8 @@ func TestCreateRaceLoserIsTold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !netip.MustParsePrefix(cidrs[w.node]).Contains(ni.Addr.Addr()) {
-		t.Errorf("loser's join: address %v, want one of the winner's %s", ni.Addr, cidrs[w.node])
+	if !netip.MustParsePrefix(cidrs[w.node]).Contains(ni.Addrs[0].Addr()) {
+		t.Errorf("loser's join: address %v, want one of the winner's %s", ni.Addrs, cidrs[w.node])
 	}
 }
 
@@ -134,7 +135,7 @@ func TestJoinWaitDoesNotBlockCreate(t *testing.T) {
 		joined <- err
 	}()
 	<-waiting
-	if _, err := n.m.Create(context.Background(), CreateRequest{Name: "later", CIDR: "10.84.0.0/24"}); err != nil {
+	if _, err := n.m.Create(context.Background(), CreateRequest{Name: "later", CIDRs: []string{"10.84.0.0/24"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-joined; err != nil {

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/overlayd/overlayd/catalog"
+	"github.com/overlayd/overlayd/ipam"
 )
 
 // Route is a route learned from a joined network's routes table: Prefix
@@ -24,7 +25,7 @@ type Route struct {
 const (
 	RefuseKey       = "key_not_owner"   // the key is neither its writer's name nor one of its endpoints' (catalog.RouteName)
 	RefuseMalformed = "malformed"       // the value does not parse
-	RefuseOutside   = "outside_network" // not one address of the network's CIDR
+	RefuseOutside   = "outside_network" // not one address of the network's CIDR (of its family)
 	RefuseLease     = "lease_elsewhere" // another node holds the address's lease
 	RefuseNoLease   = "no_lease"        // nobody holds the address's lease (yet)
 	RefuseVTEP      = "vtep_mismatch"   // not the VTEP its writer advertises
@@ -77,37 +78,53 @@ func (m *Manager) Learned(snap catalog.Snapshot) []Route {
 				continue
 			}
 			rt, err := catalog.ParseRoute(e.Value)
-			pfx, vtep, ok := rt.Prefix, rt.VTEP, err == nil
 			reason, holder := "", ""
 			_, named := catalog.RouteName(e.Owner, e.Key)
 			switch {
 			case !named:
 				reason = RefuseKey
-			case !ok:
+			case err != nil:
 				reason = RefuseMalformed
-			case pfx.Bits() != 32 || !j.CIDR.Contains(pfx.Addr()):
-				reason = RefuseOutside
 			default:
-				ls, held := holders[pfx.Addr()]
-				switch {
-				case !held:
-					reason = RefuseNoLease
-				case ls.Node != e.Owner || ls.Owner != e.Key:
-					reason, holder = RefuseLease, ls.Node
-				case vteps[e.Owner] != vtep:
-					reason = RefuseVTEP
-				}
+				reason, holder = m.checkRoute(j, rt, e.Owner, e.Key, holders, vteps)
 			}
 			if reason != "" {
 				v := e.Value[:min(len(e.Value), 80)] // what a forger wrote: keep the log line short
 				refusedNow[refusalKey{j.Name, e.Owner, e.Key, e.Time, reason}] = refusal{value: string(v), holder: holder}
 				continue
 			}
-			out = append(out, Route{Prefix: pfx, VTEP: vtep, VNI: j.VNI, Owner: e.Owner})
+			for _, pfx := range rt.Prefixes {
+				out = append(out, Route{Prefix: pfx, VTEP: rt.VTEP, VNI: j.VNI, Owner: e.Owner})
+			}
 		}
 	}
 	m.noteRefused(refusedNow, time.Now())
 	return out
+}
+
+// checkRoute says why route entry rt of j's network, written by owner
+// under key, is refused (and who holds the lease it lacks), or "" when
+// each of its prefixes is one address of the network's CIDR of its family
+// leased by owner under key, at the VTEP owner advertises.
+func (m *Manager) checkRoute(j Joined, rt catalog.Route, owner, key string, holders map[netip.Addr]ipam.Lease, vteps map[string]netip.AddrPort) (reason, holder string) {
+	for _, pfx := range rt.Prefixes {
+		if pfx.Bits() != pfx.Addr().BitLen() || !ipam.Contains(j.CIDRs, pfx.Addr()) {
+			return RefuseOutside, ""
+		}
+	}
+	for _, pfx := range rt.Prefixes {
+		ls, held := holders[pfx.Addr()]
+		switch {
+		case !held:
+			return RefuseNoLease, ""
+		case ls.Node != owner || ls.Owner != key:
+			return RefuseLease, ls.Node
+		}
+	}
+	if vteps[owner] != rt.VTEP {
+		return RefuseVTEP, ""
+	}
+	return "", ""
 }
 
 // noteRefused counts (once per entry version) and logs the refused route

@@ -42,7 +42,7 @@ func TestLearnedRefusals(t *testing.T) {
 	b := c.start("victim", "", Options{}, "observer")
 	e := c.start("evil", "", Options{}, "observer")
 	waitMembers(t, a, b, e)
-	if _, err := a.m.Create(ctx, CreateRequest{Name: "blue", CIDR: "10.20.0.0/16"}); err != nil {
+	if _, err := a.m.Create(ctx, CreateRequest{Name: "blue", CIDRs: []string{"10.20.0.0/16"}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, mb := range []*member{a, b, e} {
@@ -70,7 +70,7 @@ func TestLearnedRefusals(t *testing.T) {
 		}
 	}
 	route := func(a netip.Addr, vtep netip.AddrPort) []byte {
-		return catalog.Route{Prefix: netip.PrefixFrom(a, 32), VTEP: vtep}.Encode()
+		return catalog.Route{Prefixes: []netip.Prefix{netip.PrefixFrom(a, 32)}, VTEP: vtep}.Encode()
 	}
 	want := map[string]uint64{}
 	for _, tc := range []struct {

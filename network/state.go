@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -50,7 +51,7 @@ func (m *Manager) loadJoined() ([]Joined, statefile.Result) {
 			return err
 		}
 		for _, j := range st.Joined {
-			if !ValidName(j.Name) || !j.CIDR.IsValid() || !j.CIDR.Contains(j.Addr) || j.VNI > maxVNI {
+			if !ValidName(j.Name) || j.VNI > maxVNI { // UnmarshalJSON checked the addresses
 				return fmt.Errorf("bad network entry %+v", j)
 			}
 		}
@@ -115,17 +116,23 @@ func (m *Manager) loadIPAM() (map[string]ipamFile, error) {
 }
 
 // joinedFromIPAM rebuilds the joined networks from the ipam state files:
-// the lease this node took for itself (owner its name) in each is its
-// address there.
+// the leases this node took for itself (owner its name) in each, one per
+// family, are its addresses there.
 func joinedFromIPAM(self string, files map[string]ipamFile) []Joined {
 	var out []Joined
 	for _, f := range files {
-		for _, ls := range f.state.Leases {
-			if ls.Owner == self {
-				nw := f.state.Network
-				out = append(out, Joined{Name: nw.Name, CIDR: nw.CIDR, VNI: nw.VNI, Addr: ls.Addr})
-				break
+		nw := f.state.Network
+		j := Joined{Name: nw.Name, CIDRs: nw.CIDRs, VNI: nw.VNI}
+		for _, c := range nw.CIDRs {
+			for _, ls := range f.state.Leases {
+				if ls.Owner == self && c.Contains(ls.Addr) {
+					j.Addrs = append(j.Addrs, ls.Addr)
+					break
+				}
 			}
+		}
+		if len(j.Addrs) == len(j.CIDRs) {
+			out = append(out, j)
 		}
 	}
 	slices.SortFunc(out, func(a, b Joined) int { return strings.Compare(a.Name, b.Name) })
@@ -181,11 +188,22 @@ func (m *Manager) keepIPAM() {
 		if rec[j.Name] {
 			continue
 		}
-		if ls, ok := m.ipam.Lookup(j.Name, j.Addr); !ok || ls.Node != m.self {
+		if !m.holdsAll(j) {
 			continue
 		}
 		m.saveIPAM(j.Name, true)
 	}
+}
+
+// holdsAll reports whether the tables hold the node's leases of all its
+// addresses on j.
+func (m *Manager) holdsAll(j Joined) bool {
+	for _, a := range j.Addrs {
+		if ls, ok := m.ipam.Lookup(j.Name, a); !ok || ls.Node != m.self {
+			return false
+		}
+	}
+	return true
 }
 
 // checkRecovering follows the joined networks whose IPAM state was lost
@@ -201,29 +219,43 @@ func (m *Manager) checkRecovering() {
 	}
 	var still []Joined
 	for _, j := range rec {
-		ls, ok := m.ipam.Lookup(j.Name, j.Addr)
-		switch {
-		case ok && ls.Node == m.self:
-			m.log.Info("IPAM state recovered from the peers", zap.String("network", j.Name), zap.Stringer("addr", j.Prefix()))
+		if m.recover(j) {
 			m.persistIPAM(j.Name)
-		case ok:
-			m.log.Error("this node's address is leased to another node now; leave the network and join it again for a new address",
-				zap.String("network", j.Name), zap.Stringer("addr", j.Prefix()), zap.String("lease_holder", ls.Node))
-		default:
-			// No peer has the lease (it had not reached one when the file
-			// was lost): make it again if the address is in a range of
-			// this node's; otherwise wait for the peers' state.
-			if err := m.ipam.Claim(j.Name, j.Addr, m.self); err == nil {
-				m.log.Warn("IPAM lease made again from networks.json (no peer had it)", zap.String("network", j.Name), zap.Stringer("addr", j.Prefix()))
-				m.persistIPAM(j.Name)
-				continue
-			}
+		} else {
 			still = append(still, j)
 		}
 	}
 	m.mu.Lock()
 	m.recovering = still
 	m.mu.Unlock()
+}
+
+// recover looks for the leases of j's addresses (checkRecovering); it
+// reports whether they are all this node's again.
+func (m *Manager) recover(j Joined) bool {
+	done := true
+	for _, a := range j.Addrs {
+		addr := netip.PrefixFrom(a, a.BitLen())
+		ls, ok := m.ipam.Lookup(j.Name, a)
+		switch {
+		case ok && ls.Node == m.self:
+			m.log.Info("IPAM state recovered from the peers", zap.String("network", j.Name), zap.Stringer("addr", addr))
+		case ok:
+			m.log.Error("this node's address is leased to another node now; leave the network and join it again for a new address",
+				zap.String("network", j.Name), zap.Stringer("addr", addr), zap.String("lease_holder", ls.Node))
+			// said once: nothing more to wait for
+		default:
+			// No peer has the lease (it had not reached one when the file
+			// was lost): make it again if the address is in a range of
+			// this node's; otherwise wait for the peers' state.
+			if err := m.ipam.Claim(j.Name, a, m.self); err == nil {
+				m.log.Warn("IPAM lease made again from networks.json (no peer had it)", zap.String("network", j.Name), zap.Stringer("addr", addr))
+				continue
+			}
+			done = false
+		}
+	}
+	return done
 }
 
 // checkDefinitions says, once per change, when a joined network's
@@ -244,15 +276,15 @@ func (m *Manager) checkDefinitions() {
 		}
 		was := m.redefined[j.Name]
 		now := ""
-		if nw.CIDR != j.CIDR || nw.VNI != j.VNI {
-			now = fmt.Sprintf("%v VNI %d by %s", nw.CIDR, nw.VNI, nw.Creator)
+		if !slices.Equal(nw.CIDRs, j.CIDRs) || nw.VNI != j.VNI {
+			now = fmt.Sprintf("%s VNI %d by %s", ipam.JoinCIDRs(nw.CIDRs), nw.VNI, nw.Creator)
 		}
 		m.redefined[j.Name] = now
 		m.mu.Unlock()
 		if now != "" && now != was {
 			m.log.Error("a joined network was defined again elsewhere and that definition won; this node's address is from the one that lost: leave the network and join it again",
-				zap.String("network", j.Name), zap.Stringer("joined_cidr", j.CIDR), zap.Uint32("joined_vni", j.VNI), zap.Stringer("addr", j.Prefix()),
-				zap.Stringer("cidr", nw.CIDR), zap.Uint32("vni", nw.VNI), zap.String("creator", nw.Creator))
+				zap.String("network", j.Name), zap.String("joined_cidr", ipam.JoinCIDRs(j.CIDRs)), zap.Uint32("joined_vni", j.VNI), zap.Stringer("addr", j),
+				zap.String("cidr", ipam.JoinCIDRs(nw.CIDRs)), zap.Uint32("vni", nw.VNI), zap.String("creator", nw.Creator))
 		}
 	}
 }

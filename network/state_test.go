@@ -2,6 +2,8 @@ package network
 
 import (
 	"context"
+	"encoding/json"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -28,7 +30,7 @@ func TestStateIPAMFileRewrittenWhenLeaseShows(t *testing.T) {
 	a := c.start("a", stateDir(t), Options{})
 	b := c.start("b", stateDir(t), Options{}, "a")
 	waitMembers(t, a, b)
-	if _, err := a.m.Create(ctx, CreateRequest{Name: "blue", CIDR: "10.30.0.0/24"}); err != nil {
+	if _, err := a.m.Create(ctx, CreateRequest{Name: "blue", CIDRs: []string{"10.30.0.0/24"}}); err != nil {
 		t.Fatal(err)
 	}
 	// An export of the network before b took part: no lease of b's.
@@ -65,7 +67,7 @@ func TestStateJoinedFileRecoveredFromIPAM(t *testing.T) {
 	c := newCluster(t)
 	dir := stateDir(t)
 	n := c.start("solo", dir, Options{})
-	if _, err := n.m.Create(ctx, CreateRequest{Name: "blue", CIDR: "10.31.0.0/24"}); err != nil {
+	if _, err := n.m.Create(ctx, CreateRequest{Name: "blue", CIDRs: []string{"10.31.0.0/24"}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := n.m.Join(ctx, "blue"); err != nil {
@@ -92,7 +94,7 @@ func TestStateJoinedFileRecoveredFromIPAM(t *testing.T) {
 		t.Errorf("the damaged file was not moved aside: %v", err)
 	}
 	js, fs := n.m.loadJoined()
-	if fs != statefile.OK || len(js) != 1 || js[0].Prefix() != addr {
+	if fs != statefile.OK || len(js) != 1 || js[0].Prefixes()[0] != addr {
 		t.Errorf("networks.json written again: %+v, %v", js, fs)
 	}
 	if w, err := CheckStateDir(dir); err != nil || len(w) != 0 {
@@ -123,6 +125,43 @@ func TestCheckStateDir(t *testing.T) {
 	for name := range bad {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
 			t.Errorf("%s: %v after the check", name, err)
+		}
+	}
+}
+
+// networks.json: an entry of a node without IPv6 reads as before, a
+// dual-stack one keeps both addresses (cidr6, addr6), and entries whose
+// addresses lie outside their CIDRs or whose families clash are refused.
+func TestJoinedJSON(t *testing.T) {
+	old := `{"version":1,"joined":[{"name":"blue","cidr":"10.1.0.0/24","vni":7,"addr":"10.1.0.2"}]}`
+	st, err := decodeJoined([]byte(old))
+	if err != nil || len(st.Joined) != 1 || st.Joined[0].String() != "10.1.0.2/24" {
+		t.Fatalf("decodeJoined(old) = %+v, %v", st, err)
+	}
+	if b, err := json.Marshal(st); err != nil || string(b) != old {
+		t.Errorf("Marshal(old) = %s, %v; want it unchanged", b, err)
+	}
+	dual := Joined{Name: "dual", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.5.0.0/24"), netip.MustParsePrefix("fd00:2::/64")}, VNI: 9,
+		Addrs: []netip.Addr{netip.MustParseAddr("10.5.0.2"), netip.MustParseAddr("fd00:2::2")}}
+	b, err := json.Marshal(joinedState{Version: 1, Joined: []Joined{dual}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"version":1,"joined":[{"name":"dual","cidr":"10.5.0.0/24","vni":9,"addr":"10.5.0.2","cidr6":"fd00:2::/64","addr6":"fd00:2::2"}]}`; string(b) != want {
+		t.Errorf("Marshal(dual) = %s, want %s", b, want)
+	}
+	if st, err := decodeJoined(b); err != nil || st.Joined[0].String() != "10.5.0.2/24,fd00:2::2/64" {
+		t.Errorf("decodeJoined(dual) = %+v, %v", st, err)
+	}
+	for _, bad := range []string{
+		`{"version":1,"joined":[{"name":"x","cidr":"10.1.0.0/24","vni":7,"addr":"10.2.0.2"}]}`,
+		`{"version":1,"joined":[{"name":"x","cidr":"10.1.0.0/24","vni":7,"addr":"10.1.0.2","cidr6":"fd00::/64"}]}`,
+		`{"version":1,"joined":[{"name":"x","cidr":"10.1.0.0/24","vni":7,"addr":"10.1.0.2","cidr6":"10.2.0.0/24","addr6":"10.2.0.2"}]}`,
+		`{"version":1,"joined":[{"name":"x","cidr":"fd00::/64","vni":7,"addr":"fd00::2","cidr6":"fd01::/64","addr6":"fd01::2"}]}`,
+		`{"version":1,"joined":[{"name":"x","cidr":"10.1.0.0/24","vni":7,"addr":"10.1.0.2","extra":1}]}`,
+	} {
+		if st, err := decodeJoined([]byte(bad)); err == nil {
+			t.Errorf("decodeJoined(%s) = %+v, want an error", bad, st)
 		}
 	}
 }

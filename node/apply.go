@@ -26,7 +26,7 @@ var _ api.Applier = (*Node)(nil)
 func ApplyRequest(cfg config.Config) api.Apply {
 	req := api.Apply{Networks: []api.ApplyNetwork{}, Services: []api.ApplyService{}}
 	for _, nw := range cfg.Networks {
-		req.Networks = append(req.Networks, api.ApplyNetwork{Name: nw.Name, CIDR: nw.CIDR, VNI: nw.VNI, Line: nw.Line()})
+		req.Networks = append(req.Networks, api.ApplyNetwork{Name: nw.Name, CIDRs: nw.CIDR, VNI: nw.VNI, Line: nw.Line()})
 	}
 	for _, s := range cfg.Services {
 		as := api.ApplyService{Name: s.Name, Network: s.Network, VIP: s.VIP, Ports: s.Ports, Line: s.Line()}
@@ -74,7 +74,7 @@ func (n *Node) Apply(ctx context.Context, req api.Apply) (api.ApplyResult, error
 		return res, err
 	}
 	for _, nw := range req.Networks {
-		if err := n.ctl.nets.Declare(ctx, network.Declared{Name: nw.Name, CIDR: nw.CIDR, VNI: nw.VNI, Line: nw.Line}, changed); err != nil {
+		if err := n.ctl.nets.Declare(ctx, network.Declared{Name: nw.Name, CIDRs: nw.Prefixes(), VNI: nw.VNI, Line: nw.Line}, changed); err != nil {
 			return fail(err)
 		}
 	}

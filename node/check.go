@@ -72,3 +72,11 @@ func ValidNetworkName(s string) bool { return network.ValidName(s) }
 
 // ValidEndpointName reports whether s can name an endpoint (a DNS label).
 func ValidEndpointName(s string) bool { return endpoint.ValidName(s) }
+
+// CheckCIDRs checks a network's CIDRs as a create takes them (one or two,
+// at most one per family; IPv4 /8 to /26, IPv6 /48 to /122), for the CLI
+// to say a mistake before asking the daemon.
+func CheckCIDRs(cidrs []string) error {
+	_, err := network.ParseCIDRs(cidrs)
+	return err
+}

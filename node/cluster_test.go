@@ -113,7 +113,7 @@ func TestJoinedNetworkRedefinedAfterMerge(t *testing.T) {
 	testutil.Eventually(t, 15*time.Second, "one definition on both", func() error {
 		na, _ := nodes["a"].ctl.ipam.Network("split")
 		nb, _ := nodes["b"].ctl.ipam.Network("split")
-		if na != nb {
+		if !na.Equal(nb) {
 			return fmt.Errorf("a has %+v, b has %+v", na, nb)
 		}
 		winner = na.Creator

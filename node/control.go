@@ -112,7 +112,7 @@ func newControl(n *Node, cfg config.Config) (_ *control, err error) {
 		Gossip:       c.g,
 		VTEP:         c.vtep,
 		State:        c.state,
-		Static:       cfg.Addr,
+		Static:       staticPrefixes(cfg),
 		StaticVNI:    cfg.VNI,
 		CreateWindow: window,
 		Kick:         n.rec.kick,
@@ -277,7 +277,7 @@ func (n *Node) applyNetworks() error {
 	if n.ctl != nil {
 		for _, j := range n.ctl.joinedList() {
 			nets = append(nets, n.routerNetwork(j))
-			addrs = append(addrs, j.Prefix())
+			addrs = append(addrs, j.Prefixes()...)
 		}
 	}
 	addrs = append(addrs, n.dnsPrefixes()...)
@@ -292,21 +292,31 @@ func (n *Node) applyNetworks() error {
 }
 
 // routerNetwork is the router's view of joined network j: the node's
-// address and, with DNS, the network's DNS address, which the endpoints
-// ask (the attachment holds it).
+// addresses (one per family) and, with DNS, the network's DNS addresses,
+// which the endpoints ask (the attachment holds them).
 func (n *Node) routerNetwork(j joinedNet) router.Network {
-	nw := router.Network{VNI: j.VNI, Addrs: []netip.Prefix{j.Prefix()}}
+	nw := router.Network{VNI: j.VNI, Addrs: j.Prefixes()}
 	if n.dns != nil && n.mode != config.ModeTAP {
-		nw.Local = []netip.Addr{ipam.DNSAddr(j.CIDR)}
+		for _, c := range j.CIDRs {
+			nw.Local = append(nw.Local, ipam.DNSAddr(c))
+		}
 	}
 	return nw
+}
+
+// staticPrefixes is the static network's prefixes (--addr), none without.
+func staticPrefixes(cfg config.Config) []netip.Prefix {
+	if !cfg.Addr.IsValid() {
+		return nil
+	}
+	return []netip.Prefix{cfg.Addr}
 }
 
 var errNoGossip = fault.Unavailable("this node runs without gossip (static mode); start it with --gossip IP:PORT to use networks and peers")
 
 // createNetwork defines a network cluster-wide (network.Manager.Create).
 func (c *control) createNetwork(ctx context.Context, req api.CreateNetwork) (api.NetworkInfo, error) {
-	ni, err := c.nets.Create(ctx, network.CreateRequest{Name: req.Name, CIDR: req.CIDR, VNI: req.VNI})
+	ni, err := c.nets.Create(ctx, network.CreateRequest{Name: req.Name, CIDRs: req.Prefixes(), VNI: req.VNI})
 	if err != nil {
 		return api.NetworkInfo{}, err
 	}
@@ -337,9 +347,25 @@ func (c *control) networks() []api.NetworkInfo {
 
 // apiNetworkInfo is ni as the API says it.
 func apiNetworkInfo(ni network.Info) api.NetworkInfo {
-	out := api.NetworkInfo{Name: ni.Name, CIDR: ni.CIDR.String(), VNI: ni.VNI, Creator: ni.Creator, DNS: ni.DNS.String(), Joined: ni.Joined, Members: ni.Members}
-	if ni.Joined {
-		out.Addr = ni.Addr.String()
+	out := api.NetworkInfo{Name: ni.Name, CIDRs: strs(ni.CIDRs), VNI: ni.VNI, Creator: ni.Creator, DNSAddrs: strs(ni.DNS), Joined: ni.Joined, Members: ni.Members}
+	if len(out.CIDRs) > 0 {
+		out.CIDR = out.CIDRs[0]
+	}
+	if len(out.DNSAddrs) > 0 {
+		out.DNS = out.DNSAddrs[0]
+	}
+	if ni.Joined && len(ni.Addrs) > 0 {
+		out.Addrs = strs(ni.Addrs)
+		out.Addr = out.Addrs[0]
+	}
+	return out
+}
+
+// strs is xs as strings.
+func strs[T fmt.Stringer](xs []T) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = x.String()
 	}
 	return out
 }

@@ -77,7 +77,7 @@ func TestRouteOnlyFromLeaseHolder(t *testing.T) {
 
 	evilVTEP := netip.MustParseAddrPort("127.0.0.1:9")
 	evil := evilMember(t, "aaa-evil", evilVTEP, a.gossip().Addr(), "blue")
-	if err := evil.Put(catalog.TableRoutes, "blue", "aaa-evil", catalog.Route{Prefix: netip.PrefixFrom(victim, 32), VTEP: evilVTEP}.Encode()); err != nil {
+	if err := evil.Put(catalog.TableRoutes, "blue", "aaa-evil", catalog.Route{Prefixes: []netip.Prefix{netip.PrefixFrom(victim, 32)}, VTEP: evilVTEP}.Encode()); err != nil {
 		t.Fatal(err)
 	}
 	// The refusal counted is the event that proves the observer has seen
@@ -94,7 +94,7 @@ func TestRouteOnlyFromLeaseHolder(t *testing.T) {
 
 	// An address nobody holds a lease for.
 	unleased := netip.MustParseAddr("10.20.200.200")
-	if err := evil.Put(catalog.TableRoutes, "blue", "aaa-evil", catalog.Route{Prefix: netip.PrefixFrom(unleased, 32), VTEP: evilVTEP}.Encode()); err != nil {
+	if err := evil.Put(catalog.TableRoutes, "blue", "aaa-evil", catalog.Route{Prefixes: []netip.Prefix{netip.PrefixFrom(unleased, 32)}, VTEP: evilVTEP}.Encode()); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 15*time.Second, "unleased route refused", func() error {

@@ -2,11 +2,14 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/overlayd/overlayd/api"
+	"github.com/overlayd/overlayd/catalog"
 	"github.com/overlayd/overlayd/config"
 )
 
@@ -47,7 +50,9 @@ func TestCreateJoinErrors(t *testing.T) {
 		{api.CreateNetwork{Name: "b2", CIDR: "10.1.0.128/25"}, 409},
 		{api.CreateNetwork{Name: "b3", CIDR: "10.3.0.0/24", VNI: &vni}, 409},
 		{api.CreateNetwork{Name: "b4", CIDR: "10.3.0.1/24"}, 400},
-		{api.CreateNetwork{Name: "b5", CIDR: "fd00::/64"}, 400},
+		{api.CreateNetwork{Name: "b5", CIDR: "fd00::/124"}, 400},
+		{api.CreateNetwork{Name: "b5", CIDRs: []string{"10.4.0.0/24", "10.5.0.0/24"}}, 400},
+		{api.CreateNetwork{Name: "b5", CIDR: "10.4.0.0/24", CIDRs: []string{"fd00:1::/64", "fd00:2::/64"}}, 400},
 		{api.CreateNetwork{Name: "b6", CIDR: "10.3.0.0/30"}, 400},
 		{api.CreateNetwork{Name: "a/b", CIDR: "10.3.0.0/24"}, 400},
 		{api.CreateNetwork{Name: "", CIDR: "10.3.0.0/24"}, 400},
@@ -79,6 +84,36 @@ func TestCreateJoinErrors(t *testing.T) {
 	}
 	if _, err := n.Listen("tcp", "10.1.0.2:81"); err == nil {
 		t.Error("listen on the address of a network left succeeded")
+	}
+}
+
+// A node joining a dual-stack network gets an address of each family: the
+// API, the router, the status and its route entry carry both.
+func TestJoinDualStack(t *testing.T) {
+	n := gossipNode(t)
+	ctx := context.Background()
+	ni, err := n.CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDR: "10.1.0.0/24", CIDRs: []string{"fd00:10::/64"}})
+	if err != nil || ni.CIDR != "10.1.0.0/24" || fmt.Sprint(ni.CIDRs, ni.DNSAddrs) != "[10.1.0.0/24 fd00:10::/64] [10.1.0.1 fd00:10::1]" {
+		t.Fatalf("CreateNetwork(dual) = %+v, %v", ni, err)
+	}
+	ni, err = n.JoinNetwork(ctx, "blue")
+	if err != nil || ni.Addr != "10.1.0.2/24" || fmt.Sprint(ni.Addrs) != "[10.1.0.2/24 fd00:10::2/64]" {
+		t.Fatalf("JoinNetwork(dual) = %+v, %v", ni, err)
+	}
+	if nets := n.rt.Networks(); len(nets) != 1 || fmt.Sprint(nets[0].Addrs) != "[10.1.0.2/24 fd00:10::2/64]" || len(nets[0].Local) != 0 {
+		t.Errorf("router networks %+v, want both addresses", nets)
+	}
+	st, err := n.Status(ctx)
+	if err != nil || len(st.Networks) != 1 || fmt.Sprint(st.Networks[0].Addrs) != "[10.1.0.2/24 fd00:10::2/64]" {
+		t.Errorf("status networks %+v, %v", st.Networks, err)
+	}
+	e, ok := n.ctl.g.Get(catalog.TableRoutes, "blue", catalog.RouteKey("solo"))
+	if !ok || !strings.HasPrefix(string(e.Value), "10.1.0.2/32 fd00:10::2/128 ") {
+		t.Errorf("route entry %q, want both host prefixes", e.Value)
+	}
+	nets, err := n.Networks(ctx)
+	if err != nil || len(nets) != 1 || fmt.Sprint(nets[0].Addrs) != "[10.1.0.2/24 fd00:10::2/64]" {
+		t.Errorf("Networks = %+v, %v", nets, err)
 	}
 }
 

@@ -36,7 +36,7 @@ func newDNS(n *Node) (*nodedns.Service, error) {
 		opts.Joined = func() []nodedns.Network {
 			var out []nodedns.Network
 			for _, j := range c.joinedList() {
-				out = append(out, nodedns.Network{Name: j.Name, CIDR: j.CIDR, Addr: j.Addr})
+				out = append(out, nodedns.Network{Name: j.Name, CIDRs: j.CIDRs, Addrs: j.Addrs})
 			}
 			return out
 		}

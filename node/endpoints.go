@@ -41,7 +41,7 @@ func (n *Node) newEndpoints() error {
 			js := c.joinedList()
 			out := make([]endpoint.Net, len(js))
 			for i, j := range js {
-				out[i] = endpoint.Net{Name: j.Name, VNI: j.VNI, CIDR: j.CIDR, Addr: j.Addr}
+				out[i] = endpoint.Net{Name: j.Name, VNI: j.VNI, CIDR: j.CIDRs[0], Addr: j.Addrs[0]} // TODO(dual-stack endpoints): both families
 			}
 			return out
 		},

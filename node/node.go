@@ -142,7 +142,7 @@ func New(cfg config.Config, opts ...Option) (_ *Node, err error) {
 			return nil, err
 		}
 		for _, j := range n.ctl.joinedList() {
-			addrs = append(addrs, j.Prefix())
+			addrs = append(addrs, j.Prefixes()...)
 		}
 		if !cfg.Addr.IsValid() {
 			mac = nameMAC(cfg.Name)
@@ -359,7 +359,7 @@ func (n *Node) logStarted() {
 	if n.ctl != nil {
 		joined := []string{}
 		for _, j := range n.ctl.joinedList() {
-			joined = append(joined, j.Name+"="+j.Prefix().String())
+			joined = append(joined, j.Name+"="+j.String())
 		}
 		fields = append(fields, zap.Strings("networks", joined))
 	}

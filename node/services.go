@@ -52,7 +52,7 @@ func (n *Node) startServices() {
 			js := c.joinedList()
 			out := make([]service.Network, len(js))
 			for i, j := range js {
-				out[i] = service.Network{Name: j.Name, VNI: j.VNI, CIDR: j.CIDR, Addr: j.Addr}
+				out[i] = service.Network{Name: j.Name, VNI: j.VNI, CIDR: j.CIDRs[0], Addr: j.Addrs[0]} // TODO(dual-stack services): both families
 			}
 			return out
 		},

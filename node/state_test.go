@@ -39,7 +39,7 @@ func joinedAddr(t *testing.T, n *Node, network string) netip.Prefix {
 	t.Helper()
 	for _, j := range n.ctl.joinedList() {
 		if j.Name == network {
-			return j.Prefix()
+			return j.Prefixes()[0]
 		}
 	}
 	t.Fatalf("%s has not joined %s: %+v", n.cfg.Name, network, n.ctl.joinedList())
@@ -138,8 +138,47 @@ func TestStateJoinedFileCorrupt(t *testing.T) {
 		t.Errorf("the damaged file was not moved aside: %v", err)
 	}
 	js, _, err := readNetworkState(cfg.StateDir)
-	if err != nil || len(js) != 1 || js[0].Prefix() != addr {
+	if err != nil || len(js) != 1 || js[0].Prefixes()[0] != addr {
 		t.Errorf("networks.json written again: %+v, %v", js, err)
+	}
+}
+
+// A dual-stack network's addresses survive a restart, from networks.json
+// and, when it is damaged, from the node's leases in ipam-NET.state.
+func TestStateDualStackRestart(t *testing.T) {
+	ctx := context.Background()
+	cfg := clusterConfig(t, "solo")
+	n := startNode(t, cfg)
+	if _, err := n.CreateNetwork(ctx, api.CreateNetwork{Name: "blue", CIDRs: []string{"fd00:31::/64", "10.31.0.0/24"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.JoinNetwork(ctx, "blue"); err != nil {
+		t.Fatal(err)
+	}
+	addrs := func(n *Node) string {
+		for _, j := range n.ctl.joinedList() {
+			if j.Name == "blue" {
+				return j.String()
+			}
+		}
+		return "none"
+	}
+	want := addrs(n)
+	if want != "10.31.0.2/24,fd00:31::2/64" {
+		t.Fatalf("joined with %s, want an address of each family", want)
+	}
+	n.crash()
+	n = startNode(t, cfg)
+	if got := addrs(n); got != want {
+		t.Errorf("after a restart: %s, want %s", got, want)
+	}
+	n.crash()
+	if err := os.WriteFile(filepath.Join(cfg.StateDir, network.JoinedFile), []byte(`{"version": 1, "joined": [`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n = startNode(t, cfg)
+	if got := addrs(n); got != want {
+		t.Errorf("after a restart with networks.json damaged: %s, want %s", got, want)
 	}
 }
 

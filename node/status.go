@@ -91,7 +91,9 @@ func (n *Node) networks() []api.Network {
 	}
 	if n.ctl != nil {
 		for _, j := range n.ctl.joinedList() {
-			out = append(out, api.Network{Name: j.Name, VNI: j.VNI, Addr: j.Prefix().String()})
+			nw := api.Network{Name: j.Name, VNI: j.VNI, Addrs: strs(j.Prefixes())}
+			nw.Addr = nw.Addrs[0]
+			out = append(out, nw)
 		}
 	}
 	return out

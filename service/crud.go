@@ -14,6 +14,7 @@ import (
 	"github.com/overlayd/overlayd/catalog"
 	"github.com/overlayd/overlayd/gossip"
 	"github.com/overlayd/overlayd/internal/fault"
+	"github.com/overlayd/overlayd/ipam"
 	"github.com/overlayd/overlayd/lb"
 )
 
@@ -244,8 +245,8 @@ func (m *Manager) Create(ctx context.Context, req Create) (Info, error) {
 		if err != nil || !vip.Is4() {
 			return Info{}, fault.Invalid("VIP %q is not an IPv4 address", req.VIP)
 		}
-		if nw.CIDR.IsValid() && !nw.CIDR.Contains(vip) {
-			return Info{}, fault.Invalid("VIP %v is outside network %q (%v)", vip, network, nw.CIDR)
+		if len(nw.CIDRs) > 0 && !nw.Contains(vip) {
+			return Info{}, fault.Invalid("VIP %v is outside network %q (%s)", vip, network, ipam.JoinCIDRs(nw.CIDRs))
 		}
 		for _, se := range existing {
 			if se.vip == vip {
@@ -262,7 +263,7 @@ func (m *Manager) Create(ctx context.Context, req Create) (Info, error) {
 		actx, cancel := context.WithTimeout(ctx, vipTimeout)
 		defer cancel()
 		for v.VIP == "" {
-			vip, err := m.o.IPAM.AllocateVIP(actx, network, "service:"+req.Name)
+			vip, err := m.o.IPAM.AllocateVIP(actx, network, "service:"+req.Name, ipam.IPv4)
 			if err != nil {
 				return Info{}, fault.Unavailable("network %q: no VIP (%v); give one with --vip", network, err)
 			}
@@ -360,8 +361,8 @@ func (m *Manager) AddBackend(req AddBackend) (Info, error) {
 	if !ok {
 		return Info{}, fault.NotFound("no service %q on network %q; create it with 'overlayd service create %s --network %s --port PORT/PROTO'", req.Service, network, req.Service, network)
 	}
-	if nw, ok := m.o.IPAM.Network(network); ok && !nw.CIDR.Contains(a.Addr()) {
-		return Info{}, fault.Invalid("backend %v is outside network %q (%v)", a, network, nw.CIDR)
+	if nw, ok := m.o.IPAM.Network(network); ok && !nw.Contains(a.Addr()) {
+		return Info{}, fault.Invalid("backend %v is outside network %q (%s)", a, network, ipam.JoinCIDRs(nw.CIDRs))
 	}
 	if a.Addr() == se.vip {
 		return Info{}, fault.Invalid("backend %v is the service's own VIP", a)

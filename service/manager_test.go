@@ -39,7 +39,7 @@ func (f *fakeIPAM) Network(name string) (ipam.Network, bool) {
 	if name != blue.Name {
 		return ipam.Network{}, false
 	}
-	return ipam.Network{Name: name, CIDR: blue.CIDR, VNI: blue.VNI}, true
+	return ipam.Network{Name: name, CIDRs: []netip.Prefix{blue.CIDR}, VNI: blue.VNI}, true
 }
 
 func (f *fakeIPAM) Lookup(_ string, a netip.Addr) (ipam.Lease, bool) {
@@ -49,7 +49,7 @@ func (f *fakeIPAM) Lookup(_ string, a netip.Addr) (ipam.Lease, bool) {
 	return l, ok
 }
 
-func (f *fakeIPAM) AllocateVIP(_ context.Context, _, owner string) (netip.Addr, error) {
+func (f *fakeIPAM) AllocateVIP(_ context.Context, _, owner string, _ ipam.Family) (netip.Addr, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.next++

@@ -32,7 +32,7 @@ var _ Gossip = (*gossip.Gossip)(nil)
 type IPAM interface {
 	Network(name string) (ipam.Network, bool)
 	Lookup(network string, a netip.Addr) (ipam.Lease, bool)
-	AllocateVIP(ctx context.Context, network, owner string) (netip.Addr, error)
+	AllocateVIP(ctx context.Context, network, owner string, f ipam.Family) (netip.Addr, error)
 	Release(network string, a netip.Addr) error
 }
 

@@ -60,8 +60,13 @@ func TestExitCodes(t *testing.T) {
 		notStderr string
 	}{
 		{[]string{"network", "create", "red", "notacidr", "--control", "/nonexistent/ctl.sock"}, 2,
-			`CIDR "notacidr" is not an IPv4 prefix such as 10.10.0.0/16`, "no overlayd is running"},
-		{[]string{"network", "create", "red", "fd00::/64", "--control", "/nonexistent/ctl.sock"}, 2, "is not an IPv4 prefix", ""},
+			`CIDR "notacidr" is not a prefix such as 10.10.0.0/16 or fd00:10::/64`, "no overlayd is running"},
+		{[]string{"network", "create", "red", "fd00::/64", "--control", "/nonexistent/ctl.sock"}, 1, "no overlayd is running", ""},
+		{[]string{"network", "create", "red", "--cidr", "10.9.0.0/16", "--cidr", "fd00:9::/64", "--control", "/nonexistent/ctl.sock"}, 1, "no overlayd is running", ""},
+		{[]string{"network", "create", "red", "10.9.0.0/16", "--cidr", "10.8.0.0/16", "--control", "/nonexistent/ctl.sock"}, 2, "are of one family", ""},
+		{[]string{"network", "create", "red", "fd00::/32", "--control", "/nonexistent/ctl.sock"}, 2, "IPv6 CIDR fd00::/32 must be between /48 and /122", ""},
+		{[]string{"network", "create", "red", "--control", "/nonexistent/ctl.sock"}, 2, "want: overlayd network create NAME CIDR", ""},
+		{[]string{"network", "join", "red", "--cidr", "10.9.0.0/16", "--control", "/nonexistent/ctl.sock"}, 2, "--cidr is for network create", ""},
 		{[]string{"network", "create", "red", "10.9.0.0/16", "--control", "/nonexistent/ctl.sock"}, 1, "no overlayd is running", ""},
 		{[]string{"network", "create", "red!", "10.9.0.0/16", "--control", "/nonexistent/ctl.sock"}, 2, `network name "red!" is not valid`, "no overlayd is running"},
 		{[]string{"network", "join", "r/e/d", "--control", "/nonexistent/ctl.sock"}, 2, `network name "r/e/d" is not valid`, "no overlayd is running"},

@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -21,7 +21,10 @@ import (
 const networkDesc = `
 Manage the cluster's overlay networks (needs a daemon run with --gossip).
 
-  network create NAME CIDR [--vni N]   define a network cluster-wide
+  network create NAME CIDR [--vni N]   define a network cluster-wide: CIDR is
+                                       IPv4 (10.10.0.0/16) or IPv6 (fd00:10::/64);
+                                       --cidr C (repeatable) gives one of each:
+                                       network create blue --cidr 10.10.0.0/16 --cidr fd00:10::/64
   network ls                           list the networks
   network join NAME                    attach this node (it gets an address)
   network leave NAME                   detach this node (its address is released)`
@@ -57,11 +60,45 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// cidrList is the repeatable --cidr flag.
+type cidrList []string
+
+func (l *cidrList) String() string { return strings.Join(*l, ",") }
+
+func (l *cidrList) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// commas is xs joined with commas, or one when xs is empty (an answer
+// from a daemon without IPv6).
+func commas(xs []string, one string) string {
+	if len(xs) == 0 {
+		return one
+	}
+	return strings.Join(xs, ",")
+}
+
+// orOne is xs, or {one} when xs is empty (an answer from a daemon
+// without IPv6).
+func orOne(xs []string, one string) []string {
+	if len(xs) == 0 {
+		return []string{one}
+	}
+	return xs
+}
+
 func networkCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	fs := flag.NewFlagSet("network", flag.ContinueOnError)
 	setUsage(fs, "network create|ls|join|leave [arguments] [flags]", networkDesc)
 	control, asJSON := clientFlags(fs)
 	vni := fs.String("vni", "", "VXLAN network identifier for create (`0-16777215`; default: one no network uses)")
+	var cidrs cidrList
+	fs.Var(&cidrs, "cidr", "a `CIDR` of the network for create, IPv4 or IPv6 (repeatable: one of each family for a dual-stack network; beside or instead of the CIDR argument)")
 	pos, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return err
@@ -82,6 +119,9 @@ func networkCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	if sub != "create" && *vni != "" {
 		return usagef("--vni is for network create")
 	}
+	if sub != "create" && len(cidrs) > 0 {
+		return usagef("--cidr is for network create")
+	}
 	// Check what can be checked here before asking the daemon, so that
 	// a mistake is reported as one (exit 2) even with no daemon running.
 	if sub == "create" || sub == "join" || sub == "leave" {
@@ -91,13 +131,21 @@ func networkCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	}
 	switch sub {
 	case "create":
-		if err := want(2, "create NAME CIDR [--vni N]"); err != nil {
+		if len(pos) == 2 {
+			cidrs = append(cidrList{pos[1]}, cidrs...)
+			pos = pos[:1]
+		}
+		const synopsis = "create NAME CIDR [--vni N] (CIDR such as 10.10.0.0/16 or fd00:10::/64; --cidr CIDR twice for one of each)"
+		if err := want(1, synopsis); err != nil {
 			return err
 		}
-		if p, err := netip.ParsePrefix(pos[1]); err != nil || !p.Addr().Is4() {
-			return usagef("CIDR %q is not an IPv4 prefix such as 10.10.0.0/16", pos[1])
+		if len(cidrs) == 0 {
+			return usagef("want: overlayd network %s", synopsis)
 		}
-		req := api.CreateNetwork{Name: pos[0], CIDR: pos[1]}
+		if err := node.CheckCIDRs(cidrs); err != nil {
+			return usagef("%v", err)
+		}
+		req := api.CreateNetwork{Name: pos[0], CIDRs: cidrs}
 		if *vni != "" {
 			v, err := strconv.ParseUint(*vni, 10, 32)
 			if err != nil || v > 1<<24-1 {
@@ -113,7 +161,7 @@ func networkCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		if *asJSON {
 			return printJSON(stdout, n)
 		}
-		fmt.Fprintf(stdout, "network %s created: %s, VNI %d, DNS address %s\n", n.Name, n.CIDR, n.VNI, n.DNS)
+		fmt.Fprintf(stdout, "network %s created: %s, VNI %d, DNS address %s\n", n.Name, commas(n.CIDRs, n.CIDR), n.VNI, commas(n.DNSAddrs, n.DNS))
 	case "ls", "list":
 		if err := want(0, "ls"); err != nil {
 			return err
@@ -130,9 +178,9 @@ func networkCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		for _, n := range ns {
 			addr, members := "-", "-"
 			if n.Joined {
-				addr, members = n.Addr, strconv.Itoa(n.Members)
+				addr, members = commas(n.Addrs, n.Addr), strconv.Itoa(n.Members)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", n.Name, n.CIDR, n.VNI, n.Creator, yesNo(n.Joined), addr, members)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", n.Name, commas(n.CIDRs, n.CIDR), n.VNI, n.Creator, yesNo(n.Joined), addr, members)
 		}
 		if len(ns) == 0 {
 			fmt.Fprintln(tw, "(none: create one with 'overlayd network create NAME CIDR')")
@@ -149,7 +197,7 @@ func networkCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		if *asJSON {
 			return printJSON(stdout, n)
 		}
-		fmt.Fprintf(stdout, "joined %s (VNI %d) with address %s\n", n.Name, n.VNI, n.Addr)
+		fmt.Fprintf(stdout, "joined %s (VNI %d) with address %s\n", n.Name, n.VNI, commas(n.Addrs, n.Addr))
 	case "leave":
 		if err := want(1, "leave NAME"); err != nil {
 			return err
@@ -211,7 +259,9 @@ func routesCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PREFIX\tVTEP\tVNI\tOWNER")
 	for _, n := range rs.Local {
-		fmt.Fprintf(tw, "%s\t(local)\t%d\t%s\n", n.Addr, n.VNI, "self")
+		for _, a := range orOne(n.Addrs, n.Addr) {
+			fmt.Fprintf(tw, "%s\t(local)\t%d\t%s\n", a, n.VNI, "self")
+		}
 	}
 	for _, r := range rs.Routes {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Prefix, r.VTEP, r.VNI, r.Owner)

@@ -47,7 +47,7 @@ func printStatus(w io.Writer, st api.Status) {
 		if name == "" {
 			name = "static" // --addr, as in DNS names and metrics
 		}
-		fmt.Fprintf(tw, "network\t%s: vni %d, address %s\n", name, n.VNI, n.Addr)
+		fmt.Fprintf(tw, "network\t%s: vni %d, address %s\n", name, n.VNI, commas(n.Addrs, n.Addr))
 	}
 	if s := st.Services; s != nil {
 		fmt.Fprintf(tw, "services\t%s\n", servicesLine(s)) // cmd/overlayd/service.go

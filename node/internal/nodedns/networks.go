@@ -24,7 +24,8 @@ func (d *Service) joined() []Network {
 	return d.opts.Joined()
 }
 
-// networks lists the networks the node serves DNS on: the joined ones and
+// networks lists the networks the node serves DNS on: the joined ones
+// (once per family: a dual-stack network has a DNS address of each) and
 // the static one (named StaticNetwork, unless a joined one has its name).
 // The static network (--addr, --peer) has no IPAM: any of its addresses,
 // the first one too, may be another host's, so its DNS address is the
@@ -32,7 +33,9 @@ func (d *Service) joined() []Network {
 func (d *Service) networks(joined []Network) []dns.Network {
 	var out []dns.Network
 	for _, j := range joined {
-		out = append(out, dns.Network{Name: j.Name, CIDR: j.CIDR.Masked(), DNSAddr: ipam.DNSAddr(j.CIDR)})
+		for _, c := range j.CIDRs {
+			out = append(out, dns.Network{Name: j.Name, CIDR: c.Masked(), DNSAddr: ipam.DNSAddr(c)})
+		}
 	}
 	if a := d.opts.Static; a.IsValid() && !slices.ContainsFunc(out, func(nw dns.Network) bool { return nw.Name == StaticNetwork }) {
 		out = append(out, dns.Network{Name: StaticNetwork, CIDR: a.Masked(), DNSAddr: a.Addr()})

@@ -50,9 +50,9 @@ type Options struct {
 
 // Network is a gossip network the node is on.
 type Network struct {
-	Name string
-	CIDR netip.Prefix
-	Addr netip.Addr // this node's address there
+	Name  string
+	CIDRs []netip.Prefix // one per family, IPv4 first
+	Addrs []netip.Addr   // this node's address there, per CIDR
 }
 
 // Netstack is what a DNS address is served through in netstack mode.

@@ -116,7 +116,7 @@ func TestDNSStaticAddressIsOwn(t *testing.T) {
 func TestPrefixesJoined(t *testing.T) {
 	opts := testOptions(&testNetstack{})
 	opts.Joined = func() []Network {
-		return []Network{{Name: "blue", CIDR: netip.MustParsePrefix("10.9.3.4/16"), Addr: netip.MustParseAddr("10.9.0.7")}}
+		return []Network{{Name: "blue", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.9.3.4/16")}, Addrs: []netip.Addr{netip.MustParseAddr("10.9.0.7")}}}
 	}
 	d := newTest(t, opts)
 	nets := d.networks(d.joined())

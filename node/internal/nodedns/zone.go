@@ -15,25 +15,27 @@ type zoneInput struct {
 	domain string
 	ttl    time.Duration
 	nets   []dns.Network
-	self   string                // this node's name
-	own    map[string]netip.Addr // network → this node's address there
+	self   string                  // this node's name
+	own    map[string][]netip.Addr // network → this node's addresses there
 }
 
 // zoneInput is the zone's input on this node now: nets served, of which
 // joined are the gossip ones.
 func (d *Service) zoneInput(nets []dns.Network, joined []Network) zoneInput {
-	in := zoneInput{domain: d.domain, ttl: d.ttl, nets: nets, self: d.opts.Self, own: map[string]netip.Addr{}}
+	in := zoneInput{domain: d.domain, ttl: d.ttl, nets: nets, self: d.opts.Self, own: map[string][]netip.Addr{}}
 	if a := d.opts.Static; a.IsValid() {
-		in.own[StaticNetwork] = a.Addr()
+		in.own[StaticNetwork] = []netip.Addr{a.Addr()}
 	}
 	for _, j := range joined {
-		in.own[j.Name] = j.Addr
+		in.own[j.Name] = j.Addrs
 	}
 	return in
 }
 
 // buildZone builds the zone from one snapshot of the tables, and the name
-// → address map that resolves overlay names for Dial and the front doors.
+// → address map that resolves overlay names for Dial and the front doors
+// (a name with an address of each family resolves to the one of the
+// network's first family, IPv4).
 // A node is named by its route entry (the one its key names it by, in the
 // network's CIDR); a service by its visible entry (its creator alive), and
 // a service wins over a node of the same name. The static network holds
@@ -44,49 +46,79 @@ func buildZone(in zoneInput, snap catalog.Snapshot) (dns.ZoneData, map[string]ne
 	fqdn := func(name, network string) string {
 		return strings.ToLower(name + "." + network + "." + strings.TrimSuffix(in.domain, ".") + ".")
 	}
-	addNode := func(name, network string, a netip.Addr) {
-		k := fqdn(name, network)
-		if _, dup := names[k]; dup {
-			return
-		}
-		names[k] = a
-		zd.Nodes = append(zd.Nodes, dns.NodeRecord{Name: name, Network: network, Addr: a})
-	}
+	// The networks by name: a dual-stack one is listed once per family.
+	var order []string
+	cidrs := map[string][]netip.Prefix{}
 	for _, nw := range in.nets {
-		if a, ok := in.own[nw.Name]; ok && nw.CIDR.Contains(a) {
-			addNode(in.self, nw.Name, a)
+		if _, ok := cidrs[nw.Name]; !ok {
+			order = append(order, nw.Name)
 		}
-		tb := snap.Networks[nw.Name]
+		cidrs[nw.Name] = append(cidrs[nw.Name], nw.CIDR)
+	}
+	inside := func(network string, a netip.Addr) bool {
+		for _, c := range cidrs[network] {
+			if c.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	taken := map[string]bool{} // names given addresses
+	addNode := func(name, network string, addrs []netip.Addr) {
+		k := fqdn(name, network)
+		if taken[k] {
+			return // of two entries naming one name, the first wins
+		}
+		for _, a := range addrs {
+			if !inside(network, a.Unmap()) {
+				continue
+			}
+			taken[k] = true
+			if _, ok := names[k]; !ok {
+				names[k] = a.Unmap()
+			}
+			zd.Nodes = append(zd.Nodes, dns.NodeRecord{Name: name, Network: network, Addr: a.Unmap()})
+		}
+	}
+	for _, network := range order {
+		addNode(in.self, network, in.own[network])
+		tb := snap.Networks[network]
 		for _, e := range tb.Routes {
 			ep, ok := catalog.RouteName(e.Owner, e.Key)
 			if !ok {
 				continue
 			}
 			rt, err := catalog.ParseRoute(e.Value)
-			if err != nil || !nw.CIDR.Contains(rt.Prefix.Addr()) {
+			if err != nil {
 				continue
 			}
 			name := e.Owner
-			if ep != "" { // an endpoint: NAME.NET.overlay (of two entries naming one name, the first wins)
+			if ep != "" { // an endpoint: NAME.NET.overlay
 				name = ep
 			}
-			addNode(name, nw.Name, rt.Prefix.Addr())
+			addrs := make([]netip.Addr, len(rt.Prefixes))
+			for i, p := range rt.Prefixes {
+				addrs[i] = p.Addr()
+			}
+			addNode(name, network, addrs)
 		}
 		for _, e := range tb.VisibleServices {
-			v, err := catalog.ServiceEntry(e, nw.Name)
+			v, err := catalog.ServiceEntry(e, network)
 			if err != nil {
 				continue
 			}
-			vip, err := netip.ParseAddr(v.VIP)
-			if err != nil {
+			vips := v.VIPs()
+			if len(vips) == 0 {
 				continue
 			}
-			sr := dns.ServiceRecord{Name: v.Name, Network: nw.Name, VIP: vip.Unmap()}
-			for _, p := range v.Ports {
-				sr.Ports = append(sr.Ports, dns.Port{Port: p.Port, Proto: p.Proto})
+			for _, vip := range vips {
+				sr := dns.ServiceRecord{Name: v.Name, Network: network, VIP: vip}
+				for _, p := range v.Ports {
+					sr.Ports = append(sr.Ports, dns.Port{Port: p.Port, Proto: p.Proto})
+				}
+				zd.Services = append(zd.Services, sr)
 			}
-			zd.Services = append(zd.Services, sr)
-			names[fqdn(v.Name, nw.Name)] = sr.VIP // a service wins over a node of the same name
+			names[fqdn(v.Name, network)] = vips[0] // a service wins over a node of the same name
 		}
 	}
 	return zd, names
