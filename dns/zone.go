@@ -354,8 +354,8 @@ func parseReverse(name string) (netip.Addr, bool) {
 		}
 		var b [4]byte
 		for i, p := range parts {
-			if len(p) == 0 || len(p) > 3 || len(p) > 1 && p[0] == '0' {
-				return netip.Addr{}, false
+			if len(p) == 0 || len(p) > 3 || len(p) > 1 && p[0] == '0' || strings.IndexFunc(p, func(r rune) bool { return r < '0' || r > '9' }) >= 0 {
+				return netip.Addr{}, false // digits only: Atoi would take "+1"
 			}
 			v, err := strconv.Atoi(p)
 			if err != nil || v > 255 {

@@ -149,6 +149,23 @@ func RequireDnsmasq(t testing.TB) string {
 	return ""
 }
 
+// RequireDig skips the test when dig is not installed, with a message
+// saying how to install it; under CI (CI=true) it fails instead, since
+// .ci/run installs it (dnsutils).
+func RequireDig(t testing.TB) string {
+	t.Helper()
+	p, err := exec.LookPath("dig")
+	if err == nil {
+		return p
+	}
+	msg := "needs dig (apt-get install dnsutils)"
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s; CI installs it in .ci/run, so this is a failure", msg)
+	}
+	t.Skip(msg + "; skipped")
+	return ""
+}
+
 // Dnsmasq is a dnsmasq process serving a small zone on 127.0.0.1 only, with
 // no upstreams, no hosts file and no configuration file.
 type Dnsmasq struct {
