@@ -112,7 +112,7 @@ func newControl(n *Node, cfg config.Config) (_ *control, err error) {
 		Gossip:       c.g,
 		VTEP:         c.vtep,
 		State:        c.state,
-		Static:       staticPrefixes(cfg),
+		Static:       cfg.Addrs(),
 		StaticVNI:    cfg.VNI,
 		CreateWindow: window,
 		Kick:         n.rec.kick,
@@ -270,9 +270,9 @@ func (n *Node) applyNetworks() error {
 	defer n.syncMu.Unlock()
 	var nets []router.Network
 	var addrs []netip.Prefix
-	if n.cfg.Addr.IsValid() {
-		nets = append(nets, router.Network{VNI: n.cfg.VNI, Addrs: []netip.Prefix{n.cfg.Addr}})
-		addrs = append(addrs, n.cfg.Addr)
+	if static := n.cfg.Addrs(); len(static) > 0 {
+		nets = append(nets, router.Network{VNI: n.cfg.VNI, Addrs: static})
+		addrs = append(addrs, static...)
 	}
 	if n.ctl != nil {
 		for _, j := range n.ctl.joinedList() {
@@ -302,14 +302,6 @@ func (n *Node) routerNetwork(j joinedNet) router.Network {
 		}
 	}
 	return nw
-}
-
-// staticPrefixes is the static network's prefixes (--addr), none without.
-func staticPrefixes(cfg config.Config) []netip.Prefix {
-	if !cfg.Addr.IsValid() {
-		return nil
-	}
-	return []netip.Prefix{cfg.Addr}
 }
 
 var errNoGossip = fault.Unavailable("this node runs without gossip (static mode); start it with --gossip IP:PORT to use networks and peers")

@@ -65,7 +65,7 @@ func (n *Node) startServices() {
 			return out
 		},
 	}
-	if a := n.cfg.Addr; a.IsValid() {
+	for _, a := range n.cfg.Addrs() {
 		o.Own = append(o.Own, a.Addr())
 	}
 	if n.eps != nil {

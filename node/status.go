@@ -86,8 +86,8 @@ func (n *Node) gossipStatus() *api.GossipStatus {
 // networks lists the networks the node is on, the static one first.
 func (n *Node) networks() []api.Network {
 	out := []api.Network{}
-	if n.cfg.Addr.IsValid() {
-		out = append(out, api.Network{VNI: n.cfg.VNI, Addr: n.cfg.Addr.String()})
+	if static := n.cfg.Addrs(); len(static) > 0 {
+		out = append(out, api.Network{VNI: n.cfg.VNI, Addr: static[0].String(), Addrs: strs(static)})
 	}
 	if n.ctl != nil {
 		for _, j := range n.ctl.joinedList() {
