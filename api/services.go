@@ -24,9 +24,11 @@ type ServiceBackend interface {
 
 // ServiceInfo is a service as this node knows it.
 type ServiceInfo struct {
-	Name     string        `json:"name"`
-	Network  string        `json:"network"`
-	VIP      string        `json:"vip"`
+	Name    string `json:"name"`
+	Network string `json:"network"`
+	VIP     string `json:"vip"` // the first of VIPs (the IPv4 one of a dual-stack service)
+	// VIPs are its VIPs, one per family of its network, IPv4 first.
+	VIPs     []string      `json:"vips,omitempty"`
 	Ports    []string      `json:"ports"`   // "80/tcp"
 	Creator  string        `json:"creator"` // node that created it (only it may remove it)
 	Backends []BackendInfo `json:"backends"`
@@ -66,6 +68,9 @@ type CreateService struct {
 	Network string   `json:"network,omitempty"` // default: the node's only joined network
 	Ports   []string `json:"ports"`             // "80/tcp", "53/udp"
 	VIP     string   `json:"vip,omitempty"`     // default: one from the network's VIP range
+	// VIPs are more VIPs, at most one per family of the network in all;
+	// a family without one gets one from its VIP range.
+	VIPs []string `json:"vips,omitempty"`
 }
 
 // AddBackend is the body of POST /v1/services/{name}/backends. Adding a

@@ -1,8 +1,10 @@
 package catalog
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/overlayd/overlayd/gossip"
@@ -76,9 +78,27 @@ func TestRoundTrip(t *testing.T) {
 	if _, _, err := BackendEntry(gossip.Entry{Key: "web/10.20.1.2:8080", Value: b.Encode()}); err == nil {
 		t.Error("BackendEntry accepted a key that is not the value's")
 	}
-	v6 := Backend{Service: "web", Addr: "[::1]:80"}
-	if _, _, err := BackendEntry(gossip.Entry{Key: "web/[::1]:80", Value: v6.Encode()}); err == nil {
-		t.Error("BackendEntry accepted an IPv6 backend")
+	v6 := Backend{Service: "web", Addr: "[fd00:10::3]:80"}
+	if _, a, err := BackendEntry(gossip.Entry{Key: "web/[fd00:10::3]:80", Value: v6.Encode()}); err != nil || a != netip.MustParseAddrPort("[fd00:10::3]:80") {
+		t.Errorf("BackendEntry(IPv6) = %v, %v", a, err)
+	}
+	for _, bad := range []string{"[::ffff:10.0.0.1]:80", "[fe80::1%eth0]:80"} {
+		b := Backend{Service: "web", Addr: bad}
+		if _, _, err := BackendEntry(gossip.Entry{Key: "web/" + bad, Value: b.Encode()}); err == nil {
+			t.Errorf("BackendEntry accepted %s", bad)
+		}
+	}
+	ds := Service{Name: "web", Network: "blue", VIP: "10.20.255.1", VIP6: "fd00:20::f000:0", Ports: []Port{{80, "tcp"}}}
+	if got := fmt.Sprint(ds.VIPs()); got != "[10.20.255.1 fd00:20::f000:0]" {
+		t.Errorf("VIPs = %s", got)
+	}
+	if b := ds.Encode(); !strings.Contains(string(b), `"vip6":"fd00:20::f000:0"`) {
+		t.Errorf("dual-stack services value %s", b)
+	}
+	for _, bad := range []Service{{VIP: "fd00::1", VIP6: "fd00::2"}, {VIP: "10.0.0.1", VIP6: "10.0.0.2"}, {VIP: "10.0.0.1", VIP6: "::ffff:10.0.0.2"}} {
+		if got := bad.VIPs(); len(got) != 1 {
+			t.Errorf("%+v.VIPs() = %v, want the first only", bad, got)
+		}
 	}
 }
 
@@ -110,17 +130,25 @@ func FuzzParseRoute(f *testing.F) {
 }
 
 // FuzzServiceEntry: any services value is refused or names the entry's
-// key and network; a backends value is refused or has an IPv4 address and
-// the key of its service and address; never a panic.
+// key and network, with VIPs of at most one per family (IPv4 first); a
+// backends value is refused or has a plain IPv4 or IPv6 address and the
+// key of its service and address; never a panic.
 func FuzzServiceEntry(f *testing.F) {
 	f.Add("web", []byte(`{"name":"web","network":"default","vip":"10.200.255.1","ports":[{"port":80,"proto":"tcp"}]}`))
 	f.Add("web/10.200.1.1:8080", []byte(`{"service":"web","addr":"10.200.1.1:8080","weight":1,"healthy":true}`))
 	f.Add("x", []byte(`{"ports":[{"port":-1}]}`))
+	f.Add("web", []byte(`{"name":"web","network":"default","vip":"10.200.255.1","ports":[{"port":80,"proto":"tcp"}],"vip6":"fd00::f000:0"}`))
+	f.Add("web/[fd00::3]:8080", []byte(`{"service":"web","addr":"[fd00::3]:8080","weight":1,"healthy":true}`))
 	f.Fuzz(func(t *testing.T, key string, v []byte) {
 		if s, err := ServiceEntry(gossip.Entry{Key: key, Value: v}, "default"); err == nil && (s.Name != key || s.Network != "default") {
 			t.Fatalf("ServiceEntry(%q, %q) = %+v: accepted", key, v, s)
+		} else if err == nil {
+			vips := s.VIPs()
+			if len(vips) > 2 || len(vips) == 2 && (!vips[0].Is4() || !vips[1].Is6() || vips[1].Is4In6()) {
+				t.Fatalf("ServiceEntry(%q, %q).VIPs() = %v", key, v, vips)
+			}
 		}
-		if b, a, err := BackendEntry(gossip.Entry{Key: key, Value: v}); err == nil && (!a.Addr().Is4() || key != BackendKey(b.Service, a)) {
+		if b, a, err := BackendEntry(gossip.Entry{Key: key, Value: v}); err == nil && (a.Addr().Is4In6() || a.Addr().Zone() != "" || key != BackendKey(b.Service, a)) {
 			t.Fatalf("BackendEntry(%q, %q) = %+v, %v: accepted", key, v, b, a)
 		}
 	})

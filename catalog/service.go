@@ -110,7 +110,8 @@ func ServiceEntry(e gossip.Entry, network string) (Service, error) {
 }
 
 // BackendEntry reads a backends entry: its value must decode, its
-// address be an IPv4 ip:port, and its key be BackendKey of the two.
+// address be an ip:port (IPv4, or IPv6 without a zone, never IPv4-mapped),
+// and its key be BackendKey of the two.
 func BackendEntry(e gossip.Entry) (Backend, netip.AddrPort, error) {
 	b, err := DecodeBackend(e.Value)
 	if err != nil {
@@ -120,8 +121,8 @@ func BackendEntry(e gossip.Entry) (Backend, netip.AddrPort, error) {
 	if err != nil {
 		return Backend{}, netip.AddrPort{}, fmt.Errorf("catalog: backend entry %q: %w", e.Key, err)
 	}
-	if !a.Addr().Is4() {
-		return Backend{}, netip.AddrPort{}, fmt.Errorf("catalog: backend entry %q: address %s is not IPv4", e.Key, a)
+	if a.Addr().Is4In6() || a.Addr().Zone() != "" {
+		return Backend{}, netip.AddrPort{}, fmt.Errorf("catalog: backend entry %q: address %s is not a plain IPv4 or IPv6 address", e.Key, a)
 	}
 	if e.Key != BackendKey(b.Service, a) {
 		return Backend{}, netip.AddrPort{}, fmt.Errorf("catalog: backend entry %q: key is not %q", e.Key, BackendKey(b.Service, a))

@@ -115,6 +115,22 @@ func TestJoinDualStack(t *testing.T) {
 	if err != nil || len(nets) != 1 || fmt.Sprint(nets[0].Addrs) != "[10.1.0.2/24 fd00:10::2/64]" {
 		t.Errorf("Networks = %+v, %v", nets, err)
 	}
+	// A service there gets a VIP of each family from the VIP pools.
+	si, err := n.CreateService(ctx, api.CreateService{Name: "web", Ports: []string{"80/tcp"}})
+	if err != nil || si.VIP != "10.1.0.240" || fmt.Sprint(si.VIPs) != "[10.1.0.240 fd00:10::f000:0]" {
+		t.Fatalf("CreateService(dual) = %+v, %v", si, err)
+	}
+	for _, a := range []string{"10.1.0.9:80", "[fd00:10::9]:80"} {
+		if _, err := n.AddBackend(ctx, api.AddBackend{Service: "web", Addr: a, Weight: 1}); err != nil {
+			t.Errorf("AddBackend(%s): %v", a, err)
+		}
+	}
+	if err := n.RemoveService(ctx, "", "web"); err != nil {
+		t.Fatal(err)
+	}
+	if ls, ok := n.ctl.ipam.Lookup("blue", netip.MustParseAddr("fd00:10::f000:0")); ok {
+		t.Errorf("the IPv6 VIP is still leased after the remove: %+v", ls)
+	}
 }
 
 // FuzzCreateNetwork: whatever the request, the node answers with a status

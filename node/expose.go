@@ -71,7 +71,7 @@ func (n *Node) expose(ctx context.Context, e config.Expose) (*door.Exposer, erro
 	var self netip.Addr
 	for _, j := range n.ctl.joinedList() {
 		if j.Name == network {
-			self = j.Addrs[0] // TODO(dual-stack services): the exposer's backend per VIP family
+			self = j.Addrs[0] // the network's first family: an expose serves a dual-stack service's IPv4 VIP
 		}
 	}
 	target := netip.MustParseAddrPort(e.Target)

@@ -52,7 +52,7 @@ func (n *Node) startServices() {
 			js := c.joinedList()
 			out := make([]service.Network, len(js))
 			for i, j := range js {
-				out[i] = service.Network{Name: j.Name, VNI: j.VNI, CIDR: j.CIDRs[0], Addr: j.Addrs[0]} // TODO(dual-stack services): both families
+				out[i] = service.Network{Name: j.Name, VNI: j.VNI, CIDRs: j.CIDRs, Addrs: j.Addrs}
 			}
 			return out
 		},
@@ -118,7 +118,7 @@ func serviceInfo(si service.Info, err error) (api.ServiceInfo, error) {
 	if err != nil {
 		return api.ServiceInfo{}, err
 	}
-	out := api.ServiceInfo{Name: si.Name, Network: si.Network, VIP: si.VIP, Ports: si.Ports, Creator: si.Creator,
+	out := api.ServiceInfo{Name: si.Name, Network: si.Network, VIP: si.VIP, VIPs: si.VIPs, Ports: si.Ports, Creator: si.Creator,
 		Backends: make([]api.BackendInfo, len(si.Backends)), Flows: si.Flows, Error: si.Error}
 	for i, b := range si.Backends {
 		out.Backends[i] = api.BackendInfo(b)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/overlayd/overlayd/catalog"
 	"github.com/overlayd/overlayd/gossip"
+	"github.com/overlayd/overlayd/ipam"
 	"github.com/overlayd/overlayd/lb"
 )
 
@@ -20,8 +21,8 @@ import (
 type svcEntry struct {
 	v        catalog.Service
 	owner    string
-	time     uint64 // Lamport time of the entry: the earlier of two services claiming one VIP port wins
-	vip      netip.Addr
+	time     uint64       // Lamport time of the entry: the earlier of two services claiming one VIP port wins
+	vips     []netip.Addr // one per family, IPv4 first (catalog.Service.VIPs)
 	ports    []lb.PortProto
 	backends []bkEntry
 }
@@ -35,8 +36,9 @@ type bkEntry struct {
 
 // parse reads a network's service and backend entries (the services of a
 // dead creator included: ListAll; backends of live owners only: List);
-// malformed entries are skipped.
-func parse(network string, services, backends []gossip.Entry) []svcEntry {
+// malformed entries are skipped, and so are VIPs outside cidrs (the
+// network's, when known).
+func parse(network string, cidrs []netip.Prefix, services, backends []gossip.Entry) []svcEntry {
 	var out []svcEntry
 	idx := map[string]int{}
 	for _, e := range services {
@@ -44,11 +46,14 @@ func parse(network string, services, backends []gossip.Entry) []svcEntry {
 		if err != nil {
 			continue
 		}
-		vip, err := netip.ParseAddr(v.VIP)
-		if err != nil || !vip.Is4() {
+		vips := v.VIPs()
+		if len(cidrs) > 0 {
+			vips = slices.DeleteFunc(vips, func(a netip.Addr) bool { return !ipam.Contains(cidrs, a) })
+		}
+		if len(vips) == 0 {
 			continue
 		}
-		se := svcEntry{v: v, owner: e.Owner, time: e.Time, vip: vip}
+		se := svcEntry{v: v, owner: e.Owner, time: e.Time, vips: vips}
 		for _, p := range v.Ports {
 			pp, err := parsePort(strconv.Itoa(int(p.Port)) + "/" + p.Proto)
 			if err == nil {
@@ -76,7 +81,13 @@ func parse(network string, services, backends []gossip.Entry) []svcEntry {
 // read parses a network's service tables as they are now.
 func (m *Manager) read(network string) []svcEntry {
 	g := m.o.Gossip
-	return parse(network, g.ListAll(catalog.TableServices, network), g.List(catalog.TableBackends, network))
+	var cidrs []netip.Prefix
+	for _, j := range m.o.Networks() {
+		if j.Name == network {
+			cidrs = j.CIDRs
+		}
+	}
+	return parse(network, cidrs, g.ListAll(catalog.TableServices, network), g.List(catalog.TableBackends, network))
 }
 
 // servedPorts is the one rule of which ports of a service (ports) a
@@ -144,7 +155,9 @@ func newJudge(v View, live func(string) bool) judge {
 	}
 	for _, n := range v.Networks {
 		j.vni[n.Name] = n.VNI
-		j.own[n.Addr] = true
+		for _, a := range n.Addrs {
+			j.own[a] = true
+		}
 	}
 	for _, a := range v.Own {
 		j.own[a] = true
@@ -198,20 +211,45 @@ func (j judge) state(se svcEntry, b bkEntry) (string, []lb.PortProto) {
 	return StateActive, ports
 }
 
-// balanced is the balancer's service for se: its active and draining
-// backends, without those on this node's own addresses (the router does
+// balanced is the balancer's services for se, one per VIP (a dual-stack
+// service is an IPv4 and an IPv6 service side by side, never a
+// translation): each with its active and draining backends of the VIP's
+// family, without those on this node's own addresses (the router does
 // not hairpin a DNATed packet back into the attachment, so this node's
 // clients are balanced over the other nodes' backends only).
-func (j judge) balanced(se svcEntry) lb.Service {
-	ls := lb.Service{Network: se.v.Network, Name: se.v.Name, VIP: se.vip, Ports: se.ports}
-	for _, b := range se.backends {
-		st, ports := j.state(se, b)
-		if (st == StateActive || st == StateDraining) && !j.own[b.addr.Addr()] {
-			ls.Backends = append(ls.Backends, lb.Backend{Addr: b.addr, Ports: ports, Weight: b.v.Weight})
+func (j judge) balanced(se svcEntry) []lb.Service {
+	out := make([]lb.Service, 0, len(se.vips))
+	for i, vip := range se.vips {
+		ls := lb.Service{Network: se.v.Network, Name: lbName(se.v.Name, i), VIP: vip, Ports: se.ports}
+		for _, b := range se.backends {
+			if b.addr.Addr().Is4() != vip.Is4() {
+				continue
+			}
+			st, ports := j.state(se, b)
+			if (st == StateActive || st == StateDraining) && !j.own[b.addr.Addr()] {
+				ls.Backends = append(ls.Backends, lb.Backend{Addr: b.addr, Ports: ports, Weight: b.v.Weight})
+			}
 		}
+		out = append(out, ls)
 	}
-	return ls
+	return out
 }
+
+// lbSuffix marks the balancer's service of a dual-stack service's second
+// (IPv6) VIP: "web/6" beside "web". A service name is a DNS label, so no
+// service has it.
+const lbSuffix = "/6"
+
+// lbName is the balancer's name of service name's VIP number i.
+func lbName(name string, i int) string {
+	if i == 0 {
+		return name
+	}
+	return name + lbSuffix
+}
+
+// serviceOf is the service of a balancer's service name (lbName).
+func serviceOf(lbName string) string { return strings.TrimSuffix(lbName, lbSuffix) }
 
 // Balance is the balancer's services of the joined networks of v (those
 // snap has tables of), from snap's entries and live members: each
@@ -222,16 +260,16 @@ func Balance(snap catalog.Snapshot, v View) []lb.Service {
 	var ses []svcEntry
 	for _, n := range v.Networks {
 		if t, ok := snap.Networks[n.Name]; ok {
-			ses = append(ses, parse(n.Name, t.Services, t.Backends)...)
+			ses = append(ses, parse(n.Name, n.CIDRs, t.Services, t.Backends)...)
 		}
 	}
 	slices.SortStableFunc(ses, func(a, b svcEntry) int {
 		return cmp.Or(cmp.Compare(a.time, b.time), cmp.Compare(a.owner, b.owner), cmp.Compare(a.v.Network, b.v.Network), cmp.Compare(a.v.Name, b.v.Name))
 	})
 	j := newJudge(v, snap.Live)
-	all := make([]lb.Service, len(ses))
-	for i, se := range ses {
-		all[i] = j.balanced(se)
+	all := make([]lb.Service, 0, len(ses))
+	for _, se := range ses {
+		all = append(all, j.balanced(se)...)
 	}
 	return all
 }
@@ -250,7 +288,15 @@ func (m *Manager) Apply(s Setter, services []lb.Service) {
 			return
 		}
 		for _, r := range serr.Rejected {
-			rejected[[2]string{r.Network, r.Name}] = r.Err.Error()
+			k := [2]string{r.Network, serviceOf(r.Name)}
+			why := r.Err.Error()
+			if r.Name != k[1] {
+				why = "IPv6 VIP: " + why
+			}
+			if rejected[k] != "" {
+				why = rejected[k] + "; " + why
+			}
+			rejected[k] = why
 		}
 	}
 	m.rmu.Lock()

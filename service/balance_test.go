@@ -32,7 +32,7 @@ var (
 // malformed ones are left out.
 func TestBalance(t *testing.T) {
 	view := View{
-		Networks: []Network{{Name: "blue", VNI: 7, CIDR: netip.MustParsePrefix("10.1.0.0/16"), Addr: netip.MustParseAddr("10.1.0.1")}},
+		Networks: []Network{{Name: "blue", VNI: 7, CIDRs: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}, Addrs: []netip.Addr{netip.MustParseAddr("10.1.0.1")}}},
 		Routes: []Route{
 			{Prefix: netip.MustParsePrefix("10.1.0.2/32"), VNI: 7, Owner: "b"},
 			{Prefix: netip.MustParsePrefix("10.1.0.3/32"), VNI: 7, Owner: "c"},
@@ -48,7 +48,7 @@ func TestBalance(t *testing.T) {
 					svcEnt("a", 5, "web", "blue", "10.1.255.1", tcp80),
 					svcEnt("b", 3, "dns", "blue", "10.1.255.2", udp53, tcp53),
 					svcEnt("b", 4, "bad", "green", "10.1.255.3", tcp80),   // names another network
-					svcEnt("b", 4, "v6", "blue", "fd00::1", tcp80),        // not IPv4
+					svcEnt("b", 4, "v6", "blue", "fd00::1", tcp80),        // outside the network
 					svcEnt("b", 4, "noport", "blue", "10.1.255.4"),        // no port
 					{Key: "junk", Owner: "b", Value: []byte("{not json")}, // malformed
 				},

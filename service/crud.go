@@ -24,6 +24,9 @@ type Create struct {
 	Network string   // "": the node's only joined network
 	Ports   []string // "80/tcp", "53/udp"
 	VIP     string   // "": one from the network's VIP range
+	// VIPs are more VIPs, after VIP: at most one per family of the
+	// network; a family without one gets one from its VIP range.
+	VIPs []string
 }
 
 // AddBackend asks for a backend of this node, or changes one it added.
@@ -49,7 +52,8 @@ type BackendRef struct {
 type Info struct {
 	Name     string
 	Network  string
-	VIP      string
+	VIP      string   // the first of VIPs
+	VIPs     []string // one per family of its network, IPv4 first
 	Ports    []string // "80/tcp"
 	Creator  string   // the node that created it (only it may remove it)
 	Backends []BackendInfo
@@ -143,15 +147,18 @@ func (m *Manager) Has(network, name string) bool {
 
 // info describes a service with this node's balancer figures.
 func (m *Manager) info(se svcEntry, flows map[[3]string]int, st lb.Stats) Info {
-	si := Info{Name: se.v.Name, Network: se.v.Network, VIP: se.vip.String(), Creator: se.owner, Backends: []BackendInfo{},
+	si := Info{Name: se.v.Name, Network: se.v.Network, VIP: se.vips[0].String(), Creator: se.owner, Backends: []BackendInfo{},
 		Error: m.rejectedWhy(se.v.Network, se.v.Name)}
+	for _, v := range se.vips {
+		si.VIPs = append(si.VIPs, v.String())
+	}
 	for _, p := range se.ports {
 		si.Ports = append(si.Ports, p.String())
 	}
 	sel := map[string]uint64{}
 	inTable := map[string]bool{}
 	for _, ss := range st.Services {
-		if ss.Network == se.v.Network && ss.Name == se.v.Name {
+		if ss.Network == se.v.Network && serviceOf(ss.Name) == se.v.Name {
 			for _, b := range ss.Backends {
 				sel[b.ID], inTable[b.ID] = b.Selections, b.Weight > 0
 			}
@@ -237,48 +244,114 @@ func (m *Manager) Create(ctx context.Context, req Create) (Info, error) {
 	existing := m.read(network)
 	for _, se := range existing {
 		if se.v.Name == req.Name {
-			return Info{}, fault.Conflict("service %q exists already on network %q (VIP %v)", req.Name, network, se.vip)
+			return Info{}, fault.Conflict("service %q exists already on network %q (VIP %s)", req.Name, network, vipList(se.vips))
 		}
 	}
-	if req.VIP != "" {
-		vip, err := netip.ParseAddr(req.VIP)
-		if err != nil || !vip.Is4() {
-			return Info{}, fault.Invalid("VIP %q is not an IPv4 address", req.VIP)
-		}
-		if len(nw.CIDRs) > 0 && !nw.Contains(vip) {
-			return Info{}, fault.Invalid("VIP %v is outside network %q (%s)", vip, network, ipam.JoinCIDRs(nw.CIDRs))
-		}
-		for _, se := range existing {
-			if se.vip == vip {
-				return Info{}, fault.Conflict("VIP %v is taken by service %q", vip, se.v.Name)
+	given, err := m.givenVIPs(network, nw, req, existing)
+	if err != nil {
+		return Info{}, err
+	}
+	fams := ipam.Families(nw.CIDRs)
+	if len(fams) == 0 { // not known here (yet): what was given, else IPv4 as before
+		for _, f := range []ipam.Family{ipam.IPv4, ipam.IPv6} {
+			if _, ok := given[f]; ok {
+				fams = append(fams, f)
 			}
 		}
-		if l, ok := m.o.IPAM.Lookup(network, vip); ok {
-			return Info{}, fault.Conflict("VIP %v is leased to %q on node %s", vip, l.Owner, l.Node)
+		if len(fams) == 0 {
+			fams = []ipam.Family{ipam.IPv4}
 		}
-		v.VIP = vip.String()
-	} else {
-		// A VIP given with --vip is not leased; should IPAM hand it out,
-		// the lease stays (the address is in use) and the next one is taken.
-		actx, cancel := context.WithTimeout(ctx, vipTimeout)
-		defer cancel()
-		for v.VIP == "" {
-			vip, err := m.o.IPAM.AllocateVIP(actx, network, "service:"+req.Name, ipam.IPv4)
-			if err != nil {
-				return Info{}, fault.Unavailable("network %q: no VIP (%v); give one with --vip", network, err)
+	}
+	var vips, allocated []netip.Addr
+	for _, f := range fams {
+		vip, ok := given[f]
+		if !ok {
+			// A VIP given with --vip is not leased; should IPAM hand it
+			// out, the lease stays (the address is in use) and the next
+			// one is taken.
+			actx, cancel := context.WithTimeout(ctx, vipTimeout)
+			for !vip.IsValid() {
+				a, err := m.o.IPAM.AllocateVIP(actx, network, "service:"+req.Name, f)
+				if err != nil {
+					cancel()
+					for _, a := range allocated {
+						m.o.IPAM.Release(network, a)
+					}
+					what := ""
+					if len(fams) > 1 {
+						what = " " + f.String()
+					}
+					return Info{}, fault.Unavailable("network %q: no%s VIP (%v); give one with --vip", network, what, err)
+				}
+				if !slices.ContainsFunc(existing, func(se svcEntry) bool { return slices.Contains(se.vips, a) }) {
+					vip = a
+					allocated = append(allocated, a)
+				}
 			}
-			if !slices.ContainsFunc(existing, func(se svcEntry) bool { return se.vip == vip }) {
-				v.VIP = vip.String()
-			}
+			cancel()
 		}
+		vips = append(vips, vip)
+	}
+	v.VIP = vips[0].String()
+	if len(vips) > 1 {
+		v.VIP6 = vips[1].String()
 	}
 	if err := m.o.Gossip.Put(catalog.TableServices, network, catalog.ServiceKey(req.Name), v.Encode()); err != nil {
 		return Info{}, writeErr(err, "service", req.Name)
 	}
-	m.log.Info("service created", zap.String("network", network), zap.String("service", req.Name), zap.String("vip", v.VIP), zap.Strings("ports", req.Ports))
+	m.log.Info("service created", zap.String("network", network), zap.String("service", req.Name), zap.String("vip", vipList(vips)), zap.Strings("ports", req.Ports))
 	m.changed()
 	se, _ := m.find(network, req.Name)
 	return m.info(se, nil, lb.Stats{}), nil
+}
+
+// givenVIPs checks the VIPs a create names, by family: each an address
+// of the network's CIDR of its family, one per family, neither another
+// service's nor leased.
+func (m *Manager) givenVIPs(network string, nw ipam.Network, req Create, existing []svcEntry) (map[ipam.Family]netip.Addr, error) {
+	all := req.VIPs
+	if req.VIP != "" {
+		all = append([]string{req.VIP}, all...)
+	}
+	out := map[ipam.Family]netip.Addr{}
+	for _, s := range all {
+		vip, err := netip.ParseAddr(s)
+		if err != nil || vip.Zone() != "" {
+			return nil, fault.Invalid("VIP %q is not an IP address", s)
+		}
+		vip = vip.Unmap()
+		f := ipam.FamilyOf(vip)
+		if _, dup := out[f]; dup {
+			return nil, fault.Invalid("VIPs %v and %v are of one family; a service has at most one IPv4 and one IPv6 VIP", out[f], vip)
+		}
+		if len(nw.CIDRs) > 0 {
+			if _, ok := nw.CIDR(f); !ok {
+				return nil, fault.Invalid("VIP %v is %v, and network %q (%s) has no %v CIDR", vip, f, network, ipam.JoinCIDRs(nw.CIDRs), f)
+			}
+			if !nw.Contains(vip) {
+				return nil, fault.Invalid("VIP %v is outside network %q (%s)", vip, network, ipam.JoinCIDRs(nw.CIDRs))
+			}
+		}
+		for _, se := range existing {
+			if slices.Contains(se.vips, vip) {
+				return nil, fault.Conflict("VIP %v is taken by service %q", vip, se.v.Name)
+			}
+		}
+		if l, ok := m.o.IPAM.Lookup(network, vip); ok {
+			return nil, fault.Conflict("VIP %v is leased to %q on node %s", vip, l.Owner, l.Node)
+		}
+		out[f] = vip
+	}
+	return out, nil
+}
+
+// vipList is vips as "10.1.255.1,fd00:1::f000:0".
+func vipList(vips []netip.Addr) string {
+	s := make([]string, len(vips))
+	for i, v := range vips {
+		s[i] = v.String()
+	}
+	return strings.Join(s, ",")
 }
 
 // writeErr turns a gossip write error into one sentence for the user:
@@ -319,9 +392,11 @@ func (m *Manager) Remove(network, name string) error {
 			g.Delete(catalog.TableBackends, network, b.key)
 		}
 	}
-	if l, ok := m.o.IPAM.Lookup(network, se.vip); ok && l.Node == self {
-		if err := m.o.IPAM.Release(network, se.vip); err != nil {
-			m.log.Warn("release VIP", zap.String("network", network), zap.Error(err))
+	for _, vip := range se.vips {
+		if l, ok := m.o.IPAM.Lookup(network, vip); ok && l.Node == self {
+			if err := m.o.IPAM.Release(network, vip); err != nil {
+				m.log.Warn("release VIP", zap.String("network", network), zap.Stringer("vip", vip), zap.Error(err))
+			}
 		}
 	}
 	m.log.Info("service removed", zap.String("network", network), zap.String("service", name))
@@ -337,9 +412,10 @@ func (m *Manager) AddBackend(req AddBackend) (Info, error) {
 		return Info{}, err
 	}
 	a, err := netip.ParseAddrPort(req.Addr)
-	if err != nil || !a.Addr().Is4() || a.Port() == 0 {
-		return Info{}, fault.Invalid("backend %q: want an overlay IPv4 address and port such as 10.200.1.1:8080", req.Addr)
+	if err != nil || a.Port() == 0 || a.Addr().Zone() != "" {
+		return Info{}, fault.Invalid("backend %q: want an overlay address and port such as 10.200.1.1:8080 or [fd00:10::3]:8080", req.Addr)
 	}
+	a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 	if req.Weight > maxWeight {
 		return Info{}, fault.Invalid("weight %d is out of range (0-%d)", req.Weight, maxWeight)
 	}
@@ -364,8 +440,11 @@ func (m *Manager) AddBackend(req AddBackend) (Info, error) {
 	if nw, ok := m.o.IPAM.Network(network); ok && !nw.Contains(a.Addr()) {
 		return Info{}, fault.Invalid("backend %v is outside network %q (%s)", a, network, ipam.JoinCIDRs(nw.CIDRs))
 	}
-	if a.Addr() == se.vip {
+	if slices.Contains(se.vips, a.Addr()) {
 		return Info{}, fault.Invalid("backend %v is the service's own VIP", a)
+	}
+	if !slices.ContainsFunc(se.vips, func(v netip.Addr) bool { return v.Is4() == a.Addr().Is4() }) {
+		return Info{}, fault.Invalid("backend %v is %v and service %q has no VIP of that family (its VIP: %s); a backend serves the VIP of its family", a, ipam.FamilyOf(a.Addr()), req.Service, vipList(se.vips))
 	}
 	healthy := true
 	key := catalog.BackendKey(req.Service, a)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/overlayd/overlayd/catalog"
@@ -57,7 +58,7 @@ func (m *Manager) Declare(ctx context.Context, sv Declared, keep func(network, k
 		if err != nil {
 			return fault.AtLine(sv.Line, what, err)
 		}
-		changed("service %s: created on network %s (VIP %s, ports %s)", sv.Name, network, info.VIP, strings.Join(info.Ports, " "))
+		changed("service %s: created on network %s (VIP %s, ports %s)", sv.Name, network, strings.Join(info.VIPs, ","), strings.Join(info.Ports, " "))
 		if se, ok = m.find(network, sv.Name); !ok {
 			return fault.AtLine(sv.Line, what, errors.New("service: created but not found in the service table"))
 		}
@@ -74,8 +75,8 @@ func (m *Manager) Declare(ctx context.Context, sv Declared, keep func(network, k
 // describes: a VIP or ports that differ are not changed by Declare.
 func sameService(se svcEntry, sv Declared) error {
 	hint := fmt.Sprintf("remove it with 'overlayd service rm %s' on node %s to change it", sv.Name, se.owner)
-	if sv.VIP != "" && se.vip.String() != sv.VIP {
-		return fault.Conflict("exists with VIP %v, not %s; %s", se.vip, sv.VIP, hint)
+	if a, err := netip.ParseAddr(sv.VIP); sv.VIP != "" && (err != nil || !slices.Contains(se.vips, a.Unmap())) {
+		return fault.Conflict("exists with VIP %s, not %s; %s", vipList(se.vips), sv.VIP, hint)
 	}
 	if len(sv.Ports) == 0 {
 		return nil // created elsewhere; its ports are its creator's
@@ -104,10 +105,14 @@ func sameService(se svcEntry, sv Declared) error {
 
 // declareBackends makes this node's backends of se exactly sv.Backends.
 func (m *Manager) declareBackends(network string, se svcEntry, sv Declared, keep func(network, key string) bool, changed func(string, ...any)) error {
-	var self netip.Addr
+	var self []netip.Addr // this node's addresses there, of the families the service has VIPs of
 	for _, j := range m.o.Networks() {
 		if j.Name == network {
-			self = j.Addr
+			for _, a := range j.Addrs {
+				if slices.ContainsFunc(se.vips, func(v netip.Addr) bool { return v.Is4() == a.Is4() }) {
+					self = append(self, a)
+				}
+			}
 		}
 	}
 	type want struct {
@@ -116,18 +121,26 @@ func (m *Manager) declareBackends(network string, se svcEntry, sv Declared, keep
 	}
 	var wants []want
 	for _, b := range sv.Backends {
-		addr := b.Addr
-		if port, ok := strings.CutPrefix(addr, ":"); ok && self.IsValid() {
-			addr = self.String() + ":" + port
-		}
-		a, err := netip.ParseAddrPort(addr)
-		if err != nil || !a.Addr().Is4() || a.Port() == 0 {
-			return fault.AtLine(b.Line, "service "+sv.Name+": backend "+b.Addr, fault.Invalid("want an overlay IPv4 IP:PORT, or :PORT for this node's address"))
-		}
 		if b.Check == "none" {
 			b.Check = ""
 		}
-		wants = append(wants, want{b, a})
+		if port, ok := strings.CutPrefix(b.Addr, ":"); ok && len(self) > 0 {
+			// This node's address of each family the service has a VIP
+			// of: a dual-stack service gets one backend per family.
+			p, err := strconv.ParseUint(port, 10, 16)
+			if err != nil || p == 0 {
+				return fault.AtLine(b.Line, "service "+sv.Name+": backend "+b.Addr, fault.Invalid("want an overlay IP:PORT, or :PORT for this node's address"))
+			}
+			for _, a := range self {
+				wants = append(wants, want{b, netip.AddrPortFrom(a, uint16(p))})
+			}
+			continue
+		}
+		a, err := netip.ParseAddrPort(b.Addr)
+		if err != nil || a.Port() == 0 || a.Addr().Zone() != "" {
+			return fault.AtLine(b.Line, "service "+sv.Name+": backend "+b.Addr, fault.Invalid("want an overlay IP:PORT, or :PORT for this node's address"))
+		}
+		wants = append(wants, want{b, netip.AddrPortFrom(a.Addr().Unmap(), a.Port())})
 	}
 	selfName := m.o.Gossip.Name()
 	cur := map[netip.AddrPort]bkEntry{}

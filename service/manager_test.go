@@ -25,7 +25,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-var blue = Network{Name: "blue", VNI: 7, CIDR: netip.MustParsePrefix("10.1.0.0/16"), Addr: netip.MustParseAddr("10.1.0.1")}
+var blue = Network{Name: "blue", VNI: 7, CIDRs: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}, Addrs: []netip.Addr{netip.MustParseAddr("10.1.0.1")}}
 
 // fakeIPAM hands out VIPs from 10.1.255.1 up and remembers its leases.
 type fakeIPAM struct {
@@ -36,10 +36,13 @@ type fakeIPAM struct {
 }
 
 func (f *fakeIPAM) Network(name string) (ipam.Network, bool) {
-	if name != blue.Name {
-		return ipam.Network{}, false
+	switch name {
+	case blue.Name:
+		return ipam.Network{Name: name, CIDRs: blue.CIDRs, VNI: blue.VNI}, true
+	case dual.Name:
+		return ipam.Network{Name: name, CIDRs: dual.CIDRs, VNI: dual.VNI}, true
 	}
-	return ipam.Network{Name: name, CIDRs: []netip.Prefix{blue.CIDR}, VNI: blue.VNI}, true
+	return ipam.Network{}, false
 }
 
 func (f *fakeIPAM) Lookup(_ string, a netip.Addr) (ipam.Lease, bool) {
@@ -49,11 +52,14 @@ func (f *fakeIPAM) Lookup(_ string, a netip.Addr) (ipam.Lease, bool) {
 	return l, ok
 }
 
-func (f *fakeIPAM) AllocateVIP(_ context.Context, _, owner string, _ ipam.Family) (netip.Addr, error) {
+func (f *fakeIPAM) AllocateVIP(_ context.Context, _, owner string, fam ipam.Family) (netip.Addr, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.next++
 	a := netip.AddrFrom4([4]byte{10, 1, 255, f.next})
+	if fam == ipam.IPv6 {
+		a = netip.AddrFrom16([16]byte{0xfd, 0, 0, 1, 14: 0xf0, 15: f.next})
+	}
 	if f.leases == nil {
 		f.leases = map[netip.Addr]ipam.Lease{}
 	}
@@ -85,7 +91,7 @@ func newGossip(t *testing.T, net *gossiptest.Network, name string) *gossip.Gossi
 func newManager(t *testing.T, g *gossip.Gossip, addr string, o Options) *Manager {
 	t.Helper()
 	nw := blue
-	nw.Addr = netip.MustParseAddr(addr)
+	nw.Addrs = []netip.Addr{netip.MustParseAddr(addr)}
 	o.Gossip = g
 	if o.IPAM == nil {
 		o.IPAM = &fakeIPAM{self: g.Name()}
@@ -152,7 +158,7 @@ func TestManagerCRUD(t *testing.T) {
 		{AddBackend{Service: "web", Addr: "10.1.255.1:80", Weight: 1}, "backend 10.1.255.1:80 is the service's own VIP"},
 		{AddBackend{Service: "web", Addr: "10.1.0.2:80", Weight: 70000}, "weight 70000 is out of range (0-65535)"},
 		{AddBackend{Service: "web", Addr: "10.1.0.2:80", Check: "icmp"}, `check "icmp": want tcp, udp or none`},
-		{AddBackend{Service: "web", Addr: "web:80"}, `backend "web:80": want an overlay IPv4 address and port such as 10.200.1.1:8080`},
+		{AddBackend{Service: "web", Addr: "web:80"}, `backend "web:80": want an overlay address and port such as 10.200.1.1:8080 or [fd00:10::3]:8080`},
 		{AddBackend{Service: "web", Addr: "10.1.0.2:80", ServicePort: 81}, "service web: the service has no port 81 (its ports: 80/tcp)"},
 	} {
 		if _, err := m.AddBackend(tt.req); !errors.Is(err, fault.ErrInvalid) || err.Error() != tt.msg {
@@ -377,7 +383,7 @@ func TestDeclare(t *testing.T) {
 			"line 9: service web: exists with VIP 10.1.255.1, not 10.1.255.9; remove it with 'overlayd service rm web' on node a to change it"},
 		{Declared{Name: "api", Line: 9}, `line 9: service api: no service "api" on network "blue" (yet); give its ports to create it here`},
 		{Declared{Name: "web", Line: 9, Backends: []DeclaredBackend{{Addr: "nope", Line: 10}}},
-			"line 10: service web: backend nope: want an overlay IPv4 IP:PORT, or :PORT for this node's address"},
+			"line 10: service web: backend nope: want an overlay IP:PORT, or :PORT for this node's address"},
 	} {
 		if err := m.Declare(ctx, tt.d, nil, changed); err == nil || err.Error() != tt.msg {
 			t.Errorf("Declare(%+v) = %v, want %q", tt.d, err, tt.msg)

@@ -56,12 +56,13 @@ var (
 	_ Figures = (*lb.Balancer)(nil)
 )
 
-// Network is a network this node has joined, with its address there.
+// Network is a network this node has joined, with its addresses there
+// (one per CIDR, IPv4 first).
 type Network struct {
-	Name string
-	VNI  uint32
-	CIDR netip.Prefix
-	Addr netip.Addr
+	Name  string
+	VNI   uint32
+	CIDRs []netip.Prefix
+	Addrs []netip.Addr
 }
 
 // Route is one route of the router's table, as far as a backend's
@@ -219,7 +220,7 @@ func (m *Manager) figures() (map[[3]string]int, lb.Stats) {
 		return flows, lb.Stats{}
 	}
 	for _, f := range m.o.Figures.Flows() {
-		flows[[3]string{f.Network, f.Service, f.BackendID}]++
+		flows[[3]string{f.Network, serviceOf(f.Service), f.BackendID}]++
 	}
 	return flows, m.o.Figures.Stats()
 }

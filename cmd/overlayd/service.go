@@ -23,6 +23,8 @@ never move.
   service create NAME --port 80/tcp [--port 53/udp] [--vip IP] [--network NET]
                                           define a service; the VIP comes from
                                           the network's VIP range unless given
+                                          (a dual-stack network: a VIP of each
+                                          family; --vip twice gives both)
   service ls                              list the services
   service show NAME                       backends, weights, health and flows
   service add-backend NAME IP:PORT [--weight W] [--check tcp|udp|none] [--service-port N]
@@ -40,6 +42,10 @@ whose ports all have one number (--port 80/tcp) also takes a backend on
 any other port, mapped (VIP:80 → 10.70.0.5:8080). Otherwise say which
 port the backend serves with --service-port (--service-port 8002 for a
 backend 10.70.0.5:9000: VIP:8002 → 10.70.0.5:9000).
+
+A backend serves the VIP of its family: on a dual-stack network
+10.70.0.5:80 takes the IPv4 VIP's flows and [fd00:70::5]:80 the IPv6
+VIP's; there is no translation between families.
 
 A backend takes new flows only while it is active: healthy (its check
 passes), weight above 0, and its address routed to a live node (else it is
@@ -69,7 +75,8 @@ func serviceCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	network := fs.String("network", "", "the service's `network` (default: the node's only joined network, or the one holding NAME)")
 	var ports portsFlag
 	fs.Var(&ports, "port", "`PORT/PROTO` of the service, such as 80/tcp or 53/udp; repeat for several (create)")
-	vip := fs.String("vip", "", "the service's `IP` (create; default: one from the network's VIP range)")
+	var vips cidrList // the same repeatable, comma-separated list
+	fs.Var(&vips, "vip", "the service's `IP` (create; default: one from the network's VIP range; on a dual-stack network give one of each family, twice, or one and the other is picked)")
 	weight := fs.Int("weight", 1, "backend's relative share of new flows, `0-65535` (add-backend; 0 drains)")
 	check := fs.String("check", "none", "active health check of the backend, from the node that adds it, every 2s: `tcp, udp or none` (add-backend)")
 	servicePort := fs.Int("service-port", 0, "the service `port` the backend serves (add-backend; default: the one with the backend's port number, or the service's only port)")
@@ -116,14 +123,14 @@ func serviceCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		if len(ports) == 0 {
 			return usagef("give the service's ports with --port, such as --port 80/tcp")
 		}
-		s, err := c.CreateService(ctx, api.CreateService{Name: pos[0], Network: *network, Ports: ports, VIP: *vip})
+		s, err := c.CreateService(ctx, api.CreateService{Name: pos[0], Network: *network, Ports: ports, VIPs: vips})
 		if err != nil {
 			return err
 		}
 		if *asJSON {
 			return printJSON(stdout, s)
 		}
-		fmt.Fprintf(stdout, "service %s created on network %s: VIP %s, ports %s\n", s.Name, s.Network, s.VIP, strings.Join(s.Ports, " "))
+		fmt.Fprintf(stdout, "service %s created on network %s: VIP %s, ports %s\n", s.Name, s.Network, commas(s.VIPs, s.VIP), strings.Join(s.Ports, " "))
 	case "ls", "list":
 		if err := want(0, "ls"); err != nil {
 			return err
@@ -156,7 +163,7 @@ func serviceCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 					active++
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\n", s.Name, s.Network, s.VIP, strings.Join(s.Ports, ","), active, len(s.Backends), s.Flows, s.Creator)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\n", s.Name, s.Network, commas(s.VIPs, s.VIP), strings.Join(s.Ports, ","), active, len(s.Backends), s.Flows, s.Creator)
 		}
 		if len(ss) == 0 {
 			fmt.Fprintln(tw, "(none: create one with 'overlayd service create NAME --port 80/tcp')")
@@ -207,7 +214,7 @@ func serviceCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 				serves = ", serving VIP port " + strings.Join(b.Ports, " ")
 			}
 		}
-		fmt.Fprintf(stdout, "backend %s added to %s (VIP %s) with weight %d, check %s%s\n", pos[1], s.Name, s.VIP, *weight, *check, serves)
+		fmt.Fprintf(stdout, "backend %s added to %s (VIP %s) with weight %d, check %s%s\n", pos[1], s.Name, commas(s.VIPs, s.VIP), *weight, *check, serves)
 	case "drain", "remove-backend":
 		if err := want(2, sub+" NAME IP:PORT"); err != nil {
 			return err
@@ -246,7 +253,7 @@ func printService(w io.Writer, s api.ServiceInfo) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "service\t%s\n", s.Name)
 	fmt.Fprintf(tw, "network\t%s\n", s.Network)
-	fmt.Fprintf(tw, "vip\t%s\n", s.VIP)
+	fmt.Fprintf(tw, "vip\t%s\n", commas(s.VIPs, s.VIP))
 	fmt.Fprintf(tw, "ports\t%s\n", strings.Join(s.Ports, " "))
 	fmt.Fprintf(tw, "creator\t%s\n", s.Creator)
 	fmt.Fprintf(tw, "flows\t%d (this node's clients)\n", s.Flows)
