@@ -382,3 +382,41 @@ func TestForwardAndExposeIPv6(t *testing.T) {
 		t.Errorf("NewExpose(::1:7000) = %v, want the bracketed form shown", err)
 	}
 }
+
+// TestSOCKS5OnIPv6Loopback: the door itself on [::1]: a CONNECT to an
+// IPv4 destination, and a UDP association whose relay is on [::1] (ATYP
+// 4 in the reply) and takes the client's datagrams from [::1].
+func TestSOCKS5OnIPv6Loopback(t *testing.T) {
+	needLoopback6(t)
+	n := newV6Net(t, dual)
+	s, err := door.NewSOCKS5("[::1]:0", n.opts)
+	socks := start(t, s, err)
+	c, rep, _ := socks5Do(t, socks.Addr(), 1, 1, server4.AsSlice(), 9000)
+	if got := greeting(t, c); rep != 0 || !strings.HasPrefix(got, "from 10.0.0.1:") {
+		t.Errorf("CONNECT 10.0.0.2:9000 through [::1]: reply %d, server said %q", rep, got)
+	}
+	ctl, rep, relay := socks5Do(t, socks.Addr(), 3, 4, make([]byte, 16), 0)
+	defer ctl.Close()
+	if rep != 0 || relay.Addr() != netip.IPv6Loopback() {
+		t.Fatalf("UDP ASSOCIATE on [::1]: reply %d relay %v, want 0 and [::1]:PORT", rep, relay)
+	}
+	uc, err := net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(relay))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	hdr := binary.BigEndian.AppendUint16(append([]byte{0, 0, 0, 1}, server4.AsSlice()...), 9001)
+	want := append(append([]byte(nil), hdr...), "v4 datagram via a v6 relay"...)
+	buf := make([]byte, 2048)
+	var got []byte
+	for try := 0; try < 5 && got == nil; try++ {
+		uc.Write(want)
+		uc.SetReadDeadline(time.Now().Add(time.Second))
+		if k, err := uc.Read(buf); err == nil {
+			got = buf[:k]
+		}
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("UDP through the [::1] relay: got %x, want %x", got, want)
+	}
+}

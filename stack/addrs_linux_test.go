@@ -3,11 +3,13 @@ package stack_test
 import (
 	"context"
 	"net/netip"
+	"os"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/overlayd/overlayd/stack"
 )
@@ -110,6 +112,40 @@ func TestTUNSetAddresses(t *testing.T) {
 		}
 		if got, want := addrs(), []string{second.String()}; !slices.Equal(got, want) {
 			t.Errorf("addresses %v, want %v", got, want)
+		}
+
+		// IPv6 beside it, on a link whose IPv6 was off: turned on, the
+		// address usable at once (NODAD), its prefix routed; then gone.
+		if err := os.WriteFile("/proc/sys/net/ipv6/conf/ovltest1/disable_ipv6", []byte("1"), 0); err != nil {
+			t.Errorf("disable IPv6 on ovltest1: %v", err)
+			return
+		}
+		six := netip.MustParsePrefix("fd00:97::1/64")
+		if err := tun.SetAddresses([]netip.Prefix{second, six}); err != nil {
+			t.Errorf("SetAddresses with IPv6: %v", err)
+			return
+		}
+		v6 := func() []netlink.Addr {
+			link, _ := netlink.LinkByName("ovltest1")
+			as, _ := netlink.AddrList(link, netlink.FAMILY_V6)
+			return slices.DeleteFunc(as, func(a netlink.Addr) bool { return a.IP.IsLinkLocalUnicast() })
+		}
+		if as := v6(); len(as) != 1 || as[0].IPNet.String() != six.String() || as[0].Flags&unix.IFA_F_NODAD == 0 || as[0].Flags&unix.IFA_F_TENTATIVE != 0 {
+			t.Errorf("IPv6 addresses %v, want %v, NODAD and not tentative", as, six)
+		}
+		link, _ := netlink.LinkByName("ovltest1")
+		routes, _ := netlink.RouteList(link, netlink.FAMILY_V6)
+		if !slices.ContainsFunc(routes, func(r netlink.Route) bool { return r.Dst != nil && r.Dst.String() == six.Masked().String() }) {
+			t.Errorf("IPv6 routes %v, want one to %v", routes, six.Masked())
+		}
+		if got, want := addrs(), []string{second.String()}; !slices.Equal(got, want) {
+			t.Errorf("IPv4 addresses %v, want %v kept", got, want)
+		}
+		if err := tun.SetAddresses([]netip.Prefix{second}); err != nil {
+			t.Errorf("SetAddresses without IPv6: %v", err)
+		}
+		if as := v6(); len(as) != 0 {
+			t.Errorf("IPv6 addresses %v after removing it, want none", as)
 		}
 	})
 }

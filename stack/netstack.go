@@ -45,6 +45,7 @@ type NetstackOptions struct {
 
 const (
 	defaultMTU      = 1450
+	minMTU6         = 1280 // IPv6's minimum link MTU (RFC 8200 §5)
 	defaultQueueLen = 4096
 	netstackBatch   = 128
 	nicID           = tcpip.NICID(1)
@@ -122,8 +123,8 @@ func NewNetstack(opts NetstackOptions) (*Netstack, error) {
 	if opts.MTU == 0 {
 		opts.MTU = defaultMTU
 	}
-	if opts.MTU < 1280 && hasV6(opts.Addrs) || opts.MTU < 576 || opts.MTU > 65535 {
-		return nil, fmt.Errorf("stack: netstack MTU %d out of range (576..65535, 1280 with IPv6)", opts.MTU)
+	if opts.MTU < minMTU6 && hasV6(opts.Addrs) || opts.MTU < 576 || opts.MTU > 65535 {
+		return nil, fmt.Errorf("stack: netstack MTU %d out of range (576..65535, %d with IPv6)", opts.MTU, minMTU6)
 	}
 	if opts.QueueLen <= 0 {
 		opts.QueueLen = defaultQueueLen
@@ -216,6 +217,9 @@ func (n *Netstack) SetAddresses(addrs []netip.Prefix) error {
 	for _, p := range addrs {
 		if !p.IsValid() {
 			return fmt.Errorf("stack: netstack address %v is not valid", p)
+		}
+		if n.mtu < minMTU6 && p.Addr().Is6() && !p.Addr().Is4In6() {
+			return fmt.Errorf("stack: netstack address %v: the MTU %d is below IPv6's minimum of %d; raise it to carry IPv6", p, n.mtu, minMTU6)
 		}
 		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits())
 		want[p.Addr()] = p

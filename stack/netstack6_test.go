@@ -252,3 +252,18 @@ func TestNetstackDualStack(t *testing.T) {
 		}
 	}
 }
+
+func TestNetstackIPv6NeedsMTU1280(t *testing.T) {
+	ns, err := stack.NewNetstack(stack.NetstackOptions{Addrs: []netip.Prefix{addrA}, MTU: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	err = ns.SetAddresses([]netip.Prefix{addrA, addrA6})
+	if want := "stack: netstack address fd00::1/64: the MTU 1000 is below IPv6's minimum of 1280; raise it to carry IPv6"; err == nil || err.Error() != want {
+		t.Errorf("SetAddresses(IPv6 at MTU 1000) = %v, want %q", err, want)
+	}
+	if v4, v6 := ns.Families(); !v4 || v6 {
+		t.Errorf("after the refused SetAddresses Families() = %v, %v; want the IPv4 address kept alone", v4, v6)
+	}
+}
