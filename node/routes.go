@@ -17,8 +17,10 @@ func (n *Node) SetStaticRoutes(peers []config.Peer) error {
 		return errors.New("node: static routes (--peer) need the static network: give --addr too")
 	}
 	for _, p := range peers {
-		if p.Prefix.Contains(n.cfg.Addr.Addr()) {
-			return fmt.Errorf("node: peer %v covers this node's own address", p)
+		for _, a := range n.cfg.Addrs() {
+			if p.Prefix.Contains(a.Addr()) {
+				return fmt.Errorf("node: peer %v covers this node's own address", p)
+			}
 		}
 	}
 	n.staticMu.Lock()

@@ -1,10 +1,15 @@
 package node
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/overlayd/overlayd/config"
 	"github.com/overlayd/overlayd/vxlan"
@@ -85,5 +90,93 @@ func TestAdvertiseVTEP(t *testing.T) {
 		case tc.want != "" && (err != nil || got.String() != tc.want):
 			t.Errorf("advertiseVTEP(%s, gossip %s, seeds %v) = %v, %v, want %s", tc.listen, tc.gossip, tc.seeds, got, err, tc.want)
 		}
+	}
+}
+
+// TestDualStackStaticOverIPv6: two netstack nodes on a dual-stack static
+// network (Addr and Addr6) over an IPv6 underlay ([::1]): the router's
+// static network holds both addresses, IPv4 first, also after the
+// networks are applied again (with gossip on), the path MTU is the
+// loopback's less 70, and a TCP exchange over IPv4 inside crosses the
+// IPv6 underlay.
+func TestDualStackStaticOverIPv6(t *testing.T) {
+	nodes := make([]*Node, 2)
+	for i := range nodes {
+		cfg := clusterConfig(t, fmt.Sprintf("n%d", i+1))
+		cfg.Listen = netip.MustParseAddrPort("[::1]:0")
+		cfg.Addr = netip.MustParsePrefix(fmt.Sprintf("10.78.0.%d/24", i+1))
+		cfg.Addr6 = netip.MustParsePrefix(fmt.Sprintf("fd00:78::%d/64", i+1))
+		n, err := New(cfg)
+		if err != nil {
+			if strings.Contains(err.Error(), "address not available") {
+				t.Skipf("no IPv6 loopback: %v", err)
+			}
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		if err := n.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		nodes[i] = n
+	}
+	a, b := nodes[0], nodes[1]
+	want := []netip.Prefix{a.cfg.Addr, a.cfg.Addr6}
+	if err := a.applyNetworks(); err != nil {
+		t.Fatal(err)
+	}
+	if nets := a.rt.Networks(); len(nets) == 0 || !slices.Equal(nets[0].Addrs, want) {
+		t.Errorf("router networks %+v, want the static one with %v", nets, want)
+	}
+	if got, want := a.pathMTU, interfaceMTU(netip.IPv6Loopback())-70; got != min(want, maxPathMTU(netip.IPv6Loopback())) {
+		t.Errorf("path MTU %d over [::1], want %d", got, want)
+	}
+	if !a.VTEP().Addr().Is6() {
+		t.Fatalf("VTEP %v, want an IPv6 one", a.VTEP())
+	}
+	peer := func(n *Node, s string) []config.Peer {
+		var ps []config.Peer
+		for _, pfx := range strings.Fields(s) {
+			ps = append(ps, config.Peer{Prefix: netip.MustParsePrefix(pfx), VTEP: n.VTEP()})
+		}
+		return ps
+	}
+	if err := a.SetStaticRoutes(peer(b, "10.78.0.2/32 fd00:78::2/128")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetStaticRoutes(peer(a, "10.78.0.1/32 fd00:78::1/128")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetStaticRoutes(peer(b, "fd00:78::/64")); err == nil {
+		t.Error("SetStaticRoutes with a peer covering the node's IPv6 address succeeded")
+	}
+	if err := a.SetStaticRoutes(peer(b, "10.78.0.2/32 fd00:78::2/128")); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := b.Listen("tcp", "10.78.0.2:7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(c, c)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := a.Dial(ctx, "tcp", "10.78.0.2:7")
+	if err != nil {
+		t.Fatalf("Dial over the IPv6 underlay: %v", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	msg := bytes.Repeat([]byte("over ::1 "), 10000)
+	go c.Write(msg)
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("echo of %d bytes over the IPv6 underlay: %v (equal %v)", len(msg), err, bytes.Equal(got, msg))
 	}
 }
