@@ -454,7 +454,8 @@ func (n *Node) Dial(ctx context.Context, network, address string) (net.Conn, err
 }
 
 // Listen listens for TCP connections on the node's overlay address.
-// address is ":port" or "IP:port".
+// address is ":port" or "IP:port"; ":port" on a node with a static
+// address of each family listens on both (one dual-stack socket).
 func (n *Node) Listen(network, address string) (net.Listener, error) {
 	if n.ns == nil {
 		return nil, ErrNoNetstack
@@ -470,9 +471,11 @@ func (n *Node) ListenPacket(network, address string) (net.PacketConn, error) {
 	return n.ns.ListenPacket(network, n.fillHost(address))
 }
 
+// fillHost gives ":port" the node's static address, or leaves it for
+// the netstack's one socket of both families when the node has two.
 func (n *Node) fillHost(address string) string {
 	host, port, err := net.SplitHostPort(address)
-	if err == nil && host == "" {
+	if err == nil && host == "" && !n.cfg.Addr6.IsValid() {
 		return net.JoinHostPort(n.cfg.Addr.Addr().String(), port)
 	}
 	return address

@@ -97,8 +97,8 @@ func TestAdvertiseVTEP(t *testing.T) {
 // network (Addr and Addr6) over an IPv6 underlay ([::1]): the router's
 // static network holds both addresses, IPv4 first, also after the
 // networks are applied again (with gossip on), the path MTU is the
-// loopback's less 70, and a TCP exchange over IPv4 inside crosses the
-// IPv6 underlay.
+// loopback's less 70, and a TCP exchange over IPv4 inside, with a
+// listener on ":7" (both families), crosses the IPv6 underlay.
 func TestDualStackStaticOverIPv6(t *testing.T) {
 	nodes := make([]*Node, 2)
 	for i := range nodes {
@@ -152,7 +152,7 @@ func TestDualStackStaticOverIPv6(t *testing.T) {
 	if err := a.SetStaticRoutes(peer(b, "10.78.0.2/32 fd00:78::2/128")); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := b.Listen("tcp", "10.78.0.2:7")
+	ln, err := b.Listen("tcp", ":7") // both families: one dual-stack socket
 	if err != nil {
 		t.Fatal(err)
 	}
