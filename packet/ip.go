@@ -63,22 +63,35 @@ func (t Tuple) Reverse() Tuple {
 }
 
 // Is4 reports whether t is a flow of IPv4 (its addresses are IPv4-mapped).
-func (t Tuple) Is4() bool { return Is4(t.Src) }
+func (t *Tuple) Is4() bool { return is4(&t.Src) }
+
+// The accessors read t through a pointer: a Tuple copied by value for a
+// call costs more than the call (see hash).
 
 // SrcAddr returns the source address, an IPv4 one unmapped.
-func (t Tuple) SrcAddr() netip.Addr { return netip.AddrFrom16(t.Src).Unmap() }
+func (t *Tuple) SrcAddr() netip.Addr { return addr(&t.Src) }
 
 // DstAddr returns the destination address, an IPv4 one unmapped.
-func (t Tuple) DstAddr() netip.Addr { return netip.AddrFrom16(t.Dst).Unmap() }
+func (t *Tuple) DstAddr() netip.Addr { return addr(&t.Dst) }
 
 // SrcAddrPort returns the source address and port.
-func (t Tuple) SrcAddrPort() netip.AddrPort { return netip.AddrPortFrom(t.SrcAddr(), t.SPort) }
+func (t *Tuple) SrcAddrPort() netip.AddrPort { return netip.AddrPortFrom(addr(&t.Src), t.SPort) }
 
 // DstAddrPort returns the destination address and port.
-func (t Tuple) DstAddrPort() netip.AddrPort { return netip.AddrPortFrom(t.DstAddr(), t.DPort) }
+func (t *Tuple) DstAddrPort() netip.AddrPort { return netip.AddrPortFrom(addr(&t.Dst), t.DPort) }
+
+// addr returns a as a netip.Addr, an IPv4 one unmapped.
+func addr(a *[16]byte) netip.Addr {
+	if is4(a) {
+		return netip.AddrFrom4([4]byte(a[12:]))
+	}
+	return netip.AddrFrom16(*a)
+}
 
 // Is4 reports whether a, an address in a Tuple, is IPv4-mapped.
-func Is4(a [16]byte) bool {
+func Is4(a [16]byte) bool { return is4(&a) }
+
+func is4(a *[16]byte) bool {
 	return binary.LittleEndian.Uint64(a[:8]) == 0 && binary.LittleEndian.Uint32(a[8:12]) == mappedLE
 }
 
@@ -103,7 +116,7 @@ type IP struct {
 
 	b       []byte // the packet, trimmed to its total length
 	hl      uint16 // bytes before the transport header: the IPv4 header, or the IPv6 header and its extension headers
-	frag    uint16 // IPv4 flags and fragment offset, as on the wire; for IPv6 the same bits, from the fragment header
+	frag    uint16 // IPv4 flags and fragment offset, as on the wire; for IPv6 the same bits, from the fragment header (and ipv6Routed)
 	v6      bool
 	l4Valid bool
 	l4Done  bool // ParseTransport has run
@@ -277,6 +290,12 @@ func (p *IP) MoreFragments() bool { return p.frag&0x2000 != 0 }
 
 // FragmentOffset returns the fragment offset in bytes.
 func (p *IP) FragmentOffset() int { return int(p.frag&0x1fff) * 8 }
+
+// Routed reports whether p is an IPv6 packet with a routing header that
+// has segments left (RFC 8200 §4.4): its destination address is the next
+// hop of a source route, not the final destination that a transport
+// checksum covers, so a NAT must not rewrite it.
+func (p *IP) Routed() bool { return p.v6 && p.frag&ipv6Routed != 0 }
 
 // Fragment reports whether the packet is a fragment, first or not. An
 // IPv6 atomic fragment (a fragment header with offset 0 and M clear, RFC

@@ -210,6 +210,30 @@ func TestParse6Fragments(t *testing.T) {
 	}
 }
 
+// TestRouted: a routing header with segments left makes the packet
+// Routed (its destination is not the final one); none left, or IPv4's
+// reserved flag, does not.
+func TestRouted(t *testing.T) {
+	left := routing()
+	left.body = append([]byte(nil), left.body...)
+	left.body[2] = 1 // segments left
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+		want bool
+	}{
+		{"segments left", ipv6("fd00::1", "fd00::2", TCP, tcp(1, 2), opts(ExtHopByHop, 0), left), true},
+		{"no segment left", ipv6("fd00::1", "fd00::2", TCP, tcp(1, 2), routing()), false},
+		{"no routing header", ipv6("fd00::1", "fd00::2", TCP, tcp(1, 2)), false},
+		{"IPv4 with the reserved flag", with(ipv4("10.0.0.1", "10.0.0.2", TCP, tcp(1, 2)), func(p []byte) { p[6] = 0x80 }), false},
+	} {
+		var p IP
+		if !p.Parse(tc.pkt) || p.Routed() != tc.want || (p.Is6() && (p.Fragment() || p.FragmentOffset() != 0 || !p.DontFragment())) {
+			t.Errorf("%s: Routed() = %v, want %v (fragment %v)", tc.name, p.Routed(), tc.want, p.Fragment())
+		}
+	}
+}
+
 func TestTupleAddrs(t *testing.T) {
 	k := TupleFrom(netip.MustParseAddrPort("10.0.0.1:5"), netip.MustParseAddrPort("10.0.0.2:6"), TCP)
 	if !k.Is4() || k.SrcAddr() != netip.MustParseAddr("10.0.0.1") || !k.SrcAddr().Is4() || k.DstAddrPort() != netip.MustParseAddrPort("10.0.0.2:6") {
@@ -219,7 +243,7 @@ func TestTupleAddrs(t *testing.T) {
 	if k6.Is4() || k6.SrcAddrPort() != netip.MustParseAddrPort("[fd00::1]:5") || k6.DstAddr() != netip.MustParseAddr("fd00::2") {
 		t.Errorf("IPv6 tuple %+v", k6)
 	}
-	if r := k6.Reverse(); r.SrcAddrPort() != k6.DstAddrPort() || r.Reverse() != k6 {
+	if r := k6.Reverse(); r.SrcAddrPort() != k6.DstAddrPort() || r.Reverse() != k6 || !r.SrcAddr().Is6() {
 		t.Errorf("%+v reversed = %+v", k6, r)
 	}
 	if Is4(netip.MustParseAddr("::1").As16()) || Is4(netip.MustParseAddr("::").As16()) || !Is4(netip.MustParseAddr("0.0.0.0").As16()) {

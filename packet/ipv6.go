@@ -52,8 +52,14 @@ const (
 // of them (destination options) twice; 8 leaves room for an AH.
 const MaxExtHeaders = 8
 
-// ipv6DF is the view's frag word for an IPv6 packet: DF set, no fragment.
-const ipv6DF = 0x4000
+// The view's frag word for an IPv6 packet: ipv6DF (DF set, no fragment),
+// with the fragment header's offset and M in IPv4's places, and
+// ipv6Routed (IPv4's reserved bit, read only for IPv6) when a routing
+// header has segments left.
+const (
+	ipv6DF     = 0x4000
+	ipv6Routed = 0x8000
+)
 
 // parseHeader6 is ParseHeader for pkt, at least an IPv6 header long, of
 // version 6.
@@ -82,7 +88,8 @@ func (p *IP) parseHeader6(pkt []byte) bool {
 // walk6 walks the extension header chain of b, an IPv6 packet (or a
 // quote of one) whose fixed header names next: it returns the protocol
 // of the transport header and its offset, and the frag word (ipv6DF, with
-// the fragment header's offset and M bit when there is one). In a
+// the fragment header's offset and M bit when there is one, and
+// ipv6Routed for a routing header with segments left). In a
 // fragment it stops after the fragment header: the protocol is the one
 // the fragment header names, for every fragment of the datagram alike.
 // ok is false for a chain of more than MaxExtHeaders headers, a
@@ -108,6 +115,15 @@ func walk6(b []byte, next uint8) (proto uint8, off int, frag uint16, ok bool) {
 			if frag&0x3fff != 0 {
 				return next, off, frag, true // the rest is the fragment's data
 			}
+		case ExtRouting:
+			l := (int(h[1]) + 1) * 8
+			if l > len(h) {
+				return 0, 0, 0, false
+			}
+			if h[3] != 0 { // segments left: the destination is not the final one
+				frag |= ipv6Routed
+			}
+			next, off = h[0], off+l
 		case ExtAH:
 			l := (int(h[1]) + 2) * 4
 			if l > len(h) {
