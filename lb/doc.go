@@ -5,7 +5,7 @@
 // A [Balancer] holds an immutable snapshot of the services (replaced whole
 // by [Balancer.Set], which leaves out a bad or conflicting service alone
 // and publishes the rest) and a sharded connection-tracking table. The router
-// parses each IPv4 packet once into a [packet.IPv4] view and calls
+// parses each packet once into a [packet.IP] view and calls
 // [Balancer.OutboundIP] for every packet a local client sends, before
 // the route lookup, and [Balancer.InboundIP] for every packet it is about
 // to deliver to a local client ([Balancer.Outbound] and [Balancer.Inbound]
@@ -18,11 +18,17 @@
 // ([Backend.Ports]), keyed by a per-process keyed hash of the 5-tuple; the choice is then
 // pinned in the connection-tracking table, so flows never move when the
 // backend set changes. A flow whose backend is removed is answered with
-// [Reset] so that the router can send the client a TCP RST
-// ([packet.BuildTCPReset]) or an ICMP port unreachable
-// ([packet.BuildICMPPortUnreachable]) instead of blackholing it.
+// [Reset] so that the router can send the client a TCP RST or an ICMP
+// (ICMPv6) port unreachable ([packet.BuildAnswer] with
+// [packet.AnswerReset]) instead of blackholing it.
 //
 // The backend sees the client's real overlay address (destination NAT
 // only); replies are reverse-NATed from backend to VIP at the client's node.
-// IPv4 only; fragments to a VIP are dropped and counted.
+// IPv4 and IPv6 alike (NAT66: IPv6 has no header checksum, the transport
+// and ICMPv6 checksums cover the addresses in their pseudo-header), never
+// between them: a service's VIP and its backends are of one family, and
+// a dual-stack service is two services. Fragments to a VIP are dropped and
+// counted, never half-NATed; so are IPv6 packets to a VIP whose routing
+// header has segments left (their checksums cover another destination).
+// ICMP and ICMPv6 echo to a VIP is not balanced (Pass).
 package lb

@@ -84,7 +84,12 @@ func tcpSeg(src, dst netip.AddrPort, flags header.TCPFlags, seq, ack uint32, pay
 	return t
 }
 
+// tcpPkt, udpPkt, checkSums and addrs take either family (IPv6 by
+// tcpPkt6, udpPkt6, checkSums6, addrs6).
 func tcpPkt(src, dst netip.AddrPort, flags header.TCPFlags, payload ...byte) []byte {
+	if src.Addr().Is6() {
+		return tcpPkt6(src, dst, flags, payload...)
+	}
 	return ipv4(src.Addr(), dst.Addr(), uint8(TCP), 0, tcpSeg(src, dst, flags, 1000, 2000, payload))
 }
 
@@ -105,6 +110,9 @@ func udpDgram(src, dst netip.AddrPort, payload []byte, noChecksum bool) []byte {
 }
 
 func udpPkt(src, dst netip.AddrPort, payload ...byte) []byte {
+	if src.Addr().Is6() {
+		return udpPkt6(src, dst, payload...)
+	}
 	return ipv4(src.Addr(), dst.Addr(), uint8(UDP), 0, udpDgram(src, dst, payload, false))
 }
 
@@ -126,6 +134,10 @@ func icmpErr(src, dst netip.Addr, typ header.ICMPv4Type, code header.ICMPv4Code,
 // quoted in an ICMP error.
 func checkSums(t testing.TB, pkt []byte) {
 	t.Helper()
+	if len(pkt) > 0 && pkt[0]>>4 == 6 {
+		checkSums6(t, pkt)
+		return
+	}
 	if err := sumsErr(pkt, false); err != "" {
 		t.Fatalf("%s in %x", err, pkt)
 	}
@@ -180,6 +192,9 @@ func sumsErr(pkt []byte, quoted bool) string {
 
 // addrs returns a packet's source and destination.
 func addrs(pkt []byte) (src, dst netip.AddrPort) {
+	if len(pkt) > 0 && pkt[0]>>4 == 6 {
+		return addrs6(pkt)
+	}
 	ip := header.IPv4(pkt)
 	l4 := pkt[ip.HeaderLength():]
 	s := netip.AddrFrom4([4]byte(pkt[12:16]))

@@ -80,13 +80,16 @@ func TestSetErrors(t *testing.T) {
 		want string
 	}{
 		{"no name", func(s []Service) []Service { s[0].Name = ""; return s }, "empty name"},
-		{"v6 VIP", func(s []Service) []Service { s[0].VIP = netip.MustParseAddr("fd00::1"); return s }, "not an IPv4"},
+		{"v6 VIP, v4 backends", func(s []Service) []Service { s[0].VIP = netip.MustParseAddr("fd00::1"); return s },
+			"backend 10.0.3.1:8080 is IPv4 but VIP fd00::1 is IPv6: a service and its backends are of one family"},
+		{"no VIP", func(s []Service) []Service { s[0].VIP = netip.Addr{}; return s }, "not an IPv4 or IPv6 address"},
+		{"VIP with a zone", func(s []Service) []Service { s[0].VIP = netip.MustParseAddr("fe80::1%eth0"); return s }, "without a zone"},
 		{"no ports", func(s []Service) []Service { s[0].Ports = nil; return s }, "no ports"},
 		{"port 0", func(s []Service) []Service { s[0].Ports = []PortProto{{0, TCP}}; return s }, "non-zero tcp or udp"},
 		{"sctp", func(s []Service) []Service { s[0].Ports = []PortProto{{80, 132}}; return s }, "non-zero tcp or udp"},
 		{"dup port", func(s []Service) []Service { s[0].Ports = []PortProto{{80, TCP}, {80, TCP}}; return s }, "twice"},
 		{"dup backend", func(s []Service) []Service { s[0].Backends = []Backend{bk(be1, 1), bk(be1, 2)}; return s }, "twice"},
-		{"v6 backend", func(s []Service) []Service { s[0].Backends = []Backend{bk(ap("[fd00::2]:80"), 1)}; return s }, "not an IPv4"},
+		{"v6 backend", func(s []Service) []Service { s[0].Backends = []Backend{bk(ap("[fd00::2]:80"), 1)}; return s }, "is IPv6 but VIP 10.96.0.10 is IPv4"},
 		{"dup service", func(s []Service) []Service { return append(s, s[0]) }, "defined twice"},
 		{"dup frontend", func(s []Service) []Service { o := s[0]; o.Name = "other"; return append(s, o) }, "already served"},
 	} {
@@ -866,7 +869,7 @@ func TestBuildICMPPortUnreachable(t *testing.T) {
 func TestKeyedHash(t *testing.T) {
 	a, b := mustNew(t, Options{}), mustNew(t, Options{})
 	k := key{Src: client.As16(), Dst: vip.As16(), SPort: 1, DPort: 80, Proto: 6}
-	if a.flowHash(k) == b.flowHash(k) {
+	if a.flowHash(&k) == b.flowHash(&k) {
 		t.Error("two Balancers hash a tuple the same way")
 	}
 }

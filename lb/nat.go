@@ -118,7 +118,11 @@ func rewrite(ip, l4 []byte, proto uint8, src bool, addr [16]byte, port uint16) {
 // rewriteView is rewrite on a parsed packet, keeping its tuple in step
 // with the bytes.
 func rewriteView(p *packet.IP, src bool, addr [16]byte, port uint16) {
-	rewrite(p.Header(), p.Payload(), p.Proto, src, addr, port)
+	if p.Is6() {
+		rewrite6(p.Bytes(), p.Payload(), p.Proto, src, &addr, port)
+	} else {
+		rewrite(p.Header(), p.Payload(), p.Proto, src, addr, port)
+	}
 	if src {
 		p.Src, p.SPort = addr, port
 	} else {
@@ -126,8 +130,8 @@ func rewriteView(p *packet.IP, src bool, addr [16]byte, port uint16) {
 	}
 }
 
-// Outbound handles an IPv4 packet sent by a local client, before the route
-// lookup: it parses pkt and calls OutboundIP. A packet that does not
+// Outbound handles an IP packet (IPv4 or IPv6) sent by a local client,
+// before the route lookup: it parses pkt and calls OutboundIP. A packet that does not
 // parse is Pass.
 func (b *Balancer) Outbound(pkt []byte) Verdict {
 	var p packet.IP
@@ -137,12 +141,14 @@ func (b *Balancer) Outbound(pkt []byte) Verdict {
 	return b.OutboundIP(&p)
 }
 
-// OutboundIP handles a parsed IPv4 packet sent by a local client, before
-// the route lookup. Packets to a VIP are NATed to the flow's backend in
-// place, bytes and p.Tuple (NAT), or answered (Reset: build the answer
-// with packet.BuildTCPReset or packet.BuildICMPPortUnreachable from p, which is
-// left as it was) or dropped (Drop); anything else is Pass. It allocates
-// nothing for established flows.
+// OutboundIP handles a parsed packet of either family sent by a local
+// client, before the route lookup. Packets to a VIP are NATed to the
+// flow's backend in place, bytes and p.Tuple (NAT), or answered (Reset:
+// build the answer with packet.BuildAnswer(p, …, packet.AnswerReset, …)
+// from p, which is left as it was) or dropped (Drop: malformed, a
+// fragment, an IPv6 packet with a routing header that has segments
+// left, …); anything else is Pass. It allocates nothing for established
+// flows.
 func (b *Balancer) OutboundIP(p *packet.IP) Verdict {
 	snap := b.snap.Load()
 	if _, ok := snap.vips[p.Dst]; !ok {
@@ -152,23 +158,23 @@ func (b *Balancer) OutboundIP(p *packet.IP) Verdict {
 		b.fragments.Add(1)
 		return Drop
 	}
-	if !p.L4Valid() {
+	if !p.L4Valid() || p.Routed() {
 		b.malformed.Add(1)
 		return Drop
 	}
 	switch p.Proto {
 	case packet.TCP, packet.UDP:
-	case packet.ICMP:
+	case packet.ICMP, packet.ICMPv6:
 		return b.outboundICMP(snap, p)
 	default:
 		return Pass
 	}
 	k := p.Tuple
 	isTCP := p.Proto == packet.TCP
-	s := b.shardFor(k.Src, k.SPort, k.Proto)
+	s := b.shardFor(&k.Src, k.SPort, k.Proto)
 	now := b.nanos()
 	s.mu.Lock()
-	e := s.byOrig[k]
+	e := s.origLocked(&k)
 	if e != nil {
 		if b.expired(e, now) {
 			s.removeLocked(e)
@@ -233,7 +239,7 @@ func (b *Balancer) newFlowLocked(s *shard, snap *snapshot, p *packet.IP, now int
 		s.c.noService++
 		return Reset
 	}
-	h := b.flowHash(k)
+	h := b.flowHash(&k)
 	idx, ok := pt.table.Lookup(h)
 	if !ok {
 		s.c.noBackend++
@@ -256,7 +262,7 @@ func (b *Balancer) newFlowLocked(s *shard, snap *snapshot, p *packet.IP, now int
 		port = k.DPort
 	}
 	rk := key{Src: be.addr, Dst: k.Src, SPort: port, DPort: k.SPort, Proto: k.Proto}
-	if other := s.byReply[rk]; other != nil {
+	if other := s.replyLocked(&rk); other != nil {
 		if !b.expired(other, now) {
 			// Another VIP already maps this client port to the same
 			// backend address: the backend could not tell them apart.
@@ -284,8 +290,8 @@ func (b *Balancer) newFlowLocked(s *shard, snap *snapshot, p *packet.IP, now int
 	return NAT
 }
 
-// Inbound handles an IPv4 packet about to be delivered to a local client:
-// it parses pkt and calls InboundIP. A packet that does not parse is
+// Inbound handles an IP packet (IPv4 or IPv6) about to be delivered to a
+// local client: it parses pkt and calls InboundIP. A packet that does not parse is
 // Pass.
 func (b *Balancer) Inbound(pkt []byte) Verdict {
 	var p packet.IP
@@ -295,11 +301,12 @@ func (b *Balancer) Inbound(pkt []byte) Verdict {
 	return b.InboundIP(&p)
 }
 
-// InboundIP handles a parsed IPv4 packet about to be delivered to a
-// local client (parsed in full, or its header alone: InboundIP completes
+// InboundIP handles a parsed packet of either family about to be
+// delivered to a local client (parsed in full, or its header alone: InboundIP completes
 // the view when it needs the ports). Replies from a backend of a tracked flow get their source
 // rewritten back to the VIP and port the client used, bytes and p.Tuple
-// (NAT); so do ICMP errors that quote a packet of a tracked flow.
+// (NAT); so do ICMP and ICMPv6 errors that quote a packet of a tracked
+// flow.
 // Everything else is Pass. It allocates nothing.
 func (b *Balancer) InboundIP(p *packet.IP) Verdict {
 	snap := b.snap.Load()
@@ -307,7 +314,7 @@ func (b *Balancer) InboundIP(p *packet.IP) Verdict {
 		return Pass
 	}
 	p.ParseTransport() // the router parsed only the header, for delivery
-	if p.Proto == packet.ICMP {
+	if p.Proto == packet.ICMP || p.Proto == packet.ICMPv6 {
 		return b.inboundICMP(snap, p)
 	}
 	if p.Proto != packet.TCP && p.Proto != packet.UDP {
@@ -320,10 +327,10 @@ func (b *Balancer) InboundIP(p *packet.IP) Verdict {
 		return Pass
 	}
 	k := p.Tuple
-	s := b.shardFor(k.Dst, k.DPort, k.Proto)
+	s := b.shardFor(&k.Dst, k.DPort, k.Proto)
 	now := b.nanos()
 	s.mu.Lock()
-	e := s.byReply[k]
+	e := s.replyLocked(&k)
 	if e == nil {
 		s.mu.Unlock()
 		return Pass
@@ -386,9 +393,10 @@ func rewriteQuoted(inner []byte, ihl int, src bool, addr [16]byte, port uint16) 
 	return icmp
 }
 
-// outboundICMP handles an ICMP message from a client to a VIP: an error
-// about a reply the client received from the VIP (port unreachable, frag
-// needed, …) is translated to the backend.
+// outboundICMP handles an ICMP or ICMPv6 message from a client to a VIP:
+// an error about a reply the client received from the VIP (port
+// unreachable, frag needed, packet too big, …) is translated to the
+// backend.
 func (b *Balancer) outboundICMP(snap *snapshot, p *packet.IP) Verdict {
 	inner, ihl, ik, ok := p.Quoted()
 	if !ok {
@@ -399,10 +407,10 @@ func (b *Balancer) outboundICMP(snap *snapshot, p *packet.IP) Verdict {
 	if k.Src != p.Src || k.Dst != p.Dst {
 		return Pass
 	}
-	s := b.shardFor(k.Src, k.SPort, k.Proto)
+	s := b.shardFor(&k.Src, k.SPort, k.Proto)
 	now := b.nanos()
 	s.mu.Lock()
-	e := s.byOrig[k]
+	e := s.origLocked(&k)
 	if e == nil || b.expired(e, now) || e.be.removed.Load() {
 		s.mu.Unlock()
 		return Pass
@@ -410,6 +418,11 @@ func (b *Balancer) outboundICMP(snap *snapshot, p *packet.IP) Verdict {
 	s.c.hits++
 	addr, port := e.reply.Src, e.reply.SPort
 	s.mu.Unlock()
+	if p.Is6() {
+		icmp := rewriteQuoted6(inner, ihl, ik.Proto, true, &addr, port)
+		rewriteOuter6(p, icmp, false, &addr)
+		return NAT
+	}
 	icmp := rewriteQuoted(inner, ihl, true, addr, port)
 	icmp.apply(p.Payload(), icmpCsum)
 	var d delta
@@ -420,9 +433,9 @@ func (b *Balancer) outboundICMP(snap *snapshot, p *packet.IP) Verdict {
 	return NAT
 }
 
-// inboundICMP handles an ICMP message to a client: an error about a packet
-// the client sent to a backend (from the backend's host or a router on the
-// way) is translated back to the VIP.
+// inboundICMP handles an ICMP or ICMPv6 message to a client: an error
+// about a packet the client sent to a backend (from the backend's host or
+// a router on the way) is translated back to the VIP.
 func (b *Balancer) inboundICMP(snap *snapshot, p *packet.IP) Verdict {
 	if p.Fragment() || !p.L4Valid() {
 		return Pass
@@ -439,10 +452,10 @@ func (b *Balancer) inboundICMP(snap *snapshot, p *packet.IP) Verdict {
 	if rk.Dst != p.Dst {
 		return Pass
 	}
-	s := b.shardFor(rk.Dst, rk.DPort, rk.Proto)
+	s := b.shardFor(&rk.Dst, rk.DPort, rk.Proto)
 	now := b.nanos()
 	s.mu.Lock()
-	e := s.byReply[rk]
+	e := s.replyLocked(&rk)
 	if e == nil || b.expired(e, now) {
 		s.mu.Unlock()
 		return Pass
@@ -450,6 +463,15 @@ func (b *Balancer) inboundICMP(snap *snapshot, p *packet.IP) Verdict {
 	s.c.replyHits++
 	addr, port := e.orig.Dst, e.orig.DPort
 	s.mu.Unlock()
+	if p.Is6() {
+		icmp := rewriteQuoted6(inner, ihl, ik.Proto, false, &addr, port)
+		if p.Src == rk.Src { // sent by the backend's host itself
+			rewriteOuter6(p, icmp, true, &addr)
+		} else {
+			icmp.apply(p.Payload(), icmpCsum)
+		}
+		return NAT
+	}
 	icmp := rewriteQuoted(inner, ihl, false, addr, port)
 	icmp.apply(p.Payload(), icmpCsum)
 	if p.Src == rk.Src { // sent by the backend's host itself

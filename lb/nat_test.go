@@ -148,15 +148,43 @@ func TestBalancerRoundTrip(t *testing.T) {
 	})
 }
 
+// fuzzBalancer balances an IPv4 and an IPv6 service, each with one
+// tracked flow so that inbound packets can match.
 func fuzzBalancer(t testing.TB) *Balancer {
 	b := mustNew(t, Options{MaxFlows: 4096})
-	mustSet(t, b, web(bk(be1, 1), bk(be2, 1)))
-	// One tracked flow so that inbound packets can match.
-	pkt := tcpPkt(netip.AddrPortFrom(client, 40000), netip.AddrPortFrom(vip, 80), fSYN)
-	if b.Outbound(pkt) != NAT {
-		t.Fatal("setup flow not NATed")
+	mustSet(t, b, append(web(bk(be1, 1), bk(be2, 1)), web6(bk(be61, 1), bk(be62, 1))...))
+	for _, pkt := range [][]byte{
+		tcpPkt(netip.AddrPortFrom(client, 40000), netip.AddrPortFrom(vip, 80), fSYN),
+		tcpPkt(netip.AddrPortFrom(client6, 40000), netip.AddrPortFrom(vip6, 80), fSYN),
+	} {
+		if b.Outbound(pkt) != NAT {
+			t.Fatal("setup flow not NATed")
+		}
 	}
 	return b
+}
+
+// wellFormed reports whether pkt is a packet of either family with
+// correct checksums and nothing after its end: one whose NAT must keep
+// them correct.
+func wellFormed(pkt []byte) bool {
+	var p packet.IP
+	if !p.Parse(pkt) || p.Len() != len(pkt) {
+		return false
+	}
+	if p.Is6() {
+		return sums6Err(pkt) == ""
+	}
+	return sumsErr(pkt, false) == ""
+}
+
+// sumsOK reports whether pkt, NATed from a well-formed packet, has
+// correct checksums.
+func sumsOK(pkt []byte) string {
+	if pkt[0]>>4 == 6 {
+		return sums6Err(pkt)
+	}
+	return sumsErr(pkt, false)
 }
 
 func fuzzSeeds(f *testing.F) {
@@ -174,6 +202,19 @@ func fuzzSeeds(f *testing.F) {
 	frag[6] = 0x20 // MF
 	f.Add(frag)
 	f.Add([]byte{0x45})
+	cli6, vp6 := netip.AddrPortFrom(client6, 40000), netip.AddrPortFrom(vip6, 80)
+	syn6 := tcpPkt(cli6, vp6, fSYN, 'a')
+	f.Add(syn6)
+	f.Add(udpPkt(cli6, netip.AddrPortFrom(vip6, 53), 'b'))
+	f.Add(tcpPkt(be61, cli6, fSYN|fACK))
+	f.Add(tcpPkt(be62, cli6, fSYN|fACK))
+	f.Add(ipv6pkt(client6, vip6, uint8(TCP), tcpSeg6(cli6, vp6, fACK, 1, 2, nil), hbh(), srh(0)))
+	f.Add(ipv6pkt(client6, vip6, uint8(TCP), tcpSeg6(cli6, vp6, fACK, 1, 2, nil), frag6(0, true)))
+	f.Add(ipv6pkt(client6, vip6, uint8(TCP), tcpSeg6(cli6, vp6, fACK, 1, 2, nil), srh(1)))
+	f.Add(icmp6Err(be61.Addr(), client6, header.ICMPv6DstUnreachable, header.ICMPv6PortUnreachable, tcpPkt(cli6, be61, fSYN)[:48]))
+	f.Add(icmp6Err(be62.Addr(), client6, header.ICMPv6PacketTooBig, 0, tcpPkt(cli6, be62, fSYN)))
+	f.Add(icmp6Err(client6, vip6, header.ICMPv6DstUnreachable, header.ICMPv6PortUnreachable, udpPkt(netip.AddrPortFrom(vip6, 53), cli6)))
+	f.Add(syn6[:50])
 }
 
 func FuzzOutbound(f *testing.F) {
@@ -182,7 +223,7 @@ func FuzzOutbound(f *testing.F) {
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		before := b.Stats().Flows
 		var p packet.IP
-		valid := p.Parse(pkt) && !p.Fragment() && p.L4Valid()
+		valid := p.Parse(pkt) && !p.Fragment() && p.L4Valid() && !p.Routed()
 		orig := bytes.Clone(pkt)
 		v := b.Outbound(pkt)
 		if !valid && b.Stats().Flows > before {
@@ -191,15 +232,19 @@ func FuzzOutbound(f *testing.F) {
 		if v != NAT && !bytes.Equal(pkt, orig) {
 			t.Fatalf("verdict %v but the packet changed", v)
 		}
-		if v == NAT && sumsErr(orig, false) == "" && len(orig) == int(header.IPv4(orig).TotalLength()) {
-			if e := sumsErr(pkt, false); e != "" {
+		if v == NAT && wellFormed(orig) {
+			if e := sumsOK(pkt); e != "" {
 				t.Fatalf("valid packet %x NATed to %x: %s", orig, pkt, e)
 			}
 		}
-		out := make([]byte, 576)
+		if v == NAT && (orig[0]>>4 != pkt[0]>>4 || len(orig) != len(pkt)) {
+			t.Fatalf("NAT changed the family or length: %x → %x", orig, pkt)
+		}
+		out := make([]byte, packet.MaxAnswerLen)
 		if p.Parse(pkt) {
 			packet.BuildTCPReset(&p, netip.Prefix{}, out)
 			packet.BuildICMPPortUnreachable(&p, netip.Prefix{}, out)
+			packet.BuildAnswer(&p, netip.Prefix{}, packet.AnswerReset, 0, out)
 		}
 	})
 }
@@ -217,8 +262,8 @@ func FuzzInbound(f *testing.F) {
 		if v != NAT && !bytes.Equal(pkt, orig) {
 			t.Fatalf("verdict %v but the packet changed", v)
 		}
-		if v == NAT && sumsErr(orig, false) == "" && len(orig) == int(header.IPv4(orig).TotalLength()) {
-			if e := sumsErr(pkt, false); e != "" {
+		if v == NAT && wellFormed(orig) {
+			if e := sumsOK(pkt); e != "" {
 				t.Fatalf("valid packet %x NATed to %x: %s", orig, pkt, e)
 			}
 		}

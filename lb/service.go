@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/overlayd/overlayd/internal/fault"
 	"github.com/overlayd/overlayd/lb/maglev"
 )
 
@@ -252,8 +253,8 @@ func (b *Balancer) buildService(s *Service, old *snapshot) (*service, error) {
 		return nil, errors.New("empty name")
 	}
 	vip := s.VIP.Unmap()
-	if !vip.Is4() {
-		return nil, fmt.Errorf("VIP %v is not an IPv4 address", s.VIP)
+	if !vip.IsValid() || vip.Zone() != "" {
+		return nil, fault.Invalid("VIP %v is not an IPv4 or IPv6 address without a zone", s.VIP)
 	}
 	if len(s.Ports) == 0 {
 		return nil, errors.New("no ports")
@@ -280,8 +281,12 @@ func (b *Balancer) buildService(s *Service, old *snapshot) (*service, error) {
 	ids := make(map[string]bool, len(s.Backends))
 	for _, be := range s.Backends {
 		a := netip.AddrPortFrom(be.Addr.Addr().Unmap(), be.Addr.Port())
-		if !a.Addr().Is4() {
-			return nil, fmt.Errorf("backend %v is not an IPv4 address", be.Addr)
+		if !a.Addr().IsValid() || a.Addr().Zone() != "" {
+			return nil, fault.Invalid("backend %v is not an IPv4 or IPv6 address without a zone", be.Addr)
+		}
+		if a.Addr().Is4() != vip.Is4() {
+			return nil, fault.Invalid("backend %v is %s but VIP %v is %s: a service and its backends are of one family (a dual-stack service is two services, one per family)",
+				a, family(a.Addr()), vip, family(vip))
 		}
 		id := cmp.Or(be.ID, a.String())
 		if ids[id] {
@@ -340,6 +345,14 @@ func (b *Balancer) buildService(s *Service, old *snapshot) (*service, error) {
 		svc.tables = append(svc.tables, pt)
 	}
 	return svc, nil
+}
+
+// family names a's address family, for errors.
+func family(a netip.Addr) string {
+	if a.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
 }
 
 // portTable returns the table of port p of s (nil s: none).

@@ -293,6 +293,10 @@ func FuzzParse(f *testing.F) {
 	for _, tt := range parseTests {
 		f.Add(tt.pkt)
 	}
+	for _, tt := range parse6Tests {
+		f.Add(tt.pkt)
+	}
+	f.Add(ipv6("fd00::9", "fd00::2", ICMPv6, append(icmp(1, 0), ipv6("fd00::2", "fd00::9", UDP, udp(1, 2), opts(ExtHopByHop, 0))...)))
 	out := make([]byte, MaxAnswerLen)
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		h := Hash(pkt)
