@@ -32,11 +32,13 @@ const (
 	// the network.
 	DropNotPeer
 	// DropNotForUs: inbound, the inner destination (IP or MAC, or the ARP
-	// target or sender) is not an address this node hosts or may accept.
+	// target or sender, or the address an NDP message speaks for) is not
+	// an address this node hosts or may accept.
 	DropNotForUs
 	// DropMalformed: a packet fails parsing: an inner frame or IP packet
 	// inbound, an IP packet or frame from the attachment outbound, an ARP
-	// packet that is not Ethernet/IPv4.
+	// packet that is not Ethernet/IPv4, an NDP message that fails RFC
+	// 4861's checks (vxlan.NDP.IsValid).
 	DropMalformed
 	// DropUnsupported: a well-formed packet of a kind the router does not
 	// forward (an EtherType or IP version it does not handle in this mode).
@@ -48,7 +50,7 @@ const (
 	// with ICMP "fragmentation needed" when DF is set) or the attachment MTU.
 	DropTooBig
 	// DropARPUnresolved: outbound, the packet waited for an ARP answer
-	// that did not come in time.
+	// (or, for IPv6, a neighbour advertisement) that did not come in time.
 	DropARPUnresolved
 	// DropQueueFull: a bounded queue (ARP wait queue, a batch, a reply
 	// buffer) had no room.
@@ -82,6 +84,10 @@ const (
 	// on another network than the endpoint's (another VNI's endpoint,
 	// node address or route): networks are isolated per endpoint.
 	DropOtherNetwork
+	// DropExtHeaders: an IPv6 packet whose extension header chain the
+	// packet view refuses: more than packet.MaxExtHeaders headers, a
+	// hop-by-hop header that is not first, or a header cut short.
+	DropExtHeaders
 
 	// NumDropReasons is the number of reasons, for arrays indexed by
 	// DropReason.
@@ -108,6 +114,7 @@ var dropNames = [NumDropReasons]string{
 	DropKernelRcvbuf:  "kernel_rcvbuf",
 	DropSpoofedSource: "spoofed_source",
 	DropOtherNetwork:  "other_network",
+	DropExtHeaders:    "ext_headers",
 }
 
 // String returns the reason's snake_case name, or "drop_reason_N" for a

@@ -27,6 +27,7 @@ func TestDropReason(t *testing.T) {
 		DropARPUnresolved: "arp_unresolved", DropQueueFull: "queue_full", DropWriteError: "write_error",
 		DropLBReset: "lb_reset", DropLBRefused: "lb_refused", DropNotOwner: "not_owner",
 		DropKernelRcvbuf: "kernel_rcvbuf", DropSpoofedSource: "spoofed_source", DropOtherNetwork: "other_network",
+		DropExtHeaders:  "ext_headers",
 		DropReason(200): "drop_reason_200",
 	}
 	if len(want) != int(NumDropReasons)+1 {

@@ -1,28 +1,32 @@
 package router
 
 import (
+	"encoding/binary"
 	"net/netip"
 
 	"github.com/overlayd/overlayd/packet"
 )
 
-// queueICMP builds an ICMPv4 error about p (packet's builder and rule)
-// and queues it for the attachment. mtu is the next-hop MTU of
-// "fragmentation needed".
-func (r *Router) queueICMP(b *outBatch, p *packet.IP, typ, code uint8, mtu uint16) {
+// queueAnswer builds answer a about p, of either family (packet's
+// builders and rule: ICMP, ICMPv6 or a TCP RST), and queues it for the
+// device the batch was read from. mtu is the MTU of packet.AnswerTooBig.
+func (r *Router) queueAnswer(b *outBatch, p *packet.IP, a packet.Answer, mtu int) {
 	network := r.networkOf(p.SrcAddr())
 	if !packet.MayAnswer(p, network) {
 		return
 	}
 	buf := b.ctlBuf()
+	if p.Is6() {
+		buf = b.ctlBuf6()
+	}
 	if buf == nil {
 		return
 	}
-	n, err := packet.BuildICMPError(p, network, typ, code, mtu, buf[headroom:])
-	if err != nil {
+	n, err := packet.BuildAnswer(p, network, a, mtu, buf[headroom:])
+	if err != nil || n == 0 {
 		return
 	}
-	if r.lb != nil {
+	if r.lb != nil && a != packet.AnswerReset {
 		// p may have been DNATed to a backend: the client must see
 		// the error about the packet it sent, from and to the VIP.
 		r.lb.Inbound(buf[headroom : headroom+n])
@@ -30,8 +34,9 @@ func (r *Router) queueICMP(b *outBatch, p *packet.IP, typ, code uint8, mtu uint1
 	b.icmp = append(b.icmp, buf[:headroom+n])
 }
 
-// networkOf returns the prefix of this node's network that holds a, or
-// the zero Prefix: what packet.MayAnswer needs to know a directed broadcast.
+// networkOf returns the prefix of this node's network that holds a (of
+// a's family), or the zero Prefix: what packet.MayAnswer needs to know a
+// directed broadcast or a subnet-router anycast address.
 func (r *Router) networkOf(a netip.Addr) netip.Prefix {
 	for _, n := range *r.nets.Load() {
 		if p := n.prefix(a); p.Contains(a) {
@@ -41,30 +46,15 @@ func (r *Router) networkOf(a netip.Addr) netip.Prefix {
 	return netip.Prefix{}
 }
 
-// queueReset answers a client whose service flow has no backend: a TCP
-// RST from the VIP for TCP, ICMP port unreachable for UDP.
-func (r *Router) queueReset(b *outBatch, p *packet.IP) {
-	network := r.networkOf(p.SrcAddr())
-	if !packet.MayAnswer(p, network) {
-		return
+// parseDrop is why a packet the view refused is dropped: DropExtHeaders
+// for an IPv6 packet whose fixed header is sound (its extension header
+// chain is what the view refused: too long, out of order or cut short),
+// else DropMalformed.
+func parseDrop(pkt []byte) DropReason {
+	const fixed = 40
+	if len(pkt) < fixed || pkt[0]>>4 != 6 || fixed+int(binary.BigEndian.Uint16(pkt[4:6])) > len(pkt) ||
+		packet.Is4([16]byte(pkt[packet.OffSrc6:])) || packet.Is4([16]byte(pkt[packet.OffDst6:])) {
+		return DropMalformed
 	}
-	buf := b.ctlBuf()
-	if buf == nil {
-		return
-	}
-	out := buf[headroom:]
-	var n int
-	var err error
-	switch p.Proto {
-	case packet.TCP:
-		n, err = packet.BuildTCPReset(p, network, out)
-	case packet.UDP:
-		n, err = packet.BuildICMPPortUnreachable(p, network, out)
-	default:
-		return
-	}
-	if err != nil || n == 0 {
-		return
-	}
-	b.icmp = append(b.icmp, buf[:headroom+n])
+	return DropExtHeaders
 }

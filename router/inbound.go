@@ -27,6 +27,7 @@ type inBatch struct {
 	reply      *outBatch           // ARP answers and released pending packets
 
 	epLearned epLearned // what inboundEndpoint learned already in this batch
+	learned6  epLearned // what inbound6 learned already in this batch
 }
 
 // epLearned is the neighbour inboundEndpoint learned last in a batch, from
@@ -37,7 +38,7 @@ type epLearned struct {
 	from netip.AddrPort
 }
 
-// inboundEndpoint handles datagram i, an IPv4 packet parsed as p (its
+// inboundEndpoint handles datagram i, an IP packet parsed as p (its
 // header) for an address on nw that is not the node's: for a hosted
 // endpoint of nw it is queued for the endpoint's device, after the source
 // checks and learning of the attachment's path, and its length returned;
@@ -47,7 +48,7 @@ func (r *Router) inboundEndpoint(b *inBatch, t *table, eps *epTable, nw *network
 	if to == nil {
 		return 0, DropNotForUs
 	}
-	if s := p.SrcAddr(); nw.v4.Contains(s) {
+	if s := p.SrcAddr(); nw.contains(s) {
 		l := epLearned{k: neighKey{vni: nw.VNI, ip: s}, mac: frame.Src(), from: src}
 		if l != b.epLearned {
 			if !t.owns(s, src) {
@@ -147,7 +148,7 @@ func (r *Router) inbound(b *inBatch, n int) {
 	t := r.tab.Load()
 	nets := *r.nets.Load()
 	eps := r.eps.Load()
-	b.epLearned = epLearned{}
+	b.epLearned, b.learned6 = epLearned{}, epLearned{}
 	var pkts, bytes uint64
 	var acc netAcc
 	defer acc.flush(false)
@@ -158,8 +159,9 @@ func (r *Router) inbound(b *inBatch, n int) {
 	var learnedFrom netip.AddrPort // the datagram source it was learned from
 	// The network of the previous datagram: a batch is mostly one.
 	var nw network
-	var nwAddr [16]byte // nw's IPv4 address as bytes, IPv4-mapped (compared per packet)
-	has4 := false       // nw has an IPv4 address (else nwAddr is no address)
+	// nw's IPv4 address as bytes, IPv4-mapped (compared per packet); all
+	// zeros, which no IPv4 packet's mapped address is, when it has none.
+	var nwAddr [16]byte
 	haveNW := false
 	for i := range n {
 		d := b.rbufs[i][:b.sizes[i]]
@@ -183,8 +185,8 @@ func (r *Router) inbound(b *inBatch, n int) {
 				r.drops.Add(DropUnknownVNI)
 				continue
 			}
-			haveNW, nwAddr, has4 = true, [16]byte{}, nw.v4.IsValid()
-			if has4 {
+			haveNW, nwAddr = true, [16]byte{}
+			if nw.v4.IsValid() {
 				nwAddr = nw.v4.Addr().As16()
 			}
 		}
@@ -216,7 +218,13 @@ func (r *Router) inbound(b *inBatch, n int) {
 				r.inboundNDP(b, t, eps, &nw, frame, src)
 				continue
 			}
-			r.drops.Add(DropUnsupported)
+			if n, why := r.inbound6(b, t, eps, &nw, frame, src, i, partial); why != DropNone {
+				r.drops.Add(why)
+			} else {
+				pkts++
+				bytes += uint64(n)
+				acc.add(r, vni, n, false)
+			}
 		case vxlan.EtherTypeIPv4:
 			if dm := frame.Dst(); dm != r.mac && !dm.IsBroadcast() {
 				r.drops.Add(DropNotForUs)
@@ -236,7 +244,7 @@ func (r *Router) inbound(b *inBatch, n int) {
 					r.drops.Add(DropMalformed) // flagged, yet no TCP checksum to finish
 					continue
 				}
-				if p.Dst != nwAddr || !has4 || b.pw == nil {
+				if p.Dst != nwAddr || b.pw == nil {
 					// Hosted endpoints, and an attachment that cannot
 					// take them, get complete packets (lb's NAT below
 					// updates a complete checksum as it is).
@@ -244,7 +252,7 @@ func (r *Router) inbound(b *inBatch, n int) {
 					partial = false
 				}
 			}
-			if p.Dst != nwAddr || !has4 {
+			if p.Dst != nwAddr {
 				// Not the node's: a hosted endpoint's, or dropped
 				// (out of line, so the node's path stays as it was).
 				if n, why := r.inboundEndpoint(b, t, eps, &nw, frame, p, src, i); why != DropNone {
@@ -292,6 +300,49 @@ func (r *Router) inbound(b *inBatch, n int) {
 	}
 	r.in.packets.Add(pkts)
 	r.in.bytes.Add(bytes)
+}
+
+// inbound6 handles datagram i, an IPv6 frame on nw (not NDP): for the
+// node's IPv6 address it is queued for the attachment after the source
+// checks and learning, as an IPv4 packet is; for a hosted endpoint's it
+// goes to inboundEndpoint. It returns the packet's length, or why it
+// dropped it.
+func (r *Router) inbound6(b *inBatch, t *table, eps *epTable, nw *network, frame vxlan.Ethernet, src netip.AddrPort, i int, partial bool) (int, DropReason) {
+	if frame.Dst() != r.mac {
+		return 0, DropNotForUs // a multicast group (MLD, router solicitations) or another's MAC
+	}
+	var view packet.IP
+	p := &view
+	if pl := frame.Payload(); !p.ParseHeader(pl) || !p.Is6() {
+		if len(pl) > 0 && pl[0]>>4 == 6 {
+			return 0, parseDrop(pl)
+		}
+		return 0, DropMalformed // an IPv4 packet in an IPv6 frame
+	}
+	if partial {
+		return 0, DropMalformed // FlagPartial is for IPv4 TCP segments only
+	}
+	if p.Dst != nw.v6a || !nw.v6.IsValid() {
+		return r.inboundEndpoint(b, t, eps, nw, frame, p, src, i)
+	}
+	if s := p.SrcAddr(); nw.v6.Contains(s) {
+		l := epLearned{k: neighKey{vni: nw.VNI, ip: s}, mac: frame.Src(), from: src}
+		if l != b.learned6 {
+			// Only the VTEP that owns an address speaks for it.
+			if !t.owns(s, src) {
+				return 0, DropNotOwner
+			}
+			b.learned6 = l
+			r.learn(b, l.k, l.mac)
+		}
+	}
+	if r.lb != nil && r.lb.InboundIP(p) == lb.Drop { // reverse NAT of a backend's reply, in place
+		return 0, DropLBRefused
+	}
+	n := p.Len()
+	b.deliver = append(b.deliver, b.bufs[i][:headroom+vxlan.EncapLen+n])
+	b.notePartial(false)
+	return n, DropNone
 }
 
 // inboundARP learns from an ARP packet and answers requests for our

@@ -26,8 +26,10 @@ type outBatch struct {
 	dsts  []netip.AddrPort
 	flows []uint32
 
-	ctl  [][]byte // scratch buffers for ARP and ICMP we originate
+	ctl  [][]byte // scratch buffers for ARP, NDP and ICMP we originate
 	nctl int
+	ctl6 [][]byte // bigger ones for ICMPv6 errors, made on first use
+	nct6 int
 
 	icmp [][]byte // ICMP errors for the attachment, at offset headroom, slices of ctl
 
@@ -64,9 +66,18 @@ type lastHop struct {
 	ok      bool
 }
 
-// ctlSize fits an ICMP error (576 bytes, RFC 1812 §4.3.2.3) or an ARP
-// frame, behind headroom.
+// ctlSize fits an ICMP error (576 bytes, RFC 1812 §4.3.2.3), an ARP or
+// an NDP frame, behind headroom.
 const ctlSize = headroom + 576
+
+// ctl6Size fits an ICMPv6 error (up to the IPv6 minimum MTU, RFC 4443
+// §2.4(c)) behind headroom; a batch sends at most maxICMPv6 of them (RFC
+// 4443 §2.4(f) asks for a limit), in buffers made the first time a batch
+// needs them, so a batch that never answers IPv6 costs nothing more.
+const (
+	ctl6Size  = headroom + packet.MaxAnswerLen
+	maxICMPv6 = 8
+)
 
 func newOutBatch(n int) *outBatch { return newOutBatchSized(n, bufSize) }
 
@@ -96,7 +107,7 @@ func (b *outBatch) reset() {
 	b.dsts = b.dsts[:0]
 	b.flows = b.flows[:0]
 	b.icmp = b.icmp[:0]
-	b.nctl = 0
+	b.nctl, b.nct6 = 0, 0
 	b.pkts, b.bytes = 0, 0
 	b.local = b.local[:0]
 	b.lfwd, b.drops = Counters{}, 0
@@ -118,6 +129,20 @@ func (b *outBatch) ctlBuf() []byte {
 	}
 	c := b.ctl[b.nctl]
 	b.nctl++
+	return c
+}
+
+// ctlBuf6 hands out a buffer for an ICMPv6 error, or nil when the batch
+// has sent maxICMPv6.
+func (b *outBatch) ctlBuf6() []byte {
+	if b.nct6 == maxICMPv6 {
+		return nil
+	}
+	if b.nct6 == len(b.ctl6) {
+		b.ctl6 = append(b.ctl6, make([]byte, ctl6Size))
+	}
+	c := b.ctl6[b.nct6]
+	b.nct6++
 	return c
 }
 
@@ -196,20 +221,26 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) DropRe
 	if len(pkt) == 0 {
 		return DropMalformed
 	}
-	if pkt[0]>>4 != 4 {
+	if v := pkt[0] >> 4; v != 4 && v != 6 {
 		return DropUnsupported
 	}
 	var view packet.IP // on the stack: parsed once, handed to lb, the hash and the ICMP decisions
 	p := &view
 	if !p.Parse(pkt) {
-		return DropMalformed
+		return parseDrop(pkt)
 	}
 	pkt = p.Bytes()
 	src := b.src
-	if src != nil && p.SrcAddr() != src.a4 {
-		return DropSpoofedSource
+	if src != nil {
+		own := src.a4
+		if p.Is6() {
+			own = src.a6
+		}
+		if p.SrcAddr() != own {
+			return DropSpoofedSource
+		}
 	}
-	part := b.partial[i]
+	part := b.partial[i] && !p.Is6() // partial checksums are IPv4 TCP's (stack.IsPartialCandidate)
 	if r.lb != nil {
 		v := r.lb.OutboundIP(p) // DNAT to a backend, in place
 		if part {
@@ -217,7 +248,7 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) DropRe
 		}
 		switch v {
 		case lb.Reset:
-			r.queueReset(b, p)
+			r.queueAnswer(b, p, packet.AnswerReset, 0)
 			return DropLBReset
 		case lb.Drop:
 			return DropLBRefused
@@ -240,12 +271,12 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) DropRe
 		return DropOtherNetwork // a route, or this node's address, on another network
 	}
 	if !ok {
-		r.queueICMP(b, p, packet.ICMPDestUnreachable, packet.ICMPNetUnreachable, 0)
+		r.queueAnswer(b, p, packet.AnswerNoRoute, 0)
 		return DropNoRoute
 	}
 	if len(pkt) > r.pathMTU {
-		if p.DontFragment() {
-			r.queueICMP(b, p, packet.ICMPDestUnreachable, packet.ICMPFragNeeded, uint16(r.pathMTU))
+		if p.DontFragment() { // always, for IPv6: routers never fragment it
+			r.queueAnswer(b, p, packet.AnswerTooBig, r.pathMTU)
 		}
 		return DropTooBig
 	}
@@ -299,11 +330,11 @@ func (r *Router) outboundLocal(b *outBatch, i int, p *packet.IP, dst netip.Addr)
 	n := p.Len()
 	if mtu > 0 && n > mtu {
 		if p.DontFragment() {
-			r.queueICMP(b, p, packet.ICMPDestUnreachable, packet.ICMPFragNeeded, uint16(min(mtu, 65535)))
+			r.queueAnswer(b, p, packet.AnswerTooBig, mtu)
 		}
 		return DropTooBig, true
 	}
-	if b.partial[i] {
+	if b.partial[i] && !p.Is6() {
 		completePartial(p.Bytes()) // local devices get complete packets
 	}
 	if r.lb != nil && r.lb.InboundIP(p) == lb.Drop { // reverse NAT of a local backend's reply, in place
@@ -336,7 +367,11 @@ func (r *Router) encapOut(b *outBatch, i int, p *packet.IP, rt *Route, mac vxlan
 	if partial && !peerPartial {
 		completePartial(p.Bytes())
 	}
-	frame := vxlan.Encap(b.bufs[i], headroom, n, rt.VNI, mac, r.mac, vxlan.EtherTypeIPv4)
+	et := uint16(vxlan.EtherTypeIPv4)
+	if p.Is6() {
+		et = vxlan.EtherTypeIPv6
+	}
+	frame := vxlan.Encap(b.bufs[i], headroom, n, rt.VNI, mac, r.mac, et)
 	if partial && peerPartial {
 		vxlan.Header(frame).SetPartial()
 	}
@@ -361,7 +396,7 @@ func (r *Router) outboundFrame(b *outBatch, t *table, i int, frame []byte) {
 	vni := r.l2VNI
 	eth := vxlan.Ethernet(frame)
 	var h uint32
-	if eth.Type() == vxlan.EtherTypeIPv4 {
+	if t := eth.Type(); t == vxlan.EtherTypeIPv4 || t == vxlan.EtherTypeIPv6 {
 		h = packet.Hash(frame[vxlan.EthernetLen:])
 	}
 	buf := b.bufs[i]

@@ -40,8 +40,10 @@ type Options struct {
 	// vxlan.NodeMAC(first network's first address).
 	MAC vxlan.MAC
 	// PathMTU is the largest inner IP packet that fits the underlay
-	// (underlay MTU − vxlan.Overhead). Larger packets with DF set are
-	// answered with ICMP "fragmentation needed". Zero means 1450.
+	// (underlay MTU − vxlan.Overhead, or vxlan.Overhead6 over IPv6), for
+	// both inner families. Larger IPv4 packets with DF set are answered
+	// with ICMP "fragmentation needed", larger IPv6 packets with ICMPv6
+	// "packet too big". Zero means 1450.
 	PathMTU int
 	// MaxNeighbors bounds the learned IP→MAC and MAC→VTEP tables.
 	// Zero means 65536.
@@ -65,12 +67,12 @@ type Stats struct {
 	Outbound   Counters          `json:"outbound"`    // attachment → underlay
 	Inbound    Counters          `json:"inbound"`     // underlay → attachment
 	Drops      map[string]uint64 `json:"drops"`       // by reason, only non-zero
-	ARPAsked   uint64            `json:"arp_asked"`   // requests we sent
-	ARPAnswers uint64            `json:"arp_answers"` // replies we sent
-	ICMPSent   uint64            `json:"icmp_sent"`   // errors sent to the attachment
-	Neighbors  int               `json:"neighbors"`   // learned IP→MAC entries
+	ARPAsked   uint64            `json:"arp_asked"`   // requests we sent: ARP, and NDP solicitations for IPv6
+	ARPAnswers uint64            `json:"arp_answers"` // replies we sent: ARP, and NDP advertisements for IPv6
+	ICMPSent   uint64            `json:"icmp_sent"`   // errors sent to the attachment (ICMP and ICMPv6)
+	Neighbors  int               `json:"neighbors"`   // learned IP→MAC entries, both families
 	FDB        int               `json:"fdb"`         // learned MAC→VTEP entries (L2)
-	PendingARP int               `json:"pending_arp"` // neighbours being resolved
+	PendingARP int               `json:"pending_arp"` // neighbours being resolved (ARP or NDP)
 	// PerNetwork counts forwarded packets by VNI, both ways.
 	PerNetwork map[uint32]NetworkCounters `json:"per_network"`
 	// Local counts packets switched between local devices (endpoint to
@@ -258,7 +260,7 @@ func checkNetworks(networks []Network) (map[uint32]network, error) {
 			case a.Is4():
 				nw.v4 = p
 			default:
-				nw.v6 = p
+				nw.v6, nw.v6a = p, a.As16()
 			}
 		}
 		nw.Addrs = append([]netip.Prefix(nil), n.Addrs...)
@@ -432,7 +434,8 @@ func isClosed(err error) bool {
 	return errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) || errors.Is(err, stack.ErrClosed)
 }
 
-// housekeeping retries ARP requests and expires unanswered ones.
+// housekeeping retries ARP requests and NDP solicitations and expires
+// unanswered ones.
 func (r *Router) housekeeping(ctx context.Context) {
 	t := time.NewTicker(arpRetry / 4)
 	defer t.Stop()

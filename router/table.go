@@ -38,6 +38,7 @@ type Network struct {
 type network struct {
 	Network
 	v4, v6 netip.Prefix // the node's address and prefix per family; the zero Prefix: none
+	v6a    [16]byte     // v6's address as bytes (compared per packet); all zeros when none
 }
 
 // prefix returns the node's address and prefix of a's family on n, or
@@ -47,6 +48,11 @@ func (n *network) prefix(a netip.Addr) netip.Prefix {
 		return n.v4
 	}
 	return n.v6
+}
+
+// contains reports whether a is inside the network's prefix of its family.
+func (n *network) contains(a netip.Addr) bool {
+	return n.v4.Contains(a) || n.v6.Contains(a)
 }
 
 // isNode reports whether a is one of the node's own addresses on n.

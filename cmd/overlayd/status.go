@@ -114,7 +114,7 @@ var dropMeaning = map[string]string{
 	"not_peer":       "from an underlay address that is no member's VTEP",
 	"not_for_us":     "to an overlay address (or MAC) this node does not hold",
 	"malformed":      "packets or frames that do not parse",
-	"unsupported":    "neither IPv4 nor ARP: IPv6 (the kernel's router solicitations and MLD on a TUN) or another EtherType; the overlay carries IPv4",
+	"unsupported":    "neither IP (4 or 6) nor ARP: another EtherType or IP version; the overlay carries IPv4 and IPv6",
 	"no_route":       "no route (or no VTEP) for the destination; IPv4 multicast and broadcast too (the overlay carries unicast)",
 	"too_big":        "larger than the path MTU (DF: answered with ICMP fragmentation needed) or the attachment's MTU",
 	"arp_unresolved": "no ARP answer in time for the next hop",
@@ -126,6 +126,7 @@ var dropMeaning = map[string]string{
 	"kernel_rcvbuf":  "dropped by the kernel at the underlay socket before overlayd read them (receive buffer full)",
 	"spoofed_source": "from an endpoint, with a source address that is not the endpoint's own",
 	"other_network":  "from an endpoint, to an address on another network than the endpoint's (networks are isolated)",
+	"ext_headers":    "IPv6 with an extension header chain overlayd refuses (more than 8 headers, hop-by-hop not first, or cut short)",
 }
 
 // gossipLine sums up the membership: "3 members: 2 alive, 1 dead",

@@ -30,7 +30,7 @@ func TestStatusWording(t *testing.T) {
 		"DOOR    LISTEN          TARGET  ACCEPTED  OVER LIMIT  ACTIVE  OUT BYTES  IN BYTES  FAILED\n",
 		"socks5  127.0.0.1:1080  -       5         0           0       0          0         refused 3\n",
 		"  not_for_us   1  to an overlay address (or MAC) this node does not hold\n",
-		"  unsupported  3  neither IPv4 nor ARP: IPv6 (the kernel's router solicitations and MLD on a TUN) or another EtherType; the overlay carries IPv4\n",
+		"  unsupported  3  neither IP (4 or 6) nor ARP: another EtherType or IP version; the overlay carries IPv4 and IPv6\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
