@@ -11,7 +11,7 @@ import (
 // builders and rule: ICMP, ICMPv6 or a TCP RST), and queues it for the
 // device the batch was read from. mtu is the MTU of packet.AnswerTooBig.
 func (r *Router) queueAnswer(b *outBatch, p *packet.IP, a packet.Answer, mtu int) {
-	network := r.networkOf(p.SrcAddr())
+	network := r.networkOf(srcAddr(p))
 	if !packet.MayAnswer(p, network) {
 		return
 	}
@@ -57,4 +57,22 @@ func parseDrop(pkt []byte) DropReason {
 		return DropMalformed
 	}
 	return DropExtHeaders
+}
+
+// srcAddr and dstAddr are p's addresses as netip values (IPv4 unmapped),
+// read from the tuple's bytes in place: packet.Tuple's methods take the
+// tuple by value, a copy of 40 bytes per call that was a fifth of the
+// local switching path.
+func srcAddr(p *packet.IP) netip.Addr {
+	if p.Is6() {
+		return netip.AddrFrom16(p.Src)
+	}
+	return netip.AddrFrom4([4]byte(p.Src[12:16]))
+}
+
+func dstAddr(p *packet.IP) netip.Addr {
+	if p.Is6() {
+		return netip.AddrFrom16(p.Dst)
+	}
+	return netip.AddrFrom4([4]byte(p.Dst[12:16]))
 }

@@ -44,11 +44,11 @@ type epLearned struct {
 // checks and learning of the attachment's path, and its length returned;
 // else it is dropped, and why returned.
 func (r *Router) inboundEndpoint(b *inBatch, t *table, eps *epTable, nw *network, frame vxlan.Ethernet, p *packet.IP, src netip.AddrPort, i int) (int, DropReason) {
-	to := eps.on(nw.VNI, p.DstAddr())
+	to := eps.on(nw.VNI, dstAddr(p))
 	if to == nil {
 		return 0, DropNotForUs
 	}
-	if s := p.SrcAddr(); nw.contains(s) {
+	if s := srcAddr(p); nw.contains(s) {
 		l := epLearned{k: neighKey{vni: nw.VNI, ip: s}, mac: frame.Src(), from: src}
 		if l != b.epLearned {
 			if !t.owns(s, src) {
@@ -267,8 +267,8 @@ func (r *Router) inbound(b *inBatch, n int) {
 			// Learn once per batch per (address, MAC, source): the cheap
 			// comparisons first, the prefix check only on a change.
 			if (p.Src != learnedSrc || vni != learned.vni || frame.Src() != learnedMAC || src != learnedFrom) &&
-				nw.v4.Contains(p.SrcAddr()) {
-				s := p.SrcAddr()
+				nw.v4.Contains(srcAddr(p)) {
+				s := srcAddr(p)
 				// Only the VTEP that owns an address speaks for it:
 				// anything else is a stray or forged frame, which
 				// would re-point the neighbour (and inject traffic).
@@ -325,7 +325,7 @@ func (r *Router) inbound6(b *inBatch, t *table, eps *epTable, nw *network, frame
 	if p.Dst != nw.v6a || !nw.v6.IsValid() {
 		return r.inboundEndpoint(b, t, eps, nw, frame, p, src, i)
 	}
-	if s := p.SrcAddr(); nw.v6.Contains(s) {
+	if s := srcAddr(p); nw.v6.Contains(s) {
 		l := epLearned{k: neighKey{vni: nw.VNI, ip: s}, mac: frame.Src(), from: src}
 		if l != b.learned6 {
 			// Only the VTEP that owns an address speaks for it.

@@ -236,7 +236,7 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) DropRe
 		if p.Is6() {
 			own = src.a6
 		}
-		if p.SrcAddr() != own {
+		if srcAddr(p) != own {
 			return DropSpoofedSource
 		}
 	}
@@ -254,7 +254,7 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) DropRe
 			return DropLBRefused
 		}
 	}
-	dst := p.DstAddr()
+	dst := dstAddr(p)
 	if b.hit.ok && b.hit.dst == dst && len(pkt) <= r.pathMTU {
 		// Same destination as the packet before (a TSO burst split into
 		// segments): reuse its route and MAC.
