@@ -28,7 +28,8 @@ const (
 )
 
 // MaxAnswerLen is the most BuildAnswer writes: an ICMPv6 error of 1280
-// bytes (an ICMPv4 one is at most 576, a RST 60).
+// bytes (an ICMPv4 one is at most 576, a RST 60). A shorter out gets an
+// ICMPv6 error whose quote is cut to fit.
 const MaxAnswerLen = 1280
 
 // BuildAnswer writes to out answer a about p, a packet of either family,

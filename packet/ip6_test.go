@@ -447,6 +447,13 @@ func TestBuildICMPv6Error(t *testing.T) {
 	if _, err := BuildICMPv6Error(&p, netip.Prefix{}, ICMPv6DestUnreachable, 0, 0, make([]byte, 40+8+47)); err != ErrShortBuffer {
 		t.Errorf("short buffer: %v", err)
 	}
+	// A buffer of 576 bytes takes a quote cut to fit.
+	big := ipv6("fd00::1", "fd00::2", UDP, udp(1, 2, make([]byte, 1400)...))
+	p.Parse(big)
+	out := make([]byte, 576)
+	if n, err := BuildAnswer(&p, netip.Prefix{}, AnswerTooBig, 1280, out); err != nil || n != 576 || !icmp6Valid(out) || !bytes.Equal(out[48:], big[:528]) {
+		t.Errorf("too big into 576 bytes: %d, %v", n, err)
+	}
 }
 
 // TestBuildAnswer: each answer is the message of the packet's family.

@@ -69,10 +69,11 @@ func subnetAnycast(a netip.Addr, network netip.Prefix) bool {
 }
 
 // BuildICMPv6Error writes to out the ICMPv6 error of type typ and code
-// about p, an IPv6 packet, quoting p up to MaxICMPv6Quote bytes; param is
-// the MTU of "packet too big" or the pointer of "parameter problem" (0
-// otherwise). The error comes from p's destination, as BuildICMPError's.
-// It returns the length written (out needs 1280 bytes at most), or
+// about p, an IPv6 packet, quoting p up to MaxICMPv6Quote bytes or as
+// much as fits in out (at least its IPv6 header and 8 bytes: out of
+// MaxAnswerLen always fits all); param is the MTU of "packet too big" or
+// the pointer of "parameter problem" (0 otherwise). The error comes from
+// p's destination, as BuildICMPError's. It returns the length written, or
 // ErrNoReply when MayAnswer(p, network) says no, ErrFamily for an IPv4
 // packet, or ErrShortBuffer.
 func BuildICMPv6Error(p *IP, network netip.Prefix, typ, code uint8, param uint32, out []byte) (int, error) {
@@ -82,12 +83,14 @@ func BuildICMPv6Error(p *IP, network netip.Prefix, typ, code uint8, param uint32
 	if !MayAnswer(p, network) {
 		return 0, ErrNoReply
 	}
-	quote := p.b[:min(len(p.b), MaxICMPv6Quote)]
-	l := header.ICMPv6MinimumSize + len(quote)
-	n := header.IPv6MinimumSize + l
-	if len(out) < n {
+	// As much as fits in out, and at least the IPv6 header and 8 bytes.
+	q := min(len(p.b), MaxICMPv6Quote, len(out)-header.IPv6MinimumSize-header.ICMPv6MinimumSize)
+	if q < min(len(p.b), header.IPv6MinimumSize+8) {
 		return 0, ErrShortBuffer
 	}
+	quote := p.b[:q]
+	l := header.ICMPv6MinimumSize + len(quote)
+	n := header.IPv6MinimumSize + l
 	writeIPv6(out[:header.IPv6MinimumSize], l, ICMPv6, &p.Dst, &p.Src)
 	ic := out[header.IPv6MinimumSize:n]
 	ic[0], ic[1] = typ, code
