@@ -142,3 +142,28 @@ func BenchmarkChecksumsValid(b *testing.B) {
 		})
 	}
 }
+
+func FuzzIPv6Transport(f *testing.F) {
+	f.Add(ipv6With([][2]int{{0, 8}, {43, 24}, {60, 16}, {51, 12}}, 17, 8))
+	f.Add(ipv6With([][2]int{{44, 8}}, 6, 20))
+	f.Add(ipv6With(nil, 58, 8))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		if len(p) < ipv6HeaderLen {
+			return
+		}
+		next, off, ok := ipv6Transport(p)
+		if !ok {
+			if next != 0 || off != 0 {
+				t.Fatalf("ipv6Transport(%x) = %d, %d, false: want zeros", p, next, off)
+			}
+			return
+		}
+		if off < ipv6HeaderLen || off > len(p) {
+			t.Fatalf("ipv6Transport(%x) = %d, %d: offset outside the packet", p, next, off)
+		}
+		switch next {
+		case 0, 43, 60, 51:
+			t.Fatalf("ipv6Transport(%x) stopped at extension header %d", p, next)
+		}
+	})
+}

@@ -75,6 +75,9 @@ func pseudoSum(ip []byte, proto uint8, l4Len int) uint16 {
 	return fold(s)
 }
 
+// ipv6HeaderLen is the length of the IPv6 fixed header.
+const ipv6HeaderLen = 40
+
 // pseudoSum6 is the folded sum of the pseudo-header of an IPv6 packet
 // (ip its fixed header) for proto and l4Len bytes of transport header
 // and payload (RFC 8200 §8.1).

@@ -38,9 +38,6 @@ const (
 	vnetGSOECN    = 0x80 // gsoType: the TCP stream has ECN; CWR on the first segment only
 )
 
-// ipv6HeaderLen is the length of the IPv6 fixed header.
-const ipv6HeaderLen = 40
-
 const (
 	tcpFIN = 0x01
 	tcpPSH = 0x08
