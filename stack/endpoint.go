@@ -10,6 +10,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
+
+	"github.com/overlayd/overlayd/packet"
 )
 
 // linkEndpoint is the gVisor link endpoint under the Netstack. Packets the
@@ -133,7 +135,8 @@ func (e *linkEndpoint) inject(g *gro.GRO, p []byte, partial bool) bool {
 // since the endpoint says it has one (Capabilities): the IPv4 header
 // checksum and the TCP, UDP, ICMPv4 or ICMPv6 checksum of an unfragmented
 // packet (a UDP checksum of 0 over IPv4 means none; over IPv6 it is
-// wrong), behind an IPv6 packet's extension headers too (ipv6Transport).
+// wrong), behind an IPv6 packet's extension headers too (walked by
+// packet.IP, with its bound of packet.MaxExtHeaders).
 // gVisor then checks none of them again, and its GRO can coalesce TCP
 // segments without recomputing them. The transport checksum of a
 // fragment cannot be checked here and is not checked: between overlayd
@@ -156,18 +159,18 @@ func checksumsValid(p []byte, proto tcpip.NetworkProtocolNumber) bool {
 		l4 = p[ip.HeaderLength():ip.TotalLength()]
 		tp = ip.TransportProtocol()
 	} else {
-		ip := header.IPv6(p)
-		end := header.IPv6MinimumSize + int(ip.PayloadLength())
-		next, off, ok := ipv6Transport(p[:end])
-		if !ok {
+		// packet's view walks the extension headers, with its bound.
+		var v packet.IP
+		if !v.ParseHeader(p) {
 			return false
 		}
-		if next == uint8(header.IPv6FragmentHeader) {
+		if v.Fragment() {
 			return true // as an IPv4 fragment
 		}
+		ip := header.IPv6(p)
 		src, dst = ip.SourceAddress(), ip.DestinationAddress()
-		l4 = p[off:end]
-		tp = tcpip.TransportProtocolNumber(next)
+		l4 = v.Payload()
+		tp = tcpip.TransportProtocolNumber(v.Proto)
 	}
 	var off int
 	switch tp {
@@ -196,40 +199,6 @@ func checksumsValid(p []byte, proto tcpip.NetworkProtocolNumber) bool {
 	}
 	xsum := header.PseudoHeaderChecksum(tp, src, dst, uint16(len(l4)))
 	return checksum.Checksum(l4, xsum) == 0xffff
-}
-
-// maxExtHeaders bounds the IPv6 extension headers walked in front of a
-// transport header.
-const maxExtHeaders = 8
-
-// ipv6Transport walks the extension headers of the IPv6 packet p (cut at
-// its payload length) to the transport header: it returns that header's
-// protocol number and offset, or the fragment header's (44) for a
-// fragment. ok is false for a chain of more than maxExtHeaders headers
-// or one that runs past p.
-func ipv6Transport(p []byte) (next uint8, off int, ok bool) {
-	next, off = p[6], header.IPv6MinimumSize
-	for range maxExtHeaders + 1 {
-		switch next {
-		case uint8(header.IPv6HopByHopOptionsExtHdrIdentifier), uint8(header.IPv6RoutingExtHdrIdentifier),
-			uint8(header.IPv6DestinationOptionsExtHdrIdentifier):
-			if off+8 > len(p) {
-				return 0, 0, false
-			}
-			next, off = p[off], off+(int(p[off+1])+1)*8
-		case 51: // authentication header (RFC 4302): its length is in 4-byte units, less 2
-			if off+8 > len(p) {
-				return 0, 0, false
-			}
-			next, off = p[off], off+(int(p[off+1])+2)*4
-		default: // a transport header, the fragment header, or no next header (59)
-			if off > len(p) {
-				return 0, 0, false
-			}
-			return next, off, true
-		}
-	}
-	return 0, 0, false
 }
 
 // copyPacket copies pkt's bytes into dst and returns how many it copied,

@@ -75,7 +75,8 @@ type NetstackStats struct {
 	DropTooBig uint64
 	// DropChecksum counts Write input with a bad IPv4 header, TCP, UDP
 	// or ICMP checksum, or an IPv6 packet whose extension headers do not
-	// lead to its transport header within 8 headers and the packet.
+	// lead to its transport header within packet.MaxExtHeaders headers
+	// and the packet.
 	DropChecksum uint64
 	// StackMalformed counts packets that passed Write's checks but
 	// gVisor then found malformed (bad transport headers).

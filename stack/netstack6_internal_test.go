@@ -36,37 +36,6 @@ func ipv6With(exts [][2]int, proto uint8, l4 int) []byte {
 	return p
 }
 
-func TestIPv6Transport(t *testing.T) {
-	eight := make([][2]int, 8)
-	for i := range eight {
-		eight[i] = [2]int{60, 8}
-	}
-	nine := append(append([][2]int(nil), eight...), [2]int{60, 8})
-	for _, tc := range []struct {
-		name     string
-		pkt      []byte
-		next     uint8
-		off      int
-		ok       bool
-		truncate int
-	}{
-		{"tcp", ipv6With(nil, 6, 20), 6, 40, true, 0},
-		{"hop, routing, dest, ah", ipv6With([][2]int{{0, 8}, {43, 24}, {60, 16}, {51, 12}}, 17, 8), 17, 40 + 8 + 24 + 16 + 12, true, 0},
-		{"fragment", ipv6With([][2]int{{0, 8}}, 44, 8), 44, 48, true, 0},
-		{"no next header", ipv6With(nil, 59, 0), 59, 40, true, 0},
-		{"eight", ipv6With(eight, 58, 8), 58, 40 + 64, true, 0},
-		{"nine", ipv6With(nine, 58, 8), 0, 0, false, 0},
-		{"header past the end", ipv6With([][2]int{{60, 16}}, 6, 0), 0, 0, false, 8},
-		{"length past the end", ipv6With([][2]int{{60, 16}}, 6, 0), 0, 0, false, 4},
-	} {
-		p := tc.pkt[:len(tc.pkt)-tc.truncate]
-		next, off, ok := ipv6Transport(p)
-		if next != tc.next || off != tc.off || ok != tc.ok {
-			t.Errorf("%s: ipv6Transport = %d, %d, %v; want %d, %d, %v", tc.name, next, off, ok, tc.next, tc.off, tc.ok)
-		}
-	}
-}
-
 // tcp6Segment is a TCP segment over IPv6 behind exts, its checksum right.
 func tcp6Segment(exts [][2]int, payload int) []byte {
 	p := ipv6With(exts, 6, 20+payload)
@@ -95,8 +64,21 @@ func TestChecksumsValidIPv6(t *testing.T) {
 	if checksumsValid(udp0, header.IPv6ProtocolNumber) {
 		t.Error("a UDP datagram over IPv6 with checksum 0: valid (RFC 8200 §8.1 says drop it)")
 	}
-	if !checksumsValid(ipv6With([][2]int{{44, 8}}, 6, 20), header.IPv6ProtocolNumber) {
-		t.Error("a fragment: not valid (it cannot be checked, and is let through as IPv4's are)")
+	frag := ipv6With([][2]int{{44, 8}}, 6, 20)
+	frag[ipv6HeaderLen+3] = 1 // M: more fragments follow
+	if !checksumsValid(frag, header.IPv6ProtocolNumber) {
+		t.Error("a first fragment: not valid (it cannot be checked, and is let through as IPv4's are)")
+	}
+	atomic := ipv6With([][2]int{{44, 8}}, 6, 20)
+	if checksumsValid(atomic, header.IPv6ProtocolNumber) {
+		t.Error("an atomic fragment (offset 0, no M) with a wrong TCP checksum: valid (it is a whole packet and is checked)")
+	}
+	nine := make([][2]int, 9)
+	for i := range nine {
+		nine[i] = [2]int{60, 8}
+	}
+	if checksumsValid(ipv6With(nine, 58, 8), header.IPv6ProtocolNumber) {
+		t.Error("nine extension headers: valid (more than packet.MaxExtHeaders)")
 	}
 }
 
@@ -141,29 +123,4 @@ func BenchmarkChecksumsValid(b *testing.B) {
 			}
 		})
 	}
-}
-
-func FuzzIPv6Transport(f *testing.F) {
-	f.Add(ipv6With([][2]int{{0, 8}, {43, 24}, {60, 16}, {51, 12}}, 17, 8))
-	f.Add(ipv6With([][2]int{{44, 8}}, 6, 20))
-	f.Add(ipv6With(nil, 58, 8))
-	f.Fuzz(func(t *testing.T, p []byte) {
-		if len(p) < ipv6HeaderLen {
-			return
-		}
-		next, off, ok := ipv6Transport(p)
-		if !ok {
-			if next != 0 || off != 0 {
-				t.Fatalf("ipv6Transport(%x) = %d, %d, false: want zeros", p, next, off)
-			}
-			return
-		}
-		if off < ipv6HeaderLen || off > len(p) {
-			t.Fatalf("ipv6Transport(%x) = %d, %d: offset outside the packet", p, next, off)
-		}
-		switch next {
-		case 0, 43, 60, 51:
-			t.Fatalf("ipv6Transport(%x) stopped at extension header %d", p, next)
-		}
-	})
 }

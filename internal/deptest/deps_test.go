@@ -98,7 +98,7 @@ var allowed = map[string][]string{
 	"cmd/overlayd": {"node", "api", "config", "node/nodetest", "stack", "dockerplugin"}, // nodetest: the demo's kill -9, a stop without leaving; stack: the rootless helper's side (nshelper), run before any node; dockerplugin: run --docker-plugin
 	"node":         {"*"},
 	"router":       {"stack", "vxlan", "lb", "lb/maglev", "packet"},
-	"stack":        {},
+	"stack":        {"packet"},
 	"door":         {}, // host-side servers over a Dialer and a Resolver; node hands them the netstack
 	"vxlan":        {}, // the wire format alone: decap reports its refusals, router counts them
 	"udp":          {},
