@@ -23,9 +23,10 @@ type EndpointBackend interface {
 	Detach(ctx context.Context, name string) error
 	// Reserve leases an address on network for an endpoint not attached
 	// yet (a container runtime's IPAM step: Docker asks for the address
-	// before the namespace exists). addr empty: any free one. An Attach
-	// that asks for a reserved address takes the reservation over.
-	Reserve(ctx context.Context, network, addr string) (Reservation, error)
+	// before the namespace exists). addr empty: any free one of family
+	// (4 or 6; 0: the network's first family). An Attach that asks for a
+	// reserved address takes the reservation over.
+	Reserve(ctx context.Context, network, addr string, family int) (Reservation, error)
 	// Unreserve releases a reservation; one that is not held (or already
 	// taken over by an endpoint) is not an error.
 	Unreserve(ctx context.Context, network, addr string) error
@@ -43,6 +44,9 @@ type Attach struct {
 	Netns string `json:"netns"`
 	// IP is the address asked for; default one from the network's IPAM.
 	IP string `json:"ip,omitempty"`
+	// IPs are more addresses asked for: at most one per family in all (a
+	// dual-stack network's family without one gets one from IPAM).
+	IPs []string `json:"ips,omitempty"`
 	// IfName is the interface's name in the namespace; default eth0.
 	IfName string `json:"ifname,omitempty"`
 	// DefaultRoute also points the namespace's default route at it.
@@ -56,15 +60,20 @@ type EndpointInfo struct {
 	VNI     uint32 `json:"vni"`
 	Netns   string `json:"netns"`
 	IfName  string `json:"ifname"`
-	Addr    string `json:"addr"` // with the network's prefix length
-	MTU     int    `json:"mtu"`
+	Addr    string `json:"addr"` // with the network's prefix length (the first of Addrs)
+	// Addrs are its addresses, one per family of the network, IPv4 first.
+	Addrs []string `json:"addrs,omitempty"`
+	MTU   int      `json:"mtu"`
 	// Routes are the prefixes pointed at the interface in the namespace.
 	Routes []string `json:"routes"`
 	// DNS is the address to put in the namespace's resolv.conf; Search
 	// its search domain (NET.overlay).
-	DNS    string `json:"dns"`
-	Search string `json:"search"`
-	FQDN   string `json:"fqdn"`
+	DNS string `json:"dns"`
+	// DNSAddrs are the network's DNS addresses, one per family (DNS is
+	// the first).
+	DNSAddrs []string `json:"dns_addrs,omitempty"`
+	Search   string   `json:"search"`
+	FQDN     string   `json:"fqdn"`
 	// Device says how the interface is made: tun (by the daemon) or
 	// tun-helper (through the helper process, for a rootless namespace).
 	Device   string        `json:"device"`
@@ -99,6 +108,7 @@ type Reservation struct {
 type reserveRequest struct {
 	Network string `json:"network,omitempty"`
 	Addr    string `json:"addr,omitempty"`
+	Family  int    `json:"family,omitempty"` // 4 or 6 for any address of that family; 0: addr's, or the network's first
 }
 
 // endpointRoutes adds the endpoint endpoints to mux.
@@ -131,7 +141,7 @@ func endpointRoutes(mux *http.ServeMux, b Backend) {
 			answer(w, nil, err)
 			return
 		}
-		res, err := eb.Reserve(r.Context(), req.Network, req.Addr)
+		res, err := eb.Reserve(r.Context(), req.Network, req.Addr, req.Family)
 		answer(w, res, err)
 	}))
 	mux.HandleFunc("DELETE /v1/reservations/{network}/{addr}", ep(func(w http.ResponseWriter, r *http.Request, eb EndpointBackend) {
@@ -164,10 +174,11 @@ func (c *Client) Detach(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/endpoints/"+url.PathEscape(name), nil, &v)
 }
 
-// Reserve leases an address ahead of an endpoint; addr may be empty.
-func (c *Client) Reserve(ctx context.Context, network, addr string) (Reservation, error) {
+// Reserve leases an address ahead of an endpoint; addr may be empty (any
+// of family: 4, 6, or 0 for the network's first).
+func (c *Client) Reserve(ctx context.Context, network, addr string, family int) (Reservation, error) {
 	var res Reservation
-	return res, c.do(ctx, http.MethodPost, "/v1/reservations", reserveRequest{Network: network, Addr: addr}, &res)
+	return res, c.do(ctx, http.MethodPost, "/v1/reservations", reserveRequest{Network: network, Addr: addr, Family: family}, &res)
 }
 
 // Unreserve releases a reservation.

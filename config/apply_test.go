@@ -34,6 +34,8 @@ func TestApplySections(t *testing.T) {
 		{"endpoint twice", gossip + "endpoints:\n  - {name: c1, netns: /a}\n  - {name: c1, netns: /b}\n", "line 4: endpoints[1].name: endpoint \"c1\" is given twice"},
 		{"endpoint netns", gossip + "endpoints:\n  - name: c1\n    netns: netns/c1\n", "line 4: endpoints[0].netns: \"netns/c1\": give the namespace's absolute path"},
 		{"endpoint ip", gossip + "endpoints:\n  - name: c1\n    netns: /a\n    ip: 10.1.2\n", "line 5: endpoints[0].ip"},
+		{"endpoint ips", gossip + "endpoints:\n  - {name: c1, netns: /a, ip: [10.1.2.3, fd00:1::3]}\n  - {name: c2, netns: /b, ip: fd00:1::4}\n", ""},
+		{"endpoint two v6", gossip + "endpoints:\n  - name: c1\n    netns: /a\n    ip: [fd00:1::3, fd00:1::4]\n", "line 5: endpoints[0].ip: fd00:1::4: two addresses of one family"},
 		{"endpoint ifname", gossip + "endpoints:\n  - {name: c1, netns: /a, ifname: a-very-long-interface}\n", "line 3: endpoints[0].ifname"},
 		{"endpoint key", gossip + "endpoints:\n  - {name: c1, netns: /a, ips: []}\n", "line 3: unknown key \"ips\" in endpoint"},
 		{"endpoints need gossip", "addr: 10.1.0.1/16\nendpoints:\n  - {name: c1, netns: /a}\n", "line 3: networks, services and endpoints need gossip"},

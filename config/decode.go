@@ -83,6 +83,8 @@ func decodeAddress(n *yaml.Node, out reflect.Value, path string) (done bool, err
 	switch p := out.Interface().(type) {
 	case *CIDRs:
 		*p = CIDRs{n.Value} // one prefix; a list is a sequence
+	case *IPs:
+		*p = IPs{n.Value} // one address; a list is a sequence
 	case *netip.Prefix:
 		v, err := netip.ParsePrefix(n.Value)
 		if err != nil {

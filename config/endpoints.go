@@ -9,6 +9,9 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// IPs are an endpoint's addresses; in YAML one address or a list.
+type IPs []string
+
 // Endpoint is a network namespace attached to a network as an endpoint
 // (as 'overlayd attach' does), at start and by 'overlayd apply' (gossip
 // only). One attached already with the same namespace and network is
@@ -20,8 +23,10 @@ type Endpoint struct {
 	Netns string `yaml:"netns"`
 	// Network of the endpoint; empty: the node's only joined network.
 	Network string `yaml:"network"`
-	// IP is the address to take; empty: one from the network's IPAM.
-	IP string `yaml:"ip"`
+	// IP is the address to take, IPv4 or IPv6, or a list of one of each
+	// on a dual-stack network ([10.10.0.9, fd00:10::9]); empty: one from
+	// the network's IPAM (for a family not given too).
+	IP IPs `yaml:"ip"`
 	// IfName is the interface's name in the namespace; empty: eth0.
 	IfName string `yaml:"ifname"`
 	// DefaultRoute also points the namespace's default route at it.
@@ -58,10 +63,22 @@ func (c *Config) validateEndpoints() []error {
 		if e.Network != "" && !validNetworkName(e.Network) {
 			bad(line("network"), "%s.network: %q is not a network name", what, e.Network)
 		}
-		if e.IP != "" {
-			if a, err := netip.ParseAddr(e.IP); err != nil || !a.Is4() {
-				bad(line("ip"), "%s.ip: %q is not an IPv4 address", what, e.IP)
+		var fams [2]bool
+		for _, ip := range e.IP {
+			a, err := netip.ParseAddr(ip)
+			if err != nil || a.Zone() != "" {
+				bad(line("ip"), "%s.ip: %q is not an IP address such as 10.10.0.9 or fd00:10::9", what, ip)
+				break
 			}
+			f := 0
+			if a.Unmap().Is6() {
+				f = 1
+			}
+			if fams[f] {
+				bad(line("ip"), "%s.ip: %v: two addresses of one family; give at most one IPv4 and one IPv6 address", what, a)
+				break
+			}
+			fams[f] = true
 		}
 		if len(e.IfName) > 15 || strings.ContainsAny(e.IfName, "/ \t\n:") {
 			bad(line("ifname"), "%s.ifname: %q: at most 15 characters, no '/', ':' or spaces", what, e.IfName)

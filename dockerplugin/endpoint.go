@@ -27,32 +27,45 @@ func (p *Plugin) createEndpoint(ctx context.Context, req createEndpointRequest) 
 	if err := checkID("EndpointID", req.EndpointID); err != nil {
 		return nil, err
 	}
-	if req.Interface == nil || req.Interface.Address == "" {
-		return nil, fault.Invalid("overlayd: the endpoint has no IPv4 address; create the network with --ipam-driver overlayd")
-	}
-	if req.Interface.AddressIPv6 != "" {
-		return nil, fault.Invalid("overlayd: overlay networks are IPv4 only; the endpoint has IPv6 address %s", req.Interface.AddressIPv6)
-	}
-	addr, err := netip.ParsePrefix(req.Interface.Address)
-	if err != nil || !addr.Addr().Is4() {
-		return nil, fault.Invalid("overlayd: endpoint address %q: want an IPv4 CIDR", req.Interface.Address)
+	if req.Interface == nil || req.Interface.Address == "" && req.Interface.AddressIPv6 == "" {
+		return nil, fault.Invalid("overlayd: the endpoint has no address; create the network with --ipam-driver overlayd")
 	}
 	n, err := p.overlay(ctx, req.NetworkID)
 	if err != nil {
 		return nil, err
 	}
-	if !n.CIDR.Contains(addr.Addr()) {
-		return nil, fault.Invalid("overlayd: endpoint address %s is outside the network's subnet %s", addr, n.CIDR)
+	// One address per subnet of the network, each of its subnet.
+	var addrs []netip.Prefix
+	for _, c := range n.cidrs() {
+		s := req.Interface.Address
+		if c.Addr().Is6() {
+			s = req.Interface.AddressIPv6
+		}
+		if s == "" {
+			return nil, fault.Invalid("overlayd: the endpoint has no address of the network's subnet %s; create the network with --ipam-driver overlayd", c)
+		}
+		a, err := netip.ParsePrefix(s)
+		if err != nil || !c.Contains(a.Addr()) {
+			return nil, fault.Invalid("overlayd: endpoint address %s is outside the network's subnet %s", s, c)
+		}
+		addrs = append(addrs, a)
+	}
+	if !n.CIDR6.IsValid() && (n.CIDR.Addr().Is4() && req.Interface.AddressIPv6 != "" || n.CIDR.Addr().Is6() && req.Interface.Address != "") {
+		return nil, fault.Invalid("overlayd: the endpoint has addresses %s and %s; network %s has the subnet %s only", req.Interface.Address, req.Interface.AddressIPv6, short(req.NetworkID), n.CIDR)
+	}
+	addr, addr6 := addrs[0], netip.Prefix{}
+	if len(addrs) > 1 {
+		addr6 = addrs[1]
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if e, ok := p.endpoints[req.EndpointID]; ok {
-		if e.Addr != addr || e.Network != req.NetworkID {
-			return nil, fault.Conflict("overlayd: endpoint %s exists with address %s", short(req.EndpointID), e.Addr)
+		if e.Addr != addr || e.Addr6 != addr6 || e.Network != req.NetworkID {
+			return nil, fault.Conflict("overlayd: endpoint %s exists with address %s", short(req.EndpointID), e.addrs())
 		}
 		return createEndpointResponse{}, nil
 	}
-	p.endpoints[req.EndpointID] = &endpoint{ID: req.EndpointID, Network: req.NetworkID, Addr: addr}
+	p.endpoints[req.EndpointID] = &endpoint{ID: req.EndpointID, Network: req.NetworkID, Addr: addr, Addr6: addr6}
 	p.saveLocked()
 	return createEndpointResponse{}, nil
 }
@@ -83,6 +96,9 @@ func (p *Plugin) join(ctx context.Context, req joinRequest) (any, error) {
 	}
 	name := p.endpointName(ctx, e.Network, e.ID)
 	at := api.Attach{Name: name, Network: n.Overlay, Netns: req.SandboxKey, IP: e.Addr.Addr().String(), IfName: n.IfName}
+	if e.Addr6.IsValid() {
+		at.IPs = []string{e.Addr6.Addr().String()}
+	}
 
 	p.mu.Lock()
 	if e.Attached || e.waiting {
@@ -121,7 +137,7 @@ func (p *Plugin) join(ctx context.Context, req joinRequest) (any, error) {
 	e.Attached = true
 	p.saveLocked()
 	p.mu.Unlock()
-	p.log.Info("endpoint attached", zap.String("endpoint", name), zap.String("network", n.Overlay), zap.Stringer("addr", e.Addr))
+	p.log.Info("endpoint attached", zap.String("endpoint", name), zap.String("network", n.Overlay), zap.String("addr", e.addrs()))
 	return joinResponse{DisableGatewayService: true}, nil
 }
 
@@ -268,6 +284,9 @@ func (p *Plugin) endpointInfo(_ context.Context, req endpointRequest) (any, erro
 		return nil, fault.NotFound("overlayd: no endpoint %s on this driver", short(req.EndpointID))
 	}
 	v := map[string]any{"overlayd.addr": e.Addr.String()}
+	if e.Addr6.IsValid() {
+		v["overlayd.addr6"] = e.Addr6.String()
+	}
 	if n, ok := p.networks[e.Network]; ok && n.Overlay != "" {
 		v["overlayd.network"] = n.Overlay
 		if e.Name != "" {

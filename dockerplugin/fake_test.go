@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 
 	"github.com/overlayd/overlayd/api"
@@ -51,12 +52,13 @@ func (f *fakeBackend) Networks(context.Context) ([]api.NetworkInfo, error) {
 func (f *fakeBackend) CreateNetwork(_ context.Context, req api.CreateNetwork) (api.NetworkInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.log("create %s %s", req.Name, req.CIDR)
+	cidrs := req.Prefixes()
+	f.log("create %s %s", req.Name, strings.Join(cidrs, ","))
 	if _, ok := f.nets[req.Name]; ok {
 		return api.NetworkInfo{}, fault.Conflict("network %s exists", req.Name)
 	}
-	cidr := netip.MustParsePrefix(req.CIDR)
-	n := &api.NetworkInfo{Name: req.Name, CIDR: req.CIDR, DNS: cidr.Addr().Next().String()}
+	cidr := netip.MustParsePrefix(cidrs[0])
+	n := &api.NetworkInfo{Name: req.Name, CIDR: cidrs[0], CIDRs: cidrs, DNS: cidr.Addr().Next().String()}
 	f.nets[req.Name] = n
 	return *n, nil
 }
@@ -88,7 +90,7 @@ func (f *fakeBackend) LeaveNetwork(_ context.Context, name string) error {
 func (f *fakeBackend) Attach(_ context.Context, req api.Attach) (api.EndpointInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.log("attach %s %s %s %s %s", req.Name, req.Network, req.Netns, req.IP, req.IfName)
+	f.log("attach %s %s %s %s %s", req.Name, req.Network, req.Netns, strings.Join(append([]string{req.IP}, req.IPs...), ","), req.IfName)
 	if err := f.attachErr; err != nil {
 		f.attachErr = nil
 		return api.EndpointInfo{}, err
@@ -112,7 +114,7 @@ func (f *fakeBackend) Detach(_ context.Context, name string) error {
 	return nil
 }
 
-func (f *fakeBackend) Reserve(_ context.Context, network, addr string) (api.Reservation, error) {
+func (f *fakeBackend) Reserve(_ context.Context, network, addr string, family int) (api.Reservation, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.log("reserve %s %s", network, addr)
@@ -121,7 +123,17 @@ func (f *fakeBackend) Reserve(_ context.Context, network, addr string) (api.Rese
 		return api.Reservation{}, fault.NotFound("no network %s", network)
 	}
 	cidr := netip.MustParsePrefix(n.CIDR)
-	if addr == "" {
+	for _, c := range n.CIDRs {
+		if p := netip.MustParsePrefix(c); p.Addr().Is6() == (family == 6) {
+			cidr = p
+		}
+	}
+	if addr == "" && cidr.Addr().Is6() {
+		b := cidr.Addr().As16()
+		b[15] = byte(f.next)
+		addr = netip.AddrFrom16(b).String()
+		f.next++
+	} else if addr == "" {
 		addr = netip.AddrFrom4([4]byte{cidr.Addr().As4()[0], cidr.Addr().As4()[1], 0, byte(f.next)}).String()
 		f.next++
 	}

@@ -14,10 +14,10 @@ import (
 // learns its name later) and never asks again after a restart of the
 // plugin, so the ID must carry all the plugin needs.
 func (p *Plugin) requestPool(_ context.Context, req requestPoolRequest) (any, error) {
-	if req.V6 {
-		return nil, fault.Invalid("overlayd: overlay networks are IPv4 only; create the Docker network without --ipv6")
-	}
 	if req.Pool == "" {
+		if req.V6 {
+			return nil, fault.Invalid("overlayd: give the network's IPv6 subnet too: docker network create -d overlayd --ipam-driver overlayd --subnet CIDR --ipv6 --subnet CIDR6 NAME")
+		}
 		return nil, fault.Invalid("overlayd: give the network's subnet: docker network create -d overlayd --ipam-driver overlayd --subnet CIDR NAME")
 	}
 	if req.SubPool != "" {
@@ -29,6 +29,9 @@ func (p *Plugin) requestPool(_ context.Context, req requestPoolRequest) (any, er
 	cidr, err := parsePool(req.Pool)
 	if err != nil {
 		return nil, err
+	}
+	if req.V6 != cidr.Addr().Is6() {
+		return nil, fault.Invalid("overlayd: subnet %s is not of the family Docker asks a pool of (IPv6: %v)", cidr, req.V6)
 	}
 	return requestPoolResponse{PoolID: cidr.String(), Pool: cidr.String(), Data: map[string]string{}}, nil
 }
@@ -77,7 +80,11 @@ func (p *Plugin) requestAddress(ctx context.Context, req requestAddressRequest) 
 	if want.IsValid() {
 		addr = want.String()
 	}
-	res, err := p.b.Reserve(ctx, n, addr)
+	family := 4
+	if cidr.Addr().Is6() {
+		family = 6
+	}
+	res, err := p.b.Reserve(ctx, n, addr, family)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +133,7 @@ func (p *Plugin) networkOfPool(ctx context.Context, cidr netip.Prefix) (string, 
 	p.mu.Lock()
 	var match []*network
 	for _, n := range p.networks {
-		if n.CIDR == cidr {
+		if n.hasPool(cidr) {
 			match = append(match, n)
 		}
 	}
@@ -150,7 +157,7 @@ func (p *Plugin) networkOfPool(ctx context.Context, cidr netip.Prefix) (string, 
 // poolOf parses a pool ID (its CIDR, see requestPool).
 func poolOf(id string) (netip.Prefix, error) {
 	cidr, err := netip.ParsePrefix(strings.TrimSpace(id))
-	if err != nil || !cidr.Addr().Is4() || cidr.Masked() != cidr {
+	if err != nil || cidr.Addr().Zone() != "" || cidr.Addr().Is4In6() || cidr.Masked() != cidr {
 		return netip.Prefix{}, fault.NotFound("overlayd: no pool %q (this driver's pools are named by their CIDR)", id)
 	}
 	return cidr, nil

@@ -26,15 +26,23 @@ func (p *Plugin) createNetwork(ctx context.Context, req createNetworkRequest) (a
 	if err := checkID("NetworkID", req.NetworkID); err != nil {
 		return nil, err
 	}
-	if len(req.IPv6Data) > 0 {
-		return nil, fault.Invalid("overlayd: overlay networks are IPv4 only; create the Docker network without --ipv6")
+	if len(req.IPv4Data) > 1 || len(req.IPv6Data) > 1 || len(req.IPv4Data)+len(req.IPv6Data) == 0 {
+		return nil, fault.Invalid("overlayd: a network takes one IPv4 subnet, one IPv6 subnet (--ipv6) or one of each (it has %d and %d); create it with --subnet CIDR [--ipv6 --subnet CIDR6] --ipam-driver overlayd", len(req.IPv4Data), len(req.IPv6Data))
 	}
-	if len(req.IPv4Data) != 1 {
-		return nil, fault.Invalid("overlayd: a network takes exactly one IPv4 subnet (it has %d); create it with --subnet CIDR --ipam-driver overlayd", len(req.IPv4Data))
+	var cidrs []netip.Prefix
+	for _, d := range append(append([]ipamData{}, req.IPv4Data...), req.IPv6Data...) {
+		c, err := parsePool(d.Pool)
+		if err != nil {
+			return nil, err
+		}
+		cidrs = append(cidrs, c)
 	}
-	cidr, err := parsePool(req.IPv4Data[0].Pool)
-	if err != nil {
-		return nil, err
+	if len(req.IPv4Data) == 1 && !cidrs[0].Addr().Is4() || len(req.IPv6Data) == 1 && !cidrs[len(cidrs)-1].Addr().Is6() {
+		return nil, fault.Invalid("overlayd: the IPv4 and IPv6 subnets are of the wrong family (%s)", ipCIDRs(cidrs))
+	}
+	cidr, cidr6 := cidrs[0], netip.Prefix{}
+	if len(cidrs) == 2 {
+		cidr6 = cidrs[1]
 	}
 	opts, err := networkOptions(req.Options)
 	if err != nil {
@@ -49,17 +57,17 @@ func (p *Plugin) createNetwork(ctx context.Context, req createNetworkRequest) (a
 	p.mu.Lock()
 	if n, ok := p.networks[req.NetworkID]; ok {
 		p.mu.Unlock()
-		if n.CIDR != cidr {
-			return nil, fault.Conflict("overlayd: network %s exists with subnet %s, not %s", short(req.NetworkID), n.CIDR, cidr)
+		if n.CIDR != cidr || n.CIDR6 != cidr6 {
+			return nil, fault.Conflict("overlayd: network %s exists with subnet %s, not %s", short(req.NetworkID), ipCIDRs(n.cidrs()), ipCIDRs(cidrs))
 		}
 		return empty{}, nil
 	}
-	n := &network{ID: req.NetworkID, CIDR: cidr, IfName: opts[optIfName], ready: make(chan struct{})}
+	n := &network{ID: req.NetworkID, CIDR: cidr, CIDR6: cidr6, IfName: opts[optIfName], ready: make(chan struct{})}
 	p.networks[req.NetworkID] = n
 	p.mu.Unlock()
 
 	if name != "" {
-		joined, err := p.ensure(ctx, name, cidr)
+		joined, err := p.ensure(ctx, name, cidrs)
 		p.mu.Lock()
 		if err != nil {
 			delete(p.networks, req.NetworkID)
@@ -72,7 +80,7 @@ func (p *Plugin) createNetwork(ctx context.Context, req createNetworkRequest) (a
 		close(n.ready)
 		p.saveLocked()
 		p.mu.Unlock()
-		p.log.Info("docker network on overlay network", zap.String("docker_network", short(n.ID)), zap.String("network", name), zap.Stringer("cidr", cidr))
+		p.log.Info("docker network on overlay network", zap.String("docker_network", short(n.ID)), zap.String("network", name), zap.String("cidr", ipCIDRs(cidrs)))
 		return empty{}, nil
 	}
 	if p.names == nil {
@@ -120,7 +128,7 @@ func (p *Plugin) resolveLocked(n *network) {
 		} else {
 			n.Overlay, n.Joined = name, joined
 			p.saveLocked()
-			p.log.Info("docker network on overlay network", zap.String("docker_network", short(n.ID)), zap.String("network", name), zap.Stringer("cidr", n.CIDR))
+			p.log.Info("docker network on overlay network", zap.String("docker_network", short(n.ID)), zap.String("network", name), zap.String("cidr", ipCIDRs(n.cidrs())))
 		}
 		close(n.ready)
 	}()
@@ -148,13 +156,13 @@ func (p *Plugin) resolve(ctx context.Context, n *network) (name string, joined b
 	if name, err = overlayName(name); err != nil {
 		return "", false, err
 	}
-	joined, err = p.ensure(ctx, name, n.CIDR)
+	joined, err = p.ensure(ctx, name, n.cidrs())
 	return name, joined, err
 }
 
-// ensure creates the overlay network name with cidr, or finds it, and
+// ensure creates the overlay network name with cidrs, or finds it, and
 // joins it; joined says this call joined it (the node was not attached).
-func (p *Plugin) ensure(ctx context.Context, name string, cidr netip.Prefix) (joined bool, err error) {
+func (p *Plugin) ensure(ctx context.Context, name string, cidrs []netip.Prefix) (joined bool, err error) {
 	nets, err := p.b.Networks(ctx)
 	if err != nil {
 		return false, err
@@ -164,8 +172,12 @@ func (p *Plugin) ensure(ctx context.Context, name string, cidr netip.Prefix) (jo
 		if n.Name != name {
 			continue
 		}
-		if got, err := netip.ParsePrefix(n.CIDR); err != nil || got.Masked() != cidr {
-			return false, fault.Conflict("overlayd: overlay network %s has subnet %s, not %s; give the Docker network that subnet, or another name with -o %s=NAME", name, n.CIDR, cidr, optNetwork)
+		have := n.CIDRs
+		if len(have) == 0 { // a node without IPv6
+			have = []string{n.CIDR}
+		}
+		if strings.Join(have, ",") != ipCIDRs(cidrs) {
+			return false, fault.Conflict("overlayd: overlay network %s has subnet %s, not %s; give the Docker network that subnet, or another name with -o %s=NAME", name, strings.Join(have, ","), ipCIDRs(cidrs), optNetwork)
 		}
 		if n.Joined {
 			return false, nil
@@ -173,7 +185,11 @@ func (p *Plugin) ensure(ctx context.Context, name string, cidr netip.Prefix) (jo
 		found = true
 	}
 	if !found {
-		_, err := p.b.CreateNetwork(ctx, api.CreateNetwork{Name: name, CIDR: cidr.String()})
+		req := api.CreateNetwork{Name: name}
+		for _, c := range cidrs {
+			req.CIDRs = append(req.CIDRs, c.String())
+		}
+		_, err := p.b.CreateNetwork(ctx, req)
 		// Another node may have created it a moment ago: join that one.
 		if err != nil && !errors.Is(err, fault.ErrConflict) {
 			return false, err
@@ -280,16 +296,26 @@ func networkOptions(opts map[string]any) (map[string]string, error) {
 	return out, nil
 }
 
-// parsePool parses a Docker subnet: IPv4, at most /30.
+// parsePool parses a Docker subnet: IPv4, at most /30, or IPv6, at most
+// /122 (the node checks the rest).
 func parsePool(s string) (netip.Prefix, error) {
 	cidr, err := netip.ParsePrefix(s)
-	if err != nil || !cidr.Addr().Is4() {
-		return netip.Prefix{}, fault.Invalid("overlayd: subnet %q: want an IPv4 CIDR such as 10.30.0.0/16", s)
+	if err != nil || cidr.Addr().Zone() != "" || cidr.Addr().Is4In6() {
+		return netip.Prefix{}, fault.Invalid("overlayd: subnet %q: want a CIDR such as 10.30.0.0/16 or fd00:30::/64", s)
 	}
-	if cidr.Bits() > 30 {
-		return netip.Prefix{}, fault.Invalid("overlayd: subnet %s is too small; give a /30 or larger", cidr)
+	if cidr.Addr().Is4() && cidr.Bits() > 30 || cidr.Addr().Is6() && cidr.Bits() > 122 {
+		return netip.Prefix{}, fault.Invalid("overlayd: subnet %s is too small; give a /30 or larger (IPv6: a /122 or larger, a /64 is usual)", cidr)
 	}
 	return cidr.Masked(), nil
+}
+
+// ipCIDRs is cidrs as "10.30.0.0/16,fd00:30::/64".
+func ipCIDRs(cidrs []netip.Prefix) string {
+	s := make([]string, len(cidrs))
+	for i, c := range cidrs {
+		s[i] = c.String()
+	}
+	return strings.Join(s, ",")
 }
 
 // overlayName turns a Docker name into a DNS label (the overlay network's

@@ -28,7 +28,7 @@ type Backend interface {
 	LeaveNetwork(ctx context.Context, name string) error
 	Attach(ctx context.Context, req api.Attach) (api.EndpointInfo, error)
 	Detach(ctx context.Context, name string) error
-	Reserve(ctx context.Context, network, addr string) (api.Reservation, error)
+	Reserve(ctx context.Context, network, addr string, family int) (api.Reservation, error)
 	Unreserve(ctx context.Context, network, addr string) error
 }
 
@@ -92,8 +92,10 @@ type Plugin struct {
 
 // network is a Docker network of this driver.
 type network struct {
-	ID   string
-	CIDR netip.Prefix
+	ID string
+	// CIDR is its subnet of the first family (IPv4, or IPv6 on an IPv6
+	// network); CIDR6 the IPv6 subnet of a dual-stack one (--ipv6).
+	CIDR, CIDR6 netip.Prefix
 	// Overlay is the overlay network's name; "" while it is being learned.
 	Overlay string
 	// Joined says the plugin joined it (the node was not attached before),
@@ -106,11 +108,34 @@ type network struct {
 	cancel context.CancelFunc
 }
 
+// cidrs are n's subnets, IPv4 first.
+func (n *network) cidrs() []netip.Prefix {
+	out := []netip.Prefix{n.CIDR}
+	if n.CIDR6.IsValid() {
+		out = append(out, n.CIDR6)
+	}
+	return out
+}
+
+// hasPool reports whether cidr is one of n's subnets.
+func (n *network) hasPool(cidr netip.Prefix) bool {
+	return n.CIDR == cidr || n.CIDR6.IsValid() && n.CIDR6 == cidr
+}
+
+// addrs are e's addresses, "10.30.0.2/16,fd00:30::2/64".
+func (e *endpoint) addrs() string {
+	if e.Addr6.IsValid() {
+		return e.Addr.String() + "," + e.Addr6.String()
+	}
+	return e.Addr.String()
+}
+
 // endpoint is a Docker endpoint of this driver.
 type endpoint struct {
 	ID      string
 	Network string // Docker network ID
-	Addr    netip.Prefix
+	// Addr is its address of the network's CIDR, Addr6 of its CIDR6.
+	Addr, Addr6 netip.Prefix
 	// Name is the overlay endpoint's name, set at Join.
 	Name    string
 	Sandbox string

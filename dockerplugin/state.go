@@ -23,6 +23,7 @@ type savedState struct {
 type savedNetwork struct {
 	ID      string       `json:"id"`
 	CIDR    netip.Prefix `json:"cidr"`
+	CIDR6   netip.Prefix `json:"cidr6,omitzero"`    // a dual-stack network's IPv6 subnet
 	Overlay string       `json:"overlay,omitempty"` // "" if its name was not learned yet
 	Joined  bool         `json:"joined,omitempty"`
 	IfName  string       `json:"ifname,omitempty"`
@@ -32,6 +33,7 @@ type savedEndpoint struct {
 	ID       string       `json:"id"`
 	Network  string       `json:"network"`
 	Addr     netip.Prefix `json:"addr"`
+	Addr6    netip.Prefix `json:"addr6,omitzero"`
 	Name     string       `json:"name,omitempty"`
 	Sandbox  string       `json:"sandbox,omitempty"`
 	Attached bool         `json:"attached,omitempty"`
@@ -61,7 +63,7 @@ func (p *Plugin) load() error {
 		if s.ID == "" || !s.CIDR.IsValid() {
 			continue
 		}
-		n := &network{ID: s.ID, CIDR: s.CIDR, Overlay: s.Overlay, Joined: s.Joined, IfName: s.IfName, ready: make(chan struct{})}
+		n := &network{ID: s.ID, CIDR: s.CIDR, CIDR6: s.CIDR6, Overlay: s.Overlay, Joined: s.Joined, IfName: s.IfName, ready: make(chan struct{})}
 		p.networks[n.ID] = n
 		if n.Overlay != "" {
 			close(n.ready)
@@ -76,7 +78,7 @@ func (p *Plugin) load() error {
 		if s.ID == "" || !s.Addr.IsValid() {
 			continue
 		}
-		p.endpoints[s.ID] = &endpoint{ID: s.ID, Network: s.Network, Addr: s.Addr, Name: s.Name, Sandbox: s.Sandbox, Attached: s.Attached}
+		p.endpoints[s.ID] = &endpoint{ID: s.ID, Network: s.Network, Addr: s.Addr, Addr6: s.Addr6, Name: s.Name, Sandbox: s.Sandbox, Attached: s.Attached}
 	}
 	p.log.Info("docker plugin state loaded", zap.Int("networks", len(p.networks)), zap.Int("endpoints", len(p.endpoints)))
 	return nil
@@ -90,10 +92,10 @@ func (p *Plugin) saveLocked() {
 	}
 	var st savedState
 	for _, n := range p.networks {
-		st.Networks = append(st.Networks, savedNetwork{ID: n.ID, CIDR: n.CIDR, Overlay: n.Overlay, Joined: n.Joined, IfName: n.IfName})
+		st.Networks = append(st.Networks, savedNetwork{ID: n.ID, CIDR: n.CIDR, CIDR6: n.CIDR6, Overlay: n.Overlay, Joined: n.Joined, IfName: n.IfName})
 	}
 	for _, e := range p.endpoints {
-		st.Endpoints = append(st.Endpoints, savedEndpoint{ID: e.ID, Network: e.Network, Addr: e.Addr, Name: e.Name, Sandbox: e.Sandbox, Attached: e.Attached})
+		st.Endpoints = append(st.Endpoints, savedEndpoint{ID: e.ID, Network: e.Network, Addr: e.Addr, Addr6: e.Addr6, Name: e.Name, Sandbox: e.Sandbox, Attached: e.Attached})
 	}
 	data, err := json.MarshalIndent(st, "", "  ")
 	if err == nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,10 +21,10 @@ import (
 // Request is an attach.
 type Request struct {
 	Name         string
-	Network      string // default: the only joined network
-	Netns        string // the namespace's path
-	IP           netip.Addr
-	IfName       string // default eth0
+	Network      string       // default: the only joined network
+	Netns        string       // the namespace's path
+	IPs          []netip.Addr // asked for, at most one per family; a family without one gets one from IPAM
+	IfName       string       // default eth0
 	DefaultRoute bool
 }
 
@@ -54,7 +55,7 @@ func (m *Manager) Attach(ctx context.Context, req Request) (Info, error) {
 	m.mu.Lock()
 	if e := m.eps[req.Name]; e != nil {
 		same := e.rec.Netns == req.Netns && e.rec.Network == nw.Name && e.rec.IfName == req.IfName &&
-			(!req.IP.IsValid() || req.IP == e.rec.Addr)
+			!slices.ContainsFunc(req.IPs, func(a netip.Addr) bool { return !e.rec.hasAddr(a) })
 		in := m.info(e)
 		m.mu.Unlock()
 		if same {
@@ -74,12 +75,13 @@ func (m *Manager) Attach(ctx context.Context, req Request) (Info, error) {
 		return Info{}, err
 	}
 
-	rec := Record{Name: req.Name, Network: nw.Name, VNI: nw.VNI, CIDR: nw.CIDR.Masked(), Netns: req.Netns, IfName: req.IfName,
+	rec := Record{Name: req.Name, Network: nw.Name, VNI: nw.VNI, Netns: req.Netns, IfName: req.IfName,
 		DefaultRoute: req.DefaultRoute, Phase: phaseAttaching, Created: time.Now().UTC().Truncate(time.Second)}
+	rec.setCIDRs(nw.CIDRs)
 	if err := m.save(rec); err != nil {
 		return Info{}, err
 	}
-	e, err := m.attach(ctx, rec, nw, req.IP)
+	e, err := m.attach(ctx, rec, nw, req.IPs)
 	if err != nil {
 		if serr := m.save(); serr != nil { // the record goes: nothing of it is left
 			m.log.Warn("forget a failed attach", zap.String("endpoint", req.Name), zap.Error(serr))
@@ -94,7 +96,7 @@ func (m *Manager) Attach(ctx context.Context, req Request) (Info, error) {
 		m.log.Warn("keep an attached endpoint", zap.String("endpoint", req.Name), zap.Error(err))
 	}
 	m.log.Info("attached", zap.String("endpoint", rec.Name), zap.String("network", rec.Network),
-		zap.Stringer("addr", in.Addr), zap.String("netns", rec.Netns), zap.Bool("helper", e.rec.Helper))
+		zap.Stringers("addr", in.Addrs), zap.String("netns", rec.Netns), zap.Bool("helper", e.rec.Helper))
 	m.changed()
 	return in, nil
 }
@@ -113,8 +115,22 @@ func checkRequest(req *Request) error {
 		return fault.Invalid("endpoint %q: network namespace %q: give an absolute path", req.Name, req.Netns)
 	case len(req.IfName) > 15 || strings.ContainsAny(req.IfName, "/ \t\n:"):
 		return fault.Invalid("endpoint %q: interface name %q: at most 15 characters, no '/', ':' or spaces", req.Name, req.IfName)
-	case req.IP.IsValid() && !req.IP.Is4():
-		return fault.Invalid("endpoint %q: %v is not an IPv4 address", req.Name, req.IP)
+	}
+	var fams [2]netip.Addr
+	for i, a := range req.IPs {
+		if !a.IsValid() || a.Zone() != "" {
+			return fault.Invalid("endpoint %q: %v is not an overlay address", req.Name, a)
+		}
+		a = a.Unmap()
+		req.IPs[i] = a
+		f := 0
+		if a.Is6() {
+			f = 1
+		}
+		if fams[f].IsValid() {
+			return fault.Invalid("endpoint %q: %v and %v are of one family; give at most one IPv4 and one IPv6 address", req.Name, fams[f], a)
+		}
+		fams[f] = a
 	}
 	req.Netns = filepath.Clean(req.Netns)
 	return nil
@@ -122,24 +138,20 @@ func checkRequest(req *Request) error {
 
 // attach leases, opens, carries and announces rec, each step written to
 // endpoints.json first; on an error it undoes what it did. m.opMu is held.
-func (m *Manager) attach(ctx context.Context, rec Record, nw Net, ip netip.Addr) (*endpoint, error) {
-	addr, err := m.lease(ctx, nw, ip, m.key(rec.Name))
+func (m *Manager) attach(ctx context.Context, rec Record, nw Net, ips []netip.Addr) (*endpoint, error) {
+	addrs, err := m.leaseAll(ctx, nw, ips, m.key(rec.Name))
 	if err != nil {
 		return nil, fmt.Errorf("endpoint %q: %w", rec.Name, err)
 	}
-	rec.Addr = addr
-	release := func() {
-		if err := m.o.IPAM.Release(nw.Name, addr); err != nil {
-			m.log.Warn("release address", zap.String("endpoint", rec.Name), zap.Stringer("addr", addr), zap.Error(err))
-		}
-	}
+	rec.setAddrs(addrs)
+	release := func() { m.release(nw.Name, rec.Name, addrs) }
 	if err := m.save(rec); err != nil {
 		release()
 		return nil, err
 	}
 	dev, helper, err := m.open(stack.NetnsTUNOptions{
 		Netns: rec.Netns, Name: rec.IfName, MTU: m.o.MTU,
-		Addrs: []netip.Prefix{netip.PrefixFrom(addr, nw.CIDR.Bits())}, DefaultRoute: rec.DefaultRoute,
+		Addrs: rec.prefixes(), DefaultRoute: rec.DefaultRoute,
 		Persist: m.o.State != nil, Logger: m.log.With(zap.String("endpoint", rec.Name)),
 	})
 	if err != nil {
@@ -159,10 +171,13 @@ func (m *Manager) attach(ctx context.Context, rec Record, nw Net, ip netip.Addr)
 // carry hands dev to the router and writes rec's routes entry; on an
 // error the router has let dev go again (the caller deletes it).
 func (m *Manager) carry(rec Record, dev Device) error {
-	if err := m.o.Router.AddEndpoint(rec.Name, rec.VNI, rec.Addr, dev); err != nil {
+	if err := m.o.Router.AddEndpoint(rec.Name, rec.VNI, rec.addrs(), dev); err != nil {
 		return err
 	}
-	rt := catalog.Route{Prefixes: []netip.Prefix{netip.PrefixFrom(rec.Addr, rec.Addr.BitLen())}, VTEP: m.o.VTEP}
+	rt := catalog.Route{VTEP: m.o.VTEP}
+	for _, a := range rec.addrs() {
+		rt.Prefixes = append(rt.Prefixes, netip.PrefixFrom(a, a.BitLen()))
+	}
 	if err := m.o.Gossip.Put(catalog.TableRoutes, rec.Network, m.key(rec.Name), rt.Encode()); err != nil {
 		m.o.Router.RemoveEndpoint(rec.Name) // closes dev; a persistent one stays for deleteDevice
 		return fmt.Errorf("announce route: %w", err)
@@ -204,26 +219,66 @@ func (m *Manager) deleteDevice(rec Record, dev Device) {
 	}
 }
 
-// lease leases ip (or any address when zero) on nw to owner. A
-// reservation of ip on this node is taken over; an address another holds
-// is refused, naming the holder.
-func (m *Manager) lease(ctx context.Context, nw Net, ip netip.Addr, owner string) (netip.Addr, error) {
-	if !ip.IsValid() {
-		a, err := m.o.IPAM.Allocate(ctx, nw.Name, owner, ipam.FamilyOf(nw.CIDR.Addr()))
+// leaseAll leases an address of each family of nw to owner: the one of
+// ips of that family, or any. An address of a family nw lacks is refused.
+// On an error it releases what it leased.
+func (m *Manager) leaseAll(ctx context.Context, nw Net, ips []netip.Addr, owner string) ([]netip.Addr, error) {
+	for _, ip := range ips {
+		if _, ok := nw.cidr(ip); !ok {
+			return nil, fault.Invalid("%v is %v, and network %s (%s) has no %v CIDR", ip, ipam.FamilyOf(ip), nw.Name, ipam.JoinCIDRs(nw.CIDRs), ipam.FamilyOf(ip))
+		}
+	}
+	var out []netip.Addr
+	for _, c := range nw.CIDRs {
+		var ip netip.Addr
+		for _, a := range ips {
+			if a.Is4() == c.Addr().Is4() {
+				ip = a
+			}
+		}
+		a, err := m.lease(ctx, nw, ipam.FamilyOf(c.Addr()), ip, owner)
 		if err != nil {
-			return netip.Addr{}, fmt.Errorf("no address on network %s: %w", nw.Name, err)
+			m.release(nw.Name, owner, out)
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// release releases addrs of network (what an attach leased for who).
+func (m *Manager) release(network, who string, addrs []netip.Addr) {
+	for _, a := range addrs {
+		if err := m.o.IPAM.Release(network, a); err != nil {
+			m.log.Warn("release address", zap.String("endpoint", who), zap.Stringer("addr", a), zap.Error(err))
+		}
+	}
+}
+
+// lease leases ip (or any address of family f when zero) on nw to owner.
+// A reservation of ip on this node is taken over; an address another
+// holds is refused, naming the holder.
+func (m *Manager) lease(ctx context.Context, nw Net, f ipam.Family, ip netip.Addr, owner string) (netip.Addr, error) {
+	if !ip.IsValid() {
+		a, err := m.o.IPAM.Allocate(ctx, nw.Name, owner, f)
+		if err != nil {
+			what := ""
+			if len(nw.CIDRs) > 1 {
+				what = " " + f.String()
+			}
+			return netip.Addr{}, fmt.Errorf("no%s address on network %s: %w", what, nw.Name, err)
 		}
 		return a, nil
 	}
-	cidr := nw.CIDR.Masked()
+	cidr, ok := nw.cidr(ip)
 	switch {
-	case !cidr.Contains(ip):
-		return netip.Addr{}, fault.Invalid("%v is outside network %s (%v)", ip, nw.Name, cidr)
-	case ip == cidr.Addr() || ip == lastAddr(cidr):
+	case !ok || !cidr.Contains(ip):
+		return netip.Addr{}, fault.Invalid("%v is outside network %s (%s)", ip, nw.Name, ipam.JoinCIDRs(nw.CIDRs))
+	case ip == cidr.Addr() || ip.Is4() && ip == lastAddr(cidr):
 		return netip.Addr{}, fault.Invalid("%v is the network or broadcast address of %s (%v)", ip, nw.Name, cidr)
 	case ip == ipam.DNSAddr(cidr):
 		return netip.Addr{}, fault.Conflict("%v is network %s's DNS address, never handed out", ip, nw.Name)
-	case ip == nw.Addr:
+	case slices.Contains(nw.Addrs, ip):
 		return netip.Addr{}, fault.Conflict("%v is this node's own address on %s", ip, nw.Name)
 	}
 	if ls, held := m.o.IPAM.Lookup(nw.Name, ip); held {
@@ -262,7 +317,7 @@ func holderName(ls ipam.Lease) string {
 	return fmt.Sprintf("%q", ls.Owner)
 }
 
-// lastAddr is p's broadcast address.
+// lastAddr is p's broadcast address; p is IPv4.
 func lastAddr(p netip.Prefix) netip.Addr {
 	a := p.Addr().As4()
 	host := uint32(1)<<(32-p.Bits()) - 1
@@ -300,7 +355,7 @@ func (m *Manager) detach(name, why string) error {
 	if err := m.save(); err != nil {
 		m.log.Warn("forget a detached endpoint", zap.String("endpoint", name), zap.Error(err))
 	}
-	m.log.Info(why, zap.String("endpoint", name), zap.String("network", rec.Network), zap.Stringer("addr", rec.Addr))
+	m.log.Info(why, zap.String("endpoint", name), zap.String("network", rec.Network), zap.Stringers("addr", rec.addrs()))
 	m.changed()
 	return nil
 }
@@ -317,32 +372,52 @@ func (m *Manager) undo(rec Record, dev Device) {
 		}
 	}
 	m.deleteDevice(rec, nil)
-	if rec.Addr.IsValid() {
-		if ls, ok := m.o.IPAM.Lookup(rec.Network, rec.Addr); ok && ls.Node == m.o.Self && ls.Owner == m.key(rec.Name) {
-			if err := m.o.IPAM.Release(rec.Network, rec.Addr); err != nil {
-				m.log.Warn("release address", zap.String("endpoint", rec.Name), zap.Error(err))
+	for _, a := range rec.addrs() {
+		if ls, ok := m.o.IPAM.Lookup(rec.Network, a); ok && ls.Node == m.o.Self && ls.Owner == m.key(rec.Name) {
+			if err := m.o.IPAM.Release(rec.Network, a); err != nil {
+				m.log.Warn("release address", zap.String("endpoint", rec.Name), zap.Stringer("addr", a), zap.Error(err))
 			}
 		}
 	}
 }
 
-// Reserve leases addr (any free one when zero) on network ahead of an
-// endpoint; an Attach asking for it takes it over.
-func (m *Manager) Reserve(ctx context.Context, network string, addr netip.Addr) (Reservation, error) {
+// Reserve leases addr (any free one of family f when zero; f zero: the
+// network's first family) on network ahead of an endpoint; an Attach
+// asking for it takes it over.
+func (m *Manager) Reserve(ctx context.Context, network string, addr netip.Addr, f ipam.Family) (Reservation, error) {
 	nw, err := m.network(network)
 	if err != nil {
 		return Reservation{}, err
 	}
-	if addr.IsValid() && !addr.Is4() {
-		return Reservation{}, fault.Invalid("%v is not an IPv4 address", addr)
+	if addr.IsValid() {
+		if addr.Zone() != "" {
+			return Reservation{}, fault.Invalid("%v is not an overlay address", addr)
+		}
+		addr = addr.Unmap()
+		if f != 0 && f != ipam.FamilyOf(addr) {
+			return Reservation{}, fault.Invalid("%v is not an %v address", addr, f)
+		}
+		f = ipam.FamilyOf(addr)
+	}
+	if f == 0 {
+		f = ipam.FamilyOf(nw.CIDRs[0].Addr())
+	}
+	var cidr netip.Prefix
+	for _, c := range nw.CIDRs {
+		if ipam.FamilyOf(c.Addr()) == f {
+			cidr = c
+		}
+	}
+	if !cidr.IsValid() {
+		return Reservation{}, fault.Invalid("network %s (%s) has no %v CIDR", nw.Name, ipam.JoinCIDRs(nw.CIDRs), f)
 	}
 	m.opMu.Lock()
 	defer m.opMu.Unlock()
-	a, err := m.lease(ctx, nw, addr, m.reservedOwner())
+	a, err := m.lease(ctx, nw, f, addr, m.reservedOwner())
 	if err != nil {
 		return Reservation{}, err
 	}
-	r := Reservation{Network: nw.Name, Addr: netip.PrefixFrom(a, nw.CIDR.Bits()), DNS: ipam.DNSAddr(nw.CIDR)}
+	r := Reservation{Network: nw.Name, Addr: netip.PrefixFrom(a, cidr.Bits()), DNS: ipam.DNSAddr(cidr)}
 	m.mu.Lock()
 	m.res[resKey{nw.Name, a}] = r
 	m.mu.Unlock()

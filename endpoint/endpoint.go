@@ -18,10 +18,20 @@ import (
 
 // Net is a network this node is on, as the Manager needs it.
 type Net struct {
-	Name string
-	VNI  uint32
-	CIDR netip.Prefix
-	Addr netip.Addr // the node's own address there
+	Name  string
+	VNI   uint32
+	CIDRs []netip.Prefix // one per family, IPv4 first
+	Addrs []netip.Addr   // the node's own addresses there, per CIDR
+}
+
+// cidr is the network's CIDR of a's family, if it has one.
+func (n Net) cidr(a netip.Addr) (netip.Prefix, bool) {
+	for _, c := range n.CIDRs {
+		if c.Addr().Is4() == a.Is4() {
+			return c.Masked(), true
+		}
+	}
+	return netip.Prefix{}, false
 }
 
 // Gossip is the replicated store the routes entries go to. Deleting an
@@ -44,7 +54,7 @@ type IPAM interface {
 // from AddEndpoint on it owns dev and closes it on RemoveEndpoint; on an
 // error the caller keeps dev.
 type Router interface {
-	AddEndpoint(id string, vni uint32, addr netip.Addr, dev stack.Device) error
+	AddEndpoint(id string, vni uint32, addrs []netip.Addr, dev stack.Device) error
 	RemoveEndpoint(id string) error
 }
 
@@ -140,10 +150,12 @@ type Info struct {
 	Name, Network string
 	VNI           uint32
 	Netns, IfName string
-	Addr          netip.Prefix // with the network's prefix length
+	Addr          netip.Prefix   // with the network's prefix length: the first of Addrs
+	Addrs         []netip.Prefix // one per family of the network, IPv4 first
 	MTU           int
 	Routes        []netip.Prefix
-	DNS           netip.Addr // zero when DNS is off
+	DNS           netip.Addr   // zero when DNS is off: the first of DNSAddrs
+	DNSAddrs      []netip.Addr // the network's DNS address per family; none when DNS is off
 	Search, FQDN  string
 	Helper        bool // made through the helper process
 	Created       time.Time
@@ -151,7 +163,8 @@ type Info struct {
 	Error         string // why not, when not
 }
 
-// Reservation is an address leased ahead of its endpoint.
+// Reservation is an address leased ahead of its endpoint (one family: a
+// dual-stack endpoint's runtime reserves one of each).
 type Reservation struct {
 	Network string
 	Addr    netip.Prefix
@@ -322,7 +335,7 @@ func (m *Manager) Addrs() map[string][]netip.Addr {
 	out := map[string][]netip.Addr{}
 	for _, e := range m.eps {
 		if e.dev != nil {
-			out[e.rec.Network] = append(out[e.rec.Network], e.rec.Addr)
+			out[e.rec.Network] = append(out[e.rec.Network], e.rec.addrs()...)
 		}
 	}
 	return out
@@ -353,12 +366,15 @@ func (m *Manager) info(e *endpoint) Info {
 	r := e.rec
 	in := Info{
 		Name: r.Name, Network: r.Network, VNI: r.VNI, Netns: r.Netns, IfName: r.IfName,
-		Addr: netip.PrefixFrom(r.Addr, r.CIDR.Bits()), MTU: m.o.MTU, Routes: r.routes(),
+		Addr: netip.PrefixFrom(r.Addr, r.CIDR.Bits()), Addrs: r.prefixes(), MTU: m.o.MTU, Routes: r.routes(),
 		Search: r.Network + "." + m.o.Domain, FQDN: r.Name + "." + r.Network + "." + m.o.Domain + ".",
 		Helper: r.Helper, Created: r.Created, Attached: e.dev != nil, Error: e.err,
 	}
 	if m.o.DNS {
 		in.DNS = ipam.DNSAddr(r.CIDR)
+		for _, c := range r.cidrs() {
+			in.DNSAddrs = append(in.DNSAddrs, ipam.DNSAddr(c))
+		}
 	}
 	return in
 }

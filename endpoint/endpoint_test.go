@@ -28,7 +28,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var (
-	blue = Net{Name: "blue", VNI: 7, CIDR: netip.MustParsePrefix("10.30.0.0/16"), Addr: netip.MustParseAddr("10.30.0.2")}
+	blue = Net{Name: "blue", VNI: 7, CIDRs: []netip.Prefix{netip.MustParsePrefix("10.30.0.0/16")}, Addrs: []netip.Addr{netip.MustParseAddr("10.30.0.2")}}
 	vtep = netip.MustParseAddrPort("192.0.2.1:4789")
 )
 
@@ -65,16 +65,21 @@ type fakeIPAM struct {
 	self    string
 	leases  map[netip.Addr]ipam.Lease
 	next    netip.Addr
-	noRange bool // Claim fails as before the ranges came back from the peers
+	next6   netip.Addr // IPv6 ones (dual's)
+	noRange bool       // Claim fails as before the ranges came back from the peers
 }
 
-func (p *fakeIPAM) Allocate(_ context.Context, network, owner string, _ ipam.Family) (netip.Addr, error) {
+func (p *fakeIPAM) Allocate(_ context.Context, network, owner string, f ipam.Family) (netip.Addr, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for {
-		a := p.next
-		p.next = a.Next()
-		if _, taken := p.leases[a]; !taken && a != blue.Addr && a != ipam.DNSAddr(blue.CIDR) {
+		next := &p.next
+		if f == ipam.IPv6 {
+			next = &p.next6
+		}
+		a := *next
+		*next = a.Next()
+		if _, taken := p.leases[a]; !taken && a != blue.Addrs[0] && a != ipam.DNSAddr(blue.CIDRs[0]) {
 			p.leases[a] = ipam.Lease{Addr: a, Owner: owner, Node: p.self}
 			return a, nil
 		}
@@ -126,12 +131,12 @@ type fakeRouter struct {
 }
 
 type fakeEP struct {
-	vni  uint32
-	addr netip.Addr
-	dev  stack.Device
+	vni   uint32
+	addrs []netip.Addr
+	dev   stack.Device
 }
 
-func (r *fakeRouter) AddEndpoint(id string, vni uint32, addr netip.Addr, dev stack.Device) error {
+func (r *fakeRouter) AddEndpoint(id string, vni uint32, addr []netip.Addr, dev stack.Device) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, dup := r.eps[id]; dup {
@@ -245,7 +250,7 @@ type world struct {
 func newWorld(t *testing.T, nss ...string) *world {
 	return &world{
 		g:   &fakeGossip{m: map[string]string{}},
-		ip:  &fakeIPAM{self: "n1", leases: map[netip.Addr]ipam.Lease{}, next: netip.MustParseAddr("10.30.0.3")},
+		ip:  &fakeIPAM{self: "n1", leases: map[netip.Addr]ipam.Lease{}, next: netip.MustParseAddr("10.30.0.3"), next6: netip.MustParseAddr("fd00:30::3")},
 		rt:  &fakeRouter{eps: map[string]fakeEP{}},
 		op:  newOpener(nss...),
 		dir: t.TempDir(),
@@ -345,11 +350,11 @@ func TestAttachRefusals(t *testing.T) {
 		{Request{Name: "c2", Netns: "/run/netns/c2", Network: "red"}, fault.ErrNotFound, "not on network \"red\""},
 		{Request{Name: "c1", Netns: "/run/netns/c2"}, fault.ErrConflict, "attached already"},
 		{Request{Name: "c2", Netns: "/run/netns/c1"}, fault.ErrConflict, "has interface eth0 of endpoint \"c1\""},
-		{Request{Name: "c2", Netns: "/run/netns/c2", IP: c1.Addr.Addr()}, fault.ErrConflict, "in use by endpoint c1 on node n1"},
-		{Request{Name: "c2", Netns: "/run/netns/c2", IP: blue.Addr}, fault.ErrConflict, "this node's own address"},
-		{Request{Name: "c2", Netns: "/run/netns/c2", IP: netip.MustParseAddr("10.30.0.1")}, fault.ErrConflict, "DNS address"},
-		{Request{Name: "c2", Netns: "/run/netns/c2", IP: netip.MustParseAddr("10.31.0.5")}, fault.ErrInvalid, "outside network blue"},
-		{Request{Name: "c2", Netns: "/run/netns/c2", IP: netip.MustParseAddr("10.30.255.255")}, fault.ErrInvalid, "broadcast"},
+		{Request{Name: "c2", Netns: "/run/netns/c2", IPs: []netip.Addr{c1.Addr.Addr()}}, fault.ErrConflict, "in use by endpoint c1 on node n1"},
+		{Request{Name: "c2", Netns: "/run/netns/c2", IPs: []netip.Addr{blue.Addrs[0]}}, fault.ErrConflict, "this node's own address"},
+		{Request{Name: "c2", Netns: "/run/netns/c2", IPs: []netip.Addr{netip.MustParseAddr("10.30.0.1")}}, fault.ErrConflict, "DNS address"},
+		{Request{Name: "c2", Netns: "/run/netns/c2", IPs: []netip.Addr{netip.MustParseAddr("10.31.0.5")}}, fault.ErrInvalid, "outside network blue"},
+		{Request{Name: "c2", Netns: "/run/netns/c2", IPs: []netip.Addr{netip.MustParseAddr("10.30.255.255")}}, fault.ErrInvalid, "broadcast"},
 		{Request{Name: "c2", Netns: "/run/netns/gone"}, fault.ErrNotFound, "does not exist"},
 	} {
 		_, err := m.Attach(context.Background(), tt.req)
@@ -521,9 +526,9 @@ func TestHelperFallback(t *testing.T) {
 func TestReservations(t *testing.T) {
 	w := newWorld(t, "/run/netns/c1")
 	m := w.manager(t)
-	r, err := m.Reserve(context.Background(), "", netip.Addr{})
+	r, err := m.Reserve(context.Background(), "", netip.Addr{}, 0)
 	must(t, err)
-	if r.Network != "blue" || r.DNS != netip.MustParseAddr("10.30.0.1") || !blue.CIDR.Contains(r.Addr.Addr()) {
+	if r.Network != "blue" || r.DNS != netip.MustParseAddr("10.30.0.1") || !blue.CIDRs[0].Contains(r.Addr.Addr()) {
 		t.Errorf("Reservation = %+v", r)
 	}
 	if ls, _ := w.ip.Lookup("blue", r.Addr.Addr()); ls.Owner != "n1/:reserved" {
@@ -534,7 +539,7 @@ func TestReservations(t *testing.T) {
 	}
 	m.Close()
 	m = w.manager(t)
-	in, err := m.Attach(context.Background(), Request{Name: "c1", Netns: "/run/netns/c1", IP: r.Addr.Addr()})
+	in, err := m.Attach(context.Background(), Request{Name: "c1", Netns: "/run/netns/c1", IPs: []netip.Addr{r.Addr.Addr()}})
 	must(t, err)
 	if in.Addr != r.Addr {
 		t.Errorf("attached at %v, want the reserved %v", in.Addr, r.Addr)
@@ -546,7 +551,7 @@ func TestReservations(t *testing.T) {
 	if ls, _ := w.ip.Lookup("blue", r.Addr.Addr()); ls.Owner != "n1/c1" {
 		t.Errorf("Unreserve of a taken-over reservation released the endpoint's lease (%q)", ls.Owner)
 	}
-	r2, err := m.Reserve(context.Background(), "blue", netip.MustParseAddr("10.30.7.7"))
+	r2, err := m.Reserve(context.Background(), "blue", netip.MustParseAddr("10.30.7.7"), 0)
 	must(t, err)
 	must(t, m.Unreserve("blue", r2.Addr.Addr()))
 	if _, held := w.ip.Lookup("blue", r2.Addr.Addr()); held {
@@ -558,6 +563,7 @@ func TestReservations(t *testing.T) {
 func FuzzDecodeState(f *testing.F) {
 	f.Add([]byte(`{"version":1,"endpoints":[{"name":"c1","network":"blue","vni":7,"cidr":"10.30.0.0/16","netns":"/run/netns/c1","ifname":"eth0","addr":"10.30.0.3","phase":"attached","created":"2026-12-01T00:00:00Z"}],"reservations":[{"network":"blue","addr":"10.30.0.9","cidr":"10.30.0.0/16"}]}`))
 	f.Add([]byte(`{"version":1,"endpoints":[{"name":"c1","phase":"attaching"}]}`))
+	f.Add([]byte(`{"version":1,"endpoints":[{"name":"c1","network":"dual","vni":7,"cidr":"10.30.0.0/16","netns":"/run/netns/c1","ifname":"eth0","addr":"10.30.0.3","phase":"attached","created":"2026-12-01T00:00:00Z","cidr6":"fd00:30::/64","addr6":"fd00:30::3"}]}`))
 	f.Add([]byte(`{"version":2}`))
 	f.Add([]byte(`null`))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -566,7 +572,8 @@ func FuzzDecodeState(f *testing.F) {
 			return
 		}
 		for _, r := range st.Endpoints {
-			if !ValidName(r.Name) || (r.Addr.IsValid() && !r.CIDR.Contains(r.Addr)) {
+			if !ValidName(r.Name) || (r.Addr.IsValid() && !r.CIDR.Contains(r.Addr)) || (r.Addr6.IsValid() && !r.CIDR6.Contains(r.Addr6)) ||
+				r.CIDR6.IsValid() && !r.CIDR6.Addr().Is6() || len(r.prefixes()) != len(r.addrs()) {
 				t.Fatalf("accepted a bad record %+v", r)
 			}
 		}

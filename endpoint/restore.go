@@ -2,6 +2,7 @@ package endpoint
 
 import (
 	"errors"
+	"slices"
 	"strings"
 
 	"go.uber.org/zap"
@@ -23,7 +24,7 @@ func (m *Manager) restore() {
 		joined[n.Name] = n
 	}
 	for _, r := range st.Reservations {
-		if nw, ok := joined[r.Network]; ok && nw.CIDR.Masked() == r.CIDR {
+		if nw, ok := joined[r.Network]; ok && slices.Contains(nw.CIDRs, r.CIDR.Masked()) {
 			m.res[resKey{r.Network, r.Addr}] = Reservation{Network: r.Network, Addr: netipPrefix(r.Addr, r.CIDR), DNS: dnsAddr(r.CIDR)}
 		}
 	}
@@ -33,7 +34,7 @@ func (m *Manager) restore() {
 		case rec.Phase != phaseAttached:
 			m.log.Info("undo an interrupted "+strings.TrimSuffix(rec.Phase, "ing")+"ing", zap.String("endpoint", rec.Name))
 			m.undo(rec, nil)
-		case !on || nw.CIDR.Masked() != rec.CIDR || nw.VNI != rec.VNI:
+		case !on || !slices.Equal(nw.CIDRs, rec.cidrs()) || nw.VNI != rec.VNI:
 			m.log.Warn("endpoint's network is not joined as it was; detached", zap.String("endpoint", rec.Name), zap.String("network", rec.Network))
 			m.undo(rec, nil)
 		default:
@@ -56,15 +57,17 @@ func (m *Manager) restore() {
 // retried by the checks). m.opMu is held.
 func (m *Manager) readopt(e *endpoint) {
 	rec := e.rec
-	if ls, held := m.o.IPAM.Lookup(rec.Network, rec.Addr); held && (ls.Node != m.o.Self || ls.Owner != m.key(rec.Name)) {
-		m.log.Warn("endpoint's address is leased to another now; detached", zap.String("endpoint", rec.Name),
-			zap.Stringer("addr", rec.Addr), zap.String("holder", ls.Owner), zap.String("node", ls.Node))
-		m.forget(rec)
-		return
-	} else if !held {
-		if err := m.o.IPAM.Claim(rec.Network, rec.Addr, m.key(rec.Name)); err != nil {
-			m.setErr(e, "its lease is not back yet: "+err.Error()) // the ranges may still be coming back from the peers: retried
+	for _, a := range rec.addrs() {
+		if ls, held := m.o.IPAM.Lookup(rec.Network, a); held && (ls.Node != m.o.Self || ls.Owner != m.key(rec.Name)) {
+			m.log.Warn("endpoint's address is leased to another now; detached", zap.String("endpoint", rec.Name),
+				zap.Stringer("addr", a), zap.String("holder", ls.Owner), zap.String("node", ls.Node))
+			m.forget(rec)
 			return
+		} else if !held {
+			if err := m.o.IPAM.Claim(rec.Network, a, m.key(rec.Name)); err != nil {
+				m.setErr(e, "its lease is not back yet: "+err.Error()) // the ranges may still be coming back from the peers: retried
+				return
+			}
 		}
 	}
 	dev, err := m.opener(rec).Adopt(rec.Netns, rec.IfName, m.log.With(zap.String("endpoint", rec.Name)))
@@ -87,7 +90,7 @@ func (m *Manager) readopt(e *endpoint) {
 	m.mu.Lock()
 	e.dev, e.err = dev, ""
 	m.mu.Unlock()
-	m.log.Info("re-adopted", zap.String("endpoint", rec.Name), zap.Stringer("addr", rec.Addr))
+	m.log.Info("re-adopted", zap.String("endpoint", rec.Name), zap.Stringers("addr", rec.addrs()))
 }
 
 // forget undoes rec and drops its endpoint. m.opMu is held.
@@ -117,7 +120,7 @@ func (m *Manager) releaseOrphans(joined map[string]Net) {
 			_, reserved := m.res[resKey{name, ls.Addr}]
 			held := false
 			for _, e := range m.eps {
-				held = held || (e.rec.Network == name && e.rec.Addr == ls.Addr && m.key(e.rec.Name) == ls.Owner)
+				held = held || (e.rec.Network == name && e.rec.hasAddr(ls.Addr) && m.key(e.rec.Name) == ls.Owner)
 			}
 			m.mu.Unlock()
 			if (ls.Owner == m.reservedOwner() && reserved) || held {

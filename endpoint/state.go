@@ -22,7 +22,10 @@ const (
 	phaseDetaching = "detaching" // being removed; finished on restart
 )
 
-// Record is an endpoint as endpoints.json keeps it.
+// Record is an endpoint as endpoints.json keeps it. CIDR and Addr are of
+// the network's first family (IPv4, or IPv6 on an IPv6 network), as a
+// node without IPv6 wrote them; CIDR6 and Addr6 the IPv6 ones of a
+// dual-stack network.
 type Record struct {
 	Name         string       `json:"name"`
 	Network      string       `json:"network"`
@@ -35,13 +38,78 @@ type Record struct {
 	Helper       bool         `json:"helper,omitempty"` // the device was made through the helper
 	Phase        string       `json:"phase"`
 	Created      time.Time    `json:"created"`
+	CIDR6        netip.Prefix `json:"cidr6,omitzero"`
+	Addr6        netip.Addr   `json:"addr6,omitzero"` // zero until leased
 }
 
-// routes are the prefixes the device carries in the namespace.
-func (r Record) routes() []netip.Prefix {
+// cidrs are the record's CIDRs, one per family, IPv4 first.
+func (r Record) cidrs() []netip.Prefix {
 	out := []netip.Prefix{r.CIDR.Masked()}
+	if r.CIDR6.IsValid() {
+		out = append(out, r.CIDR6.Masked())
+	}
+	return out
+}
+
+// setCIDRs sets the record's CIDRs (ipam's order: IPv4 first).
+func (r *Record) setCIDRs(cidrs []netip.Prefix) {
+	r.CIDR, r.CIDR6 = cidrs[0].Masked(), netip.Prefix{}
+	if len(cidrs) > 1 {
+		r.CIDR6 = cidrs[1].Masked()
+	}
+}
+
+// addrs are the record's leased addresses, in the order of its CIDRs.
+func (r Record) addrs() []netip.Addr {
+	var out []netip.Addr
+	for _, a := range []netip.Addr{r.Addr, r.Addr6} {
+		if a.IsValid() {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// setAddrs sets the record's addresses, in the order of its CIDRs.
+func (r *Record) setAddrs(addrs []netip.Addr) {
+	r.Addr, r.Addr6 = netip.Addr{}, netip.Addr{}
+	if len(addrs) > 0 {
+		r.Addr = addrs[0]
+	}
+	if len(addrs) > 1 {
+		r.Addr6 = addrs[1]
+	}
+}
+
+// prefixes are the record's addresses with their CIDRs' lengths.
+func (r Record) prefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range r.addrs() {
+		for _, c := range r.cidrs() {
+			if c.Contains(a) {
+				out = append(out, netip.PrefixFrom(a, c.Bits()))
+			}
+		}
+	}
+	return out
+}
+
+// hasAddr reports whether a is one of the record's addresses.
+func (r Record) hasAddr(a netip.Addr) bool { return a.IsValid() && (a == r.Addr || a == r.Addr6) }
+
+// routes are the prefixes the device carries in the namespace: the
+// network's CIDRs and, with DefaultRoute, the default route of each of
+// their families.
+func (r Record) routes() []netip.Prefix {
+	out := r.cidrs()
 	if r.DefaultRoute {
-		out = append(out, netip.MustParsePrefix("0.0.0.0/0"))
+		for _, c := range r.cidrs() {
+			if c.Addr().Is4() {
+				out = append(out, netip.MustParsePrefix("0.0.0.0/0"))
+			} else {
+				out = append(out, netip.MustParsePrefix("::/0"))
+			}
+		}
 	}
 	return out
 }
@@ -78,6 +146,12 @@ func decodeState(b []byte) (stateFile, error) {
 			return st, fmt.Errorf("endpoint %q: incomplete record", r.Name)
 		case r.Addr.IsValid() && !r.CIDR.Contains(r.Addr):
 			return st, fmt.Errorf("endpoint %q: %v is outside %v", r.Name, r.Addr, r.CIDR)
+		case r.CIDR6.IsValid() && (!r.CIDR.Addr().Is4() || !r.CIDR6.Addr().Is6()):
+			return st, fmt.Errorf("endpoint %q: CIDRs %v and %v are not an IPv4 and an IPv6 one", r.Name, r.CIDR, r.CIDR6)
+		case r.Addr6.IsValid() && !r.CIDR6.Contains(r.Addr6):
+			return st, fmt.Errorf("endpoint %q: %v is outside %v", r.Name, r.Addr6, r.CIDR6)
+		case r.Phase == phaseAttached && r.CIDR6.IsValid() && !r.Addr6.IsValid():
+			return st, fmt.Errorf("endpoint %q: attached without an IPv6 address", r.Name)
 		case r.Phase != phaseAttaching && r.Phase != phaseAttached && r.Phase != phaseDetaching:
 			return st, fmt.Errorf("endpoint %q: unknown phase %q", r.Name, r.Phase)
 		case r.Phase == phaseAttached && !r.Addr.IsValid():

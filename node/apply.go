@@ -44,7 +44,7 @@ func ApplyRequest(cfg config.Config) api.Apply {
 	}
 	for _, e := range cfg.Endpoints {
 		req.Endpoints = append(req.Endpoints, api.ApplyEndpoint{Attach: api.Attach{
-			Name: e.Name, Network: e.Network, Netns: e.Netns, IP: e.IP, IfName: e.IfName, DefaultRoute: e.DefaultRoute,
+			Name: e.Name, Network: e.Network, Netns: e.Netns, IPs: e.IP, IfName: e.IfName, DefaultRoute: e.DefaultRoute,
 		}, Line: e.Line()})
 	}
 	return req
@@ -84,12 +84,19 @@ func (n *Node) Apply(ctx context.Context, req api.Apply) (api.ApplyResult, error
 		}
 	}
 	for _, sv := range req.Services {
-		for i, b := range sv.Backends { // ENDPOINT:PORT is the endpoint's address
-			a, err := n.backendAddr(sv.Network, b.Addr)
-			if err != nil {
-				return fail(fault.AtLine(b.Line, fmt.Sprintf("service %s: backend %s", sv.Name, b.Addr), err))
+		if sv.Backends != nil { // ENDPOINT:PORT is the endpoint's address (one backend per family)
+			var bs []api.ApplyBackend
+			for _, b := range sv.Backends {
+				as, err := n.backendAddrs(sv.Network, b.Addr)
+				if err != nil {
+					return fail(fault.AtLine(b.Line, fmt.Sprintf("service %s: backend %s", sv.Name, b.Addr), err))
+				}
+				for _, a := range as {
+					b.Addr = a
+					bs = append(bs, b)
+				}
 			}
-			sv.Backends[i].Addr = a
+			sv.Backends = append([]api.ApplyBackend{}, bs...)
 		}
 		if err := s.mgr.Declare(ctx, declared(sv), n.exp.has, changed); err != nil {
 			return fail(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/overlayd/overlayd/endpoint"
 	"github.com/overlayd/overlayd/gossip"
 	"github.com/overlayd/overlayd/internal/fault"
+	"github.com/overlayd/overlayd/ipam"
 	"github.com/overlayd/overlayd/router"
 	"github.com/overlayd/overlayd/stack"
 )
@@ -41,7 +42,7 @@ func (n *Node) newEndpoints() error {
 			js := c.joinedList()
 			out := make([]endpoint.Net, len(js))
 			for i, j := range js {
-				out[i] = endpoint.Net{Name: j.Name, VNI: j.VNI, CIDR: j.CIDRs[0], Addr: j.Addrs[0]} // TODO(dual-stack endpoints): both families
+				out[i] = endpoint.Net{Name: j.Name, VNI: j.VNI, CIDRs: j.CIDRs, Addrs: j.Addrs}
 			}
 			return out
 		},
@@ -65,8 +66,8 @@ func (n *Node) newEndpoints() error {
 // endpointRouter adapts the router to the endpoint manager.
 type endpointRouter struct{ rt *router.Router }
 
-func (r endpointRouter) AddEndpoint(id string, vni uint32, addr netip.Addr, dev stack.Device) error {
-	return r.rt.AddEndpoint(router.EndpointConfig{ID: id, VNI: vni, Addrs: []netip.Addr{addr}, Device: dev})
+func (r endpointRouter) AddEndpoint(id string, vni uint32, addrs []netip.Addr, dev stack.Device) error {
+	return r.rt.AddEndpoint(router.EndpointConfig{ID: id, VNI: vni, Addrs: addrs, Device: dev})
 }
 
 func (r endpointRouter) RemoveEndpoint(id string) error { return r.rt.RemoveEndpoint(id) }
@@ -129,12 +130,16 @@ func (n *Node) Attach(ctx context.Context, req api.Attach) (api.EndpointInfo, er
 		return api.EndpointInfo{}, errNoEndpoints
 	}
 	r := endpoint.Request{Name: req.Name, Network: req.Network, Netns: req.Netns, IfName: req.IfName, DefaultRoute: req.DefaultRoute}
+	ips := req.IPs
 	if req.IP != "" {
-		a, err := netip.ParseAddr(req.IP)
+		ips = append([]string{req.IP}, ips...)
+	}
+	for _, s := range ips {
+		a, err := netip.ParseAddr(s)
 		if err != nil {
-			return api.EndpointInfo{}, fault.Invalid("endpoint %q: --ip %q is not an IP address", req.Name, req.IP)
+			return api.EndpointInfo{}, fault.Invalid("endpoint %q: --ip %q is not an IP address", req.Name, s)
 		}
-		r.IP = a
+		r.IPs = append(r.IPs, a)
 	}
 	ctx, cancel := context.WithTimeout(ctx, joinTimeout)
 	defer cancel()
@@ -155,9 +160,19 @@ func (n *Node) Detach(_ context.Context, name string) error {
 
 // Reserve leases an address ahead of an endpoint; it implements
 // api.EndpointBackend.
-func (n *Node) Reserve(ctx context.Context, network, addr string) (api.Reservation, error) {
+func (n *Node) Reserve(ctx context.Context, network, addr string, family int) (api.Reservation, error) {
 	if n.eps == nil {
 		return api.Reservation{}, errNoEndpoints
+	}
+	var f ipam.Family
+	switch family {
+	case 0:
+	case 4:
+		f = ipam.IPv4
+	case 6:
+		f = ipam.IPv6
+	default:
+		return api.Reservation{}, fault.Invalid("family %d: want 4 or 6", family)
 	}
 	var a netip.Addr
 	if addr != "" {
@@ -168,7 +183,7 @@ func (n *Node) Reserve(ctx context.Context, network, addr string) (api.Reservati
 	}
 	ctx, cancel := context.WithTimeout(ctx, joinTimeout)
 	defer cancel()
-	r, err := n.eps.Reserve(ctx, network, a)
+	r, err := n.eps.Reserve(ctx, network, a, f)
 	if err != nil {
 		return api.Reservation{}, err
 	}
@@ -187,20 +202,24 @@ func (n *Node) Unreserve(_ context.Context, network, addr string) error {
 	return n.eps.Unreserve(network, a)
 }
 
-// endpointAddr resolves a backend's host part that is not an address: the
+// endpointAddrs resolves a backend's host part that is not an address: the
 // name of an endpoint on this node (on network, when given).
-func (n *Node) endpointAddr(network, name string) (netip.Addr, error) {
+func (n *Node) endpointAddrs(network, name string) ([]netip.Addr, error) {
 	if n.eps == nil {
-		return netip.Addr{}, fault.Invalid("%q is not an IP address", name)
+		return nil, fault.Invalid("%q is not an IP address", name)
 	}
 	in, err := n.eps.Get(name)
 	if err != nil {
-		return netip.Addr{}, fault.NotFound("%q is neither an IP address nor an endpoint on this node", name)
+		return nil, fault.NotFound("%q is neither an IP address nor an endpoint on this node", name)
 	}
 	if network != "" && in.Network != network {
-		return netip.Addr{}, fault.Invalid("endpoint %q is on network %s, not %s", name, in.Network, network)
+		return nil, fault.Invalid("endpoint %q is on network %s, not %s", name, in.Network, network)
 	}
-	return in.Addr.Addr(), nil
+	out := make([]netip.Addr, len(in.Addrs))
+	for i, p := range in.Addrs {
+		out[i] = p.Addr()
+	}
+	return out, nil
 }
 
 // refuseLeaveWithEndpoints refuses to leave a network that endpoints of
@@ -219,7 +238,7 @@ func (n *Node) refuseLeaveWithEndpoints(network string) error {
 func (n *Node) apiEndpoint(in endpoint.Info, stats map[string]router.EndpointStats) api.EndpointInfo {
 	out := api.EndpointInfo{
 		Name: in.Name, Network: in.Network, VNI: in.VNI, Netns: in.Netns, IfName: in.IfName,
-		Addr: in.Addr.String(), MTU: in.MTU, Search: in.Search, FQDN: in.FQDN,
+		Addr: in.Addr.String(), Addrs: strs(in.Addrs), MTU: in.MTU, Search: in.Search, FQDN: in.FQDN,
 		Device: "tun", Created: in.Created.Format(time.RFC3339), Attached: in.Attached, Error: in.Error,
 		Routes: []string{},
 	}
@@ -228,6 +247,7 @@ func (n *Node) apiEndpoint(in endpoint.Info, stats map[string]router.EndpointSta
 	}
 	if in.DNS.IsValid() {
 		out.DNS = in.DNS.String()
+		out.DNSAddrs = strs(in.DNSAddrs)
 	}
 	if in.Helper {
 		out.Device = "tun-helper"

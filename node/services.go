@@ -178,28 +178,41 @@ func (n *Node) AddBackend(_ context.Context, req api.AddBackend) (api.ServiceInf
 	if err != nil {
 		return api.ServiceInfo{}, err
 	}
-	if req.Addr, err = n.backendAddr(req.Network, req.Addr); err != nil {
+	addrs, err := n.backendAddrs(req.Network, req.Addr)
+	if err != nil {
 		return api.ServiceInfo{}, err
 	}
-	return serviceInfo(s.mgr.AddBackend(service.AddBackend(req)))
+	var si service.Info
+	for _, a := range addrs {
+		req.Addr = a
+		if si, err = s.mgr.AddBackend(service.AddBackend(req)); err != nil {
+			return api.ServiceInfo{}, err
+		}
+	}
+	return serviceInfo(si, nil)
 }
 
-// backendAddr resolves a backend "NAME:PORT" whose NAME is an endpoint on
-// this node to its address; an address, or anything else, is left to the
-// service manager's checks.
-func (n *Node) backendAddr(network, addr string) (string, error) {
+// backendAddrs resolves a backend "NAME:PORT" whose NAME is an endpoint on
+// this node to its addresses (one backend per family: each serves the
+// service's VIP of its family); an address, or anything else, is left to
+// the service manager's checks.
+func (n *Node) backendAddrs(network, addr string) ([]string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || host == "" {
-		return addr, nil
+		return []string{addr}, nil
 	}
 	if _, err := netip.ParseAddr(host); err == nil {
-		return addr, nil
+		return []string{addr}, nil
 	}
-	a, err := n.endpointAddr(network, host)
+	as, err := n.endpointAddrs(network, host)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	return net.JoinHostPort(a.String(), port), nil
+	out := make([]string, len(as))
+	for i, a := range as {
+		out[i] = net.JoinHostPort(a.String(), port)
+	}
+	return out, nil
 }
 
 // RemoveBackend deletes a backend this node added or, with drain, sets

@@ -168,10 +168,11 @@ func parseArgs(s string) (*cniArgs, error) {
 	return a, nil
 }
 
-// requestedIP is the address the runtime asks for, "" for none: from the
-// ips capability, else args.cni.ips, else CNI_ARGS IP. An endpoint has
-// one IPv4 address; asking for more is an error.
-func (c *netConf) requestedIP(a *cniArgs) (string, error) {
+// requestedIPs are the addresses the runtime asks for, none for none:
+// from the ips capability, else args.cni.ips, else CNI_ARGS IP. An
+// endpoint has one address per family of its network; asking for two of
+// one family (or more than two) is an error.
+func (c *netConf) requestedIPs(a *cniArgs) ([]string, error) {
 	ips, from := c.RuntimeConfig.IPs, "runtimeConfig.ips"
 	if len(ips) == 0 {
 		ips, from = c.Args.CNI.IPs, "args.cni.ips"
@@ -179,24 +180,33 @@ func (c *netConf) requestedIP(a *cniArgs) (string, error) {
 	if len(ips) == 0 && a.IP != "" {
 		ips, from = strings.Split(string(a.IP), ","), "CNI_ARGS IP"
 	}
-	switch len(ips) {
-	case 0:
-		return "", nil
-	case 1:
-	default:
-		return "", invalidConf("%s asks for %d addresses; an overlayd endpoint has one IPv4 address", from, len(ips))
+	if len(ips) > 2 {
+		return nil, invalidConf("%s asks for %d addresses; an overlayd endpoint has one address per family (at most one IPv4 and one IPv6)", from, len(ips))
 	}
-	s := ips[0]
-	addr, err := netip.ParseAddr(s)
-	if err != nil {
-		p, perr := netip.ParsePrefix(s)
-		if perr != nil {
-			return "", invalidConf("%s %q is not an IP address", from, s)
+	var out []string
+	var fams [2]string
+	for _, s := range ips {
+		addr, err := netip.ParseAddr(s)
+		if err != nil {
+			p, perr := netip.ParsePrefix(s)
+			if perr != nil {
+				return nil, invalidConf("%s %q is not an IP address", from, s)
+			}
+			addr = p.Addr()
 		}
-		addr = p.Addr()
+		if addr.Zone() != "" {
+			return nil, invalidConf("%s %q has a zone; give an overlay address", from, s)
+		}
+		addr = addr.Unmap()
+		f := 0
+		if addr.Is6() {
+			f = 1
+		}
+		if fams[f] != "" {
+			return nil, invalidConf("%s asks for %s and %s, of one family; an overlayd endpoint has one address per family", from, fams[f], addr)
+		}
+		fams[f] = addr.String()
+		out = append(out, addr.String())
 	}
-	if !addr.Is4() {
-		return "", invalidConf("%s %q is not an IPv4 address; overlay networks are IPv4", from, s)
-	}
-	return addr.String(), nil
+	return out, nil
 }

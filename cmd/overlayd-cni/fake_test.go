@@ -116,6 +116,9 @@ func (f *fakeDaemon) Attach(_ context.Context, req api.Attach) (api.EndpointInfo
 		used[netip.MustParsePrefix(e.Addr).Addr()] = true
 	}
 	var addr netip.Addr
+	if req.IP == "" && len(req.IPs) > 0 {
+		req.IP = req.IPs[0]
+	}
 	if req.IP != "" {
 		a, err := netip.ParseAddr(req.IP)
 		if err != nil || !fakeNet.Contains(a) {
@@ -157,7 +160,7 @@ func (f *fakeDaemon) Detach(_ context.Context, name string) error {
 	return nil
 }
 
-func (f *fakeDaemon) Reserve(context.Context, string, string) (api.Reservation, error) {
+func (f *fakeDaemon) Reserve(context.Context, string, string, int) (api.Reservation, error) {
 	return api.Reservation{}, fault.Unavailable("not in the fake")
 }
 

@@ -18,7 +18,8 @@ func apiAttach(name, netns string) api.Attach {
 
 // FuzzParseConfig: any stdin is a configuration or a CNI error of code 6
 // or 7, never a panic; a configuration has a network and absolute paths,
-// and the address it asks for (with any CNI_ARGS) is IPv4 or none.
+// and the addresses it asks for (with any CNI_ARGS) are at most one per
+// family, unmapped.
 func FuzzParseConfig(f *testing.F) {
 	for _, s := range []string{
 		`{"cniVersion":"1.0.0","name":"blue","type":"overlayd-cni","network":"blue","control":"/run/overlayd/overlayd.sock"}`,
@@ -56,18 +57,28 @@ func FuzzParseConfig(f *testing.F) {
 			}
 			return
 		}
-		ip, err := c.requestedIP(a)
+		ips, err := c.requestedIPs(a)
 		if err != nil {
 			var e *types.Error
 			if !errors.As(err, &e) || e.Code != types.ErrInvalidNetworkConfig {
-				t.Fatalf("requestedIP = %v, want a CNI error of code 7", err)
+				t.Fatalf("requestedIPs = %v, want a CNI error of code 7", err)
 			}
 			return
 		}
-		if ip != "" {
-			if a, err := netip.ParseAddr(ip); err != nil || !a.Is4() {
-				t.Fatalf("requestedIP = %q, not an IPv4 address", ip)
+		var fams [2]int
+		for _, ip := range ips {
+			a, err := netip.ParseAddr(ip)
+			if err != nil || a.Is4In6() || a.Zone() != "" {
+				t.Fatalf("requestedIPs = %q: %q is not a plain address", ips, ip)
 			}
+			if a.Is6() {
+				fams[1]++
+			} else {
+				fams[0]++
+			}
+		}
+		if fams[0] > 1 || fams[1] > 1 {
+			t.Fatalf("requestedIPs = %q: two of one family", ips)
 		}
 	})
 }

@@ -70,17 +70,24 @@ func label(s string, limit int) string {
 }
 
 // result is the CNI result of an attached endpoint: its interface in the
-// sandbox (netns and ifname as the runtime named them), its address on
-// that interface, the routes through it and the network's DNS server.
+// sandbox (netns and ifname as the runtime named them), its addresses on
+// that interface (one per family of a dual-stack network, each naming
+// interface 0), the routes through it and the network's DNS servers.
 func result(e api.EndpointInfo, netns, ifname string) (*types100.Result, error) {
-	addr, err := netip.ParsePrefix(e.Addr)
-	if err != nil || !addr.Addr().Is4() {
-		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("overlayd-cni: overlayd answered the address %q for endpoint %s, not an IPv4 address with its prefix length", e.Addr, e.Name), "")
+	addrs := e.Addrs
+	if len(addrs) == 0 { // a daemon without IPv6
+		addrs = []string{e.Addr}
 	}
 	r := &types100.Result{
 		CNIVersion: types100.ImplementedSpecVersion,
 		Interfaces: []*types100.Interface{{Name: ifname, Mtu: e.MTU, Sandbox: netns}},
-		IPs:        []*types100.IPConfig{{Interface: types100.Int(0), Address: ipNet(addr)}},
+	}
+	for _, s := range addrs {
+		addr, err := netip.ParsePrefix(s)
+		if err != nil || addr.Addr().Zone() != "" || addr.Addr().Is4In6() {
+			return nil, types.NewError(types.ErrInternal, fmt.Sprintf("overlayd-cni: overlayd answered the address %q for endpoint %s, not an address with its prefix length", s, e.Name), "")
+		}
+		r.IPs = append(r.IPs, &types100.IPConfig{Interface: types100.Int(0), Address: ipNet(addr)})
 	}
 	for _, s := range e.Routes {
 		p, err := netip.ParsePrefix(s)
@@ -89,7 +96,10 @@ func result(e api.EndpointInfo, netns, ifname string) (*types100.Result, error) 
 		}
 		r.Routes = append(r.Routes, &types.Route{Dst: ipNet(p.Masked())})
 	}
-	if e.DNS != "" {
+	switch {
+	case len(e.DNSAddrs) > 0:
+		r.DNS.Nameservers = append([]string(nil), e.DNSAddrs...)
+	case e.DNS != "":
 		r.DNS.Nameservers = []string{e.DNS}
 	}
 	if e.Search != "" {

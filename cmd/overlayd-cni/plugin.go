@@ -135,7 +135,7 @@ func (p *plugin) add(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	ip, err := conf.requestedIP(ca)
+	ips, err := conf.requestedIPs(ca)
 	if err != nil {
 		return err
 	}
@@ -180,7 +180,7 @@ func (p *plugin) add(args *skel.CmdArgs) error {
 		Name:         rec.Name,
 		Network:      conf.Network,
 		Netns:        args.Netns,
-		IP:           ip,
+		IPs:          ips,
 		IfName:       args.IfName,
 		DefaultRoute: conf.DefaultRoute,
 	})
@@ -313,12 +313,17 @@ func (p *plugin) check(args *skel.CmdArgs) error {
 	case e.Netns != args.Netns:
 		return checkErr("endpoint %s is attached to namespace %s, not %s", rec.Name, e.Netns, args.Netns)
 	}
-	addr, err := netip.ParsePrefix(e.Addr)
-	if err != nil {
-		return checkErr("overlayd answered the address %q for endpoint %s, not an address with its prefix length", e.Addr, rec.Name)
+	var addrs []netip.Prefix
+	for _, s := range orOne(e.Addrs, e.Addr) {
+		a, err := netip.ParsePrefix(s)
+		if err != nil {
+			return checkErr("overlayd answered the address %q for endpoint %s, not an address with its prefix length", s, rec.Name)
+		}
+		addrs = append(addrs, a)
 	}
+	addr := addrs[0]
 	if conf.PrevResult != nil {
-		if err := matchPrev(conf.PrevResult, addr, args); err != nil {
+		if err := matchPrev(conf.PrevResult, addrs, args); err != nil {
 			return err
 		}
 	}
@@ -329,12 +334,14 @@ func (p *plugin) check(args *skel.CmdArgs) error {
 }
 
 // matchPrev checks that the previous result gave the interface in this
-// sandbox the endpoint's address.
-func matchPrev(prev types.Result, addr netip.Prefix, args *skel.CmdArgs) error {
+// sandbox the endpoint's addresses (each of them, one per family).
+func matchPrev(prev types.Result, addrs []netip.Prefix, args *skel.CmdArgs) error {
 	r, err := types100.NewResultFromResult(prev)
 	if err != nil {
 		return types.NewError(types.ErrDecodingFailure, "overlayd-cni: the previous result (prevResult) is not a CNI result: "+err.Error(), "")
 	}
+	var on []string
+	have := map[netip.Addr]bool{}
 	for _, ip := range r.IPs {
 		if ip.Interface == nil || *ip.Interface < 0 || *ip.Interface >= len(r.Interfaces) {
 			continue
@@ -343,12 +350,29 @@ func matchPrev(prev types.Result, addr netip.Prefix, args *skel.CmdArgs) error {
 		if i.Name != args.IfName || i.Sandbox != args.Netns {
 			continue
 		}
-		if a, ok := netip.AddrFromSlice(ip.Address.IP); ok && a.Unmap() == addr.Addr() {
-			return nil
+		if a, ok := netip.AddrFromSlice(ip.Address.IP); ok {
+			have[a.Unmap()] = true
 		}
-		return checkErr("the previous result gave %s in %s the address %s; overlayd has %s for it", args.IfName, args.Netns, ip.Address.String(), addr)
+		on = append(on, ip.Address.String())
 	}
-	return checkErr("the previous result has no address on %s in %s", args.IfName, args.Netns)
+	if len(on) == 0 {
+		return checkErr("the previous result has no address on %s in %s", args.IfName, args.Netns)
+	}
+	for _, a := range addrs {
+		if !have[a.Addr()] {
+			return checkErr("the previous result gave %s in %s the address %s; overlayd has %s for it", args.IfName, args.Netns, strings.Join(on, ","), a)
+		}
+	}
+	return nil
+}
+
+// orOne is xs, or {one} when xs is empty (an answer from a daemon
+// without IPv6).
+func orOne(xs []string, one string) []string {
+	if len(xs) == 0 {
+		return []string{one}
+	}
+	return xs
 }
 
 func checkErr(format string, args ...any) *types.Error {

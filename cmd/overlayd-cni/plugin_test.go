@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -20,6 +21,7 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/internal/fault"
 )
 
@@ -265,8 +267,8 @@ func TestAddRequestedIP(t *testing.T) {
 		code       uint
 		msg        string
 	}{
-		{"two addresses", "", []string{`"runtimeConfig":{"ips":["10.40.0.5","10.40.0.6"]}`}, types.ErrInvalidNetworkConfig, "one IPv4 address"},
-		{"IPv6", "IP=fd00::1", nil, types.ErrInvalidNetworkConfig, "not an IPv4 address"},
+		{"two addresses", "", []string{`"runtimeConfig":{"ips":["10.40.0.5","10.40.0.6"]}`}, types.ErrInvalidNetworkConfig, "of one family"},
+		{"three addresses", "IP=10.40.0.5,fd00::1,fd00::2", nil, types.ErrInvalidNetworkConfig, "asks for 3 addresses"},
 		{"not an address", "", []string{`"args":{"cni":{"ips":["ten"]}}`}, types.ErrInvalidNetworkConfig, "not an IP address"},
 		{"outside the network", "IP=192.0.2.1", nil, types.ErrInvalidNetworkConfig, "not in network blue"},
 		{"in use", "IP=10.40.0.77", nil, types.ErrInvalidNetworkConfig, "in use"},
@@ -546,5 +548,39 @@ func TestEndpointName(t *testing.T) {
 	}
 	if got := fallbackName(strings.Repeat("a", 63), "id", "eth0"); len(got) != 63 || !strings.HasSuffix(got, "-"+shortHash("id", "eth0")) {
 		t.Errorf("fallbackName of a 63-byte name = %q (%d bytes), want 63 bytes ending in its hash", got, len(got))
+	}
+}
+
+// On a dual-stack network the CNI result lists both addresses, each on
+// interface 0, a route to each CIDR (and both default routes when asked)
+// and both DNS addresses; cniVersion 1.0.0 holds them (IPConfig has no
+// version field since 0.3.0).
+func TestResultDualStack(t *testing.T) {
+	e := api.EndpointInfo{Name: "c1", Addr: "10.40.0.2/24", Addrs: []string{"10.40.0.2/24", "fd00:40::2/64"}, MTU: 1450,
+		Routes: []string{"10.40.0.0/24", "fd00:40::/64", "0.0.0.0/0", "::/0"}, DNS: "10.40.0.1", DNSAddrs: []string{"10.40.0.1", "fd00:40::1"}, Search: "blue.overlay"}
+	r, err := result(e, "/n/1", "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ips, routes []string
+	for _, ip := range r.IPs {
+		ips = append(ips, fmt.Sprintf("%s@%d", ip.Address.String(), *ip.Interface))
+	}
+	for _, rt := range r.Routes {
+		routes = append(routes, rt.Dst.String())
+	}
+	if got := fmt.Sprint(ips, routes, r.DNS.Nameservers); got != "[10.40.0.2/24@0 fd00:40::2/64@0] [10.40.0.0/24 fd00:40::/64 0.0.0.0/0 ::/0] [10.40.0.1 fd00:40::1]" {
+		t.Errorf("result = %s", got)
+	}
+	v1, err := r.GetAsVersion("1.0.0")
+	if err != nil {
+		t.Fatalf("the dual-stack result as CNI 1.0.0: %v", err)
+	}
+	if err := v1.PrintTo(io.Discard); err != nil || v1.Version() != "1.0.0" {
+		t.Errorf("the dual-stack result does not print as CNI 1.0.0: %v", err)
+	}
+	e.Addrs = []string{"10.40.0.2/24", "::ffff:10.40.0.3/120"}
+	if _, err := result(e, "/n/1", "eth0"); err == nil {
+		t.Error("an IPv4-mapped address was put in the result")
 	}
 }

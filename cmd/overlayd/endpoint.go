@@ -24,6 +24,10 @@ announces it: NAME.NETWORK.overlay resolves to it on every node, and every
 node and endpoint of the network reaches it. Needs a daemon run with
 --gossip, in tun or netstack mode.
 
+On a dual-stack network the endpoint gets an address of each family, a
+route to each CIDR (and ::/0 beside 0.0.0.0/0 with --default-route); --ip
+takes either family, given twice for one of each.
+
 --netns takes a path (/var/run/netns/NAME, /proc/PID/ns/net) or a PID.
 The output ends with the resolv.conf lines for the namespace.`
 
@@ -59,7 +63,8 @@ func attachCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	control, asJSON := clientFlags(fs)
 	netns := fs.String("netns", "", "the network namespace: a `path` (/var/run/netns/NAME, /proc/PID/ns/net) or a PID")
 	network := fs.String("network", "", "the overlay `network` (default: the node's only joined one)")
-	ip := fs.String("ip", "", "the `address` to take (default: one from the network's IPAM); refused if taken")
+	var ips cidrList // the same repeatable, comma-separated list
+	fs.Var(&ips, "ip", "the `address` to take, IPv4 or IPv6 (default: one from the network's IPAM); refused if taken; twice for one of each family")
 	ifname := fs.String("ifname", "eth0", "the interface's `name` inside the namespace")
 	defRoute := fs.Bool("default-route", false, "also point the namespace's default route at the interface")
 	pos, err := parseFlags(fs, args, stdout)
@@ -76,15 +81,15 @@ func attachCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *ip != "" {
-		if a, err := netip.ParseAddr(*ip); err != nil || !a.Is4() {
-			return usagef("--ip %q is not an IPv4 address", *ip)
+	for _, ip := range ips {
+		if a, err := netip.ParseAddr(ip); err != nil || a.Zone() != "" {
+			return usagef("--ip %q is not an IP address such as 10.10.0.5 or fd00:10::5", ip)
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	e, err := api.NewClient(*control).Attach(ctx, api.Attach{
-		Name: pos[0], Network: *network, Netns: path, IP: *ip, IfName: *ifname, DefaultRoute: *defRoute,
+		Name: pos[0], Network: *network, Netns: path, IPs: ips, IfName: *ifname, DefaultRoute: *defRoute,
 	})
 	if err != nil {
 		return err
@@ -92,10 +97,14 @@ func attachCmd(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	if *asJSON {
 		return printJSON(stdout, e)
 	}
-	fmt.Fprintf(stdout, "endpoint %s attached: %s on %s (%s in %s, MTU %d)\n", e.Name, e.Addr, e.Network, e.IfName, e.Netns, e.MTU)
+	fmt.Fprintf(stdout, "endpoint %s attached: %s on %s (%s in %s, MTU %d)\n", e.Name, commas(e.Addrs, e.Addr), e.Network, e.IfName, e.Netns, e.MTU)
 	fmt.Fprintf(stdout, "name: %s\n", e.FQDN)
 	if e.DNS != "" {
-		fmt.Fprintf(stdout, "resolv.conf:\n  nameserver %s\n  search %s\n", e.DNS, e.Search)
+		fmt.Fprintf(stdout, "resolv.conf:\n")
+		for _, ns := range orOne(e.DNSAddrs, e.DNS) {
+			fmt.Fprintf(stdout, "  nameserver %s\n", ns)
+		}
+		fmt.Fprintf(stdout, "  search %s\n", e.Search)
 	}
 	return nil
 }
@@ -151,7 +160,7 @@ func printEndpoints(w io.Writer, es []api.EndpointInfo) {
 		if !e.Attached {
 			state = "waiting: " + e.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", e.Name, e.Network, e.Addr, e.IfName, e.Netns, state,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", e.Name, e.Network, commas(e.Addrs, e.Addr), e.IfName, e.Netns, state,
 			e.Traffic.OutPackets, e.Traffic.InPackets, e.Traffic.OutDrops+e.Traffic.InDrops)
 	}
 	tw.Flush()
