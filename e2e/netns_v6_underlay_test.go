@@ -37,10 +37,10 @@ func fragsCreated(t *testing.T, h *Host) int {
 // TestNetnsV6UnderlayStatic: static mode over an IPv6 underlay in tun
 // mode, dual-stack inside (--addr twice, peers with bracketed IPv6
 // VTEPs, one without a port): the attachment's MTU is the underlay's
-// less 70 (1430), ovl0 holds both addresses, IPv4 pings both ways, a
-// 1430-byte packet with DF set crosses (1500 on the wire, unfragmented),
-// and 16 MiB move byte-exact each way over TCP with no IPv6 fragment
-// made.
+// less 70 (1430), ovl0 holds both addresses, IPv4 and IPv6 ping both
+// ways, 1430-byte packets of either family with DF set cross (1500 on
+// the wire, unfragmented), and 16 MiB move byte-exact over TCP each way
+// over IPv4 and one way over IPv6, with no IPv6 fragment made.
 func TestNetnsV6UnderlayStatic(t *testing.T) {
 	RequireRoot(t, "ping")
 	lab := NewLab(t, 2, 1500)
@@ -72,16 +72,22 @@ func TestNetnsV6UnderlayStatic(t *testing.T) {
 	frags := fragsCreated(t, h1) + fragsCreated(t, h2)
 	pingOK(t, h1, "10.202.0.2")
 	pingOK(t, h2, "10.202.0.1")
-	// 1402 bytes of ICMP payload: a 1430-byte IPv4 packet, 1500 on the
-	// IPv6 underlay with its 70 bytes of VXLAN.
-	if out, err := h1.Try("ping", "-c", "2", "-i", "0.2", "-W", "2", "-M", "do", "-s", "1402", "10.202.0.2"); err != nil {
-		t.Errorf("h1: ping of 1430-byte packets with DF: %v\n%s", err, out)
+	pingOK(t, h1, "fd00:202::2")
+	pingOK(t, h2, "fd00:202::1")
+	// 1402 bytes of ICMP payload: a 1430-byte IPv4 packet (1382 for
+	// IPv6, whose header is 40), 1500 on the IPv6 underlay with its 70
+	// bytes of VXLAN.
+	for dst, size := range map[string]string{"10.202.0.2": "1402", "fd00:202::2": "1382"} {
+		if out, err := h1.Try("ping", "-c", "2", "-i", "0.2", "-W", "2", "-M", "do", "-s", size, dst); err != nil {
+			t.Errorf("h1: ping %s of 1430-byte packets with DF: %v\n%s", dst, err, out)
+		}
 	}
 	if t.Failed() {
 		t.Fatalf("h1 log:\n%s\nh2 log:\n%s", ods[0].Output(), ods[1].Output())
 	}
 	transfer(t, h1, h2, netip.MustParseAddrPort("10.202.0.2:5001"), 16<<20)
 	transfer(t, h2, h1, netip.MustParseAddrPort("10.202.0.1:5002"), 16<<20)
+	transfer(t, h1, h2, netip.MustParseAddrPort("[fd00:202::2]:5004"), 16<<20)
 	if now := fragsCreated(t, h1) + fragsCreated(t, h2); now != frags {
 		t.Errorf("the hosts made %d IPv6 fragments: VXLAN datagrams did not fit the underlay", now-frags)
 	}

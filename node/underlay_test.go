@@ -97,8 +97,8 @@ func TestAdvertiseVTEP(t *testing.T) {
 // network (Addr and Addr6) over an IPv6 underlay ([::1]): the router's
 // static network holds both addresses, IPv4 first, also after the
 // networks are applied again (with gossip on), the path MTU is the
-// loopback's less 70, and a TCP exchange over IPv4 inside, with a
-// listener on ":7" (both families), crosses the IPv6 underlay.
+// loopback's less 70, and TCP exchanges over IPv4 and IPv6 inside, with
+// one listener on ":7" (both families), cross the IPv6 underlay.
 func TestDualStackStaticOverIPv6(t *testing.T) {
 	nodes := make([]*Node, 2)
 	for i := range nodes {
@@ -158,25 +158,31 @@ func TestDualStackStaticOverIPv6(t *testing.T) {
 	}
 	defer ln.Close()
 	go func() {
-		c, err := ln.Accept()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	for _, dst := range []string{"10.78.0.2:7", "[fd00:78::2]:7"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := a.Dial(ctx, "tcp", dst)
 		if err != nil {
-			return
+			t.Fatalf("Dial %s over the IPv6 underlay: %v", dst, err)
 		}
 		defer c.Close()
-		io.Copy(c, c)
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := a.Dial(ctx, "tcp", "10.78.0.2:7")
-	if err != nil {
-		t.Fatalf("Dial over the IPv6 underlay: %v", err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	msg := bytes.Repeat([]byte("over ::1 "), 10000)
-	go c.Write(msg)
-	got := make([]byte, len(msg))
-	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
-		t.Fatalf("echo of %d bytes over the IPv6 underlay: %v (equal %v)", len(msg), err, bytes.Equal(got, msg))
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		msg := bytes.Repeat([]byte("over ::1 "), 10000)
+		go c.Write(msg)
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("echo of %d bytes to %s over the IPv6 underlay: %v (equal %v)", len(msg), dst, err, bytes.Equal(got, msg))
+		}
 	}
 }
