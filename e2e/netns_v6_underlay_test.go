@@ -104,8 +104,9 @@ func TestNetnsV6UnderlayStatic(t *testing.T) {
 // global address, here 2001:2::2) and joins a bare IPv6 address (port
 // 7946); both VTEPs listen on [::] and are told as the hosts' IPv6
 // addresses. The peers see each other at IPv6 gossip addresses and
-// VTEPs, and on a network they create and join, the nodes ping and move
-// 16 MiB byte-exact over the IPv6 underlay.
+// VTEPs, and on a dual-stack network they create and join, the nodes
+// ping over both families and move 16 MiB byte-exact over each, over the
+// IPv6 underlay.
 func TestNetnsV6UnderlayGossip(t *testing.T) {
 	RequireRoot(t, "ping")
 	lab := NewLab(t, 2, 1500)
@@ -144,24 +145,26 @@ func TestNetnsV6UnderlayGossip(t *testing.T) {
 		}
 		return nil
 	})
-	cli(h1, o1, "network", "create", "blue", "10.203.0.0/16")
+	cli(h1, o1, "network", "create", "blue", "--cidr", "10.203.0.0/16", "--cidr", "fd00:203::/64")
 	cli(h1, o1, "network", "join", "blue")
 	cli(h2, o2, "network", "join", "blue")
-	addrOf := func(h *Host) netip.Addr {
+	addrOf := func(h *Host, cidr string) netip.Addr {
 		t.Helper()
 		var a netip.Addr
-		testutil.Eventually(t, 10*time.Second, h.Name+"'s address on blue", func() error {
-			for _, s := range tunAddrs(t, h) {
-				if p, err := netip.ParsePrefix(s); err == nil && netip.MustParsePrefix("10.203.0.0/16").Contains(p.Addr()) {
+		testutil.Eventually(t, 10*time.Second, h.Name+"'s address in "+cidr, func() error {
+			out := h.Run("ip", "-o", "addr", "show", "dev", "ovl0")
+			for _, f := range strings.Fields(out) {
+				if p, err := netip.ParsePrefix(f); err == nil && netip.MustParsePrefix(cidr).Contains(p.Addr()) {
 					a = p.Addr()
 					return nil
 				}
 			}
-			return fmt.Errorf("ovl0 has %v", tunAddrs(t, h))
+			return fmt.Errorf("ovl0 has:\n%s", out)
 		})
 		return a
 	}
-	a1, a2 := addrOf(h1), addrOf(h2)
+	a1, a2 := addrOf(h1, "10.203.0.0/16"), addrOf(h2, "10.203.0.0/16")
+	b1, b2 := addrOf(h1, "fd00:203::/64"), addrOf(h2, "fd00:203::/64")
 	testutil.Eventually(t, 15*time.Second, "routes over the IPv6 underlay", func() error {
 		for i, c := range []struct {
 			h    *Host
@@ -178,10 +181,13 @@ func TestNetnsV6UnderlayGossip(t *testing.T) {
 	})
 	pingOK(t, h1, a2.String())
 	pingOK(t, h2, a1.String())
+	pingOK(t, h1, b2.String())
+	pingOK(t, h2, b1.String())
 	if t.Failed() {
 		t.Fatalf("h1 log:\n%s\nh2 log:\n%s", o1.Output(), o2.Output())
 	}
 	transfer(t, h1, h2, netip.AddrPortFrom(a2, 5003), 16<<20)
+	transfer(t, h2, h1, netip.AddrPortFrom(b1, 5005), 16<<20)
 }
 
 // TestNetnsV6UnderlayMDNS: ZeroConf over IPv6: two hosts gossiping on
