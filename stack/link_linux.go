@@ -3,6 +3,7 @@ package stack
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 
@@ -88,11 +89,19 @@ func changeAddrs(name string, add, del []netip.Prefix) error {
 // linkAddr is the netlink address for p. An IPv6 one is usable at once:
 // no duplicate address detection (IFA_F_NODAD) on an overlay device,
 // whose addresses IPAM hands out without conflicts; the kernel routes
-// its prefix to the link as for IPv4.
+// its prefix to the link as for IPv4. A host-length IPv6 address (/128)
+// is a service address beside the node's own (a network's DNS address):
+// it is deprecated (preferred lifetime 0, valid forever), so the kernel
+// answers on it but never picks it as a source, which RFC 6724's longest
+// matching prefix rule would otherwise do for some destinations (IPv4
+// takes the source from the subnet route's primary address instead).
 func linkAddr(p netip.Prefix) *netlink.Addr {
 	a := &netlink.Addr{IPNet: prefixNet(p)}
 	if p.Addr().Is6() && !p.Addr().Is4In6() {
 		a.Flags = unix.IFA_F_NODAD
+		if p.IsSingleIP() {
+			a.PreferedLft, a.ValidLft = 0, math.MaxUint32
+		}
 	}
 	return a
 }
