@@ -11,6 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/overlayd/overlayd/lb"
 	"github.com/overlayd/overlayd/packet"
 	"github.com/overlayd/overlayd/stack"
 	"github.com/overlayd/overlayd/stack/stacktest"
@@ -562,5 +563,63 @@ func BenchmarkInbound6(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/pkt")
 		})
+	}
+}
+
+// ipv6TCP builds an IPv6/TCP segment with a valid checksum.
+func ipv6TCP(src, dst netip.AddrPort, flags header.TCPFlags, seq uint32) []byte {
+	pkt := make([]byte, header.IPv6MinimumSize+header.TCPMinimumSize)
+	s, d := tcpip.AddrFrom16(src.Addr().As16()), tcpip.AddrFrom16(dst.Addr().As16())
+	header.IPv6(pkt).Encode(&header.IPv6Fields{PayloadLength: header.TCPMinimumSize, TransportProtocol: header.TCPProtocolNumber, HopLimit: 64, SrcAddr: s, DstAddr: d})
+	tcp := header.TCP(pkt[header.IPv6MinimumSize:])
+	tcp.Encode(&header.TCPFields{SrcPort: src.Port(), DstPort: dst.Port(), SeqNum: seq, DataOffset: header.TCPMinimumSize, Flags: flags, WindowSize: 65535})
+	tcp.SetChecksum(^tcp.CalculateChecksum(header.PseudoHeaderChecksum(header.TCPProtocolNumber, s, d, header.TCPMinimumSize)))
+	return pkt
+}
+
+// An IPv6 VIP through the router, as TestServiceVIP and
+// TestICMPErrorAboutVIPFlowIsReverseNATed for IPv4: the SYN reaches the
+// IPv6 backend over the tunnel, the reply comes back from the VIP, a
+// flow without a backend gets a RST from the VIP, and a packet too big
+// for the path is answered with ICMPv6 from the VIP quoting the VIP.
+func TestServiceVIP6(t *testing.T) {
+	bal, err := lb.New(lb.Options{})
+	must(t, err)
+	vip := netip.MustParseAddrPort("[fd00:1::c8:1]:80")
+	backend := netip.AddrPortFrom(addrB6.Addr(), 8080)
+	svc := lb.Service{Name: "web", VIP: vip.Addr(), Ports: []lb.PortProto{{Port: 80, Proto: lb.TCP}, {Port: 80, Proto: lb.UDP}},
+		Backends: []lb.Backend{{Addr: backend, Weight: 1}}}
+	must(t, bal.Set([]lb.Service{svc}))
+	p := newPair6(t, Options{Balancer: bal, PathMTU: 1400})
+	client := netip.AddrPortFrom(addrA6.Addr(), 40000)
+	must(t, p.devA.Inject(ipv6TCP(client, vip, header.TCPFlagSyn, 1)))
+	got := header.IPv6(next(t, p.devB))
+	tcp := header.TCP(got.Payload())
+	if got.DestinationAddress() != tcpip.AddrFrom16(backend.Addr().As16()) || tcp.DestinationPort() != 8080 || tcp.SourcePort() != 40000 ||
+		!tcp.IsChecksumValid(got.SourceAddress(), got.DestinationAddress(), 0, 0) {
+		t.Fatalf("backend saw %v:%d → %v:%d", got.SourceAddress(), tcp.SourcePort(), got.DestinationAddress(), tcp.DestinationPort())
+	}
+	must(t, p.devB.Inject(ipv6TCP(backend, client, header.TCPFlagSyn|header.TCPFlagAck, 100)))
+	reply := header.IPv6(next(t, p.devA))
+	if rtcp := header.TCP(reply.Payload()); reply.SourceAddress() != tcpip.AddrFrom16(vip.Addr().As16()) || rtcp.SourcePort() != 80 {
+		t.Fatalf("client saw the reply from %v:%d, want %v", reply.SourceAddress(), rtcp.SourcePort(), vip)
+	}
+	// Too big, over UDP to the VIP: ICMPv6 from and quoting the VIP.
+	must(t, p.devA.Inject(ipv6UDP(client.Addr(), vip.Addr(), 40001, 80, make([]byte, 1400))))
+	icmp := header.IPv6(next(t, p.devA))
+	ic := header.ICMPv6(icmp.Payload())
+	quoted := header.IPv6(ic.Payload())
+	if icmp.TransportProtocol() != header.ICMPv6ProtocolNumber || ic.Type() != header.ICMPv6PacketTooBig || ic.MTU() != 1400 ||
+		icmp.SourceAddress() != tcpip.AddrFrom16(vip.Addr().As16()) || quoted.DestinationAddress() != tcpip.AddrFrom16(vip.Addr().As16()) ||
+		ic.Checksum() != header.ICMPv6Checksum(header.ICMPv6ChecksumParams{Header: ic, Src: icmp.SourceAddress(), Dst: icmp.DestinationAddress()}) {
+		t.Errorf("too big: %v → %v type %d mtu %d quoting a packet to %v", icmp.SourceAddress(), icmp.DestinationAddress(), ic.Type(), ic.MTU(), quoted.DestinationAddress())
+	}
+	svc.Backends = nil
+	must(t, bal.Set([]lb.Service{svc}))
+	must(t, p.devA.Inject(ipv6TCP(client, vip, header.TCPFlagAck, 2)))
+	rst := header.IPv6(next(t, p.devA))
+	if rst.TransportProtocol() != header.TCPProtocolNumber || header.TCP(rst.Payload()).Flags()&header.TCPFlagRst == 0 ||
+		rst.SourceAddress() != tcpip.AddrFrom16(vip.Addr().As16()) {
+		t.Fatalf("after the backend left the client got %x, want a RST from the VIP", []byte(rst))
 	}
 }
