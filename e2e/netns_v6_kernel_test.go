@@ -5,7 +5,9 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/overlayd/overlayd/internal/testutil"
 	"github.com/overlayd/overlayd/vxlan"
 )
 
@@ -37,6 +39,9 @@ func TestNetnsKernelVXLAN6(t *testing.T) {
 	o1 := h1.StartOverlayd("--mode", "tun", "--listen", netip.AddrPortFrom(h1.Underlay, 4789).String(),
 		"--addr", overlayAddr6(1).String(), "--peer", peer(2, h2.Underlay), "--peer", peer(3, h3.Underlay))
 	h2.KernelVXLAN6(42, []netip.Prefix{overlayAddr6(2)}, h1.Underlay, 1450)
+	// h2 re-confirms its neighbours within a second or two, not half a
+	// minute (see reconfirmed); set before it has any.
+	h2.Run("sysctl", "-w", "net.ipv6.neigh.vx0.base_reachable_time_ms=500", "net.ipv6.neigh.vx0.delay_first_probe_time=1")
 	proxyVXLAN(h3, overlayAddr6(3), h1.Underlay, h3.Underlay)
 	h3.Run("ip", "-6", "neigh", "add", a(1), "lladdr", vxlan.NodeMAC(overlayAddr6(1).Addr()).String(), "dev", "vx0", "nud", "permanent")
 
@@ -87,7 +92,10 @@ func TestNetnsKernelVXLAN6(t *testing.T) {
 		}
 		t.Logf("overlayd %s: %d solicitations answered, %d sent; drops %v", node.Name, answered, asked, st.Traffic.Drops)
 	}
-	t.Run("ipv4-underlay/learning", func(t *testing.T) { both(t, o1, h1, h2, 1, 2, true) })
+	t.Run("ipv4-underlay/learning", func(t *testing.T) {
+		both(t, o1, h1, h2, 1, 2, true)
+		reconfirmed(t, o1, h2, 1)
+	})
 	t.Run("ipv4-underlay/nolearning-proxy", func(t *testing.T) { both(t, o1, h1, h3, 1, 3, false) })
 
 	// Over IPv6: h4 is overlayd on its IPv6 underlay address, h5 a kernel
@@ -104,6 +112,43 @@ func TestNetnsKernelVXLAN6(t *testing.T) {
 	if t.Failed() {
 		t.Logf("h1 log:\n%s", o1.Output())
 	}
+}
+
+// reconfirmed: a Linux host re-confirms a neighbour it has not heard
+// from (RFC 4861 §7.3.3: STALE, then on traffic DELAY, then a unicast
+// solicitation from its link-local address); overlayd answers it and the
+// entry is REACHABLE again. The host's timers were cut to a second or so
+// when its device was made, so that it happens within the test; the
+// ping is one packet, as ping confirms the neighbour itself (MSG_CONFIRM)
+// once it has had a reply.
+func reconfirmed(t *testing.T, o *Overlayd, kernel *Host, ni int) {
+	t.Helper()
+	to := overlayAddr6(ni).Addr().String()
+	state := func(want string) func() error {
+		return func() error {
+			if out := kernel.Run("ip", "-6", "neigh", "show", to, "dev", "vx0"); !strings.Contains(out, want) {
+				return fmt.Errorf("neighbour %s: %q, want %s", to, out, want)
+			}
+			return nil
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "kernel's entry for overlayd goes stale", state("STALE"))
+	before, err := o.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := kernel.Try("ping", "-6", "-c", "1", "-W", "2", to); err != nil {
+		t.Fatalf("kernel %s → %s ping6 with a stale entry: %v\n%s", kernel.Name, to, err, out)
+	}
+	took := testutil.Eventually(t, 10*time.Second, "kernel's entry for overlayd re-confirmed", state("REACHABLE"))
+	st, err := o.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.Traffic.ARPAnswers - before.Traffic.ARPAnswers; n == 0 {
+		t.Errorf("the entry is reachable again, yet overlayd answered no solicitation")
+	}
+	t.Logf("kernel %s re-confirmed overlayd's MAC in %v (overlayd answered %d solicitations)", kernel.Name, took, st.Traffic.ARPAnswers-before.Traffic.ARPAnswers)
 }
 
 // proxyVXLAN gives h a kernel vxlan device vx0 as KernelVXLAN6 does, but
