@@ -44,7 +44,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -skip 'Compare' -benchmem ./bench/ ./vxlan/ ./router/ ./lb/... ./endpoint/
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) bench-compare; else echo "bench-compare skipped: needs root for network namespaces"; fi
 
-## bench-compare: (root) iperf3 over veth, kernel vxlan, overlayd tun and wireguard-go in one run; the rootless pair beside wireguard-go's netstack pair; two endpoints of one node beside a veth pair; dnsperf vs dnsmasq
+## bench-compare: (root) iperf3 over veth, kernel vxlan, overlayd tun and wireguard-go in one run, and veth, kernel vxlan and overlayd tun with IPv6 inside and under; the rootless pair beside wireguard-go's netstack pair; two endpoints of one node beside a veth pair; dnsperf vs dnsmasq
 ## (BenchmarkCompareRootless, beside slirp4netns and pasta, needs Debian's slirp4netns and passt: go test -run '^$' -bench CompareRootless -benchtime 1x ./bench/)
 bench-compare:
 	$(GO) test -run "^$$" -bench 'CompareTunnels|CompareRootlessPair|CompareEndpoints|CompareDnsperf' -benchtime 1x -timeout 15m ./bench/

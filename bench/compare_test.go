@@ -3,6 +3,7 @@ package bench_test
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"runtime"
 	"sort"
@@ -20,6 +21,9 @@ const (
 	pathKernel
 	pathOverlayd
 	pathWireguard
+	pathVeth6
+	pathKernel6
+	pathOverlayd6
 	numPaths
 )
 
@@ -108,16 +112,25 @@ func linkMTU(b *testing.B, h *e2e.Host, dev string) int {
 	return links[0].MTU
 }
 
-// kernelVXLAN gives h a kernel vxlan device vx0 to remote. Unlike
-// e2e.Host.KernelVXLAN it leaves eth0's offloads alone: between two kernels
-// nothing needs turning off (only a kernel vxlan sending to a userspace
-// receiver over a veth needs `ethtool -K eth0 tx off`, see e2e's interop tests).
-func kernelVXLAN(h *e2e.Host, vni, port int, addr, remote string) {
-	h.Run("ip", "link", "add", "vx0", "type", "vxlan", "id", strconv.Itoa(vni), "dstport", strconv.Itoa(port),
-		"remote", remote, "local", h.Underlay.String(), "dev", "eth0")
-	h.Run("ip", "link", "set", "vx0", "mtu", "1450")
-	h.Run("ip", "addr", "add", addr, "dev", "vx0")
-	h.Run("ip", "link", "set", "vx0", "up")
+// kernelVXLAN gives h a kernel vxlan device dev to remote, over the
+// underlay of remote's family with the MTU that leaves (1450 over IPv4,
+// 1430 over IPv6). Unlike e2e.Host.KernelVXLAN it leaves eth0's offloads
+// alone: between two kernels nothing needs turning off (only a kernel vxlan
+// sending to a userspace receiver over a veth needs `ethtool -K eth0 tx
+// off`, see e2e's interop tests).
+func kernelVXLAN(h *e2e.Host, dev string, vni, port int, addr string, remote netip.Addr) {
+	local, mtu, nodad := h.Underlay, "1450", []string(nil)
+	if remote.Is6() {
+		local, mtu = h.Underlay6, "1430"
+	}
+	if netip.MustParsePrefix(addr).Addr().Is6() {
+		nodad = []string{"nodad"}
+	}
+	h.Run("ip", "link", "add", dev, "type", "vxlan", "id", strconv.Itoa(vni), "dstport", strconv.Itoa(port),
+		"remote", remote.String(), "local", local.String(), "dev", "eth0")
+	h.Run("ip", "link", "set", dev, "mtu", mtu)
+	h.Run(append([]string{"ip", "addr", "add", addr, "dev", dev}, nodad...)...)
+	h.Run("ip", "link", "set", dev, "up")
 }
 
 // requireComm checks that p is the program named comm (not the ip netns
@@ -205,10 +218,12 @@ func envInt(name string, def int) int {
 }
 
 // BenchmarkCompareTunnels measures TCP throughput (iperf3, h1 → h2) between
-// the same two network namespaces on one veth bridge, in one run, along four
+// the same two network namespaces on one veth bridge, in one run, along seven
 // paths: the veth itself (no tunnel), a pair of kernel vxlan devices,
 // two overlayd nodes in tun mode, and two wireguard-go daemons built from the
-// golang.zx2c4.com/wireguard version in our go.mod; one stream and four.
+// golang.zx2c4.com/wireguard version in our go.mod, all over IPv4; and with
+// IPv6 inside and under, the veth, a kernel vxlan pair and an overlayd pair;
+// one stream and four.
 // It prints a table with the ratios against the kernel and against
 // wireguard-go, and the CPU the userspace daemons used per Gbit/s (user +
 // system time from /proc/PID/stat over the run, both ends added; the
@@ -250,8 +265,8 @@ func BenchmarkCompareTunnels(b *testing.B) {
 		paths := make([]*tunnelPath, numPaths)
 		paths[pathVeth] = &tunnelPath{name: "veth, no tunnel", key: "veth", dst: h2.Underlay.String(), devs: [2]string{"eth0", "eth0"}}
 
-		kernelVXLAN(h1, 43, 8472, "10.201.1.1/16", h2.Underlay.String())
-		kernelVXLAN(h2, 43, 8472, "10.201.2.1/16", h1.Underlay.String())
+		kernelVXLAN(h1, "vx0", 43, 8472, "10.201.1.1/16", h2.Underlay)
+		kernelVXLAN(h2, "vx0", 43, 8472, "10.201.2.1/16", h1.Underlay)
 		paths[pathKernel] = &tunnelPath{name: "kernel vxlan", key: "kernel", dst: "10.201.2.1", devs: [2]string{"vx0", "vx0"}}
 
 		v1, v2 := h1.Underlay.String()+":4789", h2.Underlay.String()+":4789"
@@ -271,6 +286,20 @@ func BenchmarkCompareTunnels(b *testing.B) {
 		requireComm(b, w2, "wireguard-go")
 		paths[pathWireguard] = &tunnelPath{name: "wireguard-go", key: "wggo", dst: "10.202.0.2", devs: [2]string{wg1, wg2}, procs: []*e2e.Proc{w1, w2}}
 
+		// IPv6 inside and under: the veth's IPv6 addresses, a kernel vxlan
+		// pair over them, and a second overlayd pair (its own TUN, port
+		// and control socket) with IPv6 inside, over the IPv6 underlay.
+		paths[pathVeth6] = &tunnelPath{name: "veth IPv6", key: "veth6", dst: h2.Underlay6.String(), devs: [2]string{"eth0", "eth0"}}
+		kernelVXLAN(h1, "vx6", 44, 8473, "fd00:201::1/64", h2.Underlay6)
+		kernelVXLAN(h2, "vx6", 44, 8473, "fd00:201::2/64", h1.Underlay6)
+		paths[pathKernel6] = &tunnelPath{name: "kernel vxlan 6in6", key: "kernel6", dst: "fd00:201::2", devs: [2]string{"vx6", "vx6"}}
+		u1, u2 := fmt.Sprintf("[%s]:4790", h1.Underlay6), fmt.Sprintf("[%s]:4790", h2.Underlay6)
+		o61 := h1.StartOverlayd("--mode", "tun", "--tun-name", "ovl6", "--listen", u1, "--addr", "fd00:200::1/64", "--peer", "fd00:200::2/128@"+u2, "--log-level", "warn")
+		o62 := h2.StartOverlayd("--mode", "tun", "--tun-name", "ovl6", "--listen", u2, "--addr", "fd00:200::2/64", "--peer", "fd00:200::1/128@"+u1, "--log-level", "warn")
+		requireComm(b, o61.Proc, "overlayd")
+		requireComm(b, o62.Proc, "overlayd")
+		paths[pathOverlayd6] = &tunnelPath{name: "overlayd tun 6in6", key: "overlayd6", dst: "fd00:200::2", devs: [2]string{"ovl6", "ovl6"}, procs: []*e2e.Proc{o61.Proc, o62.Proc}}
+
 		for _, p := range paths {
 			p.mtu = linkMTU(b, h1, p.devs[0])
 			reach(b, h1, p.name, p.dst)
@@ -282,7 +311,7 @@ func BenchmarkCompareTunnels(b *testing.B) {
 		fmt.Printf("compare: offloads (ethtool -k), as the kernel and the daemons set them; this harness changes none:\n")
 		for _, p := range paths {
 			for i, h := range hosts {
-				fmt.Printf("compare:   %-16s %s %-13s %s\n", p.name, h.Name, p.devs[i], readOffloads(b, h, p.devs[i]).summary())
+				fmt.Printf("compare:   %-18s %s %-13s %s\n", p.name, h.Name, p.devs[i], readOffloads(b, h, p.devs[i]).summary())
 			}
 		}
 		checkEth0 := func(when string) {
@@ -318,7 +347,7 @@ func BenchmarkCompareTunnels(b *testing.B) {
 						cpu[pi][si][i] = append(cpu[pi][si][i], c)
 					}
 					if rounds > 1 {
-						fmt.Printf("compare:   round %d, %d stream(s), %-16s %6.2f Gbit/s\n", r+1, streams, p.name, g)
+						fmt.Printf("compare:   round %d, %d stream(s), %-18s %6.2f Gbit/s\n", r+1, streams, p.name, g)
 					}
 				}
 			}
@@ -327,9 +356,9 @@ func BenchmarkCompareTunnels(b *testing.B) {
 		load1 := loadavg()
 
 		med := func(v []float64) float64 { return median(append([]float64(nil), v...)) }
-		fmt.Printf("compare: %-16s %5s %14s %14s\n", "path", "MTU", "1 stream", "4 streams")
+		fmt.Printf("compare: %-18s %5s %14s %14s\n", "path", "MTU", "1 stream", "4 streams")
 		for pi, p := range paths {
-			fmt.Printf("compare: %-16s %5d %7.2f Gbit/s %7.2f Gbit/s\n", p.name, p.mtu, med(gbps[pi][0]), med(gbps[pi][1]))
+			fmt.Printf("compare: %-18s %5d %7.2f Gbit/s %7.2f Gbit/s\n", p.name, p.mtu, med(gbps[pi][0]), med(gbps[pi][1]))
 		}
 		ratio := func(a, c int, si int) float64 { return med(gbps[a][si]) / med(gbps[c][si]) }
 		for _, rr := range []struct {
@@ -340,6 +369,9 @@ func BenchmarkCompareTunnels(b *testing.B) {
 			{"overlayd tun / wireguard-go", pathOverlayd, pathWireguard},
 			{"kernel vxlan / veth", pathKernel, pathVeth},
 			{"overlayd tun / veth", pathOverlayd, pathVeth},
+			{"overlayd 6in6 / kernel 6in6", pathOverlayd6, pathKernel6},
+			{"overlayd 6in6 / wireguard-go", pathOverlayd6, pathWireguard},
+			{"kernel 6in6 / veth IPv6", pathKernel6, pathVeth6},
 		} {
 			fmt.Printf("compare: %-28s %5.2f× (1 stream) %5.2f× (4 streams)\n", rr.label, ratio(rr.a, rr.c, 0), ratio(rr.a, rr.c, 1))
 		}
@@ -359,7 +391,7 @@ func BenchmarkCompareTunnels(b *testing.B) {
 				}
 				cols = append(cols, fmt.Sprintf("%d stream(s): %.3f both ends (%s)", streams, sum, strings.Join(ends, " + ")))
 			}
-			fmt.Printf("compare:   %-16s %s\n", p.name, strings.Join(cols, "; "))
+			fmt.Printf("compare:   %-18s %s\n", p.name, strings.Join(cols, "; "))
 		}
 		fmt.Printf("compare:   (veth and kernel vxlan: the kernel's work runs in softirq context, billed to no process)\n")
 		fmt.Printf("compare: load average after: %s\n", load1)
@@ -373,6 +405,7 @@ func BenchmarkCompareTunnels(b *testing.B) {
 			b.ReportMetric(ratio(pathOverlayd, pathKernel, si), fmt.Sprintf("overlayd/kernel-P%d", streams))
 			b.ReportMetric(ratio(pathOverlayd, pathWireguard, si), fmt.Sprintf("overlayd/wggo-P%d", streams))
 			b.ReportMetric(med(cpu[pathOverlayd][si][0])+med(cpu[pathOverlayd][si][1]), fmt.Sprintf("overlayd-P%d-cores/Gbit/s", streams))
+			b.ReportMetric(ratio(pathOverlayd6, pathKernel6, si), fmt.Sprintf("overlayd6/kernel6-P%d", streams))
 		}
 		lab.Close()
 	}
