@@ -488,8 +488,8 @@ func (b *Balancer) pruneRetired(now int64) {
 	b.setMu.Lock()
 	defer b.setMu.Unlock()
 	old := b.snap.Load()
-	stale := func(m map[[16]byte]int64) bool {
-		for _, t := range m {
+	stale := func(m addrSet) bool {
+		for _, t := range m.all() {
 			if t >= 0 && now-t >= b.maxTimeout {
 				return true
 			}
@@ -499,17 +499,9 @@ func (b *Balancer) pruneRetired(now int64) {
 	if !stale(old.vips) && !stale(old.backendIPs) {
 		return
 	}
-	keep := func(m map[[16]byte]int64) map[[16]byte]int64 {
-		out := make(map[[16]byte]int64, len(m))
-		for a, t := range m {
-			if t < 0 || now-t < b.maxTimeout {
-				out[a] = t
-			}
-		}
-		return out
-	}
+	live := func(t int64) bool { return t < 0 || now-t < b.maxTimeout }
 	next := *old
-	next.vips, next.backendIPs = keep(old.vips), keep(old.backendIPs)
+	next.vips, next.backendIPs = old.vips.filter(live), old.backendIPs.filter(live)
 	b.snap.Store(&next)
 }
 

@@ -151,7 +151,7 @@ func (b *Balancer) Outbound(pkt []byte) Verdict {
 // flows.
 func (b *Balancer) OutboundIP(p *packet.IP) Verdict {
 	snap := b.snap.Load()
-	if _, ok := snap.vips[p.Dst]; !ok {
+	if !snap.vips.has(&p.Dst) {
 		return Pass
 	}
 	if p.Fragment() {
@@ -310,7 +310,7 @@ func (b *Balancer) Inbound(pkt []byte) Verdict {
 // Everything else is Pass. It allocates nothing.
 func (b *Balancer) InboundIP(p *packet.IP) Verdict {
 	snap := b.snap.Load()
-	if len(snap.backendIPs) == 0 {
+	if snap.backendIPs.len() == 0 {
 		return Pass
 	}
 	p.ParseTransport() // the router parsed only the header, for delivery
@@ -320,7 +320,7 @@ func (b *Balancer) InboundIP(p *packet.IP) Verdict {
 	if p.Proto != packet.TCP && p.Proto != packet.UDP {
 		return Pass
 	}
-	if _, ok := snap.backendIPs[p.Src]; !ok {
+	if !snap.backendIPs.has(&p.Src) {
 		return Pass
 	}
 	if p.Fragment() || !p.L4Valid() {
@@ -444,7 +444,7 @@ func (b *Balancer) inboundICMP(snap *snapshot, p *packet.IP) Verdict {
 	if !ok {
 		return Pass
 	}
-	if _, ok := snap.backendIPs[ik.Dst]; !ok {
+	if !snap.backendIPs.has(&ik.Dst) {
 		return Pass
 	}
 	// The quoted packet went client → backend; its reply key is reversed.

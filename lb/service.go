@@ -141,15 +141,15 @@ type snapshot struct {
 	// hold the current VIPs and backend addresses (value -1) and, for
 	// maxTimeout after their removal, former ones (value: removal time), so
 	// flows through a removed service still get a prompt Reset.
-	vips       map[[16]byte]int64
-	backendIPs map[[16]byte]int64
+	vips       addrSet
+	backendIPs addrSet
 }
 
 var emptySnapshot = &snapshot{
 	services:   map[svcID]*service{},
 	frontends:  map[fkey]*portTable{},
-	vips:       map[[16]byte]int64{},
-	backendIPs: map[[16]byte]int64{},
+	vips:       newAddrSet(),
+	backendIPs: newAddrSet(),
 }
 
 // Set replaces the whole service configuration with services, published
@@ -172,8 +172,8 @@ func (b *Balancer) Set(services []Service) error {
 	next := &snapshot{
 		services:   make(map[svcID]*service, len(services)),
 		frontends:  make(map[fkey]*portTable),
-		vips:       make(map[[16]byte]int64),
-		backendIPs: make(map[[16]byte]int64),
+		vips:       newAddrSet(),
+		backendIPs: newAddrSet(),
 	}
 	var serr SetError
 	kept := make(map[*backend]bool)
@@ -195,24 +195,24 @@ func (b *Balancer) Set(services []Service) error {
 		for _, pt := range svc.tables {
 			next.frontends[fkey{svc.vip, pt.port.Port, uint8(pt.port.Proto)}] = pt
 		}
-		next.vips[svc.vip] = -1
+		next.vips.set(svc.vip, -1)
 		for _, be := range svc.backends {
-			next.backendIPs[be.addr] = -1
+			next.backendIPs.set(be.addr, -1)
 			kept[be] = true
 		}
 	}
 	slices.SortFunc(next.order, func(a, b *service) int {
 		return cmp.Or(cmp.Compare(a.id.network, b.id.network), cmp.Compare(a.id.name, b.id.name))
 	})
-	retire := func(dst, prev map[[16]byte]int64) {
-		for a, t := range prev {
-			if _, live := dst[a]; live {
+	retire := func(dst, prev addrSet) {
+		for a, t := range prev.all() {
+			if dst.has(&a) {
 				continue
 			}
 			if t < 0 {
-				dst[a] = now
+				dst.set(a, now)
 			} else if now-t < b.maxTimeout {
-				dst[a] = t
+				dst.set(a, t)
 			}
 		}
 	}

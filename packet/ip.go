@@ -82,10 +82,7 @@ func (t *Tuple) DstAddrPort() netip.AddrPort { return netip.AddrPortFrom(addr(&t
 
 // addr returns a as a netip.Addr, an IPv4 one unmapped.
 func addr(a *[16]byte) netip.Addr {
-	if is4(a) {
-		return netip.AddrFrom4([4]byte(a[12:]))
-	}
-	return netip.AddrFrom16(*a)
+	return netip.AddrFrom16(*a).Unmap()
 }
 
 // Is4 reports whether a, an address in a Tuple, is IPv4-mapped.
