@@ -1072,6 +1072,7 @@ func TestRetiredVIPForgottenWithoutSet(t *testing.T) {
 func FuzzSetPorts(f *testing.F) {
 	f.Add([]byte{2, 0x14, 0x51, 0x1f, 0x42, 2, 1, 0x14, 0x51, 0, 2, 0x1f, 0x42, 1})
 	f.Add([]byte{1, 0, 53, 0x80, 0, 53, 3, 0, 0, 0})
+	f.Add([]byte{0x82, 0x14, 0x51, 0x1f, 0x42, 2, 1, 0x14, 0x51, 0, 2, 0x1f, 0x42, 1}) // IPv6
 	f.Fuzz(func(t *testing.T, data []byte) {
 		next := func() byte {
 			if len(data) == 0 {
@@ -1081,7 +1082,12 @@ func FuzzSetPorts(f *testing.F) {
 			data = data[1:]
 			return c
 		}
-		svc := Service{Network: "n", Name: "s", VIP: vip}
+		six := len(data) > 0 && data[0]&0x80 != 0 // the family of the whole service
+		svcVIP, cliAddr := vip, client
+		if six {
+			svcVIP, cliAddr = vip6, client6
+		}
+		svc := Service{Network: "n", Name: "s", VIP: svcVIP}
 		for range int(next()%4) + 1 {
 			hi, lo := next(), next()
 			proto := TCP
@@ -1092,7 +1098,11 @@ func FuzzSetPorts(f *testing.F) {
 		}
 		for k := range int(next() % 6) {
 			port := uint16(next())<<8 | uint16(next())
-			be := Backend{Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 3, byte(k + 1)}), port), Weight: uint32(next() % 3)}
+			beAddr := netip.AddrFrom4([4]byte{10, 0, 3, byte(k + 1)})
+			if six {
+				beAddr = netip.AddrFrom16([16]byte{0xfd, 0, 0, 3, 15: byte(k + 1)})
+			}
+			be := Backend{Addr: netip.AddrPortFrom(beAddr, port), Weight: uint32(next() % 3)}
 			mask := next()
 			for i, p := range svc.Ports {
 				if mask&(1<<i) != 0 {
@@ -1107,8 +1117,8 @@ func FuzzSetPorts(f *testing.F) {
 		}
 		for i, p := range svc.Ports {
 			for c := range 8 {
-				cli := netip.AddrPortFrom(client, uint16(1000+i*8+c))
-				vp := netip.AddrPortFrom(vip, p.Port)
+				cli := netip.AddrPortFrom(cliAddr, uint16(1000+i*8+c))
+				vp := netip.AddrPortFrom(svcVIP, p.Port)
 				pkt := tcpPkt(cli, vp, fSYN)
 				if p.Proto == UDP {
 					pkt = udpPkt(cli, vp, 'q')
