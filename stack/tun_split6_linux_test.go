@@ -214,3 +214,23 @@ func BenchmarkSplitVirtio(b *testing.B) {
 		}
 	}
 }
+
+// TestSplitVirtioCompletesLoneV6: a lone IPv6 TCP segment or UDP
+// datagram whose checksum the kernel left undone (NEEDS_CSUM, no GSO)
+// comes out complete, not partial: PartialReader's partial packets are
+// IPv4's.
+func TestSplitVirtioCompletesLoneV6(t *testing.T) {
+	for _, proto := range []uint8{6, 17} {
+		in := superPacket6(randomPayload(700), 1428, tcpACK|tcpPSH, proto)
+		binary.NativeEndian.PutUint16(in[4:], 0) // gsoSize
+		in[1] = vnetGSONone
+		bufs, sizes, partial := testBufs(1)
+		if n := splitVirtio(in, bufs, sizes, partial, testOff); n != 1 || partial[0] {
+			t.Fatalf("proto %d: splitVirtio = %d, partial %v; want 1, false", proto, n, partial[0])
+		}
+		out, pkt := bufs[0][testOff:testOff+sizes[0]], in[vnetHdrLen:]
+		if !l4Valid6(out) || len(out) != len(pkt) || !bytes.Equal(out[:ipv6HeaderLen+4], pkt[:ipv6HeaderLen+4]) || !bytes.Equal(out[len(out)-700:], pkt[len(pkt)-700:]) {
+			t.Errorf("proto %d: checksum not completed, or the packet changed", proto)
+		}
+	}
+}
