@@ -408,33 +408,35 @@ func tunError(path string, req tunRequest, err error) error {
 // the thread back. If it cannot move back, the thread stays locked and
 // the runtime ends it with its goroutine: no other goroutine ever runs in
 // the wrong namespace.
+//
+// The descriptor of the thread's own namespace is closed before the
+// result is sent, so that nothing of the call is left open once it
+// returns.
 func inNetns(ns *os.File, path string, f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("this thread's network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			if errors.Is(err, unix.EPERM) {
-				errc <- nsPermError("enter", path, err)
-				return
+		errc <- func() error {
+			orig, err := os.Open("/proc/thread-self/ns/net")
+			if err != nil {
+				runtime.UnlockOSThread()
+				return fmt.Errorf("this thread's network namespace: %w", err)
 			}
-			errc <- fmt.Errorf("enter: %w", err)
-			return
-		}
-		ferr := f()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("leave: %w", err)) // thread stays locked, discarded
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
+			defer orig.Close()
+			if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+				runtime.UnlockOSThread()
+				if errors.Is(err, unix.EPERM) {
+					return nsPermError("enter", path, err)
+				}
+				return fmt.Errorf("enter: %w", err)
+			}
+			ferr := f()
+			if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+				return errors.Join(ferr, fmt.Errorf("leave: %w", err)) // thread stays locked, discarded
+			}
+			runtime.UnlockOSThread()
+			return ferr
+		}()
 	}()
 	return <-errc
 }
