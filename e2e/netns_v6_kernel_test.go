@@ -128,6 +128,9 @@ func reconfirmed(t *testing.T, o *Overlayd, kernel *Host, ni int) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Every state the entry passes through, to show it never fails.
+	mon := kernel.Start("ip", "monitor", "neigh", "dev", "vx0")
+	defer mon.Stop()
 	var answered uint64
 	took := testutil.Eventually(t, 15*time.Second, "overlayd answers the kernel's re-confirmation", func() error {
 		if out, err := kernel.Try("ping", "-6", "-c", "1", "-W", "2", to); err != nil {
@@ -142,8 +145,15 @@ func reconfirmed(t *testing.T, o *Overlayd, kernel *Host, ni int) {
 		}
 		return nil
 	})
-	if out := kernel.Run("ip", "-6", "neigh", "show", to, "dev", "vx0"); strings.Contains(out, "FAILED") || strings.Contains(out, "INCOMPLETE") {
-		t.Errorf("kernel %s's entry for overlayd after re-confirming: %q", kernel.Name, out)
+	// The answer comes while the entry probes; it then is reachable.
+	testutil.Eventually(t, 5*time.Second, "the kernel's entry for overlayd reachable again", func() error {
+		if out := mon.Output(); !strings.Contains(out, "PROBE") || !strings.Contains(out[strings.LastIndex(out, "PROBE"):], "REACHABLE") {
+			return fmt.Errorf("neighbour states so far:\n%s", out)
+		}
+		return nil
+	})
+	if out := mon.Output(); strings.Contains(out, "FAILED") || strings.Contains(out, "INCOMPLETE") {
+		t.Errorf("kernel %s's entry for overlayd failed while re-confirming:\n%s", kernel.Name, out)
 	}
 	t.Logf("kernel %s re-confirmed overlayd's MAC within %v (overlayd answered %d solicitations)", kernel.Name, took, answered)
 }
