@@ -139,9 +139,15 @@ func FuzzCreateNetwork(f *testing.F) {
 	f.Add("blue", "10.1.0.0/24", uint32(7), true)
 	f.Add("x", "0.0.0.0/0", uint32(0), false)
 	f.Add("..", "255.255.255.192/26", uint32(1<<24), true)
+	f.Add("dual", "10.2.0.0/24 fd00:2::/64", uint32(8), false)
+	f.Add("v6", "fd00:3::/120", uint32(9), true)
 	n := gossipNode(f)
 	f.Fuzz(func(t *testing.T, name, cidr string, vni uint32, withVNI bool) {
-		req := api.CreateNetwork{Name: name, CIDR: cidr}
+		c, more, _ := strings.Cut(cidr, " ") // a second CIDR after a space
+		req := api.CreateNetwork{Name: name, CIDR: c}
+		if more != "" {
+			req.CIDRs = strings.Split(more, " ")
+		}
 		if withVNI {
 			req.VNI = &vni
 		}
