@@ -22,7 +22,7 @@ func newDNS(n *Node) (*nodedns.Service, error) {
 		return nil, nil
 	}
 	opts := nodedns.Options{
-		DNS: n.cfg.DNS, Self: n.cfg.Name, Mode: n.mode, Static: n.cfg.Addr, Log: n.log,
+		DNS: n.cfg.DNS, Self: n.cfg.Name, Mode: n.mode, Log: n.log,
 		Netstack: func() nodedns.Netstack {
 			if n.ns == nil { // a nil *Netstack in the interface would not be nil
 				return nil
@@ -30,6 +30,12 @@ func newDNS(n *Node) (*nodedns.Service, error) {
 			return n.ns
 		},
 		Device: func() string { return n.dev.Name() },
+	}
+	if static := n.cfg.Addrs(); len(static) > 0 {
+		opts.Static = static[0]
+		if len(static) > 1 {
+			opts.Static6 = static[1]
+		}
 	}
 	if c := n.ctl; c != nil {
 		opts.Self = c.g.Name()

@@ -37,8 +37,12 @@ func (d *Service) networks(joined []Network) []dns.Network {
 			out = append(out, dns.Network{Name: j.Name, CIDR: c.Masked(), DNSAddr: ipam.DNSAddr(c)})
 		}
 	}
-	if a := d.opts.Static; a.IsValid() && !slices.ContainsFunc(out, func(nw dns.Network) bool { return nw.Name == StaticNetwork }) {
-		out = append(out, dns.Network{Name: StaticNetwork, CIDR: a.Masked(), DNSAddr: a.Addr()})
+	if !slices.ContainsFunc(out, func(nw dns.Network) bool { return nw.Name == StaticNetwork }) {
+		for _, a := range []netip.Prefix{d.opts.Static, d.opts.Static6} {
+			if a.IsValid() {
+				out = append(out, dns.Network{Name: StaticNetwork, CIDR: a.Masked(), DNSAddr: a.Addr()})
+			}
+		}
 	}
 	return out
 }
@@ -52,7 +56,7 @@ func (d *Service) Prefixes() []netip.Prefix {
 	}
 	var out []netip.Prefix
 	for _, nw := range d.networks(d.joined()) {
-		if nw.DNSAddr == d.opts.Static.Addr() {
+		if nw.DNSAddr == d.opts.Static.Addr() || d.opts.Static6.IsValid() && nw.DNSAddr == d.opts.Static6.Addr() {
 			continue // the static network's: the node's own address, there already
 		}
 		out = append(out, netip.PrefixFrom(nw.DNSAddr, nw.DNSAddr.BitLen()))

@@ -34,6 +34,9 @@ type Options struct {
 	// Static is the node's address on the static network (--addr) with
 	// its prefix; zero when there is none.
 	Static netip.Prefix
+	// Static6 is its IPv6 address there on a dual-stack static network
+	// (--addr twice), beside Static's IPv4 one; zero otherwise.
+	Static6 netip.Prefix
 	// Joined lists the gossip networks the node is on now; nil: none.
 	Joined func() []Network
 	// Netstack returns the netstack the DNS addresses are served through;

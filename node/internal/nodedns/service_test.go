@@ -2,6 +2,7 @@ package nodedns
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -111,12 +112,35 @@ func TestDNSStaticAddressIsOwn(t *testing.T) {
 	}
 }
 
+// A dual-stack static network (--addr twice) is served on both of the
+// node's own addresses, and the attachment gets no other.
+func TestDNSStaticDualStack(t *testing.T) {
+	opts := testOptions(&testNetstack{})
+	opts.Static, opts.Static6 = netip.MustParsePrefix("10.201.0.2/24"), netip.MustParsePrefix("fd00:201::2/64")
+	d := newTest(t, opts)
+	nets := d.networks(d.joined())
+	if len(nets) != 2 || nets[0].DNSAddr != opts.Static.Addr() || nets[1].DNSAddr != opts.Static6.Addr() || nets[1].Name != StaticNetwork {
+		t.Errorf("networks() = %+v, want the static network once per family at the node's own addresses", nets)
+	}
+	if p := d.Prefixes(); len(p) != 0 {
+		t.Errorf("Prefixes() = %v, want none", p)
+	}
+}
+
 // A joined network's DNS address is its first usable one, which the
 // attachment holds besides the node's own; in tap mode none is served.
 func TestPrefixesJoined(t *testing.T) {
 	opts := testOptions(&testNetstack{})
 	opts.Joined = func() []Network {
 		return []Network{{Name: "blue", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.9.3.4/16")}, Addrs: []netip.Addr{netip.MustParseAddr("10.9.0.7")}}}
+	}
+	dual := opts
+	dual.Joined = func() []Network {
+		return []Network{{Name: "blue", CIDRs: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/16"), netip.MustParsePrefix("fd00:9::/64")},
+			Addrs: []netip.Addr{netip.MustParseAddr("10.9.0.7"), netip.MustParseAddr("fd00:9::7")}}}
+	}
+	if p := newTest(t, dual).Prefixes(); fmt.Sprint(p) != "[10.9.0.1/32 fd00:9::1/128]" {
+		t.Errorf("dual-stack: Prefixes() = %v, want both DNS addresses", p)
 	}
 	d := newTest(t, opts)
 	nets := d.networks(d.joined())

@@ -23,8 +23,10 @@ type zoneInput struct {
 // joined are the gossip ones.
 func (d *Service) zoneInput(nets []dns.Network, joined []Network) zoneInput {
 	in := zoneInput{domain: d.domain, ttl: d.ttl, nets: nets, self: d.opts.Self, own: map[string][]netip.Addr{}}
-	if a := d.opts.Static; a.IsValid() {
-		in.own[StaticNetwork] = []netip.Addr{a.Addr()}
+	for _, a := range []netip.Prefix{d.opts.Static, d.opts.Static6} {
+		if a.IsValid() {
+			in.own[StaticNetwork] = append(in.own[StaticNetwork], a.Addr())
+		}
 	}
 	for _, j := range joined {
 		in.own[j.Name] = j.Addrs
