@@ -30,11 +30,19 @@ type ClusterOptions struct {
 	Log *zap.AtomicLevel
 	// Net is what the nodes talk over; default Loopback.
 	Net Net
+	// IPv6 gives the nodes IPv6 overlay addresses (NodeAddr6) instead of
+	// IPv4 ones.
+	IPv6 bool
 }
 
 // NodeAddr is node i's overlay address: 10.99.(i+1).1/16.
 func NodeAddr(i int) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 99, byte(i + 1), 1}), 16)
+}
+
+// NodeAddr6 is node i's IPv6 overlay address: fd00:99::(i+1)/64.
+func NodeAddr6(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x99, 15: byte(i + 1)}), 64)
 }
 
 // NewCluster starts n nodes and stops them when the test ends.
@@ -58,6 +66,9 @@ func NewCluster(t testing.TB, n int, opts ClusterOptions) *Cluster {
 		cfg.Mode = config.ModeNetstack
 		cfg.Listen = opts.Net.any()
 		cfg.Addr = NodeAddr(i)
+		if opts.IPv6 {
+			cfg.Addr = NodeAddr6(i)
+		}
 		cfg.Control = ""
 		cfg.DNS.Listen = config.DNSOff // tests that want DNS turn it on with their own upstream
 		if opts.Edit != nil {
@@ -80,7 +91,8 @@ func NewCluster(t testing.TB, n int, opts ClusterOptions) *Cluster {
 		var peers []config.Peer
 		for j, other := range c.Nodes {
 			if i != j {
-				peers = append(peers, config.Peer{Prefix: netip.PrefixFrom(other.Addr().Addr(), 32), VTEP: other.VTEP()})
+				a := other.Addr().Addr()
+				peers = append(peers, config.Peer{Prefix: netip.PrefixFrom(a, a.BitLen()), VTEP: other.VTEP()})
 			}
 		}
 		if err := nd.SetStaticRoutes(peers); err != nil {

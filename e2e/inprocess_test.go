@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -24,10 +25,18 @@ func TestMain(m *testing.M) {
 }
 
 // Every pair of three nodes exchanges TCP and UDP in both directions.
-func TestAllPairsTCPUDP(t *testing.T) { OnEachNet(t, testAllPairsTCPUDP) }
+func TestAllPairsTCPUDP(t *testing.T) {
+	OnEachNet(t, func(t *testing.T, over Net) { testAllPairsTCPUDP(t, ClusterOptions{Net: over}) })
+}
 
-func testAllPairsTCPUDP(t *testing.T, over Net) {
-	c := NewCluster(t, 3, ClusterOptions{Net: over})
+// The same with IPv6 overlay addresses, over each net (the IPv4 underlay,
+// the in-memory one and [::1]).
+func TestAllPairsTCPUDP6(t *testing.T) {
+	OnEachNet(t, func(t *testing.T, over Net) { testAllPairsTCPUDP(t, ClusterOptions{Net: over, IPv6: true}) })
+}
+
+func testAllPairsTCPUDP(t *testing.T, opts ClusterOptions) {
+	c := NewCluster(t, 3, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -67,8 +76,8 @@ func testAllPairsTCPUDP(t *testing.T, over Net) {
 			if i == j {
 				continue
 			}
-			dst := srv.Addr().Addr().String()
-			conn, err := cli.Dial(ctx, "tcp", dst+":7000")
+			dst := srv.Addr().Addr()
+			conn, err := cli.Dial(ctx, "tcp", netip.AddrPortFrom(dst, 7000).String())
 			if err != nil {
 				t.Fatalf("node%d → node%d tcp dial: %v", i, j, err)
 			}
@@ -83,7 +92,7 @@ func testAllPairsTCPUDP(t *testing.T, over Net) {
 			}
 			conn.Close()
 
-			uc, err := cli.Dial(ctx, "udp", dst+":7001")
+			uc, err := cli.Dial(ctx, "udp", netip.AddrPortFrom(dst, 7001).String())
 			if err != nil {
 				t.Fatalf("node%d → node%d udp dial: %v", i, j, err)
 			}
@@ -107,14 +116,20 @@ func testAllPairsTCPUDP(t *testing.T, over Net) {
 
 // 64 MiB cross the overlay byte-exact, and the counters add up: what one
 // node sent is what the other received, plus what the kernel dropped.
-// Loopback only: the books it balances are a real UDP socket's (the
-// kernel's drops at it, its GRO batches).
+// Over real sockets only: the books it balances are a real UDP socket's
+// (the kernel's drops at it, its GRO batches). On 127.0.0.1 with IPv4
+// inside, and on [::1] with IPv6 inside.
 func TestLargeTransferByteExact(t *testing.T) {
+	t.Run("loopback", func(t *testing.T) { testLargeTransferByteExact(t, ClusterOptions{}) })
+	t.Run("loopback6-ipv6", func(t *testing.T) { testLargeTransferByteExact(t, ClusterOptions{Net: Loopback6, IPv6: true}) })
+}
+
+func testLargeTransferByteExact(t *testing.T, opts ClusterOptions) {
 	size := 64 << 20
 	if testing.Short() {
 		size = 8 << 20
 	}
-	c := NewCluster(t, 2, ClusterOptions{})
+	c := NewCluster(t, 2, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -148,7 +163,7 @@ func TestLargeTransferByteExact(t *testing.T) {
 		r.n, r.err = n, err
 		res <- r
 	}()
-	conn, err := c.Nodes[0].Dial(ctx, "tcp", c.Nodes[1].Addr().Addr().String()+":9000")
+	conn, err := c.Nodes[0].Dial(ctx, "tcp", netip.AddrPortFrom(c.Nodes[1].Addr().Addr(), 9000).String())
 	if err != nil {
 		t.Fatal(err)
 	}
