@@ -7,10 +7,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/overlayd/overlayd/api"
 	"github.com/overlayd/overlayd/catalog"
 	"github.com/overlayd/overlayd/config"
+	"github.com/overlayd/overlayd/internal/testutil"
 )
 
 func gossipNode(t testing.TB) *Node {
@@ -124,6 +126,20 @@ func TestJoinDualStack(t *testing.T) {
 		if _, err := n.AddBackend(ctx, api.AddBackend{Service: "web", Addr: a, Weight: 1}); err != nil {
 			t.Errorf("AddBackend(%s): %v", a, err)
 		}
+	}
+	// The balancer has it as two services side by side, one per VIP.
+	testutil.Eventually(t, 5*time.Second, "the balancer's web and web/6", func() error {
+		var got []string
+		for _, ss := range n.lb.Stats().Services {
+			got = append(got, ss.Name+" "+ss.VIP.String())
+		}
+		if fmt.Sprint(got) != "[web 10.1.0.240 web/6 fd00:10::f000:0]" {
+			return fmt.Errorf("balancer services %v", got)
+		}
+		return nil
+	})
+	if si, err := n.Service(ctx, "", "web"); err != nil || si.Error != "" {
+		t.Errorf("Service(web) = %+v, %v; want it balanced", si, err)
 	}
 	if err := n.RemoveService(ctx, "", "web"); err != nil {
 		t.Fatal(err)

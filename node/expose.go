@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,9 +48,10 @@ func (e *exposeState) has(network, key string) bool {
 	return e.keys[network+"/"+key]
 }
 
-// expose registers one expose; in netstack mode it returns the door it
-// started (the caller closes it).
-func (n *Node) expose(ctx context.Context, e config.Expose) (*door.Exposer, error) {
+// expose registers one expose, a backend at this node's address of each
+// family the service has a VIP of; in netstack mode it returns the doors
+// it started (the caller closes them).
+func (n *Node) expose(ctx context.Context, e config.Expose) ([]*door.Exposer, error) {
 	s, err := n.svcState()
 	if err != nil {
 		return nil, err
@@ -68,12 +70,50 @@ func (n *Node) expose(ctx context.Context, e config.Expose) (*door.Exposer, erro
 	if !s.mgr.Has(network, name) {
 		return nil, fault.NotFound("no service %q on network %q (yet)", name, network)
 	}
-	var self netip.Addr
+	si, err := s.mgr.Service(network, name)
+	if err != nil {
+		return nil, err
+	}
+	// This node's address of each family the service has a VIP of: on a
+	// dual-stack network the program serves both VIPs.
+	var selves []netip.Addr
 	for _, j := range n.ctl.joinedList() {
-		if j.Name == network {
-			self = j.Addrs[0] // the network's first family: an expose serves a dual-stack service's IPv4 VIP
+		if j.Name != network {
+			continue
+		}
+		for _, a := range j.Addrs {
+			for _, v := range si.VIPs {
+				if vip, err := netip.ParseAddr(v); err == nil && vip.Is4() == a.Is4() {
+					selves = append(selves, a)
+				}
+			}
 		}
 	}
+	if len(selves) == 0 {
+		return nil, fault.Conflict("this node has no address on network %q of the family of service %q's VIP (%s)", network, name, strings.Join(si.VIPs, ","))
+	}
+	var doors []*door.Exposer
+	closeAll := func() {
+		for _, d := range doors {
+			d.Close()
+		}
+	}
+	for _, self := range selves {
+		ex, err := n.exposeAt(ctx, e, name, network, self)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		if ex != nil {
+			doors = append(doors, ex)
+		}
+	}
+	return doors, nil
+}
+
+// exposeAt registers expose e of service name on network at this node's
+// address self; in netstack mode it returns the door it started.
+func (n *Node) exposeAt(ctx context.Context, e config.Expose, name, network string, self netip.Addr) (*door.Exposer, error) {
 	target := netip.MustParseAddrPort(e.Target)
 	port := target.Port()
 	var ex *door.Exposer
@@ -81,7 +121,7 @@ func (n *Node) expose(ctx context.Context, e config.Expose) (*door.Exposer, erro
 		port = e.PortNumber()
 		ln, err := n.ns.Listen("tcp", netip.AddrPortFrom(self, port).String())
 		if err != nil {
-			return nil, fmt.Errorf("node: expose %s: listen on %v:%d: %w", e, self, port, err)
+			return nil, fmt.Errorf("node: expose %s: listen on %v: %w", e, netip.AddrPortFrom(self, port), err)
 		}
 		if ex, err = door.NewExpose(ln, e.Target, door.Options{Dialer: &net.Dialer{}, Logger: n.log}); err != nil {
 			ln.Close()
@@ -121,7 +161,7 @@ func (n *Node) runExposes(log *zap.Logger) {
 		var still []config.Expose
 		for _, e := range pending {
 			ctx, cancel := context.WithTimeout(context.Background(), joinTimeout)
-			d, err := n.expose(ctx, e)
+			ds, err := n.expose(ctx, e)
 			cancel()
 			if err != nil {
 				if msg := err.Error(); last[e.String()] != msg {
@@ -131,9 +171,7 @@ func (n *Node) runExposes(log *zap.Logger) {
 				still = append(still, e)
 				continue
 			}
-			if d != nil {
-				doors = append(doors, d)
-			}
+			doors = append(doors, ds...)
 		}
 		pending = still
 		if len(pending) == 0 {
