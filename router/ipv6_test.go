@@ -623,3 +623,44 @@ func TestServiceVIP6(t *testing.T) {
 		t.Fatalf("after the backend left the client got %x, want a RST from the VIP", []byte(rst))
 	}
 }
+
+// The route table holds both families side by side: IPv6 prefixes match
+// only IPv6 destinations (a default route of one family is not the
+// other's), longest first, over IPv4 and IPv6 VTEPs, and owns speaks for
+// IPv6 addresses as for IPv4 ones.
+func TestTableLookup6(t *testing.T) {
+	v := func(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+	tab, err := buildTable([]Route{
+		{Prefix: netip.MustParsePrefix("0.0.0.0/0"), VTEP: v("192.0.2.1:4789")},
+		{Prefix: netip.MustParsePrefix("fd00::/16"), VTEP: v("192.0.2.2:4789")},
+		{Prefix: netip.MustParsePrefix("fd00:1::/64"), VTEP: v("[2001:db8::3]:4789")},
+		{Prefix: netip.MustParsePrefix("fd00:1::5/128"), VTEP: v("[2001:db8::4]:4789")},
+		{Prefix: netip.MustParsePrefix("::/0"), VTEP: v("[2001:db8::5]:4789")},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ dst, want string }{
+		{"fd00:1::5", "[2001:db8::4]:4789"},
+		{"fd00:1::6", "[2001:db8::3]:4789"},
+		{"fd00:2::1", "192.0.2.2:4789"},
+		{"2001:db8:ffff::1", "[2001:db8::5]:4789"},
+		{"10.9.9.9", "192.0.2.1:4789"},
+	} {
+		r, ok := tab.lookup(netip.MustParseAddr(tt.dst))
+		if !ok || r.VTEP.String() != tt.want {
+			t.Errorf("lookup(%s) = %v, %v; want %s", tt.dst, r, ok, tt.want)
+		}
+	}
+	if !tab.owns(netip.MustParseAddr("fd00:1::5"), v("[2001:db8::4]:4789")) || tab.owns(netip.MustParseAddr("fd00:1::5"), v("[2001:db8::3]:4789")) ||
+		!tab.owns(netip.MustParseAddr("fd00:1::6"), v("[2001:db8::3]:40000")) {
+		t.Error("owns is wrong for IPv6 addresses")
+	}
+	if !tab.isPeer(v("[2001:db8::4]:1")) || tab.isPeer(v("[2001:db8::9]:4789")) {
+		t.Error("isPeer is wrong for IPv6 VTEPs")
+	}
+	only4, _ := buildTable([]Route{{Prefix: netip.MustParsePrefix("0.0.0.0/0"), VTEP: v("192.0.2.1:4789")}}, nil)
+	if r, ok := only4.lookup(netip.MustParseAddr("fd00::1")); ok {
+		t.Errorf("an IPv4 default route took an IPv6 destination: %v", r)
+	}
+}
