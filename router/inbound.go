@@ -325,16 +325,17 @@ func (r *Router) inbound6(b *inBatch, t *table, eps *epTable, nw *network, frame
 	if p.Dst != nw.v6a || !nw.v6.IsValid() {
 		return r.inboundEndpoint(b, t, eps, nw, frame, p, src, i)
 	}
-	if s := srcAddr(p); nw.v6.Contains(s) {
-		l := epLearned{k: neighKey{vni: nw.VNI, ip: s}, mac: frame.Src(), from: src}
-		if l != b.learned6 {
+	// Learn once per batch per (address, MAC, source), as IPv4 does: the
+	// comparison first, the prefix and owner checks only on a change.
+	if l := (epLearned{k: neighKey{vni: nw.VNI, ip: netip.AddrFrom16(p.Src)}, mac: frame.Src(), from: src}); l != b.learned6 {
+		if s := l.k.ip; nw.v6.Contains(s) {
 			// Only the VTEP that owns an address speaks for it.
 			if !t.owns(s, src) {
 				return 0, DropNotOwner
 			}
-			b.learned6 = l
 			r.learn(b, l.k, l.mac)
 		}
+		b.learned6 = l
 	}
 	if r.lb != nil && r.lb.InboundIP(p) == lb.Drop { // reverse NAT of a backend's reply, in place
 		return 0, DropLBRefused
