@@ -18,14 +18,15 @@ func overlayAddr6(i int) netip.Prefix {
 }
 
 // Kernel vxlan devices with IPv6 inside are overlayd's peers both ways
-// (issue 14): overlayd answers their neighbour solicitations and
-// resolves their MACs with its own, over an IPv4 underlay and an IPv6
-// underlay. h2's device learns (as
-// KernelVXLAN makes it, and the IPv4 interop test uses it); h3's does not
-// learn and answers neighbour discovery itself (proxy), from a static
-// entry for overlayd's MAC, which is NodeMAC of its address. h2 and h5
-// speak first (overlayd answers their solicitations), overlayd speaks
-// first to h3 (it asks, and learns h3's MAC from the answer).
+// (issue 14): ping6 and TCP each way, overlayd answering their neighbour
+// solicitations (also a Linux host's re-confirmations from its link-local
+// address) and resolving their MACs with its own. Over an IPv4 underlay:
+// h2's device learns (as KernelVXLAN makes it, and the IPv4 interop test
+// uses it) and speaks first; h3's does not learn and answers neighbour
+// discovery itself (proxy) from a static entry for overlayd's MAC, and
+// overlayd speaks first (it asks, and learns h3's MAC from the answer).
+// Over an IPv6 underlay: h5's device learns, with both families inside
+// (ARP beside NDP), against a dual-stack overlayd.
 func TestNetnsKernelVXLAN6(t *testing.T) {
 	RequireRoot(t, "ping", "ethtool")
 	lab := NewLab(t, 5, 1500)
@@ -43,6 +44,7 @@ func TestNetnsKernelVXLAN6(t *testing.T) {
 	// minute (see reconfirmed); set before it has any.
 	h2.Run("sysctl", "-w", "net.ipv6.neigh.vx0.base_reachable_time_ms=500", "net.ipv6.neigh.vx0.delay_first_probe_time=1")
 	proxyVXLAN(h3, overlayAddr6(3), h1.Underlay, h3.Underlay)
+	// h1's MAC is NodeMAC of its address: 0a:58 and its last four octets.
 	h3.Run("ip", "-6", "neigh", "add", a(1), "lladdr", vxlan.NodeMAC(overlayAddr6(1).Addr()).String(), "dev", "vx0", "nud", "permanent")
 
 	// both checks a pair both ways. When the kernel speaks first it has
@@ -70,15 +72,14 @@ func TestNetnsKernelVXLAN6(t *testing.T) {
 		}
 		transfer(t, node, kernel, netip.AddrPortFrom(overlayAddr6(ki).Addr(), 5001), 8<<20)
 		transfer(t, kernel, node, netip.AddrPortFrom(overlayAddr6(ni).Addr(), 5002), 8<<20)
-		// The kernel learned overlayd's MAC over the tunnel (or was
-		// given it): NodeMAC of the node's address.
-		want := vxlan.NodeMAC(overlayAddr6(ni).Addr()).String()
-		if out := kernel.Run("ip", "-6", "neigh", "show", a(ni), "dev", "vx0"); !strings.Contains(out, want) {
-			t.Errorf("kernel %s's neighbour entry for %s: %q, want lladdr %s", kernel.Name, a(ni), out, want)
-		}
 		st, err := o.Status()
 		if err != nil {
 			t.Fatal(err)
+		}
+		// The kernel learned overlayd's MAC over the tunnel (or was
+		// given it): NodeMAC of the node's first address.
+		if out := kernel.Run("ip", "-6", "neigh", "show", a(ni), "dev", "vx0"); st.MAC == "" || !strings.Contains(out, st.MAC) {
+			t.Errorf("kernel %s's neighbour entry for %s: %q, want lladdr %s", kernel.Name, a(ni), out, st.MAC)
 		}
 		if n := st.Traffic.Drops["unsupported"]; n != 0 {
 			t.Errorf("overlayd %s dropped %d packets as unsupported: %v", node.Name, n, st.Traffic.Drops)
@@ -100,11 +101,26 @@ func TestNetnsKernelVXLAN6(t *testing.T) {
 
 	// Over IPv6: h4 is overlayd on its IPv6 underlay address, h5 a kernel
 	// peer (learning) whose remote is that address; 70 bytes of overhead.
-	t.Run("ipv6-underlay", func(t *testing.T) {
+	// Both families inside at once: h4 and h5 also have IPv4 addresses,
+	// resolved with ARP beside NDP on the same device.
+	t.Run("ipv6-underlay/dual-stack", func(t *testing.T) {
 		o4 := h4.StartOverlayd("--mode", "tun", "--listen", netip.AddrPortFrom(h4.Underlay6, 4789).String(),
-			"--addr", overlayAddr6(4).String(), "--peer", peer(5, h5.Underlay6))
-		h5.KernelVXLAN6(42, []netip.Prefix{overlayAddr6(5)}, h4.Underlay6, 1430)
+			"--addr", overlayAddr(4).String(), "--addr", overlayAddr6(4).String(),
+			"--peer", fmt.Sprintf("%s/32@%s", overlayAddr(5).Addr(), netip.AddrPortFrom(h5.Underlay6, 4789)), "--peer", peer(5, h5.Underlay6))
+		h5.KernelVXLAN6(42, []netip.Prefix{overlayAddr(5), overlayAddr6(5)}, h4.Underlay6, 1430)
 		both(t, o4, h4, h5, 4, 5, true)
+		if st, _ := o4.Status(); st.MAC != vxlan.NodeMAC(overlayAddr(4).Addr()).String() {
+			t.Errorf("h4's MAC is %s, want NodeMAC of its IPv4 address, the first", st.MAC)
+		}
+		for _, p := range [][2]*Host{{h5, h4}, {h4, h5}} {
+			to := overlayAddr(5).Addr().String()
+			if p[1] == h4 {
+				to = overlayAddr(4).Addr().String()
+			}
+			if out, err := p[0].Try("ping", "-4", "-c", "3", "-i", "0.2", "-W", "2", to); err != nil {
+				t.Errorf("%s → %s ping (IPv4 beside IPv6): %v\n%s", p[0].Name, p[1].Name, err, out)
+			}
+		}
 		if t.Failed() {
 			t.Logf("h4 log:\n%s", o4.Output())
 		}
