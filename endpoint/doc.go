@@ -6,6 +6,10 @@
 // the lease holder only (network.Manager.Learned), so that every node
 // routes and names (NAME.NET.overlay) it.
 //
+// On a dual-stack network an endpoint has an address of each family (each
+// leased under "NODE/NAME"), its device both prefixes, and its routes
+// entry both host prefixes.
+//
 // A Manager keeps endpoints.json in the state directory, written before
 // each step of an attach or detach, so that a daemon killed halfway
 // finishes the undo on its next start: nothing is left half made, no

@@ -7,6 +7,12 @@
 // joined networks to accept (Learned: only the lease holder's, for its one
 // address, at the VTEP it advertises; the others are refused and counted).
 //
+// A network has one CIDR per family (IPv4, IPv6, or both: ParseCIDRs);
+// on a dual-stack network the node has an address of each family
+// (Joined.Addrs, IPv4 first), leased separately from each family's pools
+// and announced in one route entry that carries both host prefixes; an
+// entry is accepted only when every one of its addresses is its writer's.
+//
 // A Manager is built by New and driven by its owner: Create, Join, Leave
 // on request, Learned on every rebuild of the route table, and Maintain
 // once in a while (a tick). It returns its own plain types and typed

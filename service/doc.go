@@ -14,6 +14,12 @@
 // mapped (VIP:80 → IP:8080). A flow to VIP:PORT only ever reaches a
 // backend that serves PORT: each port has its own Maglev table.
 //
+// A service on a dual-stack network has a VIP of each family (one per
+// family of the network's CIDRs; catalog.Service.VIP and VIP6), and is
+// two services of the balancer side by side, never a translation: NAME
+// for its first VIP and NAME/6 for its IPv6 one, each with the backends
+// of its VIP's family. A backend serves the VIP of its address's family.
+//
 // Only an entry's owner writes it. A node changes only the services it
 // created and the backends it added; asked to change another node's, it
 // answers "backend X was added by node Y; run the command there" (a
