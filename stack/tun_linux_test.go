@@ -22,7 +22,7 @@ import (
 
 // needRoot skips without root, but fails under CI=true, where the
 // privileged tests must run.
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() == 0 {
 		return
@@ -36,7 +36,7 @@ func needRoot(t *testing.T) {
 // inNetns runs f on a goroutine whose OS thread sits in a fresh network
 // namespace, which is removed afterwards even if f fails. The thread is
 // never unlocked, so the runtime discards it rather than reuse it.
-func inNetns(t *testing.T, f func()) {
+func inNetns(t testing.TB, f func()) {
 	t.Helper()
 	name := fmt.Sprintf("ovltest-stack-%d", os.Getpid())
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {

@@ -134,13 +134,11 @@ func (t *TUN) ReadPartial(bufs [][]byte, sizes []int, partial []bool, offset int
 // the packet) into packets in bufs[i][offset:], and returns how many (0:
 // dropped). IPv4 TCP checksums the kernel left undone stay undone
 // (partial[i]); every other checksum is completed, IPv6 TCP's included
-// (PartialReader's contract is IPv4's). A super-packet (TSO over IPv4
-// or IPv6, UDP GSO) is cut into its segments as the kernel's GSO would
-// (tcp_gso_segment, udp4/udp6 GSO): the same headers, IPv4 IDs counting
-// up, sequence numbers advancing, FIN and PSH on the last segment only,
-// CWR on the first only. An IPv6 one must carry TCP or UDP right after
-// its fixed header (no extension headers), as the kernel's TCP and UDP
-// sockets send it.
+// (PartialReader's contract is IPv4's). A super-packet (TSO, UDP GSO) is
+// cut into its segments as the kernel's GSO would (tcp_gso_segment,
+// udp4/udp6 GSO): the same headers, IPv4 IDs counting up, sequence
+// numbers advancing, FIN and PSH on the last segment only; an IPv6 one
+// is splitVirtio6's.
 func splitVirtio(in []byte, bufs [][]byte, sizes []int, partial []bool, offset int) int {
 	var h vnetHdr
 	h.decode(in)
@@ -171,53 +169,37 @@ func splitVirtio(in []byte, bufs [][]byte, sizes []int, partial []bool, offset i
 	if h.gsoSize == 0 || len(pkt) < 20 {
 		return 0
 	}
-	var (
-		l3    int   // network header length
-		proto uint8 // transport protocol
-		v6    bool
-	)
-	switch pkt[0] >> 4 {
-	case 4:
-		l3, proto = int(pkt[0]&0xf)*4, pkt[9]
-		if l3 < 20 {
-			return 0
-		}
-	case 6:
-		if len(pkt) < ipv6HeaderLen {
-			return 0
-		}
-		l3, proto, v6 = ipv6HeaderLen, pkt[6], true
-	default:
+	if pkt[0]>>4 != 4 {
+		return splitVirtio6(&h, pkt, bufs, sizes, partial, offset)
+	}
+	ihl := int(pkt[0]&0xf) * 4
+	if ihl < 20 {
 		return 0
 	}
 	var l4 int // transport header length
-	switch gso := h.gsoType &^ vnetGSOECN; {
-	case proto == 6 && !v6 && gso == vnetGSOTCPv4 && IsPartialCandidate(pkt),
-		proto == 6 && v6 && gso == vnetGSOTCPv6 && len(pkt) >= l3+20:
-		l4 = int(pkt[l3+12]>>4) * 4
+	switch {
+	case h.gsoType == vnetGSOTCPv4 && IsPartialCandidate(pkt):
+		l4 = int(pkt[ihl+12]>>4) * 4
 		if l4 < 20 {
 			return 0
 		}
-	case proto == 17 && gso == vnetGSOUDPL4:
+	case h.gsoType == vnetGSOUDPL4 && pkt[9] == 17:
 		l4 = 8
 	default:
 		return 0
 	}
-	hl := l3 + l4
-	if int(h.csumStart) != l3 || len(pkt) < hl {
+	hl := ihl + l4
+	if int(h.csumStart) != ihl || len(pkt) < hl {
 		return 0
 	}
-	tcp := proto == 6
+	tcp := pkt[9] == 6
 	seg := int(h.gsoSize)
 	n := (len(pkt) - hl + seg - 1) / seg
 	if n > len(bufs) || n == 0 {
 		return 0
 	}
-	var id uint16
-	if !v6 {
-		id = binary.BigEndian.Uint16(pkt[4:6])
-	}
-	seq := binary.BigEndian.Uint32(pkt[l3+4:])
+	id := binary.BigEndian.Uint16(pkt[4:6])
+	seq := binary.BigEndian.Uint32(pkt[ihl+4:])
 	for i := range n {
 		from := hl + i*seg
 		data := pkt[from:min(from+seg, len(pkt))]
@@ -229,15 +211,84 @@ func splitVirtio(in []byte, bufs [][]byte, sizes []int, partial []bool, offset i
 		out = out[:total]
 		copy(out, pkt[:hl])
 		copy(out[hl:], data)
-		if v6 {
-			binary.BigEndian.PutUint16(out[4:6], uint16(total-ipv6HeaderLen))
-		} else {
-			binary.BigEndian.PutUint16(out[2:4], uint16(total))
-			binary.BigEndian.PutUint16(out[4:6], id+uint16(i))
-			ipv4HeaderChecksum(out[:l3])
-		}
+		binary.BigEndian.PutUint16(out[2:4], uint16(total))
+		binary.BigEndian.PutUint16(out[4:6], id+uint16(i))
+		ipv4HeaderChecksum(out[:ihl])
 		sizes[i] = total
-		l := out[l3:]
+		if tcp {
+			binary.BigEndian.PutUint32(out[ihl+4:], seq+uint32(i*seg))
+			if i < n-1 {
+				out[ihl+13] &^= tcpFIN | tcpPSH
+			}
+			binary.BigEndian.PutUint16(out[ihl+16:], PseudoSum(out, total-ihl))
+			partial[i] = true
+			continue
+		}
+		u := out[ihl:]
+		binary.BigEndian.PutUint16(u[4:6], uint16(len(u)))
+		u[6], u[7] = 0, 0
+		s := checksum.Checksum(u, pseudoSum(out, 17, len(u)))
+		if s = ^s; s == 0 {
+			s = 0xffff
+		}
+		binary.BigEndian.PutUint16(u[6:8], s)
+		partial[i] = false
+	}
+	return n
+}
+
+// splitVirtio6 is splitVirtio for a super-packet pkt that is not IPv4
+// (h its virtio-net header): IPv6 TSO or UDP GSO, TCP or UDP right after
+// the fixed header (no extension headers, as the kernel's TCP and UDP
+// sockets send it), every segment with its complete checksum; CWR stays
+// on the first segment of an ECN stream. Anything else is dropped (0).
+func splitVirtio6(h *vnetHdr, pkt []byte, bufs [][]byte, sizes []int, partial []bool, offset int) int {
+	if len(pkt) < ipv6HeaderLen || pkt[0]>>4 != 6 {
+		return 0
+	}
+	var l4 int // transport header length
+	switch gso, proto := h.gsoType&^vnetGSOECN, pkt[6]; {
+	case proto == 6 && gso == vnetGSOTCPv6 && len(pkt) >= ipv6HeaderLen+20:
+		l4 = int(pkt[ipv6HeaderLen+12]>>4) * 4
+		if l4 < 20 {
+			return 0
+		}
+	case proto == 17 && gso == vnetGSOUDPL4:
+		l4 = 8
+	default:
+		return 0
+	}
+	hl := ipv6HeaderLen + l4
+	if int(h.csumStart) != ipv6HeaderLen || len(pkt) < hl {
+		return 0
+	}
+	seg := int(h.gsoSize)
+	n := (len(pkt) - hl + seg - 1) / seg
+	if n > len(bufs) || n == 0 {
+		return 0
+	}
+	return cutSegments6(pkt, bufs, sizes, partial, offset, hl, seg, n, pkt[6] == 6, binary.BigEndian.Uint32(pkt[ipv6HeaderLen+4:]))
+}
+
+// cutSegments6 is splitVirtio's loop for an IPv6 super-packet pkt of hl
+// bytes of headers (the fixed header, then TCP or UDP) cut into n
+// segments of seg bytes of payload: each gets its payload length and its
+// complete transport checksum. It returns n, or 0 if a buffer is short.
+func cutSegments6(pkt []byte, bufs [][]byte, sizes []int, partial []bool, offset, hl, seg, n int, tcp bool, seq uint32) int {
+	for i := range n {
+		from := hl + i*seg
+		data := pkt[from:min(from+seg, len(pkt))]
+		total := hl + len(data)
+		out := bufs[i][offset:]
+		if len(out) < total {
+			return 0
+		}
+		out = out[:total]
+		copy(out, pkt[:hl])
+		copy(out[hl:], data)
+		binary.BigEndian.PutUint16(out[4:6], uint16(total-ipv6HeaderLen))
+		sizes[i], partial[i] = total, false
+		l := out[ipv6HeaderLen:]
 		if tcp {
 			binary.BigEndian.PutUint32(l[4:], seq+uint32(i*seg))
 			if i < n-1 {
@@ -246,30 +297,17 @@ func splitVirtio(in []byte, bufs [][]byte, sizes []int, partial []bool, offset i
 			if i > 0 {
 				l[13] &^= tcpCWR
 			}
-			if !v6 {
-				binary.BigEndian.PutUint16(l[16:], PseudoSum(out, len(l)))
-				partial[i] = true
-				continue
-			}
 			l[16], l[17] = 0, 0
 			binary.BigEndian.PutUint16(l[16:], ^checksum.Checksum(l, pseudoSum6(out, 6, len(l))))
-			partial[i] = false
 			continue
 		}
 		binary.BigEndian.PutUint16(l[4:6], uint16(len(l)))
 		l[6], l[7] = 0, 0
-		var ps uint16
-		if v6 {
-			ps = pseudoSum6(out, 17, len(l))
-		} else {
-			ps = pseudoSum(out, 17, len(l))
-		}
-		s := ^checksum.Checksum(l, ps)
+		s := ^checksum.Checksum(l, pseudoSum6(out, 17, len(l)))
 		if s == 0 {
 			s = 0xffff
 		}
 		binary.BigEndian.PutUint16(l[6:8], s)
-		partial[i] = false
 	}
 	return n
 }
