@@ -58,6 +58,7 @@ type NetnsTUN struct {
 	// viaHelper: a NetnsHelper made or adopted the device (ViaHelper).
 	viaHelper bool
 	log       *zap.Logger
+	cnt       tunCounters
 
 	closeOnce sync.Once
 	closeErr  error
@@ -66,15 +67,25 @@ type NetnsTUN struct {
 var _ Device = (*NetnsTUN)(nil)
 
 // Read implements Device. A TSO super-packet that would split into more
-// segments than len(bufs) is dropped and Read carries on.
+// segments than len(bufs) is dropped, counted in DropRead, and Read
+// carries on.
 func (t *NetnsTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	for {
 		n, err := t.dev.Read(bufs, sizes, offset)
 		if n == 0 && errors.Is(err, tun.ErrTooManySegments) {
+			t.cnt.dropRead.Add(1)
 			continue
+		}
+		if n > 1 {
+			t.cnt.outGSO.Add(1)
 		}
 		return n, err
 	}
+}
+
+// Stats returns a snapshot of the counters (as TUN's).
+func (t *NetnsTUN) Stats() TUNStats {
+	return TUNStats{OutGSO: t.cnt.outGSO.Load(), DropRead: t.cnt.dropRead.Load()}
 }
 
 // Write implements Device.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/overlayd/overlayd/stack"
+	"github.com/overlayd/overlayd/stack/stacktest"
 )
 
 // partialDev is a Device that reads and writes partial packets: the TUN
@@ -330,4 +332,106 @@ func BenchmarkTUNWritePartial(b *testing.B) {
 			})
 		}
 	})
+}
+
+// dialIn dials address from a thread inside the network namespace at
+// path (the socket stays in that namespace).
+func dialIn(t *testing.T, path, network, address string) (net.Conn, error) {
+	t.Helper()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the runtime discards the thread
+		ns, err := netns.GetFromPath(path)
+		if err != nil {
+			ch <- res{nil, err}
+			return
+		}
+		defer ns.Close()
+		if err := netns.Set(ns); err != nil {
+			ch <- res{nil, err}
+			return
+		}
+		var d net.Dialer
+		d.Timeout = 10 * time.Second
+		c, err := d.Dial(network, address)
+		ch <- res{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
+}
+
+// TestNetnsTUNTCPv6: an endpoint's device carries a TCP transfer over
+// IPv6 from a socket in its namespace to a netstack peer, byte-exact,
+// through wireguard's Read (TSO split, counted in OutGSO) and Write.
+func TestNetnsTUNTCPv6(t *testing.T) {
+	needTools(t, "ip")
+	_, path := testNetns(t)
+	dev, err := stack.OpenNetnsTUN(stack.NetnsTUNOptions{Netns: path, MTU: 1500,
+		Addrs: []netip.Prefix{netip.MustParsePrefix("fd00:96::5/64")}, DefaultRoute: true})
+	if err != nil {
+		t.Fatalf("OpenNetnsTUN: %v", err)
+	}
+	peer, err := stack.NewNetstack(stack.NetstackOptions{Addrs: []netip.Prefix{netip.MustParsePrefix("fd00:96::1/64")}, MTU: 1500})
+	if err != nil {
+		dev.Close()
+		t.Fatal(err)
+	}
+	stop := stacktest.Wire(dev, peer)
+	defer stop()
+	ln, err := peer.Listen("tcp6", "[fd00:96::1]:5201")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const size = 4 << 20
+	data := make([]byte, size)
+	r := rand.New(rand.NewPCG(9, 6))
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	got := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- err
+			return
+		}
+		defer c.Close()
+		b := make([]byte, size)
+		if _, err := io.ReadFull(c, b); err != nil {
+			got <- err
+			return
+		}
+		if !bytes.Equal(b, data) {
+			got <- errors.New("the netstack received other bytes than were sent")
+			return
+		}
+		got <- nil
+	}()
+	c, err := dialIn(t, path, "tcp6", "[fd00:96::1]:5201")
+	if err != nil {
+		t.Fatalf("dial from the namespace: %v", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write(data); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the transfer did not end within 30s")
+	}
+	st := dev.Stats()
+	t.Logf("endpoint device: %+v", st)
+	if st.OutGSO == 0 || st.DropRead != 0 {
+		t.Errorf("Stats = %+v, want super-packets split (OutGSO > 0) and none dropped", st)
+	}
 }
