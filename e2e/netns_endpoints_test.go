@@ -251,14 +251,14 @@ func transfers(t *testing.T, xs []xfer) {
 	t.Helper()
 	sinks := make([]*Proc, len(xs))
 	for k, x := range xs {
-		sinks[k] = x.dst.helper("sink", fmt.Sprintf("%s:%d", x.dst.Addr, x.port))
+		sinks[k] = x.dst.helper("sink", net.JoinHostPort(x.dst.Addr, strconv.Itoa(x.port)))
 	}
 	for k := range xs {
 		sinks[k].WaitOutput(t, 10*time.Second, "listening")
 	}
 	sources := make([]*Proc, len(xs))
 	for k, x := range xs {
-		sources[k] = x.src.helper("source", fmt.Sprintf("%s:%d", x.dst.Addr, x.port), strconv.Itoa(x.size))
+		sources[k] = x.src.helper("source", net.JoinHostPort(x.dst.Addr, strconv.Itoa(x.port)), strconv.Itoa(x.size))
 	}
 	for k, x := range xs {
 		if err := sources[k].Wait(time.Minute); err != nil {
