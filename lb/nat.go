@@ -211,7 +211,8 @@ func (b *Balancer) OutboundIP(p *packet.IP) Verdict {
 		}
 		s.touchLocked(e, now)
 		s.c.hits++
-		addr, port := e.reply.Src, e.reply.SPort
+		r := e.reply()
+		addr, port := r.Src, r.SPort
 		s.mu.Unlock()
 		rewriteView(p, false, addr, port)
 		return NAT
@@ -416,7 +417,8 @@ func (b *Balancer) outboundICMP(snap *snapshot, p *packet.IP) Verdict {
 		return Pass
 	}
 	s.c.hits++
-	addr, port := e.reply.Src, e.reply.SPort
+	r := e.reply()
+	addr, port := r.Src, r.SPort
 	s.mu.Unlock()
 	if p.Is6() {
 		icmp := rewriteQuoted6(inner, ihl, ik.Proto, true, &addr, port)
