@@ -387,3 +387,45 @@ func TestFloodKernelDropsCounted(t *testing.T) {
 		t.Errorf("node 1 counted %d drops and %d kernel drops for %d datagrams sent, want them to add up", ours, kern, sent)
 	}
 }
+
+// A name with an address of each family is dialed at the one of the
+// family the node has: nodes with IPv6 addresses alone reach a name whose
+// resolver lists an IPv4 address first.
+func TestDialNameOfBothFamilies(t *testing.T) {
+	c := NewCluster(t, 2, ClusterOptions{IPv6: true})
+	ln, err := c.Nodes[1].Listen("tcp", ":7100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conn.Write([]byte("node1\n"))
+			conn.Close()
+		}
+	}()
+	c.Nodes[0].SetResolver(func(_ context.Context, host string) ([]netip.Addr, error) {
+		if host == "web.blue.overlay" {
+			return []netip.Addr{netip.MustParseAddr("10.99.2.1"), c.Nodes[1].Addr().Addr()}, nil
+		}
+		return nil, fmt.Errorf("%s: no such name", host)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := c.Nodes[0].Dial(ctx, "tcp", "web.blue.overlay:7100")
+	if err != nil {
+		t.Fatalf("dial web.blue.overlay:7100: %v", err)
+	}
+	defer conn.Close()
+	got, err := io.ReadAll(conn)
+	if string(got) != "node1\n" || err != nil {
+		t.Fatalf("read %q, %v; want node1's answer", got, err)
+	}
+	if r := conn.RemoteAddr().String(); r != netip.AddrPortFrom(c.Nodes[1].Addr().Addr(), 7100).String() {
+		t.Errorf("connected to %s, want node1's IPv6 address", r)
+	}
+}

@@ -19,9 +19,10 @@ import (
 )
 
 // ResolveFunc resolves an overlay name (NODE.NETWORK.overlay,
-// SERVICE.NETWORK.overlay) to an address: behind the front doors' one
-// Resolver.
-type ResolveFunc func(ctx context.Context, host string) (netip.Addr, error)
+// SERVICE.NETWORK.overlay) to its addresses (one per family on a
+// dual-stack network, IPv4 first): behind Dial and the front doors' one
+// Resolver, which dials them in turn.
+type ResolveFunc = door.Resolver
 
 // frontDoors are the node's host-side doors into the overlay (SOCKS5, HTTP
 // CONNECT, port forwards), the Prometheus endpoint, and the name resolver
@@ -58,17 +59,23 @@ func (n *Node) SetResolver(f ResolveFunc) {
 // resolveOverlay resolves host: an IP literal is itself; a name goes to
 // the resolver the DNS wiring set, and without one is refused with a
 // clear error.
-func (n *Node) resolveOverlay(ctx context.Context, host string) (netip.Addr, error) {
+func (n *Node) resolveOverlay(ctx context.Context, host string) ([]netip.Addr, error) {
 	if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-		return a.Unmap(), nil
+		return []netip.Addr{a.Unmap()}, nil
 	}
 	if f := n.fd.resolver.Load(); f != nil {
-		return (*f)(ctx, strings.TrimSuffix(host, "."))
+		as, err := (*f)(ctx, strings.TrimSuffix(host, "."))
+		if err == nil && len(as) == 0 {
+			err = fmt.Errorf("node: overlay name %q has no address", host)
+		}
+		return as, err
 	}
-	return netip.Addr{}, fmt.Errorf("node: cannot resolve %q: overlay DNS is not enabled (use an overlay IP address)", host)
+	return nil, fmt.Errorf("node: cannot resolve %q: overlay DNS is not enabled (use an overlay IP address)", host)
 }
 
-// resolveAddress turns HOST:PORT into IP:PORT through resolveOverlay.
+// resolveAddress turns HOST:PORT into IP:PORT through resolveOverlay: of
+// a name with addresses of both families, the first of a family this
+// node has an address of.
 func (n *Node) resolveAddress(ctx context.Context, address string) (string, error) {
 	host, port, err := net.SplitHostPort(address)
 	if err != nil {
@@ -77,11 +84,30 @@ func (n *Node) resolveAddress(ctx context.Context, address string) (string, erro
 	if _, err := netip.ParseAddr(host); err == nil {
 		return address, nil
 	}
-	a, err := n.resolveOverlay(ctx, host)
+	as, err := n.resolveOverlay(ctx, host)
 	if err != nil {
 		return "", err
 	}
+	a := as[0]
+	for _, c := range as {
+		if n.hasFamily(c) {
+			a = c
+			break
+		}
+	}
 	return net.JoinHostPort(a.String(), port), nil
+}
+
+// hasFamily reports whether the node has an overlay address of a's family.
+func (n *Node) hasFamily(a netip.Addr) bool {
+	for _, nw := range n.networks() {
+		for _, s := range nw.Addrs {
+			if p, err := netip.ParsePrefix(s); err == nil && p.Addr().Is4() == a.Unmap().Is4() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // inOverlay reports whether a is on one of the node's networks or behind
@@ -90,8 +116,10 @@ func (n *Node) resolveAddress(ctx context.Context, address string) (string, erro
 func (n *Node) inOverlay(a netip.Addr) bool {
 	a = a.Unmap()
 	for _, nw := range n.networks() {
-		if p, err := netip.ParsePrefix(nw.Addr); err == nil && p.Masked().Contains(a) {
-			return true
+		for _, s := range nw.Addrs {
+			if p, err := netip.ParsePrefix(s); err == nil && p.Masked().Contains(a) {
+				return true
+			}
 		}
 	}
 	for _, r := range n.rt.Routes() {
@@ -152,14 +180,8 @@ var (
 // doorOptions are the proxy options every door of this node shares.
 func (n *Node) doorOptions() door.Options {
 	o := door.Options{
-		Resolver: func(ctx context.Context, host string) ([]netip.Addr, error) {
-			a, err := n.resolveOverlay(ctx, host)
-			if err != nil {
-				return nil, err
-			}
-			return []netip.Addr{a}, nil
-		},
-		Logger: n.log,
+		Resolver: n.resolveOverlay,
+		Logger:   n.log,
 	}
 	if n.ns != nil {
 		o.Dialer, o.PacketListener = n.ns, n.ns

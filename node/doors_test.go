@@ -145,11 +145,11 @@ func testFrontDoors(t *testing.T) {
 			t.Fatalf("curl of a name without overlay DNS: %q, want an error", out)
 		}
 		// With a resolver (as the DNS wiring sets), the name works.
-		c.Nodes[0].SetResolver(func(_ context.Context, host string) (netip.Addr, error) {
+		c.Nodes[0].SetResolver(func(_ context.Context, host string) ([]netip.Addr, error) {
 			if host == "web.default.overlay" {
-				return e2e.NodeAddr(1).Addr(), nil
+				return []netip.Addr{e2e.NodeAddr(1).Addr()}, nil
 			}
-			return netip.Addr{}, fmt.Errorf("%s: no such name", host)
+			return nil, fmt.Errorf("%s: no such name", host)
 		})
 		defer c.Nodes[0].SetResolver(nil)
 		out, err = curl("--socks5-hostname", doors["socks5"].Addr, "http://web.default.overlay/")

@@ -78,7 +78,7 @@ type Service struct {
 	host  atomic.Pointer[netip.AddrPort] // the host listener, once it listens
 	// listening is closed once the host listener listens (host is set).
 	listening chan struct{}
-	names     atomic.Pointer[map[string]netip.Addr]
+	names     atomic.Pointer[map[string][]netip.Addr]
 
 	wg sync.WaitGroup
 
@@ -238,15 +238,16 @@ func (d *Service) Sync(snap catalog.Snapshot) {
 }
 
 // Resolve answers an overlay name from the zone (for the node's Dial and
-// front doors).
-func (d *Service) Resolve(_ context.Context, host string) (netip.Addr, error) {
+// front doors): its addresses, one per family, IPv4 first. The slice is
+// the zone's: callers must not change it.
+func (d *Service) Resolve(_ context.Context, host string) ([]netip.Addr, error) {
 	k := strings.ToLower(strings.TrimSuffix(host, ".")) + "."
 	if m := d.names.Load(); m != nil {
-		if a, ok := (*m)[k]; ok {
-			return a, nil
+		if as, ok := (*m)[k]; ok && len(as) > 0 {
+			return as, nil
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("node: no overlay name %q (names are NAME.NETWORK.%s)", host, d.domain)
+	return nil, fmt.Errorf("node: no overlay name %q (names are NAME.NETWORK.%s)", host, d.domain)
 }
 
 // HostAddr is the host listener's address; zero until Start has it

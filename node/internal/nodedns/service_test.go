@@ -193,7 +193,7 @@ func TestResolve(t *testing.T) {
 	d := newTest(t, testOptions(&testNetstack{}))
 	d.Sync(catalog.Snapshot{})
 	for _, host := range []string{"dnsnode.static.overlay", "DNSNode.Static.Overlay."} {
-		if a, err := d.Resolve(context.Background(), host); err != nil || a != netip.MustParseAddr("10.96.1.1") {
+		if a, err := d.Resolve(context.Background(), host); err != nil || len(a) != 1 || a[0] != netip.MustParseAddr("10.96.1.1") {
 			t.Errorf("Resolve(%q) = %v, %v; want 10.96.1.1", host, a, err)
 		}
 	}

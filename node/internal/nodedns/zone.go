@@ -35,16 +35,15 @@ func (d *Service) zoneInput(nets []dns.Network, joined []Network) zoneInput {
 }
 
 // buildZone builds the zone from one snapshot of the tables, and the name
-// → address map that resolves overlay names for Dial and the front doors
-// (a name with an address of each family resolves to the one of the
-// network's first family, IPv4).
+// → addresses map that resolves overlay names for Dial and the front doors
+// (a name with an address of each family resolves to both, IPv4 first).
 // A node is named by its route entry (the one its key names it by, in the
 // network's CIDR); a service by its visible entry (its creator alive), and
 // a service wins over a node of the same name. The static network holds
 // this node alone.
-func buildZone(in zoneInput, snap catalog.Snapshot) (dns.ZoneData, map[string]netip.Addr) {
+func buildZone(in zoneInput, snap catalog.Snapshot) (dns.ZoneData, map[string][]netip.Addr) {
 	zd := dns.ZoneData{Domain: in.domain, Networks: in.nets, TTL: in.ttl}
-	names := map[string]netip.Addr{}
+	names := map[string][]netip.Addr{}
 	fqdn := func(name, network string) string {
 		return strings.ToLower(name + "." + network + "." + strings.TrimSuffix(in.domain, ".") + ".")
 	}
@@ -76,9 +75,7 @@ func buildZone(in zoneInput, snap catalog.Snapshot) (dns.ZoneData, map[string]ne
 				continue
 			}
 			taken[k] = true
-			if _, ok := names[k]; !ok {
-				names[k] = a.Unmap()
-			}
+			names[k] = append(names[k], a.Unmap())
 			zd.Nodes = append(zd.Nodes, dns.NodeRecord{Name: name, Network: network, Addr: a.Unmap()})
 		}
 	}
@@ -120,7 +117,7 @@ func buildZone(in zoneInput, snap catalog.Snapshot) (dns.ZoneData, map[string]ne
 				}
 				zd.Services = append(zd.Services, sr)
 			}
-			names[fqdn(v.Name, network)] = vips[0] // a service wins over a node of the same name
+			names[fqdn(v.Name, network)] = vips // a service wins over a node of the same name
 		}
 	}
 	return zd, names
