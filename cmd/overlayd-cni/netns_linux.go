@@ -11,8 +11,9 @@ import (
 )
 
 // checkLink says whether the interface ifname in the namespace at netns
-// exists, is up and holds addr.
-func checkLink(netns, ifname string, addr netip.Prefix) error {
+// exists, is up and holds every one of addrs (one per family on a
+// dual-stack network).
+func checkLink(netns, ifname string, addrs []netip.Prefix) error {
 	err := ns.WithNetNSPath(netns, func(ns.NetNS) error {
 		l, err := netlink.LinkByName(ifname)
 		if err != nil {
@@ -25,22 +26,11 @@ func checkLink(netns, ifname string, addr netip.Prefix) error {
 		if l.Attrs().Flags&net.FlagUp == 0 {
 			return fmt.Errorf("interface %s in %s is down", ifname, netns)
 		}
-		as, err := netlink.AddrList(l, netlink.FAMILY_V4)
+		as, err := netlink.AddrList(l, netlink.FAMILY_ALL)
 		if err != nil {
 			return fmt.Errorf("addresses of %s in %s: %v", ifname, netns, err)
 		}
-		var have []string
-		for _, a := range as {
-			p, ok := prefixOf(a.IPNet)
-			if ok && p == addr {
-				return nil
-			}
-			have = append(have, a.IPNet.String())
-		}
-		if len(have) == 0 {
-			return fmt.Errorf("interface %s in %s no longer has its address %s (it has none)", ifname, netns, addr)
-		}
-		return fmt.Errorf("interface %s in %s no longer has its address %s (it has %v)", ifname, netns, addr, have)
+		return missingAddr(netns, ifname, addrs, as)
 	})
 	var ne ns.NSPathNotExistErr
 	var nn ns.NSPathNotNSErr
@@ -51,6 +41,34 @@ func checkLink(netns, ifname string, addr netip.Prefix) error {
 		return fmt.Errorf("%s is not a network namespace", netns)
 	}
 	return err
+}
+
+// missingAddr says which of addrs the interface's addresses as lack,
+// listing those it has of that family (link-local ones left out).
+func missingAddr(netns, ifname string, addrs []netip.Prefix, as []netlink.Addr) error {
+	for _, addr := range addrs {
+		var have []string
+		found := false
+		for _, a := range as {
+			p, ok := prefixOf(a.IPNet)
+			if !ok || p.Addr().Is4() != addr.Addr().Is4() || p.Addr().IsLinkLocalUnicast() {
+				continue
+			}
+			if p == addr {
+				found = true
+				break
+			}
+			have = append(have, p.String())
+		}
+		switch {
+		case found:
+		case len(have) == 0:
+			return fmt.Errorf("interface %s in %s no longer has its address %s (it has none of its family)", ifname, netns, addr)
+		default:
+			return fmt.Errorf("interface %s in %s no longer has its address %s (it has %v)", ifname, netns, addr, have)
+		}
+	}
+	return nil
 }
 
 func prefixOf(n *net.IPNet) (netip.Prefix, bool) {

@@ -10,7 +10,7 @@ import (
 )
 
 // checkLink needs Linux's network namespaces.
-func checkLink(netns, ifname string, addr netip.Prefix) error {
+func checkLink(netns, ifname string, addrs []netip.Prefix) error {
 	return errors.New("CHECK of an interface in a network namespace needs Linux")
 }
 

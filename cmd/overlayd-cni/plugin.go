@@ -38,8 +38,8 @@ const (
 type plugin struct {
 	stdout io.Writer // where ADD's result goes
 	// checkLink says whether the interface ifname in the namespace at
-	// netns is up with the address addr (CHECK).
-	checkLink func(netns, ifname string, addr netip.Prefix) error
+	// netns is up with the addresses addrs (CHECK).
+	checkLink func(netns, ifname string, addrs []netip.Prefix) error
 	// netnsGone says whether the namespace at path is gone (DEL and GC
 	// with the daemon down).
 	netnsGone func(path string) bool
@@ -321,13 +321,12 @@ func (p *plugin) check(args *skel.CmdArgs) error {
 		}
 		addrs = append(addrs, a)
 	}
-	addr := addrs[0]
 	if conf.PrevResult != nil {
 		if err := matchPrev(conf.PrevResult, addrs, args); err != nil {
 			return err
 		}
 	}
-	if err := p.checkLink(args.Netns, args.IfName, addr); err != nil {
+	if err := p.checkLink(args.Netns, args.IfName, addrs); err != nil {
 		return checkErr("%v", err)
 	}
 	return nil

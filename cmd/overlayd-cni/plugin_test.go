@@ -465,7 +465,7 @@ func TestCheck(t *testing.T) {
 	var out bytes.Buffer
 	p := &plugin{
 		stdout:         &out,
-		checkLink:      func(netns, ifname string, addr netip.Prefix) error { return linkErr },
+		checkLink:      func(netns, ifname string, addrs []netip.Prefix) error { return linkErr },
 		netnsGone:      netnsGone,
 		attachTimeout:  time.Second,
 		requestTimeout: time.Second,
