@@ -63,10 +63,15 @@ func (c *cniHost) setDaemon(od *Overlayd) {
 // cnitool runs `cnitool CMD blue NETNS` with the pod's name in CNI_ARGS;
 // it returns the output and how long cnitool took.
 func (c *cniHost) cnitool(cmd, netns, pod string) (string, time.Duration, error) {
+	return c.cnitoolArgs(cmd, netns, "K8S_POD_NAME="+pod)
+}
+
+// cnitoolArgs runs `cnitool CMD blue NETNS` with CNI_ARGS cniArgs.
+func (c *cniHost) cnitoolArgs(cmd, netns, cniArgs string) (string, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	x := exec.CommandContext(ctx, filepath.Join(c.tools, "cnitool"), cmd, "blue", netns)
-	x.Env = append(os.Environ(), "NETCONFPATH="+c.confDir, "CNI_PATH="+c.tools, "CNI_ARGS=K8S_POD_NAME="+pod)
+	x.Env = append(os.Environ(), "NETCONFPATH="+c.confDir, "CNI_PATH="+c.tools, "CNI_ARGS="+cniArgs)
 	start := time.Now()
 	out, err := x.CombinedOutput()
 	return string(out), time.Since(start), err
@@ -112,6 +117,18 @@ type cniResult struct {
 	} `json:"dns"`
 }
 
+// cniCacheCleanup: cnitool caches results under /var/lib/cni (libcni's
+// default, no flag to move it); remove what it made there when the test
+// ends.
+func cniCacheCleanup(t *testing.T) {
+	if _, err := os.Stat("/var/lib/cni"); os.IsNotExist(err) {
+		t.Cleanup(func() {
+			os.Remove("/var/lib/cni/results")
+			os.Remove("/var/lib/cni")
+		})
+	}
+}
+
 // containerNetns makes a namespace with `ip netns add`, deleted (after a
 // cnitool del, and libcni's cached result with it) when the test ends.
 func containerNetns(t *testing.T, c *cniHost, name string) string {
@@ -144,14 +161,7 @@ func containerNetns(t *testing.T, c *cniHost, name string) string {
 func TestNetnsCNI(t *testing.T) {
 	RequireRoot(t, "ping", "dig")
 	tools := cniTools(t)
-	// cnitool caches results under /var/lib/cni (libcni's default, no
-	// flag to move it); remove what it made there.
-	if _, err := os.Stat("/var/lib/cni"); os.IsNotExist(err) {
-		t.Cleanup(func() {
-			os.Remove("/var/lib/cni/results")
-			os.Remove("/var/lib/cni")
-		})
-	}
+	cniCacheCleanup(t)
 	gl := newGossipLab(t, 2, "test")
 	start := func(i int) *Overlayd {
 		// DNS on, so that the endpoints get the network's DNS address
