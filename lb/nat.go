@@ -211,8 +211,7 @@ func (b *Balancer) OutboundIP(p *packet.IP) Verdict {
 		}
 		s.touchLocked(e, now)
 		s.c.hits++
-		r := e.reply()
-		addr, port := r.Src, r.SPort
+		addr, port := e.be.addr, e.backendPort()
 		s.mu.Unlock()
 		rewriteView(p, false, addr, port)
 		return NAT
@@ -417,8 +416,7 @@ func (b *Balancer) outboundICMP(snap *snapshot, p *packet.IP) Verdict {
 		return Pass
 	}
 	s.c.hits++
-	r := e.reply()
-	addr, port := r.Src, r.SPort
+	addr, port := e.be.addr, e.backendPort()
 	s.mu.Unlock()
 	if p.Is6() {
 		icmp := rewriteQuoted6(inner, ihl, ik.Proto, true, &addr, port)

@@ -37,7 +37,7 @@ func (b *Balancer) Flows() []FlowInfo {
 					Proto:     Proto(e.orig.Proto),
 					Client:    e.orig.SrcAddrPort(),
 					VIP:       e.orig.DstAddrPort(),
-					Backend:   netip.AddrPortFrom(netip.AddrFrom16(e.be.addr).Unmap(), e.reply().SPort),
+					Backend:   netip.AddrPortFrom(netip.AddrFrom16(e.be.addr).Unmap(), e.backendPort()),
 					BackendID: e.be.id,
 					State:     e.state,
 					Age:       time.Duration(max(0, now-e.created)),
