@@ -163,6 +163,7 @@ func (p *Plugin) attachLater(ctx context.Context, e *endpoint, at api.Attach) {
 	defer e.cancel()
 	err := p.waitNetns(ctx, at.Netns)
 	if err == nil {
+		p.waitSetUp(ctx, at.Netns)
 		_, err = p.b.Attach(ctx, at)
 	}
 	p.mu.Lock()
@@ -204,6 +205,37 @@ func (p *Plugin) waitNetns(ctx context.Context, path string) error {
 			d *= 10
 		}
 		t.Reset(d)
+	}
+}
+
+// setUpWait bounds the wait for Docker to take on a namespace it mounted
+// on the sandbox key (see waitSetUp).
+const setUpWait = 2 * time.Second
+
+// waitSetUp waits, up to setUpWait, until Docker (before 28) has turned
+// IPv6 off for all the devices of the namespace at path, which it does
+// just after it mounts the namespace on the sandbox key: done after the
+// node made the device, that would take the device's IPv6 addresses
+// (found with dockerd 20.10: the containers of a network created with
+// --ipv6 had none). A device made after it has IPv6 on again for itself
+// (the node turns it on for its own device). A namespace that cannot be
+// looked at is not waited for.
+func (p *Plugin) waitSetUp(ctx context.Context, path string) {
+	ctx, cancel := context.WithTimeout(ctx, setUpWait)
+	defer cancel()
+	for {
+		off, err := p.allIPv6Off(path)
+		if off || err != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				p.log.Info("the container's namespace still has IPv6 on for all devices; attaching", zap.String("netns", path), zap.Duration("waited", setUpWait))
+			}
+			return
+		case <-time.After(p.netnsPoll):
+		}
 	}
 }
 

@@ -77,6 +77,10 @@ type Plugin struct {
 	isNetns func(path string) bool
 	// netnsPoll is the first interval of the wait for a namespace.
 	netnsPoll time.Duration
+	// allIPv6Off reports whether the namespace at path has IPv6 off for
+	// all its devices (Docker, before 28, has taken it on); an error is
+	// "cannot tell".
+	allIPv6Off func(path string) (bool, error)
 	// networkWait and resolveTimeout: see defaultNetworkWait (short in
 	// the fuzz test, where a wait is a hang).
 	networkWait, resolveTimeout time.Duration
@@ -161,7 +165,7 @@ func New(opts Options) (*Plugin, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Plugin{
 		b: opts.Backend, names: opts.Names, state: opts.StatePath, log: log.Named("docker"),
-		isNetns: isNetns, netnsPoll: 5 * time.Millisecond,
+		isNetns: isNetns, netnsPoll: 5 * time.Millisecond, allIPv6Off: allIPv6Off,
 		networkWait: defaultNetworkWait, resolveTimeout: defaultResolve,
 		ctx: ctx, cancel: cancel,
 		networks: map[string]*network{}, endpoints: map[string]*endpoint{},

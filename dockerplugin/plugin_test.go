@@ -407,3 +407,57 @@ func TestStateAcrossRestart(t *testing.T) {
 		}
 	}
 }
+
+// Docker before 28 mounts the namespace on the sandbox key and only then
+// turns IPv6 off for all its devices, which would take the IPv6
+// addresses of a device made in between: the attach waits for that, and
+// for no more than setUpWait where it does not come.
+func TestJoinWaitsForDockerSetUp(t *testing.T) {
+	var ready, off atomic.Bool
+	p, b, _ := newPlugin(t, &ready, "")
+	var asked atomic.Int32
+	p.allIPv6Off = func(string) (bool, error) { asked.Add(1); return off.Load(), nil }
+	createBlue(t, p, b)
+	mustPost(t, p, "NetworkDriver.CreateEndpoint", `{"NetworkID":"`+netID+`","EndpointID":"`+epID+`","Interface":{"Address":"10.30.0.7/16"}}`, nil)
+	mustPost(t, p, "NetworkDriver.Join", `{"NetworkID":"`+netID+`","EndpointID":"`+epID+`","SandboxKey":"/var/run/docker/netns/`+ctrID+`"}`, nil)
+	ready.Store(true)
+	testutil.Eventually(t, 5*time.Second, "the plugin looks at the mounted namespace", func() error {
+		if asked.Load() < 3 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	for _, c := range b.Calls() {
+		if strings.HasPrefix(c, "attach") {
+			t.Fatalf("attached before Docker turned IPv6 off in the namespace: %q", b.Calls())
+		}
+	}
+	off.Store(true)
+	var info endpointInfoResponse
+	testutil.Eventually(t, 5*time.Second, "the attach once Docker has set the namespace up", func() error {
+		mustPost(t, p, "NetworkDriver.EndpointOperInfo", `{"NetworkID":"`+netID+`","EndpointID":"`+epID+`"}`, &info)
+		if info.Value["overlayd.state"] != "attached" {
+			return errors.New("state " + info.Value["overlayd.state"].(string))
+		}
+		return nil
+	})
+	mustPost(t, p, "NetworkDriver.Leave", `{"NetworkID":"`+netID+`","EndpointID":"`+epID+`"}`, nil)
+
+	// A namespace where it never comes is attached after setUpWait.
+	off.Store(false)
+	ready.Store(false)
+	const ep2 = "ffb2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
+	mustPost(t, p, "NetworkDriver.CreateEndpoint", `{"NetworkID":"`+netID+`","EndpointID":"`+ep2+`","Interface":{"Address":"10.30.0.8/16"}}`, nil)
+	mustPost(t, p, "NetworkDriver.Join", `{"NetworkID":"`+netID+`","EndpointID":"`+ep2+`","SandboxKey":"/var/run/docker/netns/fedcba987654"}`, nil)
+	ready.Store(true)
+	took := testutil.Eventually(t, setUpWait+5*time.Second, "the attach without Docker's set-up", func() error {
+		mustPost(t, p, "NetworkDriver.EndpointOperInfo", `{"NetworkID":"`+netID+`","EndpointID":"`+ep2+`"}`, &info)
+		if info.Value["overlayd.state"] != "attached" {
+			return errors.New("state " + info.Value["overlayd.state"].(string))
+		}
+		return nil
+	})
+	if took < setUpWait/2 {
+		t.Errorf("attached after %v without Docker's set-up, want about %v", took, setUpWait)
+	}
+}
