@@ -6,6 +6,7 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,6 +33,7 @@ type dockerHost struct {
 	holder  *exec.Cmd
 	dockerd *Proc
 	od      *Overlayd
+	v6      bool // overlayd's VXLAN and gossip on the IPv6 underlay
 }
 
 // newDockerHost makes h's mount namespace and directories.
@@ -132,11 +134,15 @@ func (d *dockerHost) startOverlayd(t *testing.T, seed *Host) {
 		t.Fatal(err)
 	}
 	ctl := filepath.Join(d.dir, "overlayd.sock")
+	self, other := d.Underlay, seed.Underlay
+	if d.v6 {
+		self, other = d.Underlay6, seed.Underlay6
+	}
 	d.od = &Overlayd{Control: ctl, Proc: d.start(t, bin, "run", "--name", d.Name, "--control", ctl, "--log-level", "info",
 		"--mode", "tun",
-		"--listen", fmt.Sprintf("%s:%d", d.Underlay, labVXLANPort),
-		"--gossip", fmt.Sprintf("%s:%d", d.Underlay, labGossipPort),
-		"--join", fmt.Sprintf("%s:%d", seed.Underlay, labGossipPort),
+		"--listen", netip.AddrPortFrom(self, labVXLANPort).String(),
+		"--gossip", netip.AddrPortFrom(self, labGossipPort).String(),
+		"--join", netip.AddrPortFrom(other, labGossipPort).String(),
 		"--gossip-profile", "test",
 		"--state-dir", filepath.Join(d.dir, "state"),
 		"--dns", "127.0.0.1:5353", "--dns-upstream", "127.0.0.1:5300",
@@ -261,7 +267,7 @@ func busyboxImage(t *testing.T) string {
 	}
 	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755, Size: int64(len(data))})
 	tw.Write(data)
-	for _, applet := range []string{"sh", "sleep", "ping", "nslookup", "ip", "cat", "wget", "httpd", "hostname"} {
+	for _, applet := range []string{"sh", "sleep", "ping", "ping6", "nslookup", "ip", "cat", "wget", "httpd", "hostname"} {
 		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox", Mode: 0o777})
 	}
 	if err := tw.Close(); err != nil {
@@ -278,15 +284,12 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// TestDockerPlugin: two hosts, each with overlayd --docker-plugin and its
-// own dockerd (Debian's docker.io, --iptables=false --bridge=none, a
-// busybox image made with docker import). `docker network create -d
-// overlayd --ipam-driver overlayd --subnet 10.30.0.0/16 blue` on both
-// makes one overlay network; a container on each host pings the other by
-// name (Docker's embedded resolver forwards to the network's DNS address,
-// given with --dns, and the search domain blue.overlay completes the
-// name); `docker network rm blue` leaves the network with no endpoint.
-func TestDockerPlugin(t *testing.T) {
+// newDockerLab makes two hosts, each running overlayd with the Docker
+// plugin (over the IPv6 underlay when v6) and its own dockerd with the
+// busybox image ovt-busybox:1; it skips (fails under CI) without root,
+// Docker or a static busybox.
+func newDockerLab(t *testing.T, v6 bool) []*dockerHost {
+	t.Helper()
 	RequireRoot(t, "unshare", "nsenter")
 	for _, tool := range []string{"dockerd", "docker"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -297,12 +300,26 @@ func TestDockerPlugin(t *testing.T) {
 	lab := NewLab(t, 2, 1500)
 	hosts := []*dockerHost{newDockerHost(t, lab.Hosts[0]), newDockerHost(t, lab.Hosts[1])}
 	for i, d := range hosts {
+		d.v6 = v6
 		d.startOverlayd(t, lab.Hosts[1-i])
 	}
 	for _, d := range hosts {
 		d.startDockerd(t)
 		d.docker(t, "import", image, "ovt-busybox:1")
 	}
+	return hosts
+}
+
+// TestDockerPlugin: two hosts, each with overlayd --docker-plugin and its
+// own dockerd (Debian's docker.io, --iptables=false --bridge=none, a
+// busybox image made with docker import). `docker network create -d
+// overlayd --ipam-driver overlayd --subnet 10.30.0.0/16 blue` on both
+// makes one overlay network; a container on each host pings the other by
+// name (Docker's embedded resolver forwards to the network's DNS address,
+// given with --dns, and the search domain blue.overlay completes the
+// name); `docker network rm blue` leaves the network with no endpoint.
+func TestDockerPlugin(t *testing.T) {
+	hosts := newDockerLab(t, false)
 	h1, h2 := hosts[0], hosts[1]
 
 	create := []string{"network", "create", "-d", "overlayd", "--ipam-driver", "overlayd", "--subnet", "10.30.0.0/16", "blue"}

@@ -207,3 +207,114 @@ func TestNetnsCNIDualStack(t *testing.T) {
 	hosts[1].mustCnitool("del", path4, web4)
 	t.Logf("took %v", time.Since(began).Round(time.Millisecond))
 }
+
+// The dual-stack network of TestDockerPluginDualStack.
+const (
+	dkCIDR4 = "10.42.0.0/24"
+	dkCIDR6 = "fd00:42::/64"
+)
+
+// TestDockerPluginDualStack is issue 14's Docker endpoints: two hosts
+// whose overlayd gossip and carry VXLAN over the IPv6 underlay, each with
+// its own dockerd (Debian's 20.10); `docker network create -d overlayd
+// --ipam-driver overlayd --subnet CIDR --ipv6 --subnet CIDR6 blue` on
+// both makes one dual-stack overlay network; a container on each host has
+// an address of each family on eth0 (the ones Docker reports and the
+// endpoint has), the containers ping each other by IPv6 address and by
+// name over IPv6 (ping -6: the AAAA from overlay DNS through Docker's
+// resolver) and over IPv4; `docker network rm` leaves no endpoint.
+func TestDockerPluginDualStack(t *testing.T) {
+	began := time.Now()
+	hosts := newDockerLab(t, true)
+	h1, h2 := hosts[0], hosts[1]
+	create := []string{"network", "create", "-d", "overlayd", "--ipam-driver", "overlayd", "--subnet", dkCIDR4, "--ipv6", "--subnet", dkCIDR6, "blue"}
+	h1.docker(t, create...)
+	t.Logf("h1: docker %s", strings.Join(create, " "))
+	testutil.Eventually(t, 15*time.Second, "h1: overlay network blue joined", func() error {
+		if n, ok := h1.network("blue"); !ok || !n.Joined {
+			return fmt.Errorf("blue: %+v", n)
+		}
+		return nil
+	})
+	testutil.Eventually(t, 15*time.Second, "h2 knows the overlay network blue", func() error {
+		if _, ok := h2.network("blue"); !ok {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	h2.docker(t, create...)
+	var blue api.NetworkInfo
+	testutil.Eventually(t, 15*time.Second, "h2: overlay network blue joined", func() error {
+		n, ok := h2.network("blue")
+		if !ok || !n.Joined {
+			return fmt.Errorf("blue: %+v", n)
+		}
+		blue = n
+		return nil
+	})
+	if !slices.Equal(blue.CIDRs, []string{dkCIDR4, dkCIDR6}) {
+		t.Fatalf("overlay network blue has CIDRs %v, want the Docker subnets %s and %s", blue.CIDRs, dkCIDR4, dkCIDR6)
+	}
+	t.Logf("h2: docker network inspect blue: %s", strings.TrimSpace(h2.docker(t, "network", "inspect", "-f", "{{.EnableIPv6}} {{json .IPAM.Config}}", "blue")))
+
+	var v4, v6 [2]netip.Addr
+	for i, d := range hosts {
+		name := fmt.Sprintf("web%d", i+1)
+		d.docker(t, "run", "-d", "--network", "blue", "--dns", blue.DNS, "--dns-search", "blue.overlay", "--name", name, "ovt-busybox:1", "sleep", "3600")
+		var e api.EndpointInfo
+		testutil.Eventually(t, 15*time.Second, d.Name+": endpoint "+name+" attached", func() error {
+			var ok bool
+			e, ok = d.endpoints(t)[name]
+			if !ok || !e.Attached || e.Network != "blue" {
+				return fmt.Errorf("endpoints: %v", d.endpoints(t))
+			}
+			return nil
+		})
+		v4[i], v6[i] = dsAddrs(t, e.Addrs)
+		got := d.docker(t, "exec", name, "ip", "addr", "show", "eth0")
+		for _, a := range e.Addrs {
+			if !strings.Contains(got, " "+a+" ") {
+				t.Errorf("%s: eth0 in %s lacks the endpoint's address %s:\n%s", d.Name, name, a, got)
+			}
+		}
+		t.Logf("%s: docker exec %s ip addr show eth0\n%s", d.Name, name, strings.TrimSpace(got))
+		// What Docker says the container has is what the IPAM driver gave.
+		insp := strings.Fields(d.docker(t, "inspect", "-f", "{{.NetworkSettings.Networks.blue.IPAddress}} {{.NetworkSettings.Networks.blue.GlobalIPv6Address}}", name))
+		if len(insp) != 2 || insp[0] != v4[i].String() || insp[1] != v6[i].String() {
+			t.Errorf("%s: docker inspect %s: addresses %v, want %v and %v", d.Name, name, insp, v4[i], v6[i])
+		}
+	}
+	for i, d := range hosts {
+		self, peer := fmt.Sprintf("web%d", i+1), fmt.Sprintf("web%d", 2-i)
+		for _, to := range []string{v6[1-i].String(), peer, v4[1-i].String()} {
+			args := []string{"exec", self, "ping", "-6", "-c", "3", "-W", "2", to}
+			if to == v4[1-i].String() {
+				args = []string{"exec", self, "ping", "-c", "3", "-W", "2", to}
+			}
+			var out string
+			testutil.Eventually(t, 20*time.Second, fmt.Sprintf("%s: docker %s", d.Name, strings.Join(args, " ")), func() (err error) {
+				out, err = d.tryDocker(args...)
+				return err
+			})
+			t.Logf("%s: docker %s\n%s", d.Name, strings.Join(args, " "), strings.TrimSpace(out))
+			if to == peer && !strings.Contains(out, "("+v6[1-i].String()+")") {
+				t.Errorf("%s: ping -6 %s resolved to something else than its IPv6 address %s:\n%s", d.Name, peer, v6[1-i], out)
+			}
+		}
+	}
+
+	for i, d := range hosts {
+		d.docker(t, "rm", "-f", fmt.Sprintf("web%d", i+1))
+		d.docker(t, "network", "rm", "blue")
+		testutil.Eventually(t, 10*time.Second, d.Name+": no endpoint, network blue left", func() error {
+			if es := d.endpoints(t); len(es) > 0 {
+				return fmt.Errorf("endpoints: %v", es)
+			}
+			if n, ok := d.network("blue"); ok && n.Joined {
+				return fmt.Errorf("still on blue: %+v", n)
+			}
+			return nil
+		})
+	}
+	t.Logf("took %v", time.Since(began).Round(time.Millisecond))
+}
