@@ -29,9 +29,11 @@ const (
 // 1.1.0 on h2). Each result lists an address of each family on interface
 // 0, a route to each CIDR and both DNS addresses; eth0 holds both; the
 // containers ping each other over both families and resolve each other's
-// name to A and AAAA; CHECK passes, and fails once eth0 lost its IPv6
-// address; DEL releases both leases: nothing is left in the endpoints,
-// and a third container asking for the released addresses gets them.
+// name to A and AAAA; CHECK passes (also once h1's daemon, restarted,
+// re-adopted its container with both addresses), and fails once eth0
+// lost its IPv6 address; addresses in use are refused per family; DEL
+// releases both leases: nothing is left in the endpoints, and a third
+// container asking for the released addresses gets them.
 func TestNetnsCNIDualStack(t *testing.T) {
 	RequireRoot(t, "ping", "dig")
 	began := time.Now()
@@ -144,6 +146,26 @@ func TestNetnsCNIDualStack(t *testing.T) {
 	}
 	hosts[1].mustCnitool("status", paths[1], pods[1])
 
+	// h1's daemon, restarted, re-adopts web1 with both addresses: CHECK
+	// passes and web1 pings web2 over IPv6.
+	el.ods[0].Stop()
+	hosts[0].setDaemon(el.start(0))
+	testutil.Eventually(t, 20*time.Second, "h1, restarted, has web1 with both addresses", func() error {
+		e, err := hosts[0].od.Client().Endpoint(ctx, pods[0])
+		if err != nil || !e.Attached || !slices.Equal(e.Addrs, []string{v4[0].String(), v6[0].String()}) {
+			return fmt.Errorf("endpoint %s: %+v, %v", pods[0], e, err)
+		}
+		return nil
+	})
+	testutil.Eventually(t, 20*time.Second, "web1 pings web2 over IPv6 after h1's restart", func() error {
+		out, err := ns[0].Try("ping", "-6", "-c", "1", "-W", "1", v6[1].Addr().String())
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	hosts[0].mustCnitool("check", paths[0], pods[0])
+
 	// CHECK fails once eth0 lost its IPv6 address (its IPv4 one kept).
 	ns[0].Run("ip", "-6", "addr", "del", v6[0].String(), "dev", "eth0")
 	out, _, err := hosts[0].cnitool("check", paths[0], pods[0])
@@ -222,7 +244,8 @@ const (
 // an address of each family on eth0 (the ones Docker reports and the
 // endpoint has), the containers ping each other by IPv6 address and by
 // name over IPv6 (ping -6: the AAAA from overlay DNS through Docker's
-// resolver) and over IPv4; `docker network rm` leaves no endpoint.
+// resolver) and over IPv4; h1's overlayd, restarted, re-adopts its
+// container with both addresses; `docker network rm` leaves no endpoint.
 func TestDockerPluginDualStack(t *testing.T) {
 	began := time.Now()
 	hosts := newDockerLab(t, true)
@@ -301,6 +324,23 @@ func TestDockerPluginDualStack(t *testing.T) {
 				t.Errorf("%s: ping -6 %s resolved to something else than its IPv6 address %s:\n%s", d.Name, peer, v6[1-i], out)
 			}
 		}
+	}
+
+	// h1's overlayd restarted re-adopts web1 with both addresses.
+	h1.od.Stop()
+	h1.startOverlayd(t, h2.Host)
+	testutil.Eventually(t, 15*time.Second, "h1: web1 attached after the restart", func() error {
+		if e, ok := h1.endpoints(t)["web1"]; !ok || !e.Attached || len(e.Addrs) != 2 {
+			return fmt.Errorf("endpoints: %v", h1.endpoints(t))
+		}
+		return nil
+	})
+	testutil.Eventually(t, 15*time.Second, "web1 pings web2 over IPv6 after h1's restart", func() error {
+		_, err := h1.tryDocker("exec", "web1", "ping", "-6", "-c", "1", "-W", "1", v6[1].String())
+		return err
+	})
+	if got := h1.docker(t, "exec", "web1", "ip", "-6", "addr", "show", "eth0"); !strings.Contains(got, " "+v6[0].String()+"/") {
+		t.Errorf("h1: web1's eth0 after the restart lacks %s:\n%s", v6[0], got)
 	}
 
 	for i, d := range hosts {
