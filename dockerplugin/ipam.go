@@ -18,7 +18,9 @@ func (p *Plugin) requestPool(_ context.Context, req requestPoolRequest) (any, er
 		if req.V6 {
 			return nil, fault.Invalid("overlayd: give the network's IPv6 subnet too: docker network create -d overlayd --ipam-driver overlayd --subnet CIDR --ipv6 --subnet CIDR6 NAME")
 		}
-		return nil, fault.Invalid("overlayd: give the network's subnet: docker network create -d overlayd --ipam-driver overlayd --subnet CIDR NAME")
+		// Docker 20.10 asks for an IPv4 pool of a network created with
+		// --ipv6 and an IPv6 subnet alone too.
+		return nil, fault.Invalid("overlayd: give the network's IPv4 subnet (Docker asks for an IPv4 pool of every network, also of one with --ipv6): docker network create -d overlayd --ipam-driver overlayd --subnet CIDR [--ipv6 --subnet CIDR6] NAME")
 	}
 	if req.SubPool != "" {
 		return nil, fault.Invalid("overlayd: --ip-range is not supported: the overlay network hands out addresses from its whole subnet")

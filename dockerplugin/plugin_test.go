@@ -323,7 +323,7 @@ func TestBadRequests(t *testing.T) {
 		{"NetworkDriver.EndpointOperInfo", `{"NetworkID":"` + netID + `","EndpointID":"nope"}`, 404, "no endpoint"},
 		{"IpamDriver.RequestPool", `{"Pool":"10.1.0.0/16","V6":true}`, 400, "is not of the family Docker asks a pool of"},
 		{"IpamDriver.RequestPool", `{"V6":true}`, 400, "give the network's IPv6 subnet too"},
-		{"IpamDriver.RequestPool", `{"Pool":""}`, 400, "--subnet CIDR"},
+		{"IpamDriver.RequestPool", `{"Pool":""}`, 400, "give the network's IPv4 subnet (Docker asks for an IPv4 pool of every network, also of one with --ipv6)"},
 		{"IpamDriver.RequestPool", `{"Pool":"10.1.0.0/31"}`, 400, "too small"},
 		{"IpamDriver.RequestPool", `{"Pool":"10.1.0.0/16","SubPool":"10.1.1.0/24"}`, 400, "--ip-range"},
 		{"IpamDriver.RequestAddress", `{"PoolID":"pool-7"}`, 404, "no pool"},

@@ -246,10 +246,23 @@ const (
 // name over IPv6 (ping -6: the AAAA from overlay DNS through Docker's
 // resolver) and over IPv4; h1's overlayd, restarted, re-adopts its
 // container with both addresses; `docker network rm` leaves no endpoint.
+// A network with an IPv6 subnet alone is refused on 20.10 (Docker asks
+// for an IPv4 pool of every network), saying to give an IPv4 one.
 func TestDockerPluginDualStack(t *testing.T) {
 	began := time.Now()
 	hosts := newDockerLab(t, true)
 	h1, h2 := hosts[0], hosts[1]
+	// IPv6 alone: Docker 20.10 asks the IPAM driver for an IPv4 pool of
+	// every network, which the driver refuses without a subnet, saying
+	// to give one (Docker 28 asks for none with --ipv4=false).
+	if out, err := h1.tryDocker("network", "create", "-d", "overlayd", "--ipam-driver", "overlayd", "--ipv6", "--subnet", "fd00:43::/64", "green"); err == nil {
+		t.Logf("h1: an IPv6-only network was created: %s", out)
+		h1.docker(t, "network", "rm", "green")
+	} else if !strings.Contains(err.Error(), "give the network's IPv4 subnet") {
+		t.Errorf("h1: an IPv6-only network: %v", err)
+	} else {
+		t.Logf("h1: an IPv6-only network: %v", err)
+	}
 	create := []string{"network", "create", "-d", "overlayd", "--ipam-driver", "overlayd", "--subnet", dkCIDR4, "--ipv6", "--subnet", dkCIDR6, "blue"}
 	h1.docker(t, create...)
 	t.Logf("h1: docker %s", strings.Join(create, " "))
