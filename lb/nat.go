@@ -262,7 +262,15 @@ func (b *Balancer) newFlowLocked(s *shard, snap *snapshot, p *packet.IP, now int
 		port = k.DPort
 	}
 	rk := key{Src: be.addr, Dst: k.Src, SPort: port, DPort: k.SPort, Proto: k.Proto}
-	if other := s.replyLocked(&rk); other != nil {
+	var k4 keys4
+	var other *entry
+	if k.Is4() {
+		k4 = keys4{pack4(&k), pack4(&rk)} // before the maps are touched (keys4)
+		other = s.byReply[k4.reply]
+	} else {
+		other = s.byReply6[rk]
+	}
+	if other != nil {
 		if !b.expired(other, now) {
 			// Another VIP already maps this client port to the same
 			// backend address: the backend could not tell them apart.
@@ -280,7 +288,7 @@ func (b *Balancer) newFlowLocked(s *shard, snap *snapshot, p *packet.IP, now int
 	if isTCP && p.TCPFlags&(flagSYN|flagACK) == flagSYN {
 		st = StateSynSent
 	}
-	e := s.insertLocked(k, rk, be, st, now)
+	e := s.insertLocked(&k, &rk, &k4, be, st, now)
 	if isTCP {
 		e.state, e.fins = tcpNext(e.state, e.fins, dirOut, p.TCPFlags)
 	}
