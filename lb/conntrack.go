@@ -436,10 +436,19 @@ func boolIdx(b bool) int {
 
 // removeLocked deletes e from the shard and recycles it.
 func (s *shard) removeLocked(e *entry) {
+	var k keys4
 	if e.orig.Is4() {
-		k := keys4{pack4(&e.orig), e.reply4()} // both before either delete (keys4)
-		delete(s.byOrig, k.orig)
-		delete(s.byReply, k.reply)
+		k = keys4{pack4(&e.orig), e.reply4()} // both before either delete (keys4)
+	}
+	s.removeKeysLocked(e, &k)
+}
+
+// removeKeysLocked is removeLocked with e's keys packed by the caller
+// when e is an IPv4 flow.
+func (s *shard) removeKeysLocked(e *entry, k4 *keys4) {
+	if e.orig.Is4() {
+		delete(s.byOrig, k4.orig)
+		delete(s.byReply, k4.reply)
 	} else {
 		delete(s.byOrig6, e.orig)
 		delete(s.byReply6, e.reply())
@@ -474,25 +483,36 @@ func (s *shard) insertLocked(orig, reply *key, k4 *keys4, be *backend, st State,
 	return e
 }
 
-// makeRoomLocked frees one slot in a full shard: an expired protected flow
-// first, then the least recently used unprotected flow. It reports false
-// when every flow is protected and live.
-func (b *Balancer) makeRoomLocked(s *shard, now int64) bool {
+// victimLocked returns the flow makeRoomLocked would remove from s: an
+// expired protected flow first, then the least recently used unprotected
+// flow; nil when every flow is protected and live.
+func (b *Balancer) victimLocked(s *shard, now int64) *entry {
 	if e := s.lru[1].head; e != nil && b.expired(e, now) {
-		s.removeLocked(e)
+		return e
+	}
+	return s.lru[0].head
+}
+
+// makeRoomLocked frees one slot in a full shard, removing its
+// victimLocked. It reports false when every flow is protected and live.
+// v and vk are a victim and its keys the caller packed before it touched
+// the maps (keys4), or nil.
+func (b *Balancer) makeRoomLocked(s *shard, now int64, v *entry, vk *keys4) bool {
+	e := b.victimLocked(s, now)
+	if e == nil {
+		return false
+	}
+	if b.expired(e, now) {
 		s.c.expired++
-		return true
+	} else {
+		s.c.evictions++
 	}
-	if e := s.lru[0].head; e != nil {
-		if b.expired(e, now) {
-			s.c.expired++
-		} else {
-			s.c.evictions++
-		}
+	if e == v {
+		s.removeKeysLocked(e, vk)
+	} else {
 		s.removeLocked(e)
-		return true
 	}
-	return false
+	return true
 }
 
 // Sweep removes every expired flow. The sweeper started by Start calls it

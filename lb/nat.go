@@ -262,10 +262,17 @@ func (b *Balancer) newFlowLocked(s *shard, snap *snapshot, p *packet.IP, now int
 		port = k.DPort
 	}
 	rk := key{Src: be.addr, Dst: k.Src, SPort: port, DPort: k.SPort, Proto: k.Proto}
-	var k4 keys4
-	var other *entry
+	var k4, vk keys4
+	var other, v *entry
 	if k.Is4() {
-		k4 = keys4{pack4(&k), pack4(&rk)} // before the maps are touched (keys4)
+		// This flow's keys and those of the flow it may evict, before
+		// the maps are touched (keys4).
+		k4 = keys4{pack4(&k), pack4(&rk)}
+		if s.n >= b.perShard {
+			if v = b.victimLocked(s, now); v != nil && v.orig.Is4() {
+				vk = keys4{pack4(&v.orig), v.reply4()}
+			}
+		}
 		other = s.byReply[k4.reply]
 	} else {
 		other = s.byReply6[rk]
@@ -280,7 +287,7 @@ func (b *Balancer) newFlowLocked(s *shard, snap *snapshot, p *packet.IP, now int
 		s.removeLocked(other)
 		s.c.expired++
 	}
-	if s.n >= b.perShard && !b.makeRoomLocked(s, now) {
+	if s.n >= b.perShard && !b.makeRoomLocked(s, now, v, &vk) {
 		s.c.refused++
 		return Drop
 	}
