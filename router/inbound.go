@@ -22,6 +22,7 @@ type inBatch struct {
 	partial    []bool              // per deliver, while anyPartial: its TCP checksum is still to be done (pw takes it)
 	anyPartial bool                // a packet of this batch's deliver is partial
 	pw         stack.PartialWriter // the attachment's, or nil: partial packets are completed
+	pw6        bool                // pw takes partial IPv6 segments too (stack.PartialWriter6)
 	local      []localPkt          // packets for hosted endpoints, at offset headroom+vxlan.EncapLen
 	scratch    [][]byte            // flushLocal's room
 	reply      *outBatch           // ARP answers and released pending packets
@@ -122,6 +123,9 @@ func (r *Router) inboundLoop(ctx context.Context) {
 	n := min(max(r.ul.BatchSize(), 1), maxBatch)
 	b := newInBatch(n)
 	b.pw, _ = r.dev.(stack.PartialWriter)
+	if w, ok := r.dev.(stack.PartialWriter6); ok {
+		b.pw6 = w.WritesPartial6()
+	}
 	var errLog rateLog
 	for {
 		cnt, err := r.ul.ReadBatch(b.rbufs, b.sizes, b.srcs)
@@ -194,7 +198,8 @@ func (r *Router) inbound(b *inBatch, n int) {
 		if r.layer == stack.L2 {
 			if partial {
 				// A TAP host gets complete frames.
-				if pl := frame.Payload(); frame.Type() == vxlan.EtherTypeIPv4 && stack.IsPartialCandidate(pl) {
+				if pl := frame.Payload(); frame.Type() == vxlan.EtherTypeIPv4 && stack.IsPartialCandidate(pl) ||
+					frame.Type() == vxlan.EtherTypeIPv6 && stack.IsPartialCandidate6(pl) {
 					completePartial(pl)
 				}
 			}
@@ -319,8 +324,16 @@ func (r *Router) inbound6(b *inBatch, t *table, eps *epTable, nw *network, frame
 		}
 		return 0, DropMalformed // an IPv4 packet in an IPv6 frame
 	}
-	if partial {
-		return 0, DropMalformed // FlagPartial is for IPv4 TCP segments only
+	if partial { // between overlayd peers only, as IPv4's
+		if !stack.IsPartialCandidate6(p.Bytes()) {
+			return 0, DropMalformed // flagged, yet no TCP checksum to finish
+		}
+		if p.Dst != nw.v6a || !nw.v6.IsValid() || !b.pw6 {
+			// Hosted endpoints, and an attachment that cannot take
+			// them, get complete packets.
+			completePartial(p.Bytes())
+			partial = false
+		}
 	}
 	if p.Dst != nw.v6a || !nw.v6.IsValid() {
 		return r.inboundEndpoint(b, t, eps, nw, frame, p, src, i)
@@ -337,12 +350,18 @@ func (r *Router) inbound6(b *inBatch, t *table, eps *epTable, nw *network, frame
 		}
 		b.learned6 = l
 	}
-	if r.lb != nil && r.lb.InboundIP(p) == lb.Drop { // reverse NAT of a backend's reply, in place
-		return 0, DropLBRefused
+	if r.lb != nil {
+		v := r.lb.InboundIP(p) // reverse NAT of a backend's reply, in place
+		if partial {
+			resumPartial(p.Bytes())
+		}
+		if v == lb.Drop {
+			return 0, DropLBRefused
+		}
 	}
 	n := p.Len()
 	b.deliver = append(b.deliver, b.bufs[i][:headroom+vxlan.EncapLen+n])
-	b.notePartial(false)
+	b.notePartial(partial)
 	return n, DropNone
 }
 

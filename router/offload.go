@@ -57,6 +57,9 @@ func (c *vtepCaps) set(vtep netip.AddrPort, partial bool) {
 // gets wrong.
 func resumPartial(pkt []byte) {
 	ihl := int(pkt[0]&0xf) * 4
+	if pkt[0]>>4 == 6 {
+		ihl = 40 // IsPartialCandidate6: TCP right after the fixed header
+	}
 	binary.BigEndian.PutUint16(pkt[ihl+16:], stack.PseudoSum(pkt, len(pkt)-ihl))
 }
 

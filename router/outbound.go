@@ -240,7 +240,7 @@ func (r *Router) outboundPacket(b *outBatch, t *table, i int, pkt []byte) DropRe
 			return DropSpoofedSource
 		}
 	}
-	part := b.partial[i] && !p.Is6() // partial checksums are IPv4 TCP's (stack.IsPartialCandidate)
+	part := b.partial[i] // an IPv4 or IPv6 TCP segment (stack.IsPartialTCP)
 	if r.lb != nil {
 		v := r.lb.OutboundIP(p) // DNAT to a backend, in place
 		if part {
@@ -334,7 +334,7 @@ func (r *Router) outboundLocal(b *outBatch, i int, p *packet.IP, dst netip.Addr)
 		}
 		return DropTooBig, true
 	}
-	if b.partial[i] && !p.Is6() {
+	if b.partial[i] {
 		completePartial(p.Bytes()) // local devices get complete packets
 	}
 	if r.lb != nil && r.lb.InboundIP(p) == lb.Drop { // reverse NAT of a local backend's reply, in place

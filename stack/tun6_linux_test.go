@@ -19,7 +19,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-	gvchecksum "gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/overlayd/overlayd/stack"
@@ -35,9 +34,13 @@ type partialDev interface {
 }
 
 // pumpPartial moves batches from src to dst through ReadPartial and
-// WritePartial until src is closed, counting the packets it wrote.
-func pumpPartial(src, dst partialDev, wrote *atomic.Int64, wg *sync.WaitGroup) {
+// WritePartial until src is closed, counting the packets it wrote and the
+// partial IPv6 ones it read. As the router does, it completes a partial
+// IPv6 segment for a dst that is no stack.PartialWriter6.
+func pumpPartial(src, dst partialDev, wrote, partial6 *atomic.Int64, wg *sync.WaitGroup) {
 	defer wg.Done()
+	w6, _ := dst.(stack.PartialWriter6)
+	takes6 := w6 != nil && w6.WritesPartial6()
 	n := src.BatchSize()
 	bufs := make([][]byte, n)
 	for i := range bufs {
@@ -52,6 +55,13 @@ func pumpPartial(src, dst partialDev, wrote *atomic.Int64, wg *sync.WaitGroup) {
 		}
 		for i := range k {
 			out[i] = bufs[i][:stack.Headroom+sizes[i]]
+			if pkt := out[i][stack.Headroom:]; partial[i] && pkt[0]>>4 == 6 {
+				partial6.Add(1)
+				if !takes6 {
+					stack.CompleteChecksum(pkt)
+					partial[i] = false
+				}
+			}
 		}
 		if _, err := dst.WritePartial(out[:k], partial, stack.Headroom); err != nil && errors.Is(err, stack.ErrClosed) {
 			return
@@ -123,10 +133,10 @@ func TestTUNTCPv6(t *testing.T) {
 			return
 		}
 		var wg sync.WaitGroup
-		var toPeer, toKernel atomic.Int64
+		var toPeer, toKernel, partialIn, partialOut atomic.Int64
 		wg.Add(2)
-		go pumpPartial(tun, peer, &toPeer, &wg)
-		go pumpPartial(peer, tun, &toKernel, &wg)
+		go pumpPartial(tun, peer, &toPeer, &partialIn, &wg)
+		go pumpPartial(peer, tun, &toKernel, &partialOut, &wg)
 		defer func() {
 			tun.Close()
 			peer.Close()
@@ -200,6 +210,9 @@ func TestTUNTCPv6(t *testing.T) {
 		if st.OutGSO == 0 {
 			t.Error("OutGSO = 0: no IPv6 TSO super-packet was split")
 		}
+		if partialIn.Load() == 0 {
+			t.Error("ReadPartial gave no partial IPv6 segment of the kernel's TCP")
+		}
 		if st.DropRead != 0 {
 			t.Errorf("DropRead = %d, want 0", st.DropRead)
 		}
@@ -220,9 +233,8 @@ func linkStats(t testing.TB, name string) netlink.LinkStatistics {
 }
 
 // segments builds n TCP segments of mss bytes of one flow from the peer
-// to the TUN's address, as the router hands them to WritePartial: IPv4
-// ones partial (their checksum field the pseudo-header sum), IPv6 ones
-// complete.
+// to the TUN's address, as the router hands them to WritePartial:
+// partial (their checksum field the pseudo-header sum).
 func segments(v6 bool, n, mss int) ([][]byte, []bool) {
 	bufs := make([][]byte, n)
 	partial := make([]bool, n)
@@ -250,15 +262,8 @@ func segments(v6 bool, n, mss int) ([][]byte, []bool) {
 		for j := range mss {
 			pkt[hl+20+j] = byte(i + j)
 		}
-		if v6 {
-			ip := header.IPv6(pkt)
-			x := header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(20+mss))
-			tcp.SetChecksum(0)
-			tcp.SetChecksum(^gvchecksum.Checksum(tcp, x))
-		} else {
-			tcp.SetChecksum(stack.PseudoSum(pkt, 20+mss))
-			partial[i] = true
-		}
+		tcp.SetChecksum(stack.PseudoSum(pkt, 20+mss))
+		partial[i] = true
 		bufs[i] = b
 	}
 	return bufs, partial
@@ -266,9 +271,8 @@ func segments(v6 bool, n, mss int) ([][]byte, []bool) {
 
 // BenchmarkTUNWritePartial writes batches of 64 TCP segments of one flow
 // (MSS 1448 over IPv4, 1428 over IPv6) into a TUN in a fresh namespace:
-// the GRO paths, IPv4's partial segments as one writev of their payloads
-// (WritePartial's own), IPv6's complete ones through wireguard's Write,
-// which checks each checksum and copies the payloads into one packet.
+// the GRO path of partial segments, each run as one writev of their
+// payloads (WritePartial's own), for either family.
 // The kernel drops what arrives (no socket): the cost measured is the
 // write path's. Root only.
 func BenchmarkTUNWritePartial(b *testing.B) {
@@ -434,4 +438,127 @@ func TestNetnsTUNTCPv6(t *testing.T) {
 	if st.OutGSO == 0 || st.DropRead != 0 {
 		t.Errorf("Stats = %+v, want super-packets split (OutGSO > 0) and none dropped", st)
 	}
+}
+
+// TestTUNPartialPairTCPv6 runs a byte-exact kernel TCP transfer over
+// IPv6 each way between two TUNs in two namespaces, pumped through
+// ReadPartial and WritePartial as two overlayd nodes do: the segments
+// stay partial end to end (the TUNs are PartialWriter6s), and the
+// receiving TUN's TCPv6 TSO writes carry them to a kernel that accepts
+// them as they are (it counts fewer packets than were written).
+func TestTUNPartialPairTCPv6(t *testing.T) {
+	needTools(t, "ip")
+	const size = 8 << 20
+	_, path := testNetns(t)
+	type side struct {
+		tun *stack.TUN
+		ln  net.Listener
+		err error
+	}
+	opened := make(chan side, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the runtime discards the thread
+		ns, err := netns.GetFromPath(path)
+		if err != nil {
+			opened <- side{err: err}
+			return
+		}
+		defer ns.Close()
+		if err := netns.Set(ns); err != nil {
+			opened <- side{err: err}
+			return
+		}
+		tun, err := stack.OpenTUN(stack.TUNOptions{Name: "ovlpair6b", MTU: 1500, Addrs: []netip.Prefix{netip.MustParsePrefix("fd00:95::2/64")}})
+		if err != nil {
+			opened <- side{err: err}
+			return
+		}
+		ln, err := net.Listen("tcp6", "[fd00:95::2]:5201")
+		if err != nil {
+			tun.Close()
+		}
+		opened <- side{tun: tun, ln: ln, err: err}
+	}()
+	b := <-opened
+	if b.err != nil {
+		t.Fatalf("the second TUN and its listener: %v", b.err)
+	}
+	defer b.tun.Close()
+	defer b.ln.Close()
+	inNetns(t, func() {
+		const name = "ovlpair6a"
+		a, err := stack.OpenTUN(stack.TUNOptions{Name: name, MTU: 1500, Addrs: []netip.Prefix{netip.MustParsePrefix("fd00:95::1/64")}})
+		if err != nil {
+			t.Errorf("OpenTUN: %v", err)
+			return
+		}
+		var wg sync.WaitGroup
+		var toB, toA, partialAB, partialBA atomic.Int64
+		wg.Add(2)
+		go pumpPartial(a, b.tun, &toB, &partialAB, &wg)
+		go pumpPartial(b.tun, a, &toA, &partialBA, &wg)
+		defer func() {
+			a.Close()
+			b.tun.Close()
+			wg.Wait()
+		}()
+		data := make([]byte, size)
+		r := rand.New(rand.NewPCG(6, 7))
+		for i := range data {
+			data[i] = byte(r.Uint32())
+		}
+		echoed := make(chan error, 1)
+		go func() {
+			c, err := b.ln.Accept()
+			if err != nil {
+				echoed <- err
+				return
+			}
+			defer c.Close()
+			got := make([]byte, size)
+			if _, err := io.ReadFull(c, got); err != nil {
+				echoed <- err
+				return
+			}
+			if !bytes.Equal(got, data) {
+				echoed <- errors.New("the second namespace received other bytes than were sent")
+				return
+			}
+			_, err = c.Write(got)
+			echoed <- err
+		}()
+		before := linkStats(t, name)
+		c, err := net.DialTimeout("tcp6", "[fd00:95::2]:5201", 10*time.Second)
+		if err != nil {
+			t.Errorf("dial [fd00:95::2]:5201: %v", err)
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := c.Write(data); err != nil {
+			t.Errorf("write: %v", err)
+			return
+		}
+		back := make([]byte, size)
+		if _, err := io.ReadFull(c, back); err != nil {
+			t.Errorf("read back: %v", err)
+			return
+		}
+		if err := <-echoed; err != nil {
+			t.Errorf("second namespace: %v", err)
+			return
+		}
+		if !bytes.Equal(back, data) {
+			t.Error("the echo differs from what was sent")
+		}
+		gotIn := linkStats(t, name).RxPackets - before.RxPackets
+		t.Logf("a → b: %d segments written, %d partial; b → a: %d segments written, %d partial, %d packets a's kernel received",
+			toB.Load(), partialAB.Load(), toA.Load(), partialBA.Load(), gotIn)
+		if partialAB.Load() == 0 || partialBA.Load() == 0 {
+			t.Errorf("partial IPv6 segments read: %d a → b, %d b → a; want some each way", partialAB.Load(), partialBA.Load())
+		}
+		if gotIn*2 > uint64(toA.Load()) {
+			t.Errorf("a's kernel received %d packets for %d segments written: not coalesced", gotIn, toA.Load())
+		}
+	})
 }

@@ -13,17 +13,18 @@ import (
 // checksum can stay undone end to end; the router completes it
 // (CompleteChecksum) for anything else.
 type PartialReader interface {
-	// ReadPartial is Read, but an IPv4 TCP segment whose checksum the
-	// sender left undone keeps it so: its checksum field holds the sum
-	// of its pseudo-header alone (RFC 9293 §3.1, with the segment's
-	// length; folded, not complemented) and partial[i] is set. For every
-	// other packet partial[i] is false and its checksums are complete.
+	// ReadPartial is Read, but a TCP segment (IsPartialCandidate or
+	// IsPartialCandidate6) whose checksum the sender left undone may keep
+	// it so: its checksum field holds the sum of its pseudo-header alone
+	// (RFC 9293 §3.1 and RFC 8200 §8.1, with the segment's length;
+	// folded, not complemented) and partial[i] is set. For every other
+	// packet partial[i] is false and its checksums are complete.
 	// len(partial) >= len(bufs).
 	ReadPartial(bufs [][]byte, sizes []int, partial []bool, offset int) (int, error)
 }
 
 // PartialWriter is an optional capability of a Device: it takes IPv4 TCP
-// segments whose checksum is still to be done (as ReadPartial returns
+// segments (IsPartialCandidate; IPv6 ones too if it is a PartialWriter6) whose checksum is still to be done (as ReadPartial returns
 // them), and has the host finish them only where they leave it: a kernel
 // TUN writes them as CHECKSUM_PARTIAL, which the host's own TCP accepts
 // without computing anything, and it coalesces runs of one flow (GRO)
@@ -34,9 +35,20 @@ type PartialWriter interface {
 	WritePartial(bufs [][]byte, partial []bool, offset int) (int, error)
 }
 
+// PartialWriter6 is an optional capability of a PartialWriter: it takes
+// IPv6 TCP segments (IsPartialCandidate6) whose checksum is still to be
+// done as well. A PartialWriter without it is handed IPv6 packets
+// complete.
+type PartialWriter6 interface {
+	PartialWriter
+	// WritesPartial6 reports whether WritePartial takes partial IPv6
+	// segments.
+	WritesPartial6() bool
+}
+
 // IsPartialCandidate reports whether pkt is an IPv4 TCP segment, not a
-// fragment, with a whole TCP header: the only packets whose checksum
-// overlayd leaves undone.
+// fragment, with a whole TCP header: with IsPartialCandidate6's, the only
+// packets whose checksum overlayd leaves undone.
 func IsPartialCandidate(pkt []byte) bool {
 	if len(pkt) < 20 || pkt[0]>>4 != 4 || pkt[9] != 6 {
 		return false
@@ -48,22 +60,49 @@ func IsPartialCandidate(pkt []byte) bool {
 	return int(binary.BigEndian.Uint16(pkt[2:4])) <= len(pkt)
 }
 
-// CompleteChecksum finishes the TCP checksum of pkt, an IPv4 TCP segment
-// (IsPartialCandidate) whose checksum field holds its pseudo-header sum:
-// afterwards the segment is as any host would send it. It reads the whole
-// segment once and allocates nothing.
+// IsPartialCandidate6 reports whether pkt is an IPv6 TCP segment with
+// the TCP header right after the fixed header (no extension headers, as
+// the kernel's TCP sends it) and whole: IsPartialCandidate's IPv6 twin.
+func IsPartialCandidate6(pkt []byte) bool {
+	if len(pkt) < ipv6HeaderLen+20 || pkt[0]>>4 != 6 || pkt[6] != 6 {
+		return false
+	}
+	n := int(binary.BigEndian.Uint16(pkt[4:6]))
+	return n >= 20 && ipv6HeaderLen+n <= len(pkt)
+}
+
+// IsPartialTCP reports whether pkt is either: IsPartialCandidate or
+// IsPartialCandidate6.
+func IsPartialTCP(pkt []byte) bool {
+	if len(pkt) > 0 && pkt[0]>>4 == 6 {
+		return IsPartialCandidate6(pkt)
+	}
+	return IsPartialCandidate(pkt)
+}
+
+// CompleteChecksum finishes the TCP checksum of pkt, an IPv4 or IPv6 TCP
+// segment (IsPartialTCP) whose checksum field holds its pseudo-header
+// sum: afterwards the segment is as any host would send it. It reads the
+// whole segment once and allocates nothing.
 func CompleteChecksum(pkt []byte) {
-	ihl := int(pkt[0]&0xf) * 4
-	seg := pkt[ihl:binary.BigEndian.Uint16(pkt[2:4])]
+	var seg []byte
+	if pkt[0]>>4 == 6 {
+		seg = pkt[ipv6HeaderLen : ipv6HeaderLen+int(binary.BigEndian.Uint16(pkt[4:6]))]
+	} else {
+		seg = pkt[int(pkt[0]&0xf)*4 : binary.BigEndian.Uint16(pkt[2:4])]
+	}
 	// The field holds the pseudo-header's sum, so the sum over the
 	// segment as it is counts the pseudo-header once.
 	binary.BigEndian.PutUint16(seg[16:18], ^checksum.Checksum(seg, 0))
 }
 
-// PseudoSum is the TCP checksum field of a partial IPv4 segment (ip its
-// IPv4 header) of tcpLen bytes of TCP header and payload: the folded sum
-// of the pseudo-header.
+// PseudoSum is the TCP checksum field of a partial segment (ip its IPv4
+// header, or its IPv6 fixed header) of tcpLen bytes of TCP header and
+// payload: the folded sum of the pseudo-header.
 func PseudoSum(ip []byte, tcpLen int) uint16 {
+	if ip[0]>>4 == 6 {
+		return pseudoSum6(ip, 6, tcpLen)
+	}
 	return pseudoSum(ip, 6, tcpLen)
 }
 

@@ -132,9 +132,8 @@ func (t *TUN) ReadPartial(bufs [][]byte, sizes []int, partial []bool, offset int
 
 // splitVirtio turns what one TUN read returned (virtio-net header, then
 // the packet) into packets in bufs[i][offset:], and returns how many (0:
-// dropped). IPv4 TCP checksums the kernel left undone stay undone
-// (partial[i]); every other checksum is completed, IPv6 TCP's included
-// (PartialReader's contract is IPv4's). A super-packet (TSO, UDP GSO) is
+// dropped). TCP checksums the kernel left undone, IPv4's and IPv6's, stay
+// undone (partial[i]); every other checksum is completed. A super-packet (TSO, UDP GSO) is
 // cut into its segments as the kernel's GSO would (tcp_gso_segment,
 // udp4/udp6 GSO): the same headers, IPv4 IDs counting up, sequence
 // numbers advancing, FIN and PSH on the last segment only; an IPv6 one
@@ -153,7 +152,8 @@ func splitVirtio(in []byte, bufs [][]byte, sizes []int, partial []bool, offset i
 		if h.flags&vnetNeedsCsum == 0 {
 			return 1
 		}
-		if h.csumOffset == 16 && IsPartialCandidate(out) && int(h.csumStart) == int(out[0]&0xf)*4 {
+		if h.csumOffset == 16 && (IsPartialCandidate(out) && int(h.csumStart) == int(out[0]&0xf)*4 ||
+			IsPartialCandidate6(out) && h.csumStart == ipv6HeaderLen) {
 			partial[0] = true
 			return 1
 		}
@@ -240,7 +240,8 @@ func splitVirtio(in []byte, bufs [][]byte, sizes []int, partial []bool, offset i
 // splitVirtio6 is splitVirtio for a super-packet pkt that is not IPv4
 // (h its virtio-net header): IPv6 TSO or UDP GSO, TCP or UDP right after
 // the fixed header (no extension headers, as the kernel's TCP and UDP
-// sockets send it), every segment with its complete checksum; CWR stays
+// sockets send it), TCP segments partial as IPv4's, UDP datagrams with
+// their complete checksum; CWR stays
 // on the first segment of an ECN stream. Anything else is dropped (0).
 func splitVirtio6(h *vnetHdr, pkt []byte, bufs [][]byte, sizes []int, partial []bool, offset int) int {
 	if len(pkt) < ipv6HeaderLen || pkt[0]>>4 != 6 {
@@ -272,8 +273,9 @@ func splitVirtio6(h *vnetHdr, pkt []byte, bufs [][]byte, sizes []int, partial []
 
 // cutSegments6 is splitVirtio's loop for an IPv6 super-packet pkt of hl
 // bytes of headers (the fixed header, then TCP or UDP) cut into n
-// segments of seg bytes of payload: each gets its payload length and its
-// complete transport checksum. It returns n, or 0 if a buffer is short.
+// segments of seg bytes of payload: each gets its payload length, and a
+// TCP segment its pseudo-header sum (partial[i]), a UDP datagram its
+// complete checksum. It returns n, or 0 if a buffer is short.
 func cutSegments6(pkt []byte, bufs [][]byte, sizes []int, partial []bool, offset, hl, seg, n int, tcp bool, seq uint32) int {
 	for i := range n {
 		from := hl + i*seg
@@ -297,8 +299,8 @@ func cutSegments6(pkt []byte, bufs [][]byte, sizes []int, partial []bool, offset
 			if i > 0 {
 				l[13] &^= tcpCWR
 			}
-			l[16], l[17] = 0, 0
-			binary.BigEndian.PutUint16(l[16:], ^checksum.Checksum(l, pseudoSum6(out, 6, len(l))))
+			binary.BigEndian.PutUint16(l[16:], pseudoSum6(out, 6, len(l)))
+			partial[i] = true
 			continue
 		}
 		binary.BigEndian.PutUint16(l[4:6], uint16(len(l)))
@@ -373,7 +375,8 @@ func (t *TUN) WritePartial(bufs [][]byte, partial []bool, offset int) (int, erro
 // bufs[i] starts and later packets may join (see WritePartial).
 func coalesceEnd(bufs [][]byte, partial []bool, offset, i int) int {
 	a := bufs[i][offset:]
-	ihl := int(a[0]&0xf) * 4
+	v6 := a[0]>>4 == 6
+	ihl := ipHeaderLen(a)
 	hl := ihl + int(a[ihl+12]>>4)*4
 	size := len(a) - hl
 	if size <= 0 || a[ihl+13] != tcpACK || len(a) < hl {
@@ -386,10 +389,8 @@ func coalesceEnd(bufs [][]byte, partial []bool, offset, i int) int {
 		b := bufs[j][offset:]
 		l := len(b) - hl
 		if l <= 0 || l > size || total+l > 65535 ||
-			// version, IHL, TOS; flags, fragment, TTL, protocol;
-			// addresses and IP options; ports; data offset;
-			// acknowledgment; TCP options.
-			a[0] != b[0] || a[1] != b[1] || !bytes.Equal(a[6:10], b[6:10]) || !bytes.Equal(a[12:ihl], b[12:ihl]) ||
+			!sameIPHeader(a, b, ihl, v6) ||
+			// ports; data offset; acknowledgment; TCP options.
 			!bytes.Equal(a[ihl:ihl+4], b[ihl:ihl+4]) || a[ihl+12] != b[ihl+12] ||
 			!bytes.Equal(a[ihl+8:ihl+12], b[ihl+8:ihl+12]) || !bytes.Equal(a[ihl+20:hl], b[ihl+20:hl]) ||
 			binary.BigEndian.Uint32(b[ihl+4:]) != next || b[ihl+13]&^tcpPSH != tcpACK {
@@ -404,11 +405,33 @@ func coalesceEnd(bufs [][]byte, partial []bool, offset, i int) int {
 	return j
 }
 
+// ipHeaderLen is the length of the IP header of a, an IPv4 or IPv6 TCP
+// segment (IsPartialTCP).
+func ipHeaderLen(a []byte) int {
+	if a[0]>>4 == 6 {
+		return ipv6HeaderLen
+	}
+	return int(a[0]&0xf) * 4
+}
+
+// sameIPHeader reports whether the IP headers (ihl bytes) of segments a
+// and b may go in one coalesced packet: IPv4's version, IHL, TOS, flags,
+// fragment, TTL, protocol, addresses and options; IPv6's version,
+// traffic class, flow label, next header, hop limit and addresses. Only
+// the lengths, IDs and checksums may differ.
+func sameIPHeader(a, b []byte, ihl int, v6 bool) bool {
+	if v6 {
+		return bytes.Equal(a[0:4], b[0:4]) && bytes.Equal(a[6:ihl], b[6:ihl])
+	}
+	return a[0] == b[0] && a[1] == b[1] && bytes.Equal(a[6:10], b[6:10]) && bytes.Equal(a[12:ihl], b[12:ihl])
+}
+
 // writeRun writes the partial segments run (coalesceEnd's) as one packet:
 // the first's headers, adjusted, and every payload, from where they lie.
 func (p *partialIO) writeRun(run [][]byte, offset int) error {
 	a := run[0][offset:]
-	ihl := int(a[0]&0xf) * 4
+	v6 := a[0]>>4 == 6
+	ihl := ipHeaderLen(a)
 	hl := ihl + int(a[ihl+12]>>4)*4
 	h := vnetHdr{flags: vnetNeedsCsum, hdrLen: uint16(hl), csumStart: uint16(ihl), csumOffset: 16}
 	first := run[0][offset-vnetHdrLen:]
@@ -421,11 +444,16 @@ func (p *partialIO) writeRun(run [][]byte, offset int) error {
 	for _, b := range run[1:] {
 		total += len(b) - offset - hl
 	}
-	binary.BigEndian.PutUint16(a[2:4], uint16(total))
-	ipv4HeaderChecksum(a[:ihl])
+	h.gsoType, h.gsoSize = vnetGSOTCPv4, uint16(len(a)-hl)
+	if v6 {
+		binary.BigEndian.PutUint16(a[4:6], uint16(total-ihl))
+		h.gsoType = vnetGSOTCPv6
+	} else {
+		binary.BigEndian.PutUint16(a[2:4], uint16(total))
+		ipv4HeaderChecksum(a[:ihl])
+	}
 	a[ihl+13] |= run[len(run)-1][offset+ihl+13] & tcpPSH
 	binary.BigEndian.PutUint16(a[ihl+16:], PseudoSum(a, total-ihl))
-	h.gsoType, h.gsoSize = vnetGSOTCPv4, uint16(len(a)-hl)
 	h.encode(first)
 	p.iovs = append(p.iovs[:0], iovec(first))
 	for _, b := range run[1:] {
@@ -469,7 +497,11 @@ func iovec(b []byte) unix.Iovec {
 	return v
 }
 
+// WritesPartial6 implements PartialWriter6: WritePartial takes partial
+// IPv6 TCP segments as it takes IPv4's.
+func (t *TUN) WritesPartial6() bool { return true }
+
 var (
-	_ PartialReader = (*TUN)(nil)
-	_ PartialWriter = (*TUN)(nil)
+	_ PartialReader  = (*TUN)(nil)
+	_ PartialWriter6 = (*TUN)(nil)
 )

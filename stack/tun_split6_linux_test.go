@@ -92,11 +92,19 @@ func TestSplitVirtioTCPv6(t *testing.T) {
 			for i := range n {
 				pkt := bufs[i][testOff : testOff+sizes[i]]
 				tcp := pkt[ipv6HeaderLen:]
-				if partial[i] {
-					t.Errorf("segment %d: partial = true, want the IPv6 checksum complete", i)
+				if !partial[i] {
+					t.Errorf("segment %d: partial = false, want the TCP checksum left undone", i)
 				}
-				if !l4Valid6(pkt) {
-					t.Errorf("segment %d: payload length %d of %d bytes, or TCP checksum wrong", i, binary.BigEndian.Uint16(pkt[4:]), len(pkt))
+				if got, want := binary.BigEndian.Uint16(tcp[16:]), PseudoSum(pkt, len(tcp)); got != want {
+					t.Errorf("segment %d: checksum field %#04x, want the pseudo-header sum %#04x", i, got, want)
+				}
+				if !IsPartialCandidate6(pkt) || !IsPartialTCP(pkt) || IsPartialCandidate(pkt) {
+					t.Errorf("segment %d: not an IPv6 partial candidate", i)
+				}
+				c := append([]byte(nil), pkt...)
+				CompleteChecksum(c)
+				if !l4Valid6(c) {
+					t.Errorf("segment %d: payload length %d of %d bytes, or TCP checksum wrong after CompleteChecksum", i, binary.BigEndian.Uint16(pkt[4:]), len(pkt))
 				}
 				if seq, want := binary.BigEndian.Uint32(tcp[4:]), uint32(0xfffff000)+uint32(i*tc.mss); seq != want {
 					t.Errorf("segment %d: seq %#x, want %#x", i, seq, want)
@@ -186,9 +194,8 @@ func TestSplitVirtioV6AllocatesNothing(t *testing.T) {
 
 // BenchmarkSplitVirtio cuts a TSO super-packet of each family and size
 // into MSS-sized segments (1448 bytes of payload for IPv4, 1428 for IPv6:
-// an MTU of 1500 less the headers with timestamps). IPv4's segments stay
-// partial; IPv6's get their whole checksums, one more pass over the
-// payload.
+// an MTU of 1500 less the headers with timestamps). Both families'
+// segments stay partial.
 func BenchmarkSplitVirtio(b *testing.B) {
 	for _, fam := range []struct {
 		name string
@@ -215,22 +222,168 @@ func BenchmarkSplitVirtio(b *testing.B) {
 	}
 }
 
-// TestSplitVirtioCompletesLoneV6: a lone IPv6 TCP segment or UDP
-// datagram whose checksum the kernel left undone (NEEDS_CSUM, no GSO)
-// comes out complete, not partial: PartialReader's partial packets are
-// IPv4's.
-func TestSplitVirtioCompletesLoneV6(t *testing.T) {
-	for _, proto := range []uint8{6, 17} {
+// TestSplitVirtioLoneV6: a lone IPv6 TCP segment whose checksum the
+// kernel left undone (NEEDS_CSUM, no GSO) stays partial, as IPv4's; a
+// UDP datagram comes out complete.
+func TestSplitVirtioLoneV6(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		proto   uint8
+		partial bool
+	}{{"tcp", 6, true}, {"udp", 17, false}} {
+		proto := tc.proto
 		in := superPacket6(randomPayload(700), 1428, tcpACK|tcpPSH, proto)
 		binary.NativeEndian.PutUint16(in[4:], 0) // gsoSize
 		in[1] = vnetGSONone
 		bufs, sizes, partial := testBufs(1)
-		if n := splitVirtio(in, bufs, sizes, partial, testOff); n != 1 || partial[0] {
-			t.Fatalf("proto %d: splitVirtio = %d, partial %v; want 1, false", proto, n, partial[0])
+		if n := splitVirtio(in, bufs, sizes, partial, testOff); n != 1 || partial[0] != tc.partial {
+			t.Fatalf("%s: splitVirtio = %d, partial %v; want 1, %v", tc.name, n, partial[0], tc.partial)
 		}
 		out, pkt := bufs[0][testOff:testOff+sizes[0]], in[vnetHdrLen:]
+		if tc.partial {
+			if !bytes.Equal(out, pkt) {
+				t.Errorf("%s: the partial segment changed", tc.name)
+			}
+			out = append([]byte(nil), out...)
+			CompleteChecksum(out)
+		}
 		if !l4Valid6(out) || len(out) != len(pkt) || !bytes.Equal(out[:ipv6HeaderLen+4], pkt[:ipv6HeaderLen+4]) || !bytes.Equal(out[len(out)-700:], pkt[len(pkt)-700:]) {
 			t.Errorf("proto %d: checksum not completed, or the packet changed", proto)
 		}
+	}
+}
+
+// splitRun6 cuts an IPv6 super-packet of payload into mss-sized partial
+// segments and returns them as WritePartial gets them.
+func splitRun6(t testing.TB, payload []byte, mss int, flags uint8) ([][]byte, []bool) {
+	bufs, sizes, partial := testBufs(64)
+	n := splitVirtio(superPacket6(payload, mss, flags, 6), bufs, sizes, partial, testOff)
+	if n == 0 {
+		t.Fatal("splitVirtio: not split")
+	}
+	run := make([][]byte, n)
+	for i := range n {
+		run[i] = bufs[i][:testOff+sizes[i]]
+	}
+	return run, partial[:n]
+}
+
+// TestCoalesceAndWriteRun6: a run of partial IPv6 segments of one flow
+// goes as one TSO write: a TCPv6 virtio-net header, the payload length
+// of the whole, the pseudo-header sum of the whole, every payload.
+func TestCoalesceAndWriteRun6(t *testing.T) {
+	payload := randomPayload(5*1428 + 100)
+	run, partial := splitRun6(t, payload, 1428, tcpACK|tcpPSH)
+	if end := coalesceEnd(run, partial, testOff, 0); end != len(run) {
+		t.Fatalf("coalesceEnd = %d, want all %d segments", end, len(run))
+	}
+	p, r := pipeIO(t)
+	if err := p.writeRun(run, testOff); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 65536+ipv6HeaderLen)
+	k, err := r.Read(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = got[:k]
+	var h vnetHdr
+	h.decode(got)
+	const hl = ipv6HeaderLen + 32
+	want := vnetHdr{flags: vnetNeedsCsum, gsoType: vnetGSOTCPv6, hdrLen: hl, gsoSize: 1428, csumStart: ipv6HeaderLen, csumOffset: 16}
+	if h != want {
+		t.Errorf("virtio header %+v, want %+v", h, want)
+	}
+	pkt := got[vnetHdrLen:]
+	if len(pkt) != hl+len(payload) || int(binary.BigEndian.Uint16(pkt[4:]))+ipv6HeaderLen != len(pkt) {
+		t.Fatalf("coalesced packet %d bytes, payload length %d; want %d", len(pkt), binary.BigEndian.Uint16(pkt[4:]), hl+len(payload))
+	}
+	if !bytes.Equal(pkt[hl:], payload) {
+		t.Error("coalesced payload differs from what was sent")
+	}
+	if pkt[ipv6HeaderLen+13] != tcpACK|tcpPSH {
+		t.Errorf("coalesced flags %#x, want ACK|PSH (the last segment's PSH)", pkt[ipv6HeaderLen+13])
+	}
+	CompleteChecksum(pkt)
+	if !l4Valid6(pkt) {
+		t.Error("coalesced packet's checksum is wrong once completed")
+	}
+}
+
+// TestWriteRunLone6: a lone partial IPv6 segment goes as
+// CHECKSUM_PARTIAL, without GSO, as it is.
+func TestWriteRunLone6(t *testing.T) {
+	run, _ := splitRun6(t, randomPayload(700), 1428, tcpACK|tcpPSH)
+	seg := append([]byte(nil), run[0][testOff:]...)
+	p, r := pipeIO(t)
+	if err := p.writeRun(run, testOff); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 65536)
+	k, err := r.Read(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h vnetHdr
+	h.decode(got)
+	if want := (vnetHdr{flags: vnetNeedsCsum, hdrLen: ipv6HeaderLen + 32, csumStart: ipv6HeaderLen, csumOffset: 16}); h != want {
+		t.Errorf("virtio header %+v, want %+v", h, want)
+	}
+	if !bytes.Equal(got[vnetHdrLen:k], seg) {
+		t.Error("the lone segment changed")
+	}
+}
+
+func TestCoalesceEndStops6(t *testing.T) {
+	const tcp = ipv6HeaderLen
+	for _, tc := range []struct {
+		name   string
+		change func(run [][]byte, partial []bool)
+		want   int
+	}{
+		{"one flow", func([][]byte, []bool) {}, 4},
+		{"a complete packet", func(_ [][]byte, p []bool) { p[2] = false }, 2},
+		{"another traffic class", func(r [][]byte, _ []bool) { r[1][testOff] |= 0x01 }, 1},
+		{"another flow label", func(r [][]byte, _ []bool) { r[2][testOff+3]++ }, 2},
+		{"another hop limit", func(r [][]byte, _ []bool) { r[1][testOff+7]-- }, 1},
+		{"another source", func(r [][]byte, _ []bool) { r[3][testOff+23]++ }, 3},
+		{"another destination", func(r [][]byte, _ []bool) { r[1][testOff+39]++ }, 1},
+		{"an IPv4 packet", func(r [][]byte, _ []bool) { r[1][testOff] = 0x45 }, 1},
+		{"another port", func(r [][]byte, _ []bool) { r[3][testOff+tcp+1]++ }, 3},
+		{"another ack", func(r [][]byte, _ []bool) { r[1][testOff+tcp+8]++ }, 1},
+		{"a gap", func(r [][]byte, _ []bool) { r[2][testOff+tcp+7]++ }, 2},
+		{"PSH in the middle", func(r [][]byte, _ []bool) { r[1][testOff+tcp+13] |= tcpPSH }, 2},
+		{"another TCP option", func(r [][]byte, _ []bool) { r[2][testOff+tcp+31]++ }, 2},
+		{"a shorter one in the middle", func(r [][]byte, _ []bool) { r[1] = r[1][:len(r[1])-1] }, 2},
+	} {
+		run, partial := splitRun6(t, make([]byte, 4*1000), 1000, tcpACK)
+		tc.change(run, partial)
+		if got := coalesceEnd(run, partial, testOff, 0); got != tc.want {
+			t.Errorf("%s: coalesceEnd = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestPartialPath6AllocatesNothing(t *testing.T) {
+	in := superPacket6(make([]byte, 8*1428), 1428, tcpACK, 6)
+	bufs, sizes, partial := testBufs(16)
+	p, r := pipeIO(t)
+	drain := make([]byte, 1<<17)
+	run := make([][]byte, 16)
+	allocs := testing.AllocsPerRun(50, func() {
+		n := splitVirtio(in, bufs, sizes, partial, testOff)
+		for i := range n {
+			run[i] = bufs[i][:testOff+sizes[i]]
+		}
+		if coalesceEnd(run[:n], partial, testOff, 0) != n {
+			t.Fatal("not coalesced")
+		}
+		if err := p.writeRun(run[:n], testOff); err != nil {
+			t.Fatal(err)
+		}
+		r.Read(drain)
+	})
+	if allocs != 0 {
+		t.Errorf("IPv6 split, coalesce and write: %v allocs per run, want 0", allocs)
 	}
 }
