@@ -202,3 +202,53 @@ func TestPartialThroughNAT6(t *testing.T) {
 		t.Error("the reverse-NATed partial IPv6 reply's checksum is wrong once completed")
 	}
 }
+
+// FuzzInboundPartial6 feeds flagged datagrams to a router whose device
+// takes partial IPv6 segments: each is delivered or counted, and what is
+// delivered partial is an IPv6 TCP segment to the node.
+func FuzzInboundPartial6(f *testing.F) {
+	r := hotRouter6(f)
+	b := newInBatch(1)
+	b.pw, b.pw6 = &fakePartialWriter6{}, true
+	for _, pkt := range [][]byte{
+		partialTCP6(netip.AddrPortFrom(addrB6.Addr(), 5201), netip.AddrPortFrom(addrA6.Addr(), 40000)),
+		ipv6UDP(addrB6.Addr(), addrA6.Addr(), 2, 1, []byte("seed")),
+		partialTCP(netip.AddrPortFrom(addrB.Addr(), 5201), netip.AddrPortFrom(addrA.Addr(), 40000)),
+	} {
+		buf := make([]byte, 64+len(pkt))
+		copy(buf[64:], pkt)
+		et := uint16(vxlan.EtherTypeIPv6)
+		if pkt[0]>>4 == 4 {
+			et = vxlan.EtherTypeIPv4
+		}
+		d := vxlan.Encap(buf, 64, len(pkt), testVNI, r.MAC(), macB, et)
+		vxlan.Header(d).SetPartial()
+		f.Add(d)
+	}
+	f.Fuzz(func(t *testing.T, d []byte) {
+		if len(d) < vxlan.HeaderLen || len(d) > len(b.rbufs[0]) {
+			return
+		}
+		b.reset()
+		copy(b.rbufs[0], d)
+		vxlan.Header(b.rbufs[0]).SetPartial()
+		b.sizes[0], b.srcs[0] = len(d), vtepB
+		before := sum(r.drops.Snapshot()) + r.in.packets.Load() + r.arpAnswers.Load()
+		r.inbound(b, 1)
+		after := sum(r.drops.Snapshot()) + r.in.packets.Load() + r.arpAnswers.Load()
+		var et uint16
+		if len(d) >= vxlan.EncapLen {
+			et = vxlan.Ethernet(d[vxlan.HeaderLen:]).Type()
+		}
+		teaches := et == vxlan.EtherTypeARP || et == vxlan.EtherTypeIPv6 && vxlan.IsNDP(d[vxlan.EncapLen:])
+		if after == before && !teaches {
+			t.Fatalf("datagram %x neither delivered nor counted", d)
+		}
+		for i, p := range b.deliver {
+			pkt := p[r.deliverOff():]
+			if b.anyPartial && b.partial[i] && !stack.IsPartialTCP(pkt) {
+				t.Fatalf("delivered partial, yet no TCP segment to finish: %x", pkt)
+			}
+		}
+	})
+}
