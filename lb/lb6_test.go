@@ -452,3 +452,60 @@ func BenchmarkNAT66(b *testing.B) {
 		})
 	}
 }
+
+// TestEvictAcrossFamilies: in a full shard a new flow of one family evicts
+// the oldest flow, of either family (its keys are packed before the maps
+// are touched for an IPv4 victim), and leaves no stale key behind: every
+// live flow is in its family's two maps once, the evicted ones in none,
+// and the live ones' replies are still NATed.
+func TestEvictAcrossFamilies(t *testing.T) {
+	b := mustNew(t, Options{MaxFlows: 4})
+	mustSet(t, b, append(web(bk(be1, 1)), web6(bk(be61, 1))...))
+	s := &b.shards[0]
+	if len(b.shards) != 1 || b.perShard != 4 {
+		t.Fatalf("%d shards of %d flows, want 1 of 4", len(b.shards), b.perShard)
+	}
+	type flow struct {
+		cli, be netip.AddrPort
+		v6      bool
+	}
+	var live []flow
+	for i := range 24 {
+		f := flow{netip.AddrPortFrom(client, uint16(1000+i)), be1, false}
+		pkt := udpPkt(f.cli, netip.AddrPortFrom(vip, 53), 'x')
+		if i%3 == 1 || i%7 == 0 { // each family evicts flows of both
+			f = flow{netip.AddrPortFrom(client6, uint16(1000+i)), be61, true}
+			pkt = udpPkt6(f.cli, netip.AddrPortFrom(vip6, 53), 'x')
+		}
+		if v := b.Outbound(pkt); v != NAT {
+			t.Fatalf("flow %d: Outbound = %v", i, v)
+		}
+		live = append(live, f)
+		if len(live) > 4 {
+			live = live[1:]
+		}
+		n4, n6 := 0, 0
+		for _, f := range live {
+			if f.v6 {
+				n6++
+			} else {
+				n4++
+			}
+		}
+		if s.n != len(live) || len(s.byOrig) != n4 || len(s.byReply) != n4 || len(s.byOrig6) != n6 || len(s.byReply6) != n6 {
+			t.Fatalf("after flow %d: n %d, IPv4 maps %d/%d, IPv6 maps %d/%d; want %d, %d and %d", i, s.n, len(s.byOrig), len(s.byReply), len(s.byOrig6), len(s.byReply6), len(live), n4, n6)
+		}
+	}
+	if st := b.Stats(); st.Evictions != 20 {
+		t.Errorf("%d evictions, want 20", st.Evictions)
+	}
+	for _, f := range live {
+		pkt := udpPkt(f.be, f.cli, 'y')
+		if f.v6 {
+			pkt = udpPkt6(f.be, f.cli, 'y')
+		}
+		if v := b.Inbound(pkt); v != NAT {
+			t.Errorf("reply to %v: Inbound = %v", f.cli, v)
+		}
+	}
+}
