@@ -24,10 +24,11 @@ const (
 	// FlagI is the I flag: set when the VNI is valid (RFC 7348 §5).
 	FlagI = 0x08
 	// FlagPartial, in the second byte (the first reserved one), is
-	// overlayd's own: the inner packet is an IPv4 TCP segment whose
-	// checksum field holds only its pseudo-header's sum, to be finished
-	// where it leaves the overlay. It goes only to VTEPs that said they
-	// take it (an ARP Trailer with TrailerPartial); a Linux vxlan device
+	// overlayd's own: the inner packet is a TCP segment (IPv4, or IPv6
+	// with no extension headers) whose checksum field holds only its
+	// pseudo-header's sum, to be finished where it leaves the overlay. It
+	// goes only to VTEPs that said they take it (an ARP or NDP Trailer
+	// with TrailerPartial); a Linux vxlan device
 	// drops datagrams with reserved bits set, and never gets one.
 	FlagPartial = 0x01
 )
