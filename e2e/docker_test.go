@@ -288,6 +288,37 @@ func tail(s string, n int) string {
 // plugin (over the IPv6 underlay when v6) and its own dockerd with the
 // busybox image ovt-busybox:1; it skips (fails under CI) without root,
 // Docker or a static busybox.
+// createDockerNetwork runs the `docker network create` args on h1, and
+// on h2 once it knows the overlay network, which it then joins rather than
+// creating another; it returns the overlay network as h2 sees it.
+func createDockerNetwork(t *testing.T, h1, h2 *dockerHost, args ...string) api.NetworkInfo {
+	t.Helper()
+	h1.docker(t, args...)
+	testutil.Eventually(t, 15*time.Second, "h1: overlay network blue joined", func() error {
+		if n, ok := h1.network("blue"); !ok || !n.Joined {
+			return fmt.Errorf("blue: %+v", n)
+		}
+		return nil
+	})
+	testutil.Eventually(t, 15*time.Second, "h2 knows the overlay network blue", func() error {
+		if _, ok := h2.network("blue"); !ok {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	h2.docker(t, args...)
+	var blue api.NetworkInfo
+	testutil.Eventually(t, 15*time.Second, "h2: overlay network blue joined", func() error {
+		n, ok := h2.network("blue")
+		if !ok || !n.Joined {
+			return fmt.Errorf("blue: %+v", n)
+		}
+		blue = n
+		return nil
+	})
+	return blue
+}
+
 func newDockerLab(t *testing.T, v6 bool) []*dockerHost {
 	t.Helper()
 	RequireRoot(t, "unshare", "nsenter")
@@ -323,31 +354,7 @@ func TestDockerPlugin(t *testing.T) {
 	h1, h2 := hosts[0], hosts[1]
 
 	create := []string{"network", "create", "-d", "overlayd", "--ipam-driver", "overlayd", "--subnet", "10.30.0.0/16", "blue"}
-	h1.docker(t, create...)
-	testutil.Eventually(t, 15*time.Second, "h1: overlay network blue joined", func() error {
-		if n, ok := h1.network("blue"); !ok || !n.Joined {
-			return fmt.Errorf("blue: %+v", n)
-		}
-		return nil
-	})
-	// h2 creates its Docker network once it knows the overlay network,
-	// which it then joins rather than creating another.
-	testutil.Eventually(t, 15*time.Second, "h2 knows the overlay network blue", func() error {
-		if _, ok := h2.network("blue"); !ok {
-			return errors.New("not yet")
-		}
-		return nil
-	})
-	h2.docker(t, create...)
-	var blue api.NetworkInfo
-	testutil.Eventually(t, 15*time.Second, "h2: overlay network blue joined", func() error {
-		n, ok := h2.network("blue")
-		if !ok || !n.Joined {
-			return fmt.Errorf("blue: %+v", n)
-		}
-		blue = n
-		return nil
-	})
+	blue := createDockerNetwork(t, h1, h2, create...)
 	if blue.CIDR != "10.30.0.0/16" {
 		t.Fatalf("overlay network blue has CIDR %s, want the Docker subnet 10.30.0.0/16", blue.CIDR)
 	}

@@ -264,30 +264,8 @@ func TestDockerPluginDualStack(t *testing.T) {
 		t.Logf("h1: an IPv6-only network: %v", err)
 	}
 	create := []string{"network", "create", "-d", "overlayd", "--ipam-driver", "overlayd", "--subnet", dkCIDR4, "--ipv6", "--subnet", dkCIDR6, "blue"}
-	h1.docker(t, create...)
-	t.Logf("h1: docker %s", strings.Join(create, " "))
-	testutil.Eventually(t, 15*time.Second, "h1: overlay network blue joined", func() error {
-		if n, ok := h1.network("blue"); !ok || !n.Joined {
-			return fmt.Errorf("blue: %+v", n)
-		}
-		return nil
-	})
-	testutil.Eventually(t, 15*time.Second, "h2 knows the overlay network blue", func() error {
-		if _, ok := h2.network("blue"); !ok {
-			return fmt.Errorf("not yet")
-		}
-		return nil
-	})
-	h2.docker(t, create...)
-	var blue api.NetworkInfo
-	testutil.Eventually(t, 15*time.Second, "h2: overlay network blue joined", func() error {
-		n, ok := h2.network("blue")
-		if !ok || !n.Joined {
-			return fmt.Errorf("blue: %+v", n)
-		}
-		blue = n
-		return nil
-	})
+	blue := createDockerNetwork(t, h1, h2, create...)
+	t.Logf("docker %s (on h1, then on h2)", strings.Join(create, " "))
 	if !slices.Equal(blue.CIDRs, []string{dkCIDR4, dkCIDR6}) {
 		t.Fatalf("overlay network blue has CIDRs %v, want the Docker subnets %s and %s", blue.CIDRs, dkCIDR4, dkCIDR6)
 	}
